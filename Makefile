@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine: `make generate` (the main job) and `make test`.
+# Both create ./.venv on first use. torch is installed first so that the CPU build is used:
+#   - here and in CI, `pip install torch==2.13.0` takes the local CPU wheel;
+#   - elsewhere, add the CPU index: make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+BIN := $(VENV)/bin
+ARGS ?=
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(BIN)/.installed
+
+generate: $(BIN)/.installed
+	$(OFFLINE) $(BIN)/solar-diffusion generate --flare-class all --num-images 4 --out generated $(ARGS)
+
+test: $(BIN)/.installed
+	$(OFFLINE) $(BIN)/python -m pytest -n 2 -m "not slow and not live"
+
+test-slow: $(BIN)/.installed
+	$(OFFLINE) $(BIN)/python -m pytest -m slow
+
+.PHONY: install generate test test-slow

@@ -1,0 +1,1 @@
+"""Build labelled Hugging Face datasets of AIA images from HEK, GOES XRS and AIA sources."""

@@ -1,0 +1,43 @@
+"""The standalone generation layer: ``SolarFlarePipeline`` and what generation needs.
+
+``pipeline_solar_flare.py`` imports only torch, numpy, diffusers and the standard library, so it
+is uploaded unchanged as a Hub repository's ``pipeline.py``.
+"""
+
+from .pipeline_solar_flare import (
+    FLARE_LETTERS,
+    FLUX_SCALES,
+    GOES_R_SCALE,
+    LABEL_ORDER,
+    LETTER_FLUX,
+    QUIET_LABEL,
+    SWPC_SCALE,
+    SWPC_SCALING_FACTOR,
+    ClipLogNormalization,
+    SolarFlarePipeline,
+    SolarFlarePipelineOutput,
+    convert_flux_scale,
+    flare_letter,
+    format_flare_class,
+    label_vocabulary,
+    parse_flare_class,
+)
+
+__all__ = [
+    "FLARE_LETTERS",
+    "FLUX_SCALES",
+    "GOES_R_SCALE",
+    "LABEL_ORDER",
+    "LETTER_FLUX",
+    "QUIET_LABEL",
+    "SWPC_SCALE",
+    "SWPC_SCALING_FACTOR",
+    "ClipLogNormalization",
+    "SolarFlarePipeline",
+    "SolarFlarePipelineOutput",
+    "convert_flux_scale",
+    "flare_letter",
+    "format_flare_class",
+    "label_vocabulary",
+    "parse_flare_class",
+]

@@ -1,0 +1,411 @@
+# Copyright 2026 The solar-diffusion developers. MIT licence.
+"""Class-conditional DDPM for SDO/AIA full-disk images of a chosen GOES flare class.
+
+This file is the ground floor of ``solar_diffusion`` and stands alone: it imports only the
+standard library, numpy, torch and diffusers, so it is also uploaded as the Hub repository's
+``pipeline.py`` for ``DiffusionPipeline.from_pretrained(repo, custom_pipeline=repo,
+trust_remote_code=True)``. It owns what generation needs:
+
+* the GOES flare scale (``parse_flare_class``, ``format_flare_class``, ``flare_letter``) and the
+  two flux scales (GOES 1-15 era numbers carry the 0.7 SWPC scaling, GOES-R science data do not);
+* the label vocabulary (``label_vocabulary``; the classifier-free-guidance null id is the last);
+* the invertible normalisation (``ClipLogNormalization``) saved with the model;
+* ``SolarFlarePipeline``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from diffusers.utils.torch_utils import randn_tensor
+
+# --------------------------------------------------------------------------------------------
+# The GOES flare scale
+# --------------------------------------------------------------------------------------------
+
+#: GOES class letters, lowest first, and the 1-8 Angstrom flux (W m^-2) at magnitude 1.0.
+FLARE_LETTERS = ("A", "B", "C", "M", "X")
+LETTER_FLUX = {"A": 1e-8, "B": 1e-7, "C": 1e-6, "M": 1e-5, "X": 1e-4}
+
+#: Flux scales. ``"swpc"``: GOES 1-15 era operational fluxes and every class in HEK and the SWPC
+#: event lists, which include NOAA's 0.7 scaling factor. ``"goes-r"``: GOES-16+ science data and
+#: re-processed GOES 8-15 science data, without it.
+SWPC_SCALE = "swpc"
+GOES_R_SCALE = "goes-r"
+FLUX_SCALES = (SWPC_SCALE, GOES_R_SCALE)
+SWPC_SCALING_FACTOR = 0.7
+
+_CLASS_PATTERN = re.compile(r"^\s*([ABCMX])\s*(\d+(?:\.\d*)?|\.\d+)?\s*$", re.IGNORECASE)
+
+
+def _check_flux(flux: float) -> float:
+    flux = float(flux)
+    if not math.isfinite(flux) or flux <= 0:
+        raise ValueError(f"GOES 1-8 A flux must be a positive finite number in W m^-2, got {flux!r}")
+    return flux
+
+
+def _check_scale(scale: str) -> str:
+    if scale not in FLUX_SCALES:
+        raise ValueError(f"unknown GOES flux scale {scale!r}: expected one of {FLUX_SCALES}")
+    return scale
+
+
+def convert_flux_scale(flux: float, from_scale: str, to_scale: str) -> float:
+    """Convert a 1-8 A flux between the SWPC (x0.7) and GOES-R (unscaled) scales.
+
+    >>> round(convert_flux_scale(0.7e-5, "swpc", "goes-r"), 12)
+    1e-05
+    """
+    flux = _check_flux(flux)
+    if _check_scale(from_scale) == _check_scale(to_scale):
+        return flux
+    return flux / SWPC_SCALING_FACTOR if from_scale == SWPC_SCALE else flux * SWPC_SCALING_FACTOR
+
+
+def parse_flare_class(flare_class: str) -> float:
+    """Peak 1-8 A flux in W m^-2 of a GOES class, on the scale the class was given on.
+
+    A bare letter means magnitude 1.0.
+
+    >>> parse_flare_class("M2.5")
+    2.5e-05
+    >>> parse_flare_class("X")
+    0.0001
+    """
+    match = _CLASS_PATTERN.match(str(flare_class))
+    if match is None:
+        raise ValueError(
+            f"{flare_class!r} is not a GOES flare class: expected a letter of "
+            f"{', '.join(FLARE_LETTERS)} with an optional magnitude, e.g. 'M2.5'"
+        )
+    letter, magnitude = match.group(1).upper(), match.group(2)
+    magnitude = float(magnitude) if magnitude else 1.0
+    if magnitude <= 0:
+        raise ValueError(f"GOES class {flare_class!r} has a non-positive magnitude")
+    return float(f"{magnitude * LETTER_FLUX[letter]:.6g}")
+
+
+def flare_letter(flux: float) -> str:
+    """GOES letter of a 1-8 A flux (fluxes below B are 'A', above X1 stay 'X').
+
+    >>> flare_letter(2.5e-5)
+    'M'
+    """
+    flux = _check_flux(flux)
+    letter = FLARE_LETTERS[0]
+    for candidate in FLARE_LETTERS:
+        if flux >= LETTER_FLUX[candidate] * (1 - 1e-9):
+            letter = candidate
+    return letter
+
+
+def format_flare_class(flux: float, digits: int = 1) -> str:
+    """GOES class of a 1-8 A flux, e.g. ``2.5e-5 -> 'M2.5'``.
+
+    >>> format_flare_class(9.3e-4)
+    'X9.3'
+    """
+    letter = flare_letter(flux)
+    return f"{letter}{flux / LETTER_FLUX[letter]:.{digits}f}"
+
+
+# --------------------------------------------------------------------------------------------
+# Labels
+# --------------------------------------------------------------------------------------------
+
+#: Label for frames with no flare in progress and no known background flux.
+QUIET_LABEL = "quiet"
+LABEL_ORDER = (QUIET_LABEL,) + FLARE_LETTERS
+
+
+def label_vocabulary(labels) -> dict[int, str]:
+    """``id2label`` for the labels present in training data, lowest first.
+
+    The classifier-free-guidance null id is ``len(id2label)``, outside this mapping.
+
+    >>> label_vocabulary(["M", "quiet", "C", "M"])
+    {0: 'quiet', 1: 'C', 2: 'M'}
+    """
+    present = set(labels)
+    unknown = present - set(LABEL_ORDER)
+    if unknown:
+        raise ValueError(f"unknown labels {sorted(unknown)}: labels are one of {LABEL_ORDER}")
+    return {i: label for i, label in enumerate(x for x in LABEL_ORDER if x in present)}
+
+
+# --------------------------------------------------------------------------------------------
+# Normalisation
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipLogNormalization:
+    """Invertible map from data values to model space [-1, 1]: clip -> log10 (optional) -> scale.
+
+    Defaults follow the paper's lineage for AIA 171 A: clip to [5, 3500] DN/s, then log10.
+    ``unit`` records the unit the transform was fitted on ("DN/s" for calibrated data,
+    "browse" for 8-bit display-scaled browse images); ``inverse`` returns values in that unit.
+
+    >>> norm = ClipLogNormalization()
+    >>> float(norm.forward(np.float32(3500.0)))
+    1.0
+    >>> round(float(norm.inverse(norm.forward(np.float32(100.0)))), 3)
+    100.0
+    """
+
+    lo: float = 5.0
+    hi: float = 3500.0
+    log: bool = True
+    unit: str = "DN/s"
+
+    def __post_init__(self):
+        if not (math.isfinite(self.lo) and math.isfinite(self.hi) and self.hi > self.lo):
+            raise ValueError(f"normalisation needs finite lo < hi, got lo={self.lo}, hi={self.hi}")
+        if self.log and self.lo <= 0:
+            raise ValueError(f"a log normalisation needs lo > 0, got lo={self.lo}")
+
+    @classmethod
+    def for_browse(cls) -> "ClipLogNormalization":
+        """Linear map of 8-bit browse brightness [0, 255] (already display-scaled)."""
+        return cls(lo=0.0, hi=255.0, log=False, unit="browse")
+
+    def _bounds(self):
+        if self.log:
+            return math.log10(self.lo), math.log10(self.hi)
+        return self.lo, self.hi
+
+    def forward(self, data):
+        """Data values (numpy or torch) -> model space [-1, 1]."""
+        lib = torch if isinstance(data, torch.Tensor) else np
+        x = lib.clip(data, self.lo, self.hi)
+        if self.log:
+            x = lib.log10(x)
+        a, b = self._bounds()
+        return (x - a) * (2.0 / (b - a)) - 1.0
+
+    def inverse(self, model_values):
+        """Model space -> data values in ``unit`` (model values are clipped to [-1, 1] first)."""
+        lib = torch if isinstance(model_values, torch.Tensor) else np
+        a, b = self._bounds()
+        x = (lib.clip(model_values, -1.0, 1.0) + 1.0) * ((b - a) / 2.0) + a
+        return lib.clip(10.0**x, self.lo, self.hi) if self.log else x
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, config: dict | None) -> "ClipLogNormalization":
+        return cls(**config) if config else cls()
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SolarFlarePipelineOutput(ImagePipelineOutput):
+    """Generated images and, per image, its metadata (label, seed, unit, geometry)."""
+
+    metadata: list[dict] | None = None
+
+
+class SolarFlarePipeline(DiffusionPipeline):
+    r"""Generate full-disk solar images of chosen GOES flare classes with classifier-free guidance.
+
+    Parameters:
+        unet ([`UNet2DModel`]): class-conditional UNet with ``num_class_embeds = len(id2label) + 1``
+            (the last embedding is the null class of classifier-free guidance).
+        scheduler ([`SchedulerMixin`]): ``DDPMScheduler``, ``DDIMScheduler`` or
+            ``DPMSolverMultistepScheduler`` (they swap with ``from_config``).
+        id2label (`dict`): label of each class id, lowest first, e.g. ``{0: "quiet", 1: "C"}``.
+        normalization (`dict`): ``ClipLogNormalization`` fields; its ``unit`` is the data unit.
+        geometry (`dict`, optional): the images' geometry (wavelength, field of view in solar
+            radii, plate scale, disk centre, nominal date), passed on in each image's metadata.
+    """
+
+    model_cpu_offload_seq = "unet"
+
+    def __init__(
+        self,
+        unet: UNet2DModel,
+        scheduler: DDPMScheduler,
+        id2label: dict | None = None,
+        normalization: dict | None = None,
+        geometry: dict | None = None,
+    ):
+        super().__init__()
+        if id2label is None:
+            id2label = {i: label for i, label in enumerate(FLARE_LETTERS)}
+        id2label = {int(k): str(v) for k, v in id2label.items()}
+        if sorted(id2label) != list(range(len(id2label))):
+            raise ValueError(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
+        num_class_embeds = unet.config.num_class_embeds
+        if num_class_embeds != len(id2label) + 1:
+            raise ValueError(
+                f"the UNet has num_class_embeds={num_class_embeds}, but {len(id2label)} labels "
+                f"plus the null class need {len(id2label) + 1}"
+            )
+        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_to_config(
+            id2label={str(k): v for k, v in id2label.items()},
+            normalization=ClipLogNormalization.from_dict(normalization).to_dict(),
+            geometry=dict(geometry or {}),
+        )
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return {int(k): v for k, v in self.config.id2label.items()}
+
+    @property
+    def null_class_id(self) -> int:
+        """Id of the null (unconditional) class used by classifier-free guidance."""
+        return len(self.config.id2label)
+
+    @property
+    def normalization(self) -> ClipLogNormalization:
+        return ClipLogNormalization.from_dict(self.config.normalization)
+
+    def label_ids(self, flare_class) -> list[int]:
+        """Class ids for a label ("X", "quiet"), a full class ("M2.5" -> "M"), an id, or a list.
+
+        Raises ``ValueError`` naming the labels the model knows if one is unknown.
+        """
+        if isinstance(flare_class, (str, int, np.integer)):
+            flare_class = [flare_class]
+        label2id = {label: i for i, label in self.id2label.items()}
+        ids = []
+        for item in flare_class:
+            if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+                if item not in self.id2label:
+                    raise ValueError(f"class id {item} is not one of {sorted(self.id2label)} ({self._known()})")
+                ids.append(int(item))
+                continue
+            label = str(item).strip()
+            if label.lower() == QUIET_LABEL:
+                label = QUIET_LABEL
+            elif label not in label2id:
+                try:
+                    label = flare_letter(parse_flare_class(label))
+                except ValueError:
+                    pass
+            if label not in label2id:
+                raise ValueError(f"this model does not know the flare class {item!r}; {self._known()}")
+            ids.append(label2id[label])
+        return ids
+
+    def _known(self) -> str:
+        return "it knows: " + ", ".join(self.id2label.values())
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        flare_class="X",
+        num_images_per_class: int = 1,
+        guidance_scale: float = 3.0,
+        num_inference_steps: int = 25,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+    ) -> SolarFlarePipelineOutput | tuple:
+        r"""Generate images of the given flare class(es).
+
+        Args:
+            flare_class: a label ("X", "quiet"), a full class ("M2.5" means its letter), a class
+                id, or a list of these; each gets ``num_images_per_class`` images, in order.
+            num_images_per_class: images per entry of ``flare_class``.
+            guidance_scale: classifier-free guidance weight; 1 is the plain conditional model,
+                0 the unconditional one. Guided steps make one batched UNet call.
+            num_inference_steps: denoising steps of the scheduler.
+            generator: a ``torch.Generator``, or one per image (image i is then reproducible on
+                its own from its generator's seed).
+            output_type: ``"np"`` (NHWC float32 in model space [-1, 1]), ``"pt"`` (NCHW tensor in
+                model space), ``"pil"`` (8-bit preview) or ``"physical"`` (NCHW float32 in the
+                data unit, the inverse normalisation).
+            return_dict: return a ``SolarFlarePipelineOutput`` rather than ``(images, metadata)``.
+
+        Example:
+
+        ```py
+        >>> import torch
+        >>> from solar_diffusion import SolarFlarePipeline, build_unet
+        >>> from diffusers import DDPMScheduler
+        >>> pipe = SolarFlarePipeline(build_unet("tiny", sample_size=16, num_labels=2),
+        ...                           DDPMScheduler(), id2label={0: "C", 1: "X"})
+        >>> pipe.set_progress_bar_config(disable=True)
+        >>> out = pipe("X", num_images_per_class=2, num_inference_steps=2,
+        ...            generator=torch.Generator().manual_seed(0), output_type="physical")
+        >>> out.images.shape, out.metadata[0]["flare_class"], out.metadata[0]["unit"]
+        ((2, 1, 16, 16), 'X', 'DN/s')
+
+        ```
+        """
+        if output_type not in ("np", "pt", "pil", "physical"):
+            raise ValueError(f"output_type must be 'np', 'pt', 'pil' or 'physical', got {output_type!r}")
+        if num_images_per_class < 1:
+            raise ValueError(f"num_images_per_class must be >= 1, got {num_images_per_class}")
+        device = self._execution_device
+        class_ids = [i for i in self.label_ids(flare_class) for _ in range(num_images_per_class)]
+        batch_size = len(class_ids)
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"got {len(generator)} generators for {batch_size} images: give one per image")
+        labels = torch.tensor(class_ids, device=device, dtype=torch.long)
+        null_labels = torch.full_like(labels, self.null_class_id)
+        do_guidance = guidance_scale != 1.0
+        model_labels = torch.cat([null_labels, labels]) if do_guidance else labels
+
+        # 1. Gaussian noise
+        size = self.unet.config.sample_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        shape = (batch_size, self.unet.config.in_channels, *size)
+        image = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        image = image * self.scheduler.init_noise_sigma
+
+        # 2. denoising loop, guidance batched into one UNet call per step
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        for t in self.progress_bar(self.scheduler.timesteps):
+            model_input = torch.cat([image] * 2) if do_guidance else image
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            model_output = self.unet(model_input, t, class_labels=model_labels).sample
+            if do_guidance:
+                uncond, cond = model_output.chunk(2)
+                model_output = uncond + guidance_scale * (cond - uncond)
+            image = self.scheduler.step(model_output, t, image, generator=generator).prev_sample
+
+        # 3. postprocess
+        image = image.float().clamp(-1.0, 1.0)
+        if output_type == "pt":
+            images = image
+        elif output_type == "physical":
+            images = self.normalization.inverse(image).cpu().numpy().astype(np.float32)
+        else:
+            images = image.cpu().permute(0, 2, 3, 1).numpy()
+            if output_type == "pil":
+                images = self.numpy_to_pil(images / 2 + 0.5)
+        metadata = self._metadata(class_ids, generator, output_type)
+
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return images, metadata
+        return SolarFlarePipelineOutput(images=images, metadata=metadata)
+
+    def _metadata(self, class_ids, generator, output_type) -> list[dict]:
+        generators = generator if isinstance(generator, list) else [generator] * len(class_ids)
+        unit = self.normalization.unit if output_type == "physical" else "model space [-1, 1]"
+        return [
+            {
+                "flare_class": self.id2label[class_id],
+                "class_id": class_id,
+                "seed": None if g is None else int(g.initial_seed()),
+                "per_image_seed": isinstance(generator, list),
+                "unit": unit,
+                "geometry": dict(self.config.geometry),
+            }
+            for class_id, g in zip(class_ids, generators)
+        ]

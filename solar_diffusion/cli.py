@@ -1,0 +1,90 @@
+"""The ``solar-diffusion`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from solar_diffusion.generate import FORMATS, SCHEDULERS
+
+#: The model bundled with the package (absent until one is trained and bundled).
+DEFAULT_MODEL = Path(__file__).parent / "models" / "default"
+
+
+def _add_generate(sub):
+    p = sub.add_parser("generate", help="generate synthetic AIA images of chosen GOES flare classes")
+    has_default = (DEFAULT_MODEL / "model_index.json").exists()
+    p.add_argument("--model", default=str(DEFAULT_MODEL) if has_default else None, required=not has_default,
+                   help="saved pipeline folder or Hub id" + (" (default: the bundled model)" if has_default else ""))
+    p.add_argument("--flare-class", action="append", dest="flare_classes", metavar="CLASS",
+                   help="label ('X', 'quiet'), full class ('M2.5') or 'all' (default); repeat for several")
+    p.add_argument("--num-images", type=int, default=4, help="images per class (default 4)")
+    p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
+    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="dpm",
+                   help="ddpm, ddim or dpm (DPM-Solver++, default)")
+    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k")
+    p.add_argument("--out", default="generated", help="output folder (default ./generated)")
+    p.add_argument("--format", choices=FORMATS, default="png",
+                   help="png (8-bit preview), fits (data unit, synthetic AIA header) or npy (float32, CHW, data unit)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per pipeline call (default 16)")
+    p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
+    p.add_argument("--list-classes", action="store_true", help="print the model's labels, lowest first, and exit")
+    p.set_defaults(func=_generate)
+
+
+def _generate(args) -> int:
+    from diffusers.utils import logging as diffusers_logging
+
+    from solar_diffusion.generate import generate_to_folder, load_pipeline, use_scheduler
+
+    diffusers_logging.disable_progress_bar()
+    pipe = load_pipeline(args.model, device=args.device)
+    if args.list_classes:
+        for class_id, label in pipe.id2label.items():
+            print(f"{class_id}\t{label}")
+        return 0
+    for name, value in (("--num-images", args.num_images), ("--steps", args.steps), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise SystemExit(f"error: {name} must be >= 1, got {value}")
+    use_scheduler(pipe, args.scheduler)
+    pipe.set_progress_bar_config(desc="denoising", leave=False)
+    records = generate_to_folder(
+        pipe,
+        args.out,
+        flare_classes=args.flare_classes or ["all"],
+        num_images=args.num_images,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        seed=args.seed,
+        file_format=args.format,
+        batch_size=args.batch_size,
+        model_name=str(args.model),
+    )
+    print(f"wrote {len(records)} images ({args.format}) and contact_sheet.png to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="solar-diffusion",
+        description="Synthetic SDO/AIA images of chosen GOES flare classes with a conditional diffusion model.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_generate(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Generate images with a ``SolarFlarePipeline`` and write them as PNG, FITS or npy files."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+from solar_diffusion.maps import write_fits
+from solar_diffusion.pipelines import SolarFlarePipeline
+
+SCHEDULERS = {
+    "ddpm": (DDPMScheduler, {}),
+    "ddim": (DDIMScheduler, {}),
+    "dpm": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+}
+FORMATS = ("png", "fits", "npy")
+
+
+def use_scheduler(pipe: SolarFlarePipeline, name: str) -> SolarFlarePipeline:
+    """Swap the pipeline's scheduler by name ("ddpm", "ddim" or "dpm" for DPM-Solver++).
+
+    The trained noise schedule and prediction type carry over through ``from_config``.
+    """
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}: choose one of {sorted(SCHEDULERS)}")
+    cls, overrides = SCHEDULERS[name]
+    pipe.scheduler = cls.from_config(pipe.scheduler.config, **overrides)
+    return pipe
+
+
+def load_pipeline(model: str | os.PathLike, device: str | None = None) -> SolarFlarePipeline:
+    """Load a saved pipeline from a folder or a Hub id (offline: a cached one)."""
+    if Path(model).exists() and not (Path(model) / "model_index.json").exists():
+        raise FileNotFoundError(f"{model} is not a saved SolarFlarePipeline: it has no model_index.json")
+    pipe = SolarFlarePipeline.from_pretrained(str(model))
+    if device:
+        pipe.to(device)
+    return pipe
+
+
+def resolve_classes(pipe: SolarFlarePipeline, flare_classes) -> list[str]:
+    """Labels to generate: ``["all"]`` means every label the model knows, lowest first."""
+    if not flare_classes or list(flare_classes) == ["all"]:
+        return list(pipe.id2label.values())
+    return [pipe.id2label[i] for i in pipe.label_ids(list(flare_classes))]
+
+
+def _atomic_write(path: Path, write):
+    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def generate_to_folder(
+    pipe: SolarFlarePipeline,
+    out_dir,
+    flare_classes=("all",),
+    num_images: int = 4,
+    num_inference_steps: int = 25,
+    guidance_scale: float = 3.0,
+    seed: int = 0,
+    file_format: str = "png",
+    batch_size: int = 16,
+    model_name: str = "",
+) -> list[dict]:
+    """Generate ``num_images`` per class and write one file per image, named by class and seed.
+
+    Image k (counting over all classes) uses its own generator seeded ``seed + k``, so any image
+    can be remade on its own. Also writes ``generation.json`` (settings and per-image metadata)
+    and ``contact_sheet.png``. Returns the per-image metadata with the file names.
+    """
+    if file_format not in FORMATS:
+        raise ValueError(f"unknown format {file_format!r}: choose one of {FORMATS}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = [label for label in resolve_classes(pipe, flare_classes) for _ in range(num_images)]
+    seeds = [seed + k for k in range(len(labels))]
+    records, previews = [], []
+    for start in range(0, len(labels), batch_size):
+        chunk = slice(start, start + batch_size)
+        generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds[chunk]]
+        out = pipe(
+            flare_class=labels[chunk],
+            num_images_per_class=1,
+            guidance_scale=guidance_scale,
+            num_inference_steps=num_inference_steps,
+            generator=generators,
+            output_type="pt",
+        )
+        model_space = out.images.cpu().numpy()
+        physical = pipe.normalization.inverse(model_space).astype(np.float32)
+        for image, model_image, meta in zip(physical, model_space, out.metadata):
+            meta = dict(meta, unit=pipe.normalization.unit)
+            name = f"{meta['flare_class']}_seed{meta['seed']:06d}.{file_format}"
+            path = out_dir / name
+            if file_format == "npy":
+                _atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), image))
+            elif file_format == "fits":
+                write_fits(path, image, meta, model=model_name)
+            else:
+                preview = preview_image(model_image)
+                _atomic_write(path, lambda tmp: preview.save(tmp, format="PNG"))
+            records.append(dict(meta, file=name))
+            previews.append(model_image)
+    settings = {
+        "model": model_name,
+        "scheduler": type(pipe.scheduler).__name__,
+        "num_inference_steps": num_inference_steps,
+        "guidance_scale": guidance_scale,
+        "format": file_format,
+    }
+    (out_dir / "generation.json").write_text(json.dumps({"settings": settings, "images": records}, indent=1))
+    write_contact_sheet(out_dir / "contact_sheet.png", previews, [r["flare_class"] for r in records],
+                        [r["seed"] for r in records], title=model_name)
+    return records
+
+
+def preview_image(model_image: np.ndarray):
+    """8-bit grayscale (one channel) or RGB (three) PIL preview of a model-space CHW image.
+
+    Arrays follow the FITS convention (row 0 is the south edge); the preview is flipped so
+    that north is up.
+    """
+    from PIL import Image
+
+    pixels = np.round((np.clip(model_image, -1, 1) + 1) * 127.5).astype(np.uint8)[:, ::-1, :]
+    return Image.fromarray(pixels[0] if pixels.shape[0] == 1 else np.moveaxis(pixels[:3], 0, -1))
+
+
+def write_contact_sheet(path, model_images, labels, seeds, title: str = "", cmap: str = "sdoaia171"):
+    """A grid of model-space images, one row per class, in sunpy's AIA 171 colour map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import sunpy.visualization.colormaps  # noqa: F401  (registers the sdoaia colour maps)
+
+    rows = list(dict.fromkeys(labels))
+    per_row = [[i for i, label in enumerate(labels) if label == row] for row in rows]
+    ncols = max(len(r) for r in per_row)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.6 * ncols, 1.7 * len(rows)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, (row, members) in enumerate(zip(rows, per_row)):
+        for c, i in enumerate(members):
+            image = model_images[i]
+            shown = image[0] if image.shape[0] == 1 else np.moveaxis((image[:3] + 1) / 2, 0, -1)
+            axes[r, c].imshow(shown, cmap=cmap, vmin=-1, vmax=1, origin="lower")
+            axes[r, c].set_title(f"{row}  seed {seeds[i]}", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)

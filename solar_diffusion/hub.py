@@ -1,0 +1,61 @@
+"""Publishing to the Hugging Face Hub through an injectable client.
+
+Only two client methods are used, ``create_repo`` and ``upload_folder`` (those of
+``huggingface_hub.HfApi``), so tests and air-gapped users can pass any object that has them,
+for example one that writes to a local folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from solar_diffusion.pipelines import pipeline_solar_flare
+
+#: The standalone pipeline file, uploaded as ``pipeline.py`` for ``custom_pipeline=`` users.
+STANDALONE_PIPELINE_FILE = Path(pipeline_solar_flare.__file__)
+
+
+def save_pipeline(pipe, folder, model_card: str | None = None) -> Path:
+    """``save_pretrained`` plus the standalone ``pipeline.py`` and, if given, the model card.
+
+    The folder then loads both ways: ``SolarFlarePipeline.from_pretrained(folder)`` and
+    ``DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder, trust_remote_code=True)``.
+    """
+    folder = Path(folder)
+    pipe.save_pretrained(folder)
+    shutil.copyfile(STANDALONE_PIPELINE_FILE, folder / "pipeline.py")
+    if model_card is not None:
+        (folder / "README.md").write_text(model_card, encoding="utf-8")
+    return folder
+
+
+def push_to_hub(
+    pipe,
+    repo_id: str,
+    model_card: str | None = None,
+    api=None,
+    private: bool = False,
+    commit_message: str = "Upload SolarFlarePipeline",
+) -> str:
+    """Save a pipeline with its ``pipeline.py`` and model card and upload it; returns the repo id.
+
+    ``api`` defaults to ``huggingface_hub.HfApi()``.
+    """
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+    with tempfile.TemporaryDirectory() as tmp:
+        save_pipeline(pipe, tmp, model_card)
+        return upload_folder(tmp, repo_id, api=api, private=private, commit_message=commit_message)
+
+
+def upload_folder(folder, repo_id: str, api, repo_type: str = "model", private: bool = False,
+                  commit_message: str = "Upload") -> str:
+    """Create the repo if needed and upload a folder to it; returns the repo id."""
+    repo = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    repo_id = getattr(repo, "repo_id", repo_id)
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type, commit_message=commit_message)
+    return repo_id

@@ -1,0 +1,91 @@
+"""Shared fixtures: real data locations, tiny pipelines, and a folder-backed Hub client."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from diffusers import DDPMScheduler  # noqa: E402
+
+from solar_diffusion import SolarFlarePipeline, build_unet  # noqa: E402
+from solar_diffusion.maps import disk_geometry  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data in ../shared/data; tests that need it skip where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (it sits beside the checkout in CI)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def aia171_level1_file() -> Path:
+    """The real AIA 171 A level-1 FITS file that sunpy ships (128 x 128, full disk)."""
+    from sunpy.data.test import get_test_filepath
+
+    return Path(get_test_filepath("aia_171_level1.fits"))
+
+
+def make_tiny_pipeline(labels=("quiet", "C", "M", "X"), sample_size=16, seed=0) -> SolarFlarePipeline:
+    """A randomly initialised tiny pipeline (the weights are seeded, so it is reproducible)."""
+    torch.manual_seed(seed)
+    unet = build_unet("tiny", sample_size=sample_size, num_labels=len(labels)).eval()
+    pipe = SolarFlarePipeline(
+        unet,
+        DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear"),
+        id2label=dict(enumerate(labels)),
+        geometry=disk_geometry(sample_size, rsun_px=sample_size / 2.36),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def tiny_pipeline() -> SolarFlarePipeline:
+    return make_tiny_pipeline()
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path) -> Path:
+    """A tiny random pipeline saved with ``save_pipeline`` (weights, config, pipeline.py)."""
+    from solar_diffusion.hub import save_pipeline
+
+    return save_pipeline(make_tiny_pipeline(), tmp_path / "tiny-model")
+
+
+class FolderHubApi:
+    """A Hub client with the two methods ``push_to_hub`` uses, writing repos into a folder."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.calls = []
+
+    def create_repo(self, repo_id, repo_type="model", private=False, exist_ok=False):
+        self.calls.append(("create_repo", repo_id, repo_type))
+        path = self.root / repo_type / repo_id
+        if path.exists() and not exist_ok:
+            raise FileExistsError(repo_id)
+        path.mkdir(parents=True, exist_ok=True)
+        return type("RepoUrl", (), {"repo_id": repo_id})()
+
+    def upload_folder(self, repo_id, folder_path, repo_type="model", commit_message=""):
+        self.calls.append(("upload_folder", repo_id, repo_type))
+        shutil.copytree(folder_path, self.root / repo_type / repo_id, dirs_exist_ok=True)
+
+    def repo_path(self, repo_id, repo_type="model") -> Path:
+        return self.root / repo_type / repo_id
+
+
+@pytest.fixture
+def folder_hub(tmp_path) -> FolderHubApi:
+    return FolderHubApi(tmp_path / "hub")

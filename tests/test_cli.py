@@ -1,0 +1,63 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import sunpy.map
+from PIL import Image
+
+from solar_diffusion.cli import main
+
+
+def test_list_classes(tiny_model_dir, capsys):
+    assert main(["generate", "--model", str(tiny_model_dir), "--list-classes"]) == 0
+    assert capsys.readouterr().out.split() == ["0", "quiet", "1", "C", "2", "M", "3", "X"]
+
+
+@pytest.mark.parametrize("file_format", ["png", "fits", "npy"])
+def test_generate_writes_files_named_by_class_and_seed(tiny_model_dir, tmp_path, file_format):
+    out = tmp_path / "out"
+    argv = ["generate", "--model", str(tiny_model_dir), "--flare-class", "X", "--flare-class", "M2.5",
+            "--num-images", "2", "--steps", "3", "--scheduler", "ddim", "--seed", "5", "--batch-size", "3",
+            "--out", str(out), "--format", file_format]
+    assert main(argv) == 0
+    names = sorted(p.name for p in out.glob(f"*_seed*.{file_format}"))
+    assert names == [f"M_seed000007.{file_format}", f"M_seed000008.{file_format}",
+                     f"X_seed000005.{file_format}", f"X_seed000006.{file_format}"]
+    record = json.loads((out / "generation.json").read_text())
+    assert record["settings"]["scheduler"] == "DDIMScheduler" and len(record["images"]) == 4
+    sheet = Image.open(out / "contact_sheet.png")
+    assert sheet.size[0] > 100
+    first = out / names[0]
+    if file_format == "npy":
+        data = np.load(first)
+        assert data.shape == (1, 16, 16) and data.dtype == np.float32 and data.min() >= 5.0
+    elif file_format == "fits":
+        aia = sunpy.map.Map(first)
+        assert aia.meta["flarecls"] == "M" and aia.meta["genseed"] == 7
+    else:
+        assert Image.open(first).mode == "L"
+
+
+def test_image_k_is_remade_alone_from_its_seed(tiny_model_dir, tmp_path):
+    common = ["generate", "--model", str(tiny_model_dir), "--steps", "3", "--format", "npy"]
+    assert main(common + ["--flare-class", "X", "--num-images", "3", "--seed", "0", "--out", str(tmp_path / "a")]) == 0
+    assert main(common + ["--flare-class", "X", "--num-images", "1", "--seed", "2", "--out", str(tmp_path / "b")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "a" / "X_seed000002.npy"),
+                               np.load(tmp_path / "b" / "X_seed000002.npy"), rtol=1e-4)
+
+
+def test_bad_requests_fail_clearly(tiny_model_dir, tmp_path, capsys):
+    assert main(["generate", "--model", str(tiny_model_dir), "--flare-class", "B", "--out", str(tmp_path)]) == 2
+    assert "it knows: quiet, C, M, X" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "no model_index.json" in capsys.readouterr().err
+
+
+def test_console_script_runs_end_to_end(tiny_model_dir, tmp_path):
+    exe = [sys.executable, "-m", "solar_diffusion.cli"]
+    result = subprocess.run(exe + ["generate", "--model", str(tiny_model_dir), "--num-images", "1", "--steps", "2",
+                                   "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "o").glob("*.png"))) == 5  # 4 classes + the contact sheet

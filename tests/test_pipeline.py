@@ -1,0 +1,148 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler
+from PIL import Image
+
+from solar_diffusion import SolarFlarePipeline
+from solar_diffusion.generate import use_scheduler
+from solar_diffusion.hub import push_to_hub, save_pipeline
+
+STEPS = 4
+
+
+def run(pipe, flare_class="X", n=1, seed=0, **kwargs):
+    kwargs.setdefault("num_inference_steps", STEPS)
+    return pipe(flare_class, num_images_per_class=n, generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+def test_output_types(tiny_pipeline):
+    np_out = run(tiny_pipeline, ["C", "X"], n=2)
+    assert np_out.images.shape == (4, 16, 16, 1) and np_out.images.dtype == np.float32
+    assert [m["flare_class"] for m in np_out.metadata] == ["C", "C", "X", "X"]
+    assert np_out.metadata[0]["seed"] == 0 and np_out.metadata[0]["geometry"]["image_size"] == 16
+    pt = run(tiny_pipeline, ["C", "X"], n=2, output_type="pt").images
+    assert pt.shape == (4, 1, 16, 16)
+    np.testing.assert_array_equal(pt.permute(0, 2, 3, 1).numpy(), np_out.images)
+    physical = run(tiny_pipeline, ["C", "X"], n=2, output_type="physical")
+    assert physical.metadata[0]["unit"] == "DN/s"
+    np.testing.assert_allclose(physical.images, tiny_pipeline.normalization.inverse(pt.numpy()), rtol=1e-6)
+    assert physical.images.min() >= 5.0 and physical.images.max() <= 3500.0
+    pil = run(tiny_pipeline, "X", output_type="pil").images
+    assert isinstance(pil[0], Image.Image) and pil[0].mode == "L"
+    images, metadata = run(tiny_pipeline, "X", return_dict=False)
+    assert images.shape == (1, 16, 16, 1) and metadata[0]["flare_class"] == "X"
+
+
+def test_flare_class_forms(tiny_pipeline):
+    assert tiny_pipeline.label_ids("M2.5") == [2]
+    assert tiny_pipeline.label_ids(["quiet", "X", 1, "c3.1"]) == [0, 3, 1, 1]
+    for bad in ["B", "B2.0", "Q3", 7]:
+        with pytest.raises(ValueError, match="it knows: quiet, C, M, X"):
+            tiny_pipeline(bad, num_inference_steps=1)
+
+
+def test_seeded_determinism_and_per_image_generators(tiny_pipeline):
+    a = run(tiny_pipeline, ["C", "X"], n=2, seed=3).images
+    b = run(tiny_pipeline, ["C", "X"], n=2, seed=3).images
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, run(tiny_pipeline, ["C", "X"], n=2, seed=4).images)
+
+    seeds = [10, 11, 12]
+    batch = tiny_pipeline(["quiet", "M", "X"], generator=[torch.Generator().manual_seed(s) for s in seeds],
+                          num_inference_steps=STEPS)
+    assert [m["seed"] for m in batch.metadata] == seeds
+    alone = tiny_pipeline("X", generator=[torch.Generator().manual_seed(12)], num_inference_steps=STEPS)
+    np.testing.assert_allclose(alone.images[0], batch.images[2], atol=1e-5)
+    with pytest.raises(ValueError, match="one per image"):
+        tiny_pipeline(["C", "X"], generator=[torch.Generator()], num_inference_steps=1)
+
+
+def test_guidance_one_is_the_plain_conditional_path(tiny_pipeline):
+    guided = run(tiny_pipeline, "M", n=2, guidance_scale=1.0, output_type="pt").images
+
+    # The conditional model alone, written out by hand with the same scheduler and noise.
+    pipe, generator = tiny_pipeline, torch.Generator().manual_seed(0)
+    x = torch.randn((2, 1, 16, 16), generator=generator)
+    labels = torch.tensor([2, 2])
+    pipe.scheduler.set_timesteps(STEPS)
+    with torch.no_grad():
+        for t in pipe.scheduler.timesteps:
+            eps = pipe.unet(x, t, class_labels=labels).sample
+            x = pipe.scheduler.step(eps, t, x, generator=generator).prev_sample
+    np.testing.assert_allclose(guided.numpy(), x.clamp(-1, 1).numpy(), atol=1e-6)
+
+    # With guidance the null class enters: the images differ, and it is one batched UNet call per step.
+    calls = []
+    handle = pipe.unet.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    try:
+        cfg = run(pipe, "M", n=2, guidance_scale=3.0, output_type="pt").images
+    finally:
+        handle.remove()
+    assert calls == [4] * STEPS
+    assert not torch.allclose(cfg, guided)
+
+
+@pytest.mark.parametrize("name, cls", [("ddim", DDIMScheduler), ("dpm", DPMSolverMultistepScheduler)])
+def test_schedulers_swap(tiny_pipeline, name, cls):
+    use_scheduler(tiny_pipeline, name)
+    assert isinstance(tiny_pipeline.scheduler, cls)
+    assert tiny_pipeline.scheduler.config.beta_schedule == "linear"
+    out = run(tiny_pipeline, ["C", "X"], n=1, output_type="physical")
+    assert np.isfinite(out.images).all() and out.images.shape == (2, 1, 16, 16)
+    again = run(tiny_pipeline, ["C", "X"], n=1, output_type="physical")
+    np.testing.assert_array_equal(out.images, again.images)
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        use_scheduler(tiny_pipeline, "euler")
+
+
+def test_save_and_load_give_identical_images(tiny_pipeline, tmp_path):
+    before = run(tiny_pipeline, ["quiet", "X"], n=2).images
+    save_pipeline(tiny_pipeline, tmp_path / "model")
+    index = json.loads((tmp_path / "model" / "model_index.json").read_text())
+    assert index["_class_name"] == "SolarFlarePipeline"
+    assert index["id2label"] == {"0": "quiet", "1": "C", "2": "M", "3": "X"}
+    assert index["normalization"]["unit"] == "DN/s"
+    loaded = SolarFlarePipeline.from_pretrained(tmp_path / "model")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.id2label == tiny_pipeline.id2label and loaded.null_class_id == 4
+    assert loaded.config.geometry == tiny_pipeline.config.geometry
+    np.testing.assert_array_equal(run(loaded, ["quiet", "X"], n=2).images, before)
+
+    # The standalone file loads the same folder through diffusers' remote-code path.
+    remote = DiffusionPipeline.from_pretrained(tmp_path / "model", custom_pipeline=str(tmp_path / "model"),
+                                               trust_remote_code=True)
+    assert type(remote).__name__ == "SolarFlarePipeline" and type(remote) is not SolarFlarePipeline
+    remote.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(run(remote, ["quiet", "X"], n=2).images, before)
+
+
+def test_pipeline_file_stands_alone():
+    from solar_diffusion.hub import STANDALONE_PIPELINE_FILE
+
+    imports = [line.split()[1].split(".")[0] for line in STANDALONE_PIPELINE_FILE.read_text().splitlines()
+               if line.startswith(("import ", "from "))]
+    assert set(imports) <= {"__future__", "math", "re", "dataclasses", "numpy", "torch", "diffusers"}
+
+
+def test_push_round_trip_through_a_folder_hub(tiny_pipeline, folder_hub):
+    before = run(tiny_pipeline, ["C", "M"]).images
+    repo_id = push_to_hub(tiny_pipeline, "solar/tiny", model_card="# tiny\n", api=folder_hub)
+    assert repo_id == "solar/tiny"
+    assert [c[0] for c in folder_hub.calls] == ["create_repo", "upload_folder"]
+    repo = folder_hub.repo_path("solar/tiny")
+    assert (repo / "pipeline.py").exists() and (repo / "README.md").read_text() == "# tiny\n"
+    loaded = SolarFlarePipeline.from_pretrained(repo)
+    loaded.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(run(loaded, ["C", "M"]).images, before)
+
+
+def test_unet_and_labels_must_agree():
+    from diffusers import DDPMScheduler
+
+    from solar_diffusion import build_unet
+
+    with pytest.raises(ValueError, match="num_class_embeds=4"):
+        SolarFlarePipeline(build_unet("tiny", 16, 3), DDPMScheduler(), id2label={0: "C", 1: "X"})

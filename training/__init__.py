@@ -1,0 +1,1 @@
+"""accelerate entry points: DDPM training, the evaluation encoder and the flare predictor."""
