@@ -66,6 +66,49 @@ def _generate(args) -> int:
     return 0
 
 
+def _add_build_dataset(sub):
+    from solar_diffusion.dataset_builder.build import DEFAULT_SPLITS
+    from solar_diffusion.dataset_builder.images import DEFAULT_FOV_RSUN
+
+    p = sub.add_parser("build-dataset", help="build a labelled Hugging Face dataset of AIA images")
+    src = p.add_argument_group("local sources")
+    src.add_argument("--images", help="folder of FITS/JP2/JPEG/PNG images, or an index CSV (file + time column)")
+    src.add_argument("--flare-list", action="append", default=[], metavar="PATH",
+                     help="HEK export, SWPC event list or GOES-16 flare summary (repeat for several)")
+    src.add_argument("--goes", action="append", default=[], metavar="PATH",
+                     help="GOES XRS file or folder of them, for the background flux (repeat for several)")
+    online = p.add_argument_group("online sources (HEK, GOES XRS via Fido, AIA via JSOC)")
+    online.add_argument("--start", help="start time (UTC), e.g. 2012-01-01")
+    online.add_argument("--end", help="end time (UTC)")
+    online.add_argument("--cadence", default="1h", help="image cadence (default 1h)")
+    online.add_argument("--jsoc-email", help="e-mail address registered with JSOC (needed for AIA downloads)")
+    online.add_argument("--cache-dir", default="~/.cache/solar-diffusion", help="download cache")
+    p.add_argument("--out", required=True, help="output folder of the dataset")
+    p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128)")
+    p.add_argument("--channels", default="171", help="comma-separated AIA channels, e.g. 171 or 171,131,94")
+    p.add_argument("--composite-channels", default="171,131,94",
+                   help="channels of the red, green, blue planes of RGB browse composites")
+    p.add_argument("--window", type=float, default=0.0, help="minutes added before/after each flare (default 0)")
+    p.add_argument("--splits", default=DEFAULT_SPLITS,
+                   help=f"month blocks per split (default {DEFAULT_SPLITS}; absolute: train=2012-01:2012-06)")
+    p.add_argument("--fov-rsun", type=float, default=DEFAULT_FOV_RSUN, help="field of view in solar radii")
+    p.add_argument("--limb-mask", type=float, default=None, help="zero pixels beyond this many solar radii")
+    p.add_argument("--shard-size", type=int, default=256, help="frames per Parquet shard")
+    p.add_argument("--config-name", default="default", help="dataset config name")
+    p.add_argument("--register", action="store_true", help="register FITS to level 1.5 with aiapy")
+    p.add_argument("--pointing-table", help="aiapy pointing table file (offline pointing update)")
+    p.add_argument("--correction-table", help="aiapy degradation correction table file")
+    p.add_argument("--num-proc", type=int, default=1, help="worker processes (default 1)")
+    p.set_defaults(func=_build_dataset)
+
+
+def _build_dataset(args) -> int:
+    from solar_diffusion.dataset_builder.build import build_from_args
+
+    result = build_from_args(args)
+    return 0 if not result.counts.empty else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="solar-diffusion",
@@ -73,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
+    _add_build_dataset(sub)
     return parser
 
 

@@ -1,0 +1,483 @@
+"""Build a labelled Hugging Face dataset (Parquet shards + dataset card) from AIA images.
+
+The build is planned first (index the images, label every frame, assign time splits, cut
+shards), then each shard is read, preprocessed and written atomically (a temporary file, then a
+rename). A finished shard is never redone, so a killed build resumes where it stopped and ends
+with the same dataset. Files that cannot be used are reported per file and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from solar_diffusion.pipelines import LABEL_ORDER, label_vocabulary
+from solar_diffusion.dataset_builder.images import (
+    BROWSE_SUFFIXES,
+    DEFAULT_COMPOSITE_CHANNELS,
+    DEFAULT_FOV_RSUN,
+    FITS_SUFFIXES,
+    JP2_SUFFIXES,
+    FrameRejected,
+    crop_and_resize,
+    read_frame,
+    time_from_name,
+)
+from solar_diffusion.dataset_builder.labels import LABEL_RULE, label_frames
+
+#: Default time splits: months of every year (July is left out as a guard block).
+DEFAULT_SPLITS = "train=1-6,validation=8-9,test=10-12"
+#: Frames this close to the end of a split block are dropped, so blocks are >= 24 h apart.
+SPLIT_GAP = pd.Timedelta("24h")
+FLAG_COLUMNS = ("smeared", "bad", "flagged", "reject")
+BUILD_INFO = "build_info.json"
+
+
+@dataclass
+class BuildConfig:
+    """Settings of one dataset build (also written to ``build_info.json``)."""
+
+    out: str
+    size: int = 128
+    channels: tuple = ("171",)
+    window_minutes: float = 0.0
+    splits: str = DEFAULT_SPLITS
+    fov_rsun: float = DEFAULT_FOV_RSUN
+    limb_mask: float | None = None
+    shard_size: int = 256
+    config_name: str = "default"
+    composite_channels: tuple = DEFAULT_COMPOSITE_CHANNELS
+    register: bool = False
+    pointing_table: str | None = None
+    correction_table: str | None = None
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    counts: pd.DataFrame
+    rejected: list = field(default_factory=list)
+    unassigned: int = 0
+
+
+# ------------------------------------------------------------------------------------------
+# planning
+# ------------------------------------------------------------------------------------------
+
+
+def index_images(images, channels=("171",)) -> pd.DataFrame:
+    """Table of image files with ``file``, ``t_obs`` and ``flag`` (a reason to reject, or None).
+
+    ``images`` is a folder (searched recursively; times from the file names, or from the FITS
+    header) or an index CSV with a ``file`` column and a time column (``t_obs``, ``t_obs_utc``,
+    or the channel's own such as ``t_aia171_utc``); boolean columns named smeared/bad/flagged
+    mark frames to reject.
+    """
+    images = Path(images)
+    if images.is_file() and images.suffix.lower() == ".csv":
+        return _index_csv(images, channels)
+    if not images.is_dir():
+        raise FileNotFoundError(f"{images}: not a folder of images nor an index CSV")
+    suffixes = FITS_SUFFIXES + JP2_SUFFIXES + BROWSE_SUFFIXES
+    files = sorted(p for p in images.rglob("*") if p.is_file() and p.name.lower().endswith(suffixes))
+    rows = []
+    for path in files:
+        try:
+            t_obs, flag = _time_of(path), None
+        except FrameRejected as err:
+            t_obs, flag = pd.NaT, str(err)
+        rows.append({"file": str(path), "t_obs": t_obs, "flag": flag})
+    return pd.DataFrame(rows, columns=["file", "t_obs", "flag"])
+
+
+def _time_of(path: Path) -> pd.Timestamp:
+    try:
+        return time_from_name(path)
+    except FrameRejected:
+        if path.name.lower().endswith(FITS_SUFFIXES):
+            from astropy.io import fits
+
+            try:
+                header = fits.getheader(path, ext=1 if path.name.lower().endswith(".fz") else 0)
+                return pd.Timestamp(header.get("T_OBS", header.get("DATE-OBS")).rstrip("Z"))
+            except Exception as err:
+                raise FrameRejected(f"{path}: no observation time in name or header ({err})") from None
+        raise
+
+
+def _index_csv(csv_path: Path, channels) -> pd.DataFrame:
+    table = pd.read_csv(csv_path)
+    if "file" not in table.columns:
+        raise ValueError(f"{csv_path}: an index CSV needs a 'file' column; it has {list(table.columns)}")
+    candidates = [f"t_aia{str(channels[0]).zfill(3)}_utc", f"t_aia{channels[0]}_utc", "t_obs", "t_obs_utc"]
+    time_column = next((c for c in candidates if c in table.columns), None)
+    if time_column is None:
+        raise ValueError(f"{csv_path}: no time column (looked for {candidates})")
+    flags = [c for c in table.columns if c.lower() in FLAG_COLUMNS]
+    out = pd.DataFrame({
+        "file": [str((csv_path.parent / f).resolve()) for f in table["file"]],
+        "t_obs": pd.to_datetime(table[time_column], errors="coerce", utc=True).dt.tz_localize(None),
+        "flag": None,
+    })
+    for column in flags:
+        marked = table[column].astype(str).str.lower().isin(["true", "1", "yes"])
+        out.loc[marked, "flag"] = [f"{f}: flagged '{column}' in {csv_path.name}" for f in out.loc[marked, "file"]]
+    bad_time = out["t_obs"].isna() & out["flag"].isna()
+    out.loc[bad_time, "flag"] = [f"{f}: unreadable time in column {time_column}" for f in out.loc[bad_time, "file"]]
+    return out
+
+
+def parse_splits(spec: str) -> list[tuple[str, str, str]]:
+    """Parse a split spec into ``(split, first, last)`` month blocks.
+
+    Either months of every year (``"train=1-6,validation=8-9,test=10-12"``) or absolute
+    months (``"train=2012-01:2012-06,test=2012-10:2012-12"``).
+
+    >>> parse_splits("train=1-6,test=10-12")
+    [('train', '1', '6'), ('test', '10', '12')]
+    """
+    blocks = []
+    for part in spec.split(","):
+        match = re.fullmatch(r"\s*(\w+)\s*=\s*(\d{4}-\d{2}|\d{1,2})\s*[-:]\s*(\d{4}-\d{2}|\d{1,2})\s*", part) or \
+            re.fullmatch(r"\s*(\w+)\s*=\s*(\d{4}-\d{2}|\d{1,2})()\s*", part)
+        if match is None:
+            raise ValueError(f"cannot parse split {part!r}: expected e.g. train=1-6 or train=2012-01:2012-06")
+        name, first, last = match.groups()
+        blocks.append((name, first, last or first))
+    return blocks
+
+
+def assign_splits(times: pd.Series, spec: str = DEFAULT_SPLITS, gap=SPLIT_GAP) -> pd.Series:
+    """The split of each time (None outside every block or within ``gap`` of a block's end)."""
+    times = pd.to_datetime(times)
+    result = pd.Series([None] * len(times), index=times.index, dtype=object)
+    for name, first, last in parse_splits(spec):
+        if "-" in first:  # absolute months
+            start = pd.Timestamp(first + "-01")
+            end = pd.Timestamp(last + "-01") + pd.offsets.MonthBegin(1)
+            inside = (times >= start) & (times < end - gap)
+        else:
+            months = times.dt.month
+            m0, m1 = int(first), int(last)
+            end = (times.dt.to_period("M").dt.to_timestamp() + pd.offsets.MonthBegin(1)).where(months == m1)
+            inside = (months >= m0) & (months <= m1) & ~(times >= end - gap)
+        result[inside & result.isna()] = name
+    return result
+
+
+def plan_build(index: pd.DataFrame, events: pd.DataFrame, xrs=None, config: BuildConfig = None):
+    """Label and split every indexed frame; return ``(plan, rejected, unassigned_count)``."""
+    rejected = [{"file": f, "reason": r} for f, r in zip(index["file"], index["flag"]) if r]
+    usable = index[index["flag"].isna()].sort_values("t_obs").reset_index(drop=True)
+    labels = label_frames(usable["t_obs"], events, xrs, window=pd.Timedelta(minutes=config.window_minutes))
+    plan = pd.concat([usable[["file", "t_obs"]], labels], axis=1)
+    plan["split"] = assign_splits(plan["t_obs"], config.splits).to_numpy()
+    unassigned = int(plan["split"].isna().sum())
+    return plan[plan["split"].notna()].reset_index(drop=True), rejected, unassigned
+
+
+def shard_plan(plan: pd.DataFrame, shard_size: int) -> list[tuple[str, int, int, pd.DataFrame]]:
+    """Cut each split into shards of ``shard_size`` frames: ``(split, k, n_shards, rows)``."""
+    shards = []
+    for split in dict.fromkeys(plan["split"]):
+        rows = plan[plan["split"] == split]
+        n = max(1, -(-len(rows) // shard_size))
+        for k in range(n):
+            shards.append((split, k, n, rows.iloc[k * shard_size:(k + 1) * shard_size]))
+    return shards
+
+
+# ------------------------------------------------------------------------------------------
+# processing and writing
+# ------------------------------------------------------------------------------------------
+
+
+def dataset_features(vocabulary: list[str], n_channels: int, size: int, unit: str):
+    """The ``datasets.Features`` of a build: ``image`` is channels first in the data unit."""
+    from datasets import Array3D, ClassLabel, Features, Value
+
+    return Features({
+        "image": Array3D(shape=(n_channels, size, size), dtype="uint8" if unit == "browse" else "float32"),
+        "flare_class": ClassLabel(names=list(vocabulary)),
+        "peak_flux": Value("float32"),
+        "goes_flux_at_obs": Value("float32"),
+        "t_obs": Value("timestamp[us, tz=UTC]"),
+        "label_source": Value("string"),
+        "flare_goes_class": Value("string"),
+        "flare_hpc_x": Value("float32"),
+        "flare_hpc_y": Value("float32"),
+        "source": Value("string"),
+        "channel": Value("string"),
+        "unit": Value("string"),
+        "image_size": Value("int32"),
+        "fov_rsun": Value("float32"),
+        "rsun_px": Value("float32"),
+    })
+
+
+def _shard_path(out: Path, config: BuildConfig, split: str, k: int, n: int) -> Path:
+    return out / config.config_name / f"{split}-{k:05d}-of-{n:05d}.parquet"
+
+
+def process_shard(args) -> tuple[str, int, int]:
+    """Read, preprocess and write one shard; returns ``(split, k, rows written)``."""
+    out, config, split, k, n, rows, features = args
+    path = _shard_path(out, config, split, k, n)
+    if path.exists():
+        return split, k, -1
+    records, rejected = {name: [] for name in features}, []
+    for row in rows.itertuples(index=False):
+        try:
+            frame = read_frame(row.file, config.channels, t_obs=row.t_obs,
+                               composite_channels=config.composite_channels, register=config.register,
+                               pointing_table=config.pointing_table, correction_table=config.correction_table)
+            image, rsun = crop_and_resize(frame, config.size, config.fov_rsun, config.limb_mask)
+        except FrameRejected as err:
+            rejected.append({"file": row.file, "reason": str(err)})
+            continue
+        except Exception as err:  # a bad file must never take the batch down
+            rejected.append({"file": row.file, "reason": f"{row.file}: {type(err).__name__}: {err}"})
+            continue
+        unit = frame.unit
+        values = {
+            "image": image,
+            "flare_class": row.flare_class,
+            "peak_flux": row.peak_flux,
+            "goes_flux_at_obs": row.goes_flux_at_obs,
+            "t_obs": pd.Timestamp(row.t_obs).tz_localize("UTC").to_pydatetime(),
+            "label_source": row.label_source,
+            "flare_goes_class": row.flare_goes_class,
+            "flare_hpc_x": row.flare_hpc_x,
+            "flare_hpc_y": row.flare_hpc_y,
+            "source": os.path.basename(row.file),
+            "channel": ",".join(frame.channels),
+            "unit": unit,
+            "image_size": config.size,
+            "fov_rsun": config.fov_rsun,
+            "rsun_px": rsun,
+        }
+        for name, value in values.items():
+            records[name].append(value)
+    _write_atomic(path.with_suffix(".rejected.json"), json.dumps(rejected, indent=1).encode())
+    _write_shard(path, records, features)
+    return split, k, len(records["image"])
+
+
+def _write_atomic(path: Path, payload: bytes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(payload)
+    os.replace(tmp, path)
+
+
+def _write_shard(path: Path, records: dict, features):
+    from datasets import Dataset
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset = Dataset.from_dict(records, features=features)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        dataset.to_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig, xrs=None,
+                  num_proc: int = 1, progress: bool = True, provenance: dict | None = None) -> BuildResult:
+    """Plan, process and package a dataset; see the module docstring."""
+    from tqdm.auto import tqdm
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan, rejected, unassigned = plan_build(index, events, xrs, config)
+    if plan.empty:
+        raise ValueError(f"no frames fall in the splits {config.splits!r}: nothing to build")
+    vocabulary = list(label_vocabulary(plan["flare_class"]).values())
+    is_fits = plan["file"].str.lower().str.endswith(FITS_SUFFIXES)
+    if is_fits.any() and not is_fits.all():
+        raise ValueError("the images mix FITS (DN/s) with browse or JPEG 2000 files (8-bit): build them apart")
+    unit = "DN/s" if is_fits.all() else "browse"
+    features = dataset_features(vocabulary, len(config.channels), config.size, unit)
+    tasks = [(out, config, split, k, n, rows, features) for split, k, n, rows in shard_plan(plan, config.shard_size)]
+    _check_resume(out, config, vocabulary, features)
+    bar = tqdm(total=len(tasks), desc="shards", disable=not progress)
+    if num_proc > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(num_proc) as pool:
+            for _ in pool.imap_unordered(process_shard, tasks):
+                bar.update()
+    else:
+        for task in tasks:
+            process_shard(task)
+            bar.update()
+    bar.close()
+    for _, config_, split, k, n, _, _ in tasks:
+        rejected += json.loads(_shard_path(out, config_, split, k, n).with_suffix(".rejected.json").read_text())
+    counts = label_counts(out, config, vocabulary)
+    info = {
+        "config": asdict(config),
+        "vocabulary": vocabulary,
+        "unit": unit,
+        "label_rule": LABEL_RULE,
+        "counts": counts.to_dict(),
+        "rejected": rejected,
+        "unassigned_frames": unassigned,
+        "rsun_px_median": _median_rsun(out, config),
+        "t_obs_median_train": str(plan.loc[plan["split"] == "train", "t_obs"].median()),
+        "clipped_fraction": clipped_fractions(out, config, vocabulary, unit),
+        "provenance": provenance or {},
+    }
+    _write_atomic(out / BUILD_INFO, json.dumps(info, indent=1, default=str).encode())
+    from solar_diffusion.dataset_builder.card import write_dataset_card
+
+    write_dataset_card(out, info, counts)
+    return BuildResult(out=out, counts=counts, rejected=rejected, unassigned=unassigned)
+
+
+def _check_resume(out: Path, config: BuildConfig, vocabulary, features):
+    """Refuse to mix shards of a different build into this one."""
+    stamp = out / ".build_settings.json"
+    settings = json.dumps({"config": asdict(config), "vocabulary": vocabulary, "features": features.to_dict()},
+                          sort_keys=True, default=str)
+    if stamp.exists() and stamp.read_text() != settings:
+        raise ValueError(f"{out} holds a build with other settings; choose an empty --out or remove it")
+    _write_atomic(stamp, settings.encode())
+
+
+def _median_rsun(out: Path, config: BuildConfig) -> float:
+    import pyarrow.parquet as pq
+
+    values = [pq.read_table(p, columns=["rsun_px"]).column(0).to_numpy() for p in sorted((out / config.config_name).glob("*.parquet"))]
+    values = np.concatenate(values) if values else np.array([np.nan])
+    return float(np.median(values))
+
+
+def clipped_fraction_of(images: np.ndarray, unit: str) -> np.ndarray:
+    """Per image, the fraction of pixels the default normalisation clips at its top.
+
+    DN/s: above 3500 DN/s (the paper's 171 A clip); browse: saturated at 255.
+    """
+    from solar_diffusion.pipelines import ClipLogNormalization
+
+    top = ClipLogNormalization().hi if unit == "DN/s" else 255
+    return (images >= top).reshape(len(images), -1).mean(axis=1)
+
+
+def clipped_fractions(out: Path, config: BuildConfig, vocabulary, unit: str) -> dict:
+    """Mean clipped fraction of pixels per label, so a clip that erases flare kernels shows."""
+    import pyarrow.parquet as pq
+
+    sums, counts = {}, {}
+    for path in sorted((out / config.config_name).glob("*.parquet")):
+        table = pq.read_table(path, columns=["image", "flare_class"])
+        if table.num_rows == 0:
+            continue
+        values = table.column("image").combine_chunks().flatten().flatten().flatten()
+        images = values.to_numpy(zero_copy_only=False).reshape(table.num_rows, -1)
+        fractions = clipped_fraction_of(images, unit)
+        for class_id, fraction in zip(table.column("flare_class").to_numpy(), fractions):
+            label = vocabulary[class_id]
+            sums[label] = sums.get(label, 0.0) + float(fraction)
+            counts[label] = counts.get(label, 0) + 1
+    return {label: sums[label] / counts[label] for label in vocabulary if label in counts}
+
+
+def label_counts(out: Path, config: BuildConfig, vocabulary) -> pd.DataFrame:
+    """Frames per label (rows, lowest first) and split (columns), read back from the shards."""
+    import pyarrow.parquet as pq
+
+    counts = {}
+    for path in sorted((out / config.config_name).glob("*.parquet")):
+        split = path.name.split("-")[0]
+        ids = pq.read_table(path, columns=["flare_class"]).column(0).to_numpy()
+        for class_id in ids:
+            counts.setdefault(split, {}).setdefault(vocabulary[class_id], 0)
+            counts[split][vocabulary[class_id]] += 1
+    table = pd.DataFrame(counts).reindex([label for label in LABEL_ORDER if label in vocabulary]).fillna(0).astype(int)
+    return table
+
+
+# ------------------------------------------------------------------------------------------
+# command line
+# ------------------------------------------------------------------------------------------
+
+
+def _expand(paths) -> list[Path]:
+    files = []
+    for p in paths:
+        p = Path(p).expanduser()
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such file or folder")
+        files += sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
+    return files
+
+
+def build_from_args(args) -> BuildResult:
+    """Run ``solar-diffusion build-dataset`` from parsed arguments, printing the label counts."""
+    from solar_diffusion.dataset_builder import flares, goes
+    from solar_diffusion.dataset_builder.card import counts_markdown
+
+    channels = tuple(c.strip() for c in args.channels.split(","))
+    provenance = {}
+    if args.images:
+        index = index_images(args.images, channels)
+        provenance["images"] = str(args.images)
+    elif args.start and args.end:
+        from solar_diffusion.dataset_builder.jsoc import JSOCImageSource
+
+        if not args.jsoc_email:
+            raise ValueError("the online path downloads AIA images from JSOC: give --jsoc-email (registered at JSOC)")
+        source = JSOCImageSource(email=args.jsoc_email, cache_dir=Path(args.cache_dir).expanduser() / "aia")
+        files = source.fetch(args.start, args.end, args.cadence, channels[0])
+        index = pd.DataFrame({"file": [str(f) for f in files], "t_obs": [_time_of(Path(f)) for f in files], "flag": None})
+        provenance["images"] = f"JSOC aia.lev1_euv_12s {args.start}..{args.end} every {args.cadence}"
+    else:
+        raise ValueError("give --images (local) or --start and --end (online)")
+    if index.empty:
+        raise ValueError(f"no image files found in {args.images}")
+
+    if args.flare_list:
+        tables = [flares.read_flare_list(path) for path in args.flare_list]
+        events = pd.concat(tables, ignore_index=True)
+        provenance["flare lists"] = ", ".join(map(str, args.flare_list))
+    elif args.start and args.end:
+        events = flares.HEKFlareSource().events(args.start, args.end)
+        provenance["flare lists"] = "HEK (GOES flare events), queried month by month"
+    else:
+        raise ValueError("give --flare-list (local) or --start/--end to query HEK")
+    events = events.sort_values("peak_flux", ascending=False).drop_duplicates(["start", "end"]).sort_values("start")
+
+    xrs = None
+    if args.goes:
+        xrs = goes.read_xrs(_expand(args.goes))
+        provenance["GOES XRS"] = ", ".join(map(str, args.goes))
+    elif args.start and args.end:
+        xrs = goes.GOESXRSSource().flux(args.start, args.end)
+        provenance["GOES XRS"] = "Fido, 1-min averages"
+
+    config = BuildConfig(
+        out=str(args.out), size=args.size, channels=channels, window_minutes=args.window, splits=args.splits,
+        fov_rsun=args.fov_rsun, limb_mask=args.limb_mask, shard_size=args.shard_size, config_name=args.config_name,
+        composite_channels=tuple(c.strip() for c in args.composite_channels.split(",")),
+        register=args.register, pointing_table=args.pointing_table, correction_table=args.correction_table,
+    )
+    result = build_dataset(index, events, config, xrs=xrs, num_proc=args.num_proc, provenance=provenance)
+    print(f"\nLabel counts ({result.out}):\n{counts_markdown(result.counts)}")
+    print(f"{result.unassigned} frames outside the splits; {len(result.rejected)} files skipped")
+    for item in result.rejected[:20]:
+        print(f"  skipped: {item['reason']}")
+    if len(result.rejected) > 20:
+        print(f"  ... {len(result.rejected) - 20} more in {result.out / BUILD_INFO}")
+    return result
