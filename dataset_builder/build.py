@@ -384,7 +384,8 @@ def clipped_fractions(out: Path, config: BuildConfig, vocabulary, unit: str) -> 
         table = pq.read_table(path, columns=["image", "flare_class"])
         if table.num_rows == 0:
             continue
-        values = table.column("image").combine_chunks().flatten().flatten().flatten()
+        values = table.column("image").combine_chunks()
+        values = getattr(values, "storage", values).flatten().flatten().flatten()  # datasets' Array3D extension
         images = values.to_numpy(zero_copy_only=False).reshape(table.num_rows, -1)
         fractions = clipped_fraction_of(images, unit)
         for class_id, fraction in zip(table.column("flare_class").to_numpy(), fractions):

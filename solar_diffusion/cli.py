@@ -109,6 +109,21 @@ def _build_dataset(args) -> int:
     return 0 if not result.counts.empty else 1
 
 
+def _add_train(sub):
+    from solar_diffusion.training.train_ddpm import build_parser as train_parser
+
+    p = sub.add_parser("train", help="train the class-conditional DDPM (same flags as training/train_ddpm.py)")
+    train_parser(p)
+    p.set_defaults(func=_train)
+
+
+def _train(args) -> int:
+    from solar_diffusion.training.train_ddpm import train
+
+    print(f"saved pipeline: {train(args)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="solar-diffusion",
@@ -117,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
     _add_build_dataset(sub)
+    _add_train(sub)
     return parser
 
 

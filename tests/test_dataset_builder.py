@@ -1,0 +1,168 @@
+"""The dataset builder on real data: labels, splits, rejects, resume, and the CLI."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+from datasets import load_dataset
+
+from solar_diffusion.dataset_builder.build import BuildConfig, build_dataset, index_images, plan_build
+from solar_diffusion.dataset_builder.flares import empty_events, read_hek_csv
+
+ORDER = {"A": 1e-8, "B": 1e-7, "C": 1e-6, "M": 1e-5, "X": 1e-4}
+
+
+def independent_labels(shared):
+    """Labels of the 2012 browse frames counted with the csv module alone (HEK list, window 0)."""
+    flares = set()
+    with open(shared / "flare_lists" / "hek_flares_2003-09_2023-12.csv") as handle:
+        for row in csv.DictReader(handle):
+            if row["GEV_START"].startswith(("2011-12", "2012", "2013-01")):
+                flares.add((row["GEV_START"], row["GEV_END"], row["GOES_CLASS"]))
+    parsed = [(pd.Timestamp(s), pd.Timestamp(e), c[0], float(c[1:]) * ORDER[c[0]]) for s, e, c in flares]
+    counts = {}
+    with open(shared / "sdo_browse_2012" / "index.csv") as handle:
+        for row in csv.DictReader(handle):
+            t = pd.Timestamp(row["t_aia171_utc"])
+            month = t.month
+            split = "train" if month <= 6 else "validation" if month in (8, 9) else "test" if month >= 10 else None
+            # the last 24 h of each block are dropped
+            block_end = pd.Timestamp(year=t.year, month={6: 7, 9: 10, 12: 1}.get(month, month), day=1)
+            if month == 12:
+                block_end = pd.Timestamp(year=t.year + 1, month=1, day=1)
+            if split is None or (month in (6, 9, 12) and t >= block_end - pd.Timedelta("24h")):
+                continue
+            active = [(flux, letter) for s, e, letter, flux in parsed if s <= t <= e]
+            label = max(active)[1] if active else "quiet"
+            counts[(split, label)] = counts.get((split, label), 0) + 1
+    return counts
+
+
+def test_2012_label_counts_match_an_independent_count(shared_data):
+    index = index_images(shared_data / "sdo_browse_2012" / "index.csv")
+    assert len(index) == 4458 and index["flag"].isna().all()
+    events = read_hek_csv(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv")
+    plan, rejected, unassigned = plan_build(index, events, None, BuildConfig(out="unused"))
+    counts = plan.groupby(["split", "flare_class"]).size().to_dict()
+    assert counts == independent_labels(shared_data)
+    assert rejected == [] and unassigned + len(plan) == 4458
+    assert counts[("train", "X")] > 0 and counts[("test", "M")] > 0
+
+
+def test_small_real_build_loads_and_counts(shared_data, tmp_path):
+    index = index_images(shared_data / "sdo_browse_2012" / "index.csv")
+    index = index[index["t_obs"].dt.strftime("%m-%d").isin(["03-07", "05-10", "10-23"])]
+    events = read_hek_csv(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv")
+    config = BuildConfig(out=str(tmp_path / "ds"), size=32, shard_size=16)
+    result = build_dataset(index, events, config, progress=False)
+    ds = load_dataset(str(tmp_path / "ds"))
+    assert set(ds) == {"train", "test"}
+    assert ds["train"].features["image"].shape == (1, 32, 32)
+    names = ds["train"].features["flare_class"].names
+    assert names == [n for n in ["quiet", "A", "B", "C", "M", "X"] if n in names]
+    for split in ds:
+        got = pd.Series([names[i] for i in ds[split]["flare_class"]]).value_counts().to_dict()
+        assert got == {k: v for k, v in result.counts[split].to_dict().items() if v}
+    image = np.asarray(ds["train"][0]["image"], dtype=np.uint8)
+    assert image.dtype == np.uint8 and image.max() > 100  # 8-bit browse brightness, not normalised
+    # the disk is centred: the middle is brighter than the corners
+    assert image[0, 12:20, 12:20].mean() > 3 * image[0, :3, :3].mean()
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert "Label rule" in card and "NASA/SDO" in card and "| total |" in card
+    info = json.loads((tmp_path / "ds" / "build_info.json").read_text())
+    assert info["unit"] == "browse" and info["rsun_px_median"] == pytest.approx(32 / 2.3, rel=1e-5)
+
+
+def test_2010_2023_set_flags_the_smeared_frame(shared_data, tmp_path):
+    index = index_images(shared_data / "sdo_aia171_2010_2023" / "index.csv")
+    assert len(index) == 147
+    flagged = index[index["flag"].notna()]
+    assert len(flagged) == 1 and "20110823" in flagged["file"].iloc[0] and "smeared" in flagged["flag"].iloc[0]
+    events = read_hek_csv(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv")
+    result = build_dataset(index, events, BuildConfig(out=str(tmp_path / "ds"), size=32), progress=False)
+    assert any("smeared" in r["reason"] for r in result.rejected)
+    assert result.counts.to_numpy().sum() + result.unassigned + 1 == 147
+
+
+def _bad_fits_folder(folder: Path, aia_file: Path, jp2_file: Path, cutout_file: Path) -> dict:
+    """Real files and real files made bad in known ways; returns name -> expected reason."""
+    folder.mkdir()
+    good = folder / "aia_20110215_000000_good.fits"
+    shutil.copy(aia_file, good)
+    (folder / "aia_20110215_000100_truncated.fits").write_bytes(aia_file.read_bytes()[:5000])
+    with fits.open(aia_file) as hdul:
+        header, data = hdul[0].header.copy(), hdul[0].data.copy()
+    no_exp = header.copy()
+    del no_exp["EXPTIME"]
+    fits.writeto(folder / "aia_20110215_000200_noexptime.fits", data, no_exp)
+    nan = data.astype(np.float32)
+    nan[:40] = np.nan
+    fits.writeto(folder / "aia_20110215_000300_nan.fits", nan, header)
+    shutil.copy(jp2_file, folder / jp2_file.name)
+    shutil.copy(cutout_file, folder / "aia_20110215_000400_cutout.fits")
+    return {"truncated": "cannot be read", "noexptime": "EXPTIME", "nan": "NaN",
+            "AIA_193": "wavelength is 193", "cutout": "not a full-disk image"}
+
+
+def test_bad_files_are_reported_and_skipped(aia171_level1_file, tmp_path):
+    from sunpy.data.test import get_test_filepath
+    import sunkit_image.data.test as sunkit_test
+
+    cutout = Path(sunkit_test.__file__).parent / "aia_171_cutout.fits"
+    jp2 = Path(get_test_filepath("2013_06_24__17_31_30_84__SDO_AIA_AIA_193.jp2"))
+    expected = _bad_fits_folder(tmp_path / "in", aia171_level1_file, jp2, cutout)
+    index = index_images(tmp_path / "in")
+    index = index[~index["file"].str.endswith(".jp2")]  # FITS and JPEG 2000 are built apart
+    config = BuildConfig(out=str(tmp_path / "out"), size=32, splits="train=1-12")
+    result = build_dataset(index, empty_events(), config, progress=False)
+    reasons = {Path(r["file"]).name: r["reason"] for r in result.rejected}
+    for key, reason in expected.items():
+        if key == "AIA_193":
+            continue
+        name = next(n for n in reasons if key in n)
+        assert reason in reasons[name], (name, reasons[name])
+    assert result.counts.to_numpy().sum() == 1  # only the good file
+    ds = load_dataset(str(tmp_path / "out"), split="train")
+    assert ds[0]["unit"] == "DN/s" and ds.with_format("numpy")[0]["image"].dtype == np.float32
+    # the JPEG 2000 file of the wrong wavelength, on its own
+    jp2_index = index_images(tmp_path / "in")
+    jp2_index = jp2_index[jp2_index["file"].str.endswith(".jp2")]
+    with pytest.raises(ValueError, match="no frames|nothing"):
+        build_dataset(jp2_index, empty_events(), BuildConfig(out=str(tmp_path / "o2"), splits="train=1-5"), progress=False)
+
+
+def test_killed_build_resumes_to_the_same_dataset(shared_data, tmp_path):
+    index_csv = tmp_path / "index.csv"
+    table = pd.read_csv(shared_data / "sdo_browse_2012" / "index.csv")
+    table = table[table["file"].str.contains("20120307|20120308")]
+    table["file"] = [str(shared_data / "sdo_browse_2012" / f) for f in table["file"]]
+    table.to_csv(index_csv, index=False)
+    args = [sys.executable, "-m", "solar_diffusion.cli", "build-dataset", "--images", str(index_csv),
+            "--flare-list", str(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv"),
+            "--size", "32", "--shard-size", "4"]
+    subprocess.run(args + ["--out", str(tmp_path / "whole")], check=True, capture_output=True, timeout=300)
+    proc = subprocess.Popen(args + ["--out", str(tmp_path / "killed")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    shards = tmp_path / "killed" / "default"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(shards.glob("*.parquet"))) < 2:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    n_before = len(list(shards.glob("*.parquet")))
+    total = len(list((tmp_path / "whole" / "default").glob("*.parquet")))
+    assert 0 < n_before < total, "the kill must land halfway"
+    assert not list(shards.glob("*.tmp"))  # no half-written shard is left as a shard
+    subprocess.run(args + ["--out", str(tmp_path / "killed")], check=True, capture_output=True, timeout=300)
+    for path in sorted((tmp_path / "whole" / "default").glob("*.parquet")):
+        a = load_dataset("parquet", data_files=str(path), split="train").to_pandas()
+        b = load_dataset("parquet", data_files=str(shards / path.name), split="train").to_pandas()
+        pd.testing.assert_frame_equal(a.drop(columns="image"), b.drop(columns="image"))
+        assert all(np.array_equal(np.stack(x), np.stack(y)) for x, y in zip(a["image"], b["image"]))

@@ -1,0 +1,72 @@
+"""train_ddpm.py launched through accelerate on CPU, on a tiny real dataset made by the builder."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from solar_diffusion import SolarFlarePipeline
+from solar_diffusion.dataset_builder.build import BuildConfig, build_dataset, index_images
+from solar_diffusion.dataset_builder.flares import read_hek_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(shared_data, tmp_path_factory):
+    index = index_images(shared_data / "sdo_browse_2012" / "index.csv")
+    index = index[index["t_obs"].dt.strftime("%m-%d").isin(["03-07", "03-09", "08-10"])]
+    events = read_hek_csv(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv")
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    build_dataset(index, events, BuildConfig(out=str(out), size=16, shard_size=64), progress=False)
+    return out
+
+
+def launch(dataset, out, *extra):
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(ROOT / "training" / "accelerate_configs" / "cpu.yaml"), "--num_cpu_threads_per_process", "1",
+           str(ROOT / "training" / "train_ddpm.py"), "--dataset", str(dataset), "--output-dir", str(out),
+           "--preset", "tiny", "--train-batch-size", "4", "--max-train-steps", "6", "--checkpointing-steps", "2",
+           "--checkpoints-total-limit", "2", "--use-ema", "--logger", "none", "--sample-steps", "3",
+           "--validation-steps", "3", "--lr-warmup-steps", "1", *extra]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def losses(out):
+    return [json.loads(line) for line in (Path(out) / "losses.jsonl").read_text().splitlines()]
+
+
+def test_train_stop_resume_equals_uninterrupted(tiny_dataset, tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    launch(tiny_dataset, whole)
+    assert sorted(p.name for p in whole.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]
+    assert (whole / "samples" / "step-0000003.png").exists()
+
+    launch(tiny_dataset, parts, "--stop-at-step", "3")
+    assert sorted(p.name for p in parts.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    launch(tiny_dataset, parts, "--resume-from-checkpoint", "latest")
+
+    assert [r["step"] for r in losses(parts)] == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose([r["loss"] for r in losses(parts)], [r["loss"] for r in losses(whole)], rtol=1e-5)
+    a = load_file(whole / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(parts / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-5, atol=1e-7, err_msg=key)
+
+    pipe = SolarFlarePipeline.from_pretrained(whole / "pipeline")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.normalization.unit == "browse"
+    assert set(pipe.id2label.values()) <= {"quiet", "A", "B", "C", "M", "X"}
+    assert pipe.config.geometry["image_size"] == 16
+    out = pipe(list(pipe.id2label.values()), num_inference_steps=3, output_type="physical")
+    assert out.images.shape == (len(pipe.id2label), 1, 16, 16) and np.isfinite(out.images).all()
+    assert (whole / "pipeline" / "README.md").read_text().count("solar-diffusion") >= 1

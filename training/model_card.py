@@ -1,0 +1,82 @@
+"""The Hub model card of a trained SolarFlarePipeline (``huggingface_hub.ModelCard``)."""
+
+from __future__ import annotations
+
+from huggingface_hub import ModelCard, ModelCardData
+
+TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ title }}
+
+A class-conditional DDPM (`SolarFlarePipeline`, solar-diffusion) that generates full-disk
+SDO/AIA {{ channels }} Å images of a chosen GOES flare class, after Ramunno et al. 2024
+(A&A 686, A285). Images are **synthetic**: FITS output is marked `SYNTHETC = T`.
+
+## Use
+
+```python
+from solar_diffusion import SolarFlarePipeline
+pipe = SolarFlarePipeline.from_pretrained("{{ repo }}")
+images = pipe(flare_class="X", num_images_per_class=4, output_type="physical").images  # {{ unit }}
+```
+
+Without the package: `DiffusionPipeline.from_pretrained(repo, custom_pipeline=repo, trust_remote_code=True)`.
+
+## Labels
+
+{{ labels }} (lowest first; the classifier-free-guidance null class is id {{ null_id }}).
+
+## Training
+
+- data: `{{ dataset }}` ({{ unit }}), train split only; label counts (train): {{ train_counts }}
+- preset `{{ preset }}`, {{ resolution }} px, {{ steps }} optimiser steps, batch {{ batch }},
+  lr {{ lr }}, {{ prediction_type }} prediction, {{ beta_schedule }} betas, T = {{ timesteps }},
+  label dropout {{ label_dropout }}, EMA: {{ ema }}
+- normalisation: clip to [{{ lo }}, {{ hi }}] {{ unit }}, {{ "log10, " if log else "" }}scaled to [-1, 1]
+
+## Credits
+
+Data: NASA/SDO and the AIA science team; NOAA GOES XRS; the Heliophysics Event Knowledgebase.
+"""
+
+
+def render_model_card(args: dict, dataset_info: dict, id2label: dict, steps: int, repo: str = "PATH") -> str:
+    """Markdown of the model card for a training run."""
+    from solar_diffusion import ClipLogNormalization
+
+    norm = ClipLogNormalization() if dataset_info["unit"] == "DN/s" else ClipLogNormalization.for_browse()
+    data = ModelCardData(
+        library_name="diffusers",
+        pipeline_tag="unconditional-image-generation",
+        license="mit",
+        tags=["solar-physics", "sdo-aia", "class-conditional", "diffusion", "goes-flares"],
+    )
+    counts = dataset_info.get("counts", {}).get("train", {})
+    card = ModelCard.from_template(
+        data,
+        template_str=TEMPLATE,
+        title=f"solar-diffusion: AIA {','.join(dataset_info['config']['channels'])} Å, GOES classes",
+        channels=",".join(dataset_info["config"]["channels"]),
+        repo=repo,
+        unit=dataset_info["unit"],
+        labels=", ".join(id2label.values()),
+        null_id=len(id2label),
+        dataset=args.get("dataset"),
+        train_counts=", ".join(f"{k}: {v}" for k, v in counts.items()),
+        preset=args.get("preset"),
+        resolution=args.get("resolution") or dataset_info["config"]["size"],
+        steps=steps,
+        batch=args.get("train_batch_size"),
+        lr=args.get("learning_rate"),
+        prediction_type=args.get("prediction_type"),
+        beta_schedule=args.get("beta_schedule"),
+        timesteps=args.get("num_train_timesteps"),
+        label_dropout=args.get("label_dropout"),
+        ema=args.get("use_ema"),
+        lo=args.get("norm_lo") if args.get("norm_lo") is not None else norm.lo,
+        hi=args.get("norm_hi") if args.get("norm_hi") is not None else norm.hi,
+        log=norm.log,
+    )
+    return str(card)
