@@ -280,6 +280,9 @@ def _write_atomic(path: Path, payload: bytes):
 
 def _write_shard(path: Path, records: dict, features):
     from datasets import Dataset
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
 
     path.parent.mkdir(parents=True, exist_ok=True)
     dataset = Dataset.from_dict(records, features=features)
@@ -406,8 +409,9 @@ def label_counts(out: Path, config: BuildConfig, vocabulary) -> pd.DataFrame:
         for class_id in ids:
             counts.setdefault(split, {}).setdefault(vocabulary[class_id], 0)
             counts[split][vocabulary[class_id]] += 1
-    table = pd.DataFrame(counts).reindex([label for label in LABEL_ORDER if label in vocabulary]).fillna(0).astype(int)
-    return table
+    splits = sorted(counts, key=lambda s: (["train", "validation", "test"] + [s]).index(s))
+    table = pd.DataFrame(counts, columns=splits)
+    return table.reindex([label for label in LABEL_ORDER if label in vocabulary]).fillna(0).astype(int)
 
 
 # ------------------------------------------------------------------------------------------

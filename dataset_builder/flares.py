@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from solar_diffusion.dataset_builder.network import with_retries
 from solar_diffusion.pipelines import GOES_R_SCALE, SWPC_SCALE, convert_flux_scale, parse_flare_class
 
 __all__ = [
@@ -528,16 +529,8 @@ class HEKFlareSource:
             )
 
     def _search_with_retries(self, chunk):
-        for attempt in range(self.retries + 1):
-            try:
-                return self.search(*chunk)
-            except Exception as error:  # network errors come in many types (URLError, timeouts, OSError)
-                if attempt == self.retries:
-                    raise HEKQueryError(
-                        f"HEK query for chunk {_chunk_name(chunk)} failed after {attempt + 1} tries: "
-                        f"{type(error).__name__}: {error}"
-                    ) from error
-                self.sleep(self.backoff * 2**attempt)
+        return with_retries(self.search, *chunk, retries=self.retries, backoff=self.backoff, sleep=self.sleep,
+                            what=f"HEK query for chunk {_chunk_name(chunk)}", error_type=HEKQueryError)
 
     def events(self, start, end, on_error="raise") -> pd.DataFrame:
         """GOES flare events overlapping ``[start, end]`` as the common table.

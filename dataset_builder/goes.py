@@ -43,6 +43,7 @@ import h5netcdf
 import numpy as np
 import pandas as pd
 
+from solar_diffusion.dataset_builder.network import with_retries
 from solar_diffusion.pipelines import GOES_R_SCALE, SWPC_SCALE, convert_flux_scale, flare_letter
 
 __all__ = [
@@ -465,14 +466,8 @@ class GOESXRSSource:
         return flux
 
     def _fetch_day(self, start: pd.Timestamp, end: pd.Timestamp) -> list:
-        for attempt in range(self.retries + 1):
-            try:
-                return list(self.fetch(start, end))
-            except Exception:
-                if attempt == self.retries:
-                    raise
-                self.sleep(self.backoff * 2**attempt)
-        return []
+        return list(with_retries(self.fetch, start, end, retries=self.retries, backoff=self.backoff,
+                                 sleep=self.sleep, what=f"GOES XRS download {start}..{end}"))
 
 
 # --------------------------------------------------------------------------------------------

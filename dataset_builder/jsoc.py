@@ -8,10 +8,11 @@ resumes without asking JSOC again, and files already downloaded are never fetche
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 
 import pandas as pd
+
+from solar_diffusion.dataset_builder.network import with_retries
 
 
 def fido_download(start, end, cadence, wavelength, email, out_dir, max_conn=4) -> list[Path]:
@@ -63,11 +64,5 @@ class JSOCImageSource:
         return files
 
     def _download_day(self, lo, hi, cadence, wavelength, folder):
-        for attempt in range(self.retries + 1):
-            try:
-                return self.download(lo, hi, cadence, wavelength, self.email, folder)
-            except Exception as err:  # network failures come in many types
-                if attempt == self.retries:
-                    raise ConnectionError(f"JSOC request {lo}..{hi} failed after {self.retries + 1} tries: {err}") from err
-                warnings.warn(f"JSOC request {lo}..{hi} failed ({err}); retrying")
-                self.sleep(self.backoff * 2**attempt)
+        return with_retries(self.download, lo, hi, cadence, wavelength, self.email, folder, retries=self.retries,
+                            backoff=self.backoff, sleep=self.sleep, what=f"JSOC request {lo}..{hi}")
