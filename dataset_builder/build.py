@@ -363,8 +363,8 @@ def _median_rsun(out: Path, config: BuildConfig) -> float:
     import pyarrow.parquet as pq
 
     values = [pq.read_table(p, columns=["rsun_px"]).column(0).to_numpy() for p in sorted((out / config.config_name).glob("*.parquet"))]
-    values = np.concatenate(values) if values else np.array([np.nan])
-    return float(np.median(values))
+    values = np.concatenate(values) if values else np.array([])
+    return float(np.median(values)) if values.size else float("nan")
 
 
 def clipped_fraction_of(images: np.ndarray, unit: str) -> np.ndarray:

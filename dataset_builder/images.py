@@ -28,7 +28,7 @@ DEFAULT_FOV_RSUN = 2.3
 #: A disk must lie inside the image to within this fraction of its radius to count as full disk.
 FULL_DISK_TOLERANCE = 0.03
 
-_TIME_IN_NAME = re.compile(r"(\d{4}-?\d{2}-?\d{2})[_T-]?(\d{4,6})")
+_TIME_IN_NAME = re.compile(r"((?:19|20)\d{2})[-_]?(\d{2})[-_]?(\d{2})[_T-]{0,2}(\d{2})[_:]?(\d{2})(?:[_:]?(\d{2}))?")
 
 
 class FrameRejected(ValueError):
@@ -56,12 +56,14 @@ def time_from_name(path) -> pd.Timestamp:
     Timestamp('2012-03-07 01:14:00')
     >>> time_from_name("aia.lev1_euv_12s.2012-03-07T011400Z.171.image_lev1.fits")
     Timestamp('2012-03-07 01:14:00')
+    >>> time_from_name("2013_06_24__17_31_30_84__SDO_AIA_AIA_193.jp2")
+    Timestamp('2013-06-24 17:31:30')
     """
     match = _TIME_IN_NAME.search(Path(path).name)
     if match is None:
         raise FrameRejected(f"{path}: no observation time in the file name (expected YYYYMMDD_HHMM[SS])")
-    date, clock = match.groups()
-    return pd.Timestamp(f"{date.replace('-', '')}T{clock.ljust(6, '0')}")
+    year, month, day, hour, minute, second = match.groups()
+    return pd.Timestamp(f"{year}-{month}-{day}T{hour}:{minute}:{second or '00'}")
 
 
 def _suffix(path) -> str:

@@ -135,8 +135,27 @@ def test_bad_files_are_reported_and_skipped(aia171_level1_file, tmp_path):
     # the JPEG 2000 file of the wrong wavelength, on its own
     jp2_index = index_images(tmp_path / "in")
     jp2_index = jp2_index[jp2_index["file"].str.endswith(".jp2")]
-    with pytest.raises(ValueError, match="no frames|nothing"):
-        build_dataset(jp2_index, empty_events(), BuildConfig(out=str(tmp_path / "o2"), splits="train=1-5"), progress=False)
+    assert jp2_index["t_obs"].iloc[0] == pd.Timestamp("2013-06-24 17:31:30")
+    result = build_dataset(jp2_index, empty_events(), BuildConfig(out=str(tmp_path / "o2"), splits="train=1-12"),
+                           progress=False)
+    assert [r["reason"].split(": ", 1)[1] for r in result.rejected] == [
+        "wavelength is 193.0 Angstrom, not the requested 171 Angstrom"]
+    assert result.counts.to_numpy().sum() == 0
+
+
+def test_composite_channel_selection(shared_data):
+    from PIL import Image
+
+    from solar_diffusion.dataset_builder.images import read_frame
+
+    path = shared_data / "sdo_browse_2012" / "images" / "20120307_0100_aia_171_131_094.jpg"
+    frame = read_frame(path, channels=("94", "171"))
+    rgb = np.asarray(Image.open(path))[::-1]  # FITS row order
+    assert frame.channels == ["94", "171"] and frame.image.shape == (2, 472, 472)
+    np.testing.assert_array_equal(frame.image[0], rgb[..., 2])
+    np.testing.assert_array_equal(frame.image[1], rgb[..., 0])
+    with pytest.raises(ValueError, match="composite planes"):
+        read_frame(path, channels=("193",))
 
 
 def test_killed_build_resumes_to_the_same_dataset(shared_data, tmp_path):

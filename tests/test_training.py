@@ -44,15 +44,16 @@ def losses(out):
     return [json.loads(line) for line in (Path(out) / "losses.jsonl").read_text().splitlines()]
 
 
-def test_train_stop_resume_equals_uninterrupted(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("balance", ["0", "0.7"])
+def test_train_stop_resume_equals_uninterrupted(tiny_dataset, tmp_path, balance):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    launch(tiny_dataset, whole)
+    launch(tiny_dataset, whole, "--class-balance", balance)
     assert sorted(p.name for p in whole.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]
     assert (whole / "samples" / "step-0000003.png").exists()
 
-    launch(tiny_dataset, parts, "--stop-at-step", "3")
+    launch(tiny_dataset, parts, "--stop-at-step", "3", "--class-balance", balance)
     assert sorted(p.name for p in parts.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
-    launch(tiny_dataset, parts, "--resume-from-checkpoint", "latest")
+    launch(tiny_dataset, parts, "--resume-from-checkpoint", "latest", "--class-balance", balance)
 
     assert [r["step"] for r in losses(parts)] == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose([r["loss"] for r in losses(parts)], [r["loss"] for r in losses(whole)], rtol=1e-5)

@@ -50,6 +50,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="end this run at this step (checkpointed), keeping the schedule of --max-train-steps")
     p.add_argument("--adam-weight-decay", type=float, default=1e-4)
     p.add_argument("--label-dropout", type=float, default=0.1, help="probability of the null class (guidance)")
+    p.add_argument("--class-balance", type=float, default=0.0,
+                   help="sample frames with weight count(label)^-b: 0 = as in the data, 1 = classes equally often")
     p.add_argument("--num-train-timesteps", type=int, default=1000)
     p.add_argument("--beta-schedule", default="linear", help="linear (the paper), scaled_linear, squaredcos_cap_v2")
     p.add_argument("--prediction-type", default="epsilon", choices=["epsilon", "v_prediction"])
@@ -91,6 +93,32 @@ def dataset_info(dataset_dir) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{dataset_dir} has no build_info.json: build it with solar-diffusion build-dataset")
     return json.loads(path.read_text())
+
+
+class BalancedSampler(torch.utils.data.Sampler):
+    """Draws frames with replacement, weight ``count(label) ** -power``; reproducible per epoch.
+
+    >>> sampler = BalancedSampler([0, 0, 0, 1], power=1.0, seed=0)
+    >>> sampler.set_epoch(3); first = list(sampler); sampler.set_epoch(3)
+    >>> first == list(sampler), len(first)
+    (True, 4)
+    """
+
+    def __init__(self, labels, power: float, seed: int = 0):
+        labels = np.asarray(labels)
+        counts = np.bincount(labels)
+        self.weights = torch.as_tensor(counts[labels] ** -float(power), dtype=torch.double)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.weights)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.multinomial(self.weights, len(self.weights), replacement=True, generator=generator).tolist())
 
 
 class Collate:
@@ -192,9 +220,10 @@ def train(args, hub_api=None) -> Path:
                              date_obs=info["t_obs_median_train"].split(".")[0].replace(" ", "T"),
                              wavelengths_angstrom=[float(c) for c in channels])
     collate = Collate(normalization, resolution, id_map, args.augment_rotation, args.augment_brightness)
-    loader = torch.utils.data.DataLoader(train_ds, batch_size=args.train_batch_size, shuffle=True,
-                                         collate_fn=collate, num_workers=args.dataloader_num_workers, drop_last=True,
-                                         generator=torch.Generator().manual_seed(args.seed))
+    sampler = BalancedSampler(train_ds["flare_class"], args.class_balance, args.seed) if args.class_balance else None
+    loader = torch.utils.data.DataLoader(train_ds, batch_size=args.train_batch_size, shuffle=sampler is None,
+                                         sampler=sampler, collate_fn=collate, num_workers=args.dataloader_num_workers,
+                                         drop_last=True, generator=torch.Generator().manual_seed(args.seed))
     val_batch = None
     if args.validation_steps:
         try:
