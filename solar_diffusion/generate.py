@@ -106,6 +106,11 @@ def generate_to_folder(
             path = out_dir / name
             if file_format == "npy":
                 _atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), image))
+            elif file_format == "fits" and len(image) > 1:  # one FITS file per channel
+                wavelengths = meta["geometry"].get("wavelengths_angstrom") or list(range(len(image)))
+                for channel, wavelength in enumerate(wavelengths):
+                    channel_path = path.with_name(f"{path.stem}_{int(wavelength):04d}.fits")
+                    write_fits(channel_path, image[channel], dict(meta, channel=channel), model=model_name)
             elif file_format == "fits":
                 write_fits(path, image, meta, model=model_name)
             else:
@@ -127,7 +132,7 @@ def generate_to_folder(
 
 
 def preview_image(model_image: np.ndarray):
-    """8-bit grayscale (one channel) or RGB (three) PIL preview of a model-space CHW image.
+    """8-bit PIL preview of a model-space CHW image: RGB for three channels, else the first one.
 
     Arrays follow the FITS convention (row 0 is the south edge); the preview is flipped so
     that north is up.
@@ -135,11 +140,14 @@ def preview_image(model_image: np.ndarray):
     from PIL import Image
 
     pixels = np.round((np.clip(model_image, -1, 1) + 1) * 127.5).astype(np.uint8)[:, ::-1, :]
-    return Image.fromarray(pixels[0] if pixels.shape[0] == 1 else np.moveaxis(pixels[:3], 0, -1))
+    return Image.fromarray(np.moveaxis(pixels, 0, -1) if pixels.shape[0] == 3 else pixels[0])
 
 
 def write_contact_sheet(path, model_images, labels, seeds, title: str = "", cmap: str = "sdoaia171"):
-    """A grid of model-space images, one row per class, in sunpy's AIA 171 colour map."""
+    """A grid of model-space images, one row per class, in sunpy's AIA 171 colour map.
+
+    Three-channel images are shown as RGB; otherwise the first channel is shown.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,7 +163,7 @@ def write_contact_sheet(path, model_images, labels, seeds, title: str = "", cmap
     for r, (row, members) in enumerate(zip(rows, per_row)):
         for c, i in enumerate(members):
             image = model_images[i]
-            shown = image[0] if image.shape[0] == 1 else np.moveaxis((image[:3] + 1) / 2, 0, -1)
+            shown = np.moveaxis((image + 1) / 2, 0, -1) if image.shape[0] == 3 else image[0]
             axes[r, c].imshow(shown, cmap=cmap, vmin=-1, vmax=1, origin="lower")
             axes[r, c].set_title(f"{row}  seed {seeds[i]}", fontsize=7)
     if title:

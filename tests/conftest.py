@@ -36,18 +36,24 @@ def aia171_level1_file() -> Path:
     return Path(get_test_filepath("aia_171_level1.fits"))
 
 
-def make_tiny_pipeline(labels=("quiet", "C", "M", "X"), sample_size=16, seed=0) -> SolarFlarePipeline:
+def make_tiny_pipeline(labels=("quiet", "C", "M", "X"), sample_size=16, seed=0, wavelengths=(171,)) -> SolarFlarePipeline:
     """A randomly initialised tiny pipeline (the weights are seeded, so it is reproducible)."""
     torch.manual_seed(seed)
-    unet = build_unet("tiny", sample_size=sample_size, num_labels=len(labels)).eval()
+    unet = build_unet("tiny", sample_size=sample_size, num_labels=len(labels), in_channels=len(wavelengths)).eval()
     pipe = SolarFlarePipeline(
         unet,
         DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear"),
         id2label=dict(enumerate(labels)),
-        geometry=disk_geometry(sample_size, rsun_px=sample_size / 2.36),
+        geometry=disk_geometry(sample_size, rsun_px=sample_size / 2.36, wavelengths_angstrom=wavelengths),
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture
+def make_pipeline():
+    """``make_tiny_pipeline`` itself, for tests that need other labels, sizes or channels."""
+    return make_tiny_pipeline
 
 
 @pytest.fixture

@@ -61,3 +61,19 @@ def test_console_script_runs_end_to_end(tiny_model_dir, tmp_path):
                                    "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "o").glob("*.png"))) == 5  # 4 classes + the contact sheet
+
+
+def test_several_channels_write_one_fits_per_channel(make_pipeline, tmp_path):
+    from solar_diffusion.hub import save_pipeline
+
+    model = save_pipeline(make_pipeline(wavelengths=(171, 131)), tmp_path / "two-channel")
+    out = tmp_path / "out"
+    assert main(["generate", "--model", str(model), "--flare-class", "M", "--num-images", "1", "--steps", "2",
+                 "--format", "fits", "--out", str(out)]) == 0
+    maps = {p.name: sunpy.map.Map(p) for p in out.glob("*.fits")}
+    assert sorted(maps) == ["M_seed000000_0131.fits", "M_seed000000_0171.fits"]
+    assert maps["M_seed000000_0131.fits"].wavelength.value == 131.0
+    assert not np.array_equal(maps["M_seed000000_0131.fits"].data, maps["M_seed000000_0171.fits"].data)
+    assert main(["generate", "--model", str(model), "--flare-class", "M", "--num-images", "1", "--steps", "2",
+                 "--format", "npy", "--out", str(out)]) == 0
+    assert np.load(out / "M_seed000000.npy").shape == (2, 16, 16)

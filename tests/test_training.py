@@ -71,3 +71,13 @@ def test_train_stop_resume_equals_uninterrupted(tiny_dataset, tmp_path, balance)
     out = pipe(list(pipe.id2label.values()), num_inference_steps=3, output_type="physical")
     assert out.images.shape == (len(pipe.id2label), 1, 16, 16) and np.isfinite(out.images).all()
     assert (whole / "pipeline" / "README.md").read_text().count("solar-diffusion") >= 1
+
+    # --init-from: a saved pipeline's UNet warm-starts a new run with the same labels only
+    from solar_diffusion import build_unet
+    from solar_diffusion.training.train_ddpm import init_from_pipeline
+
+    fresh = build_unet("tiny", 16, len(pipe.id2label))
+    warm = init_from_pipeline(fresh, whole / "pipeline", pipe.id2label)
+    assert all(np.array_equal(v.numpy(), a[k].numpy()) for k, v in warm.state_dict().items())
+    with pytest.raises(ValueError, match="trained on labels"):
+        init_from_pipeline(build_unet("tiny", 16, 1), whole / "pipeline", {0: "quiet"})

@@ -37,6 +37,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--config-name", default=None, help="dataset config (default: the dataset's default)")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--preset", default="small", help="UNet preset: tiny, small or paper")
+    p.add_argument("--init-from", default=None,
+                   help="start from the UNet of a saved pipeline (fine-tuning, or continuing from bundled weights)")
     p.add_argument("--resolution", type=int, default=None, help="train at this size (default: the dataset's)")
     p.add_argument("--norm-lo", type=float, default=None, help="normalisation clip low (default 5 DN/s; 0 for browse)")
     p.add_argument("--norm-hi", type=float, default=None, help="normalisation clip high (default 3500 DN/s; 255)")
@@ -171,6 +173,24 @@ def diffusion_loss(unet, scheduler, x0, labels, null_id, label_dropout, predicti
     return (per_sample * weight).mean()
 
 
+def init_from_pipeline(unet, pipeline_dir, id2label):
+    """Load the UNet weights of a saved pipeline into ``unet`` (same preset, size and labels)."""
+    from diffusers import UNet2DModel
+
+    from solar_diffusion import SolarFlarePipeline
+
+    source = Path(pipeline_dir)
+    config = SolarFlarePipeline.load_config(str(source))
+    labels = {int(k): v for k, v in config.get("id2label", {}).items()}
+    if labels != id2label:
+        raise ValueError(f"{source} was trained on labels {labels}, this dataset has {id2label}")
+    pretrained = UNet2DModel.from_pretrained(str(source), subfolder="unet")
+    if dict(pretrained.config) != dict(unet.config):
+        raise ValueError(f"the UNet in {source} differs from preset/size asked for: compare its unet/config.json")
+    unet.load_state_dict(pretrained.state_dict())
+    return unet
+
+
 def _checkpoints(output_dir: Path) -> list[Path]:
     return sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
 
@@ -236,6 +256,8 @@ def train(args, hub_api=None) -> Path:
 
     # model
     unet = build_unet(args.preset, resolution, len(id2label), in_channels=len(channels))
+    if args.init_from:
+        unet = init_from_pipeline(unet, args.init_from, id2label)
     noise_scheduler = DDPMScheduler(num_train_timesteps=args.num_train_timesteps, beta_schedule=args.beta_schedule,
                                     prediction_type=args.prediction_type)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
