@@ -6,10 +6,12 @@ is uploaded unchanged as a Hub repository's ``pipeline.py``.
 
 from .pipeline_solar_flare import (
     FLARE_LETTERS,
+    FLUX_CONDITION_SCALE,
     FLUX_SCALES,
     GOES_R_SCALE,
     LABEL_ORDER,
     LETTER_FLUX,
+    NULL_FLUX_CONDITION,
     QUIET_LABEL,
     SWPC_SCALE,
     SWPC_SCALING_FACTOR,
@@ -18,17 +20,21 @@ from .pipeline_solar_flare import (
     SolarFlarePipelineOutput,
     convert_flux_scale,
     flare_letter,
+    flux_condition,
     format_flare_class,
     label_vocabulary,
     parse_flare_class,
+    requested_flux,
 )
 
 __all__ = [
     "FLARE_LETTERS",
+    "FLUX_CONDITION_SCALE",
     "FLUX_SCALES",
     "GOES_R_SCALE",
     "LABEL_ORDER",
     "LETTER_FLUX",
+    "NULL_FLUX_CONDITION",
     "QUIET_LABEL",
     "SWPC_SCALE",
     "SWPC_SCALING_FACTOR",
@@ -37,7 +43,9 @@ __all__ = [
     "SolarFlarePipelineOutput",
     "convert_flux_scale",
     "flare_letter",
+    "flux_condition",
     "format_flare_class",
     "label_vocabulary",
     "parse_flare_class",
+    "requested_flux",
 ]

@@ -139,6 +139,40 @@ def label_vocabulary(labels) -> dict[int, str]:
     return {i: label for i, label in enumerate(x for x in LABEL_ORDER if x in present)}
 
 
+#: Continuous conditioning (a UNet with ``class_embed_type="timestep"``): the UNet's class input
+#: is ``FLUX_CONDITION_SCALE * (log10 F + 10)``, F the 1-8 A peak flux in W m^-2 on the GOES-R
+#: scale (so A1 -> 200, X1 -> 600); the guidance null value lies outside that range.
+FLUX_CONDITION_SCALE = 100.0
+NULL_FLUX_CONDITION = -100.0
+
+
+def flux_condition(log10_flux):
+    """UNet input of a flux-conditioned model for log10 of a GOES-R-scale flux (numpy or torch).
+
+    >>> float(flux_condition(-4.0))
+    600.0
+    """
+    return FLUX_CONDITION_SCALE * (log10_flux + 10.0)
+
+
+def requested_flux(flare_class) -> float:
+    """GOES-R-scale flux (W m^-2) meant by a request to a flux-conditioned model.
+
+    A class ("M2.5") is read on the SWPC scale of published classes and converted; a bare letter
+    ("M") means the geometric centre of its decade (M3.2); a number is a GOES-R flux itself.
+
+    >>> round(requested_flux("M2.5"), 10), round(requested_flux(2.5e-5), 10)
+    (3.57143e-05, 2.5e-05)
+    """
+    if isinstance(flare_class, (float, np.floating)):
+        return _check_flux(flare_class)
+    text = str(flare_class).strip()
+    flux = parse_flare_class(text)
+    if len(text) == 1:
+        flux *= math.sqrt(10.0)
+    return convert_flux_scale(flux, SWPC_SCALE, GOES_R_SCALE)
+
+
 # --------------------------------------------------------------------------------------------
 # Normalisation
 # --------------------------------------------------------------------------------------------
@@ -221,10 +255,12 @@ class SolarFlarePipeline(DiffusionPipeline):
 
     Parameters:
         unet ([`UNet2DModel`]): class-conditional UNet with ``num_class_embeds = len(id2label) + 1``
-            (the last embedding is the null class of classifier-free guidance).
+            (the last embedding is the null class of classifier-free guidance), or, for continuous
+            conditioning on the peak flux, ``class_embed_type="timestep"`` (see ``flux_condition``).
         scheduler ([`SchedulerMixin`]): ``DDPMScheduler``, ``DDIMScheduler`` or
             ``DPMSolverMultistepScheduler`` (they swap with ``from_config``).
-        id2label (`dict`): label of each class id, lowest first, e.g. ``{0: "quiet", 1: "C"}``.
+        id2label (`dict`): label of each class id, lowest first, e.g. ``{0: "quiet", 1: "C"}``
+            (empty for a flux-conditioned model).
         normalization (`dict`): ``ClipLogNormalization`` fields; its ``unit`` is the data unit.
         geometry (`dict`, optional): the images' geometry (wavelength, field of view in solar
             radii, plate scale, disk centre, nominal date), passed on in each image's metadata.
@@ -241,13 +277,16 @@ class SolarFlarePipeline(DiffusionPipeline):
         geometry: dict | None = None,
     ):
         super().__init__()
+        flux_model = unet.config.class_embed_type == "timestep"
         if id2label is None:
-            id2label = {i: label for i, label in enumerate(FLARE_LETTERS)}
+            id2label = {} if flux_model else {i: label for i, label in enumerate(FLARE_LETTERS)}
         id2label = {int(k): str(v) for k, v in id2label.items()}
         if sorted(id2label) != list(range(len(id2label))):
             raise ValueError(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
         num_class_embeds = unet.config.num_class_embeds
-        if num_class_embeds != len(id2label) + 1:
+        if flux_model and id2label:
+            raise ValueError("a flux-conditioned UNet (class_embed_type='timestep') takes no id2label")
+        if not flux_model and num_class_embeds != len(id2label) + 1:
             raise ValueError(
                 f"the UNet has num_class_embeds={num_class_embeds}, but {len(id2label)} labels "
                 f"plus the null class need {len(id2label) + 1}"
@@ -267,6 +306,30 @@ class SolarFlarePipeline(DiffusionPipeline):
     def null_class_id(self) -> int:
         """Id of the null (unconditional) class used by classifier-free guidance."""
         return len(self.config.id2label)
+
+    @property
+    def conditioning(self) -> str:
+        """``"class"`` (GOES labels) or ``"flux"`` (continuous log10 peak flux)."""
+        return "flux" if self.unet.config.class_embed_type == "timestep" else "class"
+
+    def conditions(self, flare_class) -> tuple[torch.Tensor, list[str]]:
+        """UNet class inputs and their labels for a request (see ``__call__``'s ``flare_class``)."""
+        if self.conditioning == "class":
+            ids = self.label_ids(flare_class)
+            return torch.tensor(ids, dtype=torch.long), [self.id2label[i] for i in ids]
+        if isinstance(flare_class, (str, float, np.floating)):
+            flare_class = [flare_class]
+        fluxes = []
+        for item in flare_class:
+            try:
+                fluxes.append(requested_flux(item))
+            except ValueError:
+                raise ValueError(
+                    f"this model is conditioned on the GOES peak flux: ask for a class such as 'M2.5' or 'X', "
+                    f"or a GOES-R flux in W m^-2, not {item!r}"
+                ) from None
+        values = flux_condition(torch.log10(torch.tensor(fluxes, dtype=torch.float64))).float()
+        return values, [format_flare_class(convert_flux_scale(f, GOES_R_SCALE, SWPC_SCALE)) for f in fluxes]
 
     @property
     def normalization(self) -> ClipLogNormalization:
@@ -318,7 +381,9 @@ class SolarFlarePipeline(DiffusionPipeline):
 
         Args:
             flare_class: a label ("X", "quiet"), a full class ("M2.5" means its letter), a class
-                id, or a list of these; each gets ``num_images_per_class`` images, in order.
+                id, or a list of these; each gets ``num_images_per_class`` images, in order. For a
+                flux-conditioned model: a class ("M2.5", SWPC scale; a bare letter is the centre
+                of its decade) or a GOES-R flux in W m^-2 (see ``requested_flux``).
             num_images_per_class: images per entry of ``flare_class``.
             guidance_scale: classifier-free guidance weight; 1 is the plain conditional model,
                 0 the unconditional one. Guided steps make one batched UNet call.
@@ -351,12 +416,14 @@ class SolarFlarePipeline(DiffusionPipeline):
         if num_images_per_class < 1:
             raise ValueError(f"num_images_per_class must be >= 1, got {num_images_per_class}")
         device = self._execution_device
-        class_ids = [i for i in self.label_ids(flare_class) for _ in range(num_images_per_class)]
-        batch_size = len(class_ids)
+        conditions, names = self.conditions(flare_class)
+        labels = conditions.repeat_interleave(num_images_per_class).to(device)
+        names = [name for name in names for _ in range(num_images_per_class)]
+        batch_size = len(labels)
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"got {len(generator)} generators for {batch_size} images: give one per image")
-        labels = torch.tensor(class_ids, device=device, dtype=torch.long)
-        null_labels = torch.full_like(labels, self.null_class_id)
+        null = self.null_class_id if self.conditioning == "class" else NULL_FLUX_CONDITION
+        null_labels = torch.full_like(labels, null)
         do_guidance = guidance_scale != 1.0
         model_labels = torch.cat([null_labels, labels]) if do_guidance else labels
 
@@ -388,24 +455,25 @@ class SolarFlarePipeline(DiffusionPipeline):
             images = image.cpu().permute(0, 2, 3, 1).numpy()
             if output_type == "pil":
                 images = self.numpy_to_pil(images / 2 + 0.5)
-        metadata = self._metadata(class_ids, generator, output_type)
+        metadata = self._metadata(names, labels.tolist(), generator, output_type)
 
         self.maybe_free_model_hooks()
         if not return_dict:
             return images, metadata
         return SolarFlarePipelineOutput(images=images, metadata=metadata)
 
-    def _metadata(self, class_ids, generator, output_type) -> list[dict]:
-        generators = generator if isinstance(generator, list) else [generator] * len(class_ids)
+    def _metadata(self, names, conditions, generator, output_type) -> list[dict]:
+        generators = generator if isinstance(generator, list) else [generator] * len(names)
         unit = self.normalization.unit if output_type == "physical" else "model space [-1, 1]"
         return [
             {
-                "flare_class": self.id2label[class_id],
-                "class_id": class_id,
+                "flare_class": name,
+                "conditioning": self.conditioning,
+                "condition": condition,
                 "seed": None if g is None else int(g.initial_seed()),
                 "per_image_seed": isinstance(generator, list),
                 "unit": unit,
                 "geometry": dict(self.config.geometry),
             }
-            for class_id, g in zip(class_ids, generators)
+            for name, condition, g in zip(names, conditions, generators)
         ]

@@ -8,6 +8,7 @@ presets, FITS / sunpy Map output, Hub publishing and the command line.
 from solar_diffusion.pipelines import (
     FLARE_LETTERS,
     GOES_R_SCALE,
+    NULL_FLUX_CONDITION,
     QUIET_LABEL,
     SWPC_SCALE,
     ClipLogNormalization,
@@ -15,6 +16,7 @@ from solar_diffusion.pipelines import (
     SolarFlarePipelineOutput,
     convert_flux_scale,
     flare_letter,
+    flux_condition,
     format_flare_class,
     label_vocabulary,
     parse_flare_class,
@@ -26,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FLARE_LETTERS",
     "GOES_R_SCALE",
+    "NULL_FLUX_CONDITION",
     "QUIET_LABEL",
     "SWPC_SCALE",
     "UNET_PRESETS",
@@ -35,6 +38,7 @@ __all__ = [
     "build_unet",
     "convert_flux_scale",
     "flare_letter",
+    "flux_condition",
     "format_flare_class",
     "label_vocabulary",
     "parse_flare_class",

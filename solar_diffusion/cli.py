@@ -42,6 +42,8 @@ def _generate(args) -> int:
     diffusers_logging.disable_progress_bar()
     pipe = load_pipeline(args.model, device=args.device)
     if args.list_classes:
+        if pipe.conditioning == "flux":
+            print("continuous: GOES peak flux; ask for a class (A1.0 ... X20) or a GOES-R flux in W m^-2")
         for class_id, label in pipe.id2label.items():
             print(f"{class_id}\t{label}")
         return 0

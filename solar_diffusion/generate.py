@@ -12,7 +12,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from solar_diffusion.maps import write_fits
-from solar_diffusion.pipelines import SolarFlarePipeline
+from solar_diffusion.pipelines import FLARE_LETTERS, SolarFlarePipeline
 
 SCHEDULERS = {
     "ddpm": (DDPMScheduler, {}),
@@ -45,8 +45,14 @@ def load_pipeline(model: str | os.PathLike, device: str | None = None) -> SolarF
 
 
 def resolve_classes(pipe: SolarFlarePipeline, flare_classes) -> list[str]:
-    """Labels to generate: ``["all"]`` means every label the model knows, lowest first."""
-    if not flare_classes or list(flare_classes) == ["all"]:
+    """Classes to generate: ``["all"]`` means every label the model knows, lowest first (the GOES
+    letters for a flux-conditioned model)."""
+    everything = not flare_classes or list(flare_classes) == ["all"]
+    if pipe.conditioning == "flux":
+        requested = list(FLARE_LETTERS) if everything else [str(c) for c in flare_classes]
+        pipe.conditions(requested)  # validates
+        return requested
+    if everything:
         return list(pipe.id2label.values())
     return [pipe.id2label[i] for i in pipe.label_ids(list(flare_classes))]
 

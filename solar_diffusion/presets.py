@@ -37,11 +37,14 @@ UNET_PRESETS: dict[str, dict] = {
 }
 
 
-def build_unet(preset: str, sample_size: int, num_labels: int, in_channels: int = 1) -> UNet2DModel:
-    """A freshly initialised class-conditional UNet of a named preset.
+def build_unet(preset: str, sample_size: int, num_labels: int, in_channels: int = 1,
+               conditioning: str = "class") -> UNet2DModel:
+    """A freshly initialised conditional UNet of a named preset.
 
-    ``num_labels`` is the size of the label vocabulary; the UNet gets one more class
-    embedding, the null class of classifier-free guidance (id ``num_labels``).
+    ``conditioning="class"``: ``num_labels`` is the size of the label vocabulary; the UNet gets
+    one more class embedding, the null class of classifier-free guidance (id ``num_labels``).
+    ``conditioning="flux"``: the continuous log10 peak flux enters through a sinusoidal
+    projection (``class_embed_type="timestep"``, see ``flux_condition``); ``num_labels`` is unused.
 
     >>> unet = build_unet("tiny", sample_size=16, num_labels=5)
     >>> unet.config.num_class_embeds, unet.config.sample_size
@@ -49,7 +52,9 @@ def build_unet(preset: str, sample_size: int, num_labels: int, in_channels: int 
     """
     if preset not in UNET_PRESETS:
         raise ValueError(f"unknown UNet preset {preset!r}: choose one of {sorted(UNET_PRESETS)}")
-    if num_labels < 1:
+    if conditioning not in ("class", "flux"):
+        raise ValueError(f"conditioning is 'class' or 'flux', got {conditioning!r}")
+    if conditioning == "class" and num_labels < 1:
         raise ValueError(f"a class-conditional UNet needs at least one label, got {num_labels}")
     config = UNET_PRESETS[preset]
     factor = 2 ** (len(config["block_out_channels"]) - 1)
@@ -59,6 +64,7 @@ def build_unet(preset: str, sample_size: int, num_labels: int, in_channels: int 
         sample_size=sample_size,
         in_channels=in_channels,
         out_channels=in_channels,
-        num_class_embeds=num_labels + 1,
+        num_class_embeds=num_labels + 1 if conditioning == "class" else None,
+        class_embed_type="timestep" if conditioning == "flux" else None,
         **config,
     )

@@ -146,3 +146,56 @@ def test_unet_and_labels_must_agree():
 
     with pytest.raises(ValueError, match="num_class_embeds=4"):
         SolarFlarePipeline(build_unet("tiny", 16, 3), DDPMScheduler(), id2label={0: "C", 1: "X"})
+
+
+def flux_pipeline():
+    from diffusers import DDPMScheduler
+
+    from solar_diffusion import build_unet
+
+    torch.manual_seed(0)
+    unet = build_unet("tiny", 16, num_labels=0, conditioning="flux").eval()
+    pipe = SolarFlarePipeline(unet, DDPMScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_flux_conditioned_pipeline(tmp_path):
+    from solar_diffusion import NULL_FLUX_CONDITION, flux_condition
+
+    pipe = flux_pipeline()
+    assert pipe.conditioning == "flux" and pipe.id2label == {}
+    values, names = pipe.conditions(["M2.5", "X", 1e-6])
+    expected = [flux_condition(np.log10(2.5e-5 / 0.7)), flux_condition(np.log10(1e-4 * 10**0.5 / 0.7)),
+                flux_condition(-6.0)]
+    np.testing.assert_allclose(values.numpy(), expected, rtol=1e-6)
+    assert names == ["M2.5", "X3.2", "B7.0"]  # the 1e-6 W m^-2 GOES-R flux is B7.0 on the SWPC scale
+    for bad in ["quiet", "Q3", -1.0]:
+        with pytest.raises(ValueError, match="conditioned on the GOES peak flux"):
+            pipe.conditions(bad)
+
+    # guidance 1 is the conditional path; guidance != 1 batches the null value in one call
+    out = run(pipe, "M2.5", n=2, guidance_scale=1.0, output_type="pt")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn((2, 1, 16, 16), generator=generator)
+    pipe.scheduler.set_timesteps(STEPS)
+    with torch.no_grad():
+        for t in pipe.scheduler.timesteps:
+            eps = pipe.unet(x, t, class_labels=values[:1].repeat(2)).sample
+            x = pipe.scheduler.step(eps, t, x, generator=generator).prev_sample
+    np.testing.assert_allclose(out.images.numpy(), x.clamp(-1, 1).numpy(), atol=1e-6)
+    assert out.metadata[0]["flare_class"] == "M2.5" and out.metadata[0]["conditioning"] == "flux"
+    seen = []
+    hook = pipe.unet.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["class_labels"].tolist()),
+                                               with_kwargs=True)
+    try:
+        run(pipe, "M2.5", n=1, guidance_scale=3.0, num_inference_steps=1)
+    finally:
+        hook.remove()
+    assert seen == [[NULL_FLUX_CONDITION, pytest.approx(expected[0])]]
+
+    save_pipeline(pipe, tmp_path / "flux")
+    loaded = SolarFlarePipeline.from_pretrained(tmp_path / "flux")
+    loaded.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(run(loaded, "M2.5", n=2, guidance_scale=1.0, output_type="pt").images.numpy(),
+                                  out.images.numpy())

@@ -81,3 +81,13 @@ def test_train_stop_resume_equals_uninterrupted(tiny_dataset, tmp_path, balance)
     assert all(np.array_equal(v.numpy(), a[k].numpy()) for k, v in warm.state_dict().items())
     with pytest.raises(ValueError, match="trained on labels"):
         init_from_pipeline(build_unet("tiny", 16, 1), whole / "pipeline", {0: "quiet"})
+
+
+def test_flux_conditioning_trains_and_generates(tiny_dataset, tmp_path):
+    launch(tiny_dataset, tmp_path / "flux", "--conditioning", "flux", "--max-train-steps", "2",
+           "--sample-steps", "2", "--validation-steps", "0")
+    pipe = SolarFlarePipeline.from_pretrained(tmp_path / "flux" / "pipeline")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.conditioning == "flux" and pipe.id2label == {}
+    out = pipe(["C3.0", "X"], num_inference_steps=2, output_type="physical")
+    assert [m["flare_class"] for m in out.metadata] == ["C3.0", "X3.2"] and np.isfinite(out.images).all()

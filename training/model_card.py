@@ -61,7 +61,7 @@ def render_model_card(args: dict, dataset_info: dict, id2label: dict, steps: int
         channels=",".join(dataset_info["config"]["channels"]),
         repo=repo,
         unit=dataset_info["unit"],
-        labels=", ".join(id2label.values()),
+        labels=", ".join(id2label.values()) or "continuous: the log10 GOES peak flux (ask for 'M2.5' or a flux)",
         null_id=len(id2label),
         dataset=args.get("dataset"),
         train_counts=", ".join(f"{k}: {v}" for k, v in counts.items()),

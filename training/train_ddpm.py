@@ -37,6 +37,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--config-name", default=None, help="dataset config (default: the dataset's default)")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--preset", default="small", help="UNet preset: tiny, small or paper")
+    p.add_argument("--conditioning", default="class", choices=["class", "flux"],
+                   help="GOES labels (class), or the continuous log10 peak flux (flux: the flare's peak flux, "
+                        "else the XRS flux at the frame's time, else the null value)")
     p.add_argument("--init-from", default=None,
                    help="start from the UNet of a saved pipeline (fine-tuning, or continuing from bundled weights)")
     p.add_argument("--resolution", type=int, default=None, help="train at this size (default: the dataset's)")
@@ -83,11 +86,26 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def load_split(dataset_dir, split, config_name=None):
-    """A split of a built dataset, as numpy ``image`` and ``flare_class`` columns."""
+    """A split of a built dataset, as numpy ``image``, ``flare_class`` and flux columns."""
     from datasets import load_dataset
 
     ds = load_dataset(str(dataset_dir), config_name, split=split)
-    return ds.with_format("numpy", columns=["image", "flare_class"])
+    return ds.with_format("numpy", columns=["image", "flare_class", "peak_flux", "goes_flux_at_obs"])
+
+
+def frame_condition(row, id_map) -> float | int:
+    """A frame's UNet class input: its remapped label id (``id_map``), or, for flux
+    conditioning (``id_map is None``), ``flux_condition`` of its flare's log10 peak flux, else of
+    the XRS flux at its time, else the null value."""
+    from solar_diffusion import NULL_FLUX_CONDITION, flux_condition
+
+    if id_map is not None:
+        return id_map[int(row["flare_class"])]
+    if np.isfinite(row["peak_flux"]):
+        return float(flux_condition(row["peak_flux"]))
+    if np.isfinite(row["goes_flux_at_obs"]) and row["goes_flux_at_obs"] > 0:
+        return float(flux_condition(np.log10(row["goes_flux_at_obs"])))
+    return NULL_FLUX_CONDITION
 
 
 def dataset_info(dataset_dir) -> dict:
@@ -145,7 +163,8 @@ class Collate:
                                  torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1)
             grid = F.affine_grid(theta, list(x.shape), align_corners=False)
             x = F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
-        labels = torch.tensor([self.id_map[int(r["flare_class"])] for r in rows], dtype=torch.long)
+        labels = torch.tensor([frame_condition(r, self.id_map) for r in rows],
+                              dtype=torch.float32 if self.id_map is None else torch.long)
         return x, labels
 
 
@@ -154,14 +173,14 @@ class Collate:
 # ------------------------------------------------------------------------------------------
 
 
-def diffusion_loss(unet, scheduler, x0, labels, null_id, label_dropout, prediction_type, snr_gamma=None):
+def diffusion_loss(unet, scheduler, x0, labels, null, label_dropout, prediction_type, snr_gamma=None):
     """One DDPM training loss: noise, label dropout to the null class, (min-SNR weighted) MSE."""
     from diffusers.training_utils import compute_snr
 
     noise = torch.randn_like(x0)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
     drop = torch.rand(labels.shape, device=labels.device) < label_dropout
-    labels = torch.where(drop, torch.full_like(labels, null_id), labels)
+    labels = torch.where(drop, torch.full_like(labels, null), labels)
     noisy = scheduler.add_noise(x0, noise, t)
     target = noise if prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
     pred = unet(noisy, t, class_labels=labels).sample
@@ -204,7 +223,8 @@ def train(args, hub_api=None) -> Path:
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
-    from solar_diffusion import ClipLogNormalization, SolarFlarePipeline, build_unet, label_vocabulary
+    from solar_diffusion import (NULL_FLUX_CONDITION, ClipLogNormalization, SolarFlarePipeline, build_unet,
+                                 label_vocabulary)
     from solar_diffusion.hub import push_to_hub, save_pipeline
     from solar_diffusion.maps import disk_geometry
 
@@ -226,6 +246,10 @@ def train(args, hub_api=None) -> Path:
     id2label = label_vocabulary([names[i] for i in present])
     label2id = {v: k for k, v in id2label.items()}
     id_map = {i: label2id[names[i]] for i in present}
+    sample_labels = list(id2label.values())
+    if args.conditioning == "flux":
+        sample_labels = [label for label in id2label.values() if label != "quiet"]
+        id2label, id_map = {}, None
     unit = info["unit"]
     default_norm = ClipLogNormalization() if unit == "DN/s" else ClipLogNormalization.for_browse()
     normalization = ClipLogNormalization(
@@ -248,14 +272,15 @@ def train(args, hub_api=None) -> Path:
     if args.validation_steps:
         try:
             val_ds = load_split(args.dataset, "validation", args.config_name)
-            keep = [i for i, c in enumerate(val_ds["flare_class"]) if int(c) in id_map][:64]
+            keep = [i for i, c in enumerate(val_ds["flare_class"]) if id_map is None or int(c) in id_map][:64]
             if keep:
                 val_batch = collate([val_ds[i] for i in keep])
         except (ValueError, KeyError):
             accelerator.print("no validation split: validation loss skipped")
 
     # model
-    unet = build_unet(args.preset, resolution, len(id2label), in_channels=len(channels))
+    unet = build_unet(args.preset, resolution, len(id2label), in_channels=len(channels),
+                      conditioning=args.conditioning)
     if args.init_from:
         unet = init_from_pipeline(unet, args.init_from, id2label)
     noise_scheduler = DDPMScheduler(num_train_timesteps=args.num_train_timesteps, beta_schedule=args.beta_schedule,
@@ -271,7 +296,7 @@ def train(args, hub_api=None) -> Path:
     if ema is not None:
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
-    null_id = len(id2label)
+    null = len(id2label) if args.conditioning == "class" else NULL_FLUX_CONDITION
 
     # resume
     global_step = 0
@@ -309,7 +334,7 @@ def train(args, hub_api=None) -> Path:
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
         for x0, labels in epoch_loader:
             with accelerator.accumulate(unet):
-                loss = diffusion_loss(unet, noise_scheduler, x0, labels, null_id, args.label_dropout,
+                loss = diffusion_loss(unet, noise_scheduler, x0, labels, null, args.label_dropout,
                                       args.prediction_type, args.snr_gamma)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
@@ -335,7 +360,8 @@ def train(args, hub_api=None) -> Path:
             if global_step % args.checkpointing_steps == 0 and accelerator.is_main_process:
                 save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
             if args.sample_steps and global_step % args.sample_steps == 0 and accelerator.is_main_process:
-                sample_grid(make_pipeline(), ema, unet, output_dir / "samples" / f"step-{global_step:07d}.png")
+                sample_grid(make_pipeline(), ema, unet, sample_labels,
+                            output_dir / "samples" / f"step-{global_step:07d}.png")
             if args.stop_at_step and global_step >= args.stop_at_step:
                 if global_step % args.checkpointing_steps and accelerator.is_main_process:
                     save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
@@ -381,7 +407,7 @@ def validation_loss(unet, scheduler, batch, accelerator, args) -> float:
     state = torch.random.get_rng_state()
     torch.manual_seed(1234)
     unet.eval()
-    loss = diffusion_loss(unet, scheduler, x0, labels, null_id=-1, label_dropout=0.0,
+    loss = diffusion_loss(unet, scheduler, x0, labels, null=-1, label_dropout=0.0,
                           prediction_type=args.prediction_type)
     unet.train()
     torch.random.set_rng_state(state)
@@ -389,7 +415,7 @@ def validation_loss(unet, scheduler, batch, accelerator, args) -> float:
 
 
 @torch.no_grad()
-def sample_grid(pipe, ema, unet, path: Path):
+def sample_grid(pipe, ema, unet, labels, path: Path):
     """One image per class with the EMA weights (if any), 20 DPM-Solver++ steps, as a PNG grid."""
     from solar_diffusion.generate import write_contact_sheet
 
@@ -398,7 +424,6 @@ def sample_grid(pipe, ema, unet, path: Path):
         ema.store(unet.parameters())
         ema.copy_to(unet.parameters())
     pipe.unet.eval()
-    labels = list(pipe.id2label.values())
     out = pipe(labels, generator=[torch.Generator().manual_seed(i) for i in range(len(labels))],
                num_inference_steps=20, output_type="pt")
     pipe.unet.train()
