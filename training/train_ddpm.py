@@ -204,7 +204,10 @@ def init_from_pipeline(unet, pipeline_dir, id2label):
     if labels != id2label:
         raise ValueError(f"{source} was trained on labels {labels}, this dataset has {id2label}")
     pretrained = UNet2DModel.from_pretrained(str(source), subfolder="unet")
-    if dict(pretrained.config) != dict(unet.config):
+    def plain(config):
+        return json.loads(json.dumps({k: v for k, v in config.items() if not k.startswith("_")}))
+
+    if plain(pretrained.config) != plain(unet.config):
         raise ValueError(f"the UNet in {source} differs from preset/size asked for: compare its unet/config.json")
     unet.load_state_dict(pretrained.state_dict())
     return unet
