@@ -91,3 +91,27 @@ def test_flux_conditioning_trains_and_generates(tiny_dataset, tmp_path):
     assert pipe.conditioning == "flux" and pipe.id2label == {}
     out = pipe(["C3.0", "X"], num_inference_steps=2, output_type="physical")
     assert [m["flare_class"] for m in out.metadata] == ["C3.0", "X3.2"] and np.isfinite(out.images).all()
+
+
+def test_several_channels_and_push_through_an_injected_hub(shared_data, tmp_path, folder_hub):
+    """A 3-channel (171, 131, 94) dataset trains in-process and the result is pushed and reloaded."""
+    from solar_diffusion.training.train_ddpm import build_parser, train
+
+    index = index_images(shared_data / "sdo_browse_2012" / "index.csv")
+    index = index[index["t_obs"].dt.strftime("%m-%d").isin(["03-07"])]
+    events = read_hek_csv(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv")
+    data = tmp_path / "rgb"
+    build_dataset(index, events, BuildConfig(out=str(data), size=16, channels=("171", "131", "94")), progress=False)
+    args = build_parser().parse_args([
+        "--dataset", str(data), "--output-dir", str(tmp_path / "run"), "--preset", "tiny", "--train-batch-size", "4",
+        "--max-train-steps", "2", "--logger", "none", "--sample-steps", "0", "--validation-steps", "0",
+        "--push-to-hub", "--hub-model-id", "solar/rgb-tiny"])
+    train(args, hub_api=folder_hub)
+    pipe = SolarFlarePipeline.from_pretrained(folder_hub.repo_path("solar/rgb-tiny"))
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.unet.config.in_channels == 3
+    assert pipe.config.geometry["wavelengths_angstrom"] == [171.0, 131.0, 94.0]
+    assert (folder_hub.repo_path("solar/rgb-tiny") / "pipeline.py").exists()
+    assert "solar-diffusion" in (folder_hub.repo_path("solar/rgb-tiny") / "README.md").read_text()
+    out = pipe(list(pipe.id2label.values())[:1], num_inference_steps=2, output_type="physical")
+    assert out.images.shape == (1, 3, 16, 16)
