@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from solar_diffusion.files import atomic_write
 from solar_diffusion.pipelines import LABEL_ORDER, label_vocabulary
 from solar_diffusion.dataset_builder.images import (
     BROWSE_SUFFIXES,
@@ -226,6 +226,11 @@ def _shard_path(out: Path, config: BuildConfig, split: str, k: int, n: int) -> P
     return out / config.config_name / f"{split}-{k:05d}-of-{n:05d}.parquet"
 
 
+def _shards(out: Path, config: BuildConfig) -> list[Path]:
+    """The finished shards of a build (temporary files of a killed build are not shards)."""
+    return sorted(p for p in (out / config.config_name).glob("*-of-*.parquet") if not p.name.startswith("."))
+
+
 def process_shard(args) -> tuple[str, int, int]:
     """Read, preprocess and write one shard; returns ``(split, k, rows written)``."""
     out, config, split, k, n, rows, features = args
@@ -265,17 +270,9 @@ def process_shard(args) -> tuple[str, int, int]:
         }
         for name, value in values.items():
             records[name].append(value)
-    _write_atomic(path.with_suffix(".rejected.json"), json.dumps(rejected, indent=1).encode())
+    atomic_write(path.with_suffix(".rejected.json"), lambda tmp: Path(tmp).write_text(json.dumps(rejected, indent=1)))
     _write_shard(path, records, features)
     return split, k, len(records["image"])
-
-
-def _write_atomic(path: Path, payload: bytes):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(payload)
-    os.replace(tmp, path)
 
 
 def _write_shard(path: Path, records: dict, features):
@@ -284,16 +281,8 @@ def _write_shard(path: Path, records: dict, features):
 
     disable_progress_bar()
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     dataset = Dataset.from_dict(records, features=features)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        dataset.to_parquet(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, dataset.to_parquet)
 
 
 def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig, xrs=None,
@@ -314,6 +303,8 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
     features = dataset_features(vocabulary, len(config.channels), config.size, unit)
     tasks = [(out, config, split, k, n, rows, features) for split, k, n, rows in shard_plan(plan, config.shard_size)]
     _check_resume(out, config, vocabulary, features)
+    for stale in (out / config.config_name).glob(".*.tmp*"):  # left by a killed build
+        stale.unlink()
     bar = tqdm(total=len(tasks), desc="shards", disable=not progress)
     if num_proc > 1:
         import multiprocessing
@@ -342,7 +333,7 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
         "clipped_fraction": clipped_fractions(out, config, vocabulary, unit),
         "provenance": provenance or {},
     }
-    _write_atomic(out / BUILD_INFO, json.dumps(info, indent=1, default=str).encode())
+    atomic_write(out / BUILD_INFO, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1, default=str)))
     from solar_diffusion.dataset_builder.card import write_dataset_card
 
     write_dataset_card(out, info, counts)
@@ -356,13 +347,13 @@ def _check_resume(out: Path, config: BuildConfig, vocabulary, features):
                           sort_keys=True, default=str)
     if stamp.exists() and stamp.read_text() != settings:
         raise ValueError(f"{out} holds a build with other settings; choose an empty --out or remove it")
-    _write_atomic(stamp, settings.encode())
+    atomic_write(stamp, lambda tmp: Path(tmp).write_text(settings))
 
 
 def _median_rsun(out: Path, config: BuildConfig) -> float:
     import pyarrow.parquet as pq
 
-    values = [pq.read_table(p, columns=["rsun_px"]).column(0).to_numpy() for p in sorted((out / config.config_name).glob("*.parquet"))]
+    values = [pq.read_table(p, columns=["rsun_px"]).column(0).to_numpy() for p in _shards(out, config)]
     values = np.concatenate(values) if values else np.array([])
     return float(np.median(values)) if values.size else float("nan")
 
@@ -383,7 +374,7 @@ def clipped_fractions(out: Path, config: BuildConfig, vocabulary, unit: str) -> 
     import pyarrow.parquet as pq
 
     sums, counts = {}, {}
-    for path in sorted((out / config.config_name).glob("*.parquet")):
+    for path in _shards(out, config):
         table = pq.read_table(path, columns=["image", "flare_class"])
         if table.num_rows == 0:
             continue
@@ -403,7 +394,7 @@ def label_counts(out: Path, config: BuildConfig, vocabulary) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     counts = {}
-    for path in sorted((out / config.config_name).glob("*.parquet")):
+    for path in _shards(out, config):
         split = path.name.split("-")[0]
         ids = pq.read_table(path, columns=["flare_class"]).column(0).to_numpy()
         for class_id in ids:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
+from solar_diffusion.files import atomic_write
 from solar_diffusion.maps import write_fits
 from solar_diffusion.pipelines import FLARE_LETTERS, SolarFlarePipeline
 
@@ -57,17 +57,6 @@ def resolve_classes(pipe: SolarFlarePipeline, flare_classes) -> list[str]:
     return [pipe.id2label[i] for i in pipe.label_ids(list(flare_classes))]
 
 
-def _atomic_write(path: Path, write):
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def generate_to_folder(
     pipe: SolarFlarePipeline,
     out_dir,
@@ -111,7 +100,7 @@ def generate_to_folder(
             name = f"{meta['flare_class']}_seed{meta['seed']:06d}.{file_format}"
             path = out_dir / name
             if file_format == "npy":
-                _atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), image))
+                atomic_write(path, lambda tmp: np.save(tmp, image))
             elif file_format == "fits" and len(image) > 1:  # one FITS file per channel
                 wavelengths = meta["geometry"].get("wavelengths_angstrom") or list(range(len(image)))
                 for channel, wavelength in enumerate(wavelengths):
@@ -121,7 +110,7 @@ def generate_to_folder(
                 write_fits(path, image, meta, model=model_name)
             else:
                 preview = preview_image(model_image)
-                _atomic_write(path, lambda tmp: preview.save(tmp, format="PNG"))
+                atomic_write(path, lambda tmp: preview.save(tmp, format="PNG"))
             records.append(dict(meta, file=name))
             previews.append(model_image)
     settings = {
@@ -175,5 +164,5 @@ def write_contact_sheet(path, model_images, labels, seeds, title: str = "", cmap
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)

@@ -8,16 +8,13 @@ fixes the observer (Earth) and hence the WCS, and keywords that mark it syntheti
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import astropy.units as u
 import numpy as np
 import sunpy.map
 from astropy.coordinates import SkyCoord
 from sunpy.coordinates import Helioprojective, get_earth, sun
 
+from solar_diffusion.files import atomic_write
 from solar_diffusion.units import BROWSE, data_unit
 from solar_diffusion.pipelines import ClipLogNormalization
 
@@ -120,14 +117,5 @@ def synthetic_map(image: np.ndarray, metadata: dict, model: str = "") -> sunpy.m
 
 def write_fits(path, image: np.ndarray, metadata: dict, model: str = "") -> Path:
     """Write one generated image as FITS (atomically: a temporary file, then a rename)."""
-    path = Path(path)
     smap = synthetic_map(image, metadata, model=model)
-    fd, tmp = tempfile.mkstemp(suffix=".fits", dir=path.parent)
-    os.close(fd)
-    try:
-        smap.save(tmp, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write(path, lambda tmp: smap.save(tmp, overwrite=True))
