@@ -15,6 +15,7 @@ trust_remote_code=True)``. It owns what generation needs:
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -434,8 +435,12 @@ class SolarFlarePipeline(DiffusionPipeline):
         image = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
         image = image * self.scheduler.init_noise_sigma
 
-        # 2. denoising loop, guidance batched into one UNet call per step
+        # 2. denoising loop, guidance batched into one UNet call per step; schedulers that can
+        # (DDIM) recompute the noise from the clipped x0 estimate, keeping the update consistent
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        step_kwargs = {"generator": generator}
+        if "use_clipped_model_output" in inspect.signature(self.scheduler.step).parameters:
+            step_kwargs["use_clipped_model_output"] = True
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = torch.cat([image] * 2) if do_guidance else image
             model_input = self.scheduler.scale_model_input(model_input, t)
@@ -443,7 +448,7 @@ class SolarFlarePipeline(DiffusionPipeline):
             if do_guidance:
                 uncond, cond = model_output.chunk(2)
                 model_output = uncond + guidance_scale * (cond - uncond)
-            image = self.scheduler.step(model_output, t, image, generator=generator).prev_sample
+            image = self.scheduler.step(model_output, t, image, **step_kwargs).prev_sample
 
         # 3. postprocess
         image = image.float().clamp(-1.0, 1.0)

@@ -17,7 +17,10 @@ from solar_diffusion.pipelines import FLARE_LETTERS, SolarFlarePipeline
 SCHEDULERS = {
     "ddpm": (DDPMScheduler, {}),
     "ddim": (DDIMScheduler, {}),
-    "dpm": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    # thresholding clips DPM-Solver++'s x0 estimates to the data range [-1, 1], as DDPM and DDIM
+    # do with clip_sample; without it early, inaccurate x0 estimates saturate pixel-space images
+    "dpm": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2, "thresholding": True,
+                                          "sample_max_value": 1.0}),
 }
 FORMATS = ("png", "fits", "npy")
 

@@ -124,7 +124,7 @@ def test_pipeline_file_stands_alone():
 
     imports = [line.split()[1].split(".")[0] for line in STANDALONE_PIPELINE_FILE.read_text().splitlines()
                if line.startswith(("import ", "from "))]
-    assert set(imports) <= {"__future__", "math", "re", "dataclasses", "numpy", "torch", "diffusers"}
+    assert set(imports) <= {"__future__", "inspect", "math", "re", "dataclasses", "numpy", "torch", "diffusers"}
 
 
 def test_push_round_trip_through_a_folder_hub(tiny_pipeline, folder_hub):

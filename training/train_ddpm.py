@@ -221,13 +221,14 @@ def train(args, hub_api=None) -> Path:
     """Run training; returns the folder of the saved pipeline (``output_dir/pipeline``)."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
-    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+    from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
     from solar_diffusion import (NULL_FLUX_CONDITION, ClipLogNormalization, SolarFlarePipeline, build_unet,
                                  label_vocabulary)
+    from solar_diffusion.generate import use_scheduler
     from solar_diffusion.hub import push_to_hub, save_pipeline
     from solar_diffusion.maps import disk_geometry
 
@@ -319,11 +320,10 @@ def train(args, hub_api=None) -> Path:
 
     def make_pipeline():
         model = accelerator.unwrap_model(unet)
-        pipe = SolarFlarePipeline(model, DPMSolverMultistepScheduler.from_config(noise_scheduler.config,
-                                                                                 algorithm_type="dpmsolver++"),
-                                  id2label=id2label, normalization=normalization.to_dict(), geometry=geometry)
+        pipe = SolarFlarePipeline(model, noise_scheduler, id2label=id2label, normalization=normalization.to_dict(),
+                                  geometry=geometry)
         pipe.set_progress_bar_config(disable=True)
-        return pipe
+        return use_scheduler(pipe, "dpm")  # the saved pipeline samples with DPM-Solver++
 
     losses = []
     progress = tqdm(total=args.max_train_steps, initial=global_step, desc="steps",
