@@ -77,3 +77,19 @@ def test_several_channels_write_one_fits_per_channel(make_pipeline, tmp_path):
     assert main(["generate", "--model", str(model), "--flare-class", "M", "--num-images", "1", "--steps", "2",
                  "--format", "npy", "--out", str(out)]) == 0
     assert np.load(out / "M_seed000000.npy").shape == (2, 16, 16)
+
+
+def test_bundled_model_is_the_default_and_generates(tmp_path):
+    """The README's main job: the bundled model, offline, with a contact sheet of every class."""
+    from solar_diffusion.cli import DEFAULT_MODEL
+
+    weights = DEFAULT_MODEL / "unet" / "diffusion_pytorch_model.safetensors"
+    assert weights.stat().st_size <= 25 * 2**20
+    out = tmp_path / "generated"
+    assert main(["generate", "--num-images", "1", "--steps", "2", "--out", str(out)]) == 0
+    record = json.loads((out / "generation.json").read_text())
+    assert record["settings"]["model"] == str(DEFAULT_MODEL)
+    labels = [image["flare_class"] for image in record["images"]]
+    assert labels == ["quiet", "B", "C", "M", "X"]
+    assert record["images"][0]["unit"] == "browse"
+    assert Image.open(out / "contact_sheet.png").size[1] > 300
