@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from solar_diffusion.dataset_builder.images import crop_and_resize, read_frame
+from solar_diffusion.files import atomic_write
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -78,8 +79,7 @@ def main(argv=None):
         print(f"{key}: {r['images_per_s']:.1f} images/s (decode alone {r['baseline_decode_images_per_s']:.1f}/s, "
               f"ratio {r['fraction_of_decode_rate']:.2f}) - {r['file']}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1)))
     return results
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from solar_diffusion.files import atomic_write
+
 
 def seconds(fn, repeat):
     fn()  # warm-up
@@ -80,8 +82,7 @@ def main(argv=None):
     for key, value in result.items():
         print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
     return result
 
 

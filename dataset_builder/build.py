@@ -319,7 +319,7 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
     bar.close()
     for _, config_, split, k, n, _, _ in tasks:
         rejected += json.loads(_shard_path(out, config_, split, k, n).with_suffix(".rejected.json").read_text())
-    counts = label_counts(out, config, vocabulary)
+    counts, rsun_median, clipped = summarize_shards(out, config, vocabulary, unit)
     info = {
         "config": asdict(config),
         "vocabulary": vocabulary,
@@ -328,9 +328,9 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
         "counts": counts.to_dict(),
         "rejected": rejected,
         "unassigned_frames": unassigned,
-        "rsun_px_median": _median_rsun(out, config),
+        "rsun_px_median": rsun_median,
         "t_obs_median_train": str(plan.loc[plan["split"] == "train", "t_obs"].median()),
-        "clipped_fraction": clipped_fractions(out, config, vocabulary, unit),
+        "clipped_fraction": clipped,
         "provenance": provenance or {},
     }
     atomic_write(out / BUILD_INFO, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1, default=str)))
@@ -350,14 +350,6 @@ def _check_resume(out: Path, config: BuildConfig, vocabulary, features):
     atomic_write(stamp, lambda tmp: Path(tmp).write_text(settings))
 
 
-def _median_rsun(out: Path, config: BuildConfig) -> float:
-    import pyarrow.parquet as pq
-
-    values = [pq.read_table(p, columns=["rsun_px"]).column(0).to_numpy() for p in _shards(out, config)]
-    values = np.concatenate(values) if values else np.array([])
-    return float(np.median(values)) if values.size else float("nan")
-
-
 def clipped_fraction_of(images: np.ndarray, unit: str) -> np.ndarray:
     """Per image, the fraction of pixels the default normalisation clips at its top.
 
@@ -365,44 +357,40 @@ def clipped_fraction_of(images: np.ndarray, unit: str) -> np.ndarray:
     """
     from solar_diffusion.pipelines import ClipLogNormalization
 
-    top = ClipLogNormalization().hi if unit == "DN/s" else 255
-    return (images >= top).reshape(len(images), -1).mean(axis=1)
+    norm = ClipLogNormalization() if unit == "DN/s" else ClipLogNormalization.for_browse()
+    return (images >= norm.hi).reshape(len(images), -1).mean(axis=1)
 
 
-def clipped_fractions(out: Path, config: BuildConfig, vocabulary, unit: str) -> dict:
-    """Mean clipped fraction of pixels per label, so a clip that erases flare kernels shows."""
+def summarize_shards(out: Path, config: BuildConfig, vocabulary, unit: str):
+    """One pass over the finished shards: ``(label_counts, median rsun_px, clipped_fraction)``.
+
+    ``label_counts`` has frames per label (rows, lowest first) and split (columns);
+    ``clipped_fraction`` is the mean clipped fraction of pixels per label, so a clip that
+    erases flare kernels shows.
+    """
     import pyarrow.parquet as pq
 
-    sums, counts = {}, {}
+    counts, radii, clipped = {}, [], {}
     for path in _shards(out, config):
-        table = pq.read_table(path, columns=["image", "flare_class"])
+        table = pq.read_table(path, columns=["image", "flare_class", "rsun_px"])
+        split = path.name.split("-")[0]
+        counts.setdefault(split, {})
         if table.num_rows == 0:
             continue
         values = table.column("image").combine_chunks()
         values = getattr(values, "storage", values).flatten().flatten().flatten()  # datasets' Array3D extension
-        images = values.to_numpy(zero_copy_only=False).reshape(table.num_rows, -1)
-        fractions = clipped_fraction_of(images, unit)
+        fractions = clipped_fraction_of(values.to_numpy(zero_copy_only=False).reshape(table.num_rows, -1), unit)
+        radii.append(table.column("rsun_px").to_numpy())
         for class_id, fraction in zip(table.column("flare_class").to_numpy(), fractions):
             label = vocabulary[class_id]
-            sums[label] = sums.get(label, 0.0) + float(fraction)
-            counts[label] = counts.get(label, 0) + 1
-    return {label: sums[label] / counts[label] for label in vocabulary if label in counts}
-
-
-def label_counts(out: Path, config: BuildConfig, vocabulary) -> pd.DataFrame:
-    """Frames per label (rows, lowest first) and split (columns), read back from the shards."""
-    import pyarrow.parquet as pq
-
-    counts = {}
-    for path in _shards(out, config):
-        split = path.name.split("-")[0]
-        ids = pq.read_table(path, columns=["flare_class"]).column(0).to_numpy()
-        for class_id in ids:
-            counts.setdefault(split, {}).setdefault(vocabulary[class_id], 0)
-            counts[split][vocabulary[class_id]] += 1
+            counts[split][label] = counts[split].get(label, 0) + 1
+            clipped.setdefault(label, []).append(float(fraction))
     splits = sorted(counts, key=lambda s: (["train", "validation", "test"] + [s]).index(s))
     table = pd.DataFrame(counts, columns=splits)
-    return table.reindex([label for label in LABEL_ORDER if label in vocabulary]).fillna(0).astype(int)
+    table = table.reindex([label for label in LABEL_ORDER if label in vocabulary]).fillna(0).astype(int)
+    radii = np.concatenate(radii) if radii else np.array([])
+    rsun_median = float(np.median(radii)) if radii.size else float("nan")
+    return table, rsun_median, {label: float(np.mean(clipped[label])) for label in vocabulary if label in clipped}
 
 
 # ------------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from solar_diffusion import NULL_FLUX_CONDITION, flux_condition
+
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -97,8 +99,6 @@ def frame_condition(row, id_map) -> float | int:
     """A frame's UNet class input: its remapped label id (``id_map``), or, for flux
     conditioning (``id_map is None``), ``flux_condition`` of its flare's log10 peak flux, else of
     the XRS flux at its time, else the null value."""
-    from solar_diffusion import NULL_FLUX_CONDITION, flux_condition
-
     if id_map is not None:
         return id_map[int(row["flare_class"])]
     if np.isfinite(row["peak_flux"]):
@@ -226,8 +226,7 @@ def train(args, hub_api=None) -> Path:
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
-    from solar_diffusion import (NULL_FLUX_CONDITION, ClipLogNormalization, SolarFlarePipeline, build_unet,
-                                 label_vocabulary)
+    from solar_diffusion import ClipLogNormalization, SolarFlarePipeline, build_unet, label_vocabulary
     from solar_diffusion.generate import use_scheduler
     from solar_diffusion.hub import push_to_hub, save_pipeline
     from solar_diffusion.maps import disk_geometry
