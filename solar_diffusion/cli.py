@@ -126,6 +126,45 @@ def _train(args) -> int:
     return 0
 
 
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="FD/KID, precision/recall, clusters, conditioning F1 against a real split")
+    has_default = (DEFAULT_MODEL / "model_index.json").exists()
+    p.add_argument("--model", default=str(DEFAULT_MODEL) if has_default else None, required=not has_default,
+                   help="saved pipeline folder" + (" (default: the bundled model)" if has_default else ""))
+    p.add_argument("--dataset", required=True, help="a folder made by build-dataset, in the model's data unit")
+    p.add_argument("--split", default="test", help="real split to compare with (default test)")
+    p.add_argument("--encoder", default=None, help="saved FlareClassifier (default: the bundled encoder)")
+    p.add_argument("--num-per-class", type=int, default=32, help="generated images per class (default 32)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default 25)")
+    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the saved one")
+    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
+    p.add_argument("--steps-curve", default="10,25,50", help="step counts of the quality curve ('' for none)")
+    p.add_argument("--curve-per-class", type=int, default=None, help="images per class per curve point")
+    p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples per interval (default 200)")
+    p.add_argument("--min-real", type=int, default=10, help="fewest real images a class needs to be scored")
+    p.add_argument("--inception", action="store_true", help="also Inception-V3 features (needs the 'fid' extra)")
+    p.add_argument("--model-card", default=None, help="a model card (README.md) to write the results into")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args) -> int:
+    from solar_diffusion.evaluate import EvaluationConfig, evaluate
+
+    if args.num_per_class < 2:
+        raise SystemExit(f"error: --num-per-class must be >= 2, got {args.num_per_class}")
+    curve = tuple(int(s) for s in args.steps_curve.split(",") if s.strip())
+    evaluate(EvaluationConfig(
+        model=args.model, dataset=args.dataset, out=args.out, split=args.split, encoder=args.encoder,
+        num_per_class=args.num_per_class, num_inference_steps=args.steps, guidance_scale=args.guidance,
+        scheduler=args.scheduler, seed=args.seed, n_boot=args.n_boot, min_real=args.min_real, steps_curve=curve,
+        curve_per_class=args.curve_per_class, inception=args.inception, model_card=args.model_card,
+    ))
+    print(Path(args.out, "report.md").read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="solar-diffusion",
@@ -135,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_build_dataset(sub)
     _add_train(sub)
+    _add_evaluate(sub)
     return parser
 
 
@@ -143,7 +183,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -60,6 +60,18 @@ def resolve_classes(pipe: SolarFlarePipeline, flare_classes) -> list[str]:
     return [pipe.id2label[i] for i in pipe.label_ids(list(flare_classes))]
 
 
+def sample_batches(pipe: SolarFlarePipeline, labels, seed: int = 0, num_inference_steps: int = 25,
+                   guidance_scale: float = 3.0, batch_size: int = 16):
+    """Yield pipeline outputs (model space, ``output_type="pt"``) for ``labels`` in batches; image
+    k uses its own generator seeded ``seed + k``, so any image can be remade on its own."""
+    labels = list(labels)
+    for start in range(0, len(labels), batch_size):
+        generators = [torch.Generator(device="cpu").manual_seed(seed + k)
+                      for k in range(start, min(start + batch_size, len(labels)))]
+        yield pipe(flare_class=labels[start:start + batch_size], num_images_per_class=1, guidance_scale=guidance_scale,
+                   num_inference_steps=num_inference_steps, generator=generators, output_type="pt")
+
+
 def generate_to_folder(
     pipe: SolarFlarePipeline,
     out_dir,
@@ -83,19 +95,8 @@ def generate_to_folder(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = [label for label in resolve_classes(pipe, flare_classes) for _ in range(num_images)]
-    seeds = [seed + k for k in range(len(labels))]
     records, previews = [], []
-    for start in range(0, len(labels), batch_size):
-        chunk = slice(start, start + batch_size)
-        generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds[chunk]]
-        out = pipe(
-            flare_class=labels[chunk],
-            num_images_per_class=1,
-            guidance_scale=guidance_scale,
-            num_inference_steps=num_inference_steps,
-            generator=generators,
-            output_type="pt",
-        )
+    for out in sample_batches(pipe, labels, seed, num_inference_steps, guidance_scale, batch_size):
         model_space = out.images.cpu().numpy()
         physical = pipe.normalization.inverse(model_space).astype(np.float32)
         for image, model_image, meta in zip(physical, model_space, out.metadata):
@@ -125,7 +126,7 @@ def generate_to_folder(
     }
     (out_dir / "generation.json").write_text(json.dumps({"settings": settings, "images": records}, indent=1))
     write_contact_sheet(out_dir / "contact_sheet.png", previews, [r["flare_class"] for r in records],
-                        [r["seed"] for r in records], title=model_name)
+                        [f"seed {r['seed']}" for r in records], title=model_name)
     return records
 
 
@@ -141,8 +142,8 @@ def preview_image(model_image: np.ndarray):
     return Image.fromarray(np.moveaxis(pixels, 0, -1) if pixels.shape[0] == 3 else pixels[0])
 
 
-def write_contact_sheet(path, model_images, labels, seeds, title: str = "", cmap: str = "sdoaia171"):
-    """A grid of model-space images, one row per class, in sunpy's AIA 171 colour map.
+def write_contact_sheet(path, model_images, labels, captions, title: str = "", cmap: str = "sdoaia171"):
+    """A grid of model-space images, one row per label, each captioned, in sunpy's AIA 171 colour map.
 
     Three-channel images are shown as RGB; otherwise the first channel is shown.
     """
@@ -163,7 +164,7 @@ def write_contact_sheet(path, model_images, labels, seeds, title: str = "", cmap
             image = model_images[i]
             shown = np.moveaxis((image + 1) / 2, 0, -1) if image.shape[0] == 3 else image[0]
             axes[r, c].imshow(shown, cmap=cmap, vmin=-1, vmax=1, origin="lower")
-            axes[r, c].set_title(f"{row}  seed {seeds[i]}", fontsize=7)
+            axes[r, c].set_title(f"{row}  {captions[i]}", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()

@@ -1,8 +1,16 @@
-"""Image statistics that a solar physicist reads: how much of the disk is bright active region."""
+"""Metrics of generated images: a physical statistic on pixels, and distances, clusters, F1 and
+precision/recall on feature vectors (rows = images), each with a bootstrap interval.
+
+Feature vectors come from any extractor (the solar-domain encoder, Inception-V3 where its
+weights are available); the metrics do not care which. torchmetrics computes the Fréchet
+distance and the polynomial kernel, scikit-learn the cluster scores, the two-sample classifier
+and F1.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def disk_mask(size: int, rsun_px: float, fraction: float = 0.95) -> np.ndarray:
@@ -16,22 +24,192 @@ def disk_mask(size: int, rsun_px: float, fraction: float = 0.95) -> np.ndarray:
     return np.hypot(xx - c, yy - c) <= fraction * rsun_px
 
 
-def bright_fraction(images, rsun_px: float, threshold: float, channel: int = 0) -> np.ndarray:
-    """Per image, the fraction of on-disk pixels brighter than ``threshold`` (active regions).
+def peak_brightness(images, rsun_px: float, top_fraction: float = 0.002, channel: int = 0) -> np.ndarray:
+    """Per image, the mean model-space value of the brightest ``top_fraction`` of on-disk pixels
+    (at least one pixel): the brightness of the brightest active region or flare kernel, the
+    thing a flare of a larger class should raise.
 
-    ``images`` are (N, C, H, W) in model space (the log-scaled normalisation), disk-centred.
-    Flaring images should show more bright pixels than quiet ones.
+    ``images`` are (N, C, H, W) in model space, disk-centred, with radius ``rsun_px``.
 
-    >>> quiet = -np.ones((1, 1, 8, 8)); active = quiet.copy(); active[..., 3:5, 3:5] = 0.9
-    >>> bright_fraction(np.concatenate([quiet, active]), rsun_px=3.0, threshold=0.5).round(3).tolist()
-    [0.0, 0.167]
+    >>> quiet = -np.ones((1, 1, 8, 8)); flare = quiet.copy(); flare[..., 4, 4] = 0.9
+    >>> peak_brightness(np.concatenate([quiet, flare]), rsun_px=3.0).round(3).tolist()
+    [-1.0, 0.9]
     """
     images = np.asarray(images)
-    mask = disk_mask(images.shape[-1], rsun_px)
-    return (images[:, channel][:, mask] > threshold).mean(axis=1)
+    on_disk = images[:, channel][:, disk_mask(images.shape[-1], rsun_px)]
+    k = max(1, int(round(top_fraction * on_disk.shape[1])))
+    return np.sort(on_disk, axis=1)[:, -k:].mean(axis=1)
 
 
-def threshold_from_quiet(images, rsun_px: float, percentile: float = 99.0, channel: int = 0) -> float:
-    """The ``percentile`` of on-disk pixel values of reference (e.g. real quiet) images."""
-    images = np.asarray(images)
-    return float(np.percentile(images[:, channel][:, disk_mask(images.shape[-1], rsun_px)], percentile))
+# ------------------------------------------------------------------------------------------
+# distances between two sets of feature vectors
+# ------------------------------------------------------------------------------------------
+
+
+class _Rows(torch.nn.Module):
+    """Pass-through "extractor": lets torchmetrics' Fréchet distance take feature rows."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x):
+        return x
+
+
+def frechet_distance(a, b) -> float:
+    """Fréchet distance between Gaussians fitted to feature rows ``a`` and ``b`` (FID's formula).
+
+    >>> rng = np.random.default_rng(0); x = rng.normal(size=(500, 4))
+    >>> abs(frechet_distance(x, x)) < 1e-6, round(frechet_distance(x, x + 1), 2)
+    (True, 4.0)
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    a, b = _rows(a), _rows(b)
+    metric = FrechetInceptionDistance(feature=_Rows(a.shape[1]), reset_real_features=True)
+    metric.update(torch.from_numpy(a), real=True)
+    metric.update(torch.from_numpy(b), real=False)
+    return float(metric.compute())
+
+
+def kernel_distance(a, b, degree: int = 3, gamma: float | None = None, coef: float = 1.0) -> float:
+    """KID: the unbiased estimate of the squared MMD with KID's polynomial kernel
+    ``(x.y / d + 1) ** 3``, for sets of any sizes (torchmetrics' own estimate needs equal sizes).
+    Unbiased, so about 0 (and sometimes below) for two samples of one distribution.
+
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(200, 4)), rng.normal(size=(300, 4))
+    >>> abs(kernel_distance(x, y)) < 0.05, kernel_distance(x, y + 1) > 1
+    (True, True)
+    """
+    from torchmetrics.image.kid import poly_kernel
+
+    a, b = torch.from_numpy(_rows(a)), torch.from_numpy(_rows(b))
+    m, n = len(a), len(b)
+    if m < 2 or n < 2:
+        raise ValueError(f"KID needs at least 2 rows in each set, got {m} and {n}")
+    gamma = 1.0 / a.shape[1] if gamma is None else gamma
+    k_aa, k_bb = poly_kernel(a, a, degree, gamma, coef), poly_kernel(b, b, degree, gamma, coef)
+    k_ab = poly_kernel(a, b, degree, gamma, coef)
+    within_a = (k_aa.sum() - k_aa.diagonal().sum()) / (m * (m - 1))
+    within_b = (k_bb.sum() - k_bb.diagonal().sum()) / (n * (n - 1))
+    return float(within_a + within_b - 2 * k_ab.mean())
+
+
+def precision_recall(real, fake, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019): each set's manifold is the union
+    of balls reaching every point's k-th nearest neighbour in its own set. Precision: the
+    fraction of ``fake`` inside the real manifold (fidelity); recall: the fraction of ``real``
+    inside the fake manifold (diversity).
+
+    >>> rng = np.random.default_rng(0); x = rng.normal(size=(300, 2))
+    >>> precision, recall = precision_recall(x, x * 0.1)  # collapsed fakes: realistic, not diverse
+    >>> precision, recall < 0.1
+    (1.0, True)
+    """
+    real, fake = torch.from_numpy(_rows(real)), torch.from_numpy(_rows(fake))
+    if min(len(real), len(fake)) <= k:
+        raise ValueError(f"precision/recall with k={k} needs more than {k} rows in each set")
+
+    def radii(x):
+        return torch.cdist(x, x).kthvalue(k + 1, dim=1).values  # k-th neighbour, self excluded
+
+    inside_real = (torch.cdist(fake, real) <= radii(real)[None, :]).any(dim=1)
+    inside_fake = (torch.cdist(real, fake) <= radii(fake)[None, :]).any(dim=1)
+    return round(float(inside_real.double().mean()), 4), round(float(inside_fake.double().mean()), 4)
+
+
+def two_sample_accuracy(a, b, folds: int = 5, seed: int = 0) -> float:
+    """Cross-validated accuracy of a logistic regression told to separate ``a`` from ``b``
+    (standardised features, classes weighted equally): about 0.5 when the sets cannot be told
+    apart, near 1 when they can.
+
+    >>> rng = np.random.default_rng(0); x = rng.normal(size=(200, 3))
+    >>> two_sample_accuracy(x[:100], x[100:]) < 0.65, two_sample_accuracy(x, x + 3) > 0.95
+    (True, True)
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    a, b = _rows(a), _rows(b)
+    x, y = np.concatenate([a, b]), np.r_[np.zeros(len(a)), np.ones(len(b))]
+    folds = min(folds, len(a), len(b))
+    if folds < 2:
+        raise ValueError(f"a two-sample test needs at least 2 rows in each set, got {len(a)} and {len(b)}")
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+    predicted = cross_val_predict(classifier, x, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+    return float(balanced_accuracy_score(y, predicted))
+
+
+def cluster_metrics(features, labels) -> dict:
+    """How well ``labels`` split the feature rows into clusters: silhouette (higher is better,
+    -1..1), Davies-Bouldin (lower is better) and Calinski-Harabasz (higher is better).
+
+    >>> rng = np.random.default_rng(0); labels = np.repeat([0, 1], 50)
+    >>> apart = rng.normal(size=(100, 2)) + 10 * labels[:, None]
+    >>> cluster_metrics(apart, labels)["silhouette"] > 0.8
+    True
+    """
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+
+    features, labels = _rows(features), np.asarray(labels)
+    if len(set(labels.tolist())) < 2:
+        raise ValueError("cluster metrics need at least two labels")
+    return {"silhouette": float(silhouette_score(features, labels)),
+            "davies_bouldin": float(davies_bouldin_score(features, labels)),
+            "calinski_harabasz": float(calinski_harabasz_score(features, labels))}
+
+
+def f1_scores(true, predicted, classes) -> dict:
+    """Per-class F1 over ``classes`` and their macro average, as ``{"macro": .., class: ..}``.
+
+    >>> f1_scores(["M", "M", "quiet"], ["M", "quiet", "quiet"], ["quiet", "M"])
+    {'quiet': 0.667, 'M': 0.667, 'macro': 0.667}
+    """
+    from sklearn.metrics import f1_score
+
+    per_class = f1_score(list(true), list(predicted), labels=list(classes), average=None, zero_division=0)
+    scores = {c: round(float(s), 3) for c, s in zip(classes, per_class)}
+    scores["macro"] = round(float(np.mean(per_class)), 3)
+    return scores
+
+
+# ------------------------------------------------------------------------------------------
+# intervals
+# ------------------------------------------------------------------------------------------
+
+
+def bootstrap(statistic, *samples, n_boot: int = 200, level: float = 0.95, seed: int = 0) -> dict:
+    """``statistic(*samples)`` with a percentile bootstrap interval: each sample (array, rows
+    along axis 0) is resampled with replacement on its own; pair rows that belong together (true
+    and predicted labels) in one sample. Returns value, low, high, level, n (rows per sample).
+
+    >>> x = np.random.default_rng(0).normal(size=400)
+    >>> r = bootstrap(np.mean, x, n_boot=300)
+    >>> r["low"] < r["value"] < r["high"], r["n"]
+    (True, [400])
+    """
+    rng = np.random.default_rng(seed)
+    samples = [np.asarray(s) for s in samples]
+    values = []
+    for _ in range(n_boot):
+        drawn = [s[rng.integers(0, len(s), len(s))] for s in samples]
+        try:
+            values.append(float(statistic(*drawn)))
+        except ValueError:  # a degenerate resample (e.g. one class left): skip it
+            continue
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail]) if values else (np.nan, np.nan)
+    return {"value": float(statistic(*samples)), "low": float(low), "high": float(high), "level": level,
+            "n": [len(s) for s in samples]}
+
+
+def _rows(x) -> np.ndarray:
+    x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"feature rows must be 2-D (images, features), got shape {x.shape}")
+    return x

@@ -36,7 +36,40 @@ def aia171_level1_file() -> Path:
     return Path(get_test_filepath("aia_171_level1.fits"))
 
 
-def make_tiny_pipeline(labels=("quiet", "C", "M", "X"), sample_size=16, seed=0, wavelengths=(171,)) -> SolarFlarePipeline:
+def build_real_dataset(shared_data: Path, out: Path, days, size: int, **config) -> Path:
+    """A dataset made by the builder from the real 2012 browse frames of ``days`` ("MM-DD")."""
+    from solar_diffusion.dataset_builder.build import BuildConfig, build_dataset, index_images
+    from solar_diffusion.dataset_builder.flares import read_hek_csv
+
+    index = index_images(shared_data / "sdo_browse_2012" / "index.csv")
+    index = index[index["t_obs"].dt.strftime("%m-%d").isin(list(days))]
+    events = read_hek_csv(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv")
+    build_dataset(index, events, BuildConfig(out=str(out), size=size, shard_size=64, **config), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_dataset_of_days():
+    """``build_real_dataset`` itself, for tests that need other days, sizes or channels."""
+    return build_real_dataset
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(shared_data, tmp_path_factory) -> Path:
+    """16 px real frames of three days: two train days with X and M flares, one validation day."""
+    return build_real_dataset(shared_data, tmp_path_factory.mktemp("data") / "tiny", ["03-07", "03-09", "08-10"], 16)
+
+
+@pytest.fixture(scope="session")
+def real_64(shared_data, tmp_path_factory) -> Path:
+    """64 px real frames of a dozen days spread over the train, validation and test months."""
+    days = ["03-05", "03-06", "03-07", "03-08", "03-09", "03-10", "08-10", "08-11", "10-20", "10-21", "10-22",
+            "10-23"]
+    return build_real_dataset(shared_data, tmp_path_factory.mktemp("data") / "real64", days, 64)
+
+
+def make_tiny_pipeline(labels=("quiet", "C", "M", "X"), sample_size=16, seed=0, wavelengths=(171,),
+                       normalization=None) -> SolarFlarePipeline:
     """A randomly initialised tiny pipeline (the weights are seeded, so it is reproducible)."""
     torch.manual_seed(seed)
     unet = build_unet("tiny", sample_size=sample_size, num_labels=len(labels), in_channels=len(wavelengths)).eval()
@@ -44,6 +77,7 @@ def make_tiny_pipeline(labels=("quiet", "C", "M", "X"), sample_size=16, seed=0, 
         unet,
         DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear"),
         id2label=dict(enumerate(labels)),
+        normalization=normalization.to_dict() if normalization else None,
         geometry=disk_geometry(sample_size, rsun_px=sample_size / 2.36, wavelengths_angstrom=wavelengths),
     )
     pipe.set_progress_bar_config(disable=True)

@@ -11,20 +11,8 @@ import pytest
 from safetensors.torch import load_file
 
 from solar_diffusion import SolarFlarePipeline
-from solar_diffusion.dataset_builder.build import BuildConfig, build_dataset, index_images
-from solar_diffusion.dataset_builder.flares import read_hek_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(shared_data, tmp_path_factory):
-    index = index_images(shared_data / "sdo_browse_2012" / "index.csv")
-    index = index[index["t_obs"].dt.strftime("%m-%d").isin(["03-07", "03-09", "08-10"])]
-    events = read_hek_csv(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv")
-    out = tmp_path_factory.mktemp("data") / "tiny"
-    build_dataset(index, events, BuildConfig(out=str(out), size=16, shard_size=64), progress=False)
-    return out
 
 
 def launch(dataset, out, *extra):
@@ -93,15 +81,11 @@ def test_flux_conditioning_trains_and_generates(tiny_dataset, tmp_path):
     assert [m["flare_class"] for m in out.metadata] == ["C3.0", "X3.2"] and np.isfinite(out.images).all()
 
 
-def test_several_channels_and_push_through_an_injected_hub(shared_data, tmp_path, folder_hub):
+def test_several_channels_and_push_through_an_injected_hub(shared_data, real_dataset_of_days, tmp_path, folder_hub):
     """A 3-channel (171, 131, 94) dataset trains in-process and the result is pushed and reloaded."""
     from solar_diffusion.training.train_ddpm import build_parser, train
 
-    index = index_images(shared_data / "sdo_browse_2012" / "index.csv")
-    index = index[index["t_obs"].dt.strftime("%m-%d").isin(["03-07"])]
-    events = read_hek_csv(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv")
-    data = tmp_path / "rgb"
-    build_dataset(index, events, BuildConfig(out=str(data), size=16, channels=("171", "131", "94")), progress=False)
+    data = real_dataset_of_days(shared_data, tmp_path / "rgb", ["03-07"], 16, channels=("171", "131", "94"))
     args = build_parser().parse_args([
         "--dataset", str(data), "--output-dir", str(tmp_path / "run"), "--preset", "tiny", "--train-batch-size", "4",
         "--max-train-steps", "2", "--logger", "none", "--sample-steps", "0", "--validation-steps", "0",

@@ -44,9 +44,9 @@ Data: NASA/SDO and the AIA science team; NOAA GOES XRS; the Heliophysics Event K
 
 def render_model_card(args: dict, dataset_info: dict, id2label: dict, steps: int, repo: str = "PATH") -> str:
     """Markdown of the model card for a training run."""
-    from solar_diffusion import ClipLogNormalization
+    from solar_diffusion.splits import default_normalization
 
-    norm = ClipLogNormalization() if dataset_info["unit"] == "DN/s" else ClipLogNormalization.for_browse()
+    norm = default_normalization(dataset_info["unit"])
     data = ModelCardData(
         library_name="diffusers",
         pipeline_tag="unconditional-image-generation",

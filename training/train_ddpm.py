@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from solar_diffusion import NULL_FLUX_CONDITION, flux_condition
+from solar_diffusion.splits import dataset_info, default_normalization, load_split, resize
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -87,14 +88,6 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 # ------------------------------------------------------------------------------------------
 
 
-def load_split(dataset_dir, split, config_name=None):
-    """A split of a built dataset, as numpy ``image``, ``flare_class`` and flux columns."""
-    from datasets import load_dataset
-
-    ds = load_dataset(str(dataset_dir), config_name, split=split)
-    return ds.with_format("numpy", columns=["image", "flare_class", "peak_flux", "goes_flux_at_obs"])
-
-
 def frame_condition(row, id_map) -> float | int:
     """A frame's UNet class input: its remapped label id (``id_map``), or, for flux
     conditioning (``id_map is None``), ``flux_condition`` of its flare's log10 peak flux, else of
@@ -106,13 +99,6 @@ def frame_condition(row, id_map) -> float | int:
     if np.isfinite(row["goes_flux_at_obs"]) and row["goes_flux_at_obs"] > 0:
         return float(flux_condition(np.log10(row["goes_flux_at_obs"])))
     return NULL_FLUX_CONDITION
-
-
-def dataset_info(dataset_dir) -> dict:
-    path = Path(dataset_dir) / "build_info.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{dataset_dir} has no build_info.json: build it with solar-diffusion build-dataset")
-    return json.loads(path.read_text())
 
 
 class BalancedSampler(torch.utils.data.Sampler):
@@ -152,20 +138,22 @@ class Collate:
         images = torch.from_numpy(np.stack([np.asarray(r["image"], dtype=np.float32) for r in rows]))
         if self.brightness:
             images = images * (1 + self.brightness * (2 * torch.rand(len(rows), 1, 1, 1) - 1))
-        x = self.normalization.forward(images)
-        if x.shape[-1] != self.resolution:
-            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True,
-                              align_corners=False)
+        x = resize(self.normalization.forward(images), self.resolution)
         if self.rotation:
-            angle = torch.deg2rad(self.rotation * (2 * torch.rand(len(rows)) - 1))
-            cos, sin = torch.cos(angle), torch.sin(angle)
-            theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
-                                 torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1)
-            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-            x = F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
+            x = random_rotation(x, self.rotation)
         labels = torch.tensor([frame_condition(r, self.id_map) for r in rows],
                               dtype=torch.float32 if self.id_map is None else torch.long)
         return x, labels
+
+
+def random_rotation(x: torch.Tensor, max_degrees: float) -> torch.Tensor:
+    """Rotate each model-space image about the disk centre by a uniform angle in +-``max_degrees``
+    (off-image pixels become -1, the dark background). Uses the global torch RNG."""
+    angle = torch.deg2rad(max_degrees * (2 * torch.rand(len(x)) - 1))
+    cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
 
 
 # ------------------------------------------------------------------------------------------
@@ -254,7 +242,7 @@ def train(args, hub_api=None) -> Path:
         sample_labels = [label for label in id2label.values() if label != "quiet"]
         id2label, id_map = {}, None
     unit = info["unit"]
-    default_norm = ClipLogNormalization() if unit == "DN/s" else ClipLogNormalization.for_browse()
+    default_norm = default_normalization(unit)
     normalization = ClipLogNormalization(
         lo=default_norm.lo if args.norm_lo is None else args.norm_lo,
         hi=default_norm.hi if args.norm_hi is None else args.norm_hi,
@@ -433,7 +421,8 @@ def sample_grid(pipe, ema, unet, labels, path: Path):
         ema.restore(unet.parameters())
     torch.random.set_rng_state(state)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_contact_sheet(path, out.images.cpu().numpy(), labels, list(range(len(labels))), title=path.stem)
+    write_contact_sheet(path, out.images.cpu().numpy(), labels, [f"seed {i}" for i in range(len(labels))],
+                        title=path.stem)
 
 
 def _model_card(args, info, id2label, steps) -> str:

@@ -1,0 +1,100 @@
+"""The solar-domain encoder: a flare-class classifier whose penultimate features embed AIA images.
+
+Inception features judge single-channel EUV images poorly (Cherti et al. 2023), so Fréchet
+distances, cluster metrics and conditioning F1 are also computed in the feature space of a
+classifier trained on real AIA frames (``training/train_classifier.py``). It saves and loads
+like a diffusers model (``save_pretrained`` / ``from_pretrained``); a small trained encoder is
+bundled next to the default model.
+
+>>> encoder = FlareClassifier(id2label={0: "quiet", 1: "M"}, sample_size=16, widths=(4, 8), feature_dim=8)
+>>> tuple(encoder.features(torch.zeros(3, 1, 32, 32)).shape), encoder.predict(torch.zeros(1, 1, 16, 16)).shape
+((3, 8), (1,))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from torch import nn
+
+from solar_diffusion.pipelines import ClipLogNormalization
+from solar_diffusion.splits import resize
+
+DEFAULT_ENCODER = Path(__file__).resolve().parent / "models" / "encoder"
+
+
+class FlareClassifier(ModelMixin, ConfigMixin):
+    """A small CNN over model-space images: strided conv stages, then mean and max pooling
+    (a flare is a small bright spot that averaging alone would wash out), a feature layer (the
+    domain embedding) and a linear head over ``id2label``. Batch (not group) normalisation, so
+    that at evaluation the features keep each image's absolute brightness and sharpness, which
+    a per-image normalisation would divide out."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, id2label: dict, sample_size: int = 64, in_channels: int = 1,
+                 widths: tuple = (16, 32, 64, 128), feature_dim: int = 128, dropout: float = 0.2,
+                 normalization: dict | None = None):
+        super().__init__()
+        layers, previous = [], in_channels
+        for width in widths:
+            layers += [nn.Conv2d(previous, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.SiLU(),
+                       nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.SiLU()]
+            previous = width
+        self.stages = nn.Sequential(*layers)
+        self.embed = nn.Sequential(nn.Linear(2 * previous, feature_dim), nn.SiLU())
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, len(id2label)))
+
+    @property
+    def id2label(self) -> dict:
+        return {int(k): v for k, v in self.config.id2label.items()}
+
+    @property
+    def normalization(self) -> ClipLogNormalization:
+        return ClipLogNormalization.from_dict(self.config.normalization)
+
+    @property
+    def num_features(self) -> int:
+        return self.config.feature_dim
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The domain embedding (N, feature_dim) of model-space images (resized if need be)."""
+        x = self.stages(resize(images.to(self.dtype), self.config.sample_size))
+        return self.embed(torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, num_labels)."""
+        return self.head(self.features(images))
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """Predicted label names of model-space images."""
+        ids = torch.cat([self(batch).argmax(1) for batch in _batches(images, batch_size, self)])
+        names = self.id2label
+        return np.array([names[int(i)] for i in ids], dtype=object)
+
+    @torch.no_grad()
+    def embed_images(self, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """``features`` of many images, in batches, as float64 numpy (N, feature_dim)."""
+        return torch.cat([self.features(b) for b in _batches(images, batch_size, self)]).double().cpu().numpy()
+
+
+def _batches(images, batch_size, model):
+    model.eval()
+    device = next(model.parameters()).device
+    for start in range(0, len(images), batch_size):
+        yield images[start:start + batch_size].to(device)
+
+
+def load_encoder(path=None) -> FlareClassifier:
+    """The encoder saved at ``path`` (default: the bundled one), in eval mode."""
+    path = Path(path) if path else DEFAULT_ENCODER
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} holds no saved encoder (config.json missing): train one with "
+                                "training/train_classifier.py")
+    return FlareClassifier.from_pretrained(str(path)).eval()

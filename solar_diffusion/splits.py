@@ -1,0 +1,89 @@
+"""Reading the splits of a dataset made by ``solar-diffusion build-dataset``.
+
+One place for what training, evaluation and the experiments all need: the build record, a split
+as numpy columns, and a split as model-space tensors with its label names.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from solar_diffusion.pipelines import ClipLogNormalization
+
+
+def dataset_info(dataset_dir) -> dict:
+    """The builder's record (``build_info.json``): config, unit, vocabulary, counts, radius."""
+    path = Path(dataset_dir) / "build_info.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{dataset_dir} has no build_info.json: build it with solar-diffusion build-dataset")
+    return json.loads(path.read_text())
+
+
+def load_split(dataset_dir, split, config_name=None, columns=("image", "flare_class", "peak_flux", "goes_flux_at_obs")):
+    """A split of a built dataset as a ``datasets.Dataset`` with numpy ``columns``."""
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset(str(dataset_dir), config_name, split=split)
+    except ValueError as error:  # datasets names the splits it has
+        raise ValueError(f"{dataset_dir}: no split {split!r} ({error})") from None
+    return ds.with_format("numpy", columns=list(columns))
+
+
+def default_normalization(unit: str) -> ClipLogNormalization:
+    """The normalisation for a data unit: clip-log for calibrated DN/s, linear for 8-bit browse.
+
+    >>> default_normalization("browse").hi, default_normalization("DN/s").log
+    (255.0, True)
+    """
+    return ClipLogNormalization() if unit == "DN/s" else ClipLogNormalization.for_browse()
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Antialiased bilinear resize of (N, C, H, W) to ``size`` x ``size`` (no-op at that size)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+@dataclass
+class LabelledImages:
+    """Model-space images (N, C, H, W) in [-1, 1] and, per image, its label name and time."""
+
+    images: torch.Tensor
+    labels: np.ndarray
+    t_obs: np.ndarray
+
+    def __len__(self):
+        return len(self.labels)
+
+    def where(self, mask) -> "LabelledImages":
+        mask = np.asarray(mask)
+        return LabelledImages(self.images[torch.from_numpy(mask)], self.labels[mask], self.t_obs[mask])
+
+    def counts(self) -> dict:
+        names, counts = np.unique(self.labels, return_counts=True)
+        return {str(n): int(c) for n, c in zip(names, counts)}
+
+
+def model_space_split(dataset_dir, split, normalization: ClipLogNormalization, size: int,
+                      config_name=None) -> LabelledImages:
+    """A split normalised with ``normalization`` and resized to ``size``, with its label names.
+
+    The normalisation's unit must be the dataset's: a model trained on browse brightness cannot
+    judge DN/s images.
+    """
+    unit = dataset_info(dataset_dir)["unit"]
+    if unit != normalization.unit:
+        raise ValueError(f"{dataset_dir} holds {unit!r} images but the model expects {normalization.unit!r}")
+    ds = load_split(dataset_dir, split, config_name, columns=("image", "flare_class", "t_obs"))
+    names = ds.features["flare_class"].names
+    images = normalization.forward(torch.from_numpy(np.asarray(ds["image"], dtype=np.float32)))
+    labels = np.array([names[i] for i in ds["flare_class"]], dtype=object)
+    return LabelledImages(resize(images, size), labels, np.asarray(ds["t_obs"]))

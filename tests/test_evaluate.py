@@ -1,0 +1,111 @@
+"""The encoder's training (accelerate launch), its save/load, and ``solar-diffusion evaluate`` end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from solar_diffusion.cli import main as cli
+from solar_diffusion.encoder import FlareClassifier, load_encoder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tiny_dataset, tmp_path_factory) -> Path:
+    """A FlareClassifier trained for two epochs through ``accelerate launch`` on the tiny real dataset."""
+    out = tmp_path_factory.mktemp("encoder") / "encoder"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(ROOT / "training" / "accelerate_configs" / "cpu.yaml"), "--num_cpu_threads_per_process", "1",
+           str(ROOT / "training" / "train_classifier.py"), "--dataset", str(tiny_dataset), "--output-dir", str(out),
+           "--epochs", "2", "--batch-size", "16", "--widths", "8,16", "--feature-dim", "16"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_encoder_trains_saves_and_reloads(tiny_encoder, tiny_dataset):
+    record = json.loads((tiny_encoder / "training_metrics.json").read_text())
+    assert [row["epoch"] for row in record["history"]] == [1, 2]
+    assert all("validation_macro_f1" in row for row in record["history"])  # the validation day has labels
+    assert record["kept_epoch"] in (1, 2) and len(record["train_counts"]) >= 2
+
+    encoder = load_encoder(tiny_encoder)
+    assert encoder.normalization.unit == "browse" and encoder.config.sample_size == 16
+    assert set(encoder.id2label.values()) == set(record["train_counts"])
+    images = torch.rand(5, 1, 16, 16) * 2 - 1
+    again = FlareClassifier.from_pretrained(str(tiny_encoder)).eval()
+    np.testing.assert_allclose(encoder.embed_images(images), again.embed_images(images))
+    assert encoder.embed_images(images).shape == (5, 16)
+    assert set(encoder.predict(images)) <= set(encoder.id2label.values())
+
+
+def test_missing_encoder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no saved encoder"):
+        load_encoder(tmp_path)
+
+
+def test_bundled_encoder_loads_and_matches_the_bundled_model():
+    from solar_diffusion.cli import DEFAULT_MODEL
+    from solar_diffusion.generate import load_pipeline
+
+    encoder, pipe = load_encoder(), load_pipeline(DEFAULT_MODEL)
+    assert encoder.normalization == pipe.normalization
+    assert set(pipe.id2label.values()) <= set(encoder.id2label.values())
+
+
+def test_evaluate_refuses_a_model_of_another_unit(tiny_model_dir, tiny_encoder, tiny_dataset, tmp_path, capsys):
+    """The tiny default pipeline makes DN/s images; the dataset holds browse images."""
+    args = ["evaluate", "--model", str(tiny_model_dir), "--dataset", str(tiny_dataset), "--encoder", str(tiny_encoder),
+            "--num-per-class", "2", "--out", str(tmp_path / "wrong")]
+    assert cli(args) == 2
+    assert "the encoder was trained on 'browse' images, the model makes 'DN/s'" in capsys.readouterr().err
+    assert not (tmp_path / "wrong" / "metrics.json").exists()
+
+
+@pytest.fixture
+def browse_model_dir(tmp_path, make_pipeline):
+    """A tiny random pipeline in the browse unit with the tiny dataset's labels, saved."""
+    from solar_diffusion import ClipLogNormalization
+    from solar_diffusion.hub import save_pipeline
+
+    pipe = make_pipeline(labels=("quiet", "B", "C", "M", "X"), normalization=ClipLogNormalization.for_browse())
+    return save_pipeline(pipe, tmp_path / "browse-model")
+
+
+def test_evaluate_end_to_end(browse_model_dir, tiny_encoder, tiny_dataset, tmp_path):
+    out, card = tmp_path / "eval", tmp_path / "README.md"
+    card.write_text("---\nlicense: mit\n---\n\n# tiny\n\nSome text that must survive.\n")
+    args = ["evaluate", "--model", str(browse_model_dir), "--dataset", str(tiny_dataset), "--split", "validation",
+            "--encoder", str(tiny_encoder), "--num-per-class", "4", "--steps", "2", "--steps-curve", "1,2",
+            "--curve-per-class", "3", "--n-boot", "10", "--min-real", "3", "--model-card", str(card), "--out", str(out)]
+    assert cli(args) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    real_counts = report["sample_sizes"]["real validation"]
+    per_class = report["feature_spaces"]["solar encoder"]["per_class"]
+    for label in ("quiet", "B", "C", "M", "X"):
+        if real_counts.get(label, 0) >= 3:
+            row = per_class[label]
+            assert row["frechet"]["n"] == [4, real_counts[label]] and row["frechet"]["low"] <= row["frechet"]["high"]
+        else:
+            assert per_class[label].startswith("too few real validation images")
+    pooled = report["feature_spaces"]["solar encoder"]["pooled"]
+    assert 0 <= pooled["precision"]["value"] <= 1 and 0 <= pooled["two_sample_accuracy"]["value"] <= 1
+    assert [row["steps"] for row in report["steps_curve"]] == [1, 2]
+    assert set(report["peak_brightness"]) == {"quiet", "B", "C", "M", "X"}
+    for name in ("report.md", "real_vs_generated.png", "per_class_metrics.png", "steps_curve.png", "contact_sheet.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert "too few real validation images" in (out / "report.md").read_text()
+
+    from huggingface_hub import ModelCard
+
+    written = ModelCard.load(card)
+    assert "Some text that must survive." in written.text and written.text.count("## Evaluation") == 1
+    assert any(r.metric_type == "frechet" for r in written.data.eval_results)
+    assert cli(args) == 0  # a second run replaces the section instead of adding one
+    assert ModelCard.load(card).text.count("## Evaluation") == 1

@@ -1,0 +1,100 @@
+"""Known answers of the evaluation metrics, on real AIA frames embedded by the bundled encoder."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from solar_diffusion import metrics
+from solar_diffusion.encoder import load_encoder
+from solar_diffusion.splits import default_normalization, model_space_split
+
+
+def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of model-space images (separable, reflect-padded)."""
+    if sigma == 0:
+        return images
+    radius = int(np.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = (kernel / kernel.sum()).to(images.dtype)
+    c = images.shape[1]
+    out = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+@pytest.fixture(scope="module")
+def frames(real_64):
+    """All real 64 px frames of the dozen days (every split), in model space."""
+    norm = default_normalization("browse")
+    splits = [model_space_split(real_64, s, norm, 64) for s in ("train", "validation", "test")]
+    images = torch.cat([s.images for s in splits])
+    order = torch.from_numpy(np.random.default_rng(0).permutation(len(images)))
+    return images[order]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_encoder()
+
+
+def test_distances_are_zero_for_a_set_and_grow_with_distortion(frames, encoder):
+    half = len(frames) // 2
+    reference, other = encoder.embed_images(frames[:half]), frames[half:2 * half]
+    assert len(reference) >= 60
+    assert abs(metrics.frechet_distance(reference, reference)) < 1e-6
+
+    for distort, amounts in ((blur, (0.0, 0.7, 1.5, 3.0)),
+                             (lambda x, shift: (x + shift).clamp(-1, 1), (0.0, 0.05, 0.15, 0.4))):
+        distorted = [encoder.embed_images(distort(other, a)) for a in amounts]
+        fd = [metrics.frechet_distance(reference, d) for d in distorted]
+        kid = [metrics.kernel_distance(reference, d) for d in distorted]
+        assert fd == sorted(fd) and fd[-1] > 3 * fd[0], fd
+        assert kid == sorted(kid) and kid[-1] > 10 * max(abs(kid[0]), 1e-4), kid
+    # two halves of one real set: KID about 0 next to a strong blur
+    assert abs(kid[0]) < 0.1 * metrics.kernel_distance(reference, encoder.embed_images(blur(other, 3.0)))
+
+
+def test_two_sample_accuracy_and_precision_recall(frames, encoder):
+    half = len(frames) // 2
+    a, b = encoder.embed_images(frames[:half]), encoder.embed_images(frames[half:2 * half])
+    blurred = encoder.embed_images(blur(frames[half:2 * half], 3.0))
+    assert metrics.two_sample_accuracy(a, b) < 0.7
+    assert metrics.two_sample_accuracy(a, blurred) > 0.95
+    precision, recall = metrics.precision_recall(a, b)
+    assert precision > 0.6 and recall > 0.6
+    precision_blurred, _ = metrics.precision_recall(a, blurred)
+    assert precision_blurred < precision - 0.3
+
+
+def test_cluster_metrics_rank_separated_clusters_above_overlapping():
+    rng = np.random.default_rng(1)
+    labels = np.repeat(["C", "M", "X"], 60)
+    centres = {"C": [0, 0, 0], "M": [1, 0, 0], "X": [0, 1, 0]}
+    noise = rng.normal(size=(len(labels), 3))
+    apart = metrics.cluster_metrics(noise + 8 * np.array([centres[c] for c in labels]), labels)
+    overlap = metrics.cluster_metrics(noise + 0.5 * np.array([centres[c] for c in labels]), labels)
+    assert apart["silhouette"] > overlap["silhouette"]
+    assert apart["davies_bouldin"] < overlap["davies_bouldin"]
+    assert apart["calinski_harabasz"] > overlap["calinski_harabasz"]
+    with pytest.raises(ValueError, match="two labels"):
+        metrics.cluster_metrics(noise, np.repeat("C", len(labels)))
+
+
+def test_peak_brightness_sees_a_flare_kernel(frames):
+    """A bright kernel added on the disk raises the statistic; one off the disk does not."""
+    images = frames[:8].numpy().copy()
+    before = metrics.peak_brightness(images, rsun_px=27.8)
+    on_disk, off_disk = images.copy(), images.copy()
+    on_disk[:, 0, 30:32, 36:38] = 1.0
+    off_disk[:, 0, 0:2, 0:2] = 1.0
+    assert (metrics.peak_brightness(on_disk, 27.8) > before).all()
+    np.testing.assert_array_equal(metrics.peak_brightness(off_disk, 27.8), before)
+
+
+def test_bad_feature_rows_are_named():
+    with pytest.raises(ValueError, match="2-D"):
+        metrics.frechet_distance(np.zeros(5), np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        metrics.kernel_distance(np.zeros((1, 2)), np.zeros((5, 2)))

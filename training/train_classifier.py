@@ -1,0 +1,141 @@
+"""Train the flare-class classifier (``FlareClassifier``) that is also the evaluation's domain encoder.
+
+    accelerate launch training/train_classifier.py --dataset data/aia171-browse2012-64 --output-dir runs/encoder
+
+Trains on the train split only; the validation split chooses the epoch kept (best macro-F1 over
+the classes the validation split has); the test split is never read. Frames are drawn with
+weight ``count(label) ** -class_balance`` (flares are rare) and rotated by a few degrees about
+disk centre (no flips: see ``train_ddpm.py``). Writes the encoder with ``save_pretrained`` and
+``training_metrics.json`` (per-epoch loss and validation F1, the kept epoch, the class counts).
+``fit_classifier`` is the same training for callers that add images (the experiments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from solar_diffusion.encoder import FlareClassifier
+from solar_diffusion.splits import dataset_info, default_normalization, model_space_split
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", required=True, help="folder made by solar-diffusion build-dataset")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--resolution", type=int, default=None, help="input size (default: the dataset's)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--class-balance", type=float, default=0.5,
+                   help="draw frames with weight count(label)^-b (0: as in the data, 1: classes equally often)")
+    p.add_argument("--augment-rotation", type=float, default=3.0, help="max rotation about disk centre, degrees")
+    p.add_argument("--widths", default="16,32,64,128", help="channels of the strided conv stages")
+    p.add_argument("--feature-dim", type=int, default=128, help="size of the domain embedding")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def macro_f1(true, predicted, labels) -> float:
+    """Macro-F1 over ``labels`` (the classes present in ``true``).
+
+    >>> macro_f1(["quiet", "M", "M"], ["quiet", "M", "quiet"], ["quiet", "M"])
+    0.667
+    """
+    from sklearn.metrics import f1_score
+
+    return round(float(f1_score(list(true), list(predicted), labels=list(labels), average="macro", zero_division=0)), 3)
+
+
+def fit_classifier(train, validation, id2label: dict, normalization, args, accelerator=None):
+    """Train a ``FlareClassifier`` on ``train`` (``LabelledImages``); keep the epoch with the best
+    validation macro-F1 (the last epoch when ``validation`` is None). Returns (model, history)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from solar_diffusion.training.train_ddpm import BalancedSampler, random_rotation
+
+    accelerator = accelerator or Accelerator()
+    set_seed(args.seed)
+    label2id = {v: k for k, v in id2label.items()}
+    unknown = sorted(set(train.labels) - set(label2id))
+    if unknown:
+        raise ValueError(f"training labels {unknown} are not in the classifier's classes {list(label2id)}")
+    y = torch.tensor([label2id[v] for v in train.labels])
+    model = FlareClassifier(id2label=id2label, sample_size=train.images.shape[-1], in_channels=train.images.shape[1],
+                            widths=tuple(int(w) for w in str(args.widths).split(",")), feature_dim=args.feature_dim,
+                            normalization=normalization.to_dict())
+    dataset = torch.utils.data.TensorDataset(train.images, y)
+    sampler = BalancedSampler(y.numpy(), args.class_balance, args.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, drop_last=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs * len(loader))
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    val_classes = [c for c in id2label.values() if validation is not None and c in set(validation.labels)]
+    history, best, best_state = [], -1.0, None
+    for epoch in range(args.epochs):
+        sampler.set_epoch(epoch)
+        model.train()
+        total, seen = 0.0, 0
+        for images, labels in loader:
+            if args.augment_rotation:
+                images = random_rotation(images, args.augment_rotation)
+            loss = F.cross_entropy(model(images), labels)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            total, seen = total + loss.item() * len(labels), seen + len(labels)
+        row = {"epoch": epoch + 1, "loss": total / seen}
+        unwrapped = accelerator.unwrap_model(model)
+        if val_classes:
+            row["validation_macro_f1"] = macro_f1(validation.labels, unwrapped.predict(validation.images), val_classes)
+        score = row.get("validation_macro_f1", epoch)
+        if score > best:
+            best, best_state = score, {k: v.detach().clone() for k, v in unwrapped.state_dict().items()}
+            row["kept"] = True
+        history.append(row)
+        accelerator.print(json.dumps(row))
+    model = accelerator.unwrap_model(model)
+    model.load_state_dict(best_state)
+    return model.eval(), history
+
+
+def main(argv=None) -> Path:
+    args = build_parser().parse_args(argv)
+    from accelerate import Accelerator
+
+    from solar_diffusion import label_vocabulary
+
+    accelerator = Accelerator()
+    info = dataset_info(args.dataset)
+    normalization = default_normalization(info["unit"])
+    size = args.resolution or info["config"]["size"]
+    train = model_space_split(args.dataset, "train", normalization, size)
+    try:
+        validation = model_space_split(args.dataset, "validation", normalization, size)
+    except ValueError:
+        accelerator.print("no validation split: the last epoch is kept")
+        validation = None
+    id2label = label_vocabulary(sorted(set(train.labels)))
+    model, history = fit_classifier(train, validation, id2label, normalization, args, accelerator)
+    out = Path(args.output_dir)
+    if accelerator.is_main_process:
+        model.save_pretrained(str(out))
+        kept = [row for row in history if row.get("kept")][-1]
+        record = {"dataset": str(args.dataset), "args": vars(args), "train_counts": train.counts(),
+                  "validation_counts": validation.counts() if validation is not None else {},
+                  "kept_epoch": kept["epoch"], "history": history}
+        (out / "training_metrics.json").write_text(json.dumps(record, indent=1))
+    accelerator.end_training()
+    return out
+
+
+if __name__ == "__main__":
+    main()
