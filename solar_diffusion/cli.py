@@ -142,6 +142,7 @@ def _add_evaluate(sub):
     p.add_argument("--curve-per-class", type=int, default=None, help="images per class per curve point")
     p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples per interval (default 200)")
     p.add_argument("--min-real", type=int, default=10, help="fewest real images a class needs to be scored")
+    p.add_argument("--max-real", type=int, default=300, help="real images per class compared in feature space")
     p.add_argument("--inception", action="store_true", help="also Inception-V3 features (needs the 'fid' extra)")
     p.add_argument("--model-card", default=None, help="a model card (README.md) to write the results into")
     p.add_argument("--seed", type=int, default=0)
@@ -158,7 +159,8 @@ def _evaluate(args) -> int:
     evaluate(EvaluationConfig(
         model=args.model, dataset=args.dataset, out=args.out, split=args.split, encoder=args.encoder,
         num_per_class=args.num_per_class, num_inference_steps=args.steps, guidance_scale=args.guidance,
-        scheduler=args.scheduler, seed=args.seed, n_boot=args.n_boot, min_real=args.min_real, steps_curve=curve,
+        scheduler=args.scheduler, seed=args.seed, n_boot=args.n_boot, min_real=args.min_real, max_real=args.max_real,
+        steps_curve=curve,
         curve_per_class=args.curve_per_class, inception=args.inception, model_card=args.model_card,
     ))
     print(Path(args.out, "report.md").read_text())

@@ -48,6 +48,7 @@ class EvaluationConfig:
     seed: int = 0
     n_boot: int = 200
     min_real: int = 10
+    max_real: int = 300  # real images per class compared in feature space (all for F1 and brightness)
     steps_curve: tuple = (10, 25, 50)
     curve_per_class: int | None = None  # None: half of num_per_class
     inception: bool = False
@@ -137,12 +138,20 @@ def evaluate(config: EvaluationConfig) -> dict:
                          f"{norm.unit!r}: train an encoder on the model's data")
     steps = config.num_inference_steps or 25
     classes = list(pipe.id2label.values())
-    real = model_space_split(config.dataset, config.split, norm, size)
-    train = model_space_split(config.dataset, "train", norm, size)
+    real_full = model_space_split(config.dataset, config.split, norm, size)
+    train_full = model_space_split(config.dataset, "train", norm, size)
     labels = [c for c in classes for _ in range(config.num_per_class)]
     generated, seconds = _sample(pipe, labels, config, steps, config.seed)
     labels = np.array(labels, dtype=object)
     rng = np.random.default_rng(config.seed)
+
+    # the real images compared: per class at most max_real of the split, and as many train
+    # frames as generated images (the floor); features are computed on these only
+    keep_real, keep_train = np.zeros(len(real_full), bool), np.zeros(len(train_full), bool)
+    for c in classes:
+        keep_real[_subset(np.flatnonzero(real_full.labels == c), config.max_real, rng)] = True
+        keep_train[_subset(np.flatnonzero(train_full.labels == c), config.num_per_class, rng)] = True
+    real, train = real_full.where(keep_real), train_full.where(keep_train)
 
     spaces = {"solar encoder": encoder.embed_images}
     if config.inception:
@@ -156,7 +165,7 @@ def evaluate(config: EvaluationConfig) -> dict:
     per_class_idx = {}
     for c in classes:
         g, r, t = (np.flatnonzero(labels == c), np.flatnonzero(real.labels == c), np.flatnonzero(train.labels == c))
-        per_class_idx[c] = (g, r, _subset(t, len(g), rng) if len(t) else t)
+        per_class_idx[c] = (g, r, t)
         if enough[c] and len(t):
             n = min(len(g), len(r), len(t))
             pool["generated"].append(g[:n])
@@ -165,13 +174,14 @@ def evaluate(config: EvaluationConfig) -> dict:
     pool = {k: np.concatenate(v) if v else np.array([], int) for k, v in pool.items()}
 
     def too_few(c):
-        return f"too few real {config.split} images (n={int((real.labels == c).sum())} < {config.min_real})"
+        return f"too few real {config.split} images (n={int((real_full.labels == c).sum())} < {config.min_real})"
 
     report = {"settings": {k: v for k, v in asdict(config).items() if k != "extra"} | config.extra,
               "model": {"classes": classes, "unit": norm.unit, "size": size, "scheduler": type(pipe.scheduler).__name__,
                         "num_inference_steps": steps},
               "sample_sizes": {"generated": {c: config.num_per_class for c in classes},
-                               f"real {config.split}": real.counts(), "real train": train.counts(),
+                               f"real {config.split}": real_full.counts(), "real train": train_full.counts(),
+                               f"real {config.split} compared": real.counts(),
                                "pooled per set": int(len(pool["generated"]))},
               "seconds_per_image": seconds, "feature_spaces": {}}
     for name, f in feats.items():
@@ -213,10 +223,10 @@ def evaluate(config: EvaluationConfig) -> dict:
     # conditioning F1: the real-trained classifier on generated images
     judged = [c for c in classes if enough[c] and c in encoder.id2label.values()]
     predicted_gen = encoder.predict(generated)
-    predicted_real = encoder.predict(real.images)
+    predicted_real = encoder.predict(real_full.images)
     report["conditioning_f1"] = {"classes": judged, "too few": {c: too_few(c) for c in classes if not enough[c]}}
     if judged:
-        for key, true, pred in (("generated", labels, predicted_gen), (f"real {config.split}", real.labels, predicted_real)):
+        for key, true, pred in (("generated", labels, predicted_gen), (f"real {config.split}", real_full.labels, predicted_real)):
             keep = np.isin(true, judged)
             pairs = np.stack([true[keep], pred[keep]], axis=1)
             report["conditioning_f1"][key] = {
@@ -228,9 +238,9 @@ def evaluate(config: EvaluationConfig) -> dict:
     peak = {}
     for c in classes:
         row = {}
-        for key, images, mask in (("generated", generated, labels == c), (f"real {config.split}", real.images,
-                                                                          real.labels == c),
-                                  ("real train", train.images, train.labels == c)):
+        for key, images, mask in (("generated", generated, labels == c),
+                                  (f"real {config.split}", real_full.images, real_full.labels == c),
+                                  ("real train", train_full.images, train_full.labels == c)):
             values = metrics.peak_brightness(images[torch.from_numpy(mask)].numpy(), radius)
             row[key] = metrics.bootstrap(np.mean, values, n_boot=config.n_boot, seed=config.seed) if len(values) > 1 \
                 else {"n": [len(values)], "value": float(values[0]) if len(values) else None}

