@@ -167,6 +167,22 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _add_experiment(sub):
+    from solar_diffusion.training.experiments import build_parser as experiment_parser
+
+    p = sub.add_parser("experiment", help="the paper's experiments: classifier or predictor, real vs + synthetic")
+    experiment_parser(p)
+    p.set_defaults(func=_experiment)
+
+
+def _experiment(args) -> int:
+    from solar_diffusion.training.experiments import classifier_experiment, predictor_experiment
+
+    (classifier_experiment if args.experiment == "classifier" else predictor_experiment)(args)
+    print(Path(args.out, "report.md").read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="solar-diffusion",
@@ -177,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_build_dataset(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_experiment(sub)
     return parser
 
 
