@@ -1,0 +1,96 @@
+"""Achieved GFLOP/s of the UNet forward pass as a fraction of the float32 matmul peak, measured in one run.
+
+FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (convolutions, matmuls and
+attention; norms and activations are not counted, so the fraction is a lower bound). The peak
+is the best float32 ``torch.mm`` rate of square matrices on the same threads in the same
+process.
+
+    python benchmarks/bench_unet_throughput.py [--presets small,paper] [--size 64] [--batches 1,8,16] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from solar_diffusion.files import atomic_write
+
+
+def best_seconds(fn, repeat: int) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@torch.inference_mode()
+def matmul_peak(sizes=(512, 1024, 2048), repeat: int = 5) -> dict:
+    """Best float32 GFLOP/s of ``a @ b`` over square sizes."""
+    rates = {}
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        rates[n] = 2 * n**3 / best_seconds(lambda: torch.mm(a, b), repeat) / 1e9
+    return {"gflops": max(rates.values()), "by_size": rates}
+
+
+@torch.inference_mode()
+def unet_rate(preset: str, size: int, batch: int, repeat: int, channels_last: bool) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from solar_diffusion import build_unet
+
+    unet = build_unet(preset, size, num_labels=5).eval()
+    x = torch.randn(batch, 1, size, size)
+    t = torch.full((batch,), 500)
+    labels = torch.zeros(batch, dtype=torch.long)
+    if channels_last:
+        unet, x = unet.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        unet(x, t, class_labels=labels)
+    flops = counter.get_total_flops()
+    seconds = best_seconds(lambda: unet(x, t, class_labels=labels), repeat)
+    return {"preset": preset, "size": size, "batch": batch, "channels_last": channels_last,
+            "parameters": sum(p.numel() for p in unet.parameters()), "gflop_per_forward": flops / 1e9,
+            "seconds_per_forward": seconds, "gflops": flops / seconds / 1e9}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", default="small,paper")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batches", default="1,8,16")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+
+    peak = matmul_peak()
+    rows = []
+    for preset in args.presets.split(","):
+        for batch in (int(b) for b in args.batches.split(",")):
+            for channels_last in (False, True):
+                row = unet_rate(preset, args.size, batch, args.repeat, channels_last)
+                row["fraction_of_matmul_peak"] = row["gflops"] / peak["gflops"]
+                rows.append(row)
+                print(f"{preset:6s} {args.size}px batch {batch:3d} channels_last={channels_last!s:5s} "
+                      f"{row['gflop_per_forward']:.2f} GFLOP/forward  {row['seconds_per_forward'] * 1e3:8.1f} ms  "
+                      f"{row['gflops']:7.1f} GFLOP/s  {row['fraction_of_matmul_peak']:.0%} of peak")
+    print(f"float32 matmul peak: {peak['gflops']:.1f} GFLOP/s")
+    result = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+              "torch": torch.__version__, "threads": torch.get_num_threads(), "matmul_peak": peak, "unet": rows}
+    if args.json:
+        atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
+    return result
+
+
+if __name__ == "__main__":
+    main()
