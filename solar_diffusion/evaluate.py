@@ -234,16 +234,22 @@ def evaluate(config: EvaluationConfig) -> dict:
                                      n_boot=config.n_boot, seed=config.seed) for c in judged + ["macro"]}
 
     # the physical statistic per class: brightest on-disk pixels
+    # and its difference from the lowest class (a flare should raise it)
     radius = rsun_px(pipe.config.geometry, size)
-    peak = {}
+    sets = {"generated": (generated, labels), f"real {config.split}": (real_full.images, real_full.labels),
+            "real train": (train_full.images, train_full.labels)}
+    values = {key: {c: metrics.peak_brightness(images[torch.from_numpy(names == c)].numpy(), radius) for c in classes}
+              for key, (images, names) in sets.items()}
+    lowest, peak = classes[0], {}
     for c in classes:
         row = {}
-        for key, images, mask in (("generated", generated, labels == c),
-                                  (f"real {config.split}", real_full.images, real_full.labels == c),
-                                  ("real train", train_full.images, train_full.labels == c)):
-            values = metrics.peak_brightness(images[torch.from_numpy(mask)].numpy(), radius)
-            row[key] = metrics.bootstrap(np.mean, values, n_boot=config.n_boot, seed=config.seed) if len(values) > 1 \
-                else {"n": [len(values)], "value": float(values[0]) if len(values) else None}
+        for key, by_class in values.items():
+            v, base = by_class[c], by_class[lowest]
+            row[key] = metrics.bootstrap(np.mean, v, n_boot=config.n_boot, seed=config.seed) if len(v) > 1 \
+                else {"n": [len(v)], "value": float(v[0]) if len(v) else None}
+            if c != lowest and len(v) > 1 and len(base) > 1:
+                row[f"{key} minus {lowest}"] = metrics.bootstrap(lambda a, b: a.mean() - b.mean(), v, base,
+                                                                 n_boot=config.n_boot, seed=config.seed)
         peak[c] = row
     report["peak_brightness"] = peak
 
@@ -357,10 +363,16 @@ def render_report(report: dict) -> str:
             lines.append(f"| {c} | " + " | ".join(fmt(f1[k][c]) for k in keys) + " |")
     for c, reason in f1["too few"].items():
         lines.append(f"- {c}: {reason}")
+    classes = report["model"]["classes"]
     lines += ["", "### Peak brightness (mean model-space value of the brightest 0.2% of on-disk pixels)", "",
               "| class | generated | real " + split + " | real train |", "|---|---|---|---|"]
     for c, row in report["peak_brightness"].items():
         lines.append(f"| {c} | " + " | ".join(fmt(row[k], 4) for k in ("generated", f"real {split}", "real train")) + " |")
+    lines += ["", f"Difference from the lowest class ({classes[0]}); above 0 means brighter:", "",
+              "| class | generated | real " + split + " | real train |", "|---|---|---|---|"]
+    for c, row in list(report["peak_brightness"].items())[1:]:
+        lines.append(f"| {c} | " + " | ".join(fmt(row.get(f"{k} minus {classes[0]}", "too few images"), 3)
+                                              for k in ("generated", f"real {split}", "real train")) + " |")
     if report["steps_curve"]:
         lines += ["", "### Quality versus sampling steps (solar encoder, pooled)", "",
                   "| steps | s / image | FD | KID |", "|---|---|---|---|"]
