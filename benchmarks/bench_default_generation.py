@@ -30,25 +30,9 @@ def seconds(fn, repeat):
     return best
 
 
-@torch.inference_mode()
-def separate_guidance(pipe, label: str, steps: int, guidance: float, seed: int):
-    """The default sampler with the conditional and null UNet calls made separately at batch 1."""
-    unet, scheduler = pipe.unet, pipe.scheduler
-    cond = pipe.conditions(label)[0]
-    null = torch.full_like(cond, pipe.null_class_id)
-    size = unet.config.sample_size
-    x = torch.randn((1, unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(seed))
-    scheduler.set_timesteps(steps)
-    for t in scheduler.timesteps:
-        c = unet(x, t, class_labels=cond).sample
-        u = unet(x, t, class_labels=null).sample
-        x = scheduler.step(u + guidance * (c - u), t, x).prev_sample
-    return x
-
-
 def main(argv=None):
     from solar_diffusion.cli import DEFAULT_MODEL
-    from solar_diffusion.generate import load_pipeline
+    from solar_diffusion.generate import load_pipeline, sample_separate_guidance
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
@@ -65,7 +49,7 @@ def main(argv=None):
     batched = seconds(lambda: pipe(label, generator=torch.Generator().manual_seed(0)), args.repeat)
     batch16 = seconds(lambda: pipe(label, num_images_per_class=16, generator=torch.Generator().manual_seed(0)),
                       max(1, args.repeat - 2)) / 16
-    separate = seconds(lambda: separate_guidance(pipe, label, steps, guidance, 0), args.repeat)
+    separate = seconds(lambda: sample_separate_guidance(pipe, label, steps, guidance, 0), args.repeat)
     result = {
         "model": args.model,
         "scheduler": type(pipe.scheduler).__name__,

@@ -72,6 +72,27 @@ def sample_batches(pipe: SolarFlarePipeline, labels, seed: int = 0, num_inferenc
                    num_inference_steps=num_inference_steps, generator=generators, output_type="pt")
 
 
+@torch.inference_mode()
+def sample_separate_guidance(pipe: SolarFlarePipeline, label: str, num_inference_steps: int = 1000,
+                             guidance_scale: float = 3.0, seed: int = 0) -> torch.Tensor:
+    """One image the way the paper samples: the pipeline's scheduler, with the conditional and
+    the null UNet calls made separately at batch 1 on every step (the pipeline batches them).
+    With ``use_scheduler(pipe, "ddpm")`` and 1000 steps this is the paper's ancestral sampler;
+    it is the baseline of the sampling benchmarks. Returns (1, C, H, W) in model space."""
+    unet, scheduler = pipe.unet, pipe.scheduler
+    cond = pipe.conditions(label)[0].to(unet.device)
+    null = torch.full_like(cond, pipe.null_class_id)
+    size = unet.config.sample_size
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn((1, unet.config.in_channels, size, size), generator=generator).to(unet.device)
+    scheduler.set_timesteps(num_inference_steps)
+    for t in scheduler.timesteps:
+        c = unet(x, t, class_labels=cond).sample
+        u = unet(x, t, class_labels=null).sample
+        x = scheduler.step(u + guidance_scale * (c - u), t, x, generator=generator).prev_sample
+    return x.clamp(-1, 1)
+
+
 def generate_to_folder(
     pipe: SolarFlarePipeline,
     out_dir,
