@@ -61,6 +61,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         e.add_argument("--steps", type=int, default=25, help="sampling steps of the synthetic images")
         e.add_argument("--guidance", type=float, default=3.0)
         e.add_argument("--min-real", type=int, default=10, help="fewest real test images a class needs to be scored")
+        e.add_argument("--synthetic-dir", default=None,
+                       help="cache of generated images, shareable between experiments (default: OUT/synthetic)")
         if name == "classifier":
             e.add_argument("--balance-ratio", type=float, default=0.05,
                            help="add synthetic images until each class has this fraction of the largest class")
@@ -83,17 +85,22 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def synthetic_images(pipe, counts: dict, args, cache: Path) -> LabelledImages:
-    """``counts[label]`` generated images per label (model space), cached in ``cache`` so that
-    seeds and reruns with the same settings share them. Label k's images use seeds from
+    """``counts[label]`` generated images per label (model space), cached in ``cache`` (keyed by
+    the UNet's weights, steps and guidance) so that seeds, reruns and the other experiment share them. Label k's images use seeds from
     ``100_000 * (k + 1)`` up, away from the evaluation's seeds."""
     from solar_diffusion.generate import sample_batches
 
+    import hashlib
+
     cache.mkdir(parents=True, exist_ok=True)
+    weights = hashlib.sha1()
+    for tensor in pipe.unet.state_dict().values():
+        weights.update(tensor.detach().cpu().numpy().tobytes())
     images, labels = [], []
     for k, (label, n) in enumerate(sorted(counts.items())):
         if n <= 0:
             continue
-        path = cache / f"{label}_steps{args.steps}_guidance{args.guidance:g}.npy"
+        path = cache / f"{label}_steps{args.steps}_guidance{args.guidance:g}_{weights.hexdigest()[:10]}.npy"
         have = np.load(path) if path.exists() else np.zeros((0, pipe.unet.config.in_channels,
                                                             pipe.unet.config.sample_size, pipe.unet.config.sample_size),
                                                            np.float32)
@@ -211,7 +218,7 @@ def classifier_experiment(args) -> dict:
     target = int(round(args.balance_ratio * max(counts.values())))
     add = {c: min(args.max_synthetic_per_class, max(0, target - counts.get(c, 0)))
            for c in pipe.id2label.values() if c in counts and c != max(counts, key=counts.get)}
-    synthetic = synthetic_images(pipe, add, args, out / "synthetic")
+    synthetic = synthetic_images(pipe, add, args, Path(args.synthetic_dir or out / "synthetic"))
     classes = list(label_vocabulary(sorted(counts)).values())
     test_counts = test.counts()
     scored = [c for c in classes if test_counts.get(c, 0) >= args.min_real]
@@ -296,7 +303,8 @@ def predictor_experiment(args) -> dict:
         data = {s: _relabel(d, np.where(flare_ahead(d.t_obs, events, flux, args.horizon_hours), "yes", "no"))
                 for s, d in splits.items()}
         per_letter = -(-args.synthetic_positives // max(1, len(letters)))
-        synthetic = synthetic_images(pipe, {c: per_letter for c in letters}, args, out / "synthetic")
+        synthetic = synthetic_images(pipe, {c: per_letter for c in letters}, args,
+                                     Path(args.synthetic_dir or out / "synthetic"))
         synthetic = _relabel(synthetic, np.full(len(synthetic), "yes"))
         test = data["test"].where(scored_frames)
         arms = {"real only": data["train"], "real + synthetic": _join(data["train"], synthetic)}
