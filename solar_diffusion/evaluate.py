@@ -6,7 +6,7 @@ its weights are installed): Fréchet distance and KID, per class and pooled, nex
 train vs real split floor at the same sample sizes; improved precision/recall; a two-sample
 real-vs-synthetic classifier; cluster metrics; conditioning F1 (the encoder, a real-trained
 classifier, scores generated images against the class they were conditioned on, next to its F1
-on the real split); the peak brightness per class; and quality versus sampling steps.
+on the real split); the peak brightness per class; exposure outliers; and quality versus sampling steps.
 Every figure carries a 95% interval and its sample size; a class with fewer than ``min_real``
 real images says so instead of giving a number.
 
@@ -253,6 +253,19 @@ def evaluate(config: EvaluationConfig) -> dict:
         peak[c] = row
     report["peak_brightness"] = peak
 
+    # exposure: images whose mean brightness falls outside the range of 99% of real train frames
+    train_means = train_full.images.mean(dim=(1, 2, 3)).numpy()
+    low, high = np.percentile(train_means, [0.5, 99.5])
+    report["exposure_outliers"] = {"range": [float(low), float(high)], "classes": {}}
+    for c in classes:
+        row = {}
+        for key, images, names in (("generated", generated, labels), (f"real {config.split}", real_full.images,
+                                                                      real_full.labels)):
+            means = images[torch.from_numpy(names == c)].mean(dim=(1, 2, 3)).numpy()
+            row[key] = wilson_interval(int(((means < low) | (means > high)).sum()), len(means)) if len(means) \
+                else "no images"
+        report["exposure_outliers"]["classes"][c] = row
+
     # quality versus sampling steps (pooled, solar encoder)
     per_curve = config.curve_per_class or max(2, config.num_per_class // 2)
     curve = []
@@ -373,6 +386,11 @@ def render_report(report: dict) -> str:
     for c, row in list(report["peak_brightness"].items())[1:]:
         lines.append(f"| {c} | " + " | ".join(fmt(row.get(f"{k} minus {classes[0]}", "too few images"), 3)
                                               for k in ("generated", f"real {split}", "real train")) + " |")
+    exposure = report["exposure_outliers"]
+    lines += ["", f"### Exposure outliers (image mean outside [{exposure['range'][0]:.3f}, {exposure['range'][1]:.3f}], "
+              "the range of 99% of real train frames)", "", f"| class | generated | real {split} |", "|---|---|---|"]
+    for c, row in exposure["classes"].items():
+        lines.append(f"| {c} | {fmt(row['generated'])} | {fmt(row[f'real {split}'])} |")
     if report["steps_curve"]:
         lines += ["", "### Quality versus sampling steps (solar encoder, pooled)", "",
                   "| steps | s / image | FD | KID |", "|---|---|---|---|"]

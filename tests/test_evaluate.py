@@ -98,6 +98,8 @@ def test_evaluate_end_to_end(browse_model_dir, tiny_encoder, tiny_dataset, tmp_p
     assert 0 <= pooled["precision"]["value"] <= 1 and 0 <= pooled["two_sample_accuracy"]["value"] <= 1
     assert [row["steps"] for row in report["steps_curve"]] == [1, 2]
     assert set(report["peak_brightness"]) == {"quiet", "B", "C", "M", "X"}
+    exposure = report["exposure_outliers"]
+    assert exposure["range"][0] < exposure["range"][1] and exposure["classes"]["quiet"]["generated"]["n"] == [4]
     difference = report["peak_brightness"]["X"]["generated minus quiet"]
     assert difference["n"] == [4, 4] and difference["low"] <= difference["high"]
     for name in ("report.md", "real_vs_generated.png", "per_class_metrics.png", "steps_curve.png", "contact_sheet.png"):
