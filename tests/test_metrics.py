@@ -114,3 +114,23 @@ def test_inception_distances_grow_with_blur(frames):
     assert abs(metrics.frechet_distance(reference, reference)) < 1e-3
     fd = [metrics.frechet_distance(reference, inception_features(blur(frames[half:2 * half], s))) for s in (0, 1.5, 3)]
     assert fd == sorted(fd), fd
+
+
+@pytest.mark.parametrize("n_a, n_b, d", [(40, 60, 128), (300, 200, 8)])
+def test_frechet_distance_equals_torchmetrics(n_a, n_b, d):
+    """The image-count-space computation agrees with torchmetrics' FID formula (d x d square root)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(n_a, d)), rng.normal(size=(n_b, d)) * 1.3 + 0.2
+
+    class Rows(torch.nn.Module):
+        num_features = d
+
+        def forward(self, x):
+            return x
+
+    reference = FrechetInceptionDistance(feature=Rows())
+    reference.update(torch.from_numpy(a), real=True)
+    reference.update(torch.from_numpy(b), real=False)
+    assert metrics.frechet_distance(a, b) == pytest.approx(float(reference.compute()), rel=1e-6)
