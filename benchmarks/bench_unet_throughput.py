@@ -14,22 +14,13 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
 
+from bench_default_generation import seconds  # best of ``repeat`` after a warm-up (run from benchmarks/)
+
 from solar_diffusion.files import atomic_write
-
-
-def best_seconds(fn, repeat: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 @torch.inference_mode()
@@ -38,7 +29,7 @@ def matmul_peak(sizes=(512, 1024, 2048), repeat: int = 5) -> dict:
     rates = {}
     for n in sizes:
         a, b = torch.randn(n, n), torch.randn(n, n)
-        rates[n] = 2 * n**3 / best_seconds(lambda: torch.mm(a, b), repeat) / 1e9
+        rates[n] = 2 * n**3 / seconds(lambda: torch.mm(a, b), repeat) / 1e9
     return {"gflops": max(rates.values()), "by_size": rates}
 
 
@@ -58,10 +49,10 @@ def unet_rate(preset: str, size: int, batch: int, repeat: int, channels_last: bo
     with counter:
         unet(x, t, class_labels=labels)
     flops = counter.get_total_flops()
-    seconds = best_seconds(lambda: unet(x, t, class_labels=labels), repeat)
+    elapsed = seconds(lambda: unet(x, t, class_labels=labels), repeat)
     return {"preset": preset, "size": size, "batch": batch, "channels_last": channels_last,
             "parameters": sum(p.numel() for p in unet.parameters()), "gflop_per_forward": flops / 1e9,
-            "seconds_per_forward": seconds, "gflops": flops / seconds / 1e9}
+            "seconds_per_forward": elapsed, "gflops": flops / elapsed / 1e9}
 
 
 def main(argv=None) -> dict:
