@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,22 +54,6 @@ class EvaluationConfig:
     inception: bool = False
     model_card: str | None = None
     batch_size: int = 16
-    extra: dict = field(default_factory=dict)
-
-
-def wilson_interval(successes: int, n: int, level: float = 0.95) -> dict:
-    """A proportion with its Wilson score interval.
-
-    >>> r = wilson_interval(45, 50); round(r["value"], 2), round(r["low"], 3), round(r["high"], 3)
-    (0.9, 0.786, 0.957)
-    """
-    from scipy.stats import norm
-
-    z = float(norm.ppf(0.5 + level / 2))
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return {"value": p, "low": centre - half, "high": centre + half, "level": level, "n": [n]}
 
 
 def inception_features(images: torch.Tensor, batch_size: int = 32) -> np.ndarray:
@@ -176,7 +160,7 @@ def evaluate(config: EvaluationConfig) -> dict:
     def too_few(c):
         return f"too few real {config.split} images (n={int((real_full.labels == c).sum())} < {config.min_real})"
 
-    report = {"settings": {k: v for k, v in asdict(config).items() if k != "extra"} | config.extra,
+    report = {"settings": asdict(config),
               "model": {"classes": classes, "unit": norm.unit, "size": size, "scheduler": type(pipe.scheduler).__name__,
                         "num_inference_steps": steps},
               "sample_sizes": {"generated": {c: config.num_per_class for c in classes},
@@ -198,13 +182,13 @@ def evaluate(config: EvaluationConfig) -> dict:
             precision, recall = metrics.precision_recall(f["real"][pool["real"]], f["generated"][pool["generated"]])
             floor_p, floor_r = metrics.precision_recall(f["real"][pool["real"]], f["train"][pool["train"]])
             n = len(pool["generated"])
-            pooled |= {"precision": wilson_interval(round(precision * n), n),
-                       "recall": wilson_interval(round(recall * n), n),
-                       "floor_precision": wilson_interval(round(floor_p * n), n),
-                       "floor_recall": wilson_interval(round(floor_r * n), n)}
+            pooled |= {"precision": metrics.wilson_interval(round(precision * n), n),
+                       "recall": metrics.wilson_interval(round(recall * n), n),
+                       "floor_precision": metrics.wilson_interval(round(floor_p * n), n),
+                       "floor_recall": metrics.wilson_interval(round(floor_r * n), n)}
             for key, other in (("two_sample_accuracy", "generated"), ("floor_two_sample_accuracy", "train")):
                 accuracy = metrics.two_sample_accuracy(f["real"][pool["real"]], f[other][pool[other]], seed=config.seed)
-                pooled[key] = wilson_interval(round(accuracy * 2 * n), 2 * n)
+                pooled[key] = metrics.wilson_interval(round(accuracy * 2 * n), 2 * n)
             space["pooled"] = pooled
         judged = [c for c in classes if enough[c]]
         if len(judged) >= 2:
@@ -262,7 +246,7 @@ def evaluate(config: EvaluationConfig) -> dict:
         for key, images, names in (("generated", generated, labels), (f"real {config.split}", real_full.images,
                                                                       real_full.labels)):
             means = images[torch.from_numpy(names == c)].mean(dim=(1, 2, 3)).numpy()
-            row[key] = wilson_interval(int(((means < low) | (means > high)).sum()), len(means)) if len(means) \
+            row[key] = metrics.wilson_interval(int(((means < low) | (means > high)).sum()), len(means)) if len(means) \
                 else "no images"
         report["exposure_outliers"]["classes"][c] = row
 

@@ -10,6 +10,8 @@ call at d = 2,048, too slow to bootstrap), and is checked against torchmetrics i
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -208,6 +210,21 @@ def bootstrap(statistic, *samples, n_boot: int = 200, level: float = 0.95, seed:
     low, high = np.percentile(values, [tail, 100 - tail]) if values else (np.nan, np.nan)
     return {"value": float(statistic(*samples)), "low": float(low), "high": float(high), "level": level,
             "n": [len(s) for s in samples]}
+
+
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> dict:
+    """A proportion with its Wilson score interval.
+
+    >>> r = wilson_interval(45, 50); round(r["value"], 2), round(r["low"], 3), round(r["high"], 3)
+    (0.9, 0.786, 0.957)
+    """
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + level / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return {"value": p, "low": centre - half, "high": centre + half, "level": level, "n": [n]}
 
 
 def _rows(x) -> np.ndarray:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from solar_diffusion.encoder import FlareClassifier
+from solar_diffusion.metrics import f1_scores
 from solar_diffusion.splits import dataset_info, default_normalization, model_space_split
 
 
@@ -40,17 +41,6 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--feature-dim", type=int, default=128, help="size of the domain embedding")
     p.add_argument("--seed", type=int, default=0)
     return p
-
-
-def macro_f1(true, predicted, labels) -> float:
-    """Macro-F1 over ``labels`` (the classes present in ``true``).
-
-    >>> macro_f1(["quiet", "M", "M"], ["quiet", "M", "quiet"], ["quiet", "M"])
-    0.667
-    """
-    from sklearn.metrics import f1_score
-
-    return round(float(f1_score(list(true), list(predicted), labels=list(labels), average="macro", zero_division=0)), 3)
 
 
 def fit_classifier(train, validation, id2label: dict, normalization, args, accelerator=None):
@@ -95,7 +85,8 @@ def fit_classifier(train, validation, id2label: dict, normalization, args, accel
         row = {"epoch": epoch + 1, "loss": total / seen}
         unwrapped = accelerator.unwrap_model(model)
         if val_classes:
-            row["validation_macro_f1"] = macro_f1(validation.labels, unwrapped.predict(validation.images), val_classes)
+            predicted = unwrapped.predict(validation.images)
+            row["validation_macro_f1"] = f1_scores(validation.labels, predicted, val_classes)["macro"]
         score = row.get("validation_macro_f1", epoch)
         if score > best:
             best, best_state = score, {k: v.detach().clone() for k, v in unwrapped.state_dict().items()}
