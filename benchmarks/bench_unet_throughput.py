@@ -5,7 +5,12 @@ attention; norms and activations are not counted, so the fraction is a lower bou
 is the best float32 ``torch.mm`` rate of square matrices on the same threads in the same
 process.
 
-    python benchmarks/bench_unet_throughput.py [--presets small,paper] [--size 64] [--batches 1,8,16] [--json FILE]
+    python benchmarks/bench_unet_throughput.py [--presets small,paper] [--size 64] [--batches 1,8,16]
+        [--compile] [--json FILE]
+
+Layouts: NCHW (as saved), channels_last (what ``load_pipeline`` uses) and, with ``--compile``,
+channels_last compiled by ``torch.compile`` (inductor with weight freezing, its CPU inference
+path; compile time is not counted).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ def matmul_peak(sizes=(512, 1024, 2048), repeat: int = 5) -> dict:
 
 
 @torch.inference_mode()
-def unet_rate(preset: str, size: int, batch: int, repeat: int, channels_last: bool) -> dict:
+def unet_rate(preset: str, size: int, batch: int, repeat: int, layout: str) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from solar_diffusion import build_unet
@@ -43,14 +48,20 @@ def unet_rate(preset: str, size: int, batch: int, repeat: int, channels_last: bo
     x = torch.randn(batch, 1, size, size)
     t = torch.full((batch,), 500)
     labels = torch.zeros(batch, dtype=torch.long)
-    if channels_last:
+    if layout != "NCHW":
         unet, x = unet.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
     counter = FlopCounterMode(display=False)
     with counter:
         unet(x, t, class_labels=labels)
     flops = counter.get_total_flops()
-    elapsed = seconds(lambda: unet(x, t, class_labels=labels), repeat)
-    return {"preset": preset, "size": size, "batch": batch, "channels_last": channels_last,
+    forward = unet
+    if layout == "channels_last + compile":
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
+        forward = torch.compile(unet)
+    elapsed = seconds(lambda: forward(x, t, class_labels=labels), repeat)
+    return {"preset": preset, "size": size, "batch": batch, "layout": layout,
             "parameters": sum(p.numel() for p in unet.parameters()), "gflop_per_forward": flops / 1e9,
             "seconds_per_forward": elapsed, "gflops": flops / elapsed / 1e9}
 
@@ -61,6 +72,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batches", default="1,8,16")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--compile", action="store_true", help="also channels_last + torch.compile")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
@@ -68,11 +80,11 @@ def main(argv=None) -> dict:
     rows = []
     for preset in args.presets.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
-            for channels_last in (False, True):
-                row = unet_rate(preset, args.size, batch, args.repeat, channels_last)
+            for layout in ("NCHW", "channels_last") + (("channels_last + compile",) if args.compile else ()):
+                row = unet_rate(preset, args.size, batch, args.repeat, layout)
                 row["fraction_of_matmul_peak"] = row["gflops"] / peak["gflops"]
                 rows.append(row)
-                print(f"{preset:6s} {args.size}px batch {batch:3d} channels_last={channels_last!s:5s} "
+                print(f"{preset:6s} {args.size}px batch {batch:3d} {layout:24s} "
                       f"{row['gflop_per_forward']:.2f} GFLOP/forward  {row['seconds_per_forward'] * 1e3:8.1f} ms  "
                       f"{row['gflops']:7.1f} GFLOP/s  {row['fraction_of_matmul_peak']:.0%} of peak")
     print(f"float32 matmul peak: {peak['gflops']:.1f} GFLOP/s")

@@ -5,6 +5,8 @@ is uploaded unchanged as a Hub repository's ``pipeline.py``.
 """
 
 from .pipeline_solar_flare import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
     FLARE_LETTERS,
     FLUX_CONDITION_SCALE,
     FLUX_SCALES,
@@ -28,6 +30,8 @@ from .pipeline_solar_flare import (
 )
 
 __all__ = [
+    "DEFAULT_GUIDANCE",
+    "DEFAULT_STEPS",
     "FLARE_LETTERS",
     "FLUX_CONDITION_SCALE",
     "FLUX_SCALES",

@@ -244,6 +244,12 @@ class ClipLogNormalization:
 # --------------------------------------------------------------------------------------------
 
 
+#: Default sampling settings of ``SolarFlarePipeline.__call__`` (DPM-Solver++ is the saved
+#: scheduler of the bundled model); BENCHMARKS.md has the measured speed and quality per step count.
+DEFAULT_STEPS = 25
+DEFAULT_GUIDANCE = 3.0
+
+
 @dataclass
 class SolarFlarePipelineOutput(ImagePipelineOutput):
     """Generated images and, per image, its metadata (label, seed, unit, geometry)."""
@@ -372,8 +378,8 @@ class SolarFlarePipeline(DiffusionPipeline):
         self,
         flare_class="X",
         num_images_per_class: int = 1,
-        guidance_scale: float = 3.0,
-        num_inference_steps: int = 25,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        num_inference_steps: int = DEFAULT_STEPS,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "np",
         return_dict: bool = True,
@@ -441,17 +447,18 @@ class SolarFlarePipeline(DiffusionPipeline):
         step_kwargs = {"generator": generator}
         if "use_clipped_model_output" in inspect.signature(self.scheduler.step).parameters:
             step_kwargs["use_clipped_model_output"] = True
-        for t in self.progress_bar(self.scheduler.timesteps):
-            model_input = torch.cat([image] * 2) if do_guidance else image
-            model_input = self.scheduler.scale_model_input(model_input, t)
-            model_output = self.unet(model_input, t, class_labels=model_labels).sample
-            if do_guidance:
-                uncond, cond = model_output.chunk(2)
-                model_output = uncond + guidance_scale * (cond - uncond)
-            image = self.scheduler.step(model_output, t, image, **step_kwargs).prev_sample
+        with torch.inference_mode():
+            for t in self.progress_bar(self.scheduler.timesteps):
+                model_input = torch.cat([image] * 2) if do_guidance else image
+                model_input = self.scheduler.scale_model_input(model_input, t)
+                model_output = self.unet(model_input, t, class_labels=model_labels).sample
+                if do_guidance:
+                    uncond, cond = model_output.chunk(2)
+                    model_output = uncond + guidance_scale * (cond - uncond)
+                image = self.scheduler.step(model_output, t, image, **step_kwargs).prev_sample
 
-        # 3. postprocess
-        image = image.float().clamp(-1.0, 1.0)
+        # 3. postprocess (outside inference mode: the images are ordinary tensors, usable in training)
+        image = image.float().clamp(-1.0, 1.0).contiguous()
         if output_type == "pt":
             images = image
         elif output_type == "physical":

@@ -6,6 +6,8 @@ presets, FITS / sunpy Map output, Hub publishing and the command line.
 """
 
 from solar_diffusion.pipelines import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
     FLARE_LETTERS,
     GOES_R_SCALE,
     NULL_FLUX_CONDITION,
@@ -26,6 +28,8 @@ from solar_diffusion.presets import UNET_PRESETS, build_unet
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_GUIDANCE",
+    "DEFAULT_STEPS",
     "FLARE_LETTERS",
     "GOES_R_SCALE",
     "NULL_FLUX_CONDITION",

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from solar_diffusion.generate import FORMATS, SCHEDULERS
+from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
 #: The model bundled with the package (absent until one is trained and bundled).
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default"
@@ -20,16 +21,19 @@ def _add_generate(sub):
     p.add_argument("--flare-class", action="append", dest="flare_classes", metavar="CLASS",
                    help="label ('X', 'quiet'), full class ('M2.5') or 'all' (default); repeat for several")
     p.add_argument("--num-images", type=int, default=4, help="images per class (default 4)")
-    p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default {DEFAULT_STEPS})")
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="dpm",
                    help="ddpm, ddim or dpm (DPM-Solver++, default)")
-    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                   help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g})")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k")
     p.add_argument("--out", default="generated", help="output folder (default ./generated)")
     p.add_argument("--format", choices=FORMATS, default="png",
                    help="png (8-bit preview), fits (data unit, synthetic AIA header) or npy (float32, CHW, data unit)")
     p.add_argument("--batch-size", type=int, default=16, help="images per pipeline call (default 16)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet (slow first batch; pays off for hundreds of images)")
     p.add_argument("--list-classes", action="store_true", help="print the model's labels, lowest first, and exit")
     p.set_defaults(func=_generate)
 
@@ -40,7 +44,7 @@ def _generate(args) -> int:
     from solar_diffusion.generate import generate_to_folder, load_pipeline, use_scheduler
 
     diffusers_logging.disable_progress_bar()
-    pipe = load_pipeline(args.model, device=args.device)
+    pipe = load_pipeline(args.model, device=args.device, compile=args.compile)
     if args.list_classes:
         if pipe.conditioning == "flux":
             print("continuous: GOES peak flux; ask for a class (A1.0 ... X20) or a GOES-R flux in W m^-2")
@@ -135,9 +139,10 @@ def _add_evaluate(sub):
     p.add_argument("--split", default="test", help="real split to compare with (default test)")
     p.add_argument("--encoder", default=None, help="saved FlareClassifier (default: the bundled encoder)")
     p.add_argument("--num-per-class", type=int, default=32, help="generated images per class (default 32)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default 25)")
+    p.add_argument("--steps", type=int, default=None, help=f"denoising steps (default {DEFAULT_STEPS})")
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the saved one")
-    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                   help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g})")
     p.add_argument("--steps-curve", default="10,25,50", help="step counts of the quality curve ('' for none)")
     p.add_argument("--curve-per-class", type=int, default=None, help="images per class per curve point")
     p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples per interval (default 200)")

@@ -12,7 +12,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from solar_diffusion.files import atomic_write
 from solar_diffusion.maps import write_fits
-from solar_diffusion.pipelines import FLARE_LETTERS, SolarFlarePipeline
+from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS, FLARE_LETTERS, SolarFlarePipeline
 
 SCHEDULERS = {
     "ddpm": (DDPMScheduler, {}),
@@ -37,13 +37,24 @@ def use_scheduler(pipe: SolarFlarePipeline, name: str) -> SolarFlarePipeline:
     return pipe
 
 
-def load_pipeline(model: str | os.PathLike, device: str | None = None) -> SolarFlarePipeline:
-    """Load a saved pipeline from a folder or a Hub id (offline: a cached one)."""
+def load_pipeline(model: str | os.PathLike, device: str | None = None, channels_last: bool = True,
+                  compile: bool = False) -> SolarFlarePipeline:
+    """Load a saved pipeline from a folder or a Hub id (offline: a cached one), ready to sample.
+
+    The UNet's weights go to the channels_last memory format (its convolutions run 10-15% faster
+    on CPU, BENCHMARKS.md; the outputs are the same to float rounding). ``compile=True`` compiles
+    the UNet with ``torch.compile`` (inductor; a one-off cost at the first call of each batch size,
+    worth it for thousands of images).
+    """
     if Path(model).exists() and not (Path(model) / "model_index.json").exists():
         raise FileNotFoundError(f"{model} is not a saved SolarFlarePipeline: it has no model_index.json")
     pipe = SolarFlarePipeline.from_pretrained(str(model))
     if device:
         pipe.to(device)
+    if channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+    if compile:
+        pipe.unet.compile()
     return pipe
 
 
@@ -60,8 +71,8 @@ def resolve_classes(pipe: SolarFlarePipeline, flare_classes) -> list[str]:
     return [pipe.id2label[i] for i in pipe.label_ids(list(flare_classes))]
 
 
-def sample_batches(pipe: SolarFlarePipeline, labels, seed: int = 0, num_inference_steps: int = 25,
-                   guidance_scale: float = 3.0, batch_size: int = 16):
+def sample_batches(pipe: SolarFlarePipeline, labels, seed: int = 0, num_inference_steps: int = DEFAULT_STEPS,
+                   guidance_scale: float = DEFAULT_GUIDANCE, batch_size: int = 16):
     """Yield pipeline outputs (model space, ``output_type="pt"``) for ``labels`` in batches; image
     k uses its own generator seeded ``seed + k``, so any image can be remade on its own."""
     labels = list(labels)
@@ -98,8 +109,8 @@ def generate_to_folder(
     out_dir,
     flare_classes=("all",),
     num_images: int = 4,
-    num_inference_steps: int = 25,
-    guidance_scale: float = 3.0,
+    num_inference_steps: int = DEFAULT_STEPS,
+    guidance_scale: float = DEFAULT_GUIDANCE,
     seed: int = 0,
     file_format: str = "png",
     batch_size: int = 16,

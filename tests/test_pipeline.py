@@ -119,6 +119,29 @@ def test_save_and_load_give_identical_images(tiny_pipeline, tmp_path):
     np.testing.assert_array_equal(run(remote, ["quiet", "X"], n=2).images, before)
 
 
+def test_load_pipeline_samples_in_channels_last_with_the_same_images(tiny_pipeline, tmp_path):
+    from solar_diffusion.generate import load_pipeline
+
+    save_pipeline(tiny_pipeline, tmp_path / "model")
+    plain = load_pipeline(tmp_path / "model", channels_last=False)
+    fast = load_pipeline(tmp_path / "model")
+    weight = fast.unet.down_blocks[0].resnets[0].conv1.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    for pipe in (plain, fast):
+        pipe.set_progress_bar_config(disable=True)
+    a = run(plain, ["quiet", "X"], n=2, output_type="pt").images
+    b = run(fast, ["quiet", "X"], n=2, output_type="pt").images
+    np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-4)
+    # the images leave inference mode as ordinary, contiguous tensors that training can use
+    assert not b.is_inference() and b.is_contiguous()
+    (torch.nn.Conv2d(1, 1, 3)(b) ** 2).mean().backward()
+    # and the folder still saves and reloads with channels_last weights
+    save_pipeline(fast, tmp_path / "again")
+    again = load_pipeline(tmp_path / "again")
+    again.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(run(again, ["quiet", "X"], n=2, output_type="pt").images.numpy(), b.numpy())
+
+
 def test_pipeline_file_stands_alone():
     from solar_diffusion.hub import STANDALONE_PIPELINE_FILE
 

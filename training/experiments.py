@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from solar_diffusion.files import atomic_write
+from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from solar_diffusion.splits import LabelledImages, model_space_split
 
 
@@ -58,8 +59,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         e.add_argument("--augment-rotation", type=float, default=10.0)
         e.add_argument("--widths", default="8,16,32,64")
         e.add_argument("--feature-dim", type=int, default=64)
-        e.add_argument("--steps", type=int, default=25, help="sampling steps of the synthetic images")
-        e.add_argument("--guidance", type=float, default=3.0)
+        e.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampling steps of the synthetic images")
+        e.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
         e.add_argument("--min-real", type=int, default=10, help="fewest real test images a class needs to be scored")
         e.add_argument("--synthetic-dir", default=None,
                        help="cache of generated images, shareable between experiments (default: OUT/synthetic)")

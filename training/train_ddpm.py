@@ -11,6 +11,14 @@ Checkpoints (``checkpoint-<step>``) hold model, EMA, optimiser, LR schedule and 
 result is a saved pipeline (``save_pretrained`` + ``pipeline.py`` + model card) with its
 normalisation, data unit, geometry and ``id2label``.
 
+The UNet predicts v (``--prediction-type v_prediction``) by default, not the paper's noise
+(epsilon). At the noisiest steps sqrt(alpha_bar) is about 0.006 with T = 1000 linear betas, so an
+epsilon model's x0 estimate divides its error by 0.006: a tiny error in the predicted noise's
+mean becomes the image's mean brightness, which nothing later corrects. Full-disk images, two
+thirds dark sky around one bright disk, show it at once: the bundled model's epsilon version
+drew 94% of its images with a mean brightness outside the range of 99% of real frames after
+5,500 steps; 250 steps of v-prediction fine-tuning from it brought them into that range.
+
 Augmentations are opt-in and physically safe only: flips are never used (an east-west flip
 reverses the solar rotation and the leading/trailing order of active regions; a north-south
 flip swaps the hemispheres and the visible pole), only small rotations about disk centre
@@ -62,7 +70,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="sample frames with weight count(label)^-b: 0 = as in the data, 1 = classes equally often")
     p.add_argument("--num-train-timesteps", type=int, default=1000)
     p.add_argument("--beta-schedule", default="linear", help="linear (the paper), scaled_linear, squaredcos_cap_v2")
-    p.add_argument("--prediction-type", default="epsilon", choices=["epsilon", "v_prediction"])
+    p.add_argument("--prediction-type", default="v_prediction", choices=["epsilon", "v_prediction"],
+                   help="v_prediction (default) or epsilon (the paper's; leaves each image's mean brightness "
+                        "uncontrolled on full-disk images, see the module docstring)")
     p.add_argument("--snr-gamma", type=float, default=None, help="min-SNR loss weighting gamma (e.g. 5)")
     p.add_argument("--use-ema", action="store_true", help="keep an EMA of the weights (saved as the model)")
     p.add_argument("--ema-max-decay", type=float, default=0.9999)
