@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_default_generation import seconds
+from timing import seconds  # run from anywhere: the script's folder is on sys.path
 
 from solar_diffusion.files import atomic_write
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from bench_default_generation import seconds  # best of ``repeat`` after a warm-up (run from benchmarks/)
+from timing import seconds  # run from anywhere: the script's folder is on sys.path
 
 from solar_diffusion.files import atomic_write
 

@@ -246,7 +246,7 @@ class ClipLogNormalization:
 
 #: Default sampling settings of ``SolarFlarePipeline.__call__`` (DPM-Solver++ is the saved
 #: scheduler of the bundled model); BENCHMARKS.md has the measured speed and quality per step count.
-DEFAULT_STEPS = 25
+DEFAULT_STEPS = 10
 DEFAULT_GUIDANCE = 3.0
 
 

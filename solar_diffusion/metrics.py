@@ -29,14 +29,17 @@ def disk_mask(size: int, rsun_px: float, fraction: float = 0.95) -> np.ndarray:
 
 def peak_brightness(images, rsun_px: float, top_fraction: float = 0.002, channel: int = 0) -> np.ndarray:
     """Per image, the mean model-space value of the brightest ``top_fraction`` of on-disk pixels
-    (at least one pixel): the brightness of the brightest active region or flare kernel, the
-    thing a flare of a larger class should raise.
+    (at least one pixel; ``top_fraction=0``: the brightest pixel): the brightness of the
+    brightest active region or flare kernel, the thing a flare of a larger class should raise.
 
     ``images`` are (N, C, H, W) in model space, disk-centred, with radius ``rsun_px``.
 
     >>> quiet = -np.ones((1, 1, 8, 8)); flare = quiet.copy(); flare[..., 4, 4] = 0.9
     >>> peak_brightness(np.concatenate([quiet, flare]), rsun_px=3.0).round(3).tolist()
     [-1.0, 0.9]
+    >>> flare[..., 0, 0] = 1.0  # off the disk: ignored
+    >>> peak_brightness(flare, rsun_px=3.0, top_fraction=0).tolist()
+    [0.9]
     """
     images = np.asarray(images)
     on_disk = images[:, channel][:, disk_mask(images.shape[-1], rsun_px)]

@@ -97,7 +97,7 @@ def test_evaluate_end_to_end(browse_model_dir, tiny_encoder, tiny_dataset, tmp_p
     pooled = report["feature_spaces"]["solar encoder"]["pooled"]
     assert 0 <= pooled["precision"]["value"] <= 1 and 0 <= pooled["two_sample_accuracy"]["value"] <= 1
     assert [row["steps"] for row in report["steps_curve"]] == [1, 2]
-    assert set(report["peak_brightness"]) == {"quiet", "B", "C", "M", "X"}
+    assert set(report["peak_brightness"]) == set(report["brightest_pixel"]) == {"quiet", "B", "C", "M", "X"}
     exposure = report["exposure_outliers"]
     assert exposure["range"][0] < exposure["range"][1] and exposure["classes"]["quiet"]["generated"]["n"] == [4]
     difference = report["peak_brightness"]["X"]["generated minus quiet"]
