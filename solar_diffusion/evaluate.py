@@ -28,6 +28,7 @@ import torch
 
 from solar_diffusion import metrics
 from solar_diffusion.files import atomic_write
+from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
 CARD_START, CARD_END = "<!-- evaluation:start -->", "<!-- evaluation:end -->"
 
@@ -47,7 +48,7 @@ class EvaluationConfig:
     encoder: str | None = None
     num_per_class: int = 32
     num_inference_steps: int | None = None  # None: the pipeline's default
-    guidance_scale: float = 3.0
+    guidance_scale: float = DEFAULT_GUIDANCE
     scheduler: str | None = None  # None: the saved one
     seed: int = 0
     n_boot: int = 200
@@ -124,7 +125,7 @@ def evaluate(config: EvaluationConfig) -> dict:
     if encoder.normalization.unit != norm.unit:
         raise ValueError(f"the encoder was trained on {encoder.normalization.unit!r} images, the model makes "
                          f"{norm.unit!r}: train an encoder on the model's data")
-    steps = config.num_inference_steps or 25
+    steps = config.num_inference_steps or DEFAULT_STEPS
     classes = list(pipe.id2label.values())
     real_full = model_space_split(config.dataset, config.split, norm, size)
     train_full = model_space_split(config.dataset, "train", norm, size)

@@ -85,7 +85,7 @@ def sample_batches(pipe: SolarFlarePipeline, labels, seed: int = 0, num_inferenc
 
 @torch.inference_mode()
 def sample_separate_guidance(pipe: SolarFlarePipeline, label: str, num_inference_steps: int = 1000,
-                             guidance_scale: float = 3.0, seed: int = 0) -> torch.Tensor:
+                             guidance_scale: float = DEFAULT_GUIDANCE, seed: int = 0) -> torch.Tensor:
     """One image the way the paper samples: the pipeline's scheduler, with the conditional and
     the null UNet calls made separately at batch 1 on every step (the pipeline batches them).
     With ``use_scheduler(pipe, "ddpm")`` and 1000 steps this is the paper's ancestral sampler;
