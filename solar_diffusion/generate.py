@@ -54,7 +54,7 @@ def load_pipeline(model: str | os.PathLike, device: str | None = None, channels_
     if channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
     if compile:
-        pipe.unet.compile()
+        pipe.unet.compile(dynamic=False)  # one graph per batch size (dynamic shapes break mkldnn convs)
     return pipe
 
 
