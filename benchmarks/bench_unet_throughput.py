@@ -59,7 +59,7 @@ def unet_rate(preset: str, size: int, batch: int, repeat: int, layout: str) -> d
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True
-        forward = torch.compile(unet)
+        forward = torch.compile(unet, dynamic=False)  # as load_pipeline: dynamic shapes break mkldnn convs
     elapsed = seconds(lambda: forward(x, t, class_labels=labels), repeat)
     return {"preset": preset, "size": size, "batch": batch, "layout": layout,
             "parameters": sum(p.numel() for p in unet.parameters()), "gflop_per_forward": flops / 1e9,
