@@ -1,20 +1,27 @@
 """Seconds per image and quality of each sampler, against the paper's algorithm on the same UNet.
 
     python benchmarks/bench_sampling.py --dataset data/aia171-browse2012-64 [--sizes 64,128]
-        [--num-per-class 16] [--baseline-quality] [--json reports/bench_sampling.json]
+        [--num-per-class 16] [--baseline-quality] [--memory-size 256] [--cache DIR]
+        [--json reports/bench_sampling.json]
 
 Rows: (a) the paper's algorithm: 1000 DDPM ancestral steps, the conditional and the null UNet
 calls made separately at batch 1 (``sample_separate_guidance``), with the UNet as saved (NCHW),
 the baseline; (b) this pipeline with DDPM, 1000 steps (guidance batched, channels_last as
-``load_pipeline`` sets it); (c) DDIM, 50 steps; (d) DPM-Solver++ at 10, 15, 20 and 25 steps.
-Speed at batch 1 and per image in a batch of 16 (not for the 1000-step rows: minutes per
-image). At the bundled model's size the UNet is the trained one and each row also gets its
-quality: Fréchet distance and KID in the solar encoder's feature space to the real test frames
-of the classes with enough of them (class-matched, bootstrap intervals). The 1000-step quality
-(an hour or more on 2 CPU cores) comes only with ``--baseline-quality``, measured once on (b):
-(a) is the same sampler with the same seeds, and the JSON records how far (a)'s and (b)'s
-batch-1 images differ. The row of the pipeline's defaults is marked.
-At other sizes the UNet is the same preset untrained (speed does not depend on the weights).
+``load_pipeline`` sets it); (c) DDIM, 50 steps; (d) DPM-Solver++ at 10, 15, 20 and 25 steps;
+(e) its stochastic form (SDE DPM-Solver++) at 10, 15 and 20. The pipeline's default row is marked.
+
+Two phases, so that nothing else running can disturb a timing: first every row is timed (batch
+1, and per image in a batch of 16 except for the 1000-step rows: minutes per image), at every
+size; then, untimed, at the bundled model's size, each row's quality: Fréchet distance and KID
+in the solar encoder's feature space to class-balanced real test frames of the classes with
+enough of them, with bootstrap intervals, and each row's difference to the 1000-step ancestral
+sampler with the same real resample in both terms (a paired interval: "equal quality" means
+it contains 0). The 1000-step quality (an hour or more on 2 CPU cores) comes only with
+``--baseline-quality``, measured on (b): (a) is the same sampler with the same seeds, and the
+JSON records how far (a)'s and (b)'s batch-1 images differ. ``--cache DIR`` keeps each row's
+generated images, so an interrupted run picks up where it stopped. At other sizes the UNet is
+the same preset untrained (speed does not depend on the weights). ``--memory-size 256``: peak
+resident memory of generating 16 images at that size with the defaults, in a fresh process.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ import inspect
 import json
 import os
 import platform
+import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -35,7 +45,8 @@ from solar_diffusion.files import atomic_write
 ROWS = [("(a) paper: DDPM 1000, separate batch-1 calls, NCHW", "ddpm", 1000, True),
         ("(b) pipeline: DDPM 1000", "ddpm", 1000, False),
         ("(c) pipeline: DDIM 50", "ddim", 50, False)] + \
-       [(f"(d) pipeline: DPM-Solver++ {n}", "dpm", n, False) for n in (10, 15, 20, 25)]
+       [(f"(d) pipeline: DPM-Solver++ {n}", "dpm", n, False) for n in (10, 15, 20, 25)] + \
+       [(f"(e) pipeline: SDE DPM-Solver++ {n}", "dpm-sde", n, False) for n in (10, 15, 20)]
 
 
 def _timed(fn):
@@ -84,49 +95,44 @@ def sample(pipe, scheduler: str, steps: int, separate: bool, labels, seed: int, 
     return images, seconds / len(labels)
 
 
-def main(argv=None) -> dict:
-    from solar_diffusion import metrics
-    from solar_diffusion.cli import DEFAULT_MODEL
-    from solar_diffusion.encoder import load_encoder
+def peak_memory(model: str, size: int, n: int = 16) -> dict:
+    """Peak resident memory (this process) and seconds per image of ``n`` images at ``size`` px
+    with the pipeline's defaults, in one batch; run it in a fresh process."""
     from solar_diffusion.generate import load_pipeline
-    from solar_diffusion.splits import model_space_split
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=str(DEFAULT_MODEL))
-    parser.add_argument("--dataset", required=True, help="built dataset with a test split, in the model's unit")
-    parser.add_argument("--sizes", default="64,128")
-    parser.add_argument("--num-per-class", type=int, default=16, help="images per judged class for quality")
-    parser.add_argument("--min-real", type=int, default=10)
-    parser.add_argument("--baseline-quality", action="store_true", help="also the quality of the 1000-step rows")
-    parser.add_argument("--n-boot", type=int, default=200)
-    parser.add_argument("--rows", default="a,b,c,d", help="which rows to run (the baseline (a) is needed for ratios)")
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args(argv)
+    pipe = load_pipeline(model)
+    plain = load_pipeline(model, channels_last=False)
+    pipe, _ = pipelines_at(pipe, plain, size)
+    pipe.set_progress_bar_config(disable=True)
+    del plain
+    label = list(pipe.id2label.values())[-1]
+    generators = [torch.Generator().manual_seed(k) for k in range(n)]
+    with torch.inference_mode():
+        _, elapsed = _timed(lambda: pipe(flare_class=[label] * n, num_images_per_class=1, generator=generators,
+                                         output_type="pt"))
+    return {"size": size, "images": n, "seconds_per_image": elapsed / n,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
-    pipe = load_pipeline(args.model)
-    plain = load_pipeline(args.model, channels_last=False)  # the baseline's UNet, as saved
-    for p in (pipe, plain):
-        p.set_progress_bar_config(disable=True)
+
+def _paired_difference(statistic, width: int):
+    """``statistic(g, real) - statistic(base, real)`` for ``pairs = [g | base]`` (rows with the same seed
+    and class side by side, resampled together) and one real resample seen by both terms."""
+    return lambda pairs, real: statistic(pairs[:, :width], real) - statistic(pairs[:, width:], real)
+
+
+def timings(args, pipe, plain) -> list[dict]:
+    """Phase 1: seconds per image of every row at every size, and the speed-ups against (a)."""
     default_steps = inspect.signature(pipe.__call__).parameters["num_inference_steps"].default
     default_scheduler = {"DDPMScheduler": "ddpm", "DDIMScheduler": "ddim",
                          "DPMSolverMultistepScheduler": "dpm"}[type(pipe.scheduler).__name__]
-    model_size = pipe.unet.config.sample_size
-    encoder = load_encoder()
-    real = model_space_split(args.dataset, "test", pipe.normalization, model_size)
-    counts = real.counts()
-    judged = [c for c in pipe.id2label.values() if counts.get(c, 0) >= args.min_real]
-    rng = np.random.default_rng(0)
-    reference_idx = np.concatenate([rng.choice(np.flatnonzero(real.labels == c), min(counts[c], args.num_per_class),
-                                               replace=False) for c in judged])
-    reference = encoder.embed_images(real.images[torch.from_numpy(reference_idx)])
-    quality_labels = [c for c in judged for _ in range(args.num_per_class)]
+    rows_run = [r for r in ROWS if r[0][1] in args.rows.split(",")]
 
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        label = judged[-1] if judged else list(pipe.id2label.values())[-1]
+        label = list(pipe.id2label.values())[-1]
         first_images = {}
         fast_at, plain_at = pipelines_at(pipe, plain, size)
-        for name, scheduler, steps, separate in (r for r in ROWS if r[0][1] in args.rows.split(",")):
+        for name, scheduler, steps, separate in rows_run:
             at_size = plain_at if separate else fast_at
             first_images[name[1]], batch1 = sample(at_size, scheduler, steps, separate, [label], 0, 1)
             row = {"size": size, "sampler": name, "scheduler": scheduler, "steps": steps,
@@ -135,32 +141,184 @@ def main(argv=None) -> dict:
             if steps < 1000:
                 sample(at_size, scheduler, steps, separate, [label] * 2, 0, 2)  # warm-up at batch > 1
                 _, row["seconds_per_image_batch16"] = sample(at_size, scheduler, steps, separate, [label] * 16, 0, 16)
-            if size == model_size and judged and (steps < 1000 or (args.baseline_quality and not separate)):
-                images, _ = sample(at_size, scheduler, steps, separate, quality_labels, 1000, 16)
-                features = encoder.embed_images(images)
-                row["frechet"] = metrics.bootstrap(metrics.frechet_distance, features, reference, n_boot=args.n_boot)
-                row["kid"] = metrics.bootstrap(metrics.kernel_distance, features, reference, n_boot=args.n_boot)
             rows.append(row)
             print(json.dumps(row, default=float), flush=True)
         if "a" in first_images and "b" in first_images:  # (a) and (b): one sampler, two implementations
-            a, b = (r for r in rows if r["size"] == size and r["sampler"][1] in "ab")
+            a = next(r for r in rows if r["size"] == size and r["sampler"].startswith("(a)"))
             a["max_abs_difference_to_b"] = float((first_images["a"] - first_images["b"]).abs().max())
-            for key in ("frechet", "kid"):
-                if key in b:
-                    a[key] = b[key]
-                    a["quality_from"] = "(b), the same sampler and seeds"
     baseline = {r["size"]: r["seconds_per_image_batch1"] for r in rows if r["sampler"].startswith("(a)")}
     for row in (r for r in rows if r["size"] in baseline):
         row["speedup_vs_paper_batch1"] = baseline[row["size"]] / row["seconds_per_image_batch1"]
         if "seconds_per_image_batch16" in row:
             row["speedup_vs_paper_batch16"] = baseline[row["size"]] / row["seconds_per_image_batch16"]
-    result = {"model": args.model, "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-              "torch": torch.__version__, "threads": torch.get_num_threads(), "judged_classes": judged,
-              "quality_reference": f"{len(reference_idx)} real test frames, {args.num_per_class} per class at most",
-              "rows": rows}
-    if args.json:
-        atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
+
+    return rows
+
+
+def main(argv=None) -> dict:
+    from solar_diffusion.cli import DEFAULT_MODEL
+    from solar_diffusion.generate import load_pipeline
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser.add_argument("--dataset", help="built dataset with a test split, in the model's unit (for quality)")
+    parser.add_argument("--sizes", default="64,128")
+    parser.add_argument("--num-per-class", type=int, default=16, help="generated images per judged class")
+    parser.add_argument("--num-real-per-class", type=int, default=None,
+                        help="real test frames per judged class (default: as many as the smallest judged class has)")
+    parser.add_argument("--min-real", type=int, default=10)
+    parser.add_argument("--baseline-quality", action="store_true", help="also the quality of the 1000-step rows")
+    parser.add_argument("--inception", action="store_true", help="quality in Inception-V3 features too (the 'fid' extra)")
+    parser.add_argument("--n-boot", type=int, default=200)
+    parser.add_argument("--rows", default="a,b,c,d,e", help="which rows to run (the baseline (a) is needed for ratios)")
+    parser.add_argument("--memory-size", type=int, default=None, help="also the peak memory of 16 images at this size")
+    parser.add_argument("--cache", default=None, help="folder keeping each row's generated images (resumable)")
+    parser.add_argument("--one-memory", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--timings-from", default=None,
+                        help="skip the timings: measure quality for the rows of this earlier result JSON")
+    parser.add_argument("--table", default=None, help="only print the markdown table of this result JSON")
+    args = parser.parse_args(argv)
+
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return {}
+
+    if args.one_memory:  # a subprocess: its JSON row on the last line
+        print(json.dumps(peak_memory(args.model, args.one_memory)))
+        return {}
+    pipe = load_pipeline(args.model)
+    plain = load_pipeline(args.model, channels_last=False)  # the baseline's UNet, as saved
+    for p in (pipe, plain):
+        p.set_progress_bar_config(disable=True)
+    command = " ".join(["python", "benchmarks/bench_sampling.py"] + (argv or sys.argv[1:]))
+    if args.timings_from:  # the quality phase only, for the rows of an earlier timing run of this script
+        result = json.loads(Path(args.timings_from).read_text())
+        rows, result["quality_command"] = result["rows"], command
+    else:
+        rows = timings(args, pipe, plain)
+        result = {"command": command, "model": args.model, "machine": platform.processor() or platform.machine(),
+                  "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "rows": rows}
+    save = (lambda: atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(
+        json.dumps(result, indent=1, default=float)))) if args.json else (lambda: None)
+    save()  # the timings are kept even if the quality phase is interrupted
+    if args.memory_size:  # a fresh process, so that the peak is this job's alone
+        done = subprocess.run([sys.executable, __file__, "--model", args.model, "--one-memory", str(args.memory_size)],
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"generating at {args.memory_size} px failed:\n{done.stderr[-2000:]}")
+        result["memory"] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(json.dumps(result["memory"]), flush=True)
+        save()
+
+    # phase 2: quality at the model's size, untimed
+    model_size = pipe.unet.config.sample_size
+    if args.dataset and model_size in {r["size"] for r in rows}:
+        result.update(quality(args, pipe, [r for r in rows if r["size"] == model_size]))
+    save()
     return result
+
+
+def quality(args, pipe, rows) -> dict:
+    """Fills each row's "frechet", "kid" (and "inception_frechet", "inception_kid" with
+    ``--inception``) and their paired differences to the 1000-step ancestral sampler (b)."""
+    from solar_diffusion import metrics
+    from solar_diffusion.encoder import load_encoder
+    from solar_diffusion.splits import model_space_split
+
+    encoder = load_encoder()
+    spaces = {"": encoder.embed_images}  # key prefix -> features of model-space images
+    if args.inception:
+        from solar_diffusion.evaluate import inception_features
+        spaces["inception_"] = inception_features
+    model_size = pipe.unet.config.sample_size
+    real = model_space_split(args.dataset, "test", pipe.normalization, model_size)
+    counts = real.counts()
+    judged = [c for c in pipe.id2label.values() if counts.get(c, 0) >= args.min_real]
+    if not judged:
+        raise ValueError(f"{args.dataset}: no class has {args.min_real} test frames to judge quality with")
+    n_real = args.num_real_per_class or min(counts[c] for c in judged)
+    rng = np.random.default_rng(0)
+    reference_idx = np.concatenate([rng.choice(np.flatnonzero(real.labels == c), min(counts[c], n_real),
+                                               replace=False) for c in judged])
+    reference = {space: embed(real.images[torch.from_numpy(reference_idx)]) for space, embed in spaces.items()}
+    labels = [c for c in judged for _ in range(args.num_per_class)]
+    cache = Path(args.cache) if args.cache else None
+    ddpm1000 = {}  # space -> features of the 1000-step ancestral sampler's images
+    # the 1000-step ancestral row first: the others are compared with it
+    order = sorted((r for r in rows if r["steps"] < 1000 or (args.baseline_quality and r["sampler"].startswith("(b)"))),
+                   key=lambda r: r["steps"] < 1000)
+    for row in order:
+        slug = f"{row['scheduler']}-{row['steps']}-{len(labels)}"
+        path = cache / f"{slug}.pt" if cache else None
+        if path is not None and path.exists():
+            images = torch.load(path)
+            row["images_from_cache"] = str(path)
+        else:
+            images, _ = sample(pipe, row["scheduler"], row["steps"], False, labels, 1000, 16)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, lambda tmp: torch.save(images, tmp))
+        for space, embed in spaces.items():
+            features = embed(images)
+            for key, statistic in (("frechet", metrics.frechet_distance), ("kid", metrics.kernel_distance)):
+                row[space + key] = metrics.bootstrap(statistic, features, reference[space], n_boot=args.n_boot)
+                if space in ddpm1000:
+                    row[f"{space}{key}_minus_ddpm1000"] = metrics.bootstrap(
+                        _paired_difference(statistic, features.shape[1]),
+                        np.concatenate([features, ddpm1000[space]], 1), reference[space], n_boot=args.n_boot)
+            if row["sampler"].startswith("(b)"):
+                ddpm1000[space] = features
+        print(json.dumps({k: v for k, v in row.items() if "frechet" in k or "kid" in k or k == "sampler"},
+                         default=float), flush=True)
+    baseline = next((r for r in rows if r["sampler"].startswith("(a)")), None)
+    b = next((r for r in rows if r["sampler"].startswith("(b)")), None)
+    if baseline is not None and b is not None and "frechet" in b:
+        baseline.update({k: v for k, v in b.items() if k.endswith(("frechet", "kid"))})
+        baseline["quality_from"] = "(b), the same sampler and seeds"
+    return {"judged_classes": judged, "generated_per_class": args.num_per_class,
+            "quality_reference": f"{len(reference_idx)} real test frames, {n_real} per judged class at most"}
+
+
+def _interval(r, digits: int = 1) -> str:
+    return f"{r['value']:.{digits}f} [{r['low']:.{digits}f}, {r['high']:.{digits}f}]"
+
+
+def table(result: dict) -> str:
+    """BENCHMARKS.md's tables from a result (``--table reports/bench_sampling.json``): speed at every
+    size, then quality at the model's size with each row's paired difference to (b)."""
+    def name(r):
+        return f"**{r['sampler']} (the defaults)**" if r["default"] else r["sampler"]
+
+    def number(x, digits):
+        return "" if x is None else f"{x:.1f}" if digits == 0 and x < 10 else f"{x:.{digits}f}"
+
+    speed = ["| size | sampler | s / image, batch 1 | s / image, batch 16 | speed-up vs (a), batch 1 | batch 16 |",
+             "|" + "---|" * 6]
+    for r in result["rows"]:
+        speed.append(f"| {r['size']} px | {name(r)} | " + " | ".join(
+            number(r.get(key), digits) for key, digits in (("seconds_per_image_batch1", 2),
+                                                           ("seconds_per_image_batch16", 2),
+                                                           ("speedup_vs_paper_batch1", 0),
+                                                           ("speedup_vs_paper_batch16", 0))) + " |")
+    if "memory" in result:
+        m = result["memory"]
+        speed += ["", f"Generating {m['images']} images at {m['size']} px with the defaults, one batch: "
+                  f"{m['seconds_per_image']:.2f} s per image, peak resident memory {m['peak_rss_gb']:.2f} GB."]
+    spaces = [(space, title) for space, title in (("", "solar encoder"), ("inception_", "Inception-V3"))
+              if any(f"{space}frechet" in r for r in result["rows"])]
+    header = "| sampler | " + " | ".join(f"FD, {t} | FD − (b) | KID, {t} | KID − (b)" for _, t in spaces) + " |"
+    quality = [header, "|" + "---|" * (1 + 4 * len(spaces))]
+    for r in (r for r in result["rows"] if "frechet" in r):
+        cells = [name(r)]
+        for space, _ in spaces:
+            for key, digits in (("frechet", 1), ("kid", 3)):
+                cells.append(_interval(r[space + key], digits) if space + key in r else "")
+                diff = r.get(f"{space}{key}_minus_ddpm1000")
+                cells.append(_interval(diff, digits) if diff else "")
+        quality.append("| " + " | ".join(cells) + " |")
+    return "\n".join(speed) + ("\n\n" + "\n".join(quality) if len(quality) > 2 else "")
 
 
 if __name__ == "__main__":

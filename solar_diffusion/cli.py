@@ -23,7 +23,7 @@ def _add_generate(sub):
     p.add_argument("--num-images", type=int, default=4, help="images per class (default 4)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default {DEFAULT_STEPS})")
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="dpm",
-                   help="ddpm, ddim or dpm (DPM-Solver++, default)")
+                   help="ddpm, ddim, dpm (DPM-Solver++, default) or dpm-sde (its stochastic form)")
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
                    help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g})")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k")

@@ -6,7 +6,8 @@ its weights are installed): Fréchet distance and KID, per class and pooled, nex
 train vs real split floor at the same sample sizes; improved precision/recall; a two-sample
 real-vs-synthetic classifier; cluster metrics; conditioning F1 (the encoder, a real-trained
 classifier, scores generated images against the class they were conditioned on, next to its F1
-on the real split); the peak brightness per class; exposure outliers; and quality versus sampling steps.
+on the real split); the peak brightness per class; exposure outliers; the disk centre and radius
+against the header's; and quality versus sampling steps.
 Every figure carries a 95% interval and its sample size; a class with fewer than ``min_real``
 real images says so instead of giving a number.
 
@@ -81,6 +82,33 @@ def inception_features(images: torch.Tensor, batch_size: int = 32) -> np.ndarray
             x = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
             rows.append(net((x - 128) / 128).reshape(len(x), -1))
     return torch.cat(rows).double().numpy()
+
+
+def disk_errors(images, centre, rsun_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, how far the solar disk lies from where the header puts it: the distance (px)
+    of the fitted disk centre from ``centre`` (x, y; 0-based array coordinates, the FITS
+    ``CRPIX`` minus 1) and the fitted radius over ``rsun_px`` (``RSUN_OBS / CDELT``). The limb
+    is found as the dataset builder finds it on real frames (``fit_disk``: the limb-brightening
+    peak of 48 rays, a circle fit); NaN where no limb is found. ``images`` are (N, C, H, W) in
+    model space.
+
+    >>> yy, xx = np.mgrid[:64, :64]; r = np.hypot(xx - 33.5, yy - 31.5)
+    >>> sun = np.where(r < 25, 0.0, np.where(r < 27, 0.6, -1.0))  # a disk with a bright limb
+    >>> offset, ratio = disk_errors(sun[None, None], (31.5, 31.5), 26.0)
+    >>> round(float(offset[0]), 2), bool(0.9 < ratio[0] < 1.0)  # the smoothed limb peak lies just inside
+    (2.0, True)
+    """
+    from solar_diffusion.dataset_builder.images import FrameRejected, fit_disk
+
+    offsets, ratios = [], []
+    for k, image in enumerate(np.asarray(images)[:, 0]):
+        try:
+            cx, cy, r = fit_disk((image + 1) / 2, name=f"image {k}")
+        except FrameRejected:
+            cx = cy = r = np.nan
+        offsets.append(math.hypot(cx - centre[0], cy - centre[1]))
+        ratios.append(r / rsun_px)
+    return np.array(offsets), np.array(ratios)
 
 
 def _sample(pipe, labels, config, steps, seed):
@@ -258,6 +286,24 @@ def evaluate(config: EvaluationConfig) -> dict:
                 else "no images"
         report["exposure_outliers"]["classes"][c] = row
 
+    # disk geometry: is the Sun where the FITS header says (centre, radius)?
+    centre = [(c + 0.5) * size / pipe.config.geometry["image_size"] - 0.5 for c in pipe.config.geometry["disk_center_px"]]
+    report["disk_geometry"] = {"centre_px": centre, "rsun_px": radius, "classes": {}}
+    for key, images, names in (("generated", generated, labels), (f"real {config.split}", real.images, real.labels)):
+        offsets, ratios = disk_errors(images.numpy(), centre, radius)
+        for c in (classes if key == "generated" else ["all"]):
+            keep = (names == c) if c != "all" else np.ones(len(names), bool)
+            found = keep & np.isfinite(offsets)
+            row = {"found": metrics.wilson_interval(int(found.sum()), int(keep.sum())) if keep.any() else "no images"}
+            if found.sum() > 1:
+                row["centre_offset_px"] = metrics.bootstrap(np.median, offsets[found], n_boot=config.n_boot,
+                                                            seed=config.seed)
+                row["max_centre_offset_px"] = float(offsets[found].max())
+                row["radius_ratio"] = metrics.bootstrap(np.median, ratios[found], n_boot=config.n_boot,
+                                                        seed=config.seed)
+                row["radius_ratio_range"] = [float(ratios[found].min()), float(ratios[found].max())]
+            report["disk_geometry"]["classes"][f"{c} ({key})"] = row
+
     # quality versus sampling steps (pooled, solar encoder)
     per_curve = config.curve_per_class or max(2, config.num_per_class // 2)
     curve = []
@@ -327,7 +373,9 @@ def render_report(report: dict) -> str:
     """The markdown report of ``metrics.json``."""
     s = report["settings"]
     split = s["split"]
-    lines = [f"Model `{s['model']}` ({report['model']['scheduler']}, {report['model']['num_inference_steps']} steps, "
+    model = Path(s["model"]).resolve()
+    model = model.relative_to(Path.cwd()) if model.is_relative_to(Path.cwd()) else s["model"]
+    lines = [f"Model `{model}` ({report['model']['scheduler']}, {report['model']['num_inference_steps']} steps, "
              f"guidance {s['guidance_scale']}), {s['num_per_class']} generated images per class, against the real "
              f"`{split}` split of `{s['dataset']}`. Intervals: 95% (bootstrap, {s['n_boot']} resamples; Wilson for "
              f"proportions); n = generated/real (or floor/real) images. Floor: real train frames vs real {split} "
@@ -386,6 +434,20 @@ def render_report(report: dict) -> str:
               "the range of 99% of real train frames)", "", f"| class | generated | real {split} |", "|---|---|---|"]
     for c, row in exposure["classes"].items():
         lines.append(f"| {c} | {fmt(row['generated'])} | {fmt(row[f'real {split}'])} |")
+    disk = report.get("disk_geometry")
+    if disk:
+        lines += ["", f"### Disk geometry: fitted limb against the header (centre ({disk['centre_px'][0]:.1f}, "
+                  f"{disk['centre_px'][1]:.1f}) px, radius {disk['rsun_px']:.2f} px)", "",
+                  "| images | limb found | median centre offset, px | largest, px | median radius / header's "
+                  "| range |", "|---|---|---|---|---|---|"]
+        for key, row in disk["classes"].items():
+            if isinstance(row["found"], str) or "centre_offset_px" not in row:
+                lines.append(f"| {key} | {row['found'] if isinstance(row['found'], str) else fmt(row['found'])} "
+                             "| | | | |")
+                continue
+            low, high = row["radius_ratio_range"]
+            lines.append(f"| {key} | {fmt(row['found'])} | {fmt(row['centre_offset_px'])} | "
+                         f"{row['max_centre_offset_px']:.2f} | {fmt(row['radius_ratio'], 4)} | {low:.3f}–{high:.3f} |")
     if report["steps_curve"]:
         lines += ["", "### Quality versus sampling steps (solar encoder, pooled)", "",
                   "| steps | s / image | FD | KID |", "|---|---|---|---|"]

@@ -21,12 +21,16 @@ SCHEDULERS = {
     # do with clip_sample; without it early, inaccurate x0 estimates saturate pixel-space images
     "dpm": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2, "thresholding": True,
                                           "sample_max_value": 1.0}),
+    # the stochastic (SDE) variant: fresh noise at every step, like the ancestral DDPM sampler
+    "dpm-sde": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2,
+                                              "thresholding": True, "sample_max_value": 1.0}),
 }
 FORMATS = ("png", "fits", "npy")
 
 
 def use_scheduler(pipe: SolarFlarePipeline, name: str) -> SolarFlarePipeline:
-    """Swap the pipeline's scheduler by name ("ddpm", "ddim" or "dpm" for DPM-Solver++).
+    """Swap the pipeline's scheduler by name: "ddpm", "ddim", "dpm" (DPM-Solver++) or "dpm-sde"
+    (its stochastic form).
 
     The trained noise schedule and prediction type carry over through ``from_config``.
     """

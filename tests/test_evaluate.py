@@ -78,6 +78,24 @@ def browse_model_dir(tmp_path, make_pipeline):
     return save_pipeline(pipe, tmp_path / "browse-model")
 
 
+def test_disk_errors_find_real_disks_where_the_builder_put_them_and_see_a_shift(real_64):
+    from solar_diffusion.evaluate import disk_errors
+    from solar_diffusion.splits import dataset_info, default_normalization, model_space_split
+
+    info = dataset_info(real_64)
+    real = model_space_split(real_64, "train", default_normalization(info["unit"]), 64)
+    centre, radius = (31.5, 31.5), 64 / info["config"]["fov_rsun"]
+    offsets, ratios = disk_errors(real.images.numpy(), centre, radius)
+    # the builder centred every frame on its disk: the fit finds it there (a bright off-limb
+    # structure may pull a rare frame's fit by a few pixels)
+    assert np.isfinite(offsets).all() and np.median(offsets) < 0.5 and np.percentile(offsets, 90) < 1.0
+    assert 0.94 < np.median(ratios) < 1.0  # at 64 px the smoothed limb peak lies about a pixel inside
+    shifted, _ = disk_errors(torch.roll(real.images, shifts=3, dims=-1).numpy(), centre, radius)
+    assert np.allclose(np.median(shifted), 3.0, atol=0.5)
+    blank, _ = disk_errors(-torch.ones(1, 1, 64, 64).numpy(), centre, radius)
+    assert np.isnan(blank).all()  # no disk: a failure, not a number
+
+
 def test_evaluate_end_to_end(browse_model_dir, tiny_encoder, tiny_dataset, tmp_path):
     out, card = tmp_path / "eval", tmp_path / "README.md"
     card.write_text("---\nlicense: mit\n---\n\n# tiny\n\nSome text that must survive.\n")
@@ -102,6 +120,9 @@ def test_evaluate_end_to_end(browse_model_dir, tiny_encoder, tiny_dataset, tmp_p
     assert exposure["range"][0] < exposure["range"][1] and exposure["classes"]["quiet"]["generated"]["n"] == [4]
     difference = report["peak_brightness"]["X"]["generated minus quiet"]
     assert difference["n"] == [4, 4] and difference["low"] <= difference["high"]
+    disk = report["disk_geometry"]
+    assert set(disk["classes"]) == {f"{c} (generated)" for c in ("quiet", "B", "C", "M", "X")} | {"all (real validation)"}
+    assert disk["classes"]["quiet (generated)"]["found"]["n"] == [4]
     for name in ("report.md", "real_vs_generated.png", "per_class_metrics.png", "steps_curve.png", "contact_sheet.png"):
         assert (out / name).stat().st_size > 0, name
     assert "too few real validation images" in (out / "report.md").read_text()

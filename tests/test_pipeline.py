@@ -85,7 +85,8 @@ def test_guidance_one_is_the_plain_conditional_path(tiny_pipeline):
     assert not torch.allclose(cfg, guided)
 
 
-@pytest.mark.parametrize("name, cls", [("ddim", DDIMScheduler), ("dpm", DPMSolverMultistepScheduler)])
+@pytest.mark.parametrize("name, cls", [("ddim", DDIMScheduler), ("dpm", DPMSolverMultistepScheduler),
+                                       ("dpm-sde", DPMSolverMultistepScheduler)])
 def test_schedulers_swap(tiny_pipeline, name, cls):
     use_scheduler(tiny_pipeline, name)
     assert isinstance(tiny_pipeline.scheduler, cls)
