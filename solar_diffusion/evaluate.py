@@ -137,7 +137,7 @@ def evaluate(config: EvaluationConfig) -> dict:
     """Run the evaluation; returns what ``metrics.json`` holds."""
     from solar_diffusion.encoder import load_encoder
     from solar_diffusion.generate import load_pipeline, use_scheduler
-    from solar_diffusion.maps import rsun_px
+    from solar_diffusion.maps import disk_center_px, rsun_px
     from solar_diffusion.splits import model_space_split
 
     out = Path(config.out)
@@ -287,7 +287,7 @@ def evaluate(config: EvaluationConfig) -> dict:
         report["exposure_outliers"]["classes"][c] = row
 
     # disk geometry: is the Sun where the FITS header says (centre, radius)?
-    centre = [(c + 0.5) * size / pipe.config.geometry["image_size"] - 0.5 for c in pipe.config.geometry["disk_center_px"]]
+    centre = disk_center_px(pipe.config.geometry, size)
     report["disk_geometry"] = {"centre_px": centre, "rsun_px": radius, "classes": {}}
     for key, images, names in (("generated", generated, labels), (f"real {config.split}", real.images, real.labels)):
         offsets, ratios = disk_errors(images.numpy(), centre, radius)
@@ -441,13 +441,12 @@ def render_report(report: dict) -> str:
                   "| images | limb found | median centre offset, px | largest, px | median radius / header's "
                   "| range |", "|---|---|---|---|---|---|"]
         for key, row in disk["classes"].items():
-            if isinstance(row["found"], str) or "centre_offset_px" not in row:
-                lines.append(f"| {key} | {row['found'] if isinstance(row['found'], str) else fmt(row['found'])} "
-                             "| | | | |")
-                continue
-            low, high = row["radius_ratio_range"]
-            lines.append(f"| {key} | {fmt(row['found'])} | {fmt(row['centre_offset_px'])} | "
-                         f"{row['max_centre_offset_px']:.2f} | {fmt(row['radius_ratio'], 4)} | {low:.3f}–{high:.3f} |")
+            cells = [key, fmt(row["found"])]
+            if "centre_offset_px" in row:
+                low, high = row["radius_ratio_range"]
+                cells += [fmt(row["centre_offset_px"]), f"{row['max_centre_offset_px']:.2f}",
+                          fmt(row["radius_ratio"], 4), f"{low:.3f}–{high:.3f}"]
+            lines.append("| " + " | ".join(cells + [""] * (6 - len(cells))) + " |")
     if report["steps_curve"]:
         lines += ["", "### Quality versus sampling steps (solar encoder, pooled)", "",
                   "| steps | s / image | FD | KID |", "|---|---|---|---|"]

@@ -58,6 +58,17 @@ def rsun_px(geometry: dict, image_size: int | None = None) -> float:
     return (image_size or geometry["image_size"]) / geometry["fov_rsun"]
 
 
+def disk_center_px(geometry: dict, image_size: int | None = None) -> tuple[float, float]:
+    """Disk centre (x, y), 0-based pixels, at ``image_size`` (the geometry's own size by default).
+
+    >>> disk_center_px(disk_geometry(64, rsun_px=27.1), 128)
+    (63.5, 63.5)
+    """
+    zoom = (image_size or geometry["image_size"]) / geometry["image_size"]
+    cx, cy = ((c + 0.5) * zoom - 0.5 for c in geometry["disk_center_px"])
+    return float(cx), float(cy)
+
+
 def _check_geometry(geometry: dict):
     missing = {"image_size", "fov_rsun", "disk_center_px", "plate_scale_arcsec"} - set(geometry or {})
     if missing:
@@ -79,7 +90,7 @@ def synthetic_map(image: np.ndarray, metadata: dict, model: str = "") -> sunpy.m
     _check_geometry(geometry)
     zoom = image.shape[1] / geometry["image_size"]
     scale = geometry["plate_scale_arcsec"] / zoom
-    cx, cy = ((c + 0.5) * zoom - 0.5 for c in geometry["disk_center_px"])
+    cx, cy = disk_center_px(geometry, image.shape[1])
     date_obs = geometry.get("date_obs", NOMINAL_DATE_OBS)
     observer = get_earth(date_obs)
     center = SkyCoord(0 * u.arcsec, 0 * u.arcsec, frame=Helioprojective(observer=observer, obstime=date_obs))
