@@ -8,7 +8,9 @@ Rows: (a) the paper's algorithm: 1000 DDPM ancestral steps, the conditional and 
 calls made separately at batch 1 (``sample_separate_guidance``), with the UNet as saved (NCHW),
 the baseline; (b) this pipeline with DDPM, 1000 steps (guidance batched, channels_last as
 ``load_pipeline`` sets it); (c) DDIM, 50 steps; (d) DPM-Solver++ at 10, 15, 20 and 25 steps;
-(e) its stochastic form (SDE DPM-Solver++) at 10, 15 and 20. The pipeline's default row is marked.
+(e) its stochastic form (SDE DPM-Solver++) at 10, 15 and 20; (f) DPM-Solver++ 10 with diffusers'
+default step spacing (evenly in t) instead of the pipeline's (uniform in log-SNR). The pipeline's
+default row is marked.
 
 Two phases, so that nothing else running can disturb a timing: first every row is timed (batch
 1, and per image in a batch of 16 except for the 1000-step rows: minutes per image), at every
@@ -19,7 +21,8 @@ sampler with the same real resample in both terms (a paired interval: "equal qua
 it contains 0). The 1000-step quality (an hour or more on 2 CPU cores) comes only with
 ``--baseline-quality``, measured on (b): (a) is the same sampler with the same seeds, and the
 JSON records how far (a)'s and (b)'s batch-1 images differ. ``--cache DIR`` keeps each row's
-generated images, so an interrupted run picks up where it stopped. At other sizes the UNet is
+generated images (named by sampler, steps, count and a digest of the scheduler's configuration;
+one folder per model), so an interrupted run picks up where it stopped. At other sizes the UNet is
 the same preset untrained (speed does not depend on the weights). ``--memory-size 256``: peak
 resident memory of generating 16 images at that size with the defaults, in a fresh process.
 """
@@ -46,7 +49,21 @@ ROWS = [("(a) paper: DDPM 1000, separate batch-1 calls, NCHW", "ddpm", 1000, Tru
         ("(b) pipeline: DDPM 1000", "ddpm", 1000, False),
         ("(c) pipeline: DDIM 50", "ddim", 50, False)] + \
        [(f"(d) pipeline: DPM-Solver++ {n}", "dpm", n, False) for n in (10, 15, 20, 25)] + \
-       [(f"(e) pipeline: SDE DPM-Solver++ {n}", "dpm-sde", n, False) for n in (10, 15, 20)]
+       [(f"(e) pipeline: SDE DPM-Solver++ {n}", "dpm-sde", n, False) for n in (10, 15, 20)] + \
+       [("(f) pipeline: DPM-Solver++ 10, steps evenly spaced in t", "dpm-even-t", 10, False)]
+# (f): the pipeline's sampler with diffusers' default step spacing instead of uniform log-SNR
+VARIANTS = {"dpm-even-t": ("dpm", {"use_lu_lambdas": False})}
+
+
+def use_sampler(pipe, name: str):
+    """``generate.use_scheduler``, plus this benchmark's variants (a product scheduler with changes)."""
+    from solar_diffusion.generate import use_scheduler
+
+    if name not in VARIANTS:
+        return use_scheduler(pipe, name)
+    product, changes = VARIANTS[name]
+    pipe.scheduler = type(use_scheduler(pipe, product).scheduler).from_config(pipe.scheduler.config, **changes)
+    return pipe
 
 
 def _timed(fn):
@@ -83,9 +100,9 @@ def pipelines_at(pipe, plain, size: int):
 
 def sample(pipe, scheduler: str, steps: int, separate: bool, labels, seed: int, batch_size: int):
     """Images (model space) for ``labels`` and the seconds per image."""
-    from solar_diffusion.generate import sample_batches, sample_separate_guidance, use_scheduler
+    from solar_diffusion.generate import sample_batches, sample_separate_guidance
 
-    use_scheduler(pipe, scheduler)
+    use_sampler(pipe, scheduler)
     if separate:
         images, seconds = _timed(lambda: torch.cat([sample_separate_guidance(pipe, label, steps, 3.0, seed + k)
                                                     for k, label in enumerate(labels)]))
@@ -170,7 +187,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--baseline-quality", action="store_true", help="also the quality of the 1000-step rows")
     parser.add_argument("--inception", action="store_true", help="quality in Inception-V3 features too (the 'fid' extra)")
     parser.add_argument("--n-boot", type=int, default=200)
-    parser.add_argument("--rows", default="a,b,c,d,e", help="which rows to run (the baseline (a) is needed for ratios)")
+    parser.add_argument("--rows", default="a,b,c,d,e,f", help="which rows to run (the baseline (a) is needed for ratios)")
     parser.add_argument("--memory-size", type=int, default=None, help="also the peak memory of 16 images at this size")
     parser.add_argument("--cache", default=None, help="folder keeping each row's generated images (resumable)")
     parser.add_argument("--one-memory", type=int, help=argparse.SUPPRESS)
@@ -250,7 +267,7 @@ def quality(args, pipe, rows) -> dict:
     order = sorted((r for r in rows if r["steps"] < 1000 or (args.baseline_quality and r["sampler"].startswith("(b)"))),
                    key=lambda r: r["steps"] < 1000)
     for row in order:
-        slug = f"{row['scheduler']}-{row['steps']}-{len(labels)}"
+        slug = f"{row['scheduler']}-{row['steps']}-{len(labels)}-{_config_digest(pipe, row['scheduler'])}"
         path = cache / f"{slug}.pt" if cache else None
         if path is not None and path.exists():
             images = torch.load(path)
@@ -279,6 +296,17 @@ def quality(args, pipe, rows) -> dict:
         baseline["quality_from"] = "(b), the same sampler and seeds"
     return {"judged_classes": judged, "generated_per_class": args.num_per_class,
             "quality_reference": f"{len(reference_idx)} real test frames, {n_real} per judged class at most"}
+
+
+def _config_digest(pipe, scheduler: str) -> str:
+    """Eight hex digits naming the scheduler's full configuration (noise schedule, solver, step
+    spacing), so that cached images of a changed sampler are never reused."""
+    import hashlib
+
+    cls = type(use_sampler(pipe, scheduler).scheduler)
+    used = inspect.signature(cls.__init__).parameters  # from_config also keeps the other schedulers' keys
+    config = {k: v for k, v in pipe.scheduler.config.items() if k in used} | {"class": cls.__name__}
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def _interval(r, digits: int = 1) -> str:

@@ -444,8 +444,9 @@ class SolarFlarePipeline(DiffusionPipeline):
         # 2. denoising loop, guidance batched into one UNet call per step; schedulers that can
         # (DDIM) recompute the noise from the clipped x0 estimate, keeping the update consistent
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        step_kwargs = {"generator": generator}
-        if "use_clipped_model_output" in inspect.signature(self.scheduler.step).parameters:
+        accepted = inspect.signature(self.scheduler.step).parameters
+        step_kwargs = {"generator": generator} if "generator" in accepted else {}  # deterministic ones (UniPC) take none
+        if "use_clipped_model_output" in accepted:
             step_kwargs["use_clipped_model_output"] = True
         with torch.inference_mode():
             for t in self.progress_bar(self.scheduler.timesteps):
