@@ -2,6 +2,7 @@
 
     python benchmarks/bench_sampling.py --dataset data/aia171-browse2012-64 [--sizes 64,128]
         [--num-per-class 16] [--baseline-quality] [--memory-size 256] [--cache DIR]
+        [--batch-curve 1,2,4,8,16] [--rows none]
         [--json reports/bench_sampling.json]
 
 Rows: (a) the paper's algorithm: 1000 DDPM ancestral steps, the conditional and the null UNet
@@ -138,13 +139,14 @@ def _paired_difference(statistic, width: int):
 
 
 def timings(args, pipe, plain) -> list[dict]:
-    """Phase 1: seconds per image of every row at every size, and the speed-ups against (a)."""
+    """Phase 1: seconds per image of every row at every size, and the speed-ups against (a);
+    with ``--batch-curve``, the defaults' seconds per image at each of those batch sizes."""
     default_steps = inspect.signature(pipe.__call__).parameters["num_inference_steps"].default
     default_scheduler = {"DDPMScheduler": "ddpm", "DDIMScheduler": "ddim",
                          "DPMSolverMultistepScheduler": "dpm"}[type(pipe.scheduler).__name__]
-    rows_run = [r for r in ROWS if r[0][1] in args.rows.split(",")]
+    rows_run = [r for r in ROWS if r[0][1] in args.rows.split(",")]  # "--rows none": the batch curve alone
 
-    rows = []
+    rows, curve = [], []
     for size in (int(s) for s in args.sizes.split(",")):
         label = list(pipe.id2label.values())[-1]
         first_images = {}
@@ -160,6 +162,14 @@ def timings(args, pipe, plain) -> list[dict]:
                 _, row["seconds_per_image_batch16"] = sample(at_size, scheduler, steps, separate, [label] * 16, 0, 16)
             rows.append(row)
             print(json.dumps(row, default=float), flush=True)
+        if args.batch_curve:  # the defaults' seconds per image against the batch size
+            use_sampler(fast_at, default_scheduler)
+            for batch in (int(b) for b in args.batch_curve.split(",")):
+                sample(fast_at, default_scheduler, default_steps, False, [label] * batch, 0, batch)  # warm-up
+                seconds = min(sample(fast_at, default_scheduler, default_steps, False, [label] * batch, 0, batch)[1]
+                              for _ in range(2))  # best of two
+                curve.append({"size": size, "batch": batch, "steps": default_steps, "seconds_per_image": seconds})
+                print(json.dumps(curve[-1]), flush=True)
         if "a" in first_images and "b" in first_images:  # (a) and (b): one sampler, two implementations
             a = next(r for r in rows if r["size"] == size and r["sampler"].startswith("(a)"))
             a["max_abs_difference_to_b"] = float((first_images["a"] - first_images["b"]).abs().max())
@@ -168,8 +178,7 @@ def timings(args, pipe, plain) -> list[dict]:
         row["speedup_vs_paper_batch1"] = baseline[row["size"]] / row["seconds_per_image_batch1"]
         if "seconds_per_image_batch16" in row:
             row["speedup_vs_paper_batch16"] = baseline[row["size"]] / row["seconds_per_image_batch16"]
-
-    return rows
+    return rows, curve
 
 
 def main(argv=None) -> dict:
@@ -188,6 +197,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--inception", action="store_true", help="quality in Inception-V3 features too (the 'fid' extra)")
     parser.add_argument("--n-boot", type=int, default=200)
     parser.add_argument("--rows", default="a,b,c,d,e,f", help="which rows to run (the baseline (a) is needed for ratios)")
+    parser.add_argument("--batch-curve", default=None,
+                        help="also the defaults' seconds per image (best of 2) at these batch sizes (e.g. 1,2,4,8,16)")
     parser.add_argument("--memory-size", type=int, default=None, help="also the peak memory of 16 images at this size")
     parser.add_argument("--cache", default=None, help="folder keeping each row's generated images (resumable)")
     parser.add_argument("--one-memory", type=int, help=argparse.SUPPRESS)
@@ -213,10 +224,10 @@ def main(argv=None) -> dict:
         result = json.loads(Path(args.timings_from).read_text())
         rows, result["quality_command"] = result["rows"], command
     else:
-        rows = timings(args, pipe, plain)
+        rows, curve = timings(args, pipe, plain)
         result = {"command": command, "model": args.model, "machine": platform.processor() or platform.machine(),
                   "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "rows": rows}
+                  "rows": rows} | ({"batch_curve": curve} if curve else {})
     save = (lambda: atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(
         json.dumps(result, indent=1, default=float)))) if args.json else (lambda: None)
     save()  # the timings are kept even if the quality phase is interrupted
@@ -323,13 +334,21 @@ def table(result: dict) -> str:
         return "" if x is None else f"{x:.1f}" if digits == 0 and x < 10 else f"{x:.{digits}f}"
 
     speed = ["| size | sampler | s / image, batch 1 | s / image, batch 16 | speed-up vs (a), batch 1 | batch 16 |",
-             "|" + "---|" * 6]
+             "|" + "---|" * 6] if result["rows"] else []
     for r in result["rows"]:
         speed.append(f"| {r['size']} px | {name(r)} | " + " | ".join(
             number(r.get(key), digits) for key, digits in (("seconds_per_image_batch1", 2),
                                                            ("seconds_per_image_batch16", 2),
                                                            ("speedup_vs_paper_batch1", 0),
                                                            ("speedup_vs_paper_batch16", 0))) + " |")
+    if result.get("batch_curve"):
+        sizes = sorted({c["size"] for c in result["batch_curve"]})
+        batches = sorted({c["batch"] for c in result["batch_curve"]})
+        seconds = {(c["size"], c["batch"]): c["seconds_per_image"] for c in result["batch_curve"]}
+        speed += ["", "| the defaults, s / image | " + " | ".join(f"batch {b}" for b in batches) + " |",
+                  "|" + "---|" * (1 + len(batches))]
+        speed += [f"| {size} px | " + " | ".join(number(seconds.get((size, b)), 2) for b in batches) + " |"
+                  for size in sizes]
     if "memory" in result:
         m = result["memory"]
         speed += ["", f"Generating {m['images']} images at {m['size']} px with the defaults, one batch: "

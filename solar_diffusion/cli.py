@@ -30,7 +30,8 @@ def _add_generate(sub):
     p.add_argument("--out", default="generated", help="output folder (default ./generated)")
     p.add_argument("--format", choices=FORMATS, default="png",
                    help="png (8-bit preview), fits (data unit, synthetic AIA header) or npy (float32, CHW, data unit)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per pipeline call (default 16)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per pipeline call (default 16 at 64 px, as many pixels at other sizes: 4 at 128 px)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet (slow first batch; pays off for hundreds of images)")
@@ -52,7 +53,7 @@ def _generate(args) -> int:
             print(f"{class_id}\t{label}")
         return 0
     for name, value in (("--num-images", args.num_images), ("--steps", args.steps), ("--batch-size", args.batch_size)):
-        if value < 1:
+        if value is not None and value < 1:
             raise SystemExit(f"error: {name} must be >= 1, got {value}")
     use_scheduler(pipe, args.scheduler)
     pipe.set_progress_bar_config(desc="denoising", leave=False)

@@ -59,7 +59,7 @@ class EvaluationConfig:
     curve_per_class: int | None = None  # None: half of num_per_class
     inception: bool = False
     model_card: str | None = None
-    batch_size: int = 16
+    batch_size: int | None = None  # None: generate.default_batch_size
 
 
 def inception_features(images: torch.Tensor, batch_size: int = 32) -> np.ndarray:

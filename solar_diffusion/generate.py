@@ -79,11 +79,29 @@ def resolve_classes(pipe: SolarFlarePipeline, flare_classes) -> list[str]:
     return [pipe.id2label[i] for i in pipe.label_ids(list(flare_classes))]
 
 
+def default_batch_size(pipe: SolarFlarePipeline) -> int:
+    """Images per pipeline call: 16 at 64 px, fewer for larger images so that a batch holds as
+    many pixels (4 at 128 px, 1 at 256 px). On 2 CPU cores a batch of 16 at 128 px took 1.5 times
+    longer per image than batches of 1 to 4 (BENCHMARKS.md: the activations leave the caches).
+
+    >>> from diffusers import DDPMScheduler
+    >>> from solar_diffusion.presets import build_unet
+    >>> [default_batch_size(SolarFlarePipeline(build_unet("tiny", size, num_labels=5), DDPMScheduler()))
+    ...  for size in (64, 128, 256)]
+    [16, 4, 1]
+    """
+    size = pipe.unet.config.sample_size
+    height, width = (size, size) if isinstance(size, int) else size
+    return max(1, 16 * 64 * 64 // (height * width))
+
+
 def sample_batches(pipe: SolarFlarePipeline, labels, seed: int = 0, num_inference_steps: int = DEFAULT_STEPS,
-                   guidance_scale: float = DEFAULT_GUIDANCE, batch_size: int = 16):
-    """Yield pipeline outputs (model space, ``output_type="pt"``) for ``labels`` in batches; image
-    k uses its own generator seeded ``seed + k``, so any image can be remade on its own."""
+                   guidance_scale: float = DEFAULT_GUIDANCE, batch_size: int | None = None):
+    """Yield pipeline outputs (model space, ``output_type="pt"``) for ``labels`` in batches of
+    ``batch_size`` (default: ``default_batch_size``); image k uses its own generator seeded
+    ``seed + k``, so any image can be remade on its own."""
     labels = list(labels)
+    batch_size = batch_size or default_batch_size(pipe)
     for start in range(0, len(labels), batch_size):
         generators = [torch.Generator(device="cpu").manual_seed(seed + k)
                       for k in range(start, min(start + batch_size, len(labels)))]
@@ -121,7 +139,7 @@ def generate_to_folder(
     guidance_scale: float = DEFAULT_GUIDANCE,
     seed: int = 0,
     file_format: str = "png",
-    batch_size: int = 16,
+    batch_size: int | None = None,
     model_name: str = "",
 ) -> list[dict]:
     """Generate ``num_images`` per class and write one file per image, named by class and seed.
