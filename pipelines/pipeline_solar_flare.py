@@ -439,7 +439,8 @@ class SolarFlarePipeline(DiffusionPipeline):
         size = self.unet.config.sample_size
         size = (size, size) if isinstance(size, int) else tuple(size)
         shape = (batch_size, self.unet.config.in_channels, *size)
-        image = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        # the latents and the scheduler's arithmetic stay float32 whatever the UNet's dtype (bf16/fp16)
+        image = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         image = image * self.scheduler.init_noise_sigma
 
         # 2. denoising loop, guidance batched into one UNet call per step; schedulers that can
@@ -453,7 +454,7 @@ class SolarFlarePipeline(DiffusionPipeline):
             for t in self.progress_bar(self.scheduler.timesteps):
                 model_input = torch.cat([image] * 2) if do_guidance else image
                 model_input = self.scheduler.scale_model_input(model_input, t)
-                model_output = self.unet(model_input, t, class_labels=model_labels).sample
+                model_output = self.unet(model_input.to(self.unet.dtype), t, class_labels=model_labels).sample.float()
                 if do_guidance:
                     uncond, cond = model_output.chunk(2)
                     model_output = uncond + guidance_scale * (cond - uncond)

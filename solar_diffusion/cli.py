@@ -33,6 +33,8 @@ def _add_generate(sub):
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per pipeline call (default 16 at 64 px, as many pixels at other sizes: 4 at 128 px)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="the UNet's precision (default auto: bfloat16 on a CUDA GPU that supports it, else float32)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet (slow first batch; pays off for hundreds of images)")
     p.add_argument("--list-classes", action="store_true", help="print the model's labels, lowest first, and exit")
@@ -42,10 +44,10 @@ def _add_generate(sub):
 def _generate(args) -> int:
     from diffusers.utils import logging as diffusers_logging
 
-    from solar_diffusion.generate import generate_to_folder, load_pipeline, use_scheduler
+    from solar_diffusion.generate import generate_to_folder, load_pipeline, unet_dtype, use_scheduler
 
     diffusers_logging.disable_progress_bar()
-    pipe = load_pipeline(args.model, device=args.device, compile=args.compile)
+    pipe = load_pipeline(args.model, device=args.device, compile=args.compile, dtype=unet_dtype(args.dtype, args.device))
     if args.list_classes:
         if pipe.conditioning == "flux":
             print("continuous: GOES peak flux; ask for a class (A1.0 ... X20) or a GOES-R flux in W m^-2")

@@ -45,20 +45,49 @@ def use_scheduler(pipe: SolarFlarePipeline, name: str) -> SolarFlarePipeline:
     return pipe
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def unet_dtype(name: str, device: str | None) -> torch.dtype:
+    """The UNet's dtype for ``--dtype``: "auto" is bfloat16 on a CUDA device that supports it,
+    else float32 (CPUs without native bf16 run it slower than float32).
+
+    >>> unet_dtype("auto", "cpu"), unet_dtype("float16", "cpu")
+    (torch.float32, torch.float16)
+    """
+    if name == "auto":
+        cuda = device is not None and str(device).startswith("cuda") and torch.cuda.is_available()
+        return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}: choose auto or one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def set_unet_dtype(pipe: SolarFlarePipeline, dtype: torch.dtype) -> SolarFlarePipeline:
+    """Run the UNet in ``dtype``. A flux-conditioned UNet keeps its class embedding in float32:
+    diffusers feeds it the float32 sinusoidal projection of the flux without a cast."""
+    pipe.unet.to(dtype)
+    if pipe.unet.config.class_embed_type == "timestep":
+        pipe.unet.class_embedding.to(torch.float32)
+    return pipe
+
+
 def load_pipeline(model: str | os.PathLike, device: str | None = None, channels_last: bool = True,
-                  compile: bool = False) -> SolarFlarePipeline:
+                  compile: bool = False, dtype: torch.dtype = torch.float32) -> SolarFlarePipeline:
     """Load a saved pipeline from a folder or a Hub id (offline: a cached one), ready to sample.
 
     The UNet's weights go to the channels_last memory format (its convolutions run 10-15% faster
     on CPU, BENCHMARKS.md; the outputs are the same to float rounding). ``compile=True`` compiles
     the UNet with ``torch.compile`` (inductor; a one-off cost at the first call of each batch size,
-    worth it for thousands of images).
+    worth it for thousands of images). ``dtype`` is the UNet's (``unet_dtype``); the latents and
+    the scheduler stay float32.
     """
     if Path(model).exists() and not (Path(model) / "model_index.json").exists():
         raise FileNotFoundError(f"{model} is not a saved SolarFlarePipeline: it has no model_index.json")
     pipe = SolarFlarePipeline.from_pretrained(str(model))
     if device:
         pipe.to(device)
+    set_unet_dtype(pipe, dtype)
     if channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
     if compile:

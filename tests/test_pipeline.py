@@ -7,7 +7,7 @@ from diffusers import DDIMScheduler, DiffusionPipeline, DPMSolverMultistepSchedu
 from PIL import Image
 
 from solar_diffusion import SolarFlarePipeline
-from solar_diffusion.generate import load_pipeline, sample_batches, use_scheduler
+from solar_diffusion.generate import load_pipeline, sample_batches, set_unet_dtype, use_scheduler
 from solar_diffusion.hub import push_to_hub, save_pipeline
 
 STEPS = 4
@@ -254,3 +254,18 @@ def test_flux_conditioned_pipeline(tmp_path):
     loaded.set_progress_bar_config(disable=True)
     np.testing.assert_array_equal(run(loaded, "M2.5", n=2, guidance_scale=1.0, output_type="pt").images.numpy(),
                                   out.images.numpy())
+
+
+@pytest.mark.parametrize("make", ["class", "flux"])
+def test_a_bfloat16_unet_samples_float32_images_close_to_float32_ones(tiny_pipeline, make):
+    """``--dtype bfloat16``: the UNet runs in bf16, the latents and the scheduler stay float32."""
+    import copy
+
+    pipe = tiny_pipeline if make == "class" else flux_pipeline()
+    label = "X" if make == "class" else "M2.5"
+    full = run(pipe, label, n=2, output_type="pt").images
+    half = set_unet_dtype(copy.deepcopy(pipe), torch.bfloat16)
+    images = run(half, label, n=2, output_type="pt").images
+    assert images.dtype == torch.float32 and torch.isfinite(images).all()
+    assert torch.corrcoef(torch.stack([images.flatten(), full.flatten()]))[0, 1] > 0.99
+    assert not torch.equal(images, full)  # the UNet really ran in bf16
