@@ -138,7 +138,7 @@ def _paired_difference(statistic, width: int):
     return lambda pairs, real: statistic(pairs[:, :width], real) - statistic(pairs[:, width:], real)
 
 
-def timings(args, pipe, plain) -> list[dict]:
+def timings(args, pipe, plain) -> tuple[list[dict], list[dict]]:
     """Phase 1: seconds per image of every row at every size, and the speed-ups against (a);
     with ``--batch-curve``, the defaults' seconds per image at each of those batch sizes."""
     default_steps = inspect.signature(pipe.__call__).parameters["num_inference_steps"].default
@@ -163,7 +163,6 @@ def timings(args, pipe, plain) -> list[dict]:
             rows.append(row)
             print(json.dumps(row, default=float), flush=True)
         if args.batch_curve:  # the defaults' seconds per image against the batch size
-            use_sampler(fast_at, default_scheduler)
             for batch in (int(b) for b in args.batch_curve.split(",")):
                 sample(fast_at, default_scheduler, default_steps, False, [label] * batch, 0, batch)  # warm-up
                 seconds = min(sample(fast_at, default_scheduler, default_steps, False, [label] * batch, 0, batch)[1]

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from solar_diffusion.generate import FORMATS, SCHEDULERS
+from solar_diffusion.generate import DTYPES, FORMATS, SCHEDULERS
 from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
 #: The model bundled with the package (absent until one is trained and bundled).
@@ -33,7 +33,7 @@ def _add_generate(sub):
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per pipeline call (default 16 at 64 px, as many pixels at other sizes: 4 at 128 px)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+    p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                    help="the UNet's precision (default auto: bfloat16 on a CUDA GPU that supports it, else float32)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet (slow first batch; pays off for hundreds of images)")
