@@ -33,14 +33,15 @@ from solar_diffusion.files import atomic_write
 
 def _collate_for(datasets, size):
     """(dataset folder, train split, Collate at ``size``, number of labels) for a training size."""
-    from solar_diffusion.splits import dataset_info, default_normalization, load_split
+    from solar_diffusion.pipelines import ClipLogNormalization
+    from solar_diffusion.splits import dataset_info, load_split
     from solar_diffusion.training.train_ddpm import Collate
 
     stored = {int(dataset_info(d)["config"]["size"]): d for d in datasets}
     folder = stored.get(size, datasets[0])
     split = load_split(folder, "train")
     names = split.features["flare_class"].names
-    collate = Collate(default_normalization(dataset_info(folder)["unit"]), size, {i: i for i in range(len(names))})
+    collate = Collate(ClipLogNormalization.for_unit(dataset_info(folder)["unit"]), size, {i: i for i in range(len(names))})
     return folder, split, collate, len(names)
 
 
@@ -48,7 +49,7 @@ def train_step_rate(preset, size, batch, repeat, datasets, device, bf16) -> dict
     """Samples/s of one training step (best of ``repeat`` after a warm-up) and peak memory."""
     from diffusers import DDPMScheduler
 
-    from solar_diffusion import build_unet
+    from solar_diffusion import build_unet, null_condition
     from solar_diffusion.training.train_ddpm import diffusion_loss
 
     folder, split, collate, num_labels = _collate_for(datasets, size)
@@ -60,7 +61,7 @@ def train_step_rate(preset, size, batch, repeat, datasets, device, bf16) -> dict
 
     def step():
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-            loss = diffusion_loss(unet, scheduler, x, labels, num_labels, 0.1, "epsilon")
+            loss = diffusion_loss(unet, scheduler, x, labels, "epsilon", null_condition(unet.config), 0.1)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

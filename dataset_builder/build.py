@@ -19,6 +19,7 @@ import pandas as pd
 
 from solar_diffusion.files import atomic_write
 from solar_diffusion.pipelines import LABEL_ORDER, label_vocabulary
+from solar_diffusion.times import utc_times
 from solar_diffusion.dataset_builder.images import (
     BROWSE_SUFFIXES,
     DEFAULT_COMPOSITE_CHANNELS,
@@ -123,7 +124,7 @@ def _index_csv(csv_path: Path, channels) -> pd.DataFrame:
     flags = [c for c in table.columns if c.lower() in FLAG_COLUMNS]
     out = pd.DataFrame({
         "file": [str((csv_path.parent / f).resolve()) for f in table["file"]],
-        "t_obs": pd.to_datetime(table[time_column], errors="coerce", utc=True).dt.tz_localize(None),
+        "t_obs": utc_times(table[time_column]).to_numpy(),
         "flag": None,
     })
     for column in flags:
@@ -357,7 +358,7 @@ def clipped_fraction_of(images: np.ndarray, unit: str) -> np.ndarray:
     """
     from solar_diffusion.pipelines import ClipLogNormalization
 
-    norm = ClipLogNormalization() if unit == "DN/s" else ClipLogNormalization.for_browse()
+    norm = ClipLogNormalization.for_unit(unit)
     return (images >= norm.hi).reshape(len(images), -1).mean(axis=1)
 
 
@@ -398,16 +399,6 @@ def summarize_shards(out: Path, config: BuildConfig, vocabulary, unit: str):
 # ------------------------------------------------------------------------------------------
 
 
-def _expand(paths) -> list[Path]:
-    files = []
-    for p in paths:
-        p = Path(p).expanduser()
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: no such file or folder")
-        files += sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
-    return files
-
-
 def build_from_args(args) -> BuildResult:
     """Run ``solar-diffusion build-dataset`` from parsed arguments, printing the label counts."""
     from solar_diffusion.dataset_builder import flares, goes
@@ -445,7 +436,7 @@ def build_from_args(args) -> BuildResult:
 
     xrs = None
     if args.goes:
-        xrs = goes.read_xrs(_expand(args.goes))
+        xrs = goes.read_xrs(args.goes)
         provenance["GOES XRS"] = ", ".join(map(str, args.goes))
     elif args.start and args.end:
         xrs = goes.GOESXRSSource().flux(args.start, args.end)

@@ -41,6 +41,7 @@ import pandas as pd
 
 from solar_diffusion.dataset_builder.network import with_retries
 from solar_diffusion.pipelines import GOES_R_SCALE, SWPC_SCALE, convert_flux_scale, parse_flare_class
+from solar_diffusion.times import utc_times
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -120,13 +121,6 @@ def _finish_events(events: pd.DataFrame) -> pd.DataFrame:
     )
     out = out.drop_duplicates(subset=list(_DEDUP_COLUMNS))
     return out.sort_values(list(_DEDUP_COLUMNS), kind="stable").reset_index(drop=True)
-
-
-def _to_utc(values) -> pd.Series:
-    """Times as tz-naive UTC ``datetime64[ns]``; what does not parse becomes NaT."""
-    values = pd.Series(values, dtype=object).map(lambda v: v.strip() if isinstance(v, str) else v)
-    parsed = pd.to_datetime(values, format="ISO8601", errors="coerce", utc=True)
-    return parsed.dt.tz_localize(None).astype("datetime64[ns]")
 
 
 def _class_flux(classes: pd.Series, scale: str) -> pd.Series:
@@ -254,9 +248,9 @@ def read_hek_csv(path) -> pd.DataFrame:
     raw = raw.rename(columns={"GEV_START": "start", "GEV_PEAK": "peak", "GEV_END": "end", "GOES_CLASS": "goes_class"})
     events = pd.DataFrame(
         {
-            "start": _to_utc(raw["start"]),
-            "peak": _to_utc(raw["peak"]),
-            "end": _to_utc(raw["end"]),
+            "start": utc_times(raw["start"]),
+            "peak": utc_times(raw["peak"]),
+            "end": utc_times(raw["end"]),
             "goes_class": raw["goes_class"],
             "peak_flux": _class_flux(raw["goes_class"], SWPC_SCALE),
             "hpc_x": pd.to_numeric(raw.get("AIA_XCEN", np.nan), errors="coerce"),
@@ -438,9 +432,9 @@ def hek_response_to_events(response, where: str = "HEK response") -> pd.DataFram
     classes = raw["goes_class"].map(lambda c: c.strip() if isinstance(c, str) else c)
     events = pd.DataFrame(
         {
-            "start": _to_utc(raw["start"]),
-            "peak": _to_utc(raw["peak"]),
-            "end": _to_utc(raw["end"]),
+            "start": utc_times(raw["start"]),
+            "peak": utc_times(raw["peak"]),
+            "end": utc_times(raw["end"]),
             "goes_class": classes,
             "peak_flux": _class_flux(classes, SWPC_SCALE),
             "hpc_x": pd.to_numeric(raw["hpc_x"], errors="coerce"),
@@ -597,10 +591,10 @@ def read_swpc_csv(path) -> pd.DataFrame:
     _require_columns(path, header, SWPC_COLUMNS, "SWPC event list")
     header, raw = _read_csv_text(path, expected_fields=len(header) + 1)
     raw["goes_class"] = raw["goes_class"].str.replace(",", ".", regex=False)
-    start = _to_utc(raw["start_time"])
+    start = utc_times(raw["start_time"])
     midnight = start.dt.normalize()
     peak = _next_day_if_before(midnight + _time_of_day(raw["max_time"]), start)
-    end_clock = _to_utc(raw["end_time"])
+    end_clock = utc_times(raw["end_time"])
     end = _next_day_if_before(midnight + (end_clock - end_clock.dt.normalize()), start)
     events = pd.DataFrame(
         {
@@ -761,7 +755,7 @@ def read_goes16_summary(path) -> pd.DataFrame:
     else:
         header, raw = _read_csv_text(path)
         _require_columns(path, header, FLARE_SUMMARY_COLUMNS, "GOES-R XRS flare summary")
-        records = raw.assign(time=_to_utc(raw["time"]), xrsb_flux=pd.to_numeric(raw["xrsb_flux"], errors="coerce"))
+        records = raw.assign(time=utc_times(raw["time"]), xrsb_flux=pd.to_numeric(raw["xrsb_flux"], errors="coerce"))
         source = _summary_source(path)
         bad_time = records["time"].isna()
         if bad_time.any():

@@ -44,7 +44,9 @@ import numpy as np
 import pandas as pd
 
 from solar_diffusion.dataset_builder.network import with_retries
+from solar_diffusion.files import expand_paths
 from solar_diffusion.pipelines import GOES_R_SCALE, SWPC_SCALE, convert_flux_scale, flare_letter
+from solar_diffusion.times import utc_time, utc_times
 
 __all__ = [
     "XRSFile",
@@ -104,7 +106,7 @@ class XRSFlux:
         Parameters
         ----------
         times : time-like or sequence of time-likes
-            Anything `pandas.to_datetime` reads, or an `astropy.time.Time`; naive times are UTC.
+            Anything `solar_diffusion.times.utc_times` reads; naive times are UTC.
         max_gap : pandas.Timedelta
             Farthest a good sample may be from a time; beyond it the flux is NaN.
 
@@ -120,7 +122,7 @@ class XRSFlux:
         >>> [f"{flux:.3g}" for flux in xrs.flux_at(["2021-01-01 23:00", "2021-01-02 06:00"])]
         ['4.29e-08', 'nan']
         """
-        query = _utc_index(times)
+        query = pd.DatetimeIndex(utc_times(times))
         good = self.data[self.data["quality_ok"]]
         out = np.full(len(query), np.nan)
         if good.empty or query.empty:
@@ -166,7 +168,7 @@ class XRSFlux:
 
     def truncate(self, start, end) -> XRSFlux:
         """The samples with ``start <= time <= end`` (files and skipped lists are kept)."""
-        start, end = _utc_timestamp(start), _utc_timestamp(end)
+        start, end = utc_time(start), utc_time(end)
         index = self.data.index
         return XRSFlux(self.data[(index >= start) & (index <= end)], list(self.files), list(self.skipped))
 
@@ -204,7 +206,7 @@ def read_xrs(paths, primary_satellite: str | None = None) -> XRSFlux:
     ('GOES-15', 'swpc')
     """
     files, frames, skipped = [], [], []
-    for path in _expand(paths):
+    for path in expand_paths(paths):
         try:
             frame, info = _read_one(path)
         except Exception as error:  # noqa: BLE001 - any failure of one file only skips that file
@@ -392,7 +394,7 @@ class FidoXRSFetch:
         """The Fido attributes of a search for ``[start, end]``."""
         from sunpy.net import attrs as a
 
-        time_range = a.Time(_utc_timestamp(start), _utc_timestamp(end))
+        time_range = a.Time(utc_time(start), utc_time(end))
         query = [time_range, a.Instrument("XRS"), a.Resolution(self.resolution)]
         if self.satellite is not None:
             query.append(a.goes.SatelliteNumber(self.satellite))
@@ -448,7 +450,7 @@ class GOESXRSSource:
 
     def flux(self, start, end) -> XRSFlux:
         """Fetch and read the XRS flux between ``start`` and ``end`` (UTC)."""
-        start, end = _utc_timestamp(start), _utc_timestamp(end)
+        start, end = utc_time(start), utc_time(end)
         if end <= start:
             raise ValueError(f"end {end} must be after start {start}")
         paths, failed = [], []
@@ -473,15 +475,6 @@ class GOESXRSSource:
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _expand(paths) -> list[Path]:
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    out = []
-    for path in map(Path, paths):
-        out.extend(sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path])
-    return out
 
 
 def _text(value) -> str:
@@ -523,19 +516,3 @@ def _closer_than(queries: np.ndarray, samples: np.ndarray, tolerance: int) -> np
     if len(samples) == 0 or len(queries) == 0:
         return np.zeros(len(queries), dtype=bool)
     return _nearest(samples, queries)[1] < tolerance
-
-
-def _utc_index(times) -> pd.DatetimeIndex:
-    """Times as a tz-naive UTC DatetimeIndex (ns)."""
-    from astropy.time import Time
-
-    if isinstance(times, Time):
-        times = times.utc.datetime64
-    index = pd.DatetimeIndex(pd.to_datetime(np.atleast_1d(np.asarray(times, dtype=object)).tolist()))
-    if index.tz is not None:
-        index = index.tz_convert("UTC").tz_localize(None)
-    return index.as_unit("ns")
-
-
-def _utc_timestamp(time_like) -> pd.Timestamp:
-    return _utc_index([time_like])[0]

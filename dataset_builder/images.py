@@ -18,6 +18,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from solar_diffusion.maps import NoSolarDisk, fit_disk
+from solar_diffusion.pipelines import disk_mask
+
 #: Channels of the red, green and blue planes of the SDO browse composites (sdo_browse_2012).
 DEFAULT_COMPOSITE_CHANNELS = ("171", "131", "94")
 BROWSE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -209,7 +212,10 @@ def read_browse(path, channels=("171",), t_obs=None, composite_channels=DEFAULT_
                 f"{path}: composite planes are {list(composite_channels)}; requested {list(channels)}"
             ) from None
     planes = np.ascontiguousarray(planes[:, ::-1, :])  # north up -> FITS row order
-    cx, cy, r = fit_disk(planes[0].astype(np.float32), path)
+    try:
+        cx, cy, r = fit_disk(planes[0].astype(np.float32), path)
+    except NoSolarDisk as err:
+        raise FrameRejected(str(err)) from None
     _check_full_disk(path, planes.shape[1:], (cx, cy), r)
     return AIAFrame(
         image=planes,
@@ -220,44 +226,6 @@ def read_browse(path, channels=("171",), t_obs=None, composite_channels=DEFAULT_
         rsun_px=r,
         source=str(path),
     )
-
-
-def fit_disk(image: np.ndarray, name="image", n_rays: int = 48) -> tuple[float, float, float]:
-    """Centre (x, y) and radius in pixels of the solar disk in an EUV image.
-
-    The limb is where the azimuthal ray profile peaks (EUV limb brightening, about 1.0 R_sun);
-    a circle is fitted by least squares to the limb points of ``n_rays`` rays, dropping outliers
-    (active regions at the limb). Raises ``FrameRejected`` if no consistent limb is found.
-    """
-    from scipy.ndimage import gaussian_filter, map_coordinates
-
-    ny, nx = image.shape
-    smooth = gaussian_filter(image.astype(np.float32), 1.5)
-    mask = smooth > 0.5 * np.median(smooth[smooth > np.percentile(smooth, 50)])
-    if mask.sum() < 0.01 * image.size:
-        raise FrameRejected(f"{name}: no solar disk found (image nearly empty)")
-    yy, xx = np.nonzero(mask)
-    cx, cy = xx.mean(), yy.mean()
-    r0 = np.sqrt(mask.sum() / np.pi)
-    radii = np.linspace(0.5 * r0, 1.5 * r0, 400)
-    for _ in range(2):
-        angles = np.linspace(0, 2 * np.pi, n_rays, endpoint=False)
-        xs = cx + np.outer(np.cos(angles), radii)
-        ys = cy + np.outer(np.sin(angles), radii)
-        profiles = map_coordinates(smooth, [ys, xs], order=1, mode="constant", cval=0.0)
-        limb_r = radii[np.argmax(profiles, axis=1)]
-        px, py = cx + np.cos(angles) * limb_r, cy + np.sin(angles) * limb_r
-        keep = np.abs(limb_r - np.median(limb_r)) < 3 * np.median(np.abs(limb_r - np.median(limb_r))) + 1.0
-        if keep.sum() < n_rays // 2:
-            raise FrameRejected(f"{name}: no consistent solar limb found")
-        # algebraic circle fit: x^2 + y^2 + D x + E y + F = 0
-        a = np.column_stack([px[keep], py[keep], np.ones(keep.sum())])
-        b = -(px[keep] ** 2 + py[keep] ** 2)
-        d, e, f = np.linalg.lstsq(a, b, rcond=None)[0]
-        cx, cy = -d / 2, -e / 2
-        r0 = np.sqrt(cx**2 + cy**2 - f)
-        radii = np.linspace(0.8 * r0, 1.2 * r0, 400)
-    return float(cx), float(cy), float(r0)
 
 
 def _check_full_disk(path, shape, centre, rsun):
@@ -296,9 +264,7 @@ def crop_and_resize(frame: AIAFrame, size: int, fov_rsun: float = DEFAULT_FOV_RS
     out = F.grid_sample(data, grid[None], mode="bilinear", padding_mode="zeros", align_corners=False)[0].numpy()
     rsun_out = frame.rsun_px / scale
     if limb_mask is not None:
-        c = (size - 1) / 2
-        yy, xx = np.mgrid[:size, :size]
-        out[:, np.hypot(xx - c, yy - c) > limb_mask * rsun_out] = 0
+        out[:, ~disk_mask(size, rsun_out, limb_mask)] = 0
     if frame.unit == "browse":
         out = np.clip(np.round(out), 0, 255).astype(np.uint8)
     return out.astype(np.float32) if frame.unit != "browse" else out, float(rsun_out)

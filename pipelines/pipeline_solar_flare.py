@@ -8,8 +8,11 @@ trust_remote_code=True)``. It owns what generation needs:
 
 * the GOES flare scale (``parse_flare_class``, ``format_flare_class``, ``flare_letter``) and the
   two flux scales (GOES 1-15 era numbers carry the 0.7 SWPC scaling, GOES-R science data do not);
-* the label vocabulary (``label_vocabulary``; the classifier-free-guidance null id is the last);
-* the invertible normalisation (``ClipLogNormalization``) saved with the model;
+* the label vocabulary (``label_vocabulary``) and the classifier-free-guidance null condition
+  (``null_condition``);
+* the invertible normalisation (``ClipLogNormalization``) saved with the model, and the one
+  chosen for a data unit (``ClipLogNormalization.for_unit``);
+* the disk geometry in pixels (``rsun_px``, ``disk_center_px``, ``disk_mask``);
 * ``SolarFlarePipeline``.
 """
 
@@ -128,7 +131,7 @@ LABEL_ORDER = (QUIET_LABEL,) + FLARE_LETTERS
 def label_vocabulary(labels) -> dict[int, str]:
     """``id2label`` for the labels present in training data, lowest first.
 
-    The classifier-free-guidance null id is ``len(id2label)``, outside this mapping.
+    The classifier-free-guidance null id comes after these ids (``null_condition``).
 
     >>> label_vocabulary(["M", "quiet", "C", "M"])
     {0: 'quiet', 1: 'C', 2: 'M'}
@@ -156,6 +159,41 @@ def flux_condition(log10_flux):
     return FLUX_CONDITION_SCALE * (log10_flux + 10.0)
 
 
+def null_condition(unet_config) -> int | float:
+    """The classifier-free-guidance null condition of a UNet (its ``config``): the last class
+    id of a class-conditional UNet (``num_class_embeds - 1``, after the ``label_vocabulary`` ids),
+    or ``NULL_FLUX_CONDITION`` for a flux-conditioned one (``class_embed_type="timestep"``).
+    Training drops labels to it and sampling guides away from it: the one definition.
+
+    >>> null_condition({"class_embed_type": None, "num_class_embeds": 5})
+    4
+    >>> null_condition({"class_embed_type": "timestep", "num_class_embeds": None})
+    -100.0
+    """
+    get = unet_config.get if isinstance(unet_config, dict) else lambda key: getattr(unet_config, key)
+    if get("class_embed_type") == "timestep":
+        return NULL_FLUX_CONDITION
+    if not get("num_class_embeds"):
+        raise ValueError("the UNet is not class-conditional (no num_class_embeds): it has no null condition")
+    return int(get("num_class_embeds")) - 1
+
+
+def scheduler_step_kwargs(scheduler, generator=None) -> dict:
+    """Keyword arguments for ``scheduler.step``: the generator for stochastic schedulers only
+    (deterministic ones such as UniPC take none), and ``use_clipped_model_output`` where offered
+    (DDIM recomputes the noise from the clipped x0 estimate, keeping the update consistent).
+
+    >>> from diffusers import DDIMScheduler, UniPCMultistepScheduler
+    >>> sorted(scheduler_step_kwargs(DDIMScheduler())), scheduler_step_kwargs(UniPCMultistepScheduler())
+    (['generator', 'use_clipped_model_output'], {})
+    """
+    accepted = inspect.signature(scheduler.step).parameters
+    kwargs = {"generator": generator} if "generator" in accepted else {}
+    if "use_clipped_model_output" in accepted:
+        kwargs["use_clipped_model_output"] = True
+    return kwargs
+
+
 def requested_flux(flare_class) -> float:
     """GOES-R-scale flux (W m^-2) meant by a request to a flux-conditioned model.
 
@@ -172,6 +210,55 @@ def requested_flux(flare_class) -> float:
     if len(text) == 1:
         flux *= math.sqrt(10.0)
     return convert_flux_scale(flux, SWPC_SCALE, GOES_R_SCALE)
+
+
+# --------------------------------------------------------------------------------------------
+# Disk geometry in pixels
+# --------------------------------------------------------------------------------------------
+# A model's ``geometry`` (its config) gives the image size it was trained at, the field of view
+# in solar radii and the disk centre (x, y), 0-based pixels; these scale it to any image size.
+
+
+def image_center_px(image_size: int) -> float:
+    """The centre of a ``image_size`` px axis, 0-based (pixel centres at integers).
+
+    >>> image_center_px(64)
+    31.5
+    """
+    return (image_size - 1) / 2
+
+
+def rsun_px(geometry: dict, image_size: int | None = None) -> float:
+    """Solar radius in pixels at ``image_size`` (the geometry's own size by default).
+
+    >>> rsun_px({"image_size": 64, "fov_rsun": 2.0}, 128)
+    64.0
+    """
+    return (image_size or geometry["image_size"]) / geometry["fov_rsun"]
+
+
+def disk_center_px(geometry: dict, image_size: int | None = None) -> tuple[float, float]:
+    """Disk centre (x, y), 0-based pixels, at ``image_size`` (the geometry's own size by default).
+
+    >>> disk_center_px({"image_size": 64, "disk_center_px": [31.5, 31.5]}, 128)
+    (63.5, 63.5)
+    """
+    zoom = (image_size or geometry["image_size"]) / geometry["image_size"]
+    cx, cy = ((c + 0.5) * zoom - 0.5 for c in geometry["disk_center_px"])
+    return float(cx), float(cy)
+
+
+def disk_mask(image_size: int, rsun_px: float, fraction: float = 1.0, center=None) -> np.ndarray:
+    """Boolean (size, size) mask of pixels within ``fraction`` of the solar radius of the disk
+    centre (x, y; the image centre by default).
+
+    >>> int(disk_mask(8, 3.0).sum())
+    32
+    """
+    c = image_center_px(image_size)
+    cx, cy = (c, c) if center is None else center
+    yy, xx = np.mgrid[:image_size, :image_size]
+    return np.hypot(xx - cx, yy - cy) <= fraction * rsun_px
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,6 +296,19 @@ class ClipLogNormalization:
     def for_browse(cls) -> "ClipLogNormalization":
         """Linear map of 8-bit browse brightness [0, 255] (already display-scaled)."""
         return cls(lo=0.0, hi=255.0, log=False, unit="browse")
+
+    @classmethod
+    def for_unit(cls, unit: str) -> "ClipLogNormalization":
+        """The normalisation for a data unit: clip-log for calibrated "DN/s", linear for "browse".
+
+        >>> ClipLogNormalization.for_unit("browse").hi, ClipLogNormalization.for_unit("DN/s").log
+        (255.0, True)
+        """
+        if unit == "DN/s":
+            return cls()
+        if unit == "browse":
+            return cls.for_browse()
+        raise ValueError(f"no normalisation for the data unit {unit!r}: expected 'DN/s' or 'browse'")
 
     def _bounds(self):
         if self.log:
@@ -311,9 +411,9 @@ class SolarFlarePipeline(DiffusionPipeline):
         return {int(k): v for k, v in self.config.id2label.items()}
 
     @property
-    def null_class_id(self) -> int:
-        """Id of the null (unconditional) class used by classifier-free guidance."""
-        return len(self.config.id2label)
+    def null_condition(self) -> int | float:
+        """The UNet's class input for "no condition" (classifier-free guidance; ``null_condition``)."""
+        return null_condition(self.unet.config)
 
     @property
     def conditioning(self) -> str:
@@ -430,8 +530,7 @@ class SolarFlarePipeline(DiffusionPipeline):
         batch_size = len(labels)
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"got {len(generator)} generators for {batch_size} images: give one per image")
-        null = self.null_class_id if self.conditioning == "class" else NULL_FLUX_CONDITION
-        null_labels = torch.full_like(labels, null)
+        null_labels = torch.full_like(labels, self.null_condition)
         do_guidance = guidance_scale != 1.0
         model_labels = torch.cat([null_labels, labels]) if do_guidance else labels
 
@@ -443,13 +542,9 @@ class SolarFlarePipeline(DiffusionPipeline):
         image = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         image = image * self.scheduler.init_noise_sigma
 
-        # 2. denoising loop, guidance batched into one UNet call per step; schedulers that can
-        # (DDIM) recompute the noise from the clipped x0 estimate, keeping the update consistent
+        # 2. denoising loop, guidance batched into one UNet call per step
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        accepted = inspect.signature(self.scheduler.step).parameters
-        step_kwargs = {"generator": generator} if "generator" in accepted else {}  # deterministic ones (UniPC) take none
-        if "use_clipped_model_output" in accepted:
-            step_kwargs["use_clipped_model_output"] = True
+        step_kwargs = scheduler_step_kwargs(self.scheduler, generator)
         with torch.inference_mode():
             for t in self.progress_bar(self.scheduler.timesteps):
                 model_input = torch.cat([image] * 2) if do_guidance else image

@@ -21,6 +21,7 @@ from solar_diffusion.pipelines import (
     flux_condition,
     format_flare_class,
     label_vocabulary,
+    null_condition,
     parse_flare_class,
 )
 from solar_diffusion.presets import UNET_PRESETS, build_unet
@@ -45,5 +46,6 @@ __all__ = [
     "flux_condition",
     "format_flare_class",
     "label_vocabulary",
+    "null_condition",
     "parse_flare_class",
 ]

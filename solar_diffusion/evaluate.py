@@ -98,13 +98,13 @@ def disk_errors(images, centre, rsun_px: float) -> tuple[np.ndarray, np.ndarray]
     >>> round(float(offset[0]), 2), bool(0.9 < ratio[0] < 1.0)  # the smoothed limb peak lies just inside
     (2.0, True)
     """
-    from solar_diffusion.dataset_builder.images import FrameRejected, fit_disk
+    from solar_diffusion.maps import NoSolarDisk, fit_disk
 
     offsets, ratios = [], []
     for k, image in enumerate(np.asarray(images)[:, 0]):
         try:
             cx, cy, r = fit_disk((image + 1) / 2, name=f"image {k}")
-        except FrameRejected:
+        except NoSolarDisk:
             cx = cy = r = np.nan
         offsets.append(math.hypot(cx - centre[0], cy - centre[1]))
         ratios.append(r / rsun_px)
@@ -137,7 +137,7 @@ def evaluate(config: EvaluationConfig) -> dict:
     """Run the evaluation; returns what ``metrics.json`` holds."""
     from solar_diffusion.encoder import load_encoder
     from solar_diffusion.generate import load_pipeline, use_scheduler
-    from solar_diffusion.maps import disk_center_px, rsun_px
+    from solar_diffusion.pipelines import disk_center_px, rsun_px
     from solar_diffusion.splits import model_space_split
 
     out = Path(config.out)

@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file in the target folder, then a rename."""
+"""Files: atomic writes (a temporary file in the target folder, then a rename), and the files
+named by a list of files and folders."""
 
 from __future__ import annotations
 
@@ -29,3 +30,26 @@ def atomic_write(path, write) -> Path:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def expand_paths(paths) -> list[Path]:
+    """The files named by ``paths`` (a path or a list): files as given, folders by their files
+    (recursively, sorted, hidden ones left out); a path that does not exist is an error.
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp()); (folder / "a.nc").write_text("")
+    0
+    >>> [p.name for p in expand_paths(folder)]
+    ['a.nc']
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files = []
+    for path in map(lambda p: Path(p).expanduser(), paths):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or folder")
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        else:
+            files.append(path)
+    return files

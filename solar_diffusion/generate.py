@@ -12,7 +12,13 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from solar_diffusion.files import atomic_write
 from solar_diffusion.maps import write_fits
-from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS, FLARE_LETTERS, SolarFlarePipeline
+from solar_diffusion.pipelines import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
+    FLARE_LETTERS,
+    SolarFlarePipeline,
+    scheduler_step_kwargs,
+)
 
 SCHEDULERS = {
     "ddpm": (DDPMScheduler, {}),
@@ -147,15 +153,16 @@ def sample_separate_guidance(pipe: SolarFlarePipeline, label: str, num_inference
     it is the baseline of the sampling benchmarks. Returns (1, C, H, W) in model space."""
     unet, scheduler = pipe.unet, pipe.scheduler
     cond = pipe.conditions(label)[0].to(unet.device)
-    null = torch.full_like(cond, pipe.null_class_id)
+    null = torch.full_like(cond, pipe.null_condition)
     size = unet.config.sample_size
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn((1, unet.config.in_channels, size, size), generator=generator).to(unet.device)
     scheduler.set_timesteps(num_inference_steps)
+    step_kwargs = scheduler_step_kwargs(scheduler, generator)
     for t in scheduler.timesteps:
         c = unet(x, t, class_labels=cond).sample
         u = unet(x, t, class_labels=null).sample
-        x = scheduler.step(u + guidance_scale * (c - u), t, x, generator=generator).prev_sample
+        x = scheduler.step(u + guidance_scale * (c - u), t, x, **step_kwargs).prev_sample
     return x.clamp(-1, 1)
 
 

@@ -1,4 +1,5 @@
-"""Geometry of full-disk images, and FITS / sunpy Map output of generated images.
+"""Geometry of full-disk images (a model's geometry record; the disk found in an image), and
+FITS / sunpy Map output of generated images.
 
 A generated image has no observation time. Its header carries a documented nominal
 ``DATE-OBS`` (the geometry's ``date_obs``, by default the middle of the training data) that
@@ -16,7 +17,7 @@ from sunpy.coordinates import Helioprojective, get_earth, sun
 
 from solar_diffusion.files import atomic_write
 from solar_diffusion.units import BROWSE, data_unit
-from solar_diffusion.pipelines import ClipLogNormalization
+from solar_diffusion.pipelines import ClipLogNormalization, disk_center_px, image_center_px, rsun_px
 
 #: Nominal observation date used when a geometry gives none.
 NOMINAL_DATE_OBS = "2012-07-01T00:00:00"
@@ -41,7 +42,8 @@ def disk_geometry(
     """
     if image_size <= 0 or not rsun_px > 0:
         raise ValueError(f"image_size and rsun_px must be positive, got {image_size}, {rsun_px}")
-    center = disk_center_px if disk_center_px is not None else ((image_size - 1) / 2, (image_size - 1) / 2)
+    c = image_center_px(image_size)
+    center = disk_center_px if disk_center_px is not None else (c, c)
     rsun_arcsec = sun.angular_radius(date_obs).to_value(u.arcsec)
     return {
         "image_size": int(image_size),
@@ -53,20 +55,46 @@ def disk_geometry(
     }
 
 
-def rsun_px(geometry: dict, image_size: int | None = None) -> float:
-    """Solar radius in pixels at ``image_size`` (the geometry's own size by default)."""
-    return (image_size or geometry["image_size"]) / geometry["fov_rsun"]
+class NoSolarDisk(ValueError):
+    """No consistent solar limb in an image; the message names the image."""
 
 
-def disk_center_px(geometry: dict, image_size: int | None = None) -> tuple[float, float]:
-    """Disk centre (x, y), 0-based pixels, at ``image_size`` (the geometry's own size by default).
+def fit_disk(image: np.ndarray, name="image", n_rays: int = 48) -> tuple[float, float, float]:
+    """Centre (x, y) and radius in pixels of the solar disk in an EUV image.
 
-    >>> disk_center_px(disk_geometry(64, rsun_px=27.1), 128)
-    (63.5, 63.5)
+    The limb is where the azimuthal ray profile peaks (EUV limb brightening, about 1.0 R_sun);
+    a circle is fitted by least squares to the limb points of ``n_rays`` rays, dropping outliers
+    (active regions at the limb). Raises ``NoSolarDisk`` if no consistent limb is found.
     """
-    zoom = (image_size or geometry["image_size"]) / geometry["image_size"]
-    cx, cy = ((c + 0.5) * zoom - 0.5 for c in geometry["disk_center_px"])
-    return float(cx), float(cy)
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    ny, nx = image.shape
+    smooth = gaussian_filter(image.astype(np.float32), 1.5)
+    mask = smooth > 0.5 * np.median(smooth[smooth > np.percentile(smooth, 50)])
+    if mask.sum() < 0.01 * image.size:
+        raise NoSolarDisk(f"{name}: no solar disk found (image nearly empty)")
+    yy, xx = np.nonzero(mask)
+    cx, cy = xx.mean(), yy.mean()
+    r0 = np.sqrt(mask.sum() / np.pi)
+    radii = np.linspace(0.5 * r0, 1.5 * r0, 400)
+    for _ in range(2):
+        angles = np.linspace(0, 2 * np.pi, n_rays, endpoint=False)
+        xs = cx + np.outer(np.cos(angles), radii)
+        ys = cy + np.outer(np.sin(angles), radii)
+        profiles = map_coordinates(smooth, [ys, xs], order=1, mode="constant", cval=0.0)
+        limb_r = radii[np.argmax(profiles, axis=1)]
+        px, py = cx + np.cos(angles) * limb_r, cy + np.sin(angles) * limb_r
+        keep = np.abs(limb_r - np.median(limb_r)) < 3 * np.median(np.abs(limb_r - np.median(limb_r))) + 1.0
+        if keep.sum() < n_rays // 2:
+            raise NoSolarDisk(f"{name}: no consistent solar limb found")
+        # algebraic circle fit: x^2 + y^2 + D x + E y + F = 0
+        a = np.column_stack([px[keep], py[keep], np.ones(keep.sum())])
+        b = -(px[keep] ** 2 + py[keep] ** 2)
+        d, e, f = np.linalg.lstsq(a, b, rcond=None)[0]
+        cx, cy = -d / 2, -e / 2
+        r0 = np.sqrt(cx**2 + cy**2 - f)
+        radii = np.linspace(0.8 * r0, 1.2 * r0, 400)
+    return float(cx), float(cy), float(r0)
 
 
 def _check_geometry(geometry: dict):

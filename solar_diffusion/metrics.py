@@ -15,16 +15,7 @@ import math
 import numpy as np
 import torch
 
-
-def disk_mask(size: int, rsun_px: float, fraction: float = 0.95) -> np.ndarray:
-    """Boolean (size, size) mask of pixels within ``fraction`` of the solar radius of the centre.
-
-    >>> int(disk_mask(8, 3.0, 1.0).sum())
-    32
-    """
-    c = (size - 1) / 2
-    yy, xx = np.mgrid[:size, :size]
-    return np.hypot(xx - c, yy - c) <= fraction * rsun_px
+from solar_diffusion.pipelines import disk_mask
 
 
 def peak_brightness(images, rsun_px: float, top_fraction: float = 0.002, channel: int = 0) -> np.ndarray:
@@ -32,7 +23,8 @@ def peak_brightness(images, rsun_px: float, top_fraction: float = 0.002, channel
     (at least one pixel; ``top_fraction=0``: the brightest pixel): the brightness of the
     brightest active region or flare kernel, the thing a flare of a larger class should raise.
 
-    ``images`` are (N, C, H, W) in model space, disk-centred, with radius ``rsun_px``.
+    ``images`` are (N, C, H, W) in model space, disk-centred, with radius ``rsun_px``; pixels within
+    0.95 of it count as on the disk.
 
     >>> quiet = -np.ones((1, 1, 8, 8)); flare = quiet.copy(); flare[..., 4, 4] = 0.9
     >>> peak_brightness(np.concatenate([quiet, flare]), rsun_px=3.0).round(3).tolist()
@@ -42,7 +34,7 @@ def peak_brightness(images, rsun_px: float, top_fraction: float = 0.002, channel
     [0.9]
     """
     images = np.asarray(images)
-    on_disk = images[:, channel][:, disk_mask(images.shape[-1], rsun_px)]
+    on_disk = images[:, channel][:, disk_mask(images.shape[-1], rsun_px, 0.95)]
     k = max(1, int(round(top_fraction * on_disk.shape[1])))
     return np.sort(on_disk, axis=1)[:, -k:].mean(axis=1)
 

@@ -26,23 +26,28 @@ def dataset_info(dataset_dir) -> dict:
 
 
 def load_split(dataset_dir, split, config_name=None, columns=("image", "flare_class", "peak_flux", "goes_flux_at_obs")):
-    """A split of a built dataset as a ``datasets.Dataset`` with numpy ``columns``."""
-    from datasets import load_dataset
+    """A split of a built dataset as a ``datasets.Dataset`` with numpy ``columns``.
 
-    try:
-        ds = load_dataset(str(dataset_dir), config_name, split=split)
-    except ValueError as error:  # datasets names the splits it has
-        raise ValueError(f"{dataset_dir}: no split {split!r} ({error})") from None
-    return ds.with_format("numpy", columns=list(columns))
-
-
-def default_normalization(unit: str) -> ClipLogNormalization:
-    """The normalisation for a data unit: clip-log for calibrated DN/s, linear for 8-bit browse.
-
-    >>> default_normalization("browse").hi, default_normalization("DN/s").log
-    (255.0, True)
+    Reads the folder's own Parquet shards, in memory, every time: no cache that an earlier
+    build in a folder of the same name could answer from (``load_dataset(folder)`` caches by
+    name). The row count is checked against the build record.
     """
-    return ClipLogNormalization() if unit == "DN/s" else ClipLogNormalization.for_browse()
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    info = dataset_info(dataset_dir)
+    name = config_name or info["config"].get("config_name", "default")
+    files = sorted(p for p in (Path(dataset_dir) / name).glob(f"{split}-*-of-*.parquet") if not p.name.startswith("."))
+    if not files:
+        raise ValueError(f"{dataset_dir}: no split {split!r} in config {name!r} (it has: "
+                         f"{', '.join(s for s, c in info['counts'].items() if sum(c.values())) or 'none'})")
+    table = pa.concat_tables([pq.read_table(f) for f in files])
+    expected = sum(info["counts"].get(split, {}).values())
+    if table.num_rows != expected:
+        raise ValueError(f"{dataset_dir}: split {split!r} has {table.num_rows} rows but its build record says "
+                         f"{expected}: the folder holds shards of another build; rebuild it into an empty folder")
+    return datasets.Dataset(table).with_format("numpy", columns=list(columns))
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,7 +19,28 @@ from diffusers import DDPMScheduler  # noqa: E402
 from solar_diffusion import SolarFlarePipeline, build_unet  # noqa: E402
 from solar_diffusion.maps import disk_geometry  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+ACCELERATE_CPU_CONFIG = ROOT / "training" / "accelerate_configs" / "cpu.yaml"
+
+
+def launch_training_script(script: str, *args, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``accelerate launch training/<script> args...`` on one CPU process, offline.
+
+    Fails the calling test with the end of the script's stderr where it exits non-zero.
+    """
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CPU_CONFIG),
+           "--num_cpu_threads_per_process", "1", str(ROOT / "training" / script), *map(str, args)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONHASHSEED="0")
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert result.returncode == 0, f"{script} {' '.join(map(str, args))} failed:\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def accelerate_launch():
+    """``launch_training_script`` itself: ``accelerate_launch("train_ddpm.py", "--dataset", path, ...)``."""
+    return launch_training_script
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +124,16 @@ def tiny_model_dir(tmp_path) -> Path:
     from solar_diffusion.hub import save_pipeline
 
     return save_pipeline(make_tiny_pipeline(), tmp_path / "tiny-model")
+
+
+@pytest.fixture
+def browse_model_dir(tmp_path, make_pipeline) -> Path:
+    """A tiny random pipeline in the browse unit with the real datasets' labels, saved."""
+    from solar_diffusion import ClipLogNormalization
+    from solar_diffusion.hub import save_pipeline
+
+    pipe = make_pipeline(labels=("quiet", "B", "C", "M", "X"), normalization=ClipLogNormalization.for_browse())
+    return save_pipeline(pipe, tmp_path / "browse-model")
 
 
 class FolderHubApi:

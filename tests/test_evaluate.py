@@ -12,6 +12,7 @@ import torch
 
 from solar_diffusion.cli import main as cli
 from solar_diffusion.encoder import FlareClassifier, load_encoder
+from solar_diffusion.pipelines import ClipLogNormalization
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,10 +81,10 @@ def browse_model_dir(tmp_path, make_pipeline):
 
 def test_disk_errors_find_real_disks_where_the_builder_put_them_and_see_a_shift(real_64):
     from solar_diffusion.evaluate import disk_errors
-    from solar_diffusion.splits import dataset_info, default_normalization, model_space_split
+    from solar_diffusion.splits import dataset_info, model_space_split
 
     info = dataset_info(real_64)
-    real = model_space_split(real_64, "train", default_normalization(info["unit"]), 64)
+    real = model_space_split(real_64, "train", ClipLogNormalization.for_unit(info["unit"]), 64)
     centre, radius = (31.5, 31.5), 64 / info["config"]["fov_rsun"]
     offsets, ratios = disk_errors(real.images.numpy(), centre, radius)
     # the builder centred every frame on its disk: the fit finds it there (a bright off-limb

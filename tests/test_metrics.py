@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from solar_diffusion import metrics
 from solar_diffusion.encoder import load_encoder
-from solar_diffusion.splits import default_normalization, model_space_split
+from solar_diffusion.pipelines import ClipLogNormalization
+from solar_diffusion.splits import model_space_split
 
 
 def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -27,7 +28,7 @@ def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def frames(real_64):
     """All real 64 px frames of the dozen days (every split), in model space."""
-    norm = default_normalization("browse")
+    norm = ClipLogNormalization.for_unit("browse")
     splits = [model_space_split(real_64, s, norm, 64) for s in ("train", "validation", "test")]
     images = torch.cat([s.images for s in splits])
     order = torch.from_numpy(np.random.default_rng(0).permutation(len(images)))

@@ -139,7 +139,7 @@ def test_save_and_load_give_identical_images(tiny_pipeline, tmp_path):
     assert index["normalization"]["unit"] == "DN/s"
     loaded = SolarFlarePipeline.from_pretrained(tmp_path / "model")
     loaded.set_progress_bar_config(disable=True)
-    assert loaded.id2label == tiny_pipeline.id2label and loaded.null_class_id == 4
+    assert loaded.id2label == tiny_pipeline.id2label and loaded.null_condition == 4
     assert loaded.config.geometry == tiny_pipeline.config.geometry
     np.testing.assert_array_equal(run(loaded, ["quiet", "X"], n=2).images, before)
 
@@ -188,7 +188,10 @@ def test_push_round_trip_through_a_folder_hub(tiny_pipeline, folder_hub):
     assert repo_id == "solar/tiny"
     assert [c[0] for c in folder_hub.calls] == ["create_repo", "upload_folder"]
     repo = folder_hub.repo_path("solar/tiny")
-    assert (repo / "pipeline.py").exists() and (repo / "README.md").read_text() == "# tiny\n"
+    from solar_diffusion.hub import STANDALONE_PIPELINE_FILE
+
+    assert (repo / "pipeline.py").read_text() == STANDALONE_PIPELINE_FILE.read_text()
+    assert (repo / "README.md").read_text() == "# tiny\n"
     loaded = SolarFlarePipeline.from_pretrained(repo)
     loaded.set_progress_bar_config(disable=True)
     np.testing.assert_array_equal(run(loaded, ["C", "M"]).images, before)

@@ -1,9 +1,6 @@
 """train_ddpm.py launched through accelerate on CPU, on a tiny real dataset made by the builder."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,32 +9,31 @@ from safetensors.torch import load_file
 
 from solar_diffusion import SolarFlarePipeline
 
-ROOT = Path(__file__).resolve().parents[1]
+TINY_RUN = ["--preset", "tiny", "--train-batch-size", "4", "--max-train-steps", "6", "--checkpointing-steps", "2",
+            "--checkpoints-total-limit", "2", "--use-ema", "--logger", "none", "--sample-steps", "3",
+            "--validation-steps", "3", "--lr-warmup-steps", "1"]
 
 
-def launch(dataset, out, *extra):
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(ROOT / "training" / "accelerate_configs" / "cpu.yaml"), "--num_cpu_threads_per_process", "1",
-           str(ROOT / "training" / "train_ddpm.py"), "--dataset", str(dataset), "--output-dir", str(out),
-           "--preset", "tiny", "--train-batch-size", "4", "--max-train-steps", "6", "--checkpointing-steps", "2",
-           "--checkpoints-total-limit", "2", "--use-ema", "--logger", "none", "--sample-steps", "3",
-           "--validation-steps", "3", "--lr-warmup-steps", "1", *extra]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+@pytest.fixture
+def launch(accelerate_launch):
+    """``train_ddpm.py`` on the tiny settings (6 steps, checkpoints every 2, EMA); later flags win."""
+    def launch(dataset, out, *extra):
+        return accelerate_launch("train_ddpm.py", "--dataset", dataset, "--output-dir", out, *TINY_RUN, *extra,
+                                 timeout=600)
+    return launch
 
 
 def losses(out):
     return [json.loads(line) for line in (Path(out) / "losses.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("balance", ["0", "0.7"])
-def test_train_stop_resume_equals_uninterrupted(tiny_dataset, tmp_path, balance):
+@pytest.mark.parametrize("balance", ["0.7", pytest.param("0", marks=pytest.mark.slow)])
+def test_train_stop_resume_equals_uninterrupted(tiny_dataset, tmp_path, balance, launch):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     launch(tiny_dataset, whole, "--class-balance", balance)
     assert sorted(p.name for p in whole.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]
-    assert (whole / "samples" / "step-0000003.png").exists()
+    # a sample grid every 3 steps (--sample-steps 3)
+    assert sorted(p.name for p in (whole / "samples").glob("*.png")) == ["step-0000003.png", "step-0000006.png"]
 
     launch(tiny_dataset, parts, "--stop-at-step", "3", "--class-balance", balance)
     assert sorted(p.name for p in parts.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
@@ -58,7 +54,14 @@ def test_train_stop_resume_equals_uninterrupted(tiny_dataset, tmp_path, balance)
     assert pipe.config.geometry["image_size"] == 16
     out = pipe(list(pipe.id2label.values()), num_inference_steps=3, output_type="physical")
     assert out.images.shape == (len(pipe.id2label), 1, 16, 16) and np.isfinite(out.images).all()
-    assert (whole / "pipeline" / "README.md").read_text().count("solar-diffusion") >= 1
+    # the saved model card describes this run
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(whole / "pipeline" / "README.md")
+    assert card.data.library_name == "diffusers"
+    assert f"{', '.join(pipe.id2label.values())} (lowest first" in card.text
+    for fact in ("preset `tiny`", "16 px", "6 optimiser steps", "batch 4", "EMA: True", "(browse)"):
+        assert fact in card.text, fact
 
     # --init-from: a saved pipeline's UNet warm-starts a new run with the same labels only
     from solar_diffusion import build_unet
@@ -71,7 +74,7 @@ def test_train_stop_resume_equals_uninterrupted(tiny_dataset, tmp_path, balance)
         init_from_pipeline(build_unet("tiny", 16, 1), whole / "pipeline", {0: "quiet"})
 
 
-def test_flux_conditioning_trains_and_generates(tiny_dataset, tmp_path):
+def test_flux_conditioning_trains_and_generates(tiny_dataset, tmp_path, launch):
     launch(tiny_dataset, tmp_path / "flux", "--conditioning", "flux", "--max-train-steps", "2",
            "--sample-steps", "2", "--validation-steps", "0")
     pipe = SolarFlarePipeline.from_pretrained(tmp_path / "flux" / "pipeline")
@@ -95,7 +98,10 @@ def test_several_channels_and_push_through_an_injected_hub(shared_data, real_dat
     pipe.set_progress_bar_config(disable=True)
     assert pipe.unet.config.in_channels == 3
     assert pipe.config.geometry["wavelengths_angstrom"] == [171.0, 131.0, 94.0]
-    assert (folder_hub.repo_path("solar/rgb-tiny") / "pipeline.py").exists()
+    from solar_diffusion.hub import STANDALONE_PIPELINE_FILE
+
+    pushed = (folder_hub.repo_path("solar/rgb-tiny") / "pipeline.py").read_text()
+    assert pushed == STANDALONE_PIPELINE_FILE.read_text()
     assert "solar-diffusion" in (folder_hub.repo_path("solar/rgb-tiny") / "README.md").read_text()
     out = pipe(list(pipe.id2label.values())[:1], num_inference_steps=2, output_type="physical")
     assert out.images.shape == (1, 3, 16, 16)

@@ -39,6 +39,7 @@ import torch
 from solar_diffusion.files import atomic_write
 from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from solar_diffusion.splits import LabelledImages, model_space_split
+from solar_diffusion.times import utc_times
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -271,7 +272,7 @@ def flare_ahead(t_obs, events, threshold_flux: float, horizon_hours: float) -> n
     import pandas as pd
 
     peaks = np.sort(events.loc[events["peak_flux"] >= threshold_flux * (1 - 1e-9), "peak"].to_numpy(dtype="datetime64[ns]"))
-    times = pd.to_datetime(pd.Series(t_obs), utc=True).dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    times = utc_times(t_obs).to_numpy(dtype="datetime64[ns]")
     horizon = np.timedelta64(int(horizon_hours * 3600), "s")
     first_after = np.searchsorted(peaks, times, side="right")
     return (first_after < len(peaks)) & (peaks[np.minimum(first_after, len(peaks) - 1)] <= times + horizon)
@@ -289,7 +290,7 @@ def predictor_experiment(args) -> dict:
     pipe, splits = _load(args)
     events = read_flare_list(args.flare_list)
     thresholds = args.thresholds or ["M", "C"]
-    hours = pd.to_datetime(pd.Series(splits["test"].t_obs), utc=True).dt.round("h").dt.hour.to_numpy()
+    hours = utc_times(splits["test"].t_obs).dt.round("h").dt.hour.to_numpy()
     scored_frames = hours % args.eval_hour_stride == 0
     id2label = {0: "no", 1: "yes"}
     results = {"settings": vars(args) | {"model": str(args.model or "bundled")}, "thresholds": {}}

@@ -26,7 +26,7 @@ Without the package: `DiffusionPipeline.from_pretrained(repo, custom_pipeline=re
 
 ## Labels
 
-{{ labels }} (lowest first; the classifier-free-guidance null class is id {{ null_id }}).
+{{ labels }} (lowest first; the classifier-free-guidance null condition is {{ null_id }}).
 
 ## Training
 
@@ -42,11 +42,9 @@ Data: NASA/SDO and the AIA science team; NOAA GOES XRS; the Heliophysics Event K
 """
 
 
-def render_model_card(args: dict, dataset_info: dict, id2label: dict, steps: int, repo: str = "PATH") -> str:
-    """Markdown of the model card for a training run."""
-    from solar_diffusion.splits import default_normalization
-
-    norm = default_normalization(dataset_info["unit"])
+def render_model_card(args: dict, dataset_info: dict, pipe: SolarFlarePipeline, steps: int, repo: str = "PATH") -> str:
+    """Markdown of the model card for a training run that made ``pipe``."""
+    norm, id2label = pipe.normalization, pipe.id2label
     data = ModelCardData(
         library_name="diffusers",
         pipeline_tag="unconditional-image-generation",
@@ -62,7 +60,7 @@ def render_model_card(args: dict, dataset_info: dict, id2label: dict, steps: int
         repo=repo,
         unit=dataset_info["unit"],
         labels=", ".join(id2label.values()) or "continuous: the log10 GOES peak flux (ask for 'M2.5' or a flux)",
-        null_id=len(id2label),
+        null_id=pipe.null_condition,
         dataset=args.get("dataset"),
         train_counts=", ".join(f"{k}: {v}" for k, v in counts.items()),
         preset=args.get("preset"),
@@ -75,8 +73,8 @@ def render_model_card(args: dict, dataset_info: dict, id2label: dict, steps: int
         timesteps=args.get("num_train_timesteps"),
         label_dropout=args.get("label_dropout"),
         ema=args.get("use_ema"),
-        lo=args.get("norm_lo") if args.get("norm_lo") is not None else norm.lo,
-        hi=args.get("norm_hi") if args.get("norm_hi") is not None else norm.hi,
+        lo=norm.lo,
+        hi=norm.hi,
         log=norm.log,
     )
     return str(card)

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from solar_diffusion.encoder import FlareClassifier
 from solar_diffusion.metrics import f1_scores
-from solar_diffusion.splits import dataset_info, default_normalization, model_space_split
+from solar_diffusion.pipelines import ClipLogNormalization
+from solar_diffusion.splits import dataset_info, model_space_split
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -106,7 +107,7 @@ def main(argv=None) -> Path:
 
     accelerator = Accelerator()
     info = dataset_info(args.dataset)
-    normalization = default_normalization(info["unit"])
+    normalization = ClipLogNormalization.for_unit(info["unit"])
     size = args.resolution or info["config"]["size"]
     train = model_space_split(args.dataset, "train", normalization, size)
     try:

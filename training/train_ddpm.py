@@ -38,8 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from solar_diffusion import NULL_FLUX_CONDITION, flux_condition
-from solar_diffusion.splits import dataset_info, default_normalization, load_split, resize
+from solar_diffusion import NULL_FLUX_CONDITION, flux_condition, null_condition
+from solar_diffusion.splits import dataset_info, load_split, resize
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -171,14 +171,16 @@ def random_rotation(x: torch.Tensor, max_degrees: float) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------
 
 
-def diffusion_loss(unet, scheduler, x0, labels, null, label_dropout, prediction_type, snr_gamma=None):
-    """One DDPM training loss: noise, label dropout to the null class, (min-SNR weighted) MSE."""
+def diffusion_loss(unet, scheduler, x0, labels, prediction_type, null=None, label_dropout=0.0, snr_gamma=None):
+    """One DDPM training loss: noise, label dropout to the ``null`` condition (``null_condition``),
+    (min-SNR weighted) MSE."""
     from diffusers.training_utils import compute_snr
 
     noise = torch.randn_like(x0)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
-    drop = torch.rand(labels.shape, device=labels.device) < label_dropout
-    labels = torch.where(drop, torch.full_like(labels, null), labels)
+    if label_dropout:
+        drop = torch.rand(labels.shape, device=labels.device) < label_dropout
+        labels = torch.where(drop, torch.full_like(labels, null), labels)
     noisy = scheduler.add_noise(x0, noise, t)
     target = noise if prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
     pred = unet(noisy, t, class_labels=labels).sample
@@ -252,7 +254,7 @@ def train(args, hub_api=None) -> Path:
         sample_labels = [label for label in id2label.values() if label != "quiet"]
         id2label, id_map = {}, None
     unit = info["unit"]
-    default_norm = default_normalization(unit)
+    default_norm = ClipLogNormalization.for_unit(unit)
     normalization = ClipLogNormalization(
         lo=default_norm.lo if args.norm_lo is None else args.norm_lo,
         hi=default_norm.hi if args.norm_hi is None else args.norm_hi,
@@ -297,7 +299,7 @@ def train(args, hub_api=None) -> Path:
     if ema is not None:
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
-    null = len(id2label) if args.conditioning == "class" else NULL_FLUX_CONDITION
+    null = null_condition(accelerator.unwrap_model(unet).config)
 
     # resume
     global_step = 0
@@ -334,8 +336,8 @@ def train(args, hub_api=None) -> Path:
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
         for x0, labels in epoch_loader:
             with accelerator.accumulate(unet):
-                loss = diffusion_loss(unet, noise_scheduler, x0, labels, null, args.label_dropout,
-                                      args.prediction_type, args.snr_gamma)
+                loss = diffusion_loss(unet, noise_scheduler, x0, labels, args.prediction_type, null,
+                                      args.label_dropout, args.snr_gamma)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(unet.parameters(), 1.0)
@@ -378,7 +380,7 @@ def train(args, hub_api=None) -> Path:
         if ema is not None:
             ema.copy_to(accelerator.unwrap_model(unet).parameters())
         pipe = make_pipeline()
-        card = _model_card(args, info, id2label, global_step)
+        card = _model_card(args, info, pipe, global_step)
         save_pipeline(pipe, final, card)
         with open(output_dir / "losses.jsonl", "a") as handle:
             for row in losses:
@@ -407,8 +409,7 @@ def validation_loss(unet, scheduler, batch, accelerator, args) -> float:
     state = torch.random.get_rng_state()
     torch.manual_seed(1234)
     unet.eval()
-    loss = diffusion_loss(unet, scheduler, x0, labels, null=-1, label_dropout=0.0,
-                          prediction_type=args.prediction_type)
+    loss = diffusion_loss(unet, scheduler, x0, labels, args.prediction_type)
     unet.train()
     torch.random.set_rng_state(state)
     return loss.item()
@@ -435,10 +436,10 @@ def sample_grid(pipe, ema, unet, labels, path: Path):
                         title=path.stem)
 
 
-def _model_card(args, info, id2label, steps) -> str:
+def _model_card(args, info, pipe, steps) -> str:
     from solar_diffusion.training.model_card import render_model_card
 
-    return render_model_card(args=vars(args), dataset_info=info, id2label=id2label, steps=steps)
+    return render_model_card(args=vars(args), dataset_info=info, pipe=pipe, steps=steps)
 
 
 def main(argv=None, hub_api=None) -> Path:
