@@ -35,7 +35,7 @@ def _collate_for(datasets, size):
     """(dataset folder, train split, Collate at ``size``, number of labels) for a training size."""
     from solar_diffusion.pipelines import ClipLogNormalization
     from solar_diffusion.splits import dataset_info, load_split
-    from solar_diffusion.training.train_ddpm import Collate
+    from solar_diffusion.training.data import Collate
 
     stored = {int(dataset_info(d)["config"]["size"]): d for d in datasets}
     folder = stored.get(size, datasets[0])

@@ -1,4 +1,8 @@
-"""The ``solar-diffusion`` command line."""
+"""The ``solar-diffusion`` command line.
+
+Each subcommand's arguments are added only when that subcommand runs, so ``solar-diffusion
+--help`` answers without importing torch, diffusers or sunpy.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from solar_diffusion.generate import DTYPES, FORMATS, SCHEDULERS
-from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS
-
-#: The model bundled with the package (absent until one is trained and bundled).
-DEFAULT_MODEL = Path(__file__).parent / "models" / "default"
+from solar_diffusion import __version__
+from solar_diffusion.defaults import bundled_model
 
 
-def _add_generate(sub):
-    p = sub.add_parser("generate", help="generate synthetic AIA images of chosen GOES flare classes")
-    has_default = (DEFAULT_MODEL / "model_index.json").exists()
-    p.add_argument("--model", default=str(DEFAULT_MODEL) if has_default else None, required=not has_default,
-                   help="saved pipeline folder or Hub id" + (" (default: the bundled model)" if has_default else ""))
+def _add_model(p, what="saved pipeline folder or Hub id"):
+    default = bundled_model()
+    p.add_argument("--model", default=None if default is None else str(default), required=default is None,
+                   help=what + (" (default: the bundled model)" if default else ""))
+
+
+def _add_generate(p):
+    from solar_diffusion.generate import DTYPES, FORMATS, SCHEDULERS
+    from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS
+
+    _add_model(p)
     p.add_argument("--flare-class", action="append", dest="flare_classes", metavar="CLASS",
                    help="label ('X', 'quiet'), full class ('M2.5') or 'all' (default); repeat for several")
     p.add_argument("--num-images", type=int, default=4, help="images per class (default 4)")
@@ -38,7 +45,6 @@ def _add_generate(sub):
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet (slow first batch; pays off for hundreds of images)")
     p.add_argument("--list-classes", action="store_true", help="print the model's labels, lowest first, and exit")
-    p.set_defaults(func=_generate)
 
 
 def _generate(args) -> int:
@@ -75,11 +81,10 @@ def _generate(args) -> int:
     return 0
 
 
-def _add_build_dataset(sub):
+def _add_build_dataset(p):
     from solar_diffusion.dataset_builder.build import DEFAULT_SPLITS
     from solar_diffusion.dataset_builder.images import DEFAULT_FOV_RSUN
 
-    p = sub.add_parser("build-dataset", help="build a labelled Hugging Face dataset of AIA images")
     src = p.add_argument_group("local sources")
     src.add_argument("--images", help="folder of FITS/JP2/JPEG/PNG images, or an index CSV (file + time column)")
     src.add_argument("--flare-list", action="append", default=[], metavar="PATH",
@@ -108,7 +113,6 @@ def _add_build_dataset(sub):
     p.add_argument("--pointing-table", help="aiapy pointing table file (offline pointing update)")
     p.add_argument("--correction-table", help="aiapy degradation correction table file")
     p.add_argument("--num-proc", type=int, default=1, help="worker processes (default 1)")
-    p.set_defaults(func=_build_dataset)
 
 
 def _build_dataset(args) -> int:
@@ -118,12 +122,10 @@ def _build_dataset(args) -> int:
     return 0 if not result.counts.empty else 1
 
 
-def _add_train(sub):
+def _add_train(p):
     from solar_diffusion.training.train_ddpm import build_parser as train_parser
 
-    p = sub.add_parser("train", help="train the class-conditional DDPM (same flags as training/train_ddpm.py)")
     train_parser(p)
-    p.set_defaults(func=_train)
 
 
 def _train(args) -> int:
@@ -133,11 +135,11 @@ def _train(args) -> int:
     return 0
 
 
-def _add_evaluate(sub):
-    p = sub.add_parser("evaluate", help="FD/KID, precision/recall, clusters, conditioning F1 against a real split")
-    has_default = (DEFAULT_MODEL / "model_index.json").exists()
-    p.add_argument("--model", default=str(DEFAULT_MODEL) if has_default else None, required=not has_default,
-                   help="saved pipeline folder" + (" (default: the bundled model)" if has_default else ""))
+def _add_evaluate(p):
+    from solar_diffusion.generate import SCHEDULERS
+    from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS
+
+    _add_model(p, "saved pipeline folder")
     p.add_argument("--dataset", required=True, help="a folder made by build-dataset, in the model's data unit")
     p.add_argument("--split", default="test", help="real split to compare with (default test)")
     p.add_argument("--encoder", default=None, help="saved FlareClassifier (default: the bundled encoder)")
@@ -155,7 +157,6 @@ def _add_evaluate(sub):
     p.add_argument("--model-card", default=None, help="a model card (README.md) to write the results into")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder")
-    p.set_defaults(func=_evaluate)
 
 
 def _evaluate(args) -> int:
@@ -175,12 +176,10 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _add_experiment(sub):
+def _add_experiment(p):
     from solar_diffusion.training.experiments import build_parser as experiment_parser
 
-    p = sub.add_parser("experiment", help="the paper's experiments: classifier or predictor, real vs + synthetic")
     experiment_parser(p)
-    p.set_defaults(func=_experiment)
 
 
 def _experiment(args) -> int:
@@ -191,23 +190,37 @@ def _experiment(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: subcommand -> (one-line help, function adding its arguments, function running it)
+COMMANDS = {
+    "generate": ("generate synthetic AIA images of chosen GOES flare classes", _add_generate, _generate),
+    "build-dataset": ("build a labelled Hugging Face dataset of AIA images", _add_build_dataset, _build_dataset),
+    "train": ("train the class-conditional DDPM (same flags as training/train_ddpm.py)", _add_train, _train),
+    "evaluate": ("FD/KID, precision/recall, clusters, conditioning F1 against a real split", _add_evaluate, _evaluate),
+    "experiment": ("the paper's experiments: classifier or predictor, real vs + synthetic", _add_experiment,
+                   _experiment),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the arguments of ``command`` only (all subcommands are listed)."""
     parser = argparse.ArgumentParser(
         prog="solar-diffusion",
         description="Synthetic SDO/AIA images of chosen GOES flare classes with a conditional diffusion model.",
     )
+    parser.add_argument("--version", action="version", version=f"solar-diffusion {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_generate(sub)
-    _add_build_dataset(sub)
-    _add_train(sub)
-    _add_evaluate(sub)
-    _add_experiment(sub)
+    for name, (help_text, add_arguments, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            add_arguments(p)
+            p.set_defaults(func=run)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:

@@ -21,11 +21,9 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from solar_diffusion.defaults import BUNDLED_ENCODER
 from solar_diffusion.pipelines import ClipLogNormalization
 from solar_diffusion.splits import resize
-
-DEFAULT_ENCODER = Path(__file__).resolve().parent / "models" / "encoder"
-
 
 class FlareClassifier(ModelMixin, ConfigMixin):
     """A small CNN over model-space images: strided conv stages, then mean and max pooling
@@ -93,7 +91,7 @@ def _batches(images, batch_size, model):
 
 def load_encoder(path=None) -> FlareClassifier:
     """The encoder saved at ``path`` (default: the bundled one), in eval mode."""
-    path = Path(path) if path else DEFAULT_ENCODER
+    path = Path(path) if path else BUNDLED_ENCODER
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path} holds no saved encoder (config.json missing): train one with "
                                 "training/train_classifier.py")

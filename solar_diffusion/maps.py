@@ -9,6 +9,8 @@ fixes the observer (Earth) and hence the WCS, and keywords that mark it syntheti
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import astropy.units as u
 import numpy as np
 import sunpy.map
@@ -17,7 +19,7 @@ from sunpy.coordinates import Helioprojective, get_earth, sun
 
 from solar_diffusion.files import atomic_write
 from solar_diffusion.units import BROWSE, data_unit
-from solar_diffusion.pipelines import ClipLogNormalization, disk_center_px, image_center_px, rsun_px
+from solar_diffusion.pipelines import ClipLogNormalization, disk_center_px, image_center_px
 
 #: Nominal observation date used when a geometry gives none.
 NOMINAL_DATE_OBS = "2012-07-01T00:00:00"

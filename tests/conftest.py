@@ -126,6 +126,29 @@ def tiny_model_dir(tmp_path) -> Path:
     return save_pipeline(make_tiny_pipeline(), tmp_path / "tiny-model")
 
 
+def read_netcdf_xrsb(path):
+    """XRS-B flux (W m^-2, as stored) and flag of a GOES-R netCDF file, read directly with h5netcdf (no sunpy)."""
+    from datetime import datetime, timedelta
+
+    import h5netcdf
+    import numpy as np
+    import pandas as pd
+
+    with h5netcdf.File(path, "r") as nc:
+        seconds = np.asarray(nc["time"])
+        flux = np.asarray(nc["xrsb_flux"], dtype=float)
+        flag = np.asarray(nc["xrsb_flag"])
+    epoch = datetime(2000, 1, 1, 12)  # "seconds since 2000-01-01 12:00:00"
+    times = pd.DatetimeIndex([epoch + timedelta(seconds=float(s)) for s in seconds])
+    return pd.DataFrame({"flux": flux, "flag": flag}, index=times)
+
+
+@pytest.fixture(scope="session")
+def netcdf_xrsb():
+    """``read_netcdf_xrsb`` itself: the raw XRS-B samples of a file, to check the readers against."""
+    return read_netcdf_xrsb
+
+
 @pytest.fixture
 def browse_model_dir(tmp_path, make_pipeline) -> Path:
     """A tiny random pipeline in the browse unit with the real datasets' labels, saved."""

@@ -81,15 +81,29 @@ def test_several_channels_write_one_fits_per_channel(make_pipeline, tmp_path):
 
 def test_bundled_model_is_the_default_and_generates(tmp_path):
     """The README's main job: the bundled model, offline, with a contact sheet of every class."""
-    from solar_diffusion.cli import DEFAULT_MODEL
+    from solar_diffusion.defaults import BUNDLED_MODEL
 
-    weights = DEFAULT_MODEL / "unet" / "diffusion_pytorch_model.safetensors"
+    weights = BUNDLED_MODEL / "unet" / "diffusion_pytorch_model.safetensors"
     assert weights.stat().st_size <= 25 * 2**20
     out = tmp_path / "generated"
     assert main(["generate", "--num-images", "1", "--steps", "2", "--out", str(out)]) == 0
     record = json.loads((out / "generation.json").read_text())
-    assert record["settings"]["model"] == str(DEFAULT_MODEL)
+    assert record["settings"]["model"] == str(BUNDLED_MODEL)
     labels = [image["flare_class"] for image in record["images"]]
     assert labels == ["quiet", "B", "C", "M", "X"]
     assert record["images"][0]["unit"] == "browse"
     assert Image.open(out / "contact_sheet.png").size[1] > 300
+
+
+def test_help_and_version_answer_without_importing_torch_diffusers_or_sunpy():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom solar_diffusion.cli import main\n"
+            "for argv in (['--help'], ['--version']):\n"
+            "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
+            "heavy = sorted(m for m in ('torch', 'diffusers', 'sunpy', 'astropy', 'datasets') if m in sys.modules)\n"
+            "print('heavy:', heavy)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "generate" in out and "build-dataset" in out and "solar-diffusion 0.1" in out
+    assert out.strip().endswith("heavy: []"), out

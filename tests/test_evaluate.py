@@ -1,9 +1,6 @@
 """The encoder's training (accelerate launch), its save/load, and ``solar-diffusion evaluate`` end to end."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +11,13 @@ from solar_diffusion.cli import main as cli
 from solar_diffusion.encoder import FlareClassifier, load_encoder
 from solar_diffusion.pipelines import ClipLogNormalization
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def tiny_encoder(tiny_dataset, tmp_path_factory) -> Path:
+def tiny_encoder(tiny_dataset, tmp_path_factory, accelerate_launch) -> Path:
     """A FlareClassifier trained for two epochs through ``accelerate launch`` on the tiny real dataset."""
     out = tmp_path_factory.mktemp("encoder") / "encoder"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(ROOT / "training" / "accelerate_configs" / "cpu.yaml"), "--num_cpu_threads_per_process", "1",
-           str(ROOT / "training" / "train_classifier.py"), "--dataset", str(tiny_dataset), "--output-dir", str(out),
-           "--epochs", "2", "--batch-size", "16", "--widths", "8,16", "--feature-dim", "16"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    assert result.returncode == 0, result.stderr[-3000:]
+    accelerate_launch("train_classifier.py", "--dataset", tiny_dataset, "--output-dir", out, "--epochs", "2",
+                      "--batch-size", "16", "--widths", "8,16", "--feature-dim", "16", timeout=600)
     return out
 
 
@@ -52,10 +43,10 @@ def test_missing_encoder_is_named(tmp_path):
 
 
 def test_bundled_encoder_loads_and_matches_the_bundled_model():
-    from solar_diffusion.cli import DEFAULT_MODEL
+    from solar_diffusion.defaults import BUNDLED_MODEL
     from solar_diffusion.generate import load_pipeline
 
-    encoder, pipe = load_encoder(), load_pipeline(DEFAULT_MODEL)
+    encoder, pipe = load_encoder(), load_pipeline(BUNDLED_MODEL)
     assert encoder.normalization == pipe.normalization
     assert set(pipe.id2label.values()) <= set(encoder.id2label.values())
 
@@ -67,16 +58,6 @@ def test_evaluate_refuses_a_model_of_another_unit(tiny_model_dir, tiny_encoder, 
     assert cli(args) == 2
     assert "the encoder was trained on 'browse' images, the model makes 'DN/s'" in capsys.readouterr().err
     assert not (tmp_path / "wrong" / "metrics.json").exists()
-
-
-@pytest.fixture
-def browse_model_dir(tmp_path, make_pipeline):
-    """A tiny random pipeline in the browse unit with the tiny dataset's labels, saved."""
-    from solar_diffusion import ClipLogNormalization
-    from solar_diffusion.hub import save_pipeline
-
-    pipe = make_pipeline(labels=("quiet", "B", "C", "M", "X"), normalization=ClipLogNormalization.for_browse())
-    return save_pipeline(pipe, tmp_path / "browse-model")
 
 
 def test_disk_errors_find_real_disks_where_the_builder_put_them_and_see_a_shift(real_64):

@@ -7,7 +7,6 @@ h5netcdf, or from sunpy's own reading of a file.
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import h5netcdf
@@ -49,17 +48,6 @@ def goes16(goes16_files) -> XRSFlux:
     return read_xrs(list(goes16_files.values()))
 
 
-def netcdf_xrsb(path) -> pd.DataFrame:
-    """XRS-B flux and flag of a GOES-R netCDF file, read directly (no sunpy)."""
-    with h5netcdf.File(path, "r") as nc:
-        seconds = np.asarray(nc["time"])
-        flux = np.asarray(nc["xrsb_flux"], dtype=float)
-        flag = np.asarray(nc["xrsb_flag"])
-    epoch = datetime(2000, 1, 1, 12)  # "seconds since 2000-01-01 12:00:00"
-    times = pd.DatetimeIndex([epoch + timedelta(seconds=float(s)) for s in seconds])
-    return pd.DataFrame({"flux": flux, "flag": flag}, index=times)
-
-
 def sunpy_xrsb(path) -> pd.Series:
     """sunpy's XRS-B column of a file, as stored."""
     return sunpy.timeseries.TimeSeries(str(path)).to_dataframe()["xrsb"].astype(float)
@@ -70,7 +58,7 @@ def sunpy_xrsb(path) -> pd.Series:
 # --------------------------------------------------------------------------------------------
 
 
-def test_flux_at_x93_peak_equals_netcdf_value(goes16, goes16_files):
+def test_flux_at_x93_peak_equals_netcdf_value(goes16, goes16_files, netcdf_xrsb):
     raw = netcdf_xrsb(goes16_files["20170906"])
     peak_time = pd.Timestamp("2017-09-06 12:02")
     expected = raw.loc[peak_time, "flux"]
@@ -91,7 +79,7 @@ def test_goes16_files_are_on_goes_r_scale(goes16):
     assert list(goes16.data.columns[:3]) == ["flux", "quality_ok", "satellite"]
 
 
-def test_quality_follows_the_file_flag(goes16, goes16_files):
+def test_quality_follows_the_file_flag(goes16, goes16_files, netcdf_xrsb):
     raw = netcdf_xrsb(goes16_files["20170906"])
     good = ((raw["flag"] & 3) == 0) & (raw["flux"] > 0)  # good_data: flag_masks 3, value 0
     day = goes16.data.loc["2017-09-06"]
@@ -99,7 +87,7 @@ def test_quality_follows_the_file_flag(goes16, goes16_files):
     assert (~good).sum() > 30  # the daily eclipse around 05:30 UT
 
 
-def test_flux_at_skips_flagged_samples_and_gaps(goes16, goes16_files):
+def test_flux_at_skips_flagged_samples_and_gaps(goes16, goes16_files, netcdf_xrsb):
     raw = netcdf_xrsb(goes16_files["20170906"])
     bad = raw.index[(raw["flag"] & 3) != 0]
     first_bad = bad[0]
@@ -123,7 +111,7 @@ def test_flux_at_accepts_aware_and_astropy_times(goes16):
     assert goes16.flux_at(Time("2017-09-06T12:02:00", scale="utc")) == pytest.approx(naive)
 
 
-def test_coverage_splits_at_eclipses(goes16, goes16_files):
+def test_coverage_splits_at_eclipses(goes16, goes16_files, netcdf_xrsb):
     ranges = goes16.coverage()
     assert ranges[0][0] == pd.Timestamp("2017-09-04 00:00")
     assert ranges[-1][1] == pd.Timestamp("2017-09-08 23:59")
@@ -233,7 +221,7 @@ def test_same_file_twice_gives_no_duplicates(goes16_files):
     assert twice.data.index.is_unique
 
 
-def test_overlap_prefers_good_samples(tmp_path, goes16_files):
+def test_overlap_prefers_good_samples(tmp_path, goes16_files, netcdf_xrsb):
     """A real-derived copy with every flag set to bad_data loses to the real file, first or not."""
     real = goes16_files["20170906"]
     flagged = tmp_path / "flagged" / real.name
@@ -252,7 +240,7 @@ def test_overlap_prefers_good_samples(tmp_path, goes16_files):
 @pytest.mark.parametrize(
     ("primary", "winner", "factor"), [(None, "GOES-17", 2.0), ("GOES-16", "GOES-16", 1.0)]
 )
-def test_overlap_prefers_the_primary_satellite(tmp_path, goes16_files, primary, winner, factor):
+def test_overlap_prefers_the_primary_satellite(tmp_path, goes16_files, primary, winner, factor, netcdf_xrsb):
     """A real-derived copy relabelled GOES-17 (flux doubled to tell it apart) overlaps the real day."""
     real = goes16_files["20170906"]
     relabelled = tmp_path / real.name.replace("_g16_", "_g17_")
@@ -291,7 +279,7 @@ class ReplayFetch:
         return [self.files_by_day[day]] if day in self.files_by_day else []
 
 
-def test_source_fetches_each_day_and_retries(goes16_files):
+def test_source_fetches_each_day_and_retries(goes16_files, netcdf_xrsb):
     fetch = ReplayFetch(goes16_files, fail_once={"20170906"})
     waits = []
     source = GOESXRSSource(fetch=fetch, retries=3, sleep=waits.append)

@@ -8,7 +8,7 @@ from solar_diffusion.dataset_builder.goes import read_xrs
 from solar_diffusion.dataset_builder.labels import label_frames
 
 
-def test_flares_then_background_then_quiet(shared_data):
+def test_flares_then_background_then_quiet(shared_data, netcdf_xrsb):
     xrs = read_xrs(sorted((shared_data / "goes_xrs").glob("sci_xrsf-l2-avg1m_g16_*.nc")))
     events = read_hek_csv(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv")
     no_flare = next(t for t in pd.date_range("2017-09-12", periods=48, freq="h")
@@ -19,10 +19,17 @@ def test_flares_then_background_then_quiet(shared_data):
     assert labels.loc[0, ["flare_class", "label_source", "flare_goes_class"]].tolist() == ["X", "flare", "X9.3"]
     assert labels.loc[0, "peak_flux"] == np.log10(9.3e-4 / 0.7)
     # after it ends the XRS flux still decays: its letter, on the SWPC scale, labels the frame
+    raw = {day: netcdf_xrsb(shared_data / "goes_xrs" / f"sci_xrsf-l2-avg1m_g16_d{day}_v2-2-0.nc")
+           for day in ("20170904", "20170906")}
+    assert labels.loc[1, "goes_flux_at_obs"] == raw["20170906"].loc["2017-09-06 12:30", "flux"]  # 2.65e-4
     swpc_flux = labels.loc[1, "goes_flux_at_obs"] * 0.7
     assert labels.loc[1, "label_source"] == "xrs background"
-    assert labels.loc[1, "flare_class"] == "ABCMX"[int(np.clip(np.floor(np.log10(swpc_flux)) + 8, 0, 4))]
-    assert labels.loc[2, "label_source"] in ("flare", "xrs background")
+    assert labels.loc[1, "flare_class"] == "ABCMX"[int(np.clip(np.floor(np.log10(swpc_flux)) + 8, 0, 4))] == "X"
+    # 2017-09-04 03:00 lies between two HEK flares (C1.1 02:18-02:29, C1.2 03:33-03:42): the
+    # background flux, 2.26e-6 W m^-2 (C1.6 on the SWPC scale), labels it
+    assert labels.loc[2, "goes_flux_at_obs"] == raw["20170904"].loc["2017-09-04 03:00", "flux"]
+    assert labels.loc[2, ["flare_class", "label_source"]].tolist() == ["C", "xrs background"]
+    assert np.isnan(labels.loc[2, "peak_flux"]) and labels.loc[2, "flare_goes_class"] is None
     # outside the XRS files and with no flare: quiet
     assert labels.loc[3, ["flare_class", "label_source"]].tolist() == ["quiet", "none"]
     assert np.isnan(labels.loc[3, "goes_flux_at_obs"])

@@ -5,7 +5,8 @@ import sunpy.map
 import torch
 from astropy.coordinates import SkyCoord
 
-from solar_diffusion.maps import rsun_px, synthetic_map, write_fits
+from solar_diffusion.maps import synthetic_map, write_fits
+from solar_diffusion.pipelines import rsun_px
 
 
 def test_fits_from_pipeline_output_opens_as_a_synthetic_aia_map(tiny_pipeline, tmp_path):

@@ -22,7 +22,10 @@ def test_real_aia_level1_round_trip(aia171_level1_file):
 def test_torch_and_numpy_agree():
     norm = ClipLogNormalization()
     x = np.geomspace(1, 1e4, 50).astype(np.float32)
-    np.testing.assert_allclose(norm.forward(torch.from_numpy(x)).numpy(), norm.forward(x), rtol=1e-6)
+    # torch's and numpy's float32 log10 differ by an ulp or two, and by CPU (SIMD paths): in model
+    # space that is an absolute error of ~1e-7, which a relative tolerance alone rejects at values
+    # near 0. atol 1e-5 allows a few such errors and stays 400 times finer than one 8-bit grey level.
+    np.testing.assert_allclose(norm.forward(torch.from_numpy(x)).numpy(), norm.forward(x), rtol=1e-5, atol=1e-5)
     assert norm.forward(np.float32(5.0)) == pytest.approx(-1.0)
 
 

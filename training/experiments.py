@@ -161,10 +161,10 @@ def skill_scores(y_true, y_pred) -> dict:
 
 
 def _load(args):
-    from solar_diffusion.cli import DEFAULT_MODEL
+    from solar_diffusion.defaults import BUNDLED_MODEL
     from solar_diffusion.generate import load_pipeline
 
-    pipe = load_pipeline(args.model or DEFAULT_MODEL)
+    pipe = load_pipeline(args.model or BUNDLED_MODEL)
     pipe.set_progress_bar_config(disable=True)
     size = pipe.unet.config.sample_size
     splits = {s: model_space_split(args.dataset, s, pipe.normalization, size) for s in ("train", "validation", "test")}
@@ -269,7 +269,6 @@ def classifier_experiment(args) -> dict:
 def flare_ahead(t_obs, events, threshold_flux: float, horizon_hours: float) -> np.ndarray:
     """Per frame time, whether a flare with peak flux >= ``threshold_flux`` (GOES-R scale) peaks
     in (t, t + horizon]. ``events`` is a flare table (``read_flare_list``)."""
-    import pandas as pd
 
     peaks = np.sort(events.loc[events["peak_flux"] >= threshold_flux * (1 - 1e-9), "peak"].to_numpy(dtype="datetime64[ns]"))
     times = utc_times(t_obs).to_numpy(dtype="datetime64[ns]")
@@ -280,7 +279,6 @@ def flare_ahead(t_obs, events, threshold_flux: float, horizon_hours: float) -> n
 
 def predictor_experiment(args) -> dict:
     """Both arms, every seed, every threshold; write the results. Returns them."""
-    import pandas as pd
 
     from solar_diffusion import FLARE_LETTERS, GOES_R_SCALE, SWPC_SCALE, convert_flux_scale, parse_flare_class
     from solar_diffusion.dataset_builder.flares import read_flare_list

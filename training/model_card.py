@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from huggingface_hub import ModelCard, ModelCardData
+
+if TYPE_CHECKING:
+    from solar_diffusion import SolarFlarePipeline
 
 TEMPLATE = """---
 {{ card_data }}

@@ -16,7 +16,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -50,7 +49,7 @@ def fit_classifier(train, validation, id2label: dict, normalization, args, accel
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from solar_diffusion.training.train_ddpm import BalancedSampler, random_rotation
+    from solar_diffusion.training.data import BalancedSampler, random_rotation
 
     accelerator = accelerator or Accelerator()
     set_seed(args.seed)

@@ -34,12 +34,12 @@ import math
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from solar_diffusion import NULL_FLUX_CONDITION, flux_condition, null_condition
-from solar_diffusion.splits import dataset_info, load_split, resize
+from solar_diffusion import null_condition
+from solar_diffusion.splits import dataset_info, load_split
+from solar_diffusion.training.data import BalancedSampler, Collate
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -91,79 +91,6 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--hub-model-id", default=None)
     p.add_argument("--hub-private", action="store_true")
     return p
-
-
-# ------------------------------------------------------------------------------------------
-# data
-# ------------------------------------------------------------------------------------------
-
-
-def frame_condition(row, id_map) -> float | int:
-    """A frame's UNet class input: its remapped label id (``id_map``), or, for flux
-    conditioning (``id_map is None``), ``flux_condition`` of its flare's log10 peak flux, else of
-    the XRS flux at its time, else the null value."""
-    if id_map is not None:
-        return id_map[int(row["flare_class"])]
-    if np.isfinite(row["peak_flux"]):
-        return float(flux_condition(row["peak_flux"]))
-    if np.isfinite(row["goes_flux_at_obs"]) and row["goes_flux_at_obs"] > 0:
-        return float(flux_condition(np.log10(row["goes_flux_at_obs"])))
-    return NULL_FLUX_CONDITION
-
-
-class BalancedSampler(torch.utils.data.Sampler):
-    """Draws frames with replacement, weight ``count(label) ** -power``; reproducible per epoch.
-
-    >>> sampler = BalancedSampler([0, 0, 0, 1], power=1.0, seed=0)
-    >>> sampler.set_epoch(3); first = list(sampler); sampler.set_epoch(3)
-    >>> first == list(sampler), len(first)
-    (True, 4)
-    """
-
-    def __init__(self, labels, power: float, seed: int = 0):
-        labels = np.asarray(labels)
-        counts = np.bincount(labels)
-        self.weights = torch.as_tensor(counts[labels] ** -float(power), dtype=torch.double)
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int):
-        self.epoch = epoch
-
-    def __len__(self):
-        return len(self.weights)
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.multinomial(self.weights, len(self.weights), replacement=True, generator=generator).tolist())
-
-
-class Collate:
-    """Batch -> (normalised images at the training size, remapped class ids)."""
-
-    def __init__(self, normalization, resolution, id_map, rotation=0.0, brightness=0.0):
-        self.normalization, self.resolution, self.id_map = normalization, resolution, id_map
-        self.rotation, self.brightness = rotation, brightness
-
-    def __call__(self, rows):
-        images = torch.from_numpy(np.stack([np.asarray(r["image"], dtype=np.float32) for r in rows]))
-        if self.brightness:
-            images = images * (1 + self.brightness * (2 * torch.rand(len(rows), 1, 1, 1) - 1))
-        x = resize(self.normalization.forward(images), self.resolution)
-        if self.rotation:
-            x = random_rotation(x, self.rotation)
-        labels = torch.tensor([frame_condition(r, self.id_map) for r in rows],
-                              dtype=torch.float32 if self.id_map is None else torch.long)
-        return x, labels
-
-
-def random_rotation(x: torch.Tensor, max_degrees: float) -> torch.Tensor:
-    """Rotate each model-space image about the disk centre by a uniform angle in +-``max_degrees``
-    (off-image pixels become -1, the dark background). Uses the global torch RNG."""
-    angle = torch.deg2rad(max_degrees * (2 * torch.rand(len(x)) - 1))
-    cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros_like(angle)
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
 
 
 # ------------------------------------------------------------------------------------------
