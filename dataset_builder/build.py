@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,7 @@ class BuildResult:
     counts: pd.DataFrame
     rejected: list = field(default_factory=list)
     unassigned: int = 0
+    frame_notes: list = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------
@@ -238,7 +240,7 @@ def process_shard(args) -> tuple[str, int, int]:
     path = _shard_path(out, config, split, k, n)
     if path.exists():
         return split, k, -1
-    records, rejected = {name: [] for name in features}, []
+    records, rejected, notes = {name: [] for name in features}, [], []
     for row in rows.itertuples(index=False):
         try:
             frame = read_frame(row.file, config.channels, t_obs=row.t_obs,
@@ -252,6 +254,8 @@ def process_shard(args) -> tuple[str, int, int]:
             rejected.append({"file": row.file, "reason": f"{row.file}: {type(err).__name__}: {err}"})
             continue
         unit = frame.unit
+        if frame.notes:
+            notes.append({"file": frame.source, "notes": list(frame.notes)})
         values = {
             "image": image,
             "flare_class": row.flare_class,
@@ -262,7 +266,7 @@ def process_shard(args) -> tuple[str, int, int]:
             "flare_goes_class": row.flare_goes_class,
             "flare_hpc_x": row.flare_hpc_x,
             "flare_hpc_y": row.flare_hpc_y,
-            "source": os.path.basename(row.file),
+            "source": os.path.basename(frame.source),
             "channel": ",".join(frame.channels),
             "unit": unit,
             "image_size": config.size,
@@ -271,7 +275,8 @@ def process_shard(args) -> tuple[str, int, int]:
         }
         for name, value in values.items():
             records[name].append(value)
-    atomic_write(path.with_suffix(".rejected.json"), lambda tmp: Path(tmp).write_text(json.dumps(rejected, indent=1)))
+    side = {"rejected": rejected, "notes": notes}
+    atomic_write(path.with_suffix(".rejected.json"), lambda tmp: Path(tmp).write_text(json.dumps(side, indent=1)))
     _write_shard(path, records, features)
     return split, k, len(records["image"])
 
@@ -303,6 +308,7 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
     unit = "DN/s" if is_fits.all() else "browse"
     features = dataset_features(vocabulary, len(config.channels), config.size, unit)
     tasks = [(out, config, split, k, n, rows, features) for split, k, n, rows in shard_plan(plan, config.shard_size)]
+    check_requested_steps(config, unit)
     _check_resume(out, config, vocabulary, features)
     for stale in (out / config.config_name).glob(".*.tmp*"):  # left by a killed build
         stale.unlink()
@@ -318,8 +324,11 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
             process_shard(task)
             bar.update()
     bar.close()
+    frame_notes = []
     for _, config_, split, k, n, _, _ in tasks:
-        rejected += json.loads(_shard_path(out, config_, split, k, n).with_suffix(".rejected.json").read_text())
+        side = json.loads(_shard_path(out, config_, split, k, n).with_suffix(".rejected.json").read_text())
+        rejected += side["rejected"] if isinstance(side, dict) else side  # a list: a shard of an older build
+        frame_notes += side.get("notes", []) if isinstance(side, dict) else []
     counts, rsun_median, clipped = summarize_shards(out, config, vocabulary, unit)
     info = {
         "config": asdict(config),
@@ -328,6 +337,7 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
         "label_rule": LABEL_RULE,
         "counts": counts.to_dict(),
         "rejected": rejected,
+        "frame_notes": frame_notes,
         "unassigned_frames": unassigned,
         "rsun_px_median": rsun_median,
         "t_obs_median_train": str(plan.loc[plan["split"] == "train", "t_obs"].median()),
@@ -338,7 +348,32 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
     from solar_diffusion.dataset_builder.card import write_dataset_card
 
     write_dataset_card(out, info, counts)
-    return BuildResult(out=out, counts=counts, rejected=rejected, unassigned=unassigned)
+    return BuildResult(out=out, counts=counts, rejected=rejected, unassigned=unassigned, frame_notes=frame_notes)
+
+
+def check_requested_steps(config: BuildConfig, unit: str):
+    """Stop before any work if a requested calibration step cannot run: the aiapy steps need
+    aiapy, level-1 FITS images (DN/s) and the tables they were given.
+
+    >>> check_requested_steps(BuildConfig(out="x", register=True), "browse")
+    Traceback (most recent call last):
+    ...
+    ValueError: --register/--pointing-table/--correction-table calibrate level-1 FITS, but the images are browse images (8-bit): leave them off or give FITS files
+    """
+    requested = config.register or config.pointing_table is not None or config.correction_table is not None
+    if not requested:
+        return
+    if unit != "DN/s":
+        raise ValueError("--register/--pointing-table/--correction-table calibrate level-1 FITS, but the images are "
+                         f"{unit} images (8-bit): leave them off or give FITS files")
+    try:
+        import aiapy.calibrate  # noqa: F401
+    except ImportError:
+        raise ValueError("--register/--pointing-table/--correction-table need aiapy: "
+                         "pip install 'solar-diffusion[aia]'") from None
+    for flag, table in (("--pointing-table", config.pointing_table), ("--correction-table", config.correction_table)):
+        if table is not None and not Path(table).is_file():
+            raise FileNotFoundError(f"{flag} {table}: no such file")
 
 
 def _check_resume(out: Path, config: BuildConfig, vocabulary, features):
@@ -455,4 +490,9 @@ def build_from_args(args) -> BuildResult:
         print(f"  skipped: {item['reason']}")
     if len(result.rejected) > 20:
         print(f"  ... {len(result.rejected) - 20} more in {result.out / BUILD_INFO}")
+    if result.frame_notes:
+        print(f"WARNING: {len(result.frame_notes)} frames were changed on the way (listed per frame under "
+              f"'frame_notes' in {result.out / BUILD_INFO}), e.g.:", file=sys.stderr)
+        for item in result.frame_notes[:5]:
+            print(f"  {item['file']}: {'; '.join(item['notes'])}", file=sys.stderr)
     return result

@@ -102,7 +102,7 @@ def read_map_file(path, channels=("171",), register=False, pointing_table=None, 
 
     Optional aiapy steps: pointing update (needs ``pointing_table``, a table users supply
     offline), registration to level 1.5 (``register=True``) and degradation correction (needs
-    ``correction_table``). Steps that cannot run are listed in the frame's ``notes``.
+    ``correction_table``). What was done to the pixels is listed in the frame's ``notes``.
     """
     import astropy.units as u
     import sunpy.map
@@ -128,16 +128,14 @@ def read_map_file(path, channels=("171",), register=False, pointing_table=None, 
             raise FrameRejected(f"{path}: EXPTIME is {exptime}, not a positive exposure time")
         if pointing_table is not None or register or correction_table is not None:
             smap, notes = _aiapy_steps(smap, pointing_table, register, correction_table)
-        else:
-            notes.append("aiapy pointing update, registration and degradation correction skipped (not requested)")
         data = smap.data / float(smap.meta["exptime"])
     data = np.asarray(data, dtype=np.float32)
     bad = ~np.isfinite(data)
     if bad.mean() > 0.01:
         raise FrameRejected(f"{path}: {bad.mean():.1%} of the pixels are NaN or infinite")
     if bad.any():
+        notes.append(f"{int(np.isnan(data).sum())} NaN and {int(np.isinf(data).sum())} infinite pixels set to 0")
         data = np.where(bad, 0.0, data)
-        notes.append(f"{int(bad.sum())} non-finite pixels set to 0")
     centre = smap.wcs.world_to_pixel(SkyCoord(0 * u.arcsec, 0 * u.arcsec, frame=smap.coordinate_frame))
     rsun = (smap.rsun_obs / smap.scale.axis1).to_value(u.pix)
     if abs(smap.scale.axis1 - smap.scale.axis2) > 0.01 * smap.scale.axis1:
@@ -157,12 +155,11 @@ def read_map_file(path, channels=("171",), register=False, pointing_table=None, 
 
 
 def _aiapy_steps(smap, pointing_table, register, correction_table):
-    notes = []
-    try:
-        import aiapy.calibrate as calibrate
-    except ImportError:
-        return smap, ["aiapy steps skipped: aiapy is not installed (pip install solar-diffusion[aia])"]
+    """The requested aiapy steps (``build.check_requested_steps`` has checked that they can run)."""
+    import aiapy.calibrate as calibrate
     from astropy.table import QTable
+
+    notes = []
 
     pointing_table, correction_table = (
         QTable.read(t) if isinstance(t, (str, Path)) else t for t in (pointing_table, correction_table)
@@ -170,16 +167,12 @@ def _aiapy_steps(smap, pointing_table, register, correction_table):
     if pointing_table is not None:
         smap = calibrate.update_pointing(smap, pointing_table=pointing_table)
         notes.append("pointing updated with aiapy")
-    else:
-        notes.append("pointing update skipped: no pointing table given")
     if register:
         smap = calibrate.register(smap)
         notes.append("registered to level 1.5 with aiapy")
     if correction_table is not None:
         smap = calibrate.correct_degradation(smap, correction_table=correction_table)
         notes.append("degradation corrected with aiapy")
-    else:
-        notes.append("degradation correction skipped: no correction table given")
     return smap, notes
 
 

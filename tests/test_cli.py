@@ -27,8 +27,8 @@ def test_generate_writes_files_named_by_class_and_seed(tiny_model_dir, tmp_path,
                      f"X_seed000005.{file_format}", f"X_seed000006.{file_format}"]
     record = json.loads((out / "generation.json").read_text())
     assert record["settings"]["scheduler"] == "DDIMScheduler" and len(record["images"]) == 4
-    sheet = Image.open(out / "contact_sheet.png")
-    assert sheet.size[0] > 100
+    # the contact sheet: one row per class, one column per image, each panel 1.6 x 1.7 in at 110 dpi
+    assert Image.open(out / "contact_sheet.png").size == (2 * 176, 2 * 187)
     first = out / names[0]
     if file_format == "npy":
         data = np.load(first)
@@ -92,7 +92,7 @@ def test_bundled_model_is_the_default_and_generates(tmp_path):
     labels = [image["flare_class"] for image in record["images"]]
     assert labels == ["quiet", "B", "C", "M", "X"]
     assert record["images"][0]["unit"] == "browse"
-    assert Image.open(out / "contact_sheet.png").size[1] > 300
+    assert Image.open(out / "contact_sheet.png").size == (176, 5 * 187)  # five classes, one image each
 
 
 def test_help_and_version_answer_without_importing_torch_diffusers_or_sunpy():

@@ -1,0 +1,44 @@
+"""The build never degrades silently: requested steps that cannot run stop it before work
+starts; what was changed in a frame's pixels is recorded per frame in the build record."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from solar_diffusion.dataset_builder.build import BuildConfig, build_dataset, index_images
+from solar_diffusion.dataset_builder.flares import read_flare_list
+
+
+def _no_flares(shared_data):
+    return read_flare_list(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv").iloc[:0]
+
+
+def test_register_on_browse_images_stops_before_any_shard_is_written(shared_data, tmp_path):
+    index = index_images(shared_data / "sdo_browse_2012" / "index.csv")
+    index = index[index["t_obs"].dt.strftime("%m-%d") == "03-07"]
+    config = BuildConfig(out=str(tmp_path / "out"), size=16, register=True)
+    with pytest.raises(ValueError, match="calibrate level-1 FITS, but the images are browse"):
+        build_dataset(index, _no_flares(shared_data), config, progress=False)
+    assert not list((tmp_path / "out").rglob("*.parquet"))
+
+
+def test_nan_and_inf_pixels_are_counted_and_recorded_per_frame(shared_data, aia171_level1_file, tmp_path):
+    folder = tmp_path / "fits"
+    folder.mkdir()
+    clean, damaged = folder / "clean_aia_171.fits", folder / "damaged_aia_171.fits"
+    shutil.copy(aia171_level1_file, clean)
+    with fits.open(aia171_level1_file) as hdul:
+        data = hdul[0].data.astype(np.float32)
+        data[0, :3] = np.nan
+        data[1, :2] = np.inf
+        fits.PrimaryHDU(data, hdul[0].header).writeto(damaged)
+    index = index_images(folder)
+    result = build_dataset(index, _no_flares(shared_data), BuildConfig(out=str(tmp_path / "out"), size=16,
+                                                                        splits="train=1-12"), progress=False)
+    assert result.counts.to_numpy().sum() == 2
+    record = json.loads((tmp_path / "out" / "build_info.json").read_text())
+    assert [(n["file"].split("/")[-1], n["notes"]) for n in record["frame_notes"]] == [
+        ("damaged_aia_171.fits", ["3 NaN and 2 infinite pixels set to 0"])]
