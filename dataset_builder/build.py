@@ -32,7 +32,8 @@ from solar_diffusion.dataset_builder.images import (
     read_frame,
     time_from_name,
 )
-from solar_diffusion.dataset_builder.labels import LABEL_RULE, label_frames
+from solar_diffusion.dataset_builder.flares import read_known_gaps
+from solar_diffusion.dataset_builder.labels import LABEL_RULE, label_coverage, label_frames
 
 #: Default time splits: months of every year (July is left out as a guard block).
 DEFAULT_SPLITS = "train=1-6,validation=8-9,test=10-12"
@@ -59,6 +60,8 @@ class BuildConfig:
     register: bool = False
     pointing_table: str | None = None
     correction_table: str | None = None
+    flare_list_gaps: tuple = ()  # files of windows the flare lists are known to miss (read_known_gaps)
+    max_quiet_days: float = 14.0  # longer stretches without a flare in progress are reported
 
 
 @dataclass
@@ -68,6 +71,7 @@ class BuildResult:
     rejected: list = field(default_factory=list)
     unassigned: int = 0
     frame_notes: list = field(default_factory=list)
+    label_coverage: dict = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------
@@ -309,6 +313,8 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
     features = dataset_features(vocabulary, len(config.channels), config.size, unit)
     tasks = [(out, config, split, k, n, rows, features) for split, k, n, rows in shard_plan(plan, config.shard_size)]
     check_requested_steps(config, unit)
+    known_gaps = [gap for path in config.flare_list_gaps for gap in read_known_gaps(path)]
+    coverage = label_coverage(plan["t_obs"], events, xrs, known_gaps, pd.Timedelta(days=config.max_quiet_days))
     _check_resume(out, config, vocabulary, features)
     for stale in (out / config.config_name).glob(".*.tmp*"):  # left by a killed build
         stale.unlink()
@@ -338,6 +344,7 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
         "counts": counts.to_dict(),
         "rejected": rejected,
         "frame_notes": frame_notes,
+        "label_coverage": coverage,
         "unassigned_frames": unassigned,
         "rsun_px_median": rsun_median,
         "t_obs_median_train": str(plan.loc[plan["split"] == "train", "t_obs"].median()),
@@ -348,7 +355,8 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
     from solar_diffusion.dataset_builder.card import write_dataset_card
 
     write_dataset_card(out, info, counts)
-    return BuildResult(out=out, counts=counts, rejected=rejected, unassigned=unassigned, frame_notes=frame_notes)
+    return BuildResult(out=out, counts=counts, rejected=rejected, unassigned=unassigned, frame_notes=frame_notes,
+                       label_coverage=coverage)
 
 
 def check_requested_steps(config: BuildConfig, unit: str):
@@ -482,6 +490,7 @@ def build_from_args(args) -> BuildResult:
         fov_rsun=args.fov_rsun, limb_mask=args.limb_mask, shard_size=args.shard_size, config_name=args.config_name,
         composite_channels=tuple(c.strip() for c in args.composite_channels.split(",")),
         register=args.register, pointing_table=args.pointing_table, correction_table=args.correction_table,
+        flare_list_gaps=tuple(args.flare_list_gaps), max_quiet_days=args.max_quiet_days,
     )
     result = build_dataset(index, events, config, xrs=xrs, num_proc=args.num_proc, provenance=provenance)
     print(f"\nLabel counts ({result.out}):\n{counts_markdown(result.counts)}")
@@ -490,6 +499,16 @@ def build_from_args(args) -> BuildResult:
         print(f"  skipped: {item['reason']}")
     if len(result.rejected) > 20:
         print(f"  ... {len(result.rejected) - 20} more in {result.out / BUILD_INFO}")
+    coverage = result.label_coverage
+    if coverage.get("frames_in_flare_list_gaps"):
+        print(f"WARNING: {coverage['frames_in_flare_list_gaps']} frames lie where the flare lists have a known gap or "
+              f"no flare in progress for over {coverage['max_quiet']} ({len(coverage['flare_list_gaps'])} stretches, "
+              f"first {coverage['flare_list_gaps'][0][0]} to {coverage['flare_list_gaps'][0][1]}): their 'quiet' labels "
+              f"may be wrong; give lists that cover the images (see 'label_coverage' in {result.out / BUILD_INFO})",
+              file=sys.stderr)
+    if coverage.get("frames_without_xrs"):
+        print(f"WARNING: {coverage['frames_without_xrs']} frames have no GOES XRS flux within 5 min (their background "
+              "letter is unknown)", file=sys.stderr)
     if result.frame_notes:
         print(f"WARNING: {len(result.frame_notes)} frames were changed on the way (listed per frame under "
               f"'frame_notes' in {result.out / BUILD_INFO}), e.g.:", file=sys.stderr)

@@ -75,3 +75,41 @@ def label_frames(t_obs, events: pd.DataFrame, xrs=None, window=pd.Timedelta(0), 
         out.loc[idx, "flare_hpc_x"] = rows["hpc_x"].to_numpy(dtype=float)
         out.loc[idx, "flare_hpc_y"] = rows["hpc_y"].to_numpy(dtype=float)
     return out
+
+
+def label_coverage(t_obs, events: pd.DataFrame, xrs=None, known_gaps=(), max_quiet="14D") -> dict:
+    """Which frames' labels the sources cannot vouch for: frames before the first or after the
+    last event of the flare lists, inside a known gap of them, or in a stretch longer than
+    ``max_quiet`` with no flare in progress (``flares.report_gaps``; near solar minimum such
+    stretches can be real); and, with ``xrs``, frames outside the XRS coverage
+    (``XRSFlux.coverage``), whose background letter is unknown.
+
+    >>> from solar_diffusion.dataset_builder.flares import empty_events
+    >>> report = label_coverage(pd.to_datetime(["2012-03-01", "2012-04-01"]), empty_events())
+    >>> report["frames_in_flare_list_gaps"], report["flare_list_gaps"]
+    (2, [['2012-03-01 00:00:00', '2012-04-01 00:00:00']])
+    """
+    from solar_diffusion.dataset_builder.flares import report_gaps
+
+    times = pd.DatetimeIndex(pd.to_datetime(t_obs))
+    report = {"max_quiet": str(pd.Timedelta(max_quiet)), "flare_list_gaps": [], "frames_in_flare_list_gaps": 0}
+    if len(times) == 0:
+        return report
+    known_gaps = list(known_gaps)
+    first, last = (events["start"].min(), events["end"].fillna(events["peak"]).max()) if len(events) else (None, None)
+    if first is None or pd.isna(first) or times.min() < first:  # images before the lists begin
+        known_gaps.append((times.min(), times.max() if first is None or pd.isna(first) else min(first, times.max())))
+    if last is not None and not pd.isna(last) and times.max() > last:  # images after the lists end
+        known_gaps.append((max(last, times.min()), times.max()))
+    gaps = report_gaps(events, times.min(), times.max(), known_gaps, max_quiet)
+    in_gap = np.zeros(len(times), bool)
+    for start, end in gaps:
+        in_gap |= (times >= start) & (times <= end)
+    report["flare_list_gaps"] = [[str(start), str(end)] for start, end in gaps]
+    report["frames_in_flare_list_gaps"] = int(in_gap.sum())
+    if xrs is not None:
+        covered = np.zeros(len(times), bool)
+        for start, end in xrs.coverage():
+            covered |= (times >= start) & (times <= end)
+        report["frames_without_xrs"] = int((~covered).sum())
+    return report

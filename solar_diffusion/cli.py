@@ -89,6 +89,11 @@ def _add_build_dataset(p):
     src.add_argument("--images", help="folder of FITS/JP2/JPEG/PNG images, or an index CSV (file + time column)")
     src.add_argument("--flare-list", action="append", default=[], metavar="PATH",
                      help="HEK export, SWPC event list or GOES-16 flare summary (repeat for several)")
+    src.add_argument("--flare-list-gaps", action="append", default=[], metavar="PATH",
+                     help="windows the flare lists are known to miss, lines 'YYYY-M-D to YYYY-M-D' "
+                          "(e.g. hek_flares_empty_months.csv); frames inside them are reported")
+    src.add_argument("--max-quiet-days", type=float, default=14.0,
+                     help="report stretches longer than this with no flare in progress (default 14)")
     src.add_argument("--goes", action="append", default=[], metavar="PATH",
                      help="GOES XRS file or folder of them, for the background flux (repeat for several)")
     online = p.add_argument_group("online sources (HEK, GOES XRS via Fido, AIA via JSOC)")

@@ -1,5 +1,6 @@
 """Metrics of generated images: a physical statistic on pixels, and distances, clusters, F1 and
-precision/recall on feature vectors (rows = images), each with a bootstrap interval.
+precision/recall on feature vectors (rows = images), and their intervals (``bootstrap``, one
+method for every statistic; ``wilson_interval`` for proportions).
 
 Feature vectors come from any extractor (the solar-domain encoder, Inception-V3 where its
 weights are available); the metrics do not care which. torchmetrics computes the polynomial
@@ -183,28 +184,57 @@ def f1_scores(true, predicted, classes) -> dict:
 
 
 def bootstrap(statistic, *samples, n_boot: int = 200, level: float = 0.95, seed: int = 0) -> dict:
-    """``statistic(*samples)`` with a percentile bootstrap interval: each sample (array, rows
-    along axis 0) is resampled with replacement on its own; pair rows that belong together (true
-    and predicted labels) in one sample. Returns value, low, high, level, n (rows per sample).
+    """``statistic(*samples)`` with a bootstrap interval re-centred on the estimate: the one interval
+    of every statistic in the evaluation (Fréchet distance, KID, F1, means, medians, differences,
+    cluster scores); ``wilson_interval`` is for proportions.
+
+    Each sample (array, rows along axis 0) is resampled with replacement on its own; pair rows
+    that belong together (true and predicted labels, features and their labels) in one sample,
+    or resample their indices. The statistic is computed on each of ``n_boot`` resamples
+    (a degenerate resample that raises ``ValueError``, such as one class left, is skipped), and the
+    interval is the central ``level`` spread of those values shifted by ``estimate - median``.
+
+    Why: a resample with replacement duplicates rows, which moves a biased statistic (it inflates
+    the Fréchet distance and the cluster scores), so plain percentiles can miss the estimate (an
+    FD of 28.4 with [31.4, 36.1]). The resamples' spread still measures how much the statistic
+    varies from sample to sample, and centring it on the estimate removes the duplicates' shift, so
+    the interval always contains the estimate and describes the statistic at these sample sizes
+    (for a biased one such as FD, not its value at infinitely many images).
+
+    Returns value, low, high, level, n (rows per sample) and method; a statistic that returns a
+    dict of named figures gets one such interval per name.
 
     >>> x = np.random.default_rng(0).normal(size=400)
     >>> r = bootstrap(np.mean, x, n_boot=300)
     >>> r["low"] < r["value"] < r["high"], r["n"]
     (True, [400])
+    >>> labels = np.repeat([0, 1], 20); rows = labels[:, None] + x[:40, None]
+    >>> scores = bootstrap(lambda i: cluster_metrics(rows[i], labels[i]), np.arange(40), n_boot=50)
+    >>> sorted(scores), all(s["low"] <= s["value"] <= s["high"] for s in scores.values())
+    (['calinski_harabasz', 'davies_bouldin', 'silhouette'], True)
     """
     rng = np.random.default_rng(seed)
     samples = [np.asarray(s) for s in samples]
-    values = []
+    estimate = statistic(*samples)
+    named = estimate if isinstance(estimate, dict) else {None: estimate}
+    draws = {name: [] for name in named}
     for _ in range(n_boot):
         drawn = [s[rng.integers(0, len(s), len(s))] for s in samples]
         try:
-            values.append(float(statistic(*drawn)))
+            value = statistic(*drawn)
         except ValueError:  # a degenerate resample (e.g. one class left): skip it
             continue
+        for name in draws:
+            draws[name].append(float(value[name] if name is not None else value))
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail]) if values else (np.nan, np.nan)
-    return {"value": float(statistic(*samples)), "low": float(low), "high": float(high), "level": level,
-            "n": [len(s) for s in samples]}
+    intervals = {}
+    for name, value in named.items():
+        low, median, high = np.percentile(draws[name], [tail, 50, 100 - tail]) if draws[name] else (np.nan,) * 3
+        shift = float(value) - median
+        intervals[name] = {"value": float(value), "low": float(low + shift), "high": float(high + shift),
+                           "level": level, "n": [len(s) for s in samples],
+                           "method": f"bootstrap ({len(draws[name])} resamples), re-centred on the estimate"}
+    return intervals if isinstance(estimate, dict) else intervals[None]
 
 
 def wilson_interval(successes: int, n: int, level: float = 0.95) -> dict:
@@ -219,7 +249,8 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> dict:
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return {"value": p, "low": centre - half, "high": centre + half, "level": level, "n": [n]}
+    return {"value": p, "low": max(0.0, centre - half), "high": min(1.0, centre + half), "level": level, "n": [n],
+            "method": "Wilson score"}
 
 
 def _rows(x) -> np.ndarray:

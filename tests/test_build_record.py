@@ -42,3 +42,18 @@ def test_nan_and_inf_pixels_are_counted_and_recorded_per_frame(shared_data, aia1
     record = json.loads((tmp_path / "out" / "build_info.json").read_text())
     assert [(n["file"].split("/")[-1], n["notes"]) for n in record["frame_notes"]] == [
         ("damaged_aia_171.fits", ["3 NaN and 2 infinite pixels set to 0"])]
+
+
+def test_a_flare_list_that_misses_the_images_dates_is_reported(shared_data, tmp_path):
+    index = index_images(shared_data / "sdo_browse_2012" / "index.csv")
+    index = index[index["t_obs"].dt.strftime("%m-%d").isin(["03-07", "03-08"])]
+    hek = read_flare_list(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv")
+    config = BuildConfig(out=str(tmp_path / "wrong"), size=16, splits="train=1-12")
+    wrong = build_dataset(index, hek[hek["start"].dt.year == 2015], config, progress=False)  # another year's list
+    assert wrong.label_coverage["frames_in_flare_list_gaps"] == len(index) > 0
+    assert set(wrong.counts.index[wrong.counts.sum(axis=1) > 0]) == {"quiet"}  # why it matters
+    right = build_dataset(index, hek, BuildConfig(out=str(tmp_path / "right"), size=16, splits="train=1-12"),
+                          progress=False)
+    assert right.label_coverage["frames_in_flare_list_gaps"] == 0
+    record = json.loads((tmp_path / "wrong" / "build_info.json").read_text())
+    assert record["label_coverage"]["frames_in_flare_list_gaps"] == len(index)

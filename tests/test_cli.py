@@ -26,7 +26,10 @@ def test_generate_writes_files_named_by_class_and_seed(tiny_model_dir, tmp_path,
     assert names == [f"M_seed000007.{file_format}", f"M_seed000008.{file_format}",
                      f"X_seed000005.{file_format}", f"X_seed000006.{file_format}"]
     record = json.loads((out / "generation.json").read_text())
-    assert record["settings"]["scheduler"] == "DDIMScheduler" and len(record["images"]) == 4
+    assert record["settings"]["scheduler"] == "DDIMScheduler"
+    assert sorted(image["file"] for image in record["images"]) == names
+    assert [(image["flare_class"], image["seed"]) for image in record["images"]] == [("X", 5), ("X", 6), ("M", 7),
+                                                                                    ("M", 8)]
     # the contact sheet: one row per class, one column per image, each panel 1.6 x 1.7 in at 110 dpi
     assert Image.open(out / "contact_sheet.png").size == (2 * 176, 2 * 187)
     first = out / names[0]

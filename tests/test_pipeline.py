@@ -113,6 +113,7 @@ def _fine_structure(images: torch.Tensor) -> torch.Tensor:
     return lap.flatten(1).std(1)
 
 
+@pytest.mark.slow  # 60 solver steps of the 64 px bundled model on 3 images (with guidance): ~1-2 min on 2 CPU cores
 def test_bundled_defaults_keep_the_fine_structure_of_a_50_step_solve():
     """The defaults (10 DPM-Solver++ steps) and DDIM at 50 steps integrate the same ODE: from the
     same noise they must reach images with the same pixel-scale contrast. Steps evenly spaced in
