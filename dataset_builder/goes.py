@@ -45,7 +45,7 @@ import pandas as pd
 
 from solar_diffusion.dataset_builder.network import with_retries
 from solar_diffusion.files import expand_paths
-from solar_diffusion.pipelines import GOES_R_SCALE, SWPC_SCALE, convert_flux_scale, flare_letter
+from solar_diffusion.pipelines import GOES_R_SCALE, SWPC_SCALE, convert_flux_scale
 from solar_diffusion.times import utc_time, utc_times
 
 __all__ = [
@@ -136,18 +136,6 @@ class XRSFlux:
         values[close] = good["flux"].to_numpy()[nearest[close]]
         out[valid] = values
         return out
-
-    def background_letter(self, times, max_gap: pd.Timedelta = pd.Timedelta("5min")) -> list[str | None]:
-        """GOES letter (A, B, C, M, X) of the flux at each time; None where the flux is unknown.
-
-        Examples
-        --------
-        >>> from sunpy.data.test import get_test_filepath
-        >>> xrs = read_xrs(get_test_filepath("sci_xrsf-l2-avg1m_g16_d20210101_truncated.nc"))
-        >>> xrs.background_letter(["2021-01-01 23:00", "2021-01-02 06:00"])
-        ['A', None]
-        """
-        return [flare_letter(f) if np.isfinite(f) else None for f in self.flux_at(times, max_gap)]
 
     def coverage(self, max_gap: pd.Timedelta = pd.Timedelta("5min")) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
         """Time ranges ``(first, last)`` of good samples, split where good samples are > max_gap apart.

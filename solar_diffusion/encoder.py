@@ -56,10 +56,6 @@ class FlareClassifier(ModelMixin, ConfigMixin):
     def normalization(self) -> ClipLogNormalization:
         return ClipLogNormalization.from_dict(self.config.normalization)
 
-    @property
-    def num_features(self) -> int:
-        return self.config.feature_dim
-
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The domain embedding (N, feature_dim) of model-space images (resized if need be)."""
         x = self.stages(resize(images.to(self.dtype), self.config.sample_size))

@@ -8,12 +8,14 @@ real-vs-synthetic classifier; cluster metrics; conditioning F1 (the encoder, a r
 classifier, scores generated images against the class they were conditioned on, next to its F1
 on the real split); the peak brightness per class; exposure outliers; the disk centre and radius
 against the header's; and quality versus sampling steps.
-Every figure carries a 95% interval and its sample size; a class with fewer than ``min_real``
-real images says so instead of giving a number.
+Every figure carries a 95% interval (``metrics.bootstrap``, re-centred on the estimate; Wilson
+for proportions) and its sample size; a class with fewer than ``min_real`` real images says so
+instead of giving a number.
 
-Writes ``metrics.json``, ``report.md``, ``real_vs_generated.png``, ``per_class_metrics.png``,
-``steps_curve.png`` and ``contact_sheet.png``; with ``model_card`` set, puts the results in
-that card (``model-index`` via huggingface_hub ``EvalResult``, and the report as a section).
+This module computes; ``evaluate`` reads as its list of sections. It writes ``metrics.json``,
+the markdown report (``evaluation_report``), the plots (``evaluation_plots``:
+``real_vs_generated.png``, ``per_class_metrics.png``, ``steps_curve.png``, ``contact_sheet.png``)
+and, with ``model_card`` set, the model card (``evaluation_card``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +32,7 @@ import torch
 from solar_diffusion import metrics
 from solar_diffusion.files import atomic_write
 from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS
-
-CARD_START, CARD_END = "<!-- evaluation:start -->", "<!-- evaluation:end -->"
-
+from solar_diffusion.splits import LabelledImages
 
 #: The physical statistics per class: name -> top fraction of on-disk pixels averaged (0: the brightest one).
 PHYSICAL_STATISTICS = {"peak_brightness": 0.002, "brightest_pixel": 0.0}
@@ -111,37 +111,84 @@ def disk_errors(images, centre, rsun_px: float) -> tuple[np.ndarray, np.ndarray]
     return np.array(offsets), np.array(ratios)
 
 
-def _sample(pipe, labels, config, steps, seed):
-    from solar_diffusion.generate import sample_batches
+@dataclass
+class Evaluation:
+    """What the sections of ``evaluate`` share: the settings, the models, the generated images and
+    the real images they are compared with. ``load`` makes it; ``generate_images``, ``select_real_images``
+    and ``embed`` fill in the rest, in that order."""
 
-    started = time.perf_counter()
-    images = torch.cat([out.images.cpu() for out in
-                        sample_batches(pipe, labels, seed, steps, config.guidance_scale, config.batch_size)])
-    return images, (time.perf_counter() - started) / max(1, len(labels))
+    config: EvaluationConfig
+    pipe: object  # SolarFlarePipeline
+    encoder: object  # FlareClassifier
+    num_inference_steps: int
+    real_all: LabelledImages  # the whole real split
+    train_all: LabelledImages  # the whole real train split
+    rng: np.random.Generator  # draws the real images compared, in a fixed order
+    generated: torch.Tensor | None = None  # (N, C, H, W), model space
+    labels: np.ndarray | None = None  # the class each generated image was conditioned on
+    seconds_per_image: float = math.nan
+    real: LabelledImages | None = None  # compared in feature space: per class at most max_real of the split
+    train: LabelledImages | None = None  # the floor: per class as many train frames as generated images
+    enough: dict = field(default_factory=dict)  # class -> has at least min_real real images
+    per_class: dict = field(default_factory=dict)  # class -> indices into (generated, real, train)
+    pool: dict = field(default_factory=dict)  # "generated"/"real"/"train" -> class-matched indices
+    features: dict = field(default_factory=dict)  # space -> "generated"/"real"/"train" -> (N, d) rows
 
+    @property
+    def classes(self) -> list:
+        return list(self.pipe.id2label.values())
 
-def _subset(indices, n, rng):
-    return np.sort(rng.choice(indices, size=min(n, len(indices)), replace=False))
+    @property
+    def split(self) -> str:
+        return self.config.split
 
+    @property
+    def judged(self) -> list:
+        """The classes with enough real images to be scored."""
+        return [c for c in self.classes if self.enough[c]]
 
-def _distances(gen, real, floor, config) -> dict:
-    """FD and KID of generated vs real, and of the real-train floor vs real, with intervals."""
-    row = {}
-    for name, fn in (("frechet", metrics.frechet_distance), ("kid", metrics.kernel_distance)):
-        row[name] = metrics.bootstrap(fn, gen, real, n_boot=config.n_boot, seed=config.seed)
-        row[f"floor_{name}"] = metrics.bootstrap(fn, floor, real, n_boot=config.n_boot, seed=config.seed)
-    return row
+    def interval(self, statistic, *samples) -> dict:
+        return metrics.bootstrap(statistic, *samples, n_boot=self.config.n_boot, seed=self.config.seed)
+
+    def too_few(self, c) -> str:
+        return (f"too few real {self.split} images (n={int((self.real_all.labels == c).sum())} < "
+                f"{self.config.min_real})")
 
 
 def evaluate(config: EvaluationConfig) -> dict:
-    """Run the evaluation; returns what ``metrics.json`` holds."""
-    from solar_diffusion.encoder import load_encoder
-    from solar_diffusion.generate import load_pipeline, use_scheduler
-    from solar_diffusion.pipelines import disk_center_px, rsun_px
-    from solar_diffusion.splits import model_space_split
-
+    """Run the evaluation, write its outputs to ``config.out``; returns what ``metrics.json`` holds."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    ev = load(config)
+    generate_images(ev)
+    select_real_images(ev)
+    embed(ev)
+    report = {"settings": asdict(config), "model": model_summary(ev), "sample_sizes": sample_sizes(ev),
+              "seconds_per_image": ev.seconds_per_image,
+              "feature_spaces": {space: feature_space(ev, space) for space in ev.features},
+              "conditioning_f1": conditioning_f1(ev),
+              **{statistic: physical_statistic(ev, top_fraction)
+                 for statistic, top_fraction in PHYSICAL_STATISTICS.items()},
+              "exposure_outliers": exposure_outliers(ev),
+              "disk_geometry": disk_geometry(ev),
+              "steps_curve": steps_curve(ev)}
+    write_outputs(ev, report)
+    return report
+
+
+# ------------------------------------------------------------------------------------------
+# the images compared
+# ------------------------------------------------------------------------------------------
+
+
+def load(config: EvaluationConfig) -> Evaluation:
+    """The pipeline (its scheduler swapped where asked), the encoder, and the real split and train
+    split in the pipeline's model space; refuses a flux-conditioned model or an encoder of
+    another data unit."""
+    from solar_diffusion.encoder import load_encoder
+    from solar_diffusion.generate import load_pipeline, use_scheduler
+    from solar_diffusion.splits import model_space_split
+
     pipe = load_pipeline(config.model)
     if config.scheduler:
         pipe = use_scheduler(pipe, config.scheduler)
@@ -153,413 +200,277 @@ def evaluate(config: EvaluationConfig) -> dict:
     if encoder.normalization.unit != norm.unit:
         raise ValueError(f"the encoder was trained on {encoder.normalization.unit!r} images, the model makes "
                          f"{norm.unit!r}: train an encoder on the model's data")
-    steps = config.num_inference_steps or DEFAULT_STEPS
-    classes = list(pipe.id2label.values())
-    real_full = model_space_split(config.dataset, config.split, norm, size)
-    train_full = model_space_split(config.dataset, "train", norm, size)
-    labels = [c for c in classes for _ in range(config.num_per_class)]
-    generated, seconds = _sample(pipe, labels, config, steps, config.seed)
-    labels = np.array(labels, dtype=object)
-    rng = np.random.default_rng(config.seed)
+    return Evaluation(config, pipe, encoder, config.num_inference_steps or DEFAULT_STEPS,
+                      real_all=model_space_split(config.dataset, config.split, norm, size),
+                      train_all=model_space_split(config.dataset, "train", norm, size),
+                      rng=np.random.default_rng(config.seed))
 
-    # the real images compared: per class at most max_real of the split, and as many train
-    # frames as generated images (the floor); features are computed on these only
-    keep_real, keep_train = np.zeros(len(real_full), bool), np.zeros(len(train_full), bool)
-    for c in classes:
-        keep_real[_subset(np.flatnonzero(real_full.labels == c), config.max_real, rng)] = True
-        keep_train[_subset(np.flatnonzero(train_full.labels == c), config.num_per_class, rng)] = True
-    real, train = real_full.where(keep_real), train_full.where(keep_train)
 
-    spaces = {"solar encoder": encoder.embed_images}
-    if config.inception:
-        spaces["inception-v3"] = inception_features
-    feats = {name: {"generated": fn(generated), "real": fn(real.images), "train": fn(train.images)}
-             for name, fn in spaces.items()}
+def generate_images(ev: Evaluation):
+    """``num_per_class`` images of every class (image k seeded ``seed + k``), and the time per image."""
+    labels = [c for c in ev.classes for _ in range(ev.config.num_per_class)]
+    ev.generated, ev.seconds_per_image = _sample(ev, labels, ev.num_inference_steps, ev.config.seed)
+    ev.labels = np.array(labels, dtype=object)
 
-    # which classes can be judged, and the class-matched pools
-    enough = {c: int((real.labels == c).sum()) >= config.min_real for c in classes}
+
+def select_real_images(ev: Evaluation):
+    """The real images compared in feature space: per class at most ``max_real`` of the split, and
+    as many train frames as generated images (the floor); which classes have ``min_real`` real
+    images; and the class-matched pools (per judged class as many of each set as the smallest)."""
+    config, rng = ev.config, ev.rng
+    keep_real, keep_train = np.zeros(len(ev.real_all), bool), np.zeros(len(ev.train_all), bool)
+    for c in ev.classes:
+        keep_real[_subset(np.flatnonzero(ev.real_all.labels == c), config.max_real, rng)] = True
+        keep_train[_subset(np.flatnonzero(ev.train_all.labels == c), config.num_per_class, rng)] = True
+    ev.real, ev.train = ev.real_all.where(keep_real), ev.train_all.where(keep_train)
+
+    ev.enough = {c: int((ev.real.labels == c).sum()) >= config.min_real for c in ev.classes}
     pool = {"generated": [], "real": [], "train": []}
-    per_class_idx = {}
-    for c in classes:
-        g, r, t = (np.flatnonzero(labels == c), np.flatnonzero(real.labels == c), np.flatnonzero(train.labels == c))
-        per_class_idx[c] = (g, r, t)
-        if enough[c] and len(t):
+    for c in ev.classes:
+        g, r, t = (np.flatnonzero(ev.labels == c), np.flatnonzero(ev.real.labels == c),
+                   np.flatnonzero(ev.train.labels == c))
+        ev.per_class[c] = (g, r, t)
+        if ev.enough[c] and len(t):
             n = min(len(g), len(r), len(t))
             pool["generated"].append(g[:n])
             pool["real"].append(_subset(r, n, rng))
             pool["train"].append(_subset(t, n, rng))
-    pool = {k: np.concatenate(v) if v else np.array([], int) for k, v in pool.items()}
+    ev.pool = {k: np.concatenate(v) if v else np.array([], int) for k, v in pool.items()}
 
-    def too_few(c):
-        return f"too few real {config.split} images (n={int((real_full.labels == c).sum())} < {config.min_real})"
 
-    report = {"settings": asdict(config),
-              "model": {"classes": classes, "unit": norm.unit, "size": size, "scheduler": type(pipe.scheduler).__name__,
-                        "num_inference_steps": steps},
-              "sample_sizes": {"generated": {c: config.num_per_class for c in classes},
-                               f"real {config.split}": real_full.counts(), "real train": train_full.counts(),
-                               f"real {config.split} compared": real.counts(),
-                               "pooled per set": int(len(pool["generated"]))},
-              "seconds_per_image": seconds, "feature_spaces": {}}
-    for name, f in feats.items():
-        space = {"per_class": {}}
-        for c in classes:
-            g, r, t = per_class_idx[c]
-            if not enough[c] or not len(t):
-                space["per_class"][c] = too_few(c) if not enough[c] else "no real train images"
-                continue
-            space["per_class"][c] = _distances(f["generated"][g], f["real"][r], f["train"][t], config)
-        if len(pool["generated"]) >= 4:
-            pooled = _distances(f["generated"][pool["generated"]], f["real"][pool["real"]],
-                                f["train"][pool["train"]], config)
-            precision, recall = metrics.precision_recall(f["real"][pool["real"]], f["generated"][pool["generated"]])
-            floor_p, floor_r = metrics.precision_recall(f["real"][pool["real"]], f["train"][pool["train"]])
-            n = len(pool["generated"])
-            pooled |= {"precision": metrics.wilson_interval(round(precision * n), n),
-                       "recall": metrics.wilson_interval(round(recall * n), n),
-                       "floor_precision": metrics.wilson_interval(round(floor_p * n), n),
-                       "floor_recall": metrics.wilson_interval(round(floor_r * n), n)}
-            for key, other in (("two_sample_accuracy", "generated"), ("floor_two_sample_accuracy", "train")):
-                accuracy = metrics.two_sample_accuracy(f["real"][pool["real"]], f[other][pool[other]], seed=config.seed)
-                pooled[key] = metrics.wilson_interval(round(accuracy * 2 * n), 2 * n)
-            space["pooled"] = pooled
-        judged = [c for c in classes if enough[c]]
-        if len(judged) >= 2:
-            gen_mask, real_mask = np.isin(labels, judged), np.isin(real.labels, judged)
-            space["clusters"] = {
-                "generated by conditioned class": _cluster_interval(f["generated"][gen_mask], labels[gen_mask], config),
-                f"real {config.split} by class": _cluster_interval(f["real"][real_mask], real.labels[real_mask], config),
-            }
-            if len(pool["generated"]):
-                both = np.concatenate([f["real"][pool["real"]], f["generated"][pool["generated"]]])
-                source = np.repeat(["real", "generated"], [len(pool["real"]), len(pool["generated"])])
-                space["clusters"]["real vs generated (lower silhouette = better mixed)"] = \
-                    _cluster_interval(both, source, config)
-        report["feature_spaces"][name] = space
+def embed(ev: Evaluation):
+    """Feature rows of the generated, real and floor images in the solar encoder's space (and
+    Inception-V3's where asked)."""
+    spaces = {"solar encoder": ev.encoder.embed_images}
+    if ev.config.inception:
+        spaces["inception-v3"] = inception_features
+    ev.features = {name: {"generated": fn(ev.generated), "real": fn(ev.real.images), "train": fn(ev.train.images)}
+                   for name, fn in spaces.items()}
 
-    # conditioning F1: the real-trained classifier on generated images
-    judged = [c for c in classes if enough[c] and c in encoder.id2label.values()]
-    predicted_gen = encoder.predict(generated)
-    predicted_real = encoder.predict(real_full.images)
-    report["conditioning_f1"] = {"classes": judged, "too few": {c: too_few(c) for c in classes if not enough[c]}}
-    if judged:
-        for key, true, pred in (("generated", labels, predicted_gen), (f"real {config.split}", real_full.labels, predicted_real)):
-            keep = np.isin(true, judged)
-            pairs = np.stack([true[keep], pred[keep]], axis=1)
-            report["conditioning_f1"][key] = {
-                c: metrics.bootstrap(lambda p, c=c: metrics.f1_scores(p[:, 0], p[:, 1], judged)[c], pairs,
-                                     n_boot=config.n_boot, seed=config.seed) for c in judged + ["macro"]}
 
-    # the physical statistics per class: the brightest 0.2% of on-disk pixels and the brightest
-    # pixel (a flare kernel is a pixel or two at 64 px), and their differences from the lowest
-    # class (a flare should raise them)
-    radius = rsun_px(pipe.config.geometry, size)
-    sets = {"generated": (generated, labels), f"real {config.split}": (real_full.images, real_full.labels),
-            "real train": (train_full.images, train_full.labels)}
-    lowest = classes[0]
-    for statistic, top_fraction in PHYSICAL_STATISTICS.items():
-        values = {key: {c: metrics.peak_brightness(images[torch.from_numpy(names == c)].numpy(), radius,
-                                                   top_fraction) for c in classes}
-                  for key, (images, names) in sets.items()}
-        report[statistic] = {}
-        for c in classes:
-            row = {}
-            for key, by_class in values.items():
-                v, base = by_class[c], by_class[lowest]
-                row[key] = metrics.bootstrap(np.mean, v, n_boot=config.n_boot, seed=config.seed) if len(v) > 1 \
-                    else {"n": [len(v)], "value": float(v[0]) if len(v) else None}
-                if c != lowest and len(v) > 1 and len(base) > 1:
-                    row[f"{key} minus {lowest}"] = metrics.bootstrap(lambda a, b: a.mean() - b.mean(), v, base,
-                                                                     n_boot=config.n_boot, seed=config.seed)
-            report[statistic][c] = row
+def model_summary(ev: Evaluation) -> dict:
+    return {"classes": ev.classes, "unit": ev.pipe.normalization.unit, "size": ev.pipe.unet.config.sample_size,
+            "scheduler": type(ev.pipe.scheduler).__name__, "num_inference_steps": ev.num_inference_steps}
 
-    # exposure: images whose mean brightness falls outside the range of 99% of real train frames
-    train_means = train_full.images.mean(dim=(1, 2, 3)).numpy()
-    low, high = np.percentile(train_means, [0.5, 99.5])
-    report["exposure_outliers"] = {"range": [float(low), float(high)], "classes": {}}
-    for c in classes:
+
+def sample_sizes(ev: Evaluation) -> dict:
+    return {"generated": {c: ev.config.num_per_class for c in ev.classes},
+            f"real {ev.split}": ev.real_all.counts(), "real train": ev.train_all.counts(),
+            f"real {ev.split} compared": ev.real.counts(), "pooled per set": int(len(ev.pool["generated"]))}
+
+
+def _sample(ev: Evaluation, labels, steps, seed):
+    from solar_diffusion.generate import sample_batches
+
+    started = time.perf_counter()
+    images = torch.cat([out.images.cpu() for out in sample_batches(ev.pipe, labels, seed, steps,
+                                                                   ev.config.guidance_scale, ev.config.batch_size)])
+    return images, (time.perf_counter() - started) / max(1, len(labels))
+
+
+def _subset(indices, n, rng):
+    return np.sort(rng.choice(indices, size=min(n, len(indices)), replace=False))
+
+
+# ------------------------------------------------------------------------------------------
+# feature space: distances, precision/recall and the two-sample test, clusters
+# ------------------------------------------------------------------------------------------
+
+
+def feature_space(ev: Evaluation, space: str) -> dict:
+    """Everything measured in one feature space: per class and pooled FD and KID, with precision,
+    recall and the two-sample test on the pool (at least 4 images), and cluster metrics (at
+    least two judged classes)."""
+    f = ev.features[space]
+    result = {"per_class": per_class_distances(ev, f)}
+    if len(ev.pool["generated"]) >= 4:
+        result["pooled"] = distances(ev, *(f[k][ev.pool[k]] for k in ("generated", "real", "train"))) \
+            | precision_recall_two_sample(ev, f)
+    if len(ev.judged) >= 2:
+        result["clusters"] = clusters(ev, f)
+    return result
+
+
+def distances(ev: Evaluation, generated, real, floor) -> dict:
+    """FD and KID of generated vs real, and of the real-train floor vs real, with intervals."""
+    row = {}
+    for name, fn in (("frechet", metrics.frechet_distance), ("kid", metrics.kernel_distance)):
+        row[name] = ev.interval(fn, generated, real)
+        row[f"floor_{name}"] = ev.interval(fn, floor, real)
+    return row
+
+
+def per_class_distances(ev: Evaluation, f: dict) -> dict:
+    """``distances`` per class, or why a class has none."""
+    rows = {}
+    for c in ev.classes:
+        g, r, t = ev.per_class[c]
+        if not ev.enough[c]:
+            rows[c] = ev.too_few(c)
+        elif not len(t):
+            rows[c] = "no real train images"
+        else:
+            rows[c] = distances(ev, f["generated"][g], f["real"][r], f["train"][t])
+    return rows
+
+
+def precision_recall_two_sample(ev: Evaluation, f: dict) -> dict:
+    """Improved precision and recall, and a real-vs-synthetic classifier's accuracy, on the
+    class-matched pool, for the generated images and for the floor (Wilson intervals)."""
+    real = f["real"][ev.pool["real"]]
+    generated, floor = f["generated"][ev.pool["generated"]], f["train"][ev.pool["train"]]
+    n = len(generated)
+    precision, recall = metrics.precision_recall(real, generated)
+    floor_precision, floor_recall = metrics.precision_recall(real, floor)
+    row = {"precision": metrics.wilson_interval(round(precision * n), n),
+           "recall": metrics.wilson_interval(round(recall * n), n),
+           "floor_precision": metrics.wilson_interval(round(floor_precision * n), n),
+           "floor_recall": metrics.wilson_interval(round(floor_recall * n), n)}
+    for key, other in (("two_sample_accuracy", generated), ("floor_two_sample_accuracy", floor)):
+        accuracy = metrics.two_sample_accuracy(real, other, seed=ev.config.seed)
+        row[key] = metrics.wilson_interval(round(accuracy * 2 * n), 2 * n)
+    return row
+
+
+def clusters(ev: Evaluation, f: dict) -> dict:
+    """Cluster metrics of the judged classes: generated images by the class they were conditioned
+    on, real images by their class, and the pool by source (real or generated)."""
+    gen_mask, real_mask = np.isin(ev.labels, ev.judged), np.isin(ev.real.labels, ev.judged)
+    result = {"generated by conditioned class": _cluster_interval(ev, f["generated"][gen_mask], ev.labels[gen_mask]),
+              f"real {ev.split} by class": _cluster_interval(ev, f["real"][real_mask], ev.real.labels[real_mask])}
+    if len(ev.pool["generated"]):
+        both = np.concatenate([f["real"][ev.pool["real"]], f["generated"][ev.pool["generated"]]])
+        source = np.repeat(["real", "generated"], [len(ev.pool["real"]), len(ev.pool["generated"])])
+        result["real vs generated (lower silhouette = better mixed)"] = _cluster_interval(ev, both, source)
+    return result
+
+
+def _cluster_interval(ev: Evaluation, features, labels) -> dict:
+    """Silhouette, Davies-Bouldin and Calinski-Harabasz, each with its interval (rows resampled
+    with their labels)."""
+    return ev.interval(lambda rows: metrics.cluster_metrics(features[rows], labels[rows]), np.arange(len(labels)))
+
+
+# ------------------------------------------------------------------------------------------
+# conditioning, physical statistics, exposure, disk geometry, steps
+# ------------------------------------------------------------------------------------------
+
+
+def conditioning_f1(ev: Evaluation) -> dict:
+    """The encoder (a classifier trained on real frames) scores the generated images against the
+    class they were conditioned on, next to its F1 on the whole real split: per judged class and
+    macro-averaged."""
+    judged = [c for c in ev.judged if c in ev.encoder.id2label.values()]
+    result = {"classes": judged, "too few": {c: ev.too_few(c) for c in ev.classes if not ev.enough[c]}}
+    if not judged:
+        return result
+    for key, images, true in (("generated", ev.generated, ev.labels),
+                              (f"real {ev.split}", ev.real_all.images, ev.real_all.labels)):
+        predicted = ev.encoder.predict(images)
+        keep = np.isin(true, judged)
+        pairs = np.stack([true[keep], predicted[keep]], axis=1)
+        result[key] = {c: ev.interval(lambda p, c=c: metrics.f1_scores(p[:, 0], p[:, 1], judged)[c], pairs)
+                       for c in judged + ["macro"]}
+    return result
+
+
+def physical_statistic(ev: Evaluation, top_fraction: float) -> dict:
+    """Per class, the mean of ``metrics.peak_brightness`` (the brightest ``top_fraction`` of on-disk
+    pixels; 0: the brightest pixel, a flare kernel is a pixel or two at 64 px) in the generated
+    images, the real split and the real train split, and its difference from the lowest class
+    (a flare should raise it)."""
+    from solar_diffusion.pipelines import rsun_px
+
+    radius = rsun_px(ev.pipe.config.geometry, ev.pipe.unet.config.sample_size)
+    sets = {"generated": (ev.generated, ev.labels), f"real {ev.split}": (ev.real_all.images, ev.real_all.labels),
+            "real train": (ev.train_all.images, ev.train_all.labels)}
+    values = {key: {c: metrics.peak_brightness(images[torch.from_numpy(names == c)].numpy(), radius, top_fraction)
+                    for c in ev.classes}
+              for key, (images, names) in sets.items()}
+    lowest = ev.classes[0]
+    result = {}
+    for c in ev.classes:
         row = {}
-        for key, images, names in (("generated", generated, labels), (f"real {config.split}", real_full.images,
-                                                                      real_full.labels)):
-            means = images[torch.from_numpy(names == c)].mean(dim=(1, 2, 3)).numpy()
-            row[key] = metrics.wilson_interval(int(((means < low) | (means > high)).sum()), len(means)) if len(means) \
-                else "no images"
-        report["exposure_outliers"]["classes"][c] = row
+        for key, by_class in values.items():
+            v, base = by_class[c], by_class[lowest]
+            row[key] = ev.interval(np.mean, v) if len(v) > 1 else {"n": [len(v)], "value": float(v[0]) if len(v) else None}
+            if c != lowest and len(v) > 1 and len(base) > 1:
+                row[f"{key} minus {lowest}"] = ev.interval(lambda a, b: a.mean() - b.mean(), v, base)
+        result[c] = row
+    return result
 
-    # disk geometry: is the Sun where the FITS header says (centre, radius)?
-    centre = disk_center_px(pipe.config.geometry, size)
-    report["disk_geometry"] = {"centre_px": centre, "rsun_px": radius, "classes": {}}
-    for key, images, names in (("generated", generated, labels), (f"real {config.split}", real.images, real.labels)):
+
+def exposure_outliers(ev: Evaluation) -> dict:
+    """Per class, the fraction of images whose mean brightness falls outside the range of 99% of
+    real train frames, for the generated images and the real split."""
+    train_means = ev.train_all.images.mean(dim=(1, 2, 3)).numpy()
+    low, high = np.percentile(train_means, [0.5, 99.5])
+    result = {"range": [float(low), float(high)], "classes": {}}
+    for c in ev.classes:
+        row = {}
+        for key, images, names in (("generated", ev.generated, ev.labels),
+                                   (f"real {ev.split}", ev.real_all.images, ev.real_all.labels)):
+            means = images[torch.from_numpy(names == c)].mean(dim=(1, 2, 3)).numpy()
+            row[key] = metrics.wilson_interval(int(((means < low) | (means > high)).sum()), len(means)) \
+                if len(means) else "no images"
+        result["classes"][c] = row
+    return result
+
+
+def disk_geometry(ev: Evaluation) -> dict:
+    """Is the Sun where the FITS header says? Per generated class and for the real images
+    compared: how often a limb is found, the median centre offset and radius ratio
+    (``disk_errors``), the largest offset and the range of ratios."""
+    from solar_diffusion.pipelines import disk_center_px, rsun_px
+
+    size = ev.pipe.unet.config.sample_size
+    centre, radius = disk_center_px(ev.pipe.config.geometry, size), rsun_px(ev.pipe.config.geometry, size)
+    result = {"centre_px": centre, "rsun_px": radius, "classes": {}}
+    for key, images, names in (("generated", ev.generated, ev.labels), (f"real {ev.split}", ev.real.images,
+                                                                      ev.real.labels)):
         offsets, ratios = disk_errors(images.numpy(), centre, radius)
-        for c in (classes if key == "generated" else ["all"]):
+        for c in (ev.classes if key == "generated" else ["all"]):
             keep = (names == c) if c != "all" else np.ones(len(names), bool)
             found = keep & np.isfinite(offsets)
             row = {"found": metrics.wilson_interval(int(found.sum()), int(keep.sum())) if keep.any() else "no images"}
             if found.sum() > 1:
-                row["centre_offset_px"] = metrics.bootstrap(np.median, offsets[found], n_boot=config.n_boot,
-                                                            seed=config.seed)
+                row["centre_offset_px"] = ev.interval(np.median, offsets[found])
                 row["max_centre_offset_px"] = float(offsets[found].max())
-                row["radius_ratio"] = metrics.bootstrap(np.median, ratios[found], n_boot=config.n_boot,
-                                                        seed=config.seed)
+                row["radius_ratio"] = ev.interval(np.median, ratios[found])
                 row["radius_ratio_range"] = [float(ratios[found].min()), float(ratios[found].max())]
-            report["disk_geometry"]["classes"][f"{c} ({key})"] = row
-
-    # quality versus sampling steps (pooled, solar encoder)
-    per_curve = config.curve_per_class or max(2, config.num_per_class // 2)
-    curve = []
-    if len(pool["generated"]) >= 4:
-        f = feats["solar encoder"]
-        judged_classes = [c for c in classes if enough[c]]
-        for n_steps in config.steps_curve:
-            curve_labels = [c for c in judged_classes for _ in range(per_curve)]
-            images, secs = _sample(pipe, curve_labels, config, n_steps, config.seed + 10_000)
-            g = encoder.embed_images(images)
-            curve.append({"steps": n_steps, "seconds_per_image": secs,
-                          "frechet": metrics.bootstrap(metrics.frechet_distance, g, f["real"][pool["real"]],
-                                                       n_boot=config.n_boot, seed=config.seed),
-                          "kid": metrics.bootstrap(metrics.kernel_distance, g, f["real"][pool["real"]],
-                                                   n_boot=config.n_boot, seed=config.seed)})
-    report["steps_curve"] = curve
-
-    atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1, default=str)))
-    markdown = render_report(report)
-    atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(markdown))
-    _plots(out, report, pipe, generated, labels, real, config)
-    if config.model_card:
-        update_model_card(config.model_card, report, markdown, config)
-    return report
-
-
-def _cluster_interval(features, labels, config) -> dict:
-    """Cluster metrics with bootstrap intervals (rows drawn with replacement, duplicates dropped,
-    since a duplicate has distance 0 to itself and would fake a tight cluster)."""
-    rng = np.random.default_rng(config.seed)
-    value = metrics.cluster_metrics(features, labels)
-    draws = []
-    for _ in range(config.n_boot):
-        idx = np.unique(rng.integers(0, len(labels), len(labels)))
-        try:
-            draws.append(metrics.cluster_metrics(features[idx], labels[idx]))
-        except ValueError:
-            continue
-    result = {}
-    for key, v in value.items():
-        low, high = np.percentile([d[key] for d in draws], [2.5, 97.5]) if draws else (np.nan, np.nan)
-        result[key] = {"value": v, "low": float(low), "high": float(high), "level": 0.95, "n": [len(labels)]}
+            result["classes"][f"{c} ({key})"] = row
     return result
 
 
-def fmt(r, digits: int = 3) -> str:
-    """One figure as 'value [low, high] (n=...)', or the reason there is none.
-
-    >>> fmt({"value": 1.23456, "low": 1.1, "high": 1.4, "n": [32, 54]})
-    '1.23 [1.10, 1.40] (n=32/54)'
-    >>> fmt("too few real test images (n=5 < 10)")
-    'too few real test images (n=5 < 10)'
-    """
-    if isinstance(r, str):
-        return r
-    if r.get("value") is None:
-        return "no images"
-    n = "/".join(str(k) for k in r["n"])
-    if "low" not in r:
-        return f"{r['value']:.{digits}g} (n={n})"
-    magnitude = max(abs(r["value"]), abs(r["low"]), abs(r["high"]), 1e-3)
-    decimals = min(6, max(0, digits - 1 - int(math.floor(math.log10(magnitude)))))
-    return f"{r['value']:.{decimals}f} [{r['low']:.{decimals}f}, {r['high']:.{decimals}f}] (n={n})"
-
-
-def render_report(report: dict) -> str:
-    """The markdown report of ``metrics.json``."""
-    s = report["settings"]
-    split = s["split"]
-    model = Path(s["model"]).resolve()
-    model = model.relative_to(Path.cwd()) if model.is_relative_to(Path.cwd()) else s["model"]
-    lines = [f"Model `{model}` ({report['model']['scheduler']}, {report['model']['num_inference_steps']} steps, "
-             f"guidance {s['guidance_scale']}), {s['num_per_class']} generated images per class, against the real "
-             f"`{split}` split of `{s['dataset']}`. Intervals: 95% (bootstrap, {s['n_boot']} resamples; Wilson for "
-             f"proportions); n = generated/real (or floor/real) images. Floor: real train frames vs real {split} "
-             f"frames at the same sample sizes (what a perfect generator of the training distribution would score). "
-             f"Generation took {report['seconds_per_image']:.2f} s per image.",
-             "", "Real images per class: " + ", ".join(f"{c} {n}" for c, n in report["sample_sizes"][f"real {split}"].items())
-             + f" ({split}); " + ", ".join(f"{c} {n}" for c, n in report["sample_sizes"]["real train"].items()) + " (train).",
-             ""]
-    for name, space in report["feature_spaces"].items():
-        lines += [f"### Distances in the {name} feature space", "",
-                  "| class | FD generated | FD floor | KID generated | KID floor |", "|---|---|---|---|---|"]
-        for c, row in space["per_class"].items():
-            if isinstance(row, str):
-                lines.append(f"| {c} | {row} | | | |")
-            else:
-                lines.append(f"| {c} | {fmt(row['frechet'])} | {fmt(row['floor_frechet'])} | {fmt(row['kid'])} | "
-                             f"{fmt(row['floor_kid'])} |")
-        if "pooled" in space:
-            p = space["pooled"]
-            lines.append(f"| pooled (class-matched) | {fmt(p['frechet'])} | {fmt(p['floor_frechet'])} | {fmt(p['kid'])} | "
-                         f"{fmt(p['floor_kid'])} |")
-            lines += ["", "| pooled | generated | floor |", "|---|---|---|"]
-            for key, label in (("precision", "precision (fidelity)"), ("recall", "recall (diversity)"),
-                               ("two_sample_accuracy", "real-vs-synthetic classifier accuracy (0.5 = indistinguishable)")):
-                lines.append(f"| {label} | {fmt(p[key])} | {fmt(p['floor_' + key])} |")
-        if "clusters" in space:
-            lines += ["", "| clusters | silhouette | Davies-Bouldin | Calinski-Harabasz |", "|---|---|---|---|"]
-            for key, row in space["clusters"].items():
-                lines.append(f"| {key} | {fmt(row['silhouette'])} | {fmt(row['davies_bouldin'])} | "
-                             f"{fmt(row['calinski_harabasz'])} |")
-        lines.append("")
-    f1 = report["conditioning_f1"]
-    lines += ["### Conditioning F1 (the solar encoder, trained on real frames, classifies the images)", ""]
-    if f1["classes"]:
-        keys = [k for k in f1 if k not in ("classes", "too few")]
-        lines += ["| class | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-        for c in f1["classes"] + ["macro"]:
-            lines.append(f"| {c} | " + " | ".join(fmt(f1[k][c]) for k in keys) + " |")
-    for c, reason in f1["too few"].items():
-        lines.append(f"- {c}: {reason}")
-    classes = report["model"]["classes"]
-    for statistic, title in (("peak_brightness", "Peak brightness (mean model-space value of the brightest 0.2% "
-                                                  "of on-disk pixels)"),
-                             ("brightest_pixel", "Brightest on-disk pixel (model space)")):
-        lines += ["", f"### {title}", "", "| class | generated | real " + split + " | real train |", "|---|---|---|---|"]
-        for c, row in report[statistic].items():
-            lines.append(f"| {c} | " + " | ".join(fmt(row[k], 4) for k in ("generated", f"real {split}", "real train"))
-                         + " |")
-        lines += ["", f"Difference from the lowest class ({classes[0]}); above 0 means brighter:", "",
-                  "| class | generated | real " + split + " | real train |", "|---|---|---|---|"]
-        for c, row in list(report[statistic].items())[1:]:
-            lines.append(f"| {c} | " + " | ".join(fmt(row.get(f"{k} minus {classes[0]}", "too few images"), 3)
-                                                  for k in ("generated", f"real {split}", "real train")) + " |")
-    exposure = report["exposure_outliers"]
-    lines += ["", f"### Exposure outliers (image mean outside [{exposure['range'][0]:.3f}, {exposure['range'][1]:.3f}], "
-              "the range of 99% of real train frames)", "", f"| class | generated | real {split} |", "|---|---|---|"]
-    for c, row in exposure["classes"].items():
-        lines.append(f"| {c} | {fmt(row['generated'])} | {fmt(row[f'real {split}'])} |")
-    disk = report.get("disk_geometry")
-    if disk:
-        lines += ["", f"### Disk geometry: fitted limb against the header (centre ({disk['centre_px'][0]:.1f}, "
-                  f"{disk['centre_px'][1]:.1f}) px, radius {disk['rsun_px']:.2f} px)", "",
-                  "| images | limb found | median centre offset, px | largest, px | median radius / header's "
-                  "| range |", "|---|---|---|---|---|---|"]
-        for key, row in disk["classes"].items():
-            cells = [key, fmt(row["found"])]
-            if "centre_offset_px" in row:
-                low, high = row["radius_ratio_range"]
-                cells += [fmt(row["centre_offset_px"]), f"{row['max_centre_offset_px']:.2f}",
-                          fmt(row["radius_ratio"], 4), f"{low:.3f}–{high:.3f}"]
-            lines.append("| " + " | ".join(cells + [""] * (6 - len(cells))) + " |")
-    if report["steps_curve"]:
-        lines += ["", "### Quality versus sampling steps (solar encoder, pooled)", "",
-                  "| steps | s / image | FD | KID |", "|---|---|---|---|"]
-        for row in report["steps_curve"]:
-            lines.append(f"| {row['steps']} | {row['seconds_per_image']:.2f} | {fmt(row['frechet'])} | {fmt(row['kid'])} |")
-    return "\n".join(lines) + "\n"
+def steps_curve(ev: Evaluation) -> list:
+    """Quality versus sampling steps: for each step count, ``curve_per_class`` new images of each
+    judged class (seeds from ``seed + 10000``), their time per image and their pooled FD and KID
+    against the pooled real images (solar encoder)."""
+    if len(ev.pool["generated"]) < 4:
+        return []
+    per_class = ev.config.curve_per_class or max(2, ev.config.num_per_class // 2)
+    real = ev.features["solar encoder"]["real"][ev.pool["real"]]
+    curve = []
+    for n_steps in ev.config.steps_curve:
+        labels = [c for c in ev.judged for _ in range(per_class)]
+        images, seconds = _sample(ev, labels, n_steps, ev.config.seed + 10_000)
+        generated = ev.encoder.embed_images(images)
+        curve.append({"steps": n_steps, "seconds_per_image": seconds,
+                      "frechet": ev.interval(metrics.frechet_distance, generated, real),
+                      "kid": ev.interval(metrics.kernel_distance, generated, real)})
+    return curve
 
 
-def _plots(out, report, pipe, generated, labels, real, config):
-    import matplotlib
+def write_outputs(ev: Evaluation, report: dict):
+    """``metrics.json``, ``report.md``, the plots, and (with ``model_card`` set) the model card."""
+    from solar_diffusion.evaluation_card import update_model_card
+    from solar_diffusion.evaluation_plots import write_plots
+    from solar_diffusion.evaluation_report import render_report
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from solar_diffusion.generate import write_contact_sheet
-
-    shown, names, captions = [], [], []
-    for c in report["model"]["classes"]:
-        r = np.flatnonzero(real.labels == c)[:6]
-        g = np.flatnonzero(labels == c)[:6]
-        shown += [real.images[i] for i in r] + [generated[i] for i in g]
-        names += [f"{c} real"] * len(r) + [f"{c} generated"] * len(g)
-        captions += [str(real.t_obs[i])[:16] for i in r] + [f"seed {config.seed + i}" for i in g]
-    write_contact_sheet(out / "real_vs_generated.png", [x.numpy() for x in shown], names, captions,
-                        title=f"real {config.split} frames and generated images per class")
-    gen_only = [i for c in report["model"]["classes"] for i in np.flatnonzero(labels == c)[:8]]
-    write_contact_sheet(out / "contact_sheet.png", generated[gen_only].numpy(), labels[gen_only].tolist(),
-                        [f"seed {config.seed + i}" for i in gen_only],
-                        title=f"{Path(config.model).name}: {report['model']['num_inference_steps']} steps, "
-                              f"guidance {config.guidance_scale}")
-
-    classes = report["model"]["classes"]
-    space = report["feature_spaces"]["solar encoder"]["per_class"]
-    panels = [("FD (solar encoder)", [(space[c], "generated", "frechet") for c in classes],
-               [(space[c], "floor", "floor_frechet") for c in classes]),
-              ("peak brightness", [(report["peak_brightness"][c], "generated", "generated") for c in classes],
-               [(report["peak_brightness"][c], "real", f"real {config.split}") for c in classes])]
-    f1 = report["conditioning_f1"]
-    if f1["classes"]:
-        panels.append(("conditioning F1", [(f1["generated"], "generated", c) if c in f1["classes"] else (None, "", "")
-                                           for c in classes],
-                       [(f1[f"real {config.split}"], "real", c) if c in f1["classes"] else (None, "", "")
-                        for c in classes]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
-    x = np.arange(len(classes))
-    for ax, (title, first, second) in zip(axes[0], panels):
-        for offset, series in ((-0.2, first), (0.2, second)):
-            label = next((s[1] for s in series if s[0] is not None), "")
-            values, errors = [], [[], []]
-            for holder, _, key in series:
-                r = holder.get(key) if isinstance(holder, dict) else None
-                ok = isinstance(r, dict) and r.get("value") is not None and "low" in r
-                values.append(r["value"] if ok else np.nan)
-                errors[0].append(max(0.0, r["value"] - r["low"]) if ok else 0)  # a biased statistic's
-                errors[1].append(max(0.0, r["high"] - r["value"]) if ok else 0)  # interval can miss it
-            ax.bar(x + offset, values, width=0.4, yerr=errors, capsize=3, label=label)
-        ax.set_xticks(x, classes)
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_write(out / "per_class_metrics.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-
-    if report["steps_curve"]:
-        fig, ax = plt.subplots(figsize=(4.5, 3.2))
-        steps = [r["steps"] for r in report["steps_curve"]]
-        for key, marker in (("frechet", "o"), ("kid", "s")):
-            v = np.array([[r[key]["value"], r[key]["low"], r[key]["high"]] for r in report["steps_curve"]])
-            yerr = np.clip([v[:, 0] - v[:, 1], v[:, 2] - v[:, 0]], 0, None)
-            ax.errorbar(steps, v[:, 0], yerr=yerr, marker=marker, capsize=3,
-                        label="FD" if key == "frechet" else "KID")
-        ax.set_xscale("log")
-        ax.set_xlabel("sampling steps")
-        ax.set_ylabel("distance to real (solar encoder)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        atomic_write(out / "steps_curve.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-        plt.close(fig)
-
-
-def update_model_card(path, report: dict, markdown: str, config: EvaluationConfig):
-    """Put the evaluation in a model card: ``model-index`` results (``EvalResult``) in its
-    metadata and the report between the evaluation markers (appended the first time)."""
-    from huggingface_hub import EvalResult, ModelCard
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model card {path} does not exist")
-    card = ModelCard.load(path)
-    dataset = Path(config.dataset).name
-    results = []
-    for space, values in report["feature_spaces"].items():
-        pooled = values.get("pooled")
-        if not pooled:
-            continue
-        for key, label in (("frechet", f"Fréchet distance ({space})"), ("kid", f"KID ({space})"),
-                           ("precision", f"precision ({space})"), ("recall", f"recall ({space})")):
-            results.append(EvalResult(task_type="unconditional-image-generation", dataset_type=dataset,
-                                      dataset_name=dataset, dataset_split=config.split, metric_type=key,
-                                      metric_name=label, metric_value=round(pooled[key]["value"], 5)))
-    f1 = report["conditioning_f1"]
-    if f1["classes"]:
-        results.append(EvalResult(task_type="unconditional-image-generation", dataset_type=dataset,
-                                  dataset_name=dataset, dataset_split=config.split, metric_type="f1",
-                                  metric_name="conditioning macro-F1 (solar encoder)",
-                                  metric_value=round(f1["generated"]["macro"]["value"], 4)))
-    card.data.eval_results = results or None
-    card.data.model_name = card.data.model_name or "solar-diffusion"
-    section = f"{CARD_START}\n## Evaluation\n\n{markdown}\n{CARD_END}"
-    text = card.text
-    if CARD_START in text and CARD_END in text:
-        text = text[:text.index(CARD_START)] + section + text[text.index(CARD_END) + len(CARD_END):]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    card.text = text
-    atomic_write(path, lambda tmp: Path(tmp).write_text(str(card)))
+    out = Path(ev.config.out)
+    atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1, default=str)))
+    markdown = render_report(report)
+    atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(markdown))
+    write_plots(out, report, ev.generated, ev.labels, ev.real, ev.config)
+    if ev.config.model_card:
+        update_model_card(ev.config.model_card, report, markdown, ev.config)

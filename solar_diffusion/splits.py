@@ -50,11 +50,11 @@ def load_split(dataset_dir, split, config_name=None, columns=("image", "flare_cl
     return datasets.Dataset(table).with_format("numpy", columns=list(columns))
 
 
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Antialiased bilinear resize of (N, C, H, W) to ``size`` x ``size`` (no-op at that size)."""
-    if images.shape[-1] == size and images.shape[-2] == size:
+def resize(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Antialiased bilinear resize of (N, C, H, W) to ``image_size`` x ``image_size`` (no-op at that size)."""
+    if images.shape[-1] == image_size and images.shape[-2] == image_size:
         return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(images, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
 
 
 @dataclass
@@ -77,9 +77,9 @@ class LabelledImages:
         return {str(n): int(c) for n, c in zip(names, counts)}
 
 
-def model_space_split(dataset_dir, split, normalization: ClipLogNormalization, size: int,
+def model_space_split(dataset_dir, split, normalization: ClipLogNormalization, image_size: int,
                       config_name=None) -> LabelledImages:
-    """A split normalised with ``normalization`` and resized to ``size``, with its label names.
+    """A split normalised with ``normalization`` and resized to ``image_size``, with its label names.
 
     The normalisation's unit must be the dataset's: a model trained on browse brightness cannot
     judge DN/s images.
@@ -91,4 +91,4 @@ def model_space_split(dataset_dir, split, normalization: ClipLogNormalization, s
     names = ds.features["flare_class"].names
     images = normalization.forward(torch.from_numpy(np.asarray(ds["image"], dtype=np.float32)))
     labels = np.array([names[i] for i in ds["flare_class"]], dtype=object)
-    return LabelledImages(resize(images, size), labels, np.asarray(ds["t_obs"]))
+    return LabelledImages(resize(images, image_size), labels, np.asarray(ds["t_obs"]))

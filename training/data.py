@@ -54,15 +54,15 @@ class BalancedSampler(torch.utils.data.Sampler):
 class Collate:
     """Batch -> (normalised images at the training size, remapped class ids)."""
 
-    def __init__(self, normalization, resolution, id_map, rotation=0.0, brightness=0.0):
-        self.normalization, self.resolution, self.id_map = normalization, resolution, id_map
+    def __init__(self, normalization, image_size, id_map, rotation=0.0, brightness=0.0):
+        self.normalization, self.image_size, self.id_map = normalization, image_size, id_map
         self.rotation, self.brightness = rotation, brightness
 
     def __call__(self, rows):
         images = torch.from_numpy(np.stack([np.asarray(r["image"], dtype=np.float32) for r in rows]))
         if self.brightness:
             images = images * (1 + self.brightness * (2 * torch.rand(len(rows), 1, 1, 1) - 1))
-        x = resize(self.normalization.forward(images), self.resolution)
+        x = resize(self.normalization.forward(images), self.image_size)
         if self.rotation:
             x = random_rotation(x, self.rotation)
         labels = torch.tensor([frame_condition(r, self.id_map) for r in rows],

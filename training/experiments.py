@@ -166,8 +166,9 @@ def _load(args):
 
     pipe = load_pipeline(args.model or BUNDLED_MODEL)
     pipe.set_progress_bar_config(disable=True)
-    size = pipe.unet.config.sample_size
-    splits = {s: model_space_split(args.dataset, s, pipe.normalization, size) for s in ("train", "validation", "test")}
+    image_size = pipe.unet.config.sample_size
+    splits = {s: model_space_split(args.dataset, s, pipe.normalization, image_size)
+              for s in ("train", "validation", "test")}
     return pipe, splits
 
 

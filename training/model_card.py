@@ -36,7 +36,7 @@ Without the package: `DiffusionPipeline.from_pretrained(repo, custom_pipeline=re
 ## Training
 
 - data: `{{ dataset }}` ({{ unit }}), train split only; label counts (train): {{ train_counts }}
-- preset `{{ preset }}`, {{ resolution }} px, {{ steps }} optimiser steps, batch {{ batch }},
+- preset `{{ preset }}`, {{ image_size }} px, {{ steps }} optimiser steps, batch {{ batch }},
   lr {{ lr }}, {{ prediction_type }} prediction, {{ beta_schedule }} betas, T = {{ timesteps }},
   label dropout {{ label_dropout }}, EMA: {{ ema }}
 - normalisation: clip to [{{ lo }}, {{ hi }}] {{ unit }}, {{ "log10, " if log else "" }}scaled to [-1, 1]
@@ -69,7 +69,7 @@ def render_model_card(args: dict, dataset_info: dict, pipe: SolarFlarePipeline, 
         dataset=args.get("dataset"),
         train_counts=", ".join(f"{k}: {v}" for k, v in counts.items()),
         preset=args.get("preset"),
-        resolution=args.get("resolution") or dataset_info["config"]["size"],
+        image_size=pipe.unet.config.sample_size,
         steps=steps,
         batch=args.get("train_batch_size"),
         lr=args.get("learning_rate"),

@@ -29,7 +29,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p = parser or argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True, help="folder made by solar-diffusion build-dataset")
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--resolution", type=int, default=None, help="input size (default: the dataset's)")
+    p.add_argument("--size", "--resolution", dest="size", type=int, default=None,
+                   help="input image size in pixels (default: the dataset's)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=1e-3)
@@ -107,10 +108,10 @@ def main(argv=None) -> Path:
     accelerator = Accelerator()
     info = dataset_info(args.dataset)
     normalization = ClipLogNormalization.for_unit(info["unit"])
-    size = args.resolution or info["config"]["size"]
-    train = model_space_split(args.dataset, "train", normalization, size)
+    image_size = args.size or info["config"]["size"]
+    train = model_space_split(args.dataset, "train", normalization, image_size)
     try:
-        validation = model_space_split(args.dataset, "validation", normalization, size)
+        validation = model_space_split(args.dataset, "validation", normalization, image_size)
     except ValueError:
         accelerator.print("no validation split: the last epoch is kept")
         validation = None

@@ -53,7 +53,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         "else the XRS flux at the frame's time, else the null value)")
     p.add_argument("--init-from", default=None,
                    help="start from the UNet of a saved pipeline (fine-tuning, or continuing from bundled weights)")
-    p.add_argument("--resolution", type=int, default=None, help="train at this size (default: the dataset's)")
+    p.add_argument("--size", "--resolution", dest="size", type=int, default=None,
+                   help="image size in pixels to train at (default: the dataset's)")
     p.add_argument("--norm-lo", type=float, default=None, help="normalisation clip low (default 5 DN/s; 0 for browse)")
     p.add_argument("--norm-hi", type=float, default=None, help="normalisation clip high (default 3500 DN/s; 255)")
     p.add_argument("--train-batch-size", type=int, default=16)
@@ -187,13 +188,13 @@ def train(args, hub_api=None) -> Path:
         hi=default_norm.hi if args.norm_hi is None else args.norm_hi,
         log=default_norm.log, unit=unit,
     )
-    size = info["config"]["size"]
-    resolution = args.resolution or size
+    dataset_size = info["config"]["size"]
+    image_size = args.size or dataset_size
     channels = info["config"]["channels"]
-    geometry = disk_geometry(resolution, info["rsun_px_median"] * resolution / size,
+    geometry = disk_geometry(image_size, info["rsun_px_median"] * image_size / dataset_size,
                              date_obs=info["t_obs_median_train"].split(".")[0].replace(" ", "T"),
                              wavelengths_angstrom=[float(c) for c in channels])
-    collate = Collate(normalization, resolution, id_map, args.augment_rotation, args.augment_brightness)
+    collate = Collate(normalization, image_size, id_map, args.augment_rotation, args.augment_brightness)
     sampler = BalancedSampler(train_ds["flare_class"], args.class_balance, args.seed) if args.class_balance else None
     loader = torch.utils.data.DataLoader(train_ds, batch_size=args.train_batch_size, shuffle=sampler is None,
                                          sampler=sampler, collate_fn=collate, num_workers=args.dataloader_num_workers,
@@ -209,7 +210,7 @@ def train(args, hub_api=None) -> Path:
             accelerator.print("no validation split: validation loss skipped")
 
     # model
-    unet = build_unet(args.preset, resolution, len(id2label), in_channels=len(channels),
+    unet = build_unet(args.preset, image_size, len(id2label), in_channels=len(channels),
                       conditioning=args.conditioning)
     if args.init_from:
         unet = init_from_pipeline(unet, args.init_from, id2label)
