@@ -28,4 +28,8 @@ test: $(BIN)/.installed
 test-slow: $(BIN)/.installed
 	$(OFFLINE) $(BIN)/python -m pytest -m slow
 
-.PHONY: install generate test test-slow
+# the results page, README summary and model cards, from the JSON in reports/
+results: $(BIN)/.installed
+	$(BIN)/python -m solar_diffusion.results
+
+.PHONY: install generate test test-slow results

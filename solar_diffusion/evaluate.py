@@ -114,8 +114,8 @@ def disk_errors(images, centre, rsun_px: float) -> tuple[np.ndarray, np.ndarray]
 @dataclass
 class Evaluation:
     """What the sections of ``evaluate`` share: the settings, the models, the generated images and
-    the real images they are compared with. ``load`` makes it; ``generate_images``, ``select_real_images``
-    and ``embed`` fill in the rest, in that order."""
+    the real images they are compared with. ``load`` makes it; ``generate_images``,
+    ``select_real_images`` and ``embed`` fill in the rest, in that order."""
 
     config: EvaluationConfig
     pipe: object  # SolarFlarePipeline
@@ -147,8 +147,9 @@ class Evaluation:
         """The classes with enough real images to be scored."""
         return [c for c in self.classes if self.enough[c]]
 
-    def interval(self, statistic, *samples) -> dict:
-        return metrics.bootstrap(statistic, *samples, n_boot=self.config.n_boot, seed=self.config.seed)
+    def interval(self, statistic, *samples, bounds=(-math.inf, math.inf)) -> dict:
+        """``metrics.bootstrap`` with the run's resamples and seed."""
+        return metrics.bootstrap(statistic, *samples, n_boot=self.config.n_boot, seed=self.config.seed, bounds=bounds)
 
     def too_few(self, c) -> str:
         return (f"too few real {self.split} images (n={int((self.real_all.labels == c).sum())} < "
@@ -256,7 +257,7 @@ def model_summary(ev: Evaluation) -> dict:
 def sample_sizes(ev: Evaluation) -> dict:
     return {"generated": {c: ev.config.num_per_class for c in ev.classes},
             f"real {ev.split}": ev.real_all.counts(), "real train": ev.train_all.counts(),
-            f"real {ev.split} compared": ev.real.counts(), "pooled per set": int(len(ev.pool["generated"]))}
+            f"real {ev.split} compared": ev.real.counts(), "pooled per set": len(ev.pool["generated"])}
 
 
 def _sample(ev: Evaluation, labels, steps, seed):
@@ -294,9 +295,10 @@ def feature_space(ev: Evaluation, space: str) -> dict:
 def distances(ev: Evaluation, generated, real, floor) -> dict:
     """FD and KID of generated vs real, and of the real-train floor vs real, with intervals."""
     row = {}
-    for name, fn in (("frechet", metrics.frechet_distance), ("kid", metrics.kernel_distance)):
-        row[name] = ev.interval(fn, generated, real)
-        row[f"floor_{name}"] = ev.interval(fn, floor, real)
+    for name, fn, bounds in (("frechet", metrics.frechet_distance, (0, math.inf)),
+                             ("kid", metrics.kernel_distance, (-math.inf, math.inf))):  # unbiased: can be < 0
+        row[name] = ev.interval(fn, generated, real, bounds=bounds)
+        row[f"floor_{name}"] = ev.interval(fn, floor, real, bounds=bounds)
     return row
 
 
@@ -348,7 +350,8 @@ def clusters(ev: Evaluation, f: dict) -> dict:
 def _cluster_interval(ev: Evaluation, features, labels) -> dict:
     """Silhouette, Davies-Bouldin and Calinski-Harabasz, each with its interval (rows resampled
     with their labels)."""
-    return ev.interval(lambda rows: metrics.cluster_metrics(features[rows], labels[rows]), np.arange(len(labels)))
+    return ev.interval(lambda rows: metrics.cluster_metrics(features[rows], labels[rows]), np.arange(len(labels)),
+                       bounds=metrics.CLUSTER_RANGES)
 
 
 # ------------------------------------------------------------------------------------------
@@ -369,8 +372,8 @@ def conditioning_f1(ev: Evaluation) -> dict:
         predicted = ev.encoder.predict(images)
         keep = np.isin(true, judged)
         pairs = np.stack([true[keep], predicted[keep]], axis=1)
-        result[key] = {c: ev.interval(lambda p, c=c: metrics.f1_scores(p[:, 0], p[:, 1], judged)[c], pairs)
-                       for c in judged + ["macro"]}
+        result[key] = {c: ev.interval(lambda p, c=c: metrics.f1_scores(p[:, 0], p[:, 1], judged)[c], pairs,
+                                      bounds=(0, 1)) for c in judged + ["macro"]}
     return result
 
 
@@ -393,7 +396,8 @@ def physical_statistic(ev: Evaluation, top_fraction: float) -> dict:
         row = {}
         for key, by_class in values.items():
             v, base = by_class[c], by_class[lowest]
-            row[key] = ev.interval(np.mean, v) if len(v) > 1 else {"n": [len(v)], "value": float(v[0]) if len(v) else None}
+            row[key] = ev.interval(np.mean, v) if len(v) > 1 \
+                else {"n": [len(v)], "value": float(v[0]) if len(v) else None}
             if c != lowest and len(v) > 1 and len(base) > 1:
                 row[f"{key} minus {lowest}"] = ev.interval(lambda a, b: a.mean() - b.mean(), v, base)
         result[c] = row
@@ -456,7 +460,7 @@ def steps_curve(ev: Evaluation) -> list:
         images, seconds = _sample(ev, labels, n_steps, ev.config.seed + 10_000)
         generated = ev.encoder.embed_images(images)
         curve.append({"steps": n_steps, "seconds_per_image": seconds,
-                      "frechet": ev.interval(metrics.frechet_distance, generated, real),
+                      "frechet": ev.interval(metrics.frechet_distance, generated, real, bounds=(0, math.inf)),
                       "kid": ev.interval(metrics.kernel_distance, generated, real)})
     return curve
 

@@ -145,6 +145,10 @@ def two_sample_accuracy(a, b, folds: int = 5, seed: int = 0) -> float:
     return float(balanced_accuracy_score(y, predicted))
 
 
+#: The range of each figure of ``cluster_metrics`` (``bootstrap``'s ``bounds``).
+CLUSTER_RANGES = {"silhouette": (-1.0, 1.0), "davies_bouldin": (0.0, math.inf), "calinski_harabasz": (0.0, math.inf)}
+
+
 def cluster_metrics(features, labels) -> dict:
     """How well ``labels`` split the feature rows into clusters: silhouette (higher is better,
     -1..1), Davies-Bouldin (lower is better) and Calinski-Harabasz (higher is better).
@@ -183,7 +187,8 @@ def f1_scores(true, predicted, classes) -> dict:
 # ------------------------------------------------------------------------------------------
 
 
-def bootstrap(statistic, *samples, n_boot: int = 200, level: float = 0.95, seed: int = 0) -> dict:
+def bootstrap(statistic, *samples, n_boot: int = 200, level: float = 0.95, seed: int = 0,
+              bounds: tuple | dict = (-math.inf, math.inf)) -> dict:
     """``statistic(*samples)`` with a bootstrap interval re-centred on the estimate: the one interval
     of every statistic in the evaluation (Fréchet distance, KID, F1, means, medians, differences,
     cluster scores); ``wilson_interval`` is for proportions.
@@ -192,7 +197,9 @@ def bootstrap(statistic, *samples, n_boot: int = 200, level: float = 0.95, seed:
     that belong together (true and predicted labels, features and their labels) in one sample,
     or resample their indices. The statistic is computed on each of ``n_boot`` resamples
     (a degenerate resample that raises ``ValueError``, such as one class left, is skipped), and the
-    interval is the central ``level`` spread of those values shifted by ``estimate - median``.
+    interval is the central ``level`` spread of those values shifted by ``estimate - median``,
+    clipped to ``bounds``, the range the statistic can take (``(0, 1)`` for an F1, ``(0, inf)``
+    for a Fréchet distance; a dict of ranges by name for a statistic with named figures).
 
     Why: a resample with replacement duplicates rows, which moves a biased statistic (it inflates
     the Fréchet distance and the cluster scores), so plain percentiles can miss the estimate (an
@@ -209,7 +216,8 @@ def bootstrap(statistic, *samples, n_boot: int = 200, level: float = 0.95, seed:
     >>> r["low"] < r["value"] < r["high"], r["n"]
     (True, [400])
     >>> labels = np.repeat([0, 1], 20); rows = labels[:, None] + x[:40, None]
-    >>> scores = bootstrap(lambda i: cluster_metrics(rows[i], labels[i]), np.arange(40), n_boot=50)
+    >>> scores = bootstrap(lambda i: cluster_metrics(rows[i], labels[i]), np.arange(40), n_boot=50,
+    ...                    bounds=CLUSTER_RANGES)
     >>> sorted(scores), all(s["low"] <= s["value"] <= s["high"] for s in scores.values())
     (['calinski_harabasz', 'davies_bouldin', 'silhouette'], True)
     """
@@ -221,19 +229,23 @@ def bootstrap(statistic, *samples, n_boot: int = 200, level: float = 0.95, seed:
     for _ in range(n_boot):
         drawn = [s[rng.integers(0, len(s), len(s))] for s in samples]
         try:
-            value = statistic(*drawn)
+            resampled = statistic(*drawn)
         except ValueError:  # a degenerate resample (e.g. one class left): skip it
             continue
-        for name in draws:
-            draws[name].append(float(value[name] if name is not None else value))
+        for name, values in draws.items():
+            values.append(float(resampled[name] if name is not None else resampled))
     tail = (1 - level) / 2 * 100
     intervals = {}
     for name, value in named.items():
-        low, median, high = np.percentile(draws[name], [tail, 50, 100 - tail]) if draws[name] else (np.nan,) * 3
-        shift = float(value) - median
-        intervals[name] = {"value": float(value), "low": float(low + shift), "high": float(high + shift),
-                           "level": level, "n": [len(s) for s in samples],
-                           "method": f"bootstrap ({len(draws[name])} resamples), re-centred on the estimate"}
+        values, value = np.array(draws[name]), float(value)
+        low = high = np.nan
+        if len(values):
+            low, high = np.percentile(values, [tail, 100 - tail]) + value - np.median(values)
+            lowest, highest = bounds.get(name, (-math.inf, math.inf)) if isinstance(bounds, dict) else bounds
+            low, high = max(low, min(lowest, value)), min(high, max(highest, value))  # rounding may put it out
+        intervals[name] = {"value": value, "low": float(low), "high": float(high), "level": level,
+                           "n": [len(s) for s in samples],
+                           "method": f"bootstrap ({len(values)} resamples), re-centred on the estimate"}
     return intervals if isinstance(estimate, dict) else intervals[None]
 
 

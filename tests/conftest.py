@@ -11,6 +11,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Under pytest-xdist the workers share the cores: each worker, and each process it starts (the CLI,
+# accelerate), gets its share of threads instead of one per core (oversubscribed OpenMP threads
+# spin and slow every worker down several times).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    os.environ.setdefault("OMP_NUM_THREADS", _threads)
+    os.environ.setdefault("MKL_NUM_THREADS", _threads)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -18,6 +25,9 @@ from diffusers import DDPMScheduler  # noqa: E402
 
 from solar_diffusion import SolarFlarePipeline, build_unet  # noqa: E402
 from solar_diffusion.maps import disk_geometry  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case torch was imported before
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from solar_diffusion.training.experiments import flare_ahead, skill_scores
 
@@ -56,7 +57,7 @@ def test_classifier_experiment(real_64, browse_model_dir, tmp_path, accelerate_l
             assert summary["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-4)
     for c, reason in results["not_scored"].items():
         assert reason.startswith("too few real test images") and c not in results["scored_classes"]
-    assert (out / "f1.png").stat().st_size > 0 and "real + synthetic" in (out / "report.md").read_text()
+    assert Image.open(out / "f1.png").format == "PNG" and "real + synthetic" in (out / "report.md").read_text()
     # the synthetic images are cached and reused by a rerun
     assert sorted(p.name.split("_")[0] for p in (out / "synthetic").glob("*.npy")) == sorted(c for c, n in add.items() if n)
 
@@ -83,7 +84,7 @@ def test_predictor_experiment(real_64, browse_model_dir, shared_data, tmp_path, 
             if tp + fn and fp + run["tn"]:
                 assert run["recall"] == pytest.approx(tp / (tp + fn), abs=1e-4)
                 assert run["tss"] == pytest.approx(tp / (tp + fn) - fp / (fp + run["tn"]), abs=2e-4)
-    assert (out / "skill.png").stat().st_size > 0
+    assert Image.open(out / "skill.png").format == "PNG"
 
 
 def test_flare_ahead_looks_only_forward():

@@ -94,6 +94,52 @@ def test_peak_brightness_sees_a_flare_kernel(frames):
     np.testing.assert_array_equal(metrics.peak_brightness(off_disk, 27.8), before)
 
 
+def test_bootstrap_intervals_cover_the_true_value():
+    """A known answer: over 200 samples of 50 standard-normal values, the 95% interval of the mean
+    (unbiased) and of the plug-in standard deviation (biased low) contain the true value (0 and 1)
+    in about 95% of samples, and every interval contains its estimate."""
+    rng = np.random.default_rng(0)
+    covered = {"mean": [], "standard deviation": []}
+    for k in range(200):
+        x = rng.normal(size=50)
+        for name, statistic, truth in (("mean", np.mean, 0.0), ("standard deviation", np.std, 1.0)):
+            r = metrics.bootstrap(statistic, x, n_boot=200, seed=k)
+            assert r["low"] <= r["value"] <= r["high"] and r["level"] == 0.95 and r["n"] == [50]
+            covered[name].append(r["low"] <= truth <= r["high"])
+    coverage = {name: float(np.mean(hits)) for name, hits in covered.items()}
+    assert all(0.85 <= c <= 0.99 for c in coverage.values()), coverage
+
+
+def test_frechet_interval_contains_its_estimate_on_real_features(frames, encoder):
+    """Resampling with replacement duplicates rows, which inflates the Fréchet distance (so plain
+    bootstrap percentiles can lie wholly above it); the interval is re-centred on the estimate."""
+    features = encoder.embed_images(frames[:120])
+    rng = np.random.default_rng(0)
+    for n in (10, 30, 60):
+        a, b = features[:n], features[60:60 + n]
+        r = metrics.bootstrap(metrics.frechet_distance, a, b, n_boot=50)
+        assert r["low"] <= r["value"] <= r["high"] and r["low"] < r["high"] and r["n"] == [n, n]
+        assert r["method"].startswith("bootstrap")
+        resampled = [metrics.frechet_distance(a[rng.integers(0, n, n)], b[rng.integers(0, n, n)]) for _ in range(20)]
+        assert np.median(resampled) > r["value"]  # the duplicates' inflation that the re-centring removes
+
+
+def test_bootstrap_gives_one_interval_per_named_figure_and_stays_in_range():
+    """Cluster metrics (a dict) get an interval each, resampling rows with their labels; an F1
+    interval stays within [0, 1]."""
+    rng = np.random.default_rng(2)
+    labels = np.repeat(["C", "M"], 15)
+    rows = rng.normal(size=(30, 3)) + 2 * (labels == "M")[:, None]
+    scores = metrics.bootstrap(lambda i: metrics.cluster_metrics(rows[i], labels[i]), np.arange(30), n_boot=40,
+                               bounds=metrics.CLUSTER_RANGES)
+    assert set(scores) == {"silhouette", "davies_bouldin", "calinski_harabasz"}
+    assert all(s["low"] <= s["value"] <= s["high"] and s["n"] == [30] for s in scores.values())
+    pairs = np.stack([labels, np.where(rng.random(30) < 0.9, labels, "C")], axis=1)
+    f1 = metrics.bootstrap(lambda p: metrics.f1_scores(p[:, 0], p[:, 1], ["C", "M"])["macro"], pairs, n_boot=40,
+                           bounds=(0, 1))
+    assert 0 <= f1["low"] <= f1["value"] <= f1["high"] <= 1
+
+
 def test_bad_feature_rows_are_named():
     with pytest.raises(ValueError, match="2-D"):
         metrics.frechet_distance(np.zeros(5), np.zeros((5, 2)))

@@ -55,7 +55,9 @@ def test_seeded_determinism_and_per_image_generators(tiny_pipeline):
                           num_inference_steps=STEPS)
     assert [m["seed"] for m in batch.metadata] == seeds
     alone = tiny_pipeline("X", generator=[torch.Generator().manual_seed(12)], num_inference_steps=STEPS)
-    np.testing.assert_allclose(alone.images[0], batch.images[2], atol=1e-5)
+    # the same image up to float32 rounding, which depends on the batch size and the thread count
+    # (the CPU kernels sum in another order): 1.3e-5 seen with one thread; a wrong noise would be O(1)
+    np.testing.assert_allclose(alone.images[0], batch.images[2], atol=1e-4)
     with pytest.raises(ValueError, match="one per image"):
         tiny_pipeline(["C", "X"], generator=[torch.Generator()], num_inference_steps=1)
 

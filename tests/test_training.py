@@ -100,8 +100,10 @@ def test_several_channels_and_push_through_an_injected_hub(shared_data, real_dat
     assert pipe.config.geometry["wavelengths_angstrom"] == [171.0, 131.0, 94.0]
     from solar_diffusion.hub import STANDALONE_PIPELINE_FILE
 
-    pushed = (folder_hub.repo_path("solar/rgb-tiny") / "pipeline.py").read_text()
-    assert pushed == STANDALONE_PIPELINE_FILE.read_text()
-    assert "solar-diffusion" in (folder_hub.repo_path("solar/rgb-tiny") / "README.md").read_text()
+    repo = folder_hub.repo_path("solar/rgb-tiny")
+    assert (repo / "pipeline.py").read_text() == STANDALONE_PIPELINE_FILE.read_text()
+    # the pushed card is the run's own, and names the three channels
+    card = (repo / "README.md").read_text()
+    assert card == (tmp_path / "run" / "pipeline" / "README.md").read_text() and "AIA 171,131,94 Å" in card
     out = pipe(list(pipe.id2label.values())[:1], num_inference_steps=2, output_type="physical")
     assert out.images.shape == (1, 3, 16, 16)

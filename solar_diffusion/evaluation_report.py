@@ -1,0 +1,151 @@
+"""The markdown report of an evaluation (``metrics.json`` as written by ``solar_diffusion.evaluate``).
+
+``render_report`` joins one table per section; ``fmt`` writes one figure with its interval.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+#: What every interval in the report means, said once at its top.
+INTERVAL_MEANING = ("95% intervals: the spread of the statistic over {n_boot} bootstrap resamples of the images, "
+                    "centred on the estimate, so they describe the figure at these sample sizes (Wilson score "
+                    "intervals for proportions).")
+
+
+def fmt(r, digits: int = 3) -> str:
+    """One figure as 'value [low, high] (n=...)', or the reason there is none.
+
+    >>> fmt({"value": 1.23456, "low": 1.1, "high": 1.4, "n": [32, 54]})
+    '1.23 [1.10, 1.40] (n=32/54)'
+    >>> fmt("too few real test images (n=5 < 10)")
+    'too few real test images (n=5 < 10)'
+    """
+    if isinstance(r, str):
+        return r
+    if r.get("value") is None:
+        return "no images"
+    n = "/".join(str(k) for k in r["n"])
+    if "low" not in r:
+        return f"{r['value']:.{digits}g} (n={n})"
+    magnitude = max(abs(r["value"]), abs(r["low"]), abs(r["high"]), 1e-3)
+    decimals = min(6, max(0, digits - 1 - int(math.floor(math.log10(magnitude)))))
+    return f"{r['value']:.{decimals}f} [{r['low']:.{decimals}f}, {r['high']:.{decimals}f}] (n={n})"
+
+
+def render_report(report: dict) -> str:
+    """The markdown report of ``metrics.json``: the settings and what the intervals mean, then a
+    table per section."""
+    lines = _introduction(report)
+    for name, space in report["feature_spaces"].items():
+        lines += _feature_space(name, space)
+    lines += _conditioning_f1(report["conditioning_f1"])
+    for statistic, title in (("peak_brightness", "Peak brightness (mean model-space value of the brightest 0.2% "
+                                                  "of on-disk pixels)"),
+                             ("brightest_pixel", "Brightest on-disk pixel (model space)")):
+        lines += _physical_statistic(report, statistic, title)
+    lines += _exposure(report["exposure_outliers"], report["settings"]["split"])
+    if report.get("disk_geometry"):
+        lines += _disk_geometry(report["disk_geometry"])
+    if report["steps_curve"]:
+        lines += _steps_curve(report["steps_curve"])
+    return "\n".join(lines) + "\n"
+
+
+def _introduction(report: dict) -> list:
+    s = report["settings"]
+    split = s["split"]
+    model = Path(s["model"]).resolve()
+    model = model.relative_to(Path.cwd()) if model.is_relative_to(Path.cwd()) else s["model"]
+    counts = report["sample_sizes"]
+    return [f"Model `{model}` ({report['model']['scheduler']}, {report['model']['num_inference_steps']} steps, "
+            f"guidance {s['guidance_scale']}), {s['num_per_class']} generated images per class, against the real "
+            f"`{split}` split of `{s['dataset']}`. {INTERVAL_MEANING.format(n_boot=s['n_boot'])} "
+            f"n = generated/real (or floor/real) images. Floor: real train frames vs real {split} "
+            f"frames at the same sample sizes (what a perfect generator of the training distribution would score). "
+            f"Generation took {report['seconds_per_image']:.2f} s per image.",
+            "", "Real images per class: " + ", ".join(f"{c} {n}" for c, n in counts[f"real {split}"].items())
+            + f" ({split}); " + ", ".join(f"{c} {n}" for c, n in counts["real train"].items()) + " (train).",
+            ""]
+
+
+def _feature_space(name: str, space: dict) -> list:
+    lines = [f"### Distances in the {name} feature space", "",
+             "| class | FD generated | FD floor | KID generated | KID floor |", "|---|---|---|---|---|"]
+    for c, row in space["per_class"].items():
+        if isinstance(row, str):
+            lines.append(f"| {c} | {row} | | | |")
+        else:
+            lines.append(f"| {c} | {fmt(row['frechet'])} | {fmt(row['floor_frechet'])} | {fmt(row['kid'])} | "
+                         f"{fmt(row['floor_kid'])} |")
+    if "pooled" in space:
+        p = space["pooled"]
+        lines.append(f"| pooled (class-matched) | {fmt(p['frechet'])} | {fmt(p['floor_frechet'])} | {fmt(p['kid'])} | "
+                     f"{fmt(p['floor_kid'])} |")
+        lines += ["", "| pooled | generated | floor |", "|---|---|---|"]
+        for key, label in (("precision", "precision (fidelity)"), ("recall", "recall (diversity)"),
+                           ("two_sample_accuracy", "real-vs-synthetic classifier accuracy (0.5 = indistinguishable)")):
+            lines.append(f"| {label} | {fmt(p[key])} | {fmt(p['floor_' + key])} |")
+    if "clusters" in space:
+        lines += ["", "| clusters | silhouette | Davies-Bouldin | Calinski-Harabasz |", "|---|---|---|---|"]
+        for key, row in space["clusters"].items():
+            lines.append(f"| {key} | {fmt(row['silhouette'])} | {fmt(row['davies_bouldin'])} | "
+                         f"{fmt(row['calinski_harabasz'])} |")
+    return lines + [""]
+
+
+def _conditioning_f1(f1: dict) -> list:
+    lines = ["### Conditioning F1 (the solar encoder, trained on real frames, classifies the images)", ""]
+    if f1["classes"]:
+        keys = [k for k in f1 if k not in ("classes", "too few")]
+        lines += ["| class | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for c in f1["classes"] + ["macro"]:
+            lines.append(f"| {c} | " + " | ".join(fmt(f1[k][c]) for k in keys) + " |")
+    return lines + [f"- {c}: {reason}" for c, reason in f1["too few"].items()]
+
+
+def _physical_statistic(report: dict, statistic: str, title: str) -> list:
+    split, lowest = report["settings"]["split"], report["model"]["classes"][0]
+    sets = ("generated", f"real {split}", "real train")
+    header = ["| class | generated | real " + split + " | real train |", "|---|---|---|---|"]
+    lines = ["", f"### {title}", ""] + header
+    for c, row in report[statistic].items():
+        lines.append(f"| {c} | " + " | ".join(fmt(row[k], 4) for k in sets) + " |")
+    lines += ["", f"Difference from the lowest class ({lowest}); above 0 means brighter:", ""] + header
+    for c, row in list(report[statistic].items())[1:]:
+        lines.append(f"| {c} | " + " | ".join(fmt(row.get(f"{k} minus {lowest}", "too few images"), 3)
+                                              for k in sets) + " |")
+    return lines
+
+
+def _exposure(exposure: dict, split: str) -> list:
+    low, high = exposure["range"]
+    lines = ["", f"### Exposure outliers (image mean outside [{low:.3f}, {high:.3f}], "
+             "the range of 99% of real train frames)", "", f"| class | generated | real {split} |", "|---|---|---|"]
+    for c, row in exposure["classes"].items():
+        lines.append(f"| {c} | {fmt(row['generated'])} | {fmt(row[f'real {split}'])} |")
+    return lines
+
+
+def _disk_geometry(disk: dict) -> list:
+    lines = ["", f"### Disk geometry: fitted limb against the header (centre ({disk['centre_px'][0]:.1f}, "
+             f"{disk['centre_px'][1]:.1f}) px, radius {disk['rsun_px']:.2f} px)", "",
+             "| images | limb found | median centre offset, px | largest, px | median radius / header's "
+             "| range |", "|---|---|---|---|---|---|"]
+    for key, row in disk["classes"].items():
+        cells = [key, fmt(row["found"])]
+        if "centre_offset_px" in row:
+            low, high = row["radius_ratio_range"]
+            cells += [fmt(row["centre_offset_px"]), f"{row['max_centre_offset_px']:.2f}",
+                      fmt(row["radius_ratio"], 4), f"{low:.3f}–{high:.3f}"]
+        lines.append("| " + " | ".join(cells + [""] * (6 - len(cells))) + " |")
+    return lines
+
+
+def _steps_curve(curve: list) -> list:
+    lines = ["", "### Quality versus sampling steps (solar encoder, pooled)", "",
+             "| steps | s / image | FD | KID |", "|---|---|---|---|"]
+    for row in curve:
+        lines.append(f"| {row['steps']} | {row['seconds_per_image']:.2f} | {fmt(row['frechet'])} | {fmt(row['kid'])} |")
+    return lines

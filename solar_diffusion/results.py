@@ -1,0 +1,216 @@
+"""The results page, the README's results summary and the model cards, made from the measured
+numbers in ``reports/`` (one source; nothing is typed in by hand)::
+
+    python -m solar_diffusion.results          # after an evaluation, experiment or benchmark run
+
+Writes ``reports/README.md`` (the results page), the summary between the ``results-summary``
+markers of ``README.md`` and ``model_card.md``, and copies ``model_card.md`` to the bundled
+model's ``README.md`` (its Hub card). ``check`` reports which of those files differ from what
+the reports make, which a test runs, so a hand edit of a number fails CI.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from solar_diffusion.evaluation_report import fmt
+from solar_diffusion.files import atomic_write
+
+SUMMARY_START, SUMMARY_END = "<!-- results-summary:start -->", "<!-- results-summary:end -->"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_reports(reports: Path) -> dict:
+    """The measured results: the evaluation, both experiments and the sampling benchmark (each
+    None where its file is absent)."""
+    def read(name):
+        path = reports / name
+        return json.loads(path.read_text()) if path.exists() else None
+
+    return {"evaluation": read("evaluation/metrics.json"), "classifier": read("experiments/classifier/results.json"),
+            "predictor": read("experiments/predictor/results.json"), "sampling": read("bench_sampling.json")}
+
+
+def _mean_std(entry: dict) -> str:
+    return f"{entry['mean']:.3f} ± {entry['std']:.3f}"
+
+
+def _default_row(sampling: dict, size: int = 64) -> dict | None:
+    return next((r for r in sampling["rows"] if r["default"] and r["size"] == size), None) if sampling else None
+
+
+def summary(results: dict, link: str = "reports/README.md") -> str:
+    """A few lines of the headline numbers, for README.md and model_card.md."""
+    lines = []
+    ev = results["evaluation"]
+    if ev:
+        s = ev["settings"]
+        lines.append(f"Bundled model against the real `{s['split']}` months ({s['num_per_class']} images per class, "
+                     f"{ev['model']['num_inference_steps']} steps, guidance {s['guidance_scale']:g}; 95% intervals):")
+        lines.append("")
+        for space, pooled in ((n, v["pooled"]) for n, v in ev["feature_spaces"].items() if "pooled" in v):
+            lines.append(f"- Fréchet distance ({space}, pooled over the scored classes): {fmt(pooled['frechet'])}; "
+                         f"real train frames against the same real frames: {fmt(pooled['floor_frechet'])}.")
+        lowest = ev["model"]["classes"][0]
+        flare_rows = {c: row[f"generated minus {lowest}"] for c, row in ev["peak_brightness"].items()
+                      if f"generated minus {lowest}" in row and c in ("M", "X")}
+        if flare_rows:
+            lines.append(f"- Brightest 0.2% of on-disk pixels minus {lowest} (model space; a flare should raise it): "
+                         + "; ".join(f"{c} {fmt(r)}" for c, r in flare_rows.items()) + ".")
+    clf = results["classifier"]
+    if clf:
+        summary_ = clf["summary"]
+        lines.append(f"- Flare-class classifier, test macro-F1 over {', '.join(clf['scored_classes'])} "
+                     f"({clf['settings']['seeds']} seeds): " + "; ".join(f"{arm} {_mean_std(v['macro'])}"
+                                                                         for arm, v in summary_.items()) + ".")
+    pred = results["predictor"]
+    if pred:
+        for threshold, t in pred["thresholds"].items():
+            lines.append(f"- Flare ≥ {threshold} within 24 h (base rate {t['test_base_rate']:.3f}), TSS: "
+                         + "; ".join(f"{arm} {_mean_std(v['tss'])}" for arm, v in t["summary"].items()) + ".")
+    row = _default_row(results["sampling"])
+    if row:
+        lines.append(f"- Sampling at 64 px with the defaults: {row['speedup_vs_paper_batch1']:.0f} times faster than "
+                     f"the paper's sampler at batch 1, {row['speedup_vs_paper_batch16']:.0f} times in a batch of 16 "
+                     "(BENCHMARKS.md).")
+    lines += ["", f"All tables, with sample sizes and what each interval means: [{link}]({link})."]
+    return "\n".join(lines)
+
+
+def results_page(results: dict) -> str:
+    """``reports/README.md``: every table of the measured results."""
+    lines = ["# Results", "",
+             "Made by `python -m solar_diffusion.results` from the JSON files in this folder; the commands that made "
+             "those files are in each section. Intervals are 95%: the spread of the statistic over bootstrap "
+             "resamples of the images, centred on the estimate (Wilson intervals for proportions); n = images.", ""]
+    ev = results["evaluation"]
+    if ev:
+        lines += _evaluation_section(ev)
+    if results["classifier"]:
+        lines += _classifier_section(results["classifier"])
+    if results["predictor"]:
+        lines += _predictor_section(results["predictor"])
+    if results["sampling"]:
+        lines += _sampling_section(results["sampling"])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _evaluation_section(ev: dict) -> list:
+    s, split = ev["settings"], ev["settings"]["split"]
+    lines = ["## The bundled model on the real test months", "",
+             f"`solar-diffusion evaluate --dataset {s['dataset']} --split {split} --num-per-class {s['num_per_class']}"
+             + (" --inception" if s.get("inception") else "") + f" --out {s['out']}`: {s['num_per_class']} images per "
+             f"class, {ev['model']['scheduler']} with {ev['model']['num_inference_steps']} steps, guidance "
+             f"{s['guidance_scale']:g}. Full report: [evaluation/report.md](evaluation/report.md).", "",
+             "| pooled over the scored classes | generated | floor (real train vs real) |", "|---|---|---|"]
+    for space, values in ev["feature_spaces"].items():
+        pooled = values.get("pooled")
+        if not pooled:
+            continue
+        for key, label in (("frechet", "Fréchet distance"), ("kid", "KID"), ("precision", "precision"),
+                           ("recall", "recall"), ("two_sample_accuracy", "real-vs-synthetic classifier accuracy")):
+            lines.append(f"| {label}, {space} | {fmt(pooled[key])} | {fmt(pooled['floor_' + key])} |")
+    f1 = ev["conditioning_f1"]
+    if f1["classes"]:
+        lines.append(f"| conditioning macro-F1 ({', '.join(f1['classes'])}), solar encoder | "
+                     f"{fmt(f1['generated']['macro'])} | {fmt(f1[f'real {split}']['macro'])} (the encoder on real "
+                     f"{split} frames) |")
+    lowest = ev["model"]["classes"][0]
+    lines += ["", f"What a flare does: the brightest 0.2% of on-disk pixels (model space; 0.01 is 1.3 levels of the "
+                  f"8-bit scale), minus that of `{lowest}` images:", "",
+              f"| class | generated | real {split} | real train |", "|---|---|---|---|"]
+    for c, row in list(ev["peak_brightness"].items())[1:]:
+        lines.append(f"| {c} | " + " | ".join(fmt(row.get(f"{k} minus {lowest}", "too few images"))
+                                              for k in ("generated", f"real {split}", "real train")) + " |")
+    disk = ev.get("disk_geometry")
+    if disk:
+        lines += ["", "Where the Sun is: the limb found in each image as the builder finds it on real frames, "
+                      "against the disk the FITS header states:", "",
+                  "| images | limb found | median centre offset, px | median radius / header's |", "|---|---|---|---|"]
+        for key, row in disk["classes"].items():
+            if "centre_offset_px" in row:
+                lines.append(f"| {key} | {fmt(row['found'])} | {fmt(row['centre_offset_px'])} | "
+                             f"{fmt(row['radius_ratio'], 4)} |")
+    exposure = ev["exposure_outliers"]["classes"]
+    lines += ["", "Exposure outliers (image mean outside the range of 99% of real train frames): "
+              + "; ".join(f"{c} {fmt(r['generated'])}" for c, r in exposure.items()) + ".", ""]
+    return lines
+
+
+def _classifier_section(clf: dict) -> list:
+    arms = list(clf["summary"])
+    lines = ["## Experiment 1: a flare-class classifier with synthetic images added", "",
+             f"`solar-diffusion experiment classifier --dataset {clf['settings']['dataset']}`, "
+             f"{clf['settings']['seeds']} seeds, mean ± standard deviation over seeds; synthetic images added: "
+             f"{clf['synthetic_added']}. Report: [experiments/classifier/report.md](experiments/classifier/report.md).",
+             "", "| test F1 | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    for c in clf["scored_classes"] + ["macro"]:
+        n = f" (n={clf['test_counts'][c]})" if c in clf["test_counts"] else ""
+        lines.append(f"| {c}{n} | " + " | ".join(_mean_std(clf["summary"][a][c]) for a in arms) + " |")
+    lines += [f"- {c}: {reason}" for c, reason in clf["not_scored"].items()]
+    return lines + [""]
+
+
+def _predictor_section(pred: dict) -> list:
+    lines = ["## Experiment 2: a 24 h flare predictor with synthetic positives added", "",
+             f"`solar-diffusion experiment predictor --dataset {pred['settings']['dataset']}`, "
+             f"{pred['settings']['seeds']} seeds, mean ± standard deviation over seeds. Report: "
+             "[experiments/predictor/report.md](experiments/predictor/report.md).", ""]
+    for threshold, t in pred["thresholds"].items():
+        arms = list(t["summary"])
+        lines += [f"Flare ≥ {threshold} within 24 h: {t['test_frames']} test frames, base rate {t['test_base_rate']:.3f}; "
+                  f"synthetic positives {t['synthetic_positives']}.", "",
+                  "| score | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+        for key in ("tss", "hss", "precision", "recall"):
+            lines.append(f"| {key.upper() if len(key) == 3 else key} | "
+                         + " | ".join(_mean_std(t["summary"][a][key]) for a in arms) + " |")
+        lines.append("")
+    return lines
+
+
+def _sampling_section(sampling: dict) -> list:
+    lines = ["## Sampling speed", "", f"`{sampling['command']}` ({sampling['cpu_count']} CPU cores, torch "
+             f"{sampling['torch']}); quality per sampler in [BENCHMARKS.md](../BENCHMARKS.md).", "",
+             "| size | sampler | s / image, batch 1 | speed-up vs the paper's | s / image, batch 16 | speed-up |",
+             "|---|---|---|---|---|---|"]
+    for row in sampling["rows"]:
+        if row["default"] or row["sampler"].startswith("(a)"):
+            batch16 = row.get("seconds_per_image_batch16")
+            lines.append(f"| {row['size']} | {row['sampler']}{' (default)' if row['default'] else ''} | "
+                         f"{row['seconds_per_image_batch1']:.2f} | {row['speedup_vs_paper_batch1']:.0f}x | "
+                         + (f"{batch16:.2f} | {row['speedup_vs_paper_batch16']:.0f}x |" if batch16 else "| |"))
+    return lines + [""]
+
+
+def _with_summary(text: str, block: str, path: Path) -> str:
+    if SUMMARY_START not in text or SUMMARY_END not in text:
+        raise ValueError(f"{path} has no {SUMMARY_START} ... {SUMMARY_END} markers for the results summary")
+    return text[:text.index(SUMMARY_START) + len(SUMMARY_START)] + "\n" + block + "\n" + text[text.index(SUMMARY_END):]
+
+
+def made_files(root: Path = ROOT) -> dict[Path, str]:
+    """Each file this module writes, with the text the reports make of it."""
+    results = load_reports(root / "reports")
+    card = _with_summary((root / "model_card.md").read_text(), summary(results), root / "model_card.md")
+    return {root / "reports" / "README.md": results_page(results),
+            root / "README.md": _with_summary((root / "README.md").read_text(), summary(results), root / "README.md"),
+            root / "model_card.md": card,
+            root / "solar_diffusion" / "models" / "default" / "README.md": card}
+
+
+def check(root: Path = ROOT) -> list[Path]:
+    """The files that differ from what the reports make (empty when all are up to date)."""
+    return [path for path, text in made_files(root).items() if not path.exists() or path.read_text() != text]
+
+
+def main(root: Path = ROOT) -> int:
+    for path, text in made_files(root).items():
+        atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text))
+        print(f"wrote {path.relative_to(root)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""The results page, README summary and model cards are made from reports/, never typed in."""
+
+import json
+import shutil
+from pathlib import Path
+
+from solar_diffusion import results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_results_files_are_what_the_reports_make():
+    stale = results.check(ROOT)
+    assert not stale, f"run `make results` (python -m solar_diffusion.results): {[str(p) for p in stale]} differ"
+
+
+def test_a_changed_measurement_changes_every_file_that_shows_it(tmp_path):
+    root = tmp_path / "repo"
+    shutil.copytree(ROOT / "reports", root / "reports")
+    for name in ("README.md", "model_card.md"):
+        shutil.copy(ROOT / name, root / name)
+    (root / "solar_diffusion" / "models" / "default").mkdir(parents=True)
+    metrics = json.loads((root / "reports" / "evaluation" / "metrics.json").read_text())
+    pooled = metrics["feature_spaces"]["solar encoder"]["pooled"]["frechet"]
+    pooled |= {"value": 123.456, "low": 120.0, "high": 130.0}
+    (root / "reports" / "evaluation" / "metrics.json").write_text(json.dumps(metrics))
+    assert results.main(root) == 0
+    for name in ("README.md", "model_card.md", "reports/README.md", "solar_diffusion/models/default/README.md"):
+        assert "123" in (root / name).read_text(), name
+    assert results.check(root) == []
+    assert (root / "model_card.md").read_text() == (root / "solar_diffusion/models/default/README.md").read_text()
