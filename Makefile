@@ -23,7 +23,7 @@ generate: $(BIN)/.installed
 	$(OFFLINE) $(BIN)/solar-diffusion generate --flare-class all --num-images 4 --out generated $(ARGS)
 
 test: $(BIN)/.installed
-	$(OFFLINE) $(BIN)/python -m pytest -n 2 -m "not slow and not live"
+	$(OFFLINE) $(BIN)/python -m pytest -n 2 -m "not slow and not live" --durations=15
 
 test-slow: $(BIN)/.installed
 	$(OFFLINE) $(BIN)/python -m pytest -m slow

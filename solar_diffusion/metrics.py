@@ -206,7 +206,9 @@ def bootstrap(statistic, *samples, n_boot: int = 200, level: float = 0.95, seed:
     FD of 28.4 with [31.4, 36.1]). The resamples' spread still measures how much the statistic
     varies from sample to sample, and centring it on the estimate removes the duplicates' shift, so
     the interval always contains the estimate and describes the statistic at these sample sizes
-    (for a biased one such as FD, not its value at infinitely many images).
+    (for a biased one such as FD, not its value at infinitely many images). Like any bootstrap at
+    small n it covers a little less than ``level``: about 0.90-0.92 for a nominal 0.95 with 50 rows
+    (measured on a known answer in the tests).
 
     Returns value, low, high, level, n (rows per sample) and method; a statistic that returns a
     dict of named figures gets one such interval per name.
