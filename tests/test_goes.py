@@ -65,7 +65,7 @@ def test_flux_at_x93_peak_equals_netcdf_value(goes16, goes16_files, netcdf_xrsb)
 
     assert goes16.flux_at(peak_time)[0] == pytest.approx(expected, rel=1e-6)
     assert goes16.flux_at([peak_time + pd.Timedelta("20s")])[0] == pytest.approx(expected, rel=1e-6)
-    assert goes16.background_letter(["2017-09-06 12:02"]) == ["X"]
+    assert flare_letter(goes16.flux_at("2017-09-06 12:02")[0]) == "X"
     # the day's largest flux is this peak; unscaled it is above the SWPC-scale X9.3 (9.3e-4)
     assert raw["flux"].idxmax() == peak_time
     assert expected > 9.3e-4
@@ -97,7 +97,6 @@ def test_flux_at_skips_flagged_samples_and_gaps(goes16, goes16_files, netcdf_xrs
     # mid-eclipse, more than 5 minutes from any good sample
     middle = bad[len(bad) // 2]
     assert np.isnan(goes16.flux_at(middle)[0])
-    assert goes16.background_letter([middle]) == [None]
     assert not np.isnan(goes16.flux_at(middle, max_gap=pd.Timedelta("2h"))[0])
     # outside the files, and NaT
     assert np.isnan(goes16.flux_at(["2017-09-10 00:00", pd.NaT])).all()
@@ -202,7 +201,7 @@ def test_truncated_file_is_reported_and_skipped(tmp_path, name):
 
     assert [Path(f.path).name for f in xrs.files] == [Path(other).name]
     assert [Path(p).name for p, _ in xrs.skipped] == [real.name]
-    assert xrs.background_letter(["2021-01-01 23:00"]) == ["A"]
+    assert flare_letter(xrs.flux_at("2021-01-01 23:00")[0]) == "A"
 
 
 def test_flare_summary_and_image_files_are_not_xrs_flux(goes16_files, aia171_level1_file):
@@ -335,5 +334,5 @@ def test_live_fido_one_day(tmp_path, request):
         "2017-09-06 11:00", "2017-09-06 13:00"
     )
     assert xrs.files, xrs.skipped
-    assert xrs.background_letter(["2017-09-06 12:02"]) == ["X"]
+    assert flare_letter(xrs.flux_at("2017-09-06 12:02")[0]) == "X"
     assert flare_letter(float(np.nanmax(xrs.data["flux"]))) == "X"
