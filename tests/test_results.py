@@ -29,3 +29,26 @@ def test_a_changed_measurement_changes_every_file_that_shows_it(tmp_path):
         assert "123" in (root / name).read_text(), name
     assert results.check(root) == []
     assert (root / "model_card.md").read_text() == (root / "solar_diffusion/models/default/README.md").read_text()
+
+
+def _intervals(node, where=""):
+    if isinstance(node, dict):
+        if {"value", "low", "high"} <= set(node):
+            yield where, node
+        for key, child in node.items():
+            yield from _intervals(child, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, child in enumerate(node):
+            yield from _intervals(child, f"{where}/{i}")
+
+
+def test_every_reported_interval_contains_its_estimate():
+    checked, outside = 0, []
+    for path in sorted((ROOT / "reports").rglob("*.json")):
+        for where, r in _intervals(json.loads(path.read_text())):
+            if r["value"] is None or r["low"] is None or r["low"] != r["low"]:  # no images / NaN: nothing claimed
+                continue
+            checked += 1
+            if not r["low"] - 1e-12 <= r["value"] <= r["high"] + 1e-12:
+                outside.append(f"{path.relative_to(ROOT)}{where}: {r['value']} [{r['low']}, {r['high']}]")
+    assert checked > 100 and not outside, outside[:10]
