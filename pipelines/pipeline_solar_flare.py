@@ -262,6 +262,82 @@ def disk_mask(image_size: int, rsun_px: float, fraction: float = 1.0, center=Non
 
 
 # --------------------------------------------------------------------------------------------
+# Flares: strength and position (the "flare" conditioning)
+# --------------------------------------------------------------------------------------------
+# A flare model's UNet takes, besides the noisy image, a flare map concatenated to its input (as
+# diffusers' upscaler and inpainting pipelines add channels): channel 0 marks every flare in
+# progress by a Gaussian of width FLARE_MAP_SIGMA_RSUN at its position, as high as its strength;
+# channel 1 is 1 where the model is conditioned and 0 for the guidance null condition. Its class
+# input is ``flux_condition`` of the largest flare's log10 peak flux (``NO_FLARE_CONDITION``
+# without a flare). Several flares per image are allowed; overlapping marks keep the larger.
+
+#: Input channels a flare model's UNet takes besides the image's.
+FLARE_MAP_CHANNELS = 2
+#: Width (standard deviation) of a flare's mark on the map, in solar radii (1.4 px at 64 px).
+FLARE_MAP_SIGMA_RSUN = 0.05
+#: Class input of a flare model for an image with no flare in progress: the flux condition of
+#: 1e-9 W m^-2, a decade below A1 (the guidance null value lies below it).
+NO_FLARE_CONDITION = 100.0
+
+
+def flare_strength(log10_flux):
+    """Height of a flare's mark on the flare map for log10 of its GOES-R peak flux: A1 -> 0.33,
+    X1 -> 1.0 (numpy or torch).
+
+    >>> float(flare_strength(-4.0)), round(float(flare_strength(-6.0)), 3)
+    (1.0, 0.667)
+    """
+    return (log10_flux + 10.0) / 6.0
+
+
+def flare_map(positions_px, log10_fluxes, image_size: int, sigma_px: float) -> np.ndarray:
+    """The flare map (FLARE_MAP_CHANNELS, size, size) of one image: a Gaussian of ``sigma_px`` at
+    each position (x, y: column, row of the image array, 0-based), as high as ``flare_strength``;
+    channel 1 is all ones (conditioned). No flares: channel 0 is zero.
+
+    >>> m = flare_map([(2.0, 5.0)], [-4.0], 8, sigma_px=1.0)
+    >>> m.shape, float(m[0, 5, 2]), float(m[1].min())
+    ((2, 8, 8), 1.0, 1.0)
+    """
+    positions = np.asarray(positions_px, dtype=np.float64).reshape(-1, 2)
+    out = np.zeros((FLARE_MAP_CHANNELS, image_size, image_size), dtype=np.float32)
+    out[1] = 1.0
+    if len(positions):
+        grid = np.arange(image_size, dtype=np.float64)
+        dx = grid[None, None, :] - positions[:, 0, None, None]
+        dy = grid[None, :, None] - positions[:, 1, None, None]
+        heights = flare_strength(np.asarray(log10_fluxes, dtype=np.float64).reshape(-1))[:, None, None]
+        out[0] = (heights * np.exp(-(dx**2 + dy**2) / (2 * sigma_px**2))).max(axis=0)
+    return out
+
+
+def arcsec_to_pixels(x_arcsec, y_arcsec, geometry: dict, image_size: int | None = None) -> tuple[float, float]:
+    """Helioprojective (x, y) in arcsec to the (column, row) of an image of the geometry (rows in
+    FITS order: row 0 is the south edge, so the row grows northward); refuses a position off the
+    visible disk.
+
+    >>> geometry = {"image_size": 64, "fov_rsun": 2.3, "disk_center_px": [31.5, 31.5], "plate_scale_arcsec": 34.8}
+    >>> arcsec_to_pixels(348.0, -174.0, geometry)
+    (41.5, 26.5)
+    >>> arcsec_to_pixels(1200.0, 0.0, geometry)
+    Traceback (most recent call last):
+    ...
+    ValueError: position (1200, 0) arcsec lies off the visible disk (r = 1200 arcsec > R_sun = 968 arcsec): a flare must be on the disk
+    """
+    image_size = image_size or geometry["image_size"]
+    rsun_arcsec = rsun_px(geometry) * geometry["plate_scale_arcsec"]
+    if not (math.isfinite(x_arcsec) and math.isfinite(y_arcsec)):
+        raise ValueError(f"position ({x_arcsec}, {y_arcsec}) arcsec is not a pair of finite numbers")
+    r = math.hypot(x_arcsec, y_arcsec)
+    if r > rsun_arcsec:
+        raise ValueError(f"position ({x_arcsec:g}, {y_arcsec:g}) arcsec lies off the visible disk (r = {r:.0f} arcsec > "
+                         f"R_sun = {rsun_arcsec:.0f} arcsec): a flare must be on the disk")
+    scale = geometry["plate_scale_arcsec"] * geometry["image_size"] / image_size
+    cx, cy = disk_center_px(geometry, image_size)
+    return float(cx + x_arcsec / scale), float(cy + y_arcsec / scale)
+
+
+# --------------------------------------------------------------------------------------------
 # Normalisation
 # --------------------------------------------------------------------------------------------
 
@@ -383,9 +459,14 @@ class SolarFlarePipeline(DiffusionPipeline):
         id2label: dict | None = None,
         normalization: dict | None = None,
         geometry: dict | None = None,
+        flare_positions: list | None = None,
     ):
         super().__init__()
         flux_model = unet.config.class_embed_type == "timestep"
+        extra = unet.config.in_channels - (unet.config.out_channels or unet.config.in_channels)
+        if extra not in (0, FLARE_MAP_CHANNELS) or (extra and not flux_model):
+            raise ValueError(f"the UNet takes {unet.config.in_channels} input and {unet.config.out_channels} output "
+                             f"channels: a flare model takes {FLARE_MAP_CHANNELS} more (the flare map) and the flux")
         if id2label is None:
             id2label = {} if flux_model else {i: label for i, label in enumerate(FLARE_LETTERS)}
         id2label = {int(k): str(v) for k, v in id2label.items()}
@@ -404,6 +485,7 @@ class SolarFlarePipeline(DiffusionPipeline):
             id2label={str(k): v for k, v in id2label.items()},
             normalization=ClipLogNormalization.from_dict(normalization).to_dict(),
             geometry=dict(geometry or {}),
+            flare_positions=[[float(x), float(y)] for x, y in (flare_positions or [])],
         )
 
     @property
@@ -417,8 +499,53 @@ class SolarFlarePipeline(DiffusionPipeline):
 
     @property
     def conditioning(self) -> str:
-        """``"class"`` (GOES labels) or ``"flux"`` (continuous log10 peak flux)."""
-        return "flux" if self.unet.config.class_embed_type == "timestep" else "class"
+        """``"class"`` (GOES labels), ``"flux"`` (continuous log10 peak flux) or ``"flare"`` (peak flux
+        and position of each flare: a flare map beside the image, see ``flare_map``)."""
+        if self.unet.config.class_embed_type != "timestep":
+            return "class"
+        return "flare" if self.unet.config.in_channels > self.unet.config.out_channels else "flux"
+
+    def flare_request(self, flares, image_size: int, rng: np.random.Generator) -> list[dict]:
+        """One image's flares for a flare model: ``flares`` is a list of ``(flare_class, position)``
+        pairs, ``position`` in helioprojective arcsec ``(x, y)``, in pixels of the model's images
+        ``("px", x, y)`` (column, row; row 0 is the south edge), or None to draw one of the
+        training flares' positions with ``rng``; ``("quiet", None)`` alone means no flare. Each
+        dict holds the class, log10 of the GOES-R peak flux, and the position in arcsec (None if
+        given in pixels) and in pixels."""
+        image = []
+        for flare_class, position in flares:
+            if str(flare_class).strip().lower() == QUIET_LABEL:
+                continue
+            flux = requested_flux(flare_class)
+            arcsec = None
+            if position is None:
+                known = self.config.flare_positions
+                if not known:
+                    raise ValueError("this model keeps no training flare positions to draw from: give a position")
+                position = tuple(known[int(rng.integers(len(known)))])
+            if isinstance(position[0], str):
+                if position[0] != "px" or len(position) != 3:
+                    raise ValueError(f"a position in pixels is ('px', x, y), got {position!r}")
+                x, y = float(position[1]), float(position[2])
+                if not (0 <= x <= image_size - 1 and 0 <= y <= image_size - 1):
+                    raise ValueError(f"pixel position ({x:g}, {y:g}) lies outside the {image_size} px image")
+            else:
+                arcsec = [float(position[0]), float(position[1])]
+                x, y = arcsec_to_pixels(*arcsec, self.config.geometry, image_size)
+            image.append({"flare_class": format_flare_class(convert_flux_scale(flux, GOES_R_SCALE, SWPC_SCALE)),
+                          "log10_peak_flux_goes_r": math.log10(flux), "position_arcsec": arcsec,
+                          "position_px": [x, y]})
+        return image
+
+    def flare_inputs(self, per_image: list[list[dict]], image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A flare model's class inputs (flux condition of each image's largest flare, or
+        ``NO_FLARE_CONDITION``) and flare maps (N, FLARE_MAP_CHANNELS, size, size)."""
+        sigma = FLARE_MAP_SIGMA_RSUN * rsun_px(self.config.geometry, image_size)
+        labels = [flux_condition(max(f["log10_peak_flux_goes_r"] for f in flares)) if flares else NO_FLARE_CONDITION
+                  for flares in per_image]
+        maps = np.stack([flare_map([f["position_px"] for f in flares], [f["log10_peak_flux_goes_r"] for f in flares],
+                                   image_size, sigma) for flares in per_image])
+        return torch.tensor(labels, dtype=torch.float32), torch.from_numpy(maps)
 
     def conditions(self, flare_class) -> tuple[torch.Tensor, list[str]]:
         """UNet class inputs and their labels for a request (see ``__call__``'s ``flare_class``)."""
@@ -484,6 +611,8 @@ class SolarFlarePipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "np",
         return_dict: bool = True,
+        flare_position=None,
+        flares=None,
     ) -> SolarFlarePipelineOutput | tuple:
         r"""Generate images of the given flare class(es).
 
@@ -502,6 +631,11 @@ class SolarFlarePipeline(DiffusionPipeline):
                 model space), ``"pil"`` (8-bit preview) or ``"physical"`` (NCHW float32 in the
                 data unit, the inverse normalisation).
             return_dict: return a ``SolarFlarePipelineOutput`` rather than ``(images, metadata)``.
+            flare_position: for a flare model (``conditioning == "flare"``), where the flare of
+                each ``flare_class`` entry is: helioprojective ``(x, y)`` in arcsec, or
+                ``("px", x, y)`` in pixels; None draws a training flare's position per image.
+            flares: for a flare model, several flares in each image instead: a list of
+                ``(flare_class, position)`` pairs (see ``flare_request``).
 
         Example:
 
@@ -524,20 +658,38 @@ class SolarFlarePipeline(DiffusionPipeline):
         if num_images_per_class < 1:
             raise ValueError(f"num_images_per_class must be >= 1, got {num_images_per_class}")
         device = self._execution_device
-        conditions, names = self.conditions(flare_class)
-        labels = conditions.repeat_interleave(num_images_per_class).to(device)
-        names = [name for name in names for _ in range(num_images_per_class)]
-        batch_size = len(labels)
-        if isinstance(generator, list) and len(generator) != batch_size:
-            raise ValueError(f"got {len(generator)} generators for {batch_size} images: give one per image")
+        size = self.unet.config.sample_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        maps, per_image_flares = None, None
+        if self.conditioning == "flare":
+            requests = [list(flares)] if flares is not None else [
+                [(entry, flare_position)] for entry in
+                ([flare_class] if isinstance(flare_class, (str, float, np.floating)) else flare_class)]
+            batch_size = len(requests) * num_images_per_class
+            self._check_generators(generator, batch_size)
+            rngs = ([np.random.default_rng(g.initial_seed()) for g in generator] if isinstance(generator, list)
+                    else [np.random.default_rng(None if generator is None else generator.initial_seed())] * batch_size)
+            per_image_flares = [self.flare_request(request, size[-1], rngs[k * num_images_per_class + i])
+                                for k, request in enumerate(requests) for i in range(num_images_per_class)]
+            labels, maps = self.flare_inputs(per_image_flares, size[-1])
+            labels, maps = labels.to(device), maps.to(device)
+            names = [", ".join(f["flare_class"] for f in image_flares) or QUIET_LABEL for image_flares in per_image_flares]
+        else:
+            if flare_position is not None or flares is not None:
+                raise ValueError(f"this model is {self.conditioning}-conditioned: it takes no flare positions")
+            conditions, names = self.conditions(flare_class)
+            labels = conditions.repeat_interleave(num_images_per_class).to(device)
+            names = [name for name in names for _ in range(num_images_per_class)]
+            batch_size = len(labels)
+            self._check_generators(generator, batch_size)
         null_labels = torch.full_like(labels, self.null_condition)
         do_guidance = guidance_scale != 1.0
         model_labels = torch.cat([null_labels, labels]) if do_guidance else labels
+        if maps is not None:  # the null condition's map is all zeros: no flare, and "not conditioned"
+            maps = torch.cat([torch.zeros_like(maps), maps]) if do_guidance else maps
 
         # 1. Gaussian noise
-        size = self.unet.config.sample_size
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        shape = (batch_size, self.unet.config.in_channels, *size)
+        shape = (batch_size, self.unet.config.out_channels or self.unet.config.in_channels, *size)
         # the latents and the scheduler's arithmetic stay float32 whatever the UNet's dtype (bf16/fp16)
         image = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         image = image * self.scheduler.init_noise_sigma
@@ -549,6 +701,8 @@ class SolarFlarePipeline(DiffusionPipeline):
             for t in self.progress_bar(self.scheduler.timesteps):
                 model_input = torch.cat([image] * 2) if do_guidance else image
                 model_input = self.scheduler.scale_model_input(model_input, t)
+                if maps is not None:
+                    model_input = torch.cat([model_input, maps], dim=1)
                 model_output = self.unet(model_input.to(self.unet.dtype), t, class_labels=model_labels).sample.float()
                 if do_guidance:
                     uncond, cond = model_output.chunk(2)
@@ -566,11 +720,19 @@ class SolarFlarePipeline(DiffusionPipeline):
             if output_type == "pil":
                 images = self.numpy_to_pil(images / 2 + 0.5)
         metadata = self._metadata(names, labels.tolist(), generator, output_type)
+        if per_image_flares is not None:
+            for entry, image_flares in zip(metadata, per_image_flares):
+                entry["flares"] = image_flares
 
         self.maybe_free_model_hooks()
         if not return_dict:
             return images, metadata
         return SolarFlarePipelineOutput(images=images, metadata=metadata)
+
+    @staticmethod
+    def _check_generators(generator, batch_size: int):
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"got {len(generator)} generators for {batch_size} images: give one per image")
 
     def _metadata(self, names, conditions, generator, output_type) -> list[dict]:
         generators = generator if isinstance(generator, list) else [generator] * len(names)

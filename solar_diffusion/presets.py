@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from diffusers import UNet2DModel
 
+from solar_diffusion.pipelines import FLARE_MAP_CHANNELS
+
 #: UNet2DModel keyword arguments of each preset (sample size and classes are set per model).
 UNET_PRESETS: dict[str, dict] = {
     # For tests: a few thousand parameters, any sample size divisible by 2.
@@ -45,6 +47,8 @@ def build_unet(preset: str, sample_size: int, num_labels: int, in_channels: int 
     one more class embedding, the null class of classifier-free guidance (id ``num_labels``).
     ``conditioning="flux"``: the continuous log10 peak flux enters through a sinusoidal
     projection (``class_embed_type="timestep"``, see ``flux_condition``); ``num_labels`` is unused.
+    ``conditioning="flare"``: that flux embedding, plus the flare map (strength and position of
+    each flare, ``flare_map``) concatenated to the input as ``FLARE_MAP_CHANNELS`` more channels.
 
     >>> unet = build_unet("tiny", sample_size=16, num_labels=5)
     >>> unet.config.num_class_embeds, unet.config.sample_size
@@ -52,8 +56,8 @@ def build_unet(preset: str, sample_size: int, num_labels: int, in_channels: int 
     """
     if preset not in UNET_PRESETS:
         raise ValueError(f"unknown UNet preset {preset!r}: choose one of {sorted(UNET_PRESETS)}")
-    if conditioning not in ("class", "flux"):
-        raise ValueError(f"conditioning is 'class' or 'flux', got {conditioning!r}")
+    if conditioning not in ("class", "flux", "flare"):
+        raise ValueError(f"conditioning is 'class', 'flux' or 'flare', got {conditioning!r}")
     if conditioning == "class" and num_labels < 1:
         raise ValueError(f"a class-conditional UNet needs at least one label, got {num_labels}")
     config = UNET_PRESETS[preset]
@@ -62,9 +66,9 @@ def build_unet(preset: str, sample_size: int, num_labels: int, in_channels: int 
         raise ValueError(f"preset {preset!r} needs a sample size divisible by {factor}, got {sample_size}")
     return UNet2DModel(
         sample_size=sample_size,
-        in_channels=in_channels,
+        in_channels=in_channels + (FLARE_MAP_CHANNELS if conditioning == "flare" else 0),
         out_channels=in_channels,
         num_class_embeds=num_labels + 1 if conditioning == "class" else None,
-        class_embed_type="timestep" if conditioning == "flux" else None,
+        class_embed_type=None if conditioning == "class" else "timestep",
         **config,
     )

@@ -1,0 +1,112 @@
+"""The flare-conditioned pipeline: strength and position of each flare reach the UNet as a flare
+map beside the image; positions in arcsec or pixels, drawn from the training flares, refused off
+the disk; guidance's null condition is an empty map."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from solar_diffusion import SolarFlarePipeline, build_unet
+from solar_diffusion.maps import disk_geometry
+from solar_diffusion.pipelines import (
+    FLARE_MAP_CHANNELS,
+    FLARE_MAP_SIGMA_RSUN,
+    NO_FLARE_CONDITION,
+    NULL_FLUX_CONDITION,
+    flare_strength,
+    flux_condition,
+)
+
+TRAINING_FLARES = [[-400.0, 250.0], [300.0, -200.0], [100.0, 300.0]]
+
+
+@pytest.fixture
+def flare_pipe(tmp_path):
+    torch.manual_seed(0)
+    unet = build_unet("tiny", 32, num_labels=0, in_channels=3, conditioning="flare").eval()
+    geometry = disk_geometry(32, rsun_px=32 / 2.3, date_obs="2012-03-07T00:00:00",
+                             wavelengths_angstrom=(171, 131, 94))
+    pipe = SolarFlarePipeline(unet, DDIMScheduler(), geometry=geometry, flare_positions=TRAINING_FLARES)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _unet_inputs(pipe, **call):
+    seen = []
+    hook = pipe.unet.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append((args[0].clone(), kwargs["class_labels"].clone())), with_kwargs=True)
+    try:
+        out = pipe(num_inference_steps=2, output_type="pt", **call)
+    finally:
+        hook.remove()
+    return out, seen[0]
+
+
+def test_a_flare_at_a_position_reaches_the_unet_as_a_mark_there(flare_pipe):
+    assert flare_pipe.conditioning == "flare" and flare_pipe.unet.config.in_channels == 3 + FLARE_MAP_CHANNELS
+    out, (x, labels) = _unet_inputs(flare_pipe, flare_class="M2.5", flare_position=(-400.0, 250.0),
+                                    generator=[torch.Generator().manual_seed(1)])
+    assert out.images.shape == (1, 3, 32, 32)
+    flare = out.metadata[0]["flares"][0]
+    assert flare["flare_class"] == "M2.5" and flare["position_arcsec"] == [-400.0, 250.0]
+    col, row = flare["position_px"]
+    assert col < 15.5 < row  # east (left) of centre, north (higher rows: FITS order)
+    conditioned, null = x[1], x[0]  # guided: the null condition first
+    mark = conditioned[3].numpy()
+    assert np.unravel_index(mark.argmax(), mark.shape) == (round(row), round(col))
+    sigma = FLARE_MAP_SIGMA_RSUN * 32 / 2.3
+    offset2 = (round(col) - col) ** 2 + (round(row) - row) ** 2
+    expected = flare_strength(np.log10(2.5e-5 / 0.7)) * np.exp(-offset2 / (2 * sigma**2))
+    assert mark.max() == pytest.approx(expected, rel=1e-4)
+    assert conditioned[4].min() == 1 and null[3:].abs().max() == 0  # the null map is empty and "not conditioned"
+    assert labels.tolist() == [NULL_FLUX_CONDITION, pytest.approx(flux_condition(np.log10(2.5e-5 / 0.7)), rel=1e-5)]
+
+
+def test_moving_the_position_moves_the_mark_and_pixels_work_too(flare_pipe):
+    marks = []
+    for position in [(300.0, -200.0), ("px", 20.0, 9.0)]:
+        _, (x, _) = _unet_inputs(flare_pipe, flare_class="X", flare_position=position, guidance_scale=1.0)
+        mark = x[0, 3].numpy()
+        marks.append(np.unravel_index(mark.argmax(), mark.shape))
+    assert marks[0] != marks[1] and marks[1] == (9, 20)
+
+
+def test_several_flares_in_one_image_and_quiet(flare_pipe):
+    out, (x, labels) = _unet_inputs(flare_pipe, flares=[("C3", (300.0, -200.0)), ("X2", (-400.0, 250.0))],
+                                    num_images_per_class=2, guidance_scale=1.0)
+    assert [f["flare_class"] for f in out.metadata[0]["flares"]] == ["C3.0", "X2.0"]
+    assert labels[0].item() == pytest.approx(flux_condition(np.log10(2e-4 / 0.7)), rel=1e-5)  # the largest
+    assert (x[0, 3] > 0.5).sum() > (x[0, 3] > 0.9).sum() > 0  # two marks, the X one higher
+    _, (x, labels) = _unet_inputs(flare_pipe, flare_class="quiet", guidance_scale=1.0)
+    assert labels.tolist() == [NO_FLARE_CONDITION] and x[0, 3].abs().max() == 0 and x[0, 4].min() == 1
+
+
+def test_positions_are_drawn_from_the_training_flares_by_seed(flare_pipe):
+    def drawn(seed):
+        out = flare_pipe("M", generator=[torch.Generator().manual_seed(seed)], num_inference_steps=1, output_type="pt")
+        return out.metadata[0]["flares"][0]["position_arcsec"]
+
+    assert drawn(3) == drawn(3) and drawn(3) in TRAINING_FLARES
+    assert len({tuple(drawn(s)) for s in range(12)}) > 1
+
+
+def test_bad_positions_are_refused_with_the_reason(flare_pipe, make_pipeline):
+    with pytest.raises(ValueError, match="off the visible disk"):
+        flare_pipe("X", flare_position=(1100.0, 0.0), num_inference_steps=1)
+    with pytest.raises(ValueError, match="outside the 32 px image"):
+        flare_pipe("X", flare_position=("px", 40.0, 3.0), num_inference_steps=1)
+    with pytest.raises(ValueError, match="class-conditioned: it takes no flare positions"):
+        make_pipeline()("X", flare_position=(0.0, 0.0), num_inference_steps=1)
+
+
+def test_a_saved_flare_model_loads_with_its_flare_positions(flare_pipe, tmp_path):
+    flare_pipe.save_pretrained(tmp_path / "flare-model")
+    loaded = SolarFlarePipeline.from_pretrained(tmp_path / "flare-model")
+    assert loaded.conditioning == "flare" and loaded.config.flare_positions == TRAINING_FLARES
+    loaded.set_progress_bar_config(disable=True)
+    a = loaded("X", flare_position=(0.0, 0.0), generator=[torch.Generator().manual_seed(0)], num_inference_steps=2,
+               output_type="pt").images
+    b = flare_pipe("X", flare_position=(0.0, 0.0), generator=[torch.Generator().manual_seed(0)], num_inference_steps=2,
+                   output_type="pt").images
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
