@@ -1,0 +1,67 @@
+"""Flare positions as solar physicists write them, for a flare model: NOAA/HEK locations such as
+"S15W01" (Stonyhurst latitude and longitude), astropy ``SkyCoord`` objects, or helioprojective
+arcsec, converted with sunpy to the helioprojective (x, y) arcsec the pipeline takes, as seen
+from Earth at a date (the model's nominal date unless one is given)."""
+
+from __future__ import annotations
+
+import re
+
+import astropy.units as u
+from astropy.coordinates import SkyCoord
+from sunpy.coordinates import HeliographicStonyhurst, Helioprojective, get_earth
+from sunpy.sun import constants
+
+_LOCATION = re.compile(r"^\s*([NS])\s*(\d{1,2}(?:\.\d+)?)\s*([EW])\s*(\d{1,3}(?:\.\d+)?)\s*$", re.IGNORECASE)
+
+
+def parse_location(text: str) -> tuple[float, float]:
+    """Stonyhurst (latitude, longitude) in degrees of a NOAA/HEK location: north and west positive.
+
+    >>> parse_location("S15W01"), parse_location("n20e45")
+    ((-15.0, 1.0), (20.0, -45.0))
+    """
+    match = _LOCATION.match(str(text))
+    if match is None:
+        raise ValueError(f"{text!r} is not a NOAA location such as 'S15W01' (N/S latitude, E/W longitude, degrees)")
+    ns, lat, ew, lon = match.groups()
+    lat, lon = float(lat), float(lon)
+    if lat > 90 or lon > 180:
+        raise ValueError(f"{text!r}: latitude must be at most 90 and longitude at most 180 degrees")
+    return (lat if ns.upper() == "N" else -lat), (lon if ew.upper() == "W" else -lon)
+
+
+def helioprojective_arcsec(position, date) -> tuple[float, float]:
+    """Helioprojective (x, y) in arcsec, seen from Earth at ``date``, of a NOAA location string,
+    a ``SkyCoord`` (any solar frame) or an (x, y) pair already in arcsec; a position behind the
+    limb is refused.
+
+    >>> x, y = helioprojective_arcsec("S15W01", "2012-07-01")
+    >>> round(x), round(y)
+    (16, -291)
+    >>> helioprojective_arcsec("N10W95", "2012-07-01")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'N10W95' lies behind the limb seen from Earth on 2012-07-01: a flare must be on the visible disk
+    """
+    if isinstance(position, (tuple, list)) and len(position) == 2 and not isinstance(position[0], str):
+        return float(position[0]), float(position[1])
+    observer = get_earth(date)
+    frame = Helioprojective(observer=observer, obstime=observer.obstime)
+    if isinstance(position, SkyCoord):
+        coord = position
+    else:
+        lat, lon = parse_location(position)
+        coord = SkyCoord(lon * u.deg, lat * u.deg, frame=HeliographicStonyhurst(obstime=observer.obstime))
+    if coord.frame.name in ("heliographic_stonyhurst", "heliographic_carrington"):
+        # a point p of the surface (|p| = R) is seen from an observer at e when p . e > R^2 (the
+        # limb, seen from a finite distance, lies a little short of 90 degrees from the disk centre)
+        surface = coord.transform_to(HeliographicStonyhurst(obstime=observer.obstime))
+        coord = SkyCoord(surface.lon, surface.lat, radius=constants.radius, frame=surface.frame)
+        cartesian = coord.cartesian
+        earth = observer.transform_to(HeliographicStonyhurst(obstime=observer.obstime)).cartesian
+        if cartesian.dot(earth) <= cartesian.norm() ** 2:
+            raise ValueError(f"{position!r} lies behind the limb seen from Earth on {str(date)[:10]}: a flare must be "
+                             "on the visible disk")
+    hpc = coord.transform_to(frame)
+    return float(hpc.Tx.to_value(u.arcsec)), float(hpc.Ty.to_value(u.arcsec))
