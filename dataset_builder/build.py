@@ -33,7 +33,7 @@ from solar_diffusion.dataset_builder.images import (
     time_from_name,
 )
 from solar_diffusion.dataset_builder.flares import read_known_gaps
-from solar_diffusion.dataset_builder.labels import LABEL_RULE, label_coverage, label_frames
+from solar_diffusion.dataset_builder.labels import FLARE_FIELDS, LABEL_RULE, frame_flares, label_coverage, label_frames
 
 #: Default time splits: months of every year (July is left out as a guard block).
 DEFAULT_SPLITS = "train=1-6,validation=8-9,test=10-12"
@@ -41,6 +41,11 @@ DEFAULT_SPLITS = "train=1-6,validation=8-9,test=10-12"
 SPLIT_GAP = pd.Timedelta("24h")
 FLAG_COLUMNS = ("smeared", "bad", "flagged", "reject")
 BUILD_INFO = "build_info.json"
+#: The version of the dataset's columns, recorded as ``schema_version`` in ``build_info.json``
+#: (builds without it are version 1). 2: every flare in progress per frame (``flares``), the
+#: label flare's log10 peak flux under its own name (``flare_log10_peak_flux_goes_r``; ``peak_flux``
+#: stays as a deprecated alias), flare positions counted in ``flare_positions``.
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -72,6 +77,7 @@ class BuildResult:
     unassigned: int = 0
     frame_notes: list = field(default_factory=list)
     label_coverage: dict = field(default_factory=dict)
+    flare_positions: dict = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------
@@ -187,7 +193,10 @@ def plan_build(index: pd.DataFrame, events: pd.DataFrame, xrs=None, config: Buil
     plan = pd.concat([usable[["file", "t_obs"]], labels], axis=1)
     plan["split"] = assign_splits(plan["t_obs"], config.splits).to_numpy()
     unassigned = int(plan["split"].isna().sum())
-    return plan[plan["split"].notna()].reset_index(drop=True), rejected, unassigned
+    plan = plan[plan["split"].notna()].reset_index(drop=True)
+    plan["flares"] = frame_flares(plan["t_obs"], events, pd.Timedelta(minutes=config.window_minutes),
+                                  config.size, config.fov_rsun)
+    return plan, rejected, unassigned
 
 
 def shard_plan(plan: pd.DataFrame, shard_size: int) -> list[tuple[str, int, int, pd.DataFrame]]:
@@ -206,20 +215,34 @@ def shard_plan(plan: pd.DataFrame, shard_size: int) -> list[tuple[str, int, int,
 # ------------------------------------------------------------------------------------------
 
 
+def flare_features() -> dict:
+    """The ``datasets`` features of the ``flares`` column: one list per field (`FLARE_FIELDS`),
+    one entry per flare in progress, strongest first (an Arrow struct of lists)."""
+    from datasets import List, Value
+
+    time = Value("timestamp[us, tz=UTC]")
+    types = {"goes_class": Value("string"), "start": time, "peak": time, "end": time, "on_disk": Value("bool"),
+             "event_source": Value("string")}
+    return {name: List(types.get(name, Value("float32"))) for name in FLARE_FIELDS}
+
+
 def dataset_features(vocabulary: list[str], n_channels: int, size: int, unit: str):
-    """The ``datasets.Features`` of a build: ``image`` is channels first in the data unit."""
+    """The ``datasets.Features`` of a build: ``image`` is channels first in the data unit; the
+    units of every column are in ``card.COLUMNS``."""
     from datasets import Array3D, ClassLabel, Features, Value
 
     return Features({
         "image": Array3D(shape=(n_channels, size, size), dtype="uint8" if unit == "browse" else "float32"),
         "flare_class": ClassLabel(names=list(vocabulary)),
-        "peak_flux": Value("float32"),
+        "flare_log10_peak_flux_goes_r": Value("float32"),
+        "peak_flux": Value("float32"),  # deprecated: the same values as flare_log10_peak_flux_goes_r
         "goes_flux_at_obs": Value("float32"),
         "t_obs": Value("timestamp[us, tz=UTC]"),
         "label_source": Value("string"),
         "flare_goes_class": Value("string"),
         "flare_hpc_x": Value("float32"),
         "flare_hpc_y": Value("float32"),
+        "flares": flare_features(),
         "source": Value("string"),
         "channel": Value("string"),
         "unit": Value("string"),
@@ -263,13 +286,15 @@ def process_shard(args) -> tuple[str, int, int]:
         values = {
             "image": image,
             "flare_class": row.flare_class,
-            "peak_flux": row.peak_flux,
+            "flare_log10_peak_flux_goes_r": row.flare_log10_peak_flux_goes_r,
+            "peak_flux": row.flare_log10_peak_flux_goes_r,
             "goes_flux_at_obs": row.goes_flux_at_obs,
             "t_obs": pd.Timestamp(row.t_obs).tz_localize("UTC").to_pydatetime(),
             "label_source": row.label_source,
             "flare_goes_class": row.flare_goes_class,
             "flare_hpc_x": row.flare_hpc_x,
             "flare_hpc_y": row.flare_hpc_y,
+            "flares": row.flares,
             "source": os.path.basename(frame.source),
             "channel": ",".join(frame.channels),
             "unit": unit,
@@ -336,7 +361,9 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
         rejected += side["rejected"] if isinstance(side, dict) else side  # a list: a shard of an older build
         frame_notes += side.get("notes", []) if isinstance(side, dict) else []
     counts, rsun_median, clipped = summarize_shards(out, config, vocabulary, unit)
+    positions = count_flare_positions(_shards(out, config))
     info = {
+        "schema_version": SCHEMA_VERSION,
         "config": asdict(config),
         "vocabulary": vocabulary,
         "unit": unit,
@@ -345,6 +372,7 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
         "rejected": rejected,
         "frame_notes": frame_notes,
         "label_coverage": coverage,
+        "flare_positions": positions,
         "unassigned_frames": unassigned,
         "rsun_px_median": rsun_median,
         "t_obs_median_train": str(plan.loc[plan["split"] == "train", "t_obs"].median()),
@@ -356,7 +384,7 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
 
     write_dataset_card(out, info, counts)
     return BuildResult(out=out, counts=counts, rejected=rejected, unassigned=unassigned, frame_notes=frame_notes,
-                       label_coverage=coverage)
+                       label_coverage=coverage, flare_positions=positions)
 
 
 def check_requested_steps(config: BuildConfig, unit: str):
@@ -437,9 +465,67 @@ def summarize_shards(out: Path, config: BuildConfig, vocabulary, unit: str):
     return table, rsun_median, {label: float(np.mean(clipped[label])) for label in vocabulary if label in clipped}
 
 
+def count_flare_positions(shards) -> dict:
+    """How many of the flares listed in the built frames (the ``flares`` column of ``shards``)
+    have a usable position: on the visible disk at the frame's time, or without a position in
+    the lists (NaN), or off the disk (beyond 1 R_sun: behind or above the limb).
+
+    Counted per distinct flare (a flare on the disk in one of its frames counts as on the disk)
+    and per (frame, flare) entry; written as ``flare_positions`` in ``build_info.json``.
+    """
+    import pyarrow.parquet as pq
+
+    status = {}  # distinct flare -> 0 on the disk, 1 off the disk, 2 without a position
+    entries = np.zeros(3, dtype=int)
+    frames_with, frames_several = 0, 0
+    for path in shards:
+        column = pq.read_table(path, columns=["flares"]).column("flares").combine_chunks()
+        if len(column) == 0:
+            continue
+        fields = dict(zip([f.name for f in column.type], column.flatten()))
+        lengths = fields["goes_class"].value_lengths().to_numpy(zero_copy_only=False)
+        frames_with += int((lengths > 0).sum())
+        frames_several += int((lengths > 1).sum())
+        values = {name: fields[name].flatten().to_numpy(zero_copy_only=False)
+                  for name in ("goes_class", "start", "peak", "end", "hpc_x", "hpc_y", "on_disk", "event_source")}
+        for name in ("start", "peak", "end"):  # NaT (a missing time) as one comparable key
+            values[name] = values[name].astype("datetime64[us]").astype(np.int64)
+        known = np.isfinite(values["hpc_x"]) & np.isfinite(values["hpc_y"])
+        code = np.where(values["on_disk"], 0, np.where(known, 1, 2))
+        entries += np.bincount(code, minlength=3)
+        keys = zip(values["goes_class"], values["start"], values["peak"], values["end"], values["event_source"])
+        for key, c in zip(keys, code):
+            status[key] = min(status.get(key, 2), int(c))
+    distinct = np.bincount(np.fromiter(status.values(), dtype=int, count=len(status)), minlength=3)
+    return {
+        "flares": len(status),
+        "flares_on_disk": int(distinct[0]),
+        "flares_off_disk": int(distinct[1]),
+        "flares_without_position": int(distinct[2]),
+        "frame_entries": int(entries.sum()),
+        "frame_entries_on_disk": int(entries[0]),
+        "frame_entries_off_disk": int(entries[1]),
+        "frame_entries_without_position": int(entries[2]),
+        "frames_with_flares": frames_with,
+        "frames_with_several_flares": frames_several,
+    }
+
+
 # ------------------------------------------------------------------------------------------
 # command line
 # ------------------------------------------------------------------------------------------
+
+
+def merge_events(tables) -> pd.DataFrame:
+    """Flare-event tables of several lists as one: a flare that more than one list gives (the
+    same start and end) is kept once, with the highest peak flux and, among those, a row with a
+    position (so an SWPC row never hides HEK's position of the same flare); sorted by start.
+    """
+    events = pd.concat(list(tables), ignore_index=True)
+    has_position = events["hpc_x"].notna() & events["hpc_y"].notna()
+    order = np.lexsort((~has_position.to_numpy(), -events["peak_flux"].to_numpy(dtype=float)))
+    events = events.iloc[order].drop_duplicates(["start", "end"])
+    return events.sort_values("start", kind="stable").reset_index(drop=True)
 
 
 def build_from_args(args) -> BuildResult:
@@ -467,15 +553,13 @@ def build_from_args(args) -> BuildResult:
         raise ValueError(f"no image files found in {args.images}")
 
     if args.flare_list:
-        tables = [flares.read_flare_list(path) for path in args.flare_list]
-        events = pd.concat(tables, ignore_index=True)
+        events = merge_events([flares.read_flare_list(path) for path in args.flare_list])
         provenance["flare lists"] = ", ".join(map(str, args.flare_list))
     elif args.start and args.end:
-        events = flares.HEKFlareSource().events(args.start, args.end)
+        events = merge_events([flares.HEKFlareSource().events(args.start, args.end)])
         provenance["flare lists"] = "HEK (GOES flare events), queried month by month"
     else:
         raise ValueError("give --flare-list (local) or --start/--end to query HEK")
-    events = events.sort_values("peak_flux", ascending=False).drop_duplicates(["start", "end"]).sort_values("start")
 
     xrs = None
     if args.goes:
@@ -509,6 +593,13 @@ def build_from_args(args) -> BuildResult:
     if coverage.get("frames_without_xrs"):
         print(f"WARNING: {coverage['frames_without_xrs']} frames have no GOES XRS flux within 5 min (their background "
               "letter is unknown)", file=sys.stderr)
+    positions = result.flare_positions
+    unusable = positions.get("flares_off_disk", 0) + positions.get("flares_without_position", 0)
+    if unusable:
+        print(f"WARNING: {unusable} of the {positions['flares']} flares in progress at the frames have no usable "
+              f"position ({positions['flares_without_position']} without one in the flare lists, "
+              f"{positions['flares_off_disk']} off the disk): they are listed with on_disk false and no Stonyhurst "
+              f"position (see 'flare_positions' in {result.out / BUILD_INFO})", file=sys.stderr)
     if result.frame_notes:
         print(f"WARNING: {len(result.frame_notes)} frames were changed on the way (listed per frame under "
               f"'frame_notes' in {result.out / BUILD_INFO}), e.g.:", file=sys.stderr)

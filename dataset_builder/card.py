@@ -13,6 +13,86 @@ CREDITS = (
 )
 
 
+#: Every column of a build: (name, type, unit, meaning). ``{unit}`` is the build's image unit.
+COLUMNS = (
+    ("image", "uint8 or float32 array (channels, size, size)", "{unit}",
+     "the frame, channels first in the order of `channel`, FITS row order (row 0 is the south edge, "
+     "x grows westward), disk-centred; `browse` is the display-scaled 8-bit brightness of the SDO browse "
+     "images (not calibrated), DN/s is calibrated level-1 data divided by the exposure time"),
+    ("flare_class", "ClassLabel", "-", "the label: the GOES letter (SWPC scale) of the strongest flare in progress, "
+     "else of the GOES 1-8 A background flux, else `quiet` (see Label rule)"),
+    ("flare_log10_peak_flux_goes_r", "float32", "log10(W m^-2)",
+     "log10 of the peak 1-8 A flux of the flare that sets the label, on the GOES-R (unscaled) scale, i.e. "
+     "SWPC-scale class flux / 0.7; NaN where no flare is in progress"),
+    ("peak_flux", "float32", "log10(W m^-2)",
+     "deprecated: the same values as `flare_log10_peak_flux_goes_r` (log10, GOES-R scale, despite the name), "
+     "kept so that readers of schema-1 builds keep working; it will be removed"),
+    ("goes_flux_at_obs", "float32", "W m^-2 (linear)",
+     "GOES 1-8 A flux at `t_obs`, GOES-R (unscaled) scale; NaN where no XRS flux lies within 5 min of `t_obs` "
+     "(or none was given)"),
+    ("t_obs", "timestamp[us, UTC]", "UTC", "observation time of the frame (of its first channel)"),
+    ("label_source", "string", "-", "`flare`, `xrs background` or `none`: what set `flare_class`"),
+    ("flare_goes_class", "string", "-", "the published GOES class of the flare that sets the label, e.g. `X5.4`"),
+    ("flare_hpc_x", "float32", "arcsec", "its helioprojective x (west positive) as the flare list gives it"),
+    ("flare_hpc_y", "float32", "arcsec", "its helioprojective y (north positive)"),
+    ("flares", "struct of lists", "-", "every flare in progress at `t_obs` (within the flare window), strongest "
+     "first, so the first is the one that sets the label; one list per field below, one entry per flare, "
+     "empty lists where none is in progress"),
+    ("flares.goes_class", "list of string", "-", "GOES class as the list publishes it (HEK and SWPC: SWPC scale)"),
+    ("flares.log10_peak_flux_goes_r", "list of float32", "log10(W m^-2)",
+     "log10 of the peak 1-8 A flux, GOES-R (unscaled) scale"),
+    ("flares.start", "list of timestamp[us, UTC]", "UTC", "flare start"),
+    ("flares.peak", "list of timestamp[us, UTC]", "UTC", "time of the 1-8 A peak"),
+    ("flares.end", "list of timestamp[us, UTC]", "UTC", "flare end"),
+    ("flares.hpc_x", "list of float32", "arcsec",
+     "helioprojective x as the list gives it (HEK: AIA_XCEN, seen from Earth); NaN where the list has none"),
+    ("flares.hpc_y", "list of float32", "arcsec", "helioprojective y (HEK: AIA_YCEN); NaN where the list has none"),
+    ("flares.hgs_lat", "list of float32", "deg",
+     "Stonyhurst heliographic latitude at `t_obs` (sunpy, observer Earth); NaN off the disk or without a position"),
+    ("flares.hgs_lon", "list of float32", "deg", "Stonyhurst longitude at `t_obs`, -180 to 180 (west positive); "
+     "NaN off the disk or without a position"),
+    ("flares.x_px", "list of float32", "px",
+     "the position's column in `image` (0-based, pixel centres at integers, x grows westward); NaN without a "
+     "position; plate scale from the solar radius at `t_obs`"),
+    ("flares.y_px", "list of float32", "px",
+     "the position's row in `image` (FITS row order: row 0 is south, y grows northward); NaN without a position"),
+    ("flares.on_disk", "list of bool", "-", "whether the position is usable: known and on the visible disk "
+     "(within 1 R_sun at `t_obs`); false for a missing position or one beyond the limb"),
+    ("flares.event_source", "list of string", "-", "the flare list the flare comes from (`hek`, `swpc`, ...)"),
+    ("source", "string", "-", "the image file the frame was made from"),
+    ("channel", "string", "Angstrom", "the AIA channels of `image`'s planes, comma separated, e.g. `171,131,94`"),
+    ("unit", "string", "-", "the unit of `image`: `browse` (8-bit brightness) or `DN/s`"),
+    ("image_size", "int32", "px", "width and height of `image`"),
+    ("fov_rsun", "float32", "R_sun", "width of the field of view in solar radii"),
+    ("rsun_px", "float32", "px", "the solar radius in `image`"),
+)
+
+
+def columns_markdown(unit: str) -> str:
+    """A markdown table of every column of a build with its type and unit."""
+    lines = ["| column | type | unit | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{name}` | {kind} | {unit_.format(unit=unit)} | {meaning} |" for name, kind, unit_, meaning
+              in COLUMNS]
+    return "\n".join(lines)
+
+
+def positions_markdown(positions: dict) -> str:
+    """Words for ``flare_positions`` of the build record."""
+    if not positions:
+        return "This build has no record of flare positions."
+    unusable = positions["flares_off_disk"] + positions["flares_without_position"]
+    return (
+        f"{positions['flares']} distinct flares are in progress at the frames ({positions['frame_entries']} "
+        f"frame-flare entries; {positions['frames_with_flares']} frames have at least one flare, "
+        f"{positions['frames_with_several_flares']} several). {positions['flares_on_disk']} have a position on the "
+        f"visible disk. **{unusable} have no usable position**: {positions['flares_without_position']} have none in "
+        f"the flare lists ({positions['frame_entries_without_position']} entries) and {positions['flares_off_disk']} "
+        f"lie off the disk, beyond 1 R_sun at the frame's time ({positions['frame_entries_off_disk']} entries). They "
+        "are listed all the same, with `on_disk` false and no Stonyhurst position; a model conditioned on position "
+        "should use only entries with `on_disk` true."
+    )
+
+
 def counts_markdown(counts: pd.DataFrame) -> str:
     """A markdown table of frames per label and split, with totals."""
     table = counts.copy()
@@ -58,6 +138,16 @@ Built by `solar-diffusion build-dataset` (solar-diffusion). Images are stored in
 is the south edge), a disk-centred field of view {config['fov_rsun']} solar radii wide (median
 disk radius {info['rsun_px_median']:.2f} px). A model's normalisation is applied at training time,
 so one dataset serves many models.
+
+## Columns
+
+Schema version {info.get('schema_version', 1)} (`schema_version` in build_info.json).
+
+{columns_markdown(info['unit'])}
+
+## Flares and their positions
+
+{positions_markdown(info.get('flare_positions'))}
 
 ## Label rule
 

@@ -8,8 +8,9 @@ Every source returns one common table, a `pandas.DataFrame` with exactly these c
 ``end``        flare end, same type; NaT only where a GOES-R summary gives none (see
                `read_goes16_summary`)
 ``goes_class`` the GOES class as the list publishes it, e.g. ``"M2.5"`` (str)
-``peak_flux``  peak 1-8 A flux in W m^-2 on the GOES-R (unscaled) scale (float); a lower
-               bound where the class is one ("X18+": the detector saturated)
+``peak_flux``  peak 1-8 A flux in W m^-2 (linear, not log10) on the GOES-R (unscaled) scale
+               (float); a lower bound where the class is one ("X18+": the detector
+               saturated). Built datasets store log10 of it: ``flare_log10_peak_flux_goes_r``
 ``hpc_x``      helioprojective longitude of the flare in arcsec, NaN if unknown (float)
 ``hpc_y``      helioprojective latitude in arcsec, NaN if unknown (float)
 ``noaa_ar``    NOAA active-region number, ``<NA>`` if unknown (``Int64``)

@@ -17,7 +17,7 @@ def test_flares_then_background_then_quiet(shared_data, netcdf_xrsb):
     labels = label_frames(times, events, xrs)
     # the X9.3 of 2017-09-06 (HEK 11:53-12:10) is in progress at 12:02
     assert labels.loc[0, ["flare_class", "label_source", "flare_goes_class"]].tolist() == ["X", "flare", "X9.3"]
-    assert labels.loc[0, "peak_flux"] == np.log10(9.3e-4 / 0.7)
+    assert labels.loc[0, "flare_log10_peak_flux_goes_r"] == np.log10(9.3e-4 / 0.7)
     # after it ends the XRS flux still decays: its letter, on the SWPC scale, labels the frame
     raw = {day: netcdf_xrsb(shared_data / "goes_xrs" / f"sci_xrsf-l2-avg1m_g16_d{day}_v2-2-0.nc")
            for day in ("20170904", "20170906")}
@@ -29,7 +29,7 @@ def test_flares_then_background_then_quiet(shared_data, netcdf_xrsb):
     # background flux, 2.26e-6 W m^-2 (C1.6 on the SWPC scale), labels it
     assert labels.loc[2, "goes_flux_at_obs"] == raw["20170904"].loc["2017-09-04 03:00", "flux"]
     assert labels.loc[2, ["flare_class", "label_source"]].tolist() == ["C", "xrs background"]
-    assert np.isnan(labels.loc[2, "peak_flux"]) and labels.loc[2, "flare_goes_class"] is None
+    assert np.isnan(labels.loc[2, "flare_log10_peak_flux_goes_r"]) and labels.loc[2, "flare_goes_class"] is None
     # outside the XRS files and with no flare: quiet
     assert labels.loc[3, ["flare_class", "label_source"]].tolist() == ["quiet", "none"]
     assert np.isnan(labels.loc[3, "goes_flux_at_obs"])
