@@ -231,8 +231,10 @@ def dataset_features(vocabulary: list[str], n_channels: int, size: int, unit: st
     units of every column are in ``card.COLUMNS``."""
     from datasets import Array3D, ClassLabel, Features, Value
 
+    from solar_diffusion.splits import image_dtype
+
     return Features({
-        "image": Array3D(shape=(n_channels, size, size), dtype="uint8" if unit == "browse" else "float32"),
+        "image": Array3D(shape=(n_channels, size, size), dtype=image_dtype(unit).name),
         "flare_class": ClassLabel(names=list(vocabulary)),
         "flare_log10_peak_flux_goes_r": Value("float32"),
         "peak_flux": Value("float32"),  # deprecated: the same values as flare_log10_peak_flux_goes_r

@@ -195,6 +195,80 @@ def _experiment(args) -> int:
     return 0
 
 
+def _add_pack(p):
+    from solar_diffusion.pack import DEFAULT_MAX_MB, DEFAULT_SPLITS
+
+    p.add_argument("--dataset", required=True, help="a folder made by build-dataset")
+    p.add_argument("--out", required=True, help="the pack's folder (new, empty, or an earlier pack)")
+    p.add_argument("--splits", default=",".join(DEFAULT_SPLITS),
+                   help=f"comma-separated splits; the first always, each further one while the pack fits --max-mb "
+                        f"(default {','.join(DEFAULT_SPLITS)})")
+    p.add_argument("--max-mb", type=float, default=DEFAULT_MAX_MB,
+                   help=f"size of the pack in MB (default {DEFAULT_MAX_MB:g}; 0: no limit, lossless): browse images "
+                        "are lossless PNG where that fits, else JPEG at the finest flat quantisation step that fits")
+    p.add_argument("--step", type=int, default=None,
+                   help="browse images: this JPEG quantisation step instead (0: lossless PNG); DN/s is always lossless")
+    p.add_argument("--config-name", default=None, help="dataset config (default: the dataset's default)")
+
+
+def _pack(args) -> int:
+    from solar_diffusion.pack import describe, write_pack
+
+    manifest = write_pack(args.dataset, args.out, [s.strip() for s in args.splits.split(",") if s.strip()],
+                          max_mb=args.max_mb, step=args.step, config_name=args.config_name)
+    size = sum(f["bytes"] for f in manifest["files"].values())
+    print(f"pack {args.out}: {', '.join(manifest['splits'])}, {size / 1e6:.1f} MB, {describe(manifest['encoding'])}")
+    return 0
+
+
+def _add_gpu_wheels(p):
+    p.add_argument("--out", default=".whl", help="folder for the wheels (default .whl, which git ignores)")
+    p.add_argument("--print", dest="print_only", action="store_true",
+                   help="print the pip command line and the wheels, download nothing")
+
+
+def _gpu_wheels(args) -> int:
+    from solar_diffusion.offline import GPU_NODE_WHEELS, download_gpu_wheels, gpu_wheels_command
+
+    if args.print_only:
+        print(" ".join(gpu_wheels_command(args.out)))
+        return 0
+    found = download_gpu_wheels(args.out)
+    for path in found.values():
+        print(f"{path}\t{path.stat().st_size / 2**20:.1f} MiB")
+    print(f"{len(GPU_NODE_WHEELS)} wheels, {sum(p.stat().st_size for p in found.values()) / 2**20:.1f} MiB in {args.out}")
+    return 0
+
+
+def _add_export_parts(p):
+    from solar_diffusion.offline import DEFAULT_PART_MB
+
+    p.add_argument("--model", required=True, help="a saved pipeline folder (e.g. <output-dir>/pipeline of train)")
+    p.add_argument("--out", required=True, help="folder for the parts and parts.json")
+    p.add_argument("--part-mb", type=float, default=DEFAULT_PART_MB,
+                   help=f"largest part in MB (default {DEFAULT_PART_MB:g})")
+
+
+def _export_parts(args) -> int:
+    from solar_diffusion.offline import export_parts
+
+    manifest = export_parts(args.model, args.out, args.part_mb)
+    print(f"{args.model}: {manifest['bytes'] / 1e6:.1f} MB in {len(manifest['parts'])} parts in {args.out}")
+    return 0
+
+
+def _add_assemble(p):
+    p.add_argument("--parts", required=True, help="folder holding parts.json and the parts of export-parts")
+    p.add_argument("--out", required=True, help="folder for the saved pipeline (new or empty)")
+
+
+def _assemble(args) -> int:
+    from solar_diffusion.offline import assemble
+
+    print(f"saved pipeline: {assemble(args.parts, args.out)}")
+    return 0
+
+
 #: subcommand -> (one-line help, function adding its arguments, function running it)
 COMMANDS = {
     "generate": ("generate synthetic AIA images of chosen GOES flare classes", _add_generate, _generate),
@@ -203,6 +277,11 @@ COMMANDS = {
     "evaluate": ("FD/KID, precision/recall, clusters, conditioning F1 against a real split", _add_evaluate, _evaluate),
     "experiment": ("the paper's experiments: classifier or predictor, real vs + synthetic", _add_experiment,
                    _experiment),
+    "pack": ("a compact, self-contained training pack of a built dataset", _add_pack, _pack),
+    "gpu-wheels": ("download the wheels an offline GPU node lacks (see training/offline_gpu.sh)", _add_gpu_wheels,
+                   _gpu_wheels),
+    "export-parts": ("a saved pipeline as parts of at most 15 MB, with hashes", _add_export_parts, _export_parts),
+    "assemble": ("a saved pipeline from the parts of export-parts", _add_assemble, _assemble),
 }
 
 

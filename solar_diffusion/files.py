@@ -1,8 +1,9 @@
-"""Files: atomic writes (a temporary file in the target folder, then a rename), and the files
-named by a list of files and folders."""
+"""Files: atomic writes (a temporary file in the target folder, then a rename), the files
+named by a list of files and folders, and a file's SHA-256."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -53,3 +54,19 @@ def expand_paths(paths) -> list[Path]:
         else:
             files.append(path)
     return files
+
+
+def sha256_file(path) -> str:
+    """The SHA-256 of a file's bytes, as hex digits (read in blocks: any size).
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "empty"; path.write_bytes(b"")
+    0
+    >>> sha256_file(path)[:16]
+    'e3b0c44298fc1c14'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -11,7 +11,6 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from solar_diffusion.files import atomic_write
-from solar_diffusion.maps import write_fits
 from solar_diffusion.pipelines import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS,
@@ -184,6 +183,8 @@ def generate_to_folder(
     can be remade on its own. Also writes ``generation.json`` (settings and per-image metadata)
     and ``contact_sheet.png``. Returns the per-image metadata with the file names.
     """
+    from solar_diffusion.maps import write_fits  # sunpy and astropy: not needed to train (offline GPU nodes)
+
     if file_format not in FORMATS:
         raise ValueError(f"unknown format {file_format!r}: choose one of {FORMATS}")
     out_dir = Path(out_dir)

@@ -1,7 +1,10 @@
-"""Reading the splits of a dataset made by ``solar-diffusion build-dataset``.
+"""Reading the splits of a dataset made by ``solar-diffusion build-dataset``, or of its training
+pack (``solar-diffusion pack``).
 
 One place for what training, evaluation and the experiments all need: the build record, a split
-as numpy columns, and a split as model-space tensors with its label names.
+as numpy columns, a split as model-space tensors with its label names, and the disk geometry of
+the frames. A pack folder works wherever a dataset folder does, and reading one needs only numpy,
+pyarrow and Pillow (no ``datasets``, no sunpy), as on an offline GPU node.
 """
 
 from __future__ import annotations
@@ -14,25 +17,38 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from solar_diffusion.pipelines import ClipLogNormalization
+from solar_diffusion import pack
+from solar_diffusion.pipelines import ClipLogNormalization, disk_center_px
+
+#: The columns training reads (``load_split``'s default).
+TRAINING_COLUMNS = ("image", "flare_class", "peak_flux", "goes_flux_at_obs")
 
 
 def dataset_info(dataset_dir) -> dict:
-    """The builder's record (``build_info.json``): config, unit, vocabulary, counts, radius."""
+    """The builder's record (``build_info.json``): config, unit, vocabulary, counts, radius.
+
+    For a training pack, the record it carries (without the per-frame lists of rejected frames).
+    """
+    if pack.is_pack(dataset_dir):
+        return pack.read_manifest(dataset_dir)["build_info"]
     path = Path(dataset_dir) / "build_info.json"
     if not path.exists():
         raise FileNotFoundError(f"{dataset_dir} has no build_info.json: build it with solar-diffusion build-dataset")
     return json.loads(path.read_text())
 
 
-def load_split(dataset_dir, split, config_name=None, columns=("image", "flare_class", "peak_flux", "goes_flux_at_obs")):
-    """A split of a built dataset as a ``datasets.Dataset`` with numpy ``columns``.
+def image_dtype(unit: str) -> np.dtype:
+    """How a build stores its images: uint8 browse brightness, else float32 (DN/s).
 
-    Reads the folder's own Parquet shards, in memory, every time: no cache that an earlier
-    build in a folder of the same name could answer from (``load_dataset(folder)`` caches by
-    name). The row count is checked against the build record.
+    >>> image_dtype("browse"), image_dtype("DN/s")
+    (dtype('uint8'), dtype('float32'))
     """
-    import datasets
+    return np.dtype(np.uint8 if unit == "browse" else np.float32)
+
+
+def split_table(dataset_dir, split, config_name=None):
+    """A split of a built dataset folder as one ``pyarrow.Table``: its own Parquet shards, in
+    memory, checked against the build record's row count (pyarrow only, no ``datasets``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -47,7 +63,78 @@ def load_split(dataset_dir, split, config_name=None, columns=("image", "flare_cl
     if table.num_rows != expected:
         raise ValueError(f"{dataset_dir}: split {split!r} has {table.num_rows} rows but its build record says "
                          f"{expected}: the folder holds shards of another build; rebuild it into an empty folder")
-    return datasets.Dataset(table).with_format("numpy", columns=list(columns))
+    return table
+
+
+def image_array(table, info: dict) -> np.ndarray:
+    """The ``image`` column of a built split's table as one (N, C, H, W) array of its stored dtype.
+
+    >>> import pyarrow as pa
+    >>> t = pa.table({"image": [[[[1, 2], [3, 4]]]]})
+    >>> image_array(t, {"unit": "browse", "config": {"channels": ["171"], "size": 2}}).tolist()
+    [[[[1, 2], [3, 4]]]]
+    """
+    column = table.column("image").combine_chunks()
+    values = getattr(column, "storage", column)  # datasets' Array3D extension type, where registered
+    for _ in range(3):
+        values = values.flatten()
+    shape = (len(column), len(info["config"]["channels"]), info["config"]["size"], info["config"]["size"])
+    return values.to_numpy(zero_copy_only=False).astype(image_dtype(info["unit"]), copy=False).reshape(shape)
+
+
+def load_split(dataset_dir, split, config_name=None, columns=TRAINING_COLUMNS):
+    """A split with numpy ``columns``: a ``datasets.Dataset`` for a dataset folder, a
+    ``pack.PackedSplit`` (its images decoded into memory) for a training pack.
+
+    Both answer ``len``, ``split[i]`` (a row), ``split["column"]`` and
+    ``split.features["flare_class"].names``. A dataset folder's own Parquet shards are read, in
+    memory, every time: no cache that an earlier build in a folder of the same name could answer
+    from (``load_dataset(folder)`` caches by name). The row count is checked against the build
+    record; a pack's files against their hashes.
+    """
+    if pack.is_pack(dataset_dir):
+        return pack.load_pack_split(dataset_dir, split, config_name, columns)
+    import datasets
+
+    return datasets.Dataset(split_table(dataset_dir, split, config_name)).with_format("numpy", columns=list(columns))
+
+
+def dataset_geometry(dataset_dir, image_size: int | None = None) -> dict:
+    """The disk geometry of a dataset's frames (a model's ``geometry`` config) at ``image_size``
+    (default: the dataset's own size): the median solar radius of the training frames, the disk
+    at the image centre, the plate scale at the training frames' median time.
+
+    A pack carries the geometry at its own size (computed with sunpy when packing); a dataset
+    folder's is computed from its build record. Either is scaled to ``image_size`` the same way.
+    """
+    if pack.is_pack(dataset_dir):
+        geometry = pack.read_manifest(dataset_dir)["geometry"]
+    else:
+        geometry = build_geometry(dataset_info(dataset_dir))
+    return geometry_at_size(geometry, image_size or geometry["image_size"])
+
+
+def build_geometry(info: dict) -> dict:
+    """The disk geometry of a build record's frames at its own size (needs sunpy)."""
+    from solar_diffusion.maps import disk_geometry
+
+    return disk_geometry(info["config"]["size"], info["rsun_px_median"],
+                         date_obs=info["t_obs_median_train"].split(".")[0].replace(" ", "T"),
+                         wavelengths_angstrom=[float(c) for c in info["config"]["channels"]])
+
+
+def geometry_at_size(geometry: dict, image_size: int) -> dict:
+    """A geometry scaled to ``image_size`` px: same field of view, disk centre and plate scale zoomed.
+
+    >>> g = {"image_size": 64, "fov_rsun": 2.3, "disk_center_px": [31.5, 31.5], "plate_scale_arcsec": 34.0}
+    >>> g2 = geometry_at_size(g, 128)
+    >>> g2["disk_center_px"], g2["plate_scale_arcsec"], g2["fov_rsun"]
+    ([63.5, 63.5], 17.0, 2.3)
+    """
+    zoom = image_size / geometry["image_size"]
+    cx, cy = disk_center_px(geometry, image_size)
+    return dict(geometry, image_size=int(image_size), disk_center_px=[float(cx), float(cy)],
+                plate_scale_arcsec=float(geometry["plate_scale_arcsec"] / zoom))
 
 
 def resize(images: torch.Tensor, image_size: int) -> torch.Tensor:

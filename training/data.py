@@ -52,28 +52,47 @@ class BalancedSampler(torch.utils.data.Sampler):
 
 
 class Collate:
-    """Batch -> (normalised images at the training size, remapped class ids)."""
+    """Batch -> (normalised images at the training size, remapped class ids).
 
-    def __init__(self, normalization, image_size, id_map, rotation=0.0, brightness=0.0):
+    With ``raw=True`` the images stay as stored (``dtype``: uint8 for browse data, a quarter of
+    the bytes of float32 to pin and copy to a GPU) and ``to_model_space`` runs where the batch
+    lands, on the accelerator.
+
+    >>> from solar_diffusion.pipelines import ClipLogNormalization
+    >>> collate = Collate(ClipLogNormalization.for_browse(), 8, {0: 0}, raw=True, dtype=np.uint8)
+    >>> rows = [{"image": np.full((1, 16, 16), 255, np.uint8), "flare_class": 0}]
+    >>> images, labels = collate(rows)
+    >>> images.dtype, collate.to_model_space(images).shape, float(collate.to_model_space(images).max())
+    (torch.uint8, torch.Size([1, 1, 8, 8]), 1.0)
+    """
+
+    def __init__(self, normalization, image_size, id_map, rotation=0.0, brightness=0.0, raw=False, dtype=np.float32):
         self.normalization, self.image_size, self.id_map = normalization, image_size, id_map
         self.rotation, self.brightness = rotation, brightness
+        self.raw, self.dtype = raw, dtype
 
     def __call__(self, rows):
-        images = torch.from_numpy(np.stack([np.asarray(r["image"], dtype=np.float32) for r in rows]))
-        if self.brightness:
-            images = images * (1 + self.brightness * (2 * torch.rand(len(rows), 1, 1, 1) - 1))
-        x = resize(self.normalization.forward(images), self.image_size)
-        if self.rotation:
-            x = random_rotation(x, self.rotation)
+        images = torch.from_numpy(np.stack([np.asarray(r["image"], dtype=self.dtype) for r in rows]))
         labels = torch.tensor([frame_condition(r, self.id_map) for r in rows],
                               dtype=torch.float32 if self.id_map is None else torch.long)
-        return x, labels
+        return (images if self.raw else self.to_model_space(images)), labels
+
+    def to_model_space(self, images: torch.Tensor, augment: bool = True) -> torch.Tensor:
+        """Stored images (any dtype, any device) -> float32 model space at the training size,
+        with the brightness and rotation augmentations where ``augment``."""
+        images = images.float()
+        if augment and self.brightness:
+            images = images * (1 + self.brightness * (2 * torch.rand(len(images), 1, 1, 1, device=images.device) - 1))
+        x = resize(self.normalization.forward(images), self.image_size)
+        if augment and self.rotation:
+            x = random_rotation(x, self.rotation)
+        return x
 
 
 def random_rotation(x: torch.Tensor, max_degrees: float) -> torch.Tensor:
     """Rotate each model-space image about the disk centre by a uniform angle in +-``max_degrees``
-    (off-image pixels become -1, the dark background). Uses the global torch RNG."""
-    angle = torch.deg2rad(max_degrees * (2 * torch.rand(len(x)) - 1))
+    (off-image pixels become -1, the dark background). Uses the global torch RNG of ``x``'s device."""
+    angle = torch.deg2rad(max_degrees * (2 * torch.rand(len(x), device=x.device) - 1))
     cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros_like(angle)
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)

@@ -24,6 +24,15 @@ reverses the solar rotation and the leading/trailing order of active regions; a 
 flip swaps the hemispheres and the visible pole), only small rotations about disk centre
 (``--augment-rotation`` degrees, like the P-angle and roll uncertainty) and small brightness
 changes (``--augment-brightness``, like exposure and degradation differences).
+
+``--dataset`` takes a training pack (``solar-diffusion pack``) too, which needs neither
+``datasets`` nor sunpy: the way onto an offline GPU node (``training/offline_gpu.sh``). Batches
+leave the loader as stored (uint8 for browse frames; pinned on a GPU) and are normalised on the
+accelerator; on CUDA the UNet and batches are channels-last; ``--mixed-precision bf16`` autocasts,
+``--compile`` compiles, ``--scale-lr`` scales the learning rate to the total batch.
+``--max-train-minutes`` is a wall-clock budget: the run stops in time, checkpointed, with its
+pipeline saved. Images/s is logged and written, with the run's other numbers, to
+``train_summary.json``.
 """
 
 from __future__ import annotations
@@ -32,19 +41,23 @@ import argparse
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from solar_diffusion import null_condition
-from solar_diffusion.splits import dataset_info, load_split
+from solar_diffusion.files import atomic_write
+from solar_diffusion.splits import dataset_geometry, dataset_info, image_dtype, load_split
 from solar_diffusion.training.data import BalancedSampler, Collate
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", required=True, help="folder made by solar-diffusion build-dataset")
+    p.add_argument("--dataset", required=True,
+                   help="folder made by solar-diffusion build-dataset, or a training pack (solar-diffusion pack)")
     p.add_argument("--config-name", default=None, help="dataset config (default: the dataset's default)")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--preset", default="small", help="UNet preset: tiny, small or paper")
@@ -59,12 +72,18 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--norm-hi", type=float, default=None, help="normalisation clip high (default 3500 DN/s; 255)")
     p.add_argument("--train-batch-size", type=int, default=16)
     p.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    p.add_argument("--learning-rate", type=float, default=2e-4)
+    p.add_argument("--learning-rate", type=float, default=2e-4, help="at a total batch of 16 if --scale-lr is given")
+    p.add_argument("--scale-lr", nargs="?", const="sqrt", default="none", choices=["none", "sqrt", "linear"],
+                   help="scale --learning-rate to the total batch B (per device x accumulation x processes): sqrt "
+                        "(the flag alone) multiplies by sqrt(B/16), Adam's square-root rule; linear by B/16")
     p.add_argument("--lr-scheduler", default="cosine", help="constant, linear, cosine, ... (diffusers get_scheduler)")
     p.add_argument("--lr-warmup-steps", type=int, default=200)
     p.add_argument("--max-train-steps", type=int, default=10000)
     p.add_argument("--stop-at-step", type=int, default=None,
                    help="end this run at this step (checkpointed), keeping the schedule of --max-train-steps")
+    p.add_argument("--max-train-minutes", type=float, default=None,
+                   help="wall-clock budget of this run, counted from its start: no step starts that would end after "
+                        "it; the run then checkpoints and writes the final pipeline as at --max-train-steps")
     p.add_argument("--adam-weight-decay", type=float, default=1e-4)
     p.add_argument("--label-dropout", type=float, default=0.1, help="probability of the null class (guidance)")
     p.add_argument("--class-balance", type=float, default=0.0,
@@ -77,14 +96,24 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--snr-gamma", type=float, default=None, help="min-SNR loss weighting gamma (e.g. 5)")
     p.add_argument("--use-ema", action="store_true", help="keep an EMA of the weights (saved as the model)")
     p.add_argument("--ema-max-decay", type=float, default=0.9999)
-    p.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"])
+    p.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"],
+                   help="autocast precision (accelerate); bf16 on a GPU that has it (default: accelerate's config)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet (accelerate's inductor backend): a slow first step, faster ones after")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="UNet weights and batches in channels-last memory format (default: on a CUDA GPU)")
     p.add_argument("--checkpointing-steps", type=int, default=500)
     p.add_argument("--checkpoints-total-limit", type=int, default=2)
     p.add_argument("--resume-from-checkpoint", default=None, help="a checkpoint folder or 'latest'")
     p.add_argument("--validation-steps", type=int, default=500, help="validation loss every N steps (0: never)")
     p.add_argument("--sample-steps", type=int, default=1000, help="per-class sample grid every N steps (0: never)")
     p.add_argument("--logger", default="tensorboard", choices=["tensorboard", "none"])
-    p.add_argument("--dataloader-num-workers", type=int, default=0)
+    p.add_argument("--dataloader-num-workers", type=int, default=0,
+                   help="loader worker processes (0: batches made in the training process; a pack's frames are "
+                        "decoded in memory and batched as stored, so few are needed)")
+    p.add_argument("--logging-steps", type=int, default=10,
+                   help="log loss, learning rate and images/s every N steps (every step's loss goes to losses.jsonl; "
+                        "reading it only every N steps lets a GPU run ahead)")
     p.add_argument("--augment-rotation", type=float, default=0.0, help="max rotation about disk centre, degrees")
     p.add_argument("--augment-brightness", type=float, default=0.0, help="max relative brightness change")
     p.add_argument("--seed", type=int, default=0)
@@ -145,11 +174,30 @@ def _checkpoints(output_dir: Path) -> list[Path]:
     return sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
 
 
+def scaled_learning_rate(learning_rate: float, rule: str, total_batch: int, reference_batch: int = 16) -> float:
+    """``--scale-lr``: the learning rate for a total batch, given the one for ``reference_batch``.
+
+    "sqrt" multiplies by sqrt(batch / 16), the square-root rule for Adam-type optimisers (Malladi
+    et al. 2022, NeurIPS); "linear" by batch / 16, the rule for SGD (Goyal et al. 2017) that
+    diffusers' examples use with ``--scale_lr``; "none" keeps it. 16 is the batch the CPU runs used.
+
+    >>> scaled_learning_rate(2e-4, "sqrt", 256), scaled_learning_rate(2e-4, "linear", 64)
+    (0.0008, 0.0008)
+    """
+    factors = {"none": 1.0, "sqrt": math.sqrt(total_batch / reference_batch), "linear": total_batch / reference_batch}
+    if rule not in factors:
+        raise ValueError(f"--scale-lr is one of {sorted(factors)}, got {rule!r}")
+    return learning_rate * factors[rule]
+
+
 def train(args, hub_api=None) -> Path:
     """Run training; returns the folder of the saved pipeline (``output_dir/pipeline``)."""
+    start = time.monotonic()
     from accelerate import Accelerator
+    from accelerate import __version__ as accelerate_version
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
     from diffusers import DDPMScheduler
+    from diffusers import __version__ as diffusers_version
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
@@ -157,7 +205,6 @@ def train(args, hub_api=None) -> Path:
     from solar_diffusion import ClipLogNormalization, SolarFlarePipeline, build_unet, label_vocabulary
     from solar_diffusion.generate import use_scheduler
     from solar_diffusion.hub import push_to_hub, save_pipeline
-    from solar_diffusion.maps import disk_geometry
 
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
@@ -165,8 +212,17 @@ def train(args, hub_api=None) -> Path:
         mixed_precision=args.mixed_precision,
         log_with=None if args.logger == "none" else args.logger,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
+        dynamo_backend="inductor" if args.compile else None,
     )
+    on_gpu = accelerator.device.type == "cuda"
+    channels_last = on_gpu if args.channels_last is None else args.channels_last
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    total_batch = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+    learning_rate = scaled_learning_rate(args.learning_rate, args.scale_lr, total_batch)
+    accelerator.print(f"{accelerator.num_processes} x {torch.cuda.get_device_name() if on_gpu else accelerator.device}"
+                      f", {accelerator.mixed_precision} precision, total batch {total_batch}, lr {learning_rate:.3g}; "
+                      f"torch {torch.__version__}, diffusers {diffusers_version}, accelerate {accelerate_version}")
     set_seed(args.seed)
 
     # data: the label vocabulary is that of the training split
@@ -188,16 +244,17 @@ def train(args, hub_api=None) -> Path:
         hi=default_norm.hi if args.norm_hi is None else args.norm_hi,
         log=default_norm.log, unit=unit,
     )
-    dataset_size = info["config"]["size"]
-    image_size = args.size or dataset_size
+    image_size = args.size or info["config"]["size"]
     channels = info["config"]["channels"]
-    geometry = disk_geometry(image_size, info["rsun_px_median"] * image_size / dataset_size,
-                             date_obs=info["t_obs_median_train"].split(".")[0].replace(" ", "T"),
-                             wavelengths_angstrom=[float(c) for c in channels])
-    collate = Collate(normalization, image_size, id_map, args.augment_rotation, args.augment_brightness)
+    geometry = dataset_geometry(args.dataset, image_size)
+    # batches leave the loader as stored (uint8 browse frames: a quarter of float32's bytes to pin and
+    # copy) and become model space on the accelerator (collate.to_model_space in the loop)
+    collate = Collate(normalization, image_size, id_map, args.augment_rotation, args.augment_brightness, raw=True,
+                      dtype=image_dtype(unit))
     sampler = BalancedSampler(train_ds["flare_class"], args.class_balance, args.seed) if args.class_balance else None
     loader = torch.utils.data.DataLoader(train_ds, batch_size=args.train_batch_size, shuffle=sampler is None,
                                          sampler=sampler, collate_fn=collate, num_workers=args.dataloader_num_workers,
+                                         pin_memory=on_gpu, persistent_workers=args.dataloader_num_workers > 0,
                                          drop_last=True, generator=torch.Generator().manual_seed(args.seed))
     val_batch = None
     if args.validation_steps:
@@ -205,7 +262,8 @@ def train(args, hub_api=None) -> Path:
             val_ds = load_split(args.dataset, "validation", args.config_name)
             keep = [i for i, c in enumerate(val_ds["flare_class"]) if id_map is None or int(c) in id_map][:64]
             if keep:
-                val_batch = collate([val_ds[i] for i in keep])
+                images, labels = collate([val_ds[i] for i in keep])
+                val_batch = (collate.to_model_space(images, augment=False), labels)
         except (ValueError, KeyError):
             accelerator.print("no validation split: validation loss skipped")
 
@@ -214,15 +272,16 @@ def train(args, hub_api=None) -> Path:
                       conditioning=args.conditioning)
     if args.init_from:
         unet = init_from_pipeline(unet, args.init_from, id2label)
+    unet = unet.to(memory_format=memory_format)
     noise_scheduler = DDPMScheduler(num_train_timesteps=args.num_train_timesteps, beta_schedule=args.beta_schedule,
                                     prediction_type=args.prediction_type)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=learning_rate, weight_decay=args.adam_weight_decay)
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps,
                                  num_training_steps=args.max_train_steps)
     ema = None
     if args.use_ema:
         ema = EMAModel(unet.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4,
-                       model_cls=type(unet), model_config=unet.config)
+                       foreach=on_gpu, model_cls=type(unet), model_config=unet.config)
     unet, optimizer, loader, lr_scheduler = accelerator.prepare(unet, optimizer, loader, lr_scheduler)
     if ema is not None:
         ema.to(accelerator.device)
@@ -241,8 +300,9 @@ def train(args, hub_api=None) -> Path:
             global_step = int(path.name.split("-")[1])
             accelerator.print(f"resumed from {path} at step {global_step}")
     steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
+    run_args = argparse.Namespace(**{**vars(args), "learning_rate": learning_rate})  # the rate used, scaled
     if accelerator.is_main_process and args.logger != "none":
-        accelerator.init_trackers("solar-diffusion-ddpm", config={k: v for k, v in vars(args).items()
+        accelerator.init_trackers("solar-diffusion-ddpm", config={k: v for k, v in vars(run_args).items()
                                                                   if isinstance(v, (int, float, str, bool))})
 
     def make_pipeline():
@@ -252,7 +312,17 @@ def train(args, hub_api=None) -> Path:
         pipe.set_progress_bar_config(disable=True)
         return use_scheduler(pipe, "dpm")  # the saved pipeline samples with DPM-Solver++
 
-    losses = []
+    losses, pending = [], []  # pending: (step, loss on the device), read every --logging-steps
+
+    def read_pending() -> list[float]:
+        """Move the pending losses to ``losses`` (one wait for the device); returns their values."""
+        values = torch.stack([value for _, value in pending]).tolist() if pending else []
+        losses.extend({"step": step, "loss": value} for (step, _), value in zip(pending, values))
+        pending.clear()
+        return values
+
+    clock = RunClock(start, args.max_train_minutes, total_batch, global_step)
+    stop = None
     progress = tqdm(total=args.max_train_steps, initial=global_step, desc="steps",
                     disable=not accelerator.is_local_main_process)
     unet.train()
@@ -262,8 +332,9 @@ def train(args, hub_api=None) -> Path:
             loader.set_epoch(epoch)
         skip = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
-        for x0, labels in epoch_loader:
+        for images, labels in epoch_loader:
             with accelerator.accumulate(unet):
+                x0 = collate.to_model_space(images).contiguous(memory_format=memory_format)
                 loss = diffusion_loss(unet, noise_scheduler, x0, labels, args.prediction_type, null,
                                       args.label_dropout, args.snr_gamma)
                 accelerator.backward(loss)
@@ -277,28 +348,43 @@ def train(args, hub_api=None) -> Path:
             if ema is not None:
                 ema.step(unet.parameters())
             global_step += 1
-            loss_value = accelerator.gather(loss.detach()).mean().item()
-            losses.append({"step": global_step, "loss": loss_value})
-            logs = {"loss": loss_value, "lr": lr_scheduler.get_last_lr()[0]}
-            if ema is not None:
-                logs["ema_decay"] = ema.cur_decay_value
+            pending.append((global_step, accelerator.gather(loss.detach()).mean()))
+            flush = (global_step % args.logging_steps == 0 or global_step == clock.first_step + 1
+                     or global_step >= args.max_train_steps)
+            if flush:
+                values = read_pending()
+            clock.step(global_step)
+            if flush:
+                logs = {"loss": float(np.mean(values)), "lr": lr_scheduler.get_last_lr()[0]}
+                if clock.images_per_s():
+                    logs["images_per_s"] = clock.images_per_s()
+                if ema is not None:
+                    logs["ema_decay"] = ema.cur_decay_value
+                progress.set_postfix(loss=f"{values[-1]:.4f}", img_s=f"{clock.images_per_s() or 0:.1f}")
+                accelerator.log(logs, step=global_step)
             progress.update(1)
-            progress.set_postfix(loss=f"{loss_value:.4f}")
             if args.validation_steps and val_batch is not None and global_step % args.validation_steps == 0:
-                logs["validation_loss"] = validation_loss(unet, noise_scheduler, val_batch, accelerator, args)
-            accelerator.log(logs, step=global_step)
+                accelerator.log({"validation_loss": validation_loss(unet, noise_scheduler, val_batch, accelerator, args)},
+                                step=global_step)
             if global_step % args.checkpointing_steps == 0 and accelerator.is_main_process:
                 save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
             if args.sample_steps and global_step % args.sample_steps == 0 and accelerator.is_main_process:
                 sample_grid(make_pipeline(), ema, unet, sample_labels,
                             output_dir / "samples" / f"step-{global_step:07d}.png")
             if args.stop_at_step and global_step >= args.stop_at_step:
-                if global_step % args.checkpointing_steps and accelerator.is_main_process:
+                stop = "stop_at_step"
+            elif global_step >= args.max_train_steps:
+                stop = "max_train_steps"
+            elif clock.out_of_time(accelerator):
+                stop = "max_train_minutes"
+            if stop:
+                if pending:
+                    read_pending()
+                    clock.step(global_step)
+                if stop != "max_train_steps" and global_step % args.checkpointing_steps and accelerator.is_main_process:
                     save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
                 break
-            if global_step >= args.max_train_steps:
-                break
-        if args.stop_at_step and global_step >= args.stop_at_step:
+        if stop:
             break
     progress.close()
 
@@ -308,15 +394,78 @@ def train(args, hub_api=None) -> Path:
         if ema is not None:
             ema.copy_to(accelerator.unwrap_model(unet).parameters())
         pipe = make_pipeline()
-        card = _model_card(args, info, pipe, global_step)
+        card = _model_card(run_args, info, pipe, global_step)
         save_pipeline(pipe, final, card)
         with open(output_dir / "losses.jsonl", "a") as handle:
             for row in losses:
                 handle.write(json.dumps(row) + "\n")
+        summary = clock.summary(global_step, stop or "max_train_steps") | {
+            "device": torch.cuda.get_device_name(accelerator.device) if on_gpu else accelerator.device.type,
+            "processes": accelerator.num_processes, "per_device_batch": args.train_batch_size,
+            "mixed_precision": accelerator.mixed_precision, "compile": args.compile, "channels_last": channels_last,
+            "learning_rate": learning_rate, "preset": args.preset, "image_size": image_size,
+            "dataset": str(args.dataset), "torch": torch.__version__}
+        atomic_write(output_dir / "train_summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+        accelerator.print(f"trained {summary['steps_this_run']} steps ({summary['images_this_run']} images) in "
+                          f"{summary['train_s']:.0f} s: {summary['images_per_s']:.1f} images/s; stopped at "
+                          f"{summary['stop']}; total {summary['wall_s']:.0f} s with the final save")
         if args.push_to_hub:
             push_to_hub(pipe, args.hub_model_id or output_dir.name, card, api=hub_api, private=args.hub_private)
     accelerator.end_training()
     return final
+
+
+class RunClock:
+    """The wall clock of a run: its ``--max-train-minutes`` budget and its throughput.
+
+    The budget counts from ``start`` (the run's start: data loading and model set-up included);
+    images/s from the end of the run's first step (compilation and warm-up left out), or over that
+    step where it is the only one.
+
+    >>> clock = RunClock(time.monotonic(), max_minutes=None, total_batch=16, first_step=0)
+    >>> clock.step(1); clock.step(3)
+    >>> clock.images_per_s() > 0, clock.out_of_time(None)
+    (True, False)
+    """
+
+    def __init__(self, start: float, max_minutes: float | None, total_batch: int, first_step: int):
+        self.start, self.budget_s = start, (max_minutes * 60 if max_minutes else None)
+        self.total_batch, self.first_step = total_batch, first_step
+        self.loop_start = time.monotonic()
+        self.timed_from = self.last = None  # (time, step)
+
+    def step(self, step: int):
+        """Note that ``step`` has ended (the first call starts the throughput clock)."""
+        self.last = (time.monotonic(), step)
+        if self.timed_from is None:
+            self.timed_from = self.last
+
+    def images_per_s(self) -> float | None:
+        """Images per second from the end of the run's first step (over that step where it is the only one)."""
+        if self.last is None:
+            return None
+        since, first = self.timed_from if self.last[1] > self.timed_from[1] else (self.loop_start, self.first_step)
+        return (self.last[1] - first) * self.total_batch / max(self.last[0] - since, 1e-9)
+
+    def out_of_time(self, accelerator) -> bool:
+        """Whether the next step would end after the budget (the same answer on every process)."""
+        if self.budget_s is None:
+            return False
+        now = time.monotonic()
+        per_step = (now - self.loop_start) / max(1, self.last[1] - self.first_step)
+        out = now - self.start + per_step > self.budget_s
+        if accelerator.num_processes > 1:
+            out = bool(accelerator.gather(torch.tensor([float(out)], device=accelerator.device)).max().item())
+        return out
+
+    def summary(self, step: int, stop: str) -> dict:
+        """The run's numbers: steps, images, seconds, images/s and why it stopped."""
+        steps = step - self.first_step
+        return {"steps": step, "steps_this_run": steps, "images_this_run": steps * self.total_batch,
+                "total_batch": self.total_batch, "images_per_s": self.images_per_s() or 0.0,
+                "train_s": (self.last[0] if self.last else self.loop_start) - self.loop_start,
+                "wall_s": time.monotonic() - self.start, "max_train_minutes": self.budget_s and self.budget_s / 60,
+                "stop": stop}
 
 
 def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int | None):
