@@ -34,13 +34,26 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 ACCELERATE_CPU_CONFIG = ROOT / "training" / "accelerate_configs" / "cpu.yaml"
 
 
-def launch_training_script(script: str, *args, timeout: float = 900) -> subprocess.CompletedProcess:
-    """``accelerate launch training/<script> args...`` on one CPU process, offline.
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_training_script(script: str, *args, timeout: float = 900, processes: int = 1) -> subprocess.CompletedProcess:
+    """``accelerate launch training/<script> args...`` (``script`` may also be a path) on one CPU
+    process, or on ``processes`` CPU processes with ``multi_cpu.yaml`` (gloo), offline.
 
     Fails the calling test with the end of the script's stderr where it exits non-zero.
     """
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CPU_CONFIG),
-           "--num_cpu_threads_per_process", "1", str(ROOT / "training" / script), *map(str, args)]
+    config = ["--config_file", str(ACCELERATE_CPU_CONFIG)] if processes == 1 else [
+        "--config_file", str(ROOT / "training" / "accelerate_configs" / "multi_cpu.yaml"),
+        "--num_processes", str(processes), "--main_process_port", str(_free_port())]
+    path = Path(script) if Path(script).is_absolute() else ROOT / "training" / script
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *config, "--num_cpu_threads_per_process", "1",
+           str(path), *map(str, args)]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONHASHSEED="0")
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert result.returncode == 0, f"{script} {' '.join(map(str, args))} failed:\n{result.stderr[-3000:]}"

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -193,9 +194,7 @@ def scaled_learning_rate(learning_rate: float, rule: str, total_batch: int, refe
 def train(args, hub_api=None) -> Path:
     """Run training; returns the folder of the saved pipeline (``output_dir/pipeline``)."""
     start = time.monotonic()
-    from accelerate import Accelerator
     from accelerate import __version__ as accelerate_version
-    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
     from diffusers import DDPMScheduler
     from diffusers import __version__ as diffusers_version
     from diffusers.optimization import get_scheduler
@@ -207,14 +206,7 @@ def train(args, hub_api=None) -> Path:
     from solar_diffusion.hub import push_to_hub, save_pipeline
 
     output_dir = Path(args.output_dir)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.logger == "none" else args.logger,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
-        dynamo_backend="inductor" if args.compile else None,
-    )
+    accelerator = make_accelerator(args, output_dir)
     on_gpu = accelerator.device.type == "cuda"
     channels_last = on_gpu if args.channels_last is None else args.channels_last
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -223,7 +215,6 @@ def train(args, hub_api=None) -> Path:
     accelerator.print(f"{accelerator.num_processes} x {torch.cuda.get_device_name() if on_gpu else accelerator.device}"
                       f", {accelerator.mixed_precision} precision, total batch {total_batch}, lr {learning_rate:.3g}; "
                       f"torch {torch.__version__}, diffusers {diffusers_version}, accelerate {accelerate_version}")
-    set_seed(args.seed)
 
     # data: the label vocabulary is that of the training split
     info = dataset_info(args.dataset)
@@ -251,11 +242,7 @@ def train(args, hub_api=None) -> Path:
     # copy) and become model space on the accelerator (collate.to_model_space in the loop)
     collate = Collate(normalization, image_size, id_map, args.augment_rotation, args.augment_brightness, raw=True,
                       dtype=image_dtype(unit))
-    sampler = BalancedSampler(train_ds["flare_class"], args.class_balance, args.seed) if args.class_balance else None
-    loader = torch.utils.data.DataLoader(train_ds, batch_size=args.train_batch_size, shuffle=sampler is None,
-                                         sampler=sampler, collate_fn=collate, num_workers=args.dataloader_num_workers,
-                                         pin_memory=on_gpu, persistent_workers=args.dataloader_num_workers > 0,
-                                         drop_last=True, generator=torch.Generator().manual_seed(args.seed))
+    loader = training_loader(train_ds, train_ds["flare_class"], collate, args, pin_memory=on_gpu)
     val_batch = None
     if args.validation_steps:
         try:
@@ -366,7 +353,7 @@ def train(args, hub_api=None) -> Path:
             if args.validation_steps and val_batch is not None and global_step % args.validation_steps == 0:
                 accelerator.log({"validation_loss": validation_loss(unet, noise_scheduler, val_batch, accelerator, args)},
                                 step=global_step)
-            if global_step % args.checkpointing_steps == 0 and accelerator.is_main_process:
+            if global_step % args.checkpointing_steps == 0:
                 save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
             if args.sample_steps and global_step % args.sample_steps == 0 and accelerator.is_main_process:
                 sample_grid(make_pipeline(), ema, unet, sample_labels,
@@ -381,7 +368,7 @@ def train(args, hub_api=None) -> Path:
                 if pending:
                     read_pending()
                     clock.step(global_step)
-                if stop != "max_train_steps" and global_step % args.checkpointing_steps and accelerator.is_main_process:
+                if stop != "max_train_steps" and global_step % args.checkpointing_steps:
                     save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
                 break
         if stop:
@@ -389,6 +376,7 @@ def train(args, hub_api=None) -> Path:
     progress.close()
 
     accelerator.wait_for_everyone()
+    identical = ranks_hold_identical_weights(accelerator, unet)
     final = output_dir / "pipeline"
     if accelerator.is_main_process:
         if ema is not None:
@@ -401,7 +389,8 @@ def train(args, hub_api=None) -> Path:
                 handle.write(json.dumps(row) + "\n")
         summary = clock.summary(global_step, stop or "max_train_steps") | {
             "device": torch.cuda.get_device_name(accelerator.device) if on_gpu else accelerator.device.type,
-            "processes": accelerator.num_processes, "per_device_batch": args.train_batch_size,
+            "processes": accelerator.num_processes, "ranks_hold_identical_weights": identical,
+            "per_device_batch": args.train_batch_size,
             "mixed_precision": accelerator.mixed_precision, "compile": args.compile, "channels_last": channels_last,
             "learning_rate": learning_rate, "preset": args.preset, "image_size": image_size,
             "dataset": str(args.dataset), "torch": torch.__version__}
@@ -411,6 +400,7 @@ def train(args, hub_api=None) -> Path:
                           f"{summary['stop']}; total {summary['wall_s']:.0f} s with the final save")
         if args.push_to_hub:
             push_to_hub(pipe, args.hub_model_id or output_dir.name, card, api=hub_api, private=args.hub_private)
+    accelerator.wait_for_everyone()  # the processes leave the process group together (gloo can hang otherwise)
     accelerator.end_training()
     return final
 
@@ -468,15 +458,67 @@ class RunClock:
                 "stop": stop}
 
 
+def make_accelerator(args, output_dir: Path):
+    """The run's ``Accelerator``, seeded with ``--seed``. Launched as several processes on a machine without a GPU (the
+    ``multi_cpu.yaml`` config), it trains them data parallel over gloo: accelerate's own
+    MULTI_CPU launch needs mpirun, so its multi-process launcher starts them and ``cpu=True``
+    makes them a CPU process group."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+
+    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(
+        cpu=several and not has_accelerator,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.logger == "none" else args.logger,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
+        dynamo_backend="inductor" if args.compile else None,
+    )
+    set_seed(args.seed)  # every process the same: the same weights and the same draw of frames
+    return accelerator
+
+
+def training_loader(dataset, labels, collate, args, pin_memory: bool = False):
+    """The training ``DataLoader``: frames drawn with replacement by ``BalancedSampler`` with
+    ``--class-balance``, else shuffled, per epoch from ``--seed``; full batches only. Prepared by
+    accelerate, each process takes its own batches of the same draw (rank r: batches r, r + N, ...)."""
+    sampler = BalancedSampler(labels, args.class_balance, args.seed) if args.class_balance else None
+    return torch.utils.data.DataLoader(dataset, batch_size=args.train_batch_size, shuffle=sampler is None,
+                                       sampler=sampler, collate_fn=collate, num_workers=args.dataloader_num_workers,
+                                       pin_memory=pin_memory, persistent_workers=args.dataloader_num_workers > 0,
+                                       drop_last=True, generator=torch.Generator().manual_seed(args.seed))
+
+
+def ranks_hold_identical_weights(accelerator, unet) -> bool:
+    """Whether every process holds the same weights (data parallel training keeps them equal; a
+    difference means the ranks drifted apart): a fingerprint of the weights, gathered. Raises
+    ``RuntimeError`` if they differ."""
+    weights = [p.detach().double().flatten() for p in accelerator.unwrap_model(unet).parameters()]
+    flat = torch.cat(weights)
+    fingerprint = torch.stack([flat.sum(), (flat * flat).sum(), (flat * torch.arange(len(flat), dtype=flat.dtype)).sum()])
+    gathered = accelerator.gather(fingerprint.to(accelerator.device)[None]).cpu()
+    if not torch.equal(gathered.min(dim=0).values, gathered.max(dim=0).values):
+        raise RuntimeError(f"the {accelerator.num_processes} processes hold different weights: {gathered.tolist()}")
+    return True
+
+
 def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int | None):
-    """``accelerator.save_state`` into ``checkpoint-<step>``, keeping at most ``total_limit``."""
-    if total_limit:
-        existing = _checkpoints(output_dir)
-        for old in existing[: max(0, len(existing) - total_limit + 1)]:
-            shutil.rmtree(old)
+    """``accelerator.save_state`` into ``checkpoint-<step>`` (every process: each saves its RNG
+    state), then, once it is complete, remove the oldest beyond ``total_limit``: a kill at any
+    moment leaves the last complete checkpoint."""
     tmp = output_dir / f".checkpoint-{step}.tmp"
     accelerator.save_state(str(tmp))
-    tmp.rename(output_dir / f"checkpoint-{step}")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        tmp.rename(output_dir / f"checkpoint-{step}")
+        if total_limit:
+            existing = _checkpoints(output_dir)
+            for old in existing[: max(0, len(existing) - total_limit)]:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
 
 
 @torch.no_grad()
