@@ -92,11 +92,27 @@ def load_split(dataset_dir, split, config_name=None, columns=TRAINING_COLUMNS):
     from (``load_dataset(folder)`` caches by name). The row count is checked against the build
     record; a pack's files against their hashes.
     """
+    check_schema(dataset_dir, columns)
     if pack.is_pack(dataset_dir):
         return pack.load_pack_split(dataset_dir, split, config_name, columns)
     import datasets
 
     return datasets.Dataset(split_table(dataset_dir, split, config_name)).with_format("numpy", columns=list(columns))
+
+
+#: The dataset schema version that added a column (builds without ``schema_version`` are 1).
+COLUMN_SCHEMA = {"flares": 2, "flare_log10_peak_flux_goes_r": 2}
+
+
+def check_schema(dataset_dir, columns):
+    """Refuse, saying to rebuild, a request for columns that the dataset's schema predates."""
+    info = pack.read_manifest(dataset_dir)["build_info"] if pack.is_pack(dataset_dir) else dataset_info(dataset_dir)
+    version = info.get("schema_version", 1)
+    missing = [c for c in columns if COLUMN_SCHEMA.get(c, 1) > version]
+    if missing:
+        raise ValueError(f"{dataset_dir} was built with dataset schema {version}, which has no {', '.join(missing)} "
+                         f"(added in schema {max(COLUMN_SCHEMA[c] for c in missing)}): rebuild it with "
+                         "solar-diffusion build-dataset (and pack it again)")
 
 
 def dataset_geometry(dataset_dir, image_size: int | None = None) -> dict:

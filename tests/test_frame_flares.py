@@ -220,8 +220,6 @@ def test_release_builds_still_load(flare_build, tmp_path):
         assert splits.dataset_info(dataset).get("schema_version", 1) == (2 if dataset == flare_build else 1)
 
 
-@pytest.mark.xfail(strict=True, reason="solar_diffusion.splits does not yet say to rebuild a schema-1 build asked for "
-                                       "a column it lacks (datasets' own ValueError names the columns only)")
 def test_a_release_build_asked_for_flares_says_to_rebuild(flare_build, tmp_path):
     old = release_build(flare_build, tmp_path / "old")
     with pytest.raises(ValueError, match="rebuild"):
