@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from solar_diffusion.pipelines import NULL_FLUX_CONDITION, flux_condition
+from solar_diffusion.pipelines import NO_FLARE_CONDITION, NULL_FLUX_CONDITION, flare_map, flux_condition
 from solar_diffusion.splits import resize
 
 
@@ -23,6 +23,22 @@ def frame_condition(row, id_map) -> float | int:
     if np.isfinite(row["goes_flux_at_obs"]) and row["goes_flux_at_obs"] > 0:
         return float(flux_condition(np.log10(row["goes_flux_at_obs"])))
     return NULL_FLUX_CONDITION
+
+
+def frame_flares(row, dataset_size: int, image_size: int) -> tuple[float, list, list]:
+    """A frame's class input for a flare model (``flux_condition`` of its largest flare in
+    progress, ``NO_FLARE_CONDITION`` without one) and the pixel positions (at ``image_size``) and
+    log10 peak fluxes of its flares with a usable position (``on_disk``), from its ``flares``
+    column (dataset schema 2)."""
+    flares = row["flares"]
+    fluxes = np.asarray(flares["log10_peak_flux_goes_r"], dtype=np.float64)
+    if not len(fluxes):
+        return NO_FLARE_CONDITION, [], []
+    keep = np.asarray(flares["on_disk"], dtype=bool)
+    zoom = image_size / dataset_size
+    xs = (np.asarray(flares["x_px"], dtype=np.float64)[keep] + 0.5) * zoom - 0.5  # as disk_center_px scales
+    ys = (np.asarray(flares["y_px"], dtype=np.float64)[keep] + 0.5) * zoom - 0.5
+    return float(flux_condition(fluxes.max())), list(zip(xs, ys)), list(fluxes[keep])
 
 
 class BalancedSampler(torch.utils.data.Sampler):
@@ -66,16 +82,28 @@ class Collate:
     (torch.uint8, torch.Size([1, 1, 8, 8]), 1.0)
     """
 
-    def __init__(self, normalization, image_size, id_map, rotation=0.0, brightness=0.0, raw=False, dtype=np.float32):
+    def __init__(self, normalization, image_size, id_map, rotation=0.0, brightness=0.0, raw=False, dtype=np.float32,
+                 flare_sigma_px: float | None = None, dataset_size: int | None = None):
         self.normalization, self.image_size, self.id_map = normalization, image_size, id_map
         self.rotation, self.brightness = rotation, brightness
         self.raw, self.dtype = raw, dtype
+        self.flare_sigma_px, self.dataset_size = flare_sigma_px, dataset_size
+        if flare_sigma_px is not None and rotation:
+            raise ValueError("rotating the images would move their flares off the flare map: a flare model trains "
+                             "without --augment-rotation")
 
     def __call__(self, rows):
+        """``(images, class inputs)``, and the flare maps for a flare model (``flare_sigma_px`` set)."""
         images = torch.from_numpy(np.stack([np.asarray(r["image"], dtype=self.dtype) for r in rows]))
+        images = images if self.raw else self.to_model_space(images)
+        if self.flare_sigma_px is not None:
+            flares = [frame_flares(r, self.dataset_size, self.image_size) for r in rows]
+            maps = np.stack([flare_map(positions, fluxes, self.image_size, self.flare_sigma_px)
+                             for _, positions, fluxes in flares])
+            return images, torch.tensor([label for label, _, _ in flares], dtype=torch.float32), torch.from_numpy(maps)
         labels = torch.tensor([frame_condition(r, self.id_map) for r in rows],
                               dtype=torch.float32 if self.id_map is None else torch.long)
-        return (images if self.raw else self.to_model_space(images)), labels
+        return images, labels
 
     def to_model_space(self, images: torch.Tensor, augment: bool = True) -> torch.Tensor:
         """Stored images (any dtype, any device) -> float32 model space at the training size,

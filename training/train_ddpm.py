@@ -51,7 +51,8 @@ import torch.nn.functional as F
 
 from solar_diffusion import null_condition
 from solar_diffusion.files import atomic_write
-from solar_diffusion.splits import dataset_geometry, dataset_info, image_dtype, load_split
+from solar_diffusion.pipelines import FLARE_MAP_SIGMA_RSUN, rsun_px
+from solar_diffusion.splits import TRAINING_COLUMNS, dataset_geometry, dataset_info, image_dtype, load_split
 from solar_diffusion.training.data import BalancedSampler, Collate
 
 
@@ -62,7 +63,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--config-name", default=None, help="dataset config (default: the dataset's default)")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--preset", default="small", help="UNet preset: tiny, small or paper")
-    p.add_argument("--conditioning", default="class", choices=["class", "flux"],
+    p.add_argument("--conditioning", default="class", choices=["class", "flux", "flare"],
                    help="GOES labels (class), or the continuous log10 peak flux (flux: the flare's peak flux, "
                         "else the XRS flux at the frame's time, else the null value)")
     p.add_argument("--init-from", default=None,
@@ -129,9 +130,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 # ------------------------------------------------------------------------------------------
 
 
-def diffusion_loss(unet, scheduler, x0, labels, prediction_type, null=None, label_dropout=0.0, snr_gamma=None):
-    """One DDPM training loss: noise, label dropout to the ``null`` condition (``null_condition``),
-    (min-SNR weighted) MSE."""
+def diffusion_loss(unet, scheduler, x0, labels, prediction_type, null=None, label_dropout=0.0, snr_gamma=None,
+                   flare_maps=None):
+    """One DDPM training loss: noise, label dropout to the ``null`` condition (``null_condition``;
+    a flare model's ``flare_maps`` drop to the empty map with it), (min-SNR weighted) MSE."""
     from diffusers.training_utils import compute_snr
 
     noise = torch.randn_like(x0)
@@ -139,8 +141,12 @@ def diffusion_loss(unet, scheduler, x0, labels, prediction_type, null=None, labe
     if label_dropout:
         drop = torch.rand(labels.shape, device=labels.device) < label_dropout
         labels = torch.where(drop, torch.full_like(labels, null), labels)
+        if flare_maps is not None:  # the null condition's map is empty
+            flare_maps = flare_maps * (~drop).to(flare_maps.dtype)[:, None, None, None]
     noisy = scheduler.add_noise(x0, noise, t)
     target = noise if prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
+    if flare_maps is not None:  # a flare model sees the flare map beside the noisy image
+        noisy = torch.cat([noisy, flare_maps.to(noisy.dtype)], dim=1)
     pred = unet(noisy, t, class_labels=labels).sample
     if snr_gamma is None:
         return F.mse_loss(pred.float(), target.float())
@@ -218,15 +224,16 @@ def train(args, hub_api=None) -> Path:
 
     # data: the label vocabulary is that of the training split
     info = dataset_info(args.dataset)
-    train_ds = load_split(args.dataset, "train", args.config_name)
+    columns = TRAINING_COLUMNS + (("flares",) if args.conditioning == "flare" else ())
+    train_ds = load_split(args.dataset, "train", args.config_name, columns=columns)
     names = train_ds.features["flare_class"].names
     present = sorted(set(int(i) for i in train_ds["flare_class"]))
     id2label = label_vocabulary([names[i] for i in present])
     label2id = {v: k for k, v in id2label.items()}
     id_map = {i: label2id[names[i]] for i in present}
     sample_labels = list(id2label.values())
-    if args.conditioning == "flux":
-        sample_labels = [label for label in id2label.values() if label != "quiet"]
+    if args.conditioning in ("flux", "flare"):
+        sample_labels = [label for label in id2label.values() if label != "quiet" or args.conditioning == "flare"]
         id2label, id_map = {}, None
     unit = info["unit"]
     default_norm = ClipLogNormalization.for_unit(unit)
@@ -240,17 +247,19 @@ def train(args, hub_api=None) -> Path:
     geometry = dataset_geometry(args.dataset, image_size)
     # batches leave the loader as stored (uint8 browse frames: a quarter of float32's bytes to pin and
     # copy) and become model space on the accelerator (collate.to_model_space in the loop)
+    flare_sigma = FLARE_MAP_SIGMA_RSUN * rsun_px(geometry) if args.conditioning == "flare" else None
     collate = Collate(normalization, image_size, id_map, args.augment_rotation, args.augment_brightness, raw=True,
-                      dtype=image_dtype(unit))
+                      dtype=image_dtype(unit), flare_sigma_px=flare_sigma, dataset_size=info["config"]["size"])
+    flare_positions = training_flare_positions(train_ds) if args.conditioning == "flare" else None
     loader = training_loader(train_ds, train_ds["flare_class"], collate, args, pin_memory=on_gpu)
     val_batch = None
     if args.validation_steps:
         try:
-            val_ds = load_split(args.dataset, "validation", args.config_name)
+            val_ds = load_split(args.dataset, "validation", args.config_name, columns=columns)
             keep = [i for i, c in enumerate(val_ds["flare_class"]) if id_map is None or int(c) in id_map][:64]
             if keep:
-                images, labels = collate([val_ds[i] for i in keep])
-                val_batch = (collate.to_model_space(images, augment=False), labels)
+                images, *conditions = collate([val_ds[i] for i in keep])
+                val_batch = (collate.to_model_space(images, augment=False), *conditions)
         except (ValueError, KeyError):
             accelerator.print("no validation split: validation loss skipped")
 
@@ -295,7 +304,7 @@ def train(args, hub_api=None) -> Path:
     def make_pipeline():
         model = accelerator.unwrap_model(unet)
         pipe = SolarFlarePipeline(model, noise_scheduler, id2label=id2label, normalization=normalization.to_dict(),
-                                  geometry=geometry)
+                                  geometry=geometry, flare_positions=flare_positions)
         pipe.set_progress_bar_config(disable=True)
         return use_scheduler(pipe, "dpm")  # the saved pipeline samples with DPM-Solver++
 
@@ -319,11 +328,11 @@ def train(args, hub_api=None) -> Path:
             loader.set_epoch(epoch)
         skip = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
-        for images, labels in epoch_loader:
+        for images, labels, *flare_maps in epoch_loader:
             with accelerator.accumulate(unet):
                 x0 = collate.to_model_space(images).contiguous(memory_format=memory_format)
                 loss = diffusion_loss(unet, noise_scheduler, x0, labels, args.prediction_type, null,
-                                      args.label_dropout, args.snr_gamma)
+                                      args.label_dropout, args.snr_gamma, *flare_maps)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(unet.parameters(), 1.0)
@@ -492,6 +501,15 @@ def training_loader(dataset, labels, collate, args, pin_memory: bool = False):
                                        drop_last=True, generator=torch.Generator().manual_seed(args.seed))
 
 
+def training_flare_positions(train_ds, limit: int = 2000) -> list:
+    """Helioprojective (x, y) arcsec of the training frames' flares with a usable position, at most
+    ``limit`` of them (evenly spread), for a flare model to draw positions from when none is given."""
+    positions = sorted({(float(x), float(y)) for flares in train_ds["flares"]
+                        for x, y, usable in zip(flares["hpc_x"], flares["hpc_y"], flares["on_disk"]) if usable})
+    step = max(1, len(positions) // limit)
+    return [list(p) for p in positions[::step][:limit]]
+
+
 def ranks_hold_identical_weights(accelerator, unet) -> bool:
     """Whether every process holds the same weights (data parallel training keeps them equal; a
     difference means the ranks drifted apart): a fingerprint of the weights, gathered. Raises
@@ -524,11 +542,11 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int |
 @torch.no_grad()
 def validation_loss(unet, scheduler, batch, accelerator, args) -> float:
     """Loss on a fixed validation batch with fixed noise and timesteps (comparable over time)."""
-    x0, labels = (b.to(accelerator.device) for b in batch)
+    x0, labels, *flare_maps = (b.to(accelerator.device) for b in batch)
     state = torch.random.get_rng_state()
     torch.manual_seed(1234)
     unet.eval()
-    loss = diffusion_loss(unet, scheduler, x0, labels, args.prediction_type)
+    loss = diffusion_loss(unet, scheduler, x0, labels, args.prediction_type, flare_maps=flare_maps[0] if flare_maps else None)
     unet.train()
     torch.random.set_rng_state(state)
     return loss.item()
