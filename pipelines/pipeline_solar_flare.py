@@ -633,7 +633,8 @@ class SolarFlarePipeline(DiffusionPipeline):
             return_dict: return a ``SolarFlarePipelineOutput`` rather than ``(images, metadata)``.
             flare_position: for a flare model (``conditioning == "flare"``), where the flare of
                 each ``flare_class`` entry is: helioprojective ``(x, y)`` in arcsec, or
-                ``("px", x, y)`` in pixels; None draws a training flare's position per image.
+                ``("px", x, y)`` in pixels; None draws a training flare's position per image; a
+                list of these, one per ``flare_class`` entry.
             flares: for a flare model, several flares in each image instead: a list of
                 ``(flare_class, position)`` pairs (see ``flare_request``).
 
@@ -662,9 +663,11 @@ class SolarFlarePipeline(DiffusionPipeline):
         size = (size, size) if isinstance(size, int) else tuple(size)
         maps, per_image_flares = None, None
         if self.conditioning == "flare":
-            requests = [list(flares)] if flares is not None else [
-                [(entry, flare_position)] for entry in
-                ([flare_class] if isinstance(flare_class, (str, float, np.floating)) else flare_class)]
+            entries = [flare_class] if isinstance(flare_class, (str, float, np.floating)) else list(flare_class)
+            per_entry = (isinstance(flare_position, list) and len(flare_position) == len(entries)
+                         and all(p is None or isinstance(p, (tuple, list)) for p in flare_position))
+            positions = flare_position if per_entry else [flare_position] * len(entries)
+            requests = [list(flares)] if flares is not None else [[(e, p)] for e, p in zip(entries, positions)]
             batch_size = len(requests) * num_images_per_class
             self._check_generators(generator, batch_size)
             rngs = ([np.random.default_rng(g.initial_seed()) for g in generator] if isinstance(generator, list)

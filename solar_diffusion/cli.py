@@ -44,6 +44,12 @@ def _add_generate(p):
                    help="the UNet's precision (default auto: bfloat16 on a CUDA GPU that supports it, else float32)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet (slow first batch; pays off for hundreds of images)")
+    p.add_argument("--flare-position", action="append", dest="flare_positions", metavar="WHERE",
+                   help="a flare model's flare position for the --flare-class of the same rank: a NOAA location "
+                        "(S15W01), helioprojective arcsec (-475,397) or pixels (px:20,9); repeat; default: drawn "
+                        "from the training flares")
+    p.add_argument("--date", default=None, help="date at which NOAA locations are seen (default: the model's "
+                                                 "nominal date)")
     p.add_argument("--list-classes", action="store_true", help="print the model's labels, lowest first, and exit")
 
 
@@ -55,8 +61,9 @@ def _generate(args) -> int:
     diffusers_logging.disable_progress_bar()
     pipe = load_pipeline(args.model, device=args.device, compile=args.compile, dtype=unet_dtype(args.dtype, args.device))
     if args.list_classes:
-        if pipe.conditioning == "flux":
-            print("continuous: GOES peak flux; ask for a class (A1.0 ... X20) or a GOES-R flux in W m^-2")
+        if pipe.conditioning in ("flux", "flare"):
+            print("continuous: GOES peak flux; ask for a class (A1.0 ... X20) or a GOES-R flux in W m^-2"
+                  + ("; 'quiet' for no flare; --flare-position says where" if pipe.conditioning == "flare" else ""))
         for class_id, label in pipe.id2label.items():
             print(f"{class_id}\t{label}")
         return 0
@@ -76,9 +83,23 @@ def _generate(args) -> int:
         file_format=args.format,
         batch_size=args.batch_size,
         model_name=str(args.model),
+        flare_positions=_flare_positions(args, pipe),
     )
     print(f"wrote {len(records)} images ({args.format}) and contact_sheet.png to {args.out}")
     return 0
+
+
+def _flare_positions(args, pipe) -> list | None:
+    """``--flare-position`` values as the pipeline takes them, NOAA locations converted at
+    ``--date`` (default: the model's nominal date)."""
+    if not args.flare_positions:
+        return None
+    if pipe.conditioning != "flare":
+        raise ValueError(f"--flare-position needs a flare model; {args.model} is {pipe.conditioning}-conditioned")
+    from solar_diffusion.positions import parse_position
+
+    date = args.date or pipe.config.geometry.get("date_obs")
+    return [parse_position(text, date) for text in args.flare_positions]
 
 
 def _add_build_dataset(p):

@@ -102,10 +102,12 @@ def load_pipeline(model: str | os.PathLike, device: str | None = None, channels_
 
 def resolve_classes(pipe: SolarFlarePipeline, flare_classes) -> list[str]:
     """Classes to generate: ``["all"]`` means every label the model knows, lowest first (the GOES
-    letters for a flux-conditioned model)."""
+    letters for a flux-conditioned model; "quiet" and the letters for a flare model)."""
     everything = not flare_classes or list(flare_classes) == ["all"]
-    if pipe.conditioning == "flux":
+    if pipe.conditioning in ("flux", "flare"):
         requested = list(FLARE_LETTERS) if everything else [str(c) for c in flare_classes]
+        if pipe.conditioning == "flare":
+            return (["quiet"] if everything else []) + requested
         pipe.conditions(requested)  # validates
         return requested
     if everything:
@@ -130,17 +132,19 @@ def default_batch_size(pipe: SolarFlarePipeline) -> int:
 
 
 def sample_batches(pipe: SolarFlarePipeline, labels, seed: int = 0, num_inference_steps: int = DEFAULT_STEPS,
-                   guidance_scale: float = DEFAULT_GUIDANCE, batch_size: int | None = None):
+                   guidance_scale: float = DEFAULT_GUIDANCE, batch_size: int | None = None, positions=None):
     """Yield pipeline outputs (model space, ``output_type="pt"``) for ``labels`` in batches of
     ``batch_size`` (default: ``default_batch_size``); image k uses its own generator seeded
-    ``seed + k``, so any image can be remade on its own."""
+    ``seed + k``, so any image can be remade on its own. ``positions`` (a flare model's; one per
+    label, None to draw one) go with their labels."""
     labels = list(labels)
     batch_size = batch_size or default_batch_size(pipe)
     for start in range(0, len(labels), batch_size):
-        generators = [torch.Generator(device="cpu").manual_seed(seed + k)
-                      for k in range(start, min(start + batch_size, len(labels)))]
-        yield pipe(flare_class=labels[start:start + batch_size], num_images_per_class=1, guidance_scale=guidance_scale,
-                   num_inference_steps=num_inference_steps, generator=generators, output_type="pt")
+        end = min(start + batch_size, len(labels))
+        generators = [torch.Generator(device="cpu").manual_seed(seed + k) for k in range(start, end)]
+        where = {} if positions is None else {"flare_position": list(positions[start:end])}
+        yield pipe(flare_class=labels[start:end], num_images_per_class=1, guidance_scale=guidance_scale,
+                   num_inference_steps=num_inference_steps, generator=generators, output_type="pt", **where)
 
 
 @torch.inference_mode()
@@ -176,11 +180,14 @@ def generate_to_folder(
     file_format: str = "png",
     batch_size: int | None = None,
     model_name: str = "",
+    flare_positions=None,
 ) -> list[dict]:
     """Generate ``num_images`` per class and write one file per image, named by class and seed.
 
     Image k (counting over all classes) uses its own generator seeded ``seed + k``, so any image
-    can be remade on its own. Also writes ``generation.json`` (settings and per-image metadata)
+    can be remade on its own. A flare model takes ``flare_positions``, one per entry of
+    ``flare_classes`` (see the pipeline's ``flare_position``; None draws one); its images' flares
+    are in their metadata. Also writes ``generation.json`` (settings and per-image metadata)
     and ``contact_sheet.png``. Returns the per-image metadata with the file names.
     """
     from solar_diffusion.maps import write_fits  # sunpy and astropy: not needed to train (offline GPU nodes)
@@ -189,14 +196,22 @@ def generate_to_folder(
         raise ValueError(f"unknown format {file_format!r}: choose one of {FORMATS}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    labels = [label for label in resolve_classes(pipe, flare_classes) for _ in range(num_images)]
+    classes = resolve_classes(pipe, flare_classes)
+    labels = [label for label in classes for _ in range(num_images)]
+    positions = None
+    if flare_positions:
+        if len(flare_positions) > len(classes):
+            raise ValueError(f"{len(flare_positions)} flare positions for {len(classes)} flare classes: give at most one "
+                             "position per class")
+        padded = list(flare_positions) + [None] * (len(classes) - len(flare_positions))
+        positions = [position for position in padded for _ in range(num_images)]
     records, previews = [], []
-    for out in sample_batches(pipe, labels, seed, num_inference_steps, guidance_scale, batch_size):
+    for out in sample_batches(pipe, labels, seed, num_inference_steps, guidance_scale, batch_size, positions):
         model_space = out.images.cpu().numpy()
         physical = pipe.normalization.inverse(model_space).astype(np.float32)
         for image, model_image, meta in zip(physical, model_space, out.metadata):
             meta = dict(meta, unit=pipe.normalization.unit)
-            name = f"{meta['flare_class']}_seed{meta['seed']:06d}.{file_format}"
+            name = f"{meta['flare_class'].replace(', ', '+')}_seed{meta['seed']:06d}.{file_format}"
             path = out_dir / name
             if file_format == "npy":
                 atomic_write(path, lambda tmp: np.save(tmp, image))

@@ -31,6 +31,25 @@ def parse_location(text: str) -> tuple[float, float]:
     return (lat if ns.upper() == "N" else -lat), (lon if ew.upper() == "W" else -lon)
 
 
+def parse_position(text: str, date) -> tuple:
+    """A flare position as the command line takes it: a NOAA location ("S15W01", converted at
+    ``date``), helioprojective arcsec ("-475,397") or pixels of the model's images ("px:20,9").
+
+    >>> parse_position("-475,397", "2012-03-07"), parse_position("px:20,9", "2012-03-07")
+    ((-475.0, 397.0), ('px', 20.0, 9.0))
+    """
+    text = str(text).strip()
+    pixels = text.lower().startswith("px:")
+    numbers = text[3:] if pixels else text
+    if "," in numbers:
+        try:
+            x, y = (float(v) for v in numbers.split(","))
+        except ValueError:
+            raise ValueError(f"{text!r} is not a position: 'x,y' in arcsec, 'px:x,y' in pixels or 'S15W01'") from None
+        return ("px", x, y) if pixels else (x, y)
+    return helioprojective_arcsec(text, date)
+
+
 def helioprojective_arcsec(position, date) -> tuple[float, float]:
     """Helioprojective (x, y) in arcsec, seen from Earth at ``date``, of a NOAA location string,
     a ``SkyCoord`` (any solar frame) or an (x, y) pair already in arcsec; a position behind the

@@ -110,3 +110,25 @@ def test_a_saved_flare_model_loads_with_its_flare_positions(flare_pipe, tmp_path
     b = flare_pipe("X", flare_position=(0.0, 0.0), generator=[torch.Generator().manual_seed(0)], num_inference_steps=2,
                    output_type="pt").images
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+
+
+def test_the_command_line_places_flares_given_as_noaa_locations_arcsec_or_pixels(flare_pipe, tiny_model_dir, tmp_path):
+    import json
+
+    from solar_diffusion.cli import main
+    from solar_diffusion.positions import helioprojective_arcsec
+
+    flare_pipe.save_pretrained(tmp_path / "flare-model")
+    out = tmp_path / "out"
+    assert main(["generate", "--model", str(tmp_path / "flare-model"), "--flare-class", "M2", "--flare-position",
+                 "N17E31", "--flare-class", "X", "--flare-position", "px:20,9", "--flare-class", "C", "--num-images",
+                 "1", "--steps", "2", "--out", str(out)]) == 0
+    images = json.loads((out / "generation.json").read_text())["images"]
+    flares = [image["flares"][0] for image in images]
+    assert [f["flare_class"] for f in flares] == ["M2.0", "X3.2", "C3.2"]  # a bare letter: its decade's centre
+    assert flares[0]["position_arcsec"] == pytest.approx(list(helioprojective_arcsec("N17E31", "2012-03-07T00:00:00")))
+    assert flares[1]["position_px"] == [20.0, 9.0] and flares[2]["position_arcsec"] in TRAINING_FLARES  # drawn
+    assert main(["generate", "--model", str(tiny_model_dir), "--flare-position", "N17E31", "--steps", "1",
+                 "--out", str(tmp_path / "no")]) == 2  # a class model takes no positions
+    assert main(["generate", "--model", str(tmp_path / "flare-model"), "--flare-class", "X", "--flare-position",
+                 "N10W95", "--steps", "1", "--out", str(tmp_path / "far")]) == 2  # behind the limb
