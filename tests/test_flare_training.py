@@ -41,9 +41,14 @@ def test_collate_puts_each_flare_on_the_map_at_its_pixel(flare_days):
         Collate(ClipLogNormalization.for_unit("browse"), 32, None, rotation=5.0, flare_sigma_px=0.7, dataset_size=32)
 
 
-def test_a_flare_model_trains_and_places_a_flare(flare_days, accelerate_launch, tmp_path):
+def test_a_flare_model_trains_from_a_pack_and_places_a_flare(flare_days, accelerate_launch, tmp_path):
+    """From a training pack, as on an offline GPU node."""
+    from solar_diffusion.pack import write_pack
+
+    pack = tmp_path / "pack"
+    write_pack(flare_days, pack, splits=("train", "validation"), max_mb=None, log=lambda *a: None)
     out = tmp_path / "flare-run"
-    accelerate_launch("train_ddpm.py", "--dataset", flare_days, "--output-dir", out, "--preset", "tiny",
+    accelerate_launch("train_ddpm.py", "--dataset", pack, "--output-dir", out, "--preset", "tiny",
                       "--conditioning", "flare", "--train-batch-size", 4, "--max-train-steps", 3, "--lr-warmup-steps",
                       0, "--checkpointing-steps", 3, "--validation-steps", 3, "--sample-steps", 0, "--logger", "none",
                       timeout=240)
