@@ -515,6 +515,8 @@ class SolarFlarePipeline(DiffusionPipeline):
         image = []
         for flare_class, position in flares:
             if str(flare_class).strip().lower() == QUIET_LABEL:
+                if position is not None:
+                    raise ValueError(f"a position was given for 'quiet' ({position!r}): a quiet Sun has no flare to place")
                 continue
             flux = requested_flux(flare_class)
             arcsec = None

@@ -205,6 +205,8 @@ def generate_to_folder(
                              "position per class")
         padded = list(flare_positions) + [None] * (len(classes) - len(flare_positions))
         positions = [position for position in padded for _ in range(num_images)]
+        for flare_class, position in zip(classes, padded):  # every request checked before any image is made
+            pipe.flare_request([(flare_class, position)], pipe.unet.config.sample_size, np.random.default_rng(0))
     records, previews = [], []
     for out in sample_batches(pipe, labels, seed, num_inference_steps, guidance_scale, batch_size, positions):
         model_space = out.images.cpu().numpy()

@@ -132,3 +132,14 @@ def test_the_command_line_places_flares_given_as_noaa_locations_arcsec_or_pixels
                  "--out", str(tmp_path / "no")]) == 2  # a class model takes no positions
     assert main(["generate", "--model", str(tmp_path / "flare-model"), "--flare-class", "X", "--flare-position",
                  "N10W95", "--steps", "1", "--out", str(tmp_path / "far")]) == 2  # behind the limb
+
+
+def test_a_position_for_quiet_or_a_bad_later_request_fails_before_any_image_is_written(flare_pipe, tmp_path):
+    from solar_diffusion.generate import generate_to_folder
+
+    with pytest.raises(ValueError, match="for 'quiet'"):
+        flare_pipe("quiet", flare_position=(0.0, 0.0), num_inference_steps=1)
+    with pytest.raises(ValueError, match="off the visible disk"):
+        generate_to_folder(flare_pipe, tmp_path / "out", flare_classes=["C", "X"], num_images=1, num_inference_steps=1,
+                           flare_positions=[(0.0, 0.0), (2000.0, 0.0)])
+    assert not list((tmp_path / "out").glob("*.png"))

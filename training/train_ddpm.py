@@ -250,7 +250,7 @@ def train(args, hub_api=None) -> Path:
     flare_sigma = FLARE_MAP_SIGMA_RSUN * rsun_px(geometry) if args.conditioning == "flare" else None
     collate = Collate(normalization, image_size, id_map, args.augment_rotation, args.augment_brightness, raw=True,
                       dtype=image_dtype(unit), flare_sigma_px=flare_sigma, dataset_size=info["config"]["size"])
-    flare_positions = training_flare_positions(train_ds) if args.conditioning == "flare" else None
+    flare_positions = training_flare_positions(train_ds, geometry) if args.conditioning == "flare" else None
     loader = training_loader(train_ds, train_ds["flare_class"], collate, args, pin_memory=on_gpu)
     val_batch = None
     if args.validation_steps:
@@ -279,6 +279,8 @@ def train(args, hub_api=None) -> Path:
         ema = EMAModel(unet.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4,
                        foreach=on_gpu, model_cls=type(unet), model_config=unet.config)
     unet, optimizer, loader, lr_scheduler = accelerator.prepare(unet, optimizer, loader, lr_scheduler)
+    # each process its own noise, timesteps and dropout (the frame draw was seeded alike at prepare)
+    torch.manual_seed(args.seed + accelerator.process_index)
     if ema is not None:
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
@@ -385,7 +387,7 @@ def train(args, hub_api=None) -> Path:
     progress.close()
 
     accelerator.wait_for_everyone()
-    identical = ranks_hold_identical_weights(accelerator, unet)
+    identical = ranks_hold_identical_weights(accelerator, unet)  # checked after the run is saved
     final = output_dir / "pipeline"
     if accelerator.is_main_process:
         if ema is not None:
@@ -407,8 +409,11 @@ def train(args, hub_api=None) -> Path:
         accelerator.print(f"trained {summary['steps_this_run']} steps ({summary['images_this_run']} images) in "
                           f"{summary['train_s']:.0f} s: {summary['images_per_s']:.1f} images/s; stopped at "
                           f"{summary['stop']}; total {summary['wall_s']:.0f} s with the final save")
-        if args.push_to_hub:
+        if args.push_to_hub and identical:
             push_to_hub(pipe, args.hub_model_id or output_dir.name, card, api=hub_api, private=args.hub_private)
+    if not identical:
+        raise RuntimeError(f"the {accelerator.num_processes} processes ended with different weights (saved anyway in "
+                           f"{final}, with train_summary.json): the data-parallel run went wrong; do not use it")
     accelerator.wait_for_everyone()  # the processes leave the process group together (gloo can hang otherwise)
     accelerator.end_training()
     return final
@@ -501,26 +506,26 @@ def training_loader(dataset, labels, collate, args, pin_memory: bool = False):
                                        drop_last=True, generator=torch.Generator().manual_seed(args.seed))
 
 
-def training_flare_positions(train_ds, limit: int = 2000) -> list:
-    """Helioprojective (x, y) arcsec of the training frames' flares with a usable position, at most
+def training_flare_positions(train_ds, geometry: dict, limit: int = 2000) -> list:
+    """Helioprojective (x, y) arcsec of the training frames' flares with a usable position that lie
+    on the disk of the model's geometry (the solar radius changes over the year), at most
     ``limit`` of them (evenly spread), for a flare model to draw positions from when none is given."""
+    radius = rsun_px(geometry) * geometry["plate_scale_arcsec"]
     positions = sorted({(float(x), float(y)) for flares in train_ds["flares"]
-                        for x, y, usable in zip(flares["hpc_x"], flares["hpc_y"], flares["on_disk"]) if usable})
+                        for x, y, usable in zip(flares["hpc_x"], flares["hpc_y"], flares["on_disk"])
+                        if usable and np.hypot(x, y) <= radius})
     step = max(1, len(positions) // limit)
     return [list(p) for p in positions[::step][:limit]]
 
 
 def ranks_hold_identical_weights(accelerator, unet) -> bool:
     """Whether every process holds the same weights (data parallel training keeps them equal; a
-    difference means the ranks drifted apart): a fingerprint of the weights, gathered. Raises
-    ``RuntimeError`` if they differ."""
+    difference means the ranks drifted apart): a fingerprint of the weights, gathered."""
     weights = [p.detach().double().flatten() for p in accelerator.unwrap_model(unet).parameters()]
     flat = torch.cat(weights)
     fingerprint = torch.stack([flat.sum(), (flat * flat).sum(), (flat * torch.arange(len(flat), dtype=flat.dtype)).sum()])
     gathered = accelerator.gather(fingerprint.to(accelerator.device)[None]).cpu()
-    if not torch.equal(gathered.min(dim=0).values, gathered.max(dim=0).values):
-        raise RuntimeError(f"the {accelerator.num_processes} processes hold different weights: {gathered.tolist()}")
-    return True
+    return bool(torch.equal(gathered.min(dim=0).values, gathered.max(dim=0).values))
 
 
 def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int | None):
@@ -543,12 +548,13 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int |
 def validation_loss(unet, scheduler, batch, accelerator, args) -> float:
     """Loss on a fixed validation batch with fixed noise and timesteps (comparable over time)."""
     x0, labels, *flare_maps = (b.to(accelerator.device) for b in batch)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(1234)
-    unet.eval()
-    loss = diffusion_loss(unet, scheduler, x0, labels, args.prediction_type, flare_maps=flare_maps[0] if flare_maps else None)
-    unet.train()
-    torch.random.set_rng_state(state)
+    devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # the training's random streams (CPU and GPU) go on untouched
+        torch.manual_seed(1234)
+        unet.eval()
+        loss = diffusion_loss(unet, scheduler, x0, labels, args.prediction_type,
+                              flare_maps=flare_maps[0] if flare_maps else None)
+        unet.train()
     return loss.item()
 
 
