@@ -260,8 +260,10 @@ def train(args, hub_api=None) -> Path:
             if keep:
                 images, *conditions = collate([val_ds[i] for i in keep])
                 val_batch = (collate.to_model_space(images, augment=False), *conditions)
-        except (ValueError, KeyError):
-            accelerator.print("no validation split: validation loss skipped")
+        except ValueError as error:  # only a missing split is skipped; a corrupt or mismatched one stops the run
+            if "no split" not in str(error):
+                raise
+            accelerator.print(f"no validation split: validation loss skipped ({error})")
 
     # model
     unet = build_unet(args.preset, image_size, len(id2label), in_channels=len(channels),
