@@ -237,8 +237,15 @@ def generate_to_folder(
         "format": file_format,
     }
     (out_dir / "generation.json").write_text(json.dumps({"settings": settings, "images": records}, indent=1))
-    write_contact_sheet(out_dir / "contact_sheet.png", previews, [r["flare_class"] for r in records],
-                        [f"seed {r['seed']}" for r in records], title=model_name)
+    names, captions = [r["flare_class"] for r in records], [f"seed {r['seed']}" for r in records]
+    markers = [[f["position_px"] for f in r.get("flares", [])] for r in records]
+    write_contact_sheet(out_dir / "contact_sheet.png", previews, names, captions, title=model_name, markers=markers)
+    wavelengths = pipe.config.geometry.get("wavelengths_angstrom") or []
+    if len(wavelengths) > 1:  # one sheet per channel, each in its own AIA colour map
+        for channel, wavelength in enumerate(wavelengths):
+            write_contact_sheet(out_dir / f"contact_sheet_{int(wavelength):04d}.png", previews, names, captions,
+                                title=f"{model_name} {int(wavelength)} Å", cmap=f"sdoaia{int(wavelength)}",
+                                channel=channel, markers=markers)
     return records
 
 
@@ -254,16 +261,20 @@ def preview_image(model_image: np.ndarray):
     return Image.fromarray(np.moveaxis(pixels, 0, -1) if pixels.shape[0] == 3 else pixels[0])
 
 
-def write_contact_sheet(path, model_images, labels, captions, title: str = "", cmap: str = "sdoaia171"):
-    """A grid of model-space images, one row per label, each captioned, in sunpy's AIA 171 colour map.
+def write_contact_sheet(path, model_images, labels, captions, title: str = "", cmap: str = "sdoaia171",
+                        channel: int | None = None, markers=None):
+    """A grid of model-space images, one row per label, each captioned, in a sunpy AIA colour map.
 
-    Three-channel images are shown as RGB; otherwise the first channel is shown.
+    ``channel`` shows that channel alone in ``cmap``; by default three-channel images are shown as
+    RGB and others by their first channel. ``markers`` (per image, a list of (x, y) pixel
+    positions, row 0 south) are circled: the requested flare positions.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import sunpy.visualization.colormaps  # noqa: F401  (registers the sdoaia colour maps)
+    from matplotlib.patches import Circle
 
     rows = list(dict.fromkeys(labels))
     per_row = [[i for i, label in enumerate(labels) if label == row] for row in rows]
@@ -274,8 +285,14 @@ def write_contact_sheet(path, model_images, labels, captions, title: str = "", c
     for r, (row, members) in enumerate(zip(rows, per_row)):
         for c, i in enumerate(members):
             image = model_images[i]
-            shown = np.moveaxis((image + 1) / 2, 0, -1) if image.shape[0] == 3 else image[0]
+            if channel is not None:
+                shown = image[channel]
+            else:
+                shown = np.moveaxis((image + 1) / 2, 0, -1) if image.shape[0] == 3 else image[0]
             axes[r, c].imshow(shown, cmap=cmap, vmin=-1, vmax=1, origin="lower")
+            for x, y in (markers[i] if markers else []):
+                axes[r, c].add_patch(Circle((x, y), radius=max(2.0, image.shape[-1] / 16), fill=False,
+                                            edgecolor="cyan", linewidth=0.8))
             axes[r, c].set_title(f"{row}  {captions[i]}", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=8)

@@ -143,3 +143,25 @@ def test_a_position_for_quiet_or_a_bad_later_request_fails_before_any_image_is_w
         generate_to_folder(flare_pipe, tmp_path / "out", flare_classes=["C", "X"], num_images=1, num_inference_steps=1,
                            flare_positions=[(0.0, 0.0), (2000.0, 0.0)])
     assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_contact_sheets_per_channel_mark_the_requested_positions(flare_pipe, tmp_path):
+    from PIL import Image
+
+    from solar_diffusion.generate import generate_to_folder
+
+    records = generate_to_folder(flare_pipe, tmp_path / "out", flare_classes=["M2", "X"], num_images=1,
+                                 num_inference_steps=1, flare_positions=[(-400.0, 250.0), ("px", 20.0, 9.0)])
+    assert [r["flares"][0]["position_px"][:2] for r in records][1] == [20.0, 9.0]
+    sheets = {w: np.asarray(Image.open(tmp_path / "out" / f"contact_sheet_{w:04d}.png").convert("RGB"))
+              for w in (171, 131, 94)}
+    assert (tmp_path / "out" / "contact_sheet.png").exists()
+    assert not np.array_equal(sheets[171], sheets[94])  # each channel in its own colour map
+
+    def cyan(pixels):
+        r, g, b = (pixels[..., k].astype(int) for k in range(3))
+        return int(((g > 200) & (b > 200) & (r < 80)).sum())
+
+    generate_to_folder(flare_pipe, tmp_path / "quiet", flare_classes=["quiet"], num_images=2, num_inference_steps=1)
+    unmarked = np.asarray(Image.open(tmp_path / "quiet" / "contact_sheet_0171.png").convert("RGB"))
+    assert cyan(sheets[171]) > 20 and cyan(unmarked) == 0
