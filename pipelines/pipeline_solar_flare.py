@@ -248,6 +248,16 @@ def disk_center_px(geometry: dict, image_size: int | None = None) -> tuple[float
     return float(cx), float(cy)
 
 
+def north_up(images: np.ndarray, row_axis: int = -2) -> np.ndarray:
+    """Images in FITS row order (row 0 is the south edge: every array this package makes) turned
+    north up for display (row 0 the north edge), as PNG and PIL images are shown.
+
+    >>> north_up(np.array([[0, 0], [1, 1]])).tolist()  # the northern row (1s) comes first
+    [[1, 1], [0, 0]]
+    """
+    return np.flip(images, axis=row_axis)
+
+
 def disk_mask(image_size: int, rsun_px: float, fraction: float = 1.0, center=None) -> np.ndarray:
     """Boolean (size, size) mask of pixels within ``fraction`` of the solar radius of the disk
     centre (x, y; the image centre by default).
@@ -630,7 +640,8 @@ class SolarFlarePipeline(DiffusionPipeline):
             generator: a ``torch.Generator``, or one per image (image i is then reproducible on
                 its own from its generator's seed).
             output_type: ``"np"`` (NHWC float32 in model space [-1, 1]), ``"pt"`` (NCHW tensor in
-                model space), ``"pil"`` (8-bit preview) or ``"physical"`` (NCHW float32 in the
+                model space), ``"pil"`` (8-bit preview, north up; the arrays are in FITS row order,
+                row 0 south) or ``"physical"`` (NCHW float32 in the
                 data unit, the inverse normalisation).
             return_dict: return a ``SolarFlarePipelineOutput`` rather than ``(images, metadata)``.
             flare_position: for a flare model (``conditioning == "flare"``), where the flare of
@@ -723,7 +734,7 @@ class SolarFlarePipeline(DiffusionPipeline):
         else:
             images = image.cpu().permute(0, 2, 3, 1).numpy()
             if output_type == "pil":
-                images = self.numpy_to_pil(images / 2 + 0.5)
+                images = self.numpy_to_pil(north_up(images / 2 + 0.5, row_axis=1))  # NHWC, north up
         metadata = self._metadata(names, labels.tolist(), generator, output_type)
         if per_image_flares is not None:
             for entry, image_flares in zip(metadata, per_image_flares):

@@ -16,6 +16,7 @@ from solar_diffusion.pipelines import (
     DEFAULT_STEPS,
     FLARE_LETTERS,
     SolarFlarePipeline,
+    north_up,
     scheduler_step_kwargs,
 )
 
@@ -257,7 +258,7 @@ def preview_image(model_image: np.ndarray):
     """
     from PIL import Image
 
-    pixels = np.round((np.clip(model_image, -1, 1) + 1) * 127.5).astype(np.uint8)[:, ::-1, :]
+    pixels = north_up(np.round((np.clip(model_image, -1, 1) + 1) * 127.5).astype(np.uint8))
     return Image.fromarray(np.moveaxis(pixels, 0, -1) if pixels.shape[0] == 3 else pixels[0])
 
 

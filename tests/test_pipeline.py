@@ -32,6 +32,12 @@ def test_output_types(tiny_pipeline):
     assert physical.images.min() >= 5.0 and physical.images.max() <= 3500.0
     pil = run(tiny_pipeline, "X", output_type="pil").images
     assert isinstance(pil[0], Image.Image) and pil[0].mode == "L"
+    # north up, as the CLI's PNG: the PIL image's top row is the array's last (northernmost) row
+    from solar_diffusion.generate import preview_image
+
+    same_seed = run(tiny_pipeline, "X", output_type="pt").images[0].numpy()
+    np.testing.assert_array_equal(np.asarray(pil[0]), np.asarray(preview_image(same_seed)))
+    assert np.asarray(pil[0])[0].tolist() == np.round((same_seed[0, -1].clip(-1, 1) + 1) * 127.5).astype(int).tolist()
     images, metadata = run(tiny_pipeline, "X", return_dict=False)
     assert images.shape == (1, 16, 16, 1) and metadata[0]["flare_class"] == "X"
 
