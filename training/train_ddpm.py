@@ -321,6 +321,16 @@ def train(args, hub_api=None) -> Path:
         pending.clear()
         return values
 
+    def write_losses():
+        """Append the losses read so far to ``losses.jsonl`` (main process) and forget them."""
+        if pending:
+            read_pending()
+        if accelerator.is_main_process and losses:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            with open(output_dir / "losses.jsonl", "a") as handle:
+                handle.writelines(json.dumps(row) + "\n" for row in losses)
+        losses.clear()
+
     clock = RunClock(start, args.max_train_minutes, total_batch, global_step)
     stop = None
     progress = tqdm(total=args.max_train_steps, initial=global_step, desc="steps",
@@ -367,6 +377,7 @@ def train(args, hub_api=None) -> Path:
                 accelerator.log({"validation_loss": validation_loss(unet, noise_scheduler, val_batch, accelerator, args)},
                                 step=global_step)
             if global_step % args.checkpointing_steps == 0:
+                write_losses()  # the losses up to a checkpoint are kept with it: a killed run loses none of them
                 save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
             if args.sample_steps and global_step % args.sample_steps == 0 and accelerator.is_main_process:
                 sample_grid(make_pipeline(), ema, unet, sample_labels,
@@ -382,6 +393,7 @@ def train(args, hub_api=None) -> Path:
                     read_pending()
                     clock.step(global_step)
                 if stop != "max_train_steps" and global_step % args.checkpointing_steps:
+                    write_losses()
                     save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
                 break
         if stop:
@@ -397,9 +409,8 @@ def train(args, hub_api=None) -> Path:
         pipe = make_pipeline()
         card = _model_card(run_args, info, pipe, global_step)
         save_pipeline(pipe, final, card)
-        with open(output_dir / "losses.jsonl", "a") as handle:
-            for row in losses:
-                handle.write(json.dumps(row) + "\n")
+    write_losses()
+    if accelerator.is_main_process:
         summary = clock.summary(global_step, stop or "max_train_steps") | {
             "device": torch.cuda.get_device_name(accelerator.device) if on_gpu else accelerator.device.type,
             "processes": accelerator.num_processes, "ranks_hold_identical_weights": identical,
