@@ -31,6 +31,8 @@ def main(dataset, out, class_balance):
     if accelerator.is_main_process:
         Path(out).write_text(json.dumps({"processes": accelerator.num_processes,
                                          "distributed_type": str(accelerator.distributed_type), "draws": draws}))
+    accelerator.wait_for_everyone()  # leave the process group together, as train_ddpm does (gloo can abort otherwise)
+    accelerator.end_training()
 
 
 if __name__ == "__main__":
