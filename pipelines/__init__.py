@@ -38,6 +38,7 @@ from .pipeline_solar_flare import (
     null_condition,
     parse_flare_class,
     requested_flux,
+    rescale_px,
     rsun_px,
     scheduler_step_kwargs,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "null_condition",
     "parse_flare_class",
     "requested_flux",
+    "rescale_px",
     "rsun_px",
     "scheduler_step_kwargs",
 ]

@@ -237,14 +237,24 @@ def rsun_px(geometry: dict, image_size: int | None = None) -> float:
     return (image_size or geometry["image_size"]) / geometry["fov_rsun"]
 
 
+def rescale_px(position, from_size: int, to_size: int):
+    """A 0-based pixel coordinate (pixel centres at integers; numpy or float) of a ``from_size``
+    image at ``to_size``: the same point of the field of view.
+
+    >>> rescale_px(31.5, 64, 128)
+    63.5
+    """
+    return (position + 0.5) * (to_size / from_size) - 0.5
+
+
 def disk_center_px(geometry: dict, image_size: int | None = None) -> tuple[float, float]:
     """Disk centre (x, y), 0-based pixels, at ``image_size`` (the geometry's own size by default).
 
     >>> disk_center_px({"image_size": 64, "disk_center_px": [31.5, 31.5]}, 128)
     (63.5, 63.5)
     """
-    zoom = (image_size or geometry["image_size"]) / geometry["image_size"]
-    cx, cy = ((c + 0.5) * zoom - 0.5 for c in geometry["disk_center_px"])
+    size = image_size or geometry["image_size"]
+    cx, cy = (rescale_px(c, geometry["image_size"], size) for c in geometry["disk_center_px"])
     return float(cx), float(cy)
 
 

@@ -106,8 +106,7 @@ COLUMN_SCHEMA = {"flares": 2, "flare_log10_peak_flux_goes_r": 2}
 
 def check_schema(dataset_dir, columns):
     """Refuse, saying to rebuild, a request for columns that the dataset's schema predates."""
-    info = pack.read_manifest(dataset_dir)["build_info"] if pack.is_pack(dataset_dir) else dataset_info(dataset_dir)
-    version = info.get("schema_version", 1)
+    version = dataset_info(dataset_dir).get("schema_version", 1)
     missing = [c for c in columns if COLUMN_SCHEMA.get(c, 1) > version]
     if missing:
         raise ValueError(f"{dataset_dir} was built with dataset schema {version}, which has no {', '.join(missing)} "

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from solar_diffusion.pipelines import NO_FLARE_CONDITION, NULL_FLUX_CONDITION, flare_map, flux_condition
+from solar_diffusion.pipelines import NO_FLARE_CONDITION, NULL_FLUX_CONDITION, flare_map, flux_condition, rescale_px
 from solar_diffusion.splits import resize
 
 
@@ -35,9 +35,8 @@ def frame_flares(row, dataset_size: int, image_size: int) -> tuple[float, list, 
     if not len(fluxes):
         return NO_FLARE_CONDITION, [], []
     keep = np.asarray(flares["on_disk"], dtype=bool)
-    zoom = image_size / dataset_size
-    xs = (np.asarray(flares["x_px"], dtype=np.float64)[keep] + 0.5) * zoom - 0.5  # as disk_center_px scales
-    ys = (np.asarray(flares["y_px"], dtype=np.float64)[keep] + 0.5) * zoom - 0.5
+    xs = rescale_px(np.asarray(flares["x_px"], dtype=np.float64)[keep], dataset_size, image_size)
+    ys = rescale_px(np.asarray(flares["y_px"], dtype=np.float64)[keep], dataset_size, image_size)
     return float(flux_condition(fluxes.max())), list(zip(xs, ys)), list(fluxes[keep])
 
 
