@@ -20,7 +20,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 generate: $(BIN)/.installed
-	$(OFFLINE) $(BIN)/solar-diffusion generate --flare-class all --num-images 4 --out generated $(ARGS)
+	$(OFFLINE) $(BIN)/solar-diffusion generate --flare-class all --num-images 4 --out generated --overwrite $(ARGS)
 
 test: $(BIN)/.installed
 	$(OFFLINE) $(BIN)/python -m pytest -n 2 -m "not slow and not live" --durations=15

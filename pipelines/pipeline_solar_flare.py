@@ -681,6 +681,10 @@ class SolarFlarePipeline(DiffusionPipeline):
             raise ValueError(f"output_type must be 'np', 'pt', 'pil' or 'physical', got {output_type!r}")
         if num_images_per_class < 1:
             raise ValueError(f"num_images_per_class must be >= 1, got {num_images_per_class}")
+        if not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         device = self._execution_device
         size = self.unet.config.sample_size
         size = (size, size) if isinstance(size, int) else tuple(size)
@@ -736,6 +740,11 @@ class SolarFlarePipeline(DiffusionPipeline):
                 image = self.scheduler.step(model_output, t, image, **step_kwargs).prev_sample
 
         # 3. postprocess (outside inference mode: the images are ordinary tensors, usable in training)
+        bad = (~torch.isfinite(image)).flatten(1).any(dim=1)
+        if bad.any():  # never hand on a NaN image: clamping would keep the NaN, a PNG would show it black
+            raise RuntimeError(f"{int(bad.sum())} of {len(image)} generated images hold NaN or Inf values: the UNet's "
+                               f"weights may be corrupt (reload or re-download the model) or its precision too low "
+                               f"for guidance {guidance_scale:g}")
         image = image.float().clamp(-1.0, 1.0).contiguous()
         if output_type == "pt":
             images = image

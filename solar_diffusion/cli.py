@@ -7,6 +7,7 @@ Each subcommand's arguments are added only when that subcommand runs, so ``solar
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -51,6 +52,8 @@ def _add_generate(p):
     p.add_argument("--date", default=None, help="date at which NOAA locations are seen (default: the model's "
                                                  "nominal date)")
     p.add_argument("--list-classes", action="store_true", help="print the model's labels, lowest first, and exit")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the earlier run in --out (the files its generation.json names); default: refuse")
 
 
 def _generate(args) -> int:
@@ -70,6 +73,8 @@ def _generate(args) -> int:
     for name, value in (("--num-images", args.num_images), ("--steps", args.steps), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise SystemExit(f"error: {name} must be >= 1, got {value}")
+    if not math.isfinite(args.guidance):
+        raise ValueError(f"--guidance must be a finite number, got {args.guidance}")
     use_scheduler(pipe, args.scheduler)
     pipe.set_progress_bar_config(desc="denoising", leave=False)
     records = generate_to_folder(
@@ -84,6 +89,7 @@ def _generate(args) -> int:
         batch_size=args.batch_size,
         model_name=str(args.model),
         flare_positions=_flare_positions(args, pipe),
+        overwrite=args.overwrite,
     )
     print(f"wrote {len(records)} images ({args.format}) and contact_sheet.png to {args.out}")
     return 0
@@ -170,6 +176,8 @@ def _add_evaluate(p):
     p.add_argument("--split", default="test", help="real split to compare with (default test)")
     p.add_argument("--encoder", default=None, help="saved FlareClassifier (default: the bundled encoder)")
     p.add_argument("--num-per-class", type=int, default=32, help="generated images per class (default 32)")
+    p.add_argument("--num-positions", type=int, default=8,
+                   help="a flare model: flare positions drawn from its training flares, the same for every class")
     p.add_argument("--steps", type=int, default=None, help=f"denoising steps (default {DEFAULT_STEPS})")
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the saved one")
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
@@ -197,6 +205,7 @@ def _evaluate(args) -> int:
         scheduler=args.scheduler, seed=args.seed, n_boot=args.n_boot, min_real=args.min_real, max_real=args.max_real,
         steps_curve=curve,
         curve_per_class=args.curve_per_class, inception=args.inception, model_card=args.model_card,
+        num_positions=args.num_positions,
     ))
     print(Path(args.out, "report.md").read_text())
     return 0
@@ -328,9 +337,28 @@ def main(argv=None) -> int:
     args = build_parser(command).parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:  # files are written whole (atomic_write), so none is left half-written
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError) as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)  # bad input: a value or a path to change
         return 2
+    except (RuntimeError, OSError) as err:  # a failure: corrupt or unreadable files, permissions, devices
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of an expected failure on one line, with the file an OSError names.
+
+    >>> _one_line(PermissionError(13, "Permission denied", "/data/out"))
+    "Permission denied: '/data/out'"
+    """
+    if isinstance(err, OSError) and err.filename and err.strerror:
+        text = f"{err.strerror}: {str(err.filename)!r}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import torch
 
 from solar_diffusion import metrics
 from solar_diffusion.files import atomic_write
-from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS, LABEL_ORDER, QUIET_LABEL
 from solar_diffusion.splits import LabelledImages
 
 #: The physical statistics per class: name -> top fraction of on-disk pixels averaged (0: the brightest one).
@@ -60,6 +60,7 @@ class EvaluationConfig:
     inception: bool = False
     model_card: str | None = None
     batch_size: int | None = None  # None: generate.default_batch_size
+    num_positions: int = 8  # a flare model: positions drawn from its training flares, shared by all classes
 
 
 def inception_features(images: torch.Tensor, batch_size: int = 32) -> np.ndarray:
@@ -133,10 +134,25 @@ class Evaluation:
     per_class: dict = field(default_factory=dict)  # class -> indices into (generated, real, train)
     pool: dict = field(default_factory=dict)  # "generated"/"real"/"train" -> class-matched indices
     features: dict = field(default_factory=dict)  # space -> "generated"/"real"/"train" -> (N, d) rows
+    classes: list = field(default_factory=list)  # the classes asked for: the model's, or a flare model's letters
+    position_cycle: list = field(default_factory=list)  # a flare model's positions (arcsec): image k at k % len
+    requested_arcsec: list | None = None  # per generated image, its flare's position (None for quiet)
+    requested_px: np.ndarray | None = None  # per generated image, (x, y) px where its flare is (or would be)
 
     @property
-    def classes(self) -> list:
-        return list(self.pipe.id2label.values())
+    def flare_model(self) -> bool:
+        return self.pipe.conditioning == "flare"
+
+    def sample(self, labels, seed, steps=None, positions=None):
+        """Model-space images of ``labels`` (image k seeded ``seed + k``; a flare model's at
+        ``positions``) and the time per image."""
+        from solar_diffusion.generate import sample_batches
+
+        started = time.perf_counter()
+        images = torch.cat([out.images.cpu() for out in sample_batches(
+            self.pipe, labels, seed, steps or self.num_inference_steps, self.config.guidance_scale,
+            self.config.batch_size, positions=positions)])
+        return images, (time.perf_counter() - started) / max(1, len(labels))
 
     @property
     def split(self) -> str:
@@ -173,6 +189,11 @@ def evaluate(config: EvaluationConfig) -> dict:
               "exposure_outliers": exposure_outliers(ev),
               "disk_geometry": disk_geometry(ev),
               "steps_curve": steps_curve(ev)}
+    if ev.flare_model:
+        from solar_diffusion.flare_evaluation import check_done, flare_sections
+
+        report["flare"] = flare_sections(ev)
+        report["flare"]["checks"] = check_done(report["flare"])
     write_outputs(ev, report)
     return report
 
@@ -194,23 +215,47 @@ def load(config: EvaluationConfig) -> Evaluation:
     if config.scheduler:
         pipe = use_scheduler(pipe, config.scheduler)
     pipe.set_progress_bar_config(disable=True)
-    if pipe.conditioning != "class":
-        raise ValueError(f"{config.model} is conditioned on flux; evaluate needs a class-conditional model")
+    if pipe.conditioning == "flux":
+        raise ValueError(f"{config.model} is conditioned on flux alone; evaluate needs a class or flare model")
     encoder = load_encoder(config.encoder)
     norm, size = pipe.normalization, pipe.unet.config.sample_size
     if encoder.normalization.unit != norm.unit:
         raise ValueError(f"the encoder was trained on {encoder.normalization.unit!r} images, the model makes "
                          f"{norm.unit!r}: train an encoder on the model's data")
-    return Evaluation(config, pipe, encoder, config.num_inference_steps or DEFAULT_STEPS,
-                      real_all=model_space_split(config.dataset, config.split, norm, size),
-                      train_all=model_space_split(config.dataset, "train", norm, size),
-                      rng=np.random.default_rng(config.seed))
+    if encoder.config.in_channels != pipe.unet.config.out_channels:
+        raise ValueError(f"the encoder reads {encoder.config.in_channels}-channel images, the model makes "
+                         f"{pipe.unet.config.out_channels}: train an encoder on the model's channels")
+    ev = Evaluation(config, pipe, encoder, config.num_inference_steps or DEFAULT_STEPS,
+                    real_all=model_space_split(config.dataset, config.split, norm, size),
+                    train_all=model_space_split(config.dataset, "train", norm, size),
+                    rng=np.random.default_rng(config.seed))
+    ev.classes = list(pipe.id2label.values()) if not ev.flare_model \
+        else [c for c in LABEL_ORDER if c in set(ev.train_all.labels)]
+    return ev
 
 
 def generate_images(ev: Evaluation):
-    """``num_per_class`` images of every class (image k seeded ``seed + k``), and the time per image."""
-    labels = [c for c in ev.classes for _ in range(ev.config.num_per_class)]
-    ev.generated, ev.seconds_per_image = _sample(ev, labels, ev.num_inference_steps, ev.config.seed)
+    """``num_per_class`` images of every class (image k of a class seeded ``seed + k``), and the
+    time per image. A flare model asks every class at the same ``num_positions`` positions drawn
+    from its training flares (image k at the k-th, cyclically): classes differ only in the request."""
+    from solar_diffusion.flare_evaluation import positions_px, requested_positions
+
+    n = ev.config.num_per_class
+    labels = [c for c in ev.classes for _ in range(n)]
+    positions = None
+    if ev.flare_model:
+        ev.position_cycle = requested_positions(ev.pipe, ev.config.num_positions, ev.config.seed)
+        cycle = [ev.position_cycle[k % len(ev.position_cycle)] for k in range(n)]
+        positions = [None if c == QUIET_LABEL else p for c in ev.classes for p in cycle]
+        ev.requested_arcsec = positions
+        ev.requested_px = np.tile(positions_px(ev.pipe, cycle), (len(ev.classes), 1))
+    images, seconds = [], []
+    for k, c in enumerate(ev.classes):  # image k of every class has seed + k
+        batch, s = ev.sample(labels[k * n:(k + 1) * n], ev.config.seed,
+                             positions=None if positions is None else positions[k * n:(k + 1) * n])
+        images.append(batch)
+        seconds.append(s)
+    ev.generated, ev.seconds_per_image = torch.cat(images), float(np.mean(seconds))
     ev.labels = np.array(labels, dtype=object)
 
 
@@ -258,15 +303,6 @@ def sample_sizes(ev: Evaluation) -> dict:
     return {"generated": {c: ev.config.num_per_class for c in ev.classes},
             f"real {ev.split}": ev.real_all.counts(), "real train": ev.train_all.counts(),
             f"real {ev.split} compared": ev.real.counts(), "pooled per set": len(ev.pool["generated"])}
-
-
-def _sample(ev: Evaluation, labels, steps, seed):
-    from solar_diffusion.generate import sample_batches
-
-    started = time.perf_counter()
-    images = torch.cat([out.images.cpu() for out in sample_batches(ev.pipe, labels, seed, steps,
-                                                                   ev.config.guidance_scale, ev.config.batch_size)])
-    return images, (time.perf_counter() - started) / max(1, len(labels))
 
 
 def _subset(indices, n, rng):
@@ -457,7 +493,7 @@ def steps_curve(ev: Evaluation) -> list:
     curve = []
     for n_steps in ev.config.steps_curve:
         labels = [c for c in ev.judged for _ in range(per_class)]
-        images, seconds = _sample(ev, labels, n_steps, ev.config.seed + 10_000)
+        images, seconds = ev.sample(labels, ev.config.seed + 10_000, n_steps)
         generated = ev.encoder.embed_images(images)
         curve.append({"steps": n_steps, "seconds_per_image": seconds,
                       "frechet": ev.interval(metrics.frechet_distance, generated, real, bounds=(0, math.inf)),
@@ -475,6 +511,10 @@ def write_outputs(ev: Evaluation, report: dict):
     atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1, default=str)))
     markdown = render_report(report)
     atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(markdown))
-    write_plots(out, report, ev.generated, ev.labels, ev.real, ev.config)
+    markers = None
+    if ev.flare_model:  # circle where each flare was asked (quiet images: none)
+        markers = [[] if p is None else [list(xy)] for p, xy in zip(ev.requested_arcsec, ev.requested_px)]
+    write_plots(out, report, ev.generated, ev.labels, ev.real, ev.config, markers,
+                ev.pipe.config.geometry.get("wavelengths_angstrom") or [])
     if ev.config.model_card:
         update_model_card(ev.config.model_card, report, markdown, ev.config)

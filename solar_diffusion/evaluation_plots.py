@@ -10,7 +10,7 @@ import numpy as np
 from solar_diffusion.files import atomic_write
 
 
-def write_plots(out, report: dict, generated, labels, real, config):
+def write_plots(out, report: dict, generated, labels, real, config, markers=None, wavelengths=()):
     """``real_vs_generated.png``, ``contact_sheet.png``, ``per_class_metrics.png`` and (with a
     steps curve) ``steps_curve.png`` in ``out``. ``generated`` are the model-space images,
     ``labels`` their conditioned classes, ``real`` the real images compared (``LabelledImages``)."""
@@ -18,16 +18,17 @@ def write_plots(out, report: dict, generated, labels, real, config):
 
     matplotlib.use("Agg")
     out = Path(out)
-    write_contact_sheets(out, report, generated, labels, real, config)
+    write_contact_sheets(out, report, generated, labels, real, config, markers, wavelengths)
     write_per_class_metrics(out / "per_class_metrics.png", report, config.split)
     if report["steps_curve"]:
         write_steps_curve(out / "steps_curve.png", report["steps_curve"])
 
 
-def write_contact_sheets(out, report: dict, generated, labels, real, config):
+def write_contact_sheets(out, report: dict, generated, labels, real, config, markers=None, wavelengths=()):
     """Up to six real and six generated images per class side by side, and up to eight generated
-    images per class on their own, captioned with their time or seed."""
-    from solar_diffusion.generate import write_contact_sheet
+    images per class on their own (per channel too, the requested flare positions circled),
+    captioned with their time or seed."""
+    from solar_diffusion.generate import write_contact_sheet, write_contact_sheets
 
     classes = report["model"]["classes"]
     shown, names, captions = [], [], []
@@ -36,14 +37,15 @@ def write_contact_sheets(out, report: dict, generated, labels, real, config):
         g = np.flatnonzero(labels == c)[:6]
         shown += [real.images[i] for i in r] + [generated[i] for i in g]
         names += [f"{c} real"] * len(r) + [f"{c} generated"] * len(g)
-        captions += [str(real.t_obs[i])[:16] for i in r] + [f"seed {config.seed + i}" for i in g]
+        captions += [str(real.t_obs[i])[:16] for i in r] + [f"seed {config.seed + i % config.num_per_class}" for i in g]
     write_contact_sheet(out / "real_vs_generated.png", [x.numpy() for x in shown], names, captions,
                         title=f"real {config.split} frames and generated images per class")
     gen_only = [i for c in classes for i in np.flatnonzero(labels == c)[:8]]
-    write_contact_sheet(out / "contact_sheet.png", generated[gen_only].numpy(), labels[gen_only].tolist(),
-                        [f"seed {config.seed + i}" for i in gen_only],
-                        title=f"{Path(config.model).name}: {report['model']['num_inference_steps']} steps, "
-                              f"guidance {config.guidance_scale}")
+    write_contact_sheets(  # image k of every class has seed + k
+        out, generated[gen_only].numpy(), labels[gen_only].tolist(),
+        [f"seed {config.seed + i % config.num_per_class}" for i in gen_only],
+        f"{Path(config.model).name}: {report['model']['num_inference_steps']} steps, guidance {config.guidance_scale}",
+        wavelengths, None if markers is None else [markers[i] for i in gen_only])
 
 
 def write_per_class_metrics(path, report: dict, split: str):

@@ -50,6 +50,8 @@ def render_report(report: dict) -> str:
         lines += _disk_geometry(report["disk_geometry"])
     if report["steps_curve"]:
         lines += _steps_curve(report["steps_curve"])
+    if report.get("flare"):
+        lines += flare_tables(report["flare"], report["settings"]["split"])
     return "\n".join(lines) + "\n"
 
 
@@ -148,4 +150,56 @@ def _steps_curve(curve: list) -> list:
              "| steps | s / image | FD | KID |", "|---|---|---|---|"]
     for row in curve:
         lines.append(f"| {row['steps']} | {row['seconds_per_image']:.2f} | {fmt(row['frechet'])} | {fmt(row['kid'])} |")
+    return lines
+
+
+def flare_tables(flare: dict, split: str) -> list:
+    """The flare model's tables: (a) the signature at the requested position per channel, (b) moving
+    the position, (c) memorisation, (d) diversity, (e) the disk away from the position."""
+    sig, channels = flare["signature"], flare["signature"]["channels"]
+    head = "| class | set | " + " | ".join(f"{w} Å" for w in channels) + " |"
+    rule = "|---|---|" + "---|" * len(channels)
+    lines = ["", f"### (a) Flare signature at the requested position (brightest 3x3 pixels within "
+             f"{sig['radius_px']:g} px; fraction of the normalised range, and over the disk's 99th percentile)", "",
+             head, rule]
+    for c, row in sig["classes"].items():
+        for key, cells in row.items():
+            lines.append(f"| {c} | {key} | " + " | ".join(fmt(cells[w]) for w in channels) + " |")
+    for key in ("real without a flare at the requested positions", "real without a flare, relative to disk p99"):
+        if key in sig:
+            lines.append(f"| (none) | {key} | " + " | ".join(fmt(sig[key][w]) for w in channels) + " |")
+    checks = flare.get("checks", {})
+    if checks:
+        lines += ["", "Checks (generated means): " + "; ".join(
+            f"{w} Å: " + ", ".join(f"{name} {value}" for name, value in row.items()) for w, row in checks.items())]
+    moved = flare.get("moved")
+    if moved:
+        lines += ["", f"### (b) Moving the requested position ({moved['class']}; same seeds at A = "
+                  f"({moved['a_arcsec'][0]:.0f}, {moved['a_arcsec'][1]:.0f})\" and B = "
+                  f"({moved['b_arcsec'][0]:.0f}, {moved['b_arcsec'][1]:.0f})\")", "",
+                  "| signature | " + " | ".join(f"{w} Å" for w in channels) + " |", "|---|" + "---|" * len(channels)]
+        for key in ("at A: asked at A minus asked at B", "at B: asked at B minus asked at A"):
+            lines.append(f"| {key} | " + " | ".join(fmt(moved[key][w]) for w in channels) + " |")
+    mem = flare["memorisation"]
+    lines += ["", "### (c) Memorisation: RMS distance (model space) to the nearest training frame", "",
+              f"Real frames of months the model never saw ({split}): median {fmt(mem['real (held-out months)'])}.", "",
+              "| class | median | over real held-out | over generated quiet |", "|---|---|---|---|"]
+    for c, row in mem["classes"].items():
+        lines.append(f"| {c} | {fmt(row['median'])} | {fmt(row['over real held-out'])} | "
+                     f"{fmt(row.get('over generated quiet', '-'))} |")
+    div = flare["diversity"]
+    lines += ["", "### (d) Diversity: mean RMS distance between images of the same request (other seeds)", "",
+              "| class | distance |", "|---|---|"]
+    for c, row in div["classes"].items():
+        lines.append(f"| {c} | {fmt(row)} |")
+    for key, row in div.items():
+        if key != "classes":
+            lines.append(f"| {key} | {fmt(row)} |")
+    away = flare["away"]
+    lines += ["", f"### (e) Away from the requested position: the disk's 99th percentile beyond "
+              f"{away['radius_px']:g} px of it", "", "| class | " + " | ".join(f"{w} Å" for w in channels) + " |",
+              "|---|" + "---|" * len(channels)]
+    for c, row in away["classes"].items():
+        lines.append(f"| {c} | " + " | ".join(fmt(row[w]) for w in channels) + " |")
+    lines.append(f"| real {split} | " + " | ".join(fmt(away[f'real {split}'][w]) for w in channels) + " |")
     return lines

@@ -182,6 +182,7 @@ def generate_to_folder(
     batch_size: int | None = None,
     model_name: str = "",
     flare_positions=None,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Generate ``num_images`` per class and write one file per image, named by class and seed.
 
@@ -190,13 +191,15 @@ def generate_to_folder(
     ``flare_classes`` (see the pipeline's ``flare_position``; None draws one); its images' flares
     are in their metadata. Also writes ``generation.json`` (settings and per-image metadata)
     and ``contact_sheet.png``. Returns the per-image metadata with the file names.
+
+    A folder that holds an earlier run's files is refused unless ``overwrite``, which first
+    removes the files that run's ``generation.json`` names (nothing else): one run per folder.
     """
     from solar_diffusion.maps import write_fits  # sunpy and astropy: not needed to train (offline GPU nodes)
 
     if file_format not in FORMATS:
         raise ValueError(f"unknown format {file_format!r}: choose one of {FORMATS}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     classes = resolve_classes(pipe, flare_classes)
     labels = [label for label in classes for _ in range(num_images)]
     positions = None
@@ -208,6 +211,8 @@ def generate_to_folder(
         positions = [position for position in padded for _ in range(num_images)]
         for flare_class, position in zip(classes, padded):  # every request checked before any image is made
             pipe.flare_request([(flare_class, position)], pipe.unet.config.sample_size, np.random.default_rng(0))
+    clear_earlier_run(out_dir, overwrite)
+    out_dir.mkdir(parents=True, exist_ok=True)
     records, previews = [], []
     for out in sample_batches(pipe, labels, seed, num_inference_steps, guidance_scale, batch_size, positions):
         model_space = out.images.cpu().numpy()
@@ -216,19 +221,25 @@ def generate_to_folder(
             meta = dict(meta, unit=pipe.normalization.unit)
             name = f"{meta['flare_class'].replace(', ', '+')}_seed{meta['seed']:06d}.{file_format}"
             path = out_dir / name
+            wavelengths = meta["geometry"].get("wavelengths_angstrom") or list(range(len(image)))
+            per_channel = [path.with_name(f"{path.stem}_{int(w):04d}{path.suffix}") for w in wavelengths] \
+                if len(image) > 1 and file_format in ("fits", "png") else []
             if file_format == "npy":
                 atomic_write(path, lambda tmp: np.save(tmp, image))
-            elif file_format == "fits" and len(image) > 1:  # one FITS file per channel
-                wavelengths = meta["geometry"].get("wavelengths_angstrom") or list(range(len(image)))
-                for channel, wavelength in enumerate(wavelengths):
-                    channel_path = path.with_name(f"{path.stem}_{int(wavelength):04d}.fits")
+            elif file_format == "fits" and per_channel:  # one FITS file per channel
+                for channel, channel_path in enumerate(per_channel):
                     write_fits(channel_path, image[channel], dict(meta, channel=channel), model=model_name)
             elif file_format == "fits":
                 write_fits(path, image, meta, model=model_name)
-            else:
+            else:  # the RGB (or single-channel) preview, and one per channel in its AIA colour map
                 preview = preview_image(model_image)
                 atomic_write(path, lambda tmp: preview.save(tmp, format="PNG"))
-            records.append(dict(meta, file=name))
+                for channel, (wavelength, channel_path) in enumerate(zip(wavelengths, per_channel)):
+                    channel_preview = preview_image(model_image, channel, f"sdoaia{int(wavelength)}")
+                    atomic_write(channel_path, lambda tmp: channel_preview.save(tmp, format="PNG"))
+            files = [p.name for p in per_channel] if file_format == "fits" and per_channel else \
+                [name] + [p.name for p in per_channel]
+            records.append(dict(meta, file=name, files=files))
             previews.append(model_image)
     settings = {
         "model": model_name,
@@ -237,28 +248,85 @@ def generate_to_folder(
         "guidance_scale": guidance_scale,
         "format": file_format,
     }
-    (out_dir / "generation.json").write_text(json.dumps({"settings": settings, "images": records}, indent=1))
+    atomic_write(out_dir / RUN_RECORD, lambda tmp: Path(tmp).write_text(
+        json.dumps({"settings": settings, "images": records}, indent=1)))
     names, captions = [r["flare_class"] for r in records], [f"seed {r['seed']}" for r in records]
     markers = [[f["position_px"] for f in r.get("flares", [])] for r in records]
-    write_contact_sheet(out_dir / "contact_sheet.png", previews, names, captions, title=model_name, markers=markers)
-    wavelengths = pipe.config.geometry.get("wavelengths_angstrom") or []
-    if len(wavelengths) > 1:  # one sheet per channel, each in its own AIA colour map
-        for channel, wavelength in enumerate(wavelengths):
-            write_contact_sheet(out_dir / f"contact_sheet_{int(wavelength):04d}.png", previews, names, captions,
-                                title=f"{model_name} {int(wavelength)} Å", cmap=f"sdoaia{int(wavelength)}",
-                                channel=channel, markers=markers)
+    write_contact_sheets(out_dir, previews, names, captions, model_name,
+                         pipe.config.geometry.get("wavelengths_angstrom") or [], markers)
     return records
 
 
-def preview_image(model_image: np.ndarray):
-    """8-bit PIL preview of a model-space CHW image: RGB for three channels, else the first one.
+#: The record of a generate run in its folder: settings and, per image, its metadata and files.
+RUN_RECORD = "generation.json"
+#: Image files a generate run writes (what makes a folder "used").
+_RUN_SUFFIXES = (".png", ".npy", ".fits")
+
+
+def clear_earlier_run(out_dir: Path, overwrite: bool):
+    """Refuse a folder holding an earlier run's files, or with ``overwrite`` remove exactly the
+    files its record names (images, contact sheets, the record); files no record names are never
+    removed, and a folder that still holds images after that is refused."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file, not a folder")
+    record = out_dir / RUN_RECORD
+    if overwrite and record.exists():
+        try:
+            images = json.loads(record.read_text())["images"]
+        except (ValueError, KeyError) as error:
+            raise ValueError(f"{record} is not a generate run record ({error}): remove the folder yourself") from None
+        for entry in images:
+            for name in entry.get("files") or [entry["file"]]:
+                (out_dir / Path(name).name).unlink(missing_ok=True)
+        for sheet in out_dir.glob("contact_sheet*.png"):
+            sheet.unlink()
+        record.unlink()
+    left = sorted(p.name for p in out_dir.iterdir() if p.suffix in _RUN_SUFFIXES or p.name == RUN_RECORD)
+    if left:
+        raise ValueError(f"--out {out_dir} already holds {len(left)} image files or a run record ({left[0]}, ...): "
+                         + ("they are not named by its generation.json; move them or choose another --out" if overwrite
+                            else "pass --overwrite to replace that run, or choose another --out"))
+
+
+def write_contact_sheets(out_dir, model_images, labels, captions, title: str, wavelengths, markers=None,
+                         stem: str = "contact_sheet"):
+    """``<stem>.png`` (RGB for three channels), and for several channels ``<stem>_<wavelength>.png``
+    per channel in its sunpy AIA colour map; ``markers`` (per image, pixel positions) circled."""
+    out_dir = Path(out_dir)
+    write_contact_sheet(out_dir / f"{stem}.png", model_images, labels, captions, title=title, markers=markers)
+    if len(wavelengths) > 1:  # one sheet per channel, each in its own AIA colour map
+        for channel, wavelength in enumerate(wavelengths):
+            write_contact_sheet(out_dir / f"{stem}_{int(wavelength):04d}.png", model_images, labels, captions,
+                                title=f"{title} {int(wavelength)} Å", cmap=f"sdoaia{int(wavelength)}",
+                                channel=channel, markers=markers)
+
+
+def preview_image(model_image: np.ndarray, channel: int | None = None, cmap: str | None = None):
+    """8-bit PIL preview of a model-space CHW image: RGB for three channels, else the first one;
+    ``channel`` alone, in the matplotlib colour map ``cmap`` where given (sunpy's ``sdoaia94``...).
 
     Arrays follow the FITS convention (row 0 is the south edge); the preview is flipped so
     that north is up.
+
+    >>> x = np.zeros((3, 4, 4), np.float32); x[2, 0, 0] = 1.0  # 94 Å bright in the south-east corner
+    >>> preview_image(x).size, preview_image(x, 2, "sdoaia94").mode, preview_image(x, 2).getpixel((0, 3))
+    ((4, 4), 'RGB', 255)
     """
     from PIL import Image
 
-    pixels = north_up(np.round((np.clip(model_image, -1, 1) + 1) * 127.5).astype(np.uint8))
+    levels = (np.clip(model_image, -1, 1) + 1) / 2
+    if channel is not None and cmap:
+        import matplotlib
+
+        import sunpy.visualization.colormaps  # noqa: F401  (registers the sdoaia colour maps)
+
+        rgb = matplotlib.colormaps[cmap](north_up(levels[channel]))[..., :3]
+        return Image.fromarray(np.round(rgb * 255).astype(np.uint8))
+    pixels = north_up(np.round(levels * 255).astype(np.uint8))
+    if channel is not None:
+        return Image.fromarray(pixels[channel])
     return Image.fromarray(np.moveaxis(pixels, 0, -1) if pixels.shape[0] == 3 else pixels[0])
 
 

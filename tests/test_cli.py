@@ -78,8 +78,8 @@ def test_several_channels_write_one_fits_per_channel(make_pipeline, tmp_path):
     assert maps["M_seed000000_0131.fits"].wavelength.value == 131.0
     assert not np.array_equal(maps["M_seed000000_0131.fits"].data, maps["M_seed000000_0171.fits"].data)
     assert main(["generate", "--model", str(model), "--flare-class", "M", "--num-images", "1", "--steps", "2",
-                 "--format", "npy", "--out", str(out)]) == 0
-    assert np.load(out / "M_seed000000.npy").shape == (2, 16, 16)
+                 "--format", "npy", "--out", str(out), "--overwrite"]) == 0
+    assert np.load(out / "M_seed000000.npy").shape == (2, 16, 16) and not list(out.glob("*.fits"))
 
 
 def test_bundled_model_is_the_default_and_generates(tmp_path):
@@ -110,3 +110,57 @@ def test_help_and_version_answer_without_importing_torch_diffusers_or_sunpy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "generate" in out and "build-dataset" in out and "solar-diffusion 0.1" in out
     assert out.strip().endswith("heavy: []"), out
+
+
+def test_a_used_folder_is_refused_unless_overwrite_which_removes_only_that_run(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["generate", "--model", str(tiny_model_dir), "--flare-class", "X", "--steps", "1", "--out", str(out)]
+    assert main(base + ["--num-images", "3"]) == 0
+    mine = out / "notes.txt"
+    mine.write_text("the user's own file")
+    assert main(base + ["--num-images", "1"]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert len(list(out.glob("X_seed*.png"))) == 3  # nothing removed by the refused run
+    assert main(base + ["--num-images", "1", "--overwrite"]) == 0
+    assert sorted(p.name for p in out.glob("X_seed*.png")) == ["X_seed000000.png"]  # the old run's extra images went
+    assert mine.read_text() == "the user's own file"
+    (out / "stray.npy").write_bytes(b"")  # an image file no record names is never removed: refused
+    assert main(base + ["--overwrite"]) == 2
+    assert "not named by its generation.json" in capsys.readouterr().err and (out / "stray.npy").exists()
+
+
+def test_non_finite_guidance_or_weights_never_write_an_image(tiny_model_dir, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "nan"
+    assert main(["generate", "--model", str(tiny_model_dir), "--guidance", "nan", "--steps", "1", "--out", str(out)]) == 2
+    assert "--guidance must be a finite number" in capsys.readouterr().err and not out.exists()
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "unet" / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    state["conv_out.bias"] = torch.full_like(state["conv_out.bias"], float("nan"))  # corrupted bytes that still load
+    save_file(state, weights)
+    assert main(["generate", "--model", str(broken), "--steps", "1", "--out", str(out)]) == 1
+    assert "hold NaN or Inf values: the UNet's weights may be corrupt" in capsys.readouterr().err
+    assert not list(out.glob("*.png")) and not (out / "generation.json").exists()
+
+
+def test_several_channels_write_a_png_preview_per_channel_in_its_colour_map(make_pipeline, tmp_path):
+    from solar_diffusion.hub import save_pipeline
+
+    model = save_pipeline(make_pipeline(wavelengths=(171, 131, 94)), tmp_path / "three-channel")
+    out = tmp_path / "out"
+    assert main(["generate", "--model", str(model), "--flare-class", "M", "--num-images", "1", "--steps", "2",
+                 "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.glob("M_seed*.png"))
+    assert names == ["M_seed000000.png", "M_seed000000_0094.png", "M_seed000000_0131.png", "M_seed000000_0171.png"]
+    record = json.loads((out / "generation.json").read_text())["images"][0]
+    assert sorted(record["files"]) == names
+    composite = np.asarray(Image.open(out / "M_seed000000.png"))
+    c94 = np.asarray(Image.open(out / "M_seed000000_0094.png"))
+    assert composite.shape == c94.shape == (16, 16, 3)
+    assert not np.array_equal(c94, np.asarray(Image.open(out / "M_seed000000_0171.png")))

@@ -2,6 +2,7 @@
 its flare map, the saved pipeline keeps the training flares' positions and places a flare."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,17 +42,24 @@ def test_collate_puts_each_flare_on_the_map_at_its_pixel(flare_days):
         Collate(ClipLogNormalization.for_unit("browse"), 32, None, rotation=5.0, flare_sigma_px=0.7, dataset_size=32)
 
 
-def test_a_flare_model_trains_from_a_pack_and_places_a_flare(flare_days, accelerate_launch, tmp_path):
-    """From a training pack, as on an offline GPU node."""
+@pytest.fixture(scope="module")
+def flare_run(flare_days, accelerate_launch, tmp_path_factory) -> Path:
+    """A tiny flare model trained for 3 steps from a training pack, as on an offline GPU node."""
     from solar_diffusion.pack import write_pack
 
-    pack = tmp_path / "pack"
+    root = tmp_path_factory.mktemp("flare-run")
+    pack = root / "pack"
     write_pack(flare_days, pack, splits=("train", "validation"), max_mb=None, log=lambda *a: None)
-    out = tmp_path / "flare-run"
+    out = root / "run"
     accelerate_launch("train_ddpm.py", "--dataset", pack, "--output-dir", out, "--preset", "tiny",
                       "--conditioning", "flare", "--train-batch-size", 4, "--max-train-steps", 3, "--lr-warmup-steps",
                       0, "--checkpointing-steps", 3, "--validation-steps", 3, "--sample-steps", 0, "--logger", "none",
                       timeout=240)
+    return out
+
+
+def test_a_flare_model_trains_from_a_pack_and_places_a_flare(flare_days, flare_run):
+    out = flare_run
     pipe = SolarFlarePipeline.from_pretrained(out / "pipeline")
     assert pipe.conditioning == "flare" and pipe.unet.config.in_channels == 5 and pipe.unet.config.out_channels == 3
     rows = load_split(flare_days, "train", columns=("flares",))
@@ -63,3 +71,76 @@ def test_a_flare_model_trains_from_a_pack_and_places_a_flare(flare_days, acceler
     assert out_images.images.shape == (1, 3, 32, 32) and torch.isfinite(out_images.images).all()
     assert out_images.metadata[0]["flares"][0]["position_arcsec"] == [-475.0, 397.0]
     assert json.loads((out / "train_summary.json").read_text())["steps_this_run"] == 3
+
+
+def test_flare_signature_finds_real_flares_at_their_hek_positions(shared_data, real_dataset_of_days, tmp_path):
+    """On real frames (64 px, three days with M flares in progress at frame times), the brightest 3x3 at
+    the HEK position of the largest flare is above the disk's 99th percentile in 94 and 131 Å, and
+    it drops when the same frames are read at a position moved by a quarter of the disk."""
+    from solar_diffusion.flare_evaluation import disk_percentile, flare_signature
+    from solar_diffusion.pipelines import disk_center_px, disk_mask, rsun_px
+    from solar_diffusion.splits import dataset_geometry
+    from solar_diffusion.training.data import frame_flares
+
+    days = real_dataset_of_days(shared_data, tmp_path / "ds", ["01-19", "03-05", "06-13"], 64,
+                                channels=("171", "131", "94"))
+    rows = load_split(days, "train", columns=("image", "flares", "flare_class"))
+    names = rows.features["flare_class"].names
+    picked, where = [], []
+    for row in rows:
+        if names[row["flare_class"]] in ("M", "X"):
+            _, positions, fluxes = frame_flares(row, 64, 64)
+            picked.append(row["image"])
+            where.append(positions[int(np.argmax(fluxes))])
+    assert len(picked) >= 8
+    flare_days = days
+    images = ClipLogNormalization.for_unit("browse").forward(torch.from_numpy(np.asarray(picked, np.float32)))
+    geometry = dataset_geometry(flare_days, 64)
+    mask = disk_mask(64, rsun_px(geometry), center=disk_center_px(geometry))
+    at, p99 = flare_signature(images, where), disk_percentile(images, mask)
+    moved = flare_signature(images, [(x, y - 0.25 * 2 * rsun_px(geometry)) for x, y in where])
+    for channel in (1, 2):  # 131 and 94 Å
+        assert np.mean(at[:, channel] / p99[:, channel]) > 1.0
+        assert np.mean(at[:, channel]) > np.mean(moved[:, channel]) + 0.05
+
+
+def test_evaluate_a_flare_model(flare_run, flare_days, tmp_path):
+    """``evaluate`` on a flare model: the classes share seeds and positions, and the flare sections
+    (signature, moved position, memorisation, diversity, away) come with their sample sizes. The
+    encoder is an untrained three-channel one (its training has its own tests)."""
+    from solar_diffusion.cli import main as cli
+    from solar_diffusion.encoder import FlareClassifier
+
+    encoder = tmp_path / "encoder"
+    torch.manual_seed(0)
+    FlareClassifier({0: "quiet", 1: "C", 2: "M", 3: "X"}, sample_size=32, in_channels=3, widths=(8, 16),
+                    feature_dim=16, normalization=ClipLogNormalization.for_unit("browse").to_dict()
+                    ).eval().save_pretrained(encoder)
+    out = tmp_path / "eval"
+    assert cli(["evaluate", "--model", str(flare_run / "pipeline"), "--dataset", str(flare_days), "--split",
+                "validation", "--encoder", str(encoder), "--num-per-class", "4", "--num-positions", "2", "--steps",
+                "2", "--steps-curve", "", "--n-boot", "10", "--min-real", "2", "--out", str(out)]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    flare = report["flare"]
+    classes = report["model"]["classes"]
+    assert classes[0] == "quiet" and "X" in classes and len(flare["positions_arcsec"]) == 2
+    sig = flare["signature"]
+    assert sig["channels"] == ["171", "131", "94"]
+    assert sig["classes"]["X"]["generated"]["94"]["n"] == [4]
+    assert sig["classes"]["X"]["real at HEK positions"]["94"]["n"][0] >= 1  # the X5.4 frames
+    for w in sig["channels"]:
+        row = sig["classes"]["M"]["generated"][w]
+        assert 0 <= row["low"] <= row["value"] <= row["high"] <= 1
+    moved = flare["moved"]
+    assert moved["class"] == "X" and moved["b_arcsec"] == [-moved["a_arcsec"][0], moved["a_arcsec"][1]]
+    assert moved["at A: asked at A minus asked at B"]["94"]["n"] == [8]
+    memorisation = flare["memorisation"]
+    assert memorisation["classes"]["M"]["median"]["value"] > 0 and "over generated quiet" in memorisation["classes"]["M"]
+    assert set(flare["diversity"]["classes"]) == set(classes)  # 4 images at 2 positions: 2 pairs per class
+    assert flare["diversity"]["classes"]["quiet"]["n"] == [2]
+    assert set(flare["away"]["classes"]) == set(classes)
+    assert set(flare["checks"]) == {"94", "131"}
+    text = (out / "report.md").read_text()
+    assert "(a) Flare signature" in text and "(c) Memorisation" in text and "(e) Away" in text
+    for name in ("contact_sheet.png", "contact_sheet_0094.png", "contact_sheet_0131.png", "contact_sheet_0171.png"):
+        assert (out / name).stat().st_size > 1000, name

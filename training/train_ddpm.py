@@ -156,24 +156,75 @@ def diffusion_loss(unet, scheduler, x0, labels, prediction_type, null=None, labe
     return (per_sample * weight).mean()
 
 
-def init_from_pipeline(unet, pipeline_dir, id2label):
-    """Load the UNet weights of a saved pipeline into ``unet`` (same preset, size and labels)."""
+def init_from_pipeline(unet, pipeline_dir, id2label, wavelengths=None):
+    """Load the UNet weights of a saved pipeline into ``unet``.
+
+    Same preset, size, labels and channels: the weights as saved (fine-tuning, continuing). A
+    different conditioning or channel set of the same preset and size (a 171 Å class model into a
+    171/131/94 Å flare model): a warm start that computes, at step 0, what the source computes for
+    its shared channels with the guidance null class (``transfer_unet_weights``).
+    """
     from diffusers import UNet2DModel
 
     from solar_diffusion import SolarFlarePipeline
 
     source = Path(pipeline_dir)
     config = SolarFlarePipeline.load_config(str(source))
-    labels = {int(k): v for k, v in config.get("id2label", {}).items()}
-    if labels != id2label:
-        raise ValueError(f"{source} was trained on labels {labels}, this dataset has {id2label}")
     pretrained = UNet2DModel.from_pretrained(str(source), subfolder="unet")
-    def plain(config):
-        return json.loads(json.dumps({k: v for k, v in config.items() if not k.startswith("_")}))
 
-    if plain(pretrained.config) != plain(unet.config):
+    def plain(config, drop=()):
+        return json.loads(json.dumps({k: v for k, v in config.items() if not k.startswith("_") and k not in drop}))
+
+    if plain(pretrained.config) == plain(unet.config):
+        labels = {int(k): v for k, v in config.get("id2label", {}).items()}
+        if labels != id2label:
+            raise ValueError(f"{source} was trained on labels {labels}, this dataset has {id2label}")
+        unet.load_state_dict(pretrained.state_dict())
+        return unet
+    conditioning_keys = ("in_channels", "out_channels", "num_class_embeds", "class_embed_type")
+    if plain(pretrained.config, conditioning_keys) != plain(unet.config, conditioning_keys):
         raise ValueError(f"the UNet in {source} differs from preset/size asked for: compare its unet/config.json")
-    unet.load_state_dict(pretrained.state_dict())
+    source_wavelengths = config.get("geometry", {}).get("wavelengths_angstrom") or [None] * pretrained.config.out_channels
+    return transfer_unet_weights(pretrained, unet, source_wavelengths, wavelengths or [None] * unet.config.out_channels)
+
+
+def transfer_unet_weights(source, unet, source_wavelengths, wavelengths):
+    """Warm-start ``unet`` from ``source`` of the same architecture but other channels or conditioning.
+
+    Every tensor of the same name and shape is copied. An image channel of ``unet`` that the source
+    has (same wavelength) takes its input and output weights; a new channel reads nothing at first
+    (zero input weights) and predicts what the source predicts for its first channel (the disk, the
+    limb and the sky are where they are in every EUV channel); extra inputs (a flare map) start at
+    zero. A class embedding of another kind starts at zero weight with the source's null class as its
+    bias, so the warm-started model at step 0 is the source's unconditional model on the shared channels.
+
+    >>> from solar_diffusion import build_unet
+    >>> src = build_unet("tiny", 16, 5)
+    >>> dst = transfer_unet_weights(src, build_unet("tiny", 16, 0, 3, "flare"), [171.0], [171.0, 131.0, 94.0])
+    >>> bool((dst.conv_in.weight[:, 0] == src.conv_in.weight[:, 0]).all()), float(dst.conv_in.weight[:, 1:].abs().max())
+    (True, 0.0)
+    """
+    state = unet.state_dict()
+    source_state = source.state_dict()
+    for name, value in source_state.items():
+        if name in state and state[name].shape == value.shape:
+            state[name] = value.clone()
+    where = {float(w) if w is not None else None: i for i, w in enumerate(source_wavelengths)}
+    picks = [where.get(float(w) if w is not None else None) for w in wavelengths]
+    if not any(p is not None for p in picks):
+        picks[0] = 0  # nothing shared by wavelength: the first channels stand for each other
+    state["conv_in.weight"] = torch.zeros_like(state["conv_in.weight"])
+    for channel, pick in enumerate(picks):
+        if pick is not None:
+            state["conv_in.weight"][:, channel] = source_state["conv_in.weight"][:, pick]
+        state["conv_out.weight"][channel] = source_state["conv_out.weight"][0 if pick is None else pick]
+        state["conv_out.bias"][channel] = source_state["conv_out.bias"][0 if pick is None else pick]
+    state["conv_in.bias"] = source_state["conv_in.bias"].clone()
+    if source.config.class_embed_type != unet.config.class_embed_type and unet.config.class_embed_type == "timestep":
+        null_vector = source_state["class_embedding.weight"][-1] if source.config.num_class_embeds else 0.0
+        state["class_embedding.linear_2.weight"] = torch.zeros_like(state["class_embedding.linear_2.weight"])
+        state["class_embedding.linear_2.bias"] = torch.zeros_like(state["class_embedding.linear_2.bias"]) + null_vector
+    unet.load_state_dict(state)
     return unet
 
 
@@ -269,7 +320,7 @@ def train(args, hub_api=None) -> Path:
     unet = build_unet(args.preset, image_size, len(id2label), in_channels=len(channels),
                       conditioning=args.conditioning)
     if args.init_from:
-        unet = init_from_pipeline(unet, args.init_from, id2label)
+        unet = init_from_pipeline(unet, args.init_from, id2label, channels)
     unet = unet.to(memory_format=memory_format)
     noise_scheduler = DDPMScheduler(num_train_timesteps=args.num_train_timesteps, beta_schedule=args.beta_schedule,
                                     prediction_type=args.prediction_type)
