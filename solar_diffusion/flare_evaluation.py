@@ -26,7 +26,6 @@ import math
 import numpy as np
 import torch
 
-from solar_diffusion import metrics
 from solar_diffusion.pipelines import (
     QUIET_LABEL,
     arcsec_to_pixels,
