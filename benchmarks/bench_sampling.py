@@ -181,11 +181,11 @@ def timings(args, pipe, plain) -> tuple[list[dict], list[dict]]:
 
 
 def main(argv=None) -> dict:
-    from solar_diffusion.defaults import BUNDLED_MODEL
+    from solar_diffusion.defaults import PAPER_MODEL
     from solar_diffusion.generate import load_pipeline
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=str(BUNDLED_MODEL))
+    parser.add_argument("--model", default=str(PAPER_MODEL))
     parser.add_argument("--dataset", help="built dataset with a test split, in the model's unit (for quality)")
     parser.add_argument("--sizes", default="64,128")
     parser.add_argument("--num-per-class", type=int, default=16, help="generated images per judged class")

@@ -4,6 +4,9 @@
 is uploaded unchanged as a Hub repository's ``pipeline.py``.
 """
 
+from pathlib import Path
+
+from . import pipeline_solar_flare
 from .pipeline_solar_flare import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS,
@@ -43,7 +46,11 @@ from .pipeline_solar_flare import (
     scheduler_step_kwargs,
 )
 
+#: The standalone pipeline file, saved as ``pipeline.py`` with every pipeline (``save_pretrained``).
+STANDALONE_PIPELINE_FILE = Path(pipeline_solar_flare.__file__)
+
 __all__ = [
+    "STANDALONE_PIPELINE_FILE",
     "DEFAULT_GUIDANCE",
     "DEFAULT_STEPS",
     "FLARE_LETTERS",

@@ -508,6 +508,24 @@ class SolarFlarePipeline(DiffusionPipeline):
             flare_positions=[[float(x), float(y)] for x, y in (flare_positions or [])],
         )
 
+    def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
+        """``DiffusionPipeline.save_pretrained``, plus this file as ``pipeline.py`` beside
+        ``model_index.json``: the folder (and a repo made from it, also by diffusers'
+        ``push_to_hub``, which saves through here) loads without solar_diffusion installed, with
+        ``DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder, trust_remote_code=True)``."""
+        import os
+        import shutil
+
+        super().save_pretrained(save_directory, *args, **kwargs)
+        source = inspect.getsourcefile(type(self)) or __file__
+        target = os.path.join(save_directory, "pipeline.py")
+        if not os.path.exists(target) or not os.path.samefile(source, target):
+            shutil.copyfile(source, target)
+        if push_to_hub:  # after pipeline.py is in the folder
+            repo_id = kwargs.pop("repo_id", None) or os.path.basename(os.path.normpath(save_directory))
+            keys = ("commit_message", "private", "token", "create_pr")
+            self.push_to_hub(repo_id, **{k: kwargs[k] for k in keys if k in kwargs})
+
     @property
     def id2label(self) -> dict[int, str]:
         return {int(k): v for k, v in self.config.id2label.items()}

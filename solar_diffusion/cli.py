@@ -174,7 +174,7 @@ def _add_evaluate(p):
     _add_model(p, "saved pipeline folder")
     p.add_argument("--dataset", required=True, help="a folder made by build-dataset, in the model's data unit")
     p.add_argument("--split", default="test", help="real split to compare with (default test)")
-    p.add_argument("--encoder", default=None, help="saved FlareClassifier (default: the bundled encoder)")
+    p.add_argument("--encoder", default=None, help="saved FlareClassifier (default: the one saved with the model, <model>/evaluation_encoder, else the bundled model's)")
     p.add_argument("--num-per-class", type=int, default=32, help="generated images per class (default 32)")
     p.add_argument("--num-positions", type=int, default=8,
                    help="a flare model: flare positions drawn from its training flares, the same for every class")

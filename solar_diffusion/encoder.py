@@ -3,8 +3,8 @@
 Inception features judge single-channel EUV images poorly (Cherti et al. 2023), so Fréchet
 distances, cluster metrics and conditioning F1 are also computed in the feature space of a
 classifier trained on real AIA frames (``training/train_classifier.py``). It saves and loads
-like a diffusers model (``save_pretrained`` / ``from_pretrained``); a small trained encoder is
-bundled next to the default model.
+like a diffusers model (``save_pretrained`` / ``from_pretrained``); each bundled model keeps the
+encoder trained on its data in ``<model>/evaluation_encoder`` (``defaults.model_encoder``).
 
 >>> encoder = FlareClassifier(id2label={0: "quiet", 1: "M"}, sample_size=16, widths=(4, 8), feature_dim=8)
 >>> tuple(encoder.features(torch.zeros(3, 1, 32, 32)).shape), encoder.predict(torch.zeros(1, 1, 16, 16)).shape

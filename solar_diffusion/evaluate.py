@@ -207,6 +207,7 @@ def load(config: EvaluationConfig) -> Evaluation:
     """The pipeline (its scheduler swapped where asked), the encoder, and the real split and train
     split in the pipeline's model space; refuses a flux-conditioned model or an encoder of
     another data unit."""
+    from solar_diffusion.defaults import model_encoder
     from solar_diffusion.encoder import load_encoder
     from solar_diffusion.generate import load_pipeline, use_scheduler
     from solar_diffusion.splits import model_space_split
@@ -217,7 +218,7 @@ def load(config: EvaluationConfig) -> Evaluation:
     pipe.set_progress_bar_config(disable=True)
     if pipe.conditioning == "flux":
         raise ValueError(f"{config.model} is conditioned on flux alone; evaluate needs a class or flare model")
-    encoder = load_encoder(config.encoder)
+    encoder = load_encoder(config.encoder or model_encoder(config.model))
     norm, size = pipe.normalization, pipe.unet.config.sample_size
     if encoder.normalization.unit != norm.unit:
         raise ValueError(f"the encoder was trained on {encoder.normalization.unit!r} images, the model makes "

@@ -7,25 +7,18 @@ for example one that writes to a local folder.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
-from solar_diffusion.pipelines import pipeline_solar_flare
-
-#: The standalone pipeline file, uploaded as ``pipeline.py`` for ``custom_pipeline=`` users.
-STANDALONE_PIPELINE_FILE = Path(pipeline_solar_flare.__file__)
-
 
 def save_pipeline(pipe, folder, model_card: str | None = None) -> Path:
-    """``save_pretrained`` plus the standalone ``pipeline.py`` and, if given, the model card.
+    """``save_pretrained`` (which writes the standalone ``pipeline.py``) and, if given, the model card.
 
     The folder then loads both ways: ``SolarFlarePipeline.from_pretrained(folder)`` and
     ``DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder, trust_remote_code=True)``.
     """
     folder = Path(folder)
     pipe.save_pretrained(folder)
-    shutil.copyfile(STANDALONE_PIPELINE_FILE, folder / "pipeline.py")
     if model_card is not None:
         (folder / "README.md").write_text(model_card, encoding="utf-8")
     return folder

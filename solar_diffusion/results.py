@@ -29,7 +29,8 @@ def load_reports(reports: Path) -> dict:
         path = reports / name
         return json.loads(path.read_text()) if path.exists() else None
 
-    return {"evaluation": read("evaluation/metrics.json"), "classifier": read("experiments/classifier/results.json"),
+    return {"evaluation": read("evaluation/metrics.json"), "paper_evaluation": read("evaluation-paper-171/metrics.json"),
+            "classifier": read("experiments/classifier/results.json"),
             "predictor": read("experiments/predictor/results.json"), "sampling": read("bench_sampling.json")}
 
 
@@ -50,6 +51,8 @@ def summary(results: dict, link: str = "reports/README.md") -> str:
         lines.append(f"Bundled model against the real `{s['split']}` months ({s['num_per_class']} images per class, "
                      f"{ev['model']['num_inference_steps']} steps, guidance {s['guidance_scale']:g}; 95% intervals):")
         lines.append("")
+        if ev.get("flare"):
+            lines += _flare_summary(ev["flare"], s["split"])
         for space, pooled in ((n, v["pooled"]) for n, v in ev["feature_spaces"].items() if "pooled" in v):
             lines.append(f"- Fréchet distance ({space}, pooled over the scored classes): {fmt(pooled['frechet'])}; "
                          f"real train frames against the same real frames: {fmt(pooled['floor_frechet'])}.")
@@ -79,6 +82,27 @@ def summary(results: dict, link: str = "reports/README.md") -> str:
     return "\n".join(lines)
 
 
+def _flare_summary(flare: dict, split: str) -> list:
+    """The flare model's headline: the signature at the requested position, copies, the disk away from it."""
+    sig = flare["signature"]["classes"]
+    lines = []
+    for w in ("94", "131"):
+        if w not in flare["signature"]["channels"]:
+            continue
+        generated = "; ".join(f"{c} {fmt(row['generated'][w])}" for c, row in sig.items())
+        real = "; ".join(f"{c} {fmt(row['real at HEK positions'][w])}" for c, row in sig.items()
+                         if "real at HEK positions" in row and c in ("C", "M", "X"))
+        lines.append(f"- {w} Å at the requested flare position (brightest 3x3 pixels, fraction of the 8-bit range), "
+                     f"generated: {generated}. Real frames at their HEK positions: {real}.")
+    mem = flare["memorisation"]["classes"]
+    lines.append("- Copies? Median distance to the nearest training frame, over that of generated quiet images: "
+                 + "; ".join(f"{c} {fmt(row['over generated quiet'])}" for c, row in mem.items()
+                             if "over generated quiet" in row and c in ("M", "X"))
+                 + f"; over that of real frames of months never seen ({split}): "
+                 + "; ".join(f"{c} {fmt(row['over real held-out'])}" for c, row in mem.items() if c in ("M", "X")) + ".")
+    return lines
+
+
 def results_page(results: dict) -> str:
     """``reports/README.md``: every table of the measured results."""
     lines = ["# Results", "",
@@ -87,7 +111,10 @@ def results_page(results: dict) -> str:
              "resamples of the images, centred on the estimate (Wilson intervals for proportions); n = images.", ""]
     ev = results["evaluation"]
     if ev:
-        lines += _evaluation_section(ev)
+        lines += _evaluation_section(ev, "The bundled flare model on the real test months", "evaluation")
+    if results["paper_evaluation"]:
+        lines += _evaluation_section(results["paper_evaluation"], "The paper's mode (GOES labels, 171 Å: "
+                                     "`solar_diffusion/models/paper-171`) on the real test months", "evaluation-paper-171")
     if results["classifier"]:
         lines += _classifier_section(results["classifier"])
     if results["predictor"]:
@@ -97,14 +124,23 @@ def results_page(results: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _evaluation_section(ev: dict) -> list:
+def _evaluation_section(ev: dict, title: str, folder: str) -> list:
+    from solar_diffusion.evaluation_report import flare_tables
+
     s, split = ev["settings"], ev["settings"]["split"]
-    lines = ["## The bundled model on the real test months", "",
-             f"`solar-diffusion evaluate --dataset {s['dataset']} --split {split} --num-per-class {s['num_per_class']}"
-             + (" --inception" if s.get("inception") else "") + f" --out {s['out']}`: {s['num_per_class']} images per "
-             f"class, {ev['model']['scheduler']} with {ev['model']['num_inference_steps']} steps, guidance "
-             f"{s['guidance_scale']:g}. Full report: [evaluation/report.md](evaluation/report.md).", "",
-             "| pooled over the scored classes | generated | floor (real train vs real) |", "|---|---|---|"]
+    lines = [f"## {title}", "",
+             f"`solar-diffusion evaluate --model {s['model']} --dataset {s['dataset']} --split {split} --num-per-class "
+             f"{s['num_per_class']}" + (" --inception" if s.get("inception") else "") + f" --out {s['out']}`: "
+             f"{s['num_per_class']} images per class, {ev['model']['scheduler']} with "
+             f"{ev['model']['num_inference_steps']} steps, guidance {s['guidance_scale']:g}. Full report: "
+             f"[{folder}/report.md]({folder}/report.md).", ""]
+    if ev.get("flare"):
+        channels = ev["flare"]["signature"]["channels"]
+        lines += ["Generated images, every class asked at the same positions with the same seeds (circled), per "
+                  "channel in its AIA colour map:", ""]
+        lines += [f"![{w} Å]({folder}/contact_sheet_{int(w):04d}.png)" for w in reversed(channels)]
+        lines += flare_tables(ev["flare"], split)[1:] + [""]
+    lines += ["| pooled over the scored classes | generated | floor (real train vs real) |", "|---|---|---|"]
     for space, values in ev["feature_spaces"].items():
         pooled = values.get("pooled")
         if not pooled:

@@ -83,7 +83,8 @@ def test_several_channels_write_one_fits_per_channel(make_pipeline, tmp_path):
 
 
 def test_bundled_model_is_the_default_and_generates(tmp_path):
-    """The README's main job: the bundled model, offline, with a contact sheet of every class."""
+    """The README's main job: the bundled flare model, offline, with a contact sheet of every class
+    (all three channels, and one per channel with the drawn flare positions circled)."""
     from solar_diffusion.defaults import BUNDLED_MODEL
 
     weights = BUNDLED_MODEL / "unet" / "diffusion_pytorch_model.safetensors"
@@ -93,9 +94,11 @@ def test_bundled_model_is_the_default_and_generates(tmp_path):
     record = json.loads((out / "generation.json").read_text())
     assert record["settings"]["model"] == str(BUNDLED_MODEL)
     labels = [image["flare_class"] for image in record["images"]]
-    assert labels == ["quiet", "B", "C", "M", "X"]
-    assert record["images"][0]["unit"] == "browse"
-    assert Image.open(out / "contact_sheet.png").size == (176, 5 * 187)  # five classes, one image each
+    assert labels[0] == "quiet" and [label[0] for label in labels[1:]] == ["A", "B", "C", "M", "X"]
+    assert record["images"][0]["unit"] == "browse" and "flares" not in record["images"][0]
+    assert all(len(image["flares"]) == 1 for image in record["images"][1:])  # a position drawn for each flare
+    for sheet in ("contact_sheet.png", "contact_sheet_0094.png", "contact_sheet_0131.png", "contact_sheet_0171.png"):
+        assert Image.open(out / sheet).size == (176, 6 * 187), sheet  # six classes, one image each
 
 
 def test_help_and_version_answer_without_importing_torch_diffusers_or_sunpy():

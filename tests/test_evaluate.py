@@ -50,13 +50,20 @@ def test_missing_encoder_is_named(tmp_path):
         load_encoder(tmp_path)
 
 
-def test_bundled_encoder_loads_and_matches_the_bundled_model():
-    from solar_diffusion.defaults import BUNDLED_MODEL
+@pytest.mark.parametrize("which", ["BUNDLED_MODEL", "PAPER_MODEL"])
+def test_each_bundled_model_keeps_an_encoder_of_its_channels_size_and_unit(which):
+    from solar_diffusion import defaults
     from solar_diffusion.generate import load_pipeline
 
-    encoder, pipe = load_encoder(), load_pipeline(BUNDLED_MODEL)
+    model = getattr(defaults, which)
+    encoder, pipe = load_encoder(defaults.model_encoder(model)), load_pipeline(model)
+    assert defaults.model_encoder(model) == model / defaults.ENCODER_FOLDER
     assert encoder.normalization == pipe.normalization
+    assert encoder.config.in_channels == pipe.unet.config.out_channels
+    assert encoder.config.sample_size == pipe.unet.config.sample_size
     assert set(pipe.id2label.values()) <= set(encoder.id2label.values())
+    if which == "BUNDLED_MODEL":
+        assert load_encoder().config == encoder.config  # the default encoder is the bundled model's
 
 
 def test_evaluate_refuses_a_model_of_another_unit(tiny_model_dir, tiny_encoder, tiny_dataset, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Known answers of the evaluation metrics, on real AIA frames embedded by the bundled encoder."""
+"""Known answers of the evaluation metrics, on real AIA 171 Å frames embedded by the paper-mode model's encoder."""
 
 import numpy as np
 import pytest
@@ -37,7 +37,9 @@ def frames(real_64):
 
 @pytest.fixture(scope="module")
 def encoder():
-    return load_encoder()
+    from solar_diffusion.defaults import PAPER_MODEL, model_encoder
+
+    return load_encoder(model_encoder(PAPER_MODEL))  # trained on 171 Å frames like these
 
 
 def test_distances_are_zero_for_a_set_and_grow_with_distortion(frames, encoder):

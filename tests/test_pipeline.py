@@ -9,6 +9,7 @@ from PIL import Image
 from solar_diffusion import SolarFlarePipeline
 from solar_diffusion.generate import load_pipeline, sample_batches, set_unet_dtype, use_scheduler
 from solar_diffusion.hub import push_to_hub, save_pipeline
+from solar_diffusion.pipelines import STANDALONE_PIPELINE_FILE
 
 STEPS = 4
 
@@ -121,15 +122,15 @@ def _fine_structure(images: torch.Tensor) -> torch.Tensor:
     return lap.flatten(1).std(1)
 
 
-@pytest.mark.slow  # 60 solver steps of the 64 px bundled model on 3 images (with guidance): ~1-2 min on 2 CPU cores
+@pytest.mark.slow  # 60 solver steps of the 64 px paper-mode model on 3 images (with guidance): ~1-2 min on 2 CPU cores
 def test_bundled_defaults_keep_the_fine_structure_of_a_50_step_solve():
     """The defaults (10 DPM-Solver++ steps) and DDIM at 50 steps integrate the same ODE: from the
     same noise they must reach images with the same pixel-scale contrast. Steps evenly spaced in
     t (diffusers' default spacing) end with a jump from t = 111 to 0 and lose a quarter of it
     (measured: 0.74 and 0.77 of DDIM 50's on two of these three); uniform log-SNR steps keep it."""
-    from solar_diffusion.defaults import BUNDLED_MODEL
+    from solar_diffusion.defaults import PAPER_MODEL
 
-    pipe = load_pipeline(BUNDLED_MODEL)
+    pipe = load_pipeline(PAPER_MODEL)
     pipe.set_progress_bar_config(disable=True)
     labels = ["quiet", "C", "M"]
     defaults = next(sample_batches(pipe, labels, seed=7, num_inference_steps=10)).images
@@ -184,7 +185,7 @@ def test_load_pipeline_samples_in_channels_last_with_the_same_images(tiny_pipeli
 
 
 def test_pipeline_file_stands_alone():
-    from solar_diffusion.hub import STANDALONE_PIPELINE_FILE
+
 
     imports = [line.split()[1].split(".")[0] for line in STANDALONE_PIPELINE_FILE.read_text().splitlines()
                if line.startswith(("import ", "from "))]
@@ -197,7 +198,7 @@ def test_push_round_trip_through_a_folder_hub(tiny_pipeline, folder_hub):
     assert repo_id == "solar/tiny"
     assert [c[0] for c in folder_hub.calls] == ["create_repo", "upload_folder"]
     repo = folder_hub.repo_path("solar/tiny")
-    from solar_diffusion.hub import STANDALONE_PIPELINE_FILE
+
 
     assert (repo / "pipeline.py").read_text() == STANDALONE_PIPELINE_FILE.read_text()
     assert (repo / "README.md").read_text() == "# tiny\n"
@@ -281,3 +282,31 @@ def test_a_bfloat16_unet_samples_float32_images_close_to_float32_ones(tiny_pipel
     assert images.dtype == torch.float32 and torch.isfinite(images).all()
     assert torch.corrcoef(torch.stack([images.flatten(), full.flatten()]))[0, 1] > 0.99
     assert not torch.equal(images, full)  # the UNet really ran in bf16
+
+
+def test_a_saved_pipeline_loads_with_plain_diffusers_where_solar_diffusion_is_not_importable(tiny_pipeline, tmp_path):
+    """``save_pretrained`` writes ``pipeline.py``; the Hub snippet's call loads the folder in a process
+    where ``import solar_diffusion`` fails, and makes the same images."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "saved"
+    tiny_pipeline.save_pretrained(folder)
+    assert (folder / "pipeline.py").read_bytes() == STANDALONE_PIPELINE_FILE.read_bytes()
+    expected = run(tiny_pipeline, ["C", "M"]).images
+    np.save(tmp_path / "expected.npy", expected)
+    code = (
+        "import sys; sys.modules['solar_diffusion'] = None  # import solar_diffusion now raises ImportError\n"
+        "import numpy as np, torch\nfrom diffusers import DiffusionPipeline\n"
+        f"folder = {str(folder)!r}\n"
+        "pipe = DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder, trust_remote_code=True)\n"
+        "pipe.set_progress_bar_config(disable=True)\n"
+        "assert type(pipe).__name__ == 'SolarFlarePipeline' and 'solar_diffusion' not in type(pipe).__module__\n"
+        f"out = pipe(['C', 'M'], num_inference_steps={STEPS}, generator=torch.Generator().manual_seed(0))\n"
+        f"np.testing.assert_allclose(out.images, np.load({str(tmp_path / 'expected.npy')!r}), atol=1e-5)\n"
+        "print('loaded', type(pipe).__module__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("loaded")

@@ -98,7 +98,7 @@ def test_several_channels_and_push_through_an_injected_hub(shared_data, real_dat
     pipe.set_progress_bar_config(disable=True)
     assert pipe.unet.config.in_channels == 3
     assert pipe.config.geometry["wavelengths_angstrom"] == [171.0, 131.0, 94.0]
-    from solar_diffusion.hub import STANDALONE_PIPELINE_FILE
+    from solar_diffusion.pipelines import STANDALONE_PIPELINE_FILE
 
     repo = folder_hub.repo_path("solar/rgb-tiny")
     assert (repo / "pipeline.py").read_text() == STANDALONE_PIPELINE_FILE.read_text()

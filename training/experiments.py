@@ -49,7 +49,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                             ("predictor", "24 h flare predictor, real vs real + synthetic positives")):
         e = sub.add_parser(name, help=help_text)
         e.add_argument("--dataset", required=True, help="a folder made by build-dataset (train/validation/test)")
-        e.add_argument("--model", default=None, help="the generating pipeline (default: the bundled model)")
+        e.add_argument("--model", default=None, help="the generating pipeline (default: the paper-mode class model, models/paper-171)")
         e.add_argument("--out", required=True, help="output folder")
         e.add_argument("--seeds", type=int, default=3, help="training seeds per arm (default 3)")
         e.add_argument("--epochs", type=int, default=10)
@@ -161,10 +161,10 @@ def skill_scores(y_true, y_pred) -> dict:
 
 
 def _load(args):
-    from solar_diffusion.defaults import BUNDLED_MODEL
+    from solar_diffusion.defaults import PAPER_MODEL
     from solar_diffusion.generate import load_pipeline
 
-    pipe = load_pipeline(args.model or BUNDLED_MODEL)
+    pipe = load_pipeline(args.model or PAPER_MODEL)
     pipe.set_progress_bar_config(disable=True)
     image_size = pipe.unet.config.sample_size
     splits = {s: model_space_split(args.dataset, s, pipe.normalization, image_size)
@@ -238,7 +238,7 @@ def classifier_experiment(args) -> dict:
                               "confusion": confusion_matrix(list(test.labels), list(predicted), labels=classes).tolist()})
     summary = {arm: {c: spread([r["f1"][c] for r in rs]) for c in scored + ["macro"]} if scored else {}
                for arm, rs in runs.items()}
-    results = {"settings": vars(args) | {"model": str(args.model or "bundled")}, "classes": classes,
+    results = {"settings": vars(args) | {"model": str(args.model or "paper-171")}, "classes": classes,
                "scored_classes": scored, "train_counts": counts, "synthetic_added": add,
                "validation_counts": validation.counts(), "test_counts": test_counts,
                "not_scored": {c: f"too few real test images (n={test_counts.get(c, 0)} < {args.min_real})"
@@ -292,7 +292,7 @@ def predictor_experiment(args) -> dict:
     hours = utc_times(splits["test"].t_obs).dt.round("h").dt.hour.to_numpy()
     scored_frames = hours % args.eval_hour_stride == 0
     id2label = {0: "no", 1: "yes"}
-    results = {"settings": vars(args) | {"model": str(args.model or "bundled")}, "thresholds": {}}
+    results = {"settings": vars(args) | {"model": str(args.model or "paper-171")}, "thresholds": {}}
     lines = [f"{args.seeds} seeds per arm, mean ± std; test frames scored: nominal hour a multiple of "
              f"{args.eval_hour_stride} ({int(scored_frames.sum())} of {len(scored_frames)}); epoch chosen on the real "
              "validation split. Synthetic positives are generated flare-in-progress images (see the module docstring "

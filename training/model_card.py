@@ -15,7 +15,7 @@ TEMPLATE = """---
 
 # {{ title }}
 
-A class-conditional DDPM (`SolarFlarePipeline`, solar-diffusion) that generates full-disk
+{{ what }} (`SolarFlarePipeline`, solar-diffusion) that generates full-disk
 SDO/AIA {{ channels }} Å images of a chosen GOES flare class, after Ramunno et al. 2024
 (A&A 686, A285). Images are **synthetic**: FITS output is marked `SYNTHETC = T`.
 
@@ -24,7 +24,7 @@ SDO/AIA {{ channels }} Å images of a chosen GOES flare class, after Ramunno et 
 ```python
 from solar_diffusion import SolarFlarePipeline
 pipe = SolarFlarePipeline.from_pretrained("{{ repo }}")
-images = pipe(flare_class="X", num_images_per_class=4, output_type="physical").images  # {{ unit }}
+images = pipe({{ request }}, num_images_per_class=4, output_type="physical").images  # {{ unit }}
 ```
 
 Without the package: `DiffusionPipeline.from_pretrained(repo, custom_pipeline=repo, trust_remote_code=True)`.
@@ -60,11 +60,19 @@ def render_model_card(args: dict, dataset_info: dict, pipe: SolarFlarePipeline, 
     card = ModelCard.from_template(
         data,
         template_str=TEMPLATE,
-        title=f"solar-diffusion: AIA {','.join(dataset_info['config']['channels'])} Å, GOES classes",
+        title=f"solar-diffusion: AIA {','.join(dataset_info['config']['channels'])} Å, "
+              + ("flares placed where asked" if pipe.conditioning == "flare" else "GOES classes"),
+        what={"class": "A class-conditional DDPM", "flux": "A DDPM conditioned on the GOES peak flux",
+              "flare": "A DDPM conditioned on each flare's GOES peak flux and position (a flare map beside the "
+                       "noisy image)"}[pipe.conditioning],
+        request={"class": '"X"', "flux": '"M2.5"', "flare": '"M2.5", flare_position=(-475, 397)  # arcsec'}[
+            pipe.conditioning],
         channels=",".join(dataset_info["config"]["channels"]),
         repo=repo,
         unit=dataset_info["unit"],
-        labels=", ".join(id2label.values()) or "continuous: the log10 GOES peak flux (ask for 'M2.5' or a flux)",
+        labels=", ".join(id2label.values()) or "continuous: the log10 GOES peak flux (ask for 'M2.5' or a flux)"
+        + ("; 'quiet' for no flare; each flare at a position (helioprojective arcsec or pixels), or drawn from "
+           "the training flares" if pipe.conditioning == "flare" else ""),
         null_id=pipe.null_condition,
         dataset=args.get("dataset"),
         train_counts=", ".join(f"{k}: {v}" for k, v in counts.items()),
