@@ -175,7 +175,8 @@ def _add_evaluate(p):
     p.add_argument("--dataset", required=True, help="a folder made by build-dataset, in the model's data unit")
     p.add_argument("--split", default="test", help="real split to compare with (default test)")
     p.add_argument("--encoder", default=None, help="saved FlareClassifier (default: the one saved with the model, <model>/evaluation_encoder, else the bundled model's)")
-    p.add_argument("--num-per-class", type=int, default=32, help="generated images per class (default 32)")
+    p.add_argument("--num-images", "--num-per-class", dest="num_per_class", type=int, default=32,
+                   help="generated images per class (default 32)")
     p.add_argument("--num-positions", type=int, default=8,
                    help="a flare model: flare positions drawn from its training flares, the same for every class")
     p.add_argument("--steps", type=int, default=None, help=f"denoising steps (default {DEFAULT_STEPS})")
@@ -197,7 +198,7 @@ def _evaluate(args) -> int:
     from solar_diffusion.evaluate import EvaluationConfig, evaluate
 
     if args.num_per_class < 2:
-        raise SystemExit(f"error: --num-per-class must be >= 2, got {args.num_per_class}")
+        raise ValueError(f"--num-images must be >= 2 for evaluate, got {args.num_per_class}")
     curve = tuple(int(s) for s in args.steps_curve.split(",") if s.strip())
     evaluate(EvaluationConfig(
         model=args.model, dataset=args.dataset, out=args.out, split=args.split, encoder=args.encoder,

@@ -13,12 +13,15 @@ def atomic_write(path, write) -> Path:
     """Call ``write(tmp_path)`` and rename the result to ``path``; a failure leaves no file.
 
     The temporary name ends in ``.tmp`` plus the target's suffix, so writers that look at the
-    suffix (FITS, PNG) still work.
+    suffix (FITS, PNG) still work. The file gets the permissions the user's umask gives a new
+    file (``mkstemp`` alone would leave it 0600).
 
-    >>> import tempfile, pathlib
+    >>> import tempfile, pathlib, stat
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "note.txt"
     >>> atomic_write(target, lambda tmp: pathlib.Path(tmp).write_text("hi")).read_text()
     'hi'
+    >>> stat.S_IMODE(target.stat().st_mode) == 0o666 & ~current_umask()
+    True
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,11 +29,19 @@ def atomic_write(path, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def expand_paths(paths) -> list[Path]:

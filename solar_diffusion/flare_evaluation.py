@@ -176,8 +176,8 @@ def flare_sections(ev, splits=("train", "validation", "test"), num_move: int = 8
     moved = {}
     strongest = [c for c in ev.classes if c != QUIET_LABEL][-1:] or []
     if strongest:
-        a = ev.requested_arcsec[0] if ev.requested_arcsec else None
-        a = a if a is not None and abs(a[0]) > 150 else (300.0, -250.0)
+        far = [p for p in ev.position_cycle if abs(p[0]) > 150]  # A and its mirror B at least 300" apart
+        a = far[0] if far else (300.0, -250.0)
         b = (-a[0], a[1])
         both = []
         for where in (a, b):

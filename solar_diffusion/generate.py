@@ -72,7 +72,8 @@ def unet_dtype(name: str, device: str | None) -> torch.dtype:
 def set_unet_dtype(pipe: SolarFlarePipeline, dtype: torch.dtype) -> SolarFlarePipeline:
     """Run the UNet in ``dtype``. A flux-conditioned UNet keeps its class embedding in float32:
     diffusers feeds it the float32 sinusoidal projection of the flux without a cast."""
-    pipe.unet.to(dtype)
+    if pipe.unet.dtype != dtype:  # (a cast to the same dtype only makes diffusers warn)
+        pipe.unet.to(dtype)
     if pipe.unet.config.class_embed_type == "timestep":
         pipe.unet.class_embedding.to(torch.float32)
     return pipe

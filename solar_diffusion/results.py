@@ -66,12 +66,13 @@ def summary(results: dict, link: str = "reports/README.md") -> str:
     if clf:
         summary_ = clf["summary"]
         lines.append(f"- Flare-class classifier, test macro-F1 over {', '.join(clf['scored_classes'])} "
-                     f"({clf['settings']['seeds']} seeds): " + "; ".join(f"{arm} {_mean_std(v['macro'])}"
+                     f"({clf['settings']['seeds']} seeds; synthetic images of `{clf['settings']['model']}`): " + "; ".join(f"{arm} {_mean_std(v['macro'])}"
                                                                          for arm, v in summary_.items()) + ".")
     pred = results["predictor"]
     if pred:
         for threshold, t in pred["thresholds"].items():
-            lines.append(f"- Flare ≥ {threshold} within 24 h (base rate {t['test_base_rate']:.3f}), TSS: "
+            lines.append(f"- Flare ≥ {threshold} within 24 h (base rate {t['test_base_rate']:.3f}; synthetic images of "
+                         f"`{pred['settings']['model']}`), TSS: "
                          + "; ".join(f"{arm} {_mean_std(v['tss'])}" for arm, v in t["summary"].items()) + ".")
     row = _default_row(results["sampling"])
     if row:

@@ -28,7 +28,7 @@ from solar_diffusion.splits import dataset_info, model_space_split
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True, help="folder made by solar-diffusion build-dataset")
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("--out", "--output-dir", dest="output_dir", required=True, help="output folder of the run")
     p.add_argument("--size", "--resolution", dest="size", type=int, default=None,
                    help="input image size in pixels (default: the dataset's)")
     p.add_argument("--epochs", type=int, default=30)

@@ -61,7 +61,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--dataset", required=True,
                    help="folder made by solar-diffusion build-dataset, or a training pack (solar-diffusion pack)")
     p.add_argument("--config-name", default=None, help="dataset config (default: the dataset's default)")
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("--out", "--output-dir", dest="output_dir", required=True, help="output folder of the run")
     p.add_argument("--preset", default="small", help="UNet preset: tiny, small or paper")
     p.add_argument("--conditioning", default="class", choices=["class", "flux", "flare"],
                    help="GOES labels (class), or the continuous log10 peak flux (flux: the flare's peak flux, "
