@@ -19,6 +19,18 @@ def test_fits_from_pipeline_output_opens_as_a_synthetic_aia_map(tiny_pipeline, t
     assert aia.meta["synthetc"] is True and aia.meta["origin"] == "solar-diffusion"
     assert aia.meta["flarecls"] == "X" and aia.meta["genseed"] == 7 and aia.meta["genmodel"] == "tiny-test"
     np.testing.assert_allclose(aia.data, out.images[0, 0])
+    assert aia.name.startswith("synthetic AIA 171.0 Angstrom") and aia.meta["creator"].startswith("solar-diffusion ")
+    from astropy.io import fits
+
+    with fits.open(path, checksum=True) as hdul:  # astropy verifies CHECKSUM and DATASUM on open
+        header = hdul[0].header
+        assert header["CHECKSUM"] and header["DATASUM"] and header["DATE"].startswith("20")
+    corrupt = tmp_path / "corrupt.fits"
+    raw = bytearray(path.read_bytes())
+    raw[-4] ^= 0xFF  # one flipped byte in the data
+    corrupt.write_bytes(bytes(raw))
+    with pytest.warns(Warning, match="verification failed"), fits.open(corrupt, checksum=True) as hdul:
+        hdul[0].data.sum()
 
     geometry = out.metadata[0]["geometry"]
     # The disk centre of the config is where the WCS puts Sun centre.
@@ -42,3 +54,24 @@ def test_model_space_images_are_refused(tiny_pipeline):
     out = tiny_pipeline("C", num_inference_steps=1, output_type="pt")
     with pytest.raises(ValueError, match="output_type='physical'"):
         synthetic_map(out.images[0].numpy(), out.metadata[0])
+
+
+def test_generated_files_name_their_model_without_a_machine_path(tiny_pipeline, tmp_path):
+    out = tiny_pipeline("C", num_inference_steps=1, output_type="physical")
+    folder = tmp_path / "runs" / "flare-64" / "pipeline"
+    folder.mkdir(parents=True)
+    aia = sunpy.map.Map(write_fits(tmp_path / "c.fits", out.images[0], out.metadata[0], model=str(folder)))
+    assert aia.meta["genmodel"] == "flare-64/pipeline" and str(tmp_path) not in str(aia.meta)
+    hub = synthetic_map(out.images[0], out.metadata[0], model="solar/flares-64")
+    assert hub.meta["genmodel"] == "solar/flares-64"
+
+
+def test_browse_brightness_plots_with_a_linear_stretch(make_pipeline):
+    from astropy.visualization import LinearStretch
+
+    from solar_diffusion.pipelines import ClipLogNormalization
+
+    pipe = make_pipeline(normalization=ClipLogNormalization.for_unit("browse"))
+    out = pipe("C", num_inference_steps=1, output_type="physical")
+    smap = synthetic_map(out.images[0], out.metadata[0])
+    assert isinstance(smap.plot_settings["norm"].stretch, LinearStretch) and smap.plot_settings["norm"].vmax == 255
