@@ -107,3 +107,23 @@ def test_several_channels_and_push_through_an_injected_hub(shared_data, real_dat
     assert card == (tmp_path / "run" / "pipeline" / "README.md").read_text() and "AIA 171,131,94 Å" in card
     out = pipe(list(pipe.id2label.values())[:1], num_inference_steps=2, output_type="physical")
     assert out.images.shape == (1, 3, 16, 16)
+
+
+def test_bad_arguments_and_a_used_output_folder_are_refused_before_any_work(tiny_dataset, tmp_path, capsys):
+    from solar_diffusion.cli import main as cli
+
+    used = tmp_path / "used"
+    (used / "checkpoint-4").mkdir(parents=True)
+    base = ["train", "--dataset", str(tiny_dataset), "--logger", "none"]
+    assert cli(base + ["--out", str(used)]) == 2
+    assert "holds an earlier run (checkpoint-4): pass --resume-from-checkpoint latest" in capsys.readouterr().err
+    assert sorted(p.name for p in used.iterdir()) == ["checkpoint-4"]  # nothing written, nothing removed
+    for flag, value, message in (("--train-batch-size", "0", "--train-batch-size must be >= 1, got 0"),
+                                 ("--learning-rate", "nan", "--learning-rate must be a positive number, got nan"),
+                                 ("--label-dropout", "1.5", "--label-dropout must be in [0, 1), got 1.5"),
+                                 ("--size", "-8", "--size must be at least 8 pixels, got -8")):
+        assert cli(base + ["--out", str(tmp_path / "new"), flag, value]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "new").exists()
+    assert cli(base + ["--out", str(tmp_path / "big"), "--train-batch-size", "100000"]) == 2
+    assert "fewer than one batch (100000 x 1 processes): lower --train-batch-size" in capsys.readouterr().err

@@ -228,6 +228,39 @@ def transfer_unet_weights(source, unet, source_wavelengths, wavelengths):
     return unet
 
 
+def check_arguments(args):
+    """Refuse values that cannot train before any work: counts below 1, rates and probabilities
+    out of range or not finite."""
+    for name in ("train_batch_size", "gradient_accumulation_steps", "max_train_steps", "checkpointing_steps",
+                 "logging_steps", "num_train_timesteps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("validation_steps", "sample_steps", "lr_warmup_steps", "dataloader_num_workers"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise ValueError(f"--learning-rate must be a positive number, got {args.learning_rate}")
+    for name in ("label_dropout",):
+        if not 0 <= getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(args, name)}")
+    if args.size is not None and args.size < 8:
+        raise ValueError(f"--size must be at least 8 pixels, got {args.size}")
+    if args.max_train_minutes is not None and not args.max_train_minutes > 0:
+        raise ValueError(f"--max-train-minutes must be a positive number, got {args.max_train_minutes}")
+
+
+def check_output_dir(output_dir: Path, resume: str | None):
+    """A new run never writes over another run's files: a folder holding checkpoints or a saved
+    pipeline is continued only with ``--resume-from-checkpoint``, refused otherwise."""
+    if resume or not output_dir.exists():
+        return
+    earlier = sorted(p.name for p in output_dir.iterdir()
+                     if p.name.startswith("checkpoint-") or p.name in ("pipeline", "losses.jsonl", "train_summary.json"))
+    if earlier:
+        raise ValueError(f"--out {output_dir} holds an earlier run ({', '.join(earlier[:3])}): pass "
+                         "--resume-from-checkpoint latest to continue it, or choose another --out")
+
+
 def _checkpoints(output_dir: Path) -> list[Path]:
     return sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
 
@@ -263,6 +296,8 @@ def train(args, hub_api=None) -> Path:
     from solar_diffusion.hub import push_to_hub, save_pipeline
 
     output_dir = Path(args.output_dir)
+    check_arguments(args)
+    check_output_dir(output_dir, args.resume_from_checkpoint)
     accelerator = make_accelerator(args, output_dir)
     on_gpu = accelerator.device.type == "cuda"
     channels_last = on_gpu if args.channels_last is None else args.channels_last
@@ -302,6 +337,9 @@ def train(args, hub_api=None) -> Path:
     collate = Collate(normalization, image_size, id_map, args.augment_rotation, args.augment_brightness, raw=True,
                       dtype=image_dtype(unit), flare_sigma_px=flare_sigma, dataset_size=info["config"]["size"])
     flare_positions = training_flare_positions(train_ds, geometry) if args.conditioning == "flare" else None
+    if len(train_ds) < args.train_batch_size * accelerator.num_processes:
+        raise ValueError(f"the train split of {args.dataset} has {len(train_ds)} frames, fewer than one batch "
+                         f"({args.train_batch_size} x {accelerator.num_processes} processes): lower --train-batch-size")
     loader = training_loader(train_ds, train_ds["flare_class"], collate, args, pin_memory=on_gpu)
     val_batch = None
     if args.validation_steps:
