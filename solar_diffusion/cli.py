@@ -300,6 +300,31 @@ def _assemble(args) -> int:
     return 0
 
 
+def _add_augment(p):
+    _add_model(p, "saved pipeline folder that generates the frames")
+    p.add_argument("--dataset", required=True, help="a folder made by build-dataset")
+    p.add_argument("--out", required=True, help="folder of the new dataset (new or empty)")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--ratio", type=float, help="add R times each minority class's count")
+    how.add_argument("--target", choices=["balanced"], help="raise each minority class to the largest class's count")
+    p.add_argument("--classes", default=None, help="comma-separated classes to add (default: all but the largest)")
+    p.add_argument("--max-per-class", type=int, default=None, help="at most this many frames added per class")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _augment(args) -> int:
+    from solar_diffusion.augment import augment
+
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    augment(args.dataset, args.out, args.model, ratio=args.ratio, target=args.target, classes=classes,
+            max_per_class=args.max_per_class, seed=args.seed, num_inference_steps=args.steps,
+            guidance_scale=args.guidance, batch_size=args.batch_size)
+    return 0
+
+
 #: subcommand -> (one-line help, function adding its arguments, function running it)
 COMMANDS = {
     "generate": ("generate synthetic AIA images of chosen GOES flare classes", _add_generate, _generate),
@@ -308,6 +333,8 @@ COMMANDS = {
     "evaluate": ("FD/KID, precision/recall, clusters, conditioning F1 against a real split", _add_evaluate, _evaluate),
     "experiment": ("the paper's experiments: classifier or predictor, real vs + synthetic", _add_experiment,
                    _experiment),
+    "augment": ("a dataset with generated frames added to its training split's minority classes", _add_augment,
+                _augment),
     "pack": ("a compact, self-contained training pack of a built dataset", _add_pack, _pack),
     "gpu-wheels": ("download the wheels an offline GPU node lacks (see training/offline_gpu.sh)", _add_gpu_wheels,
                    _gpu_wheels),

@@ -1,0 +1,73 @@
+"""Seconds per image of one pipeline call at batch 1 with the default settings, per bundled model.
+
+    python benchmarks/bench_latency.py [--repeats 7] [--json reports/bench_latency.json]
+
+The release target (issue 16): at 64 px, at most 1.5 s per image at batch 1 with the defaults on
+2 CPU cores. Each model is loaded as ``solar-diffusion generate`` loads it (``load_pipeline``),
+warmed up with one call, then timed ``--repeats`` times (a new seed each call; a flare model is
+asked for an M flare at a fixed position, the paper's model for class M); the median and the
+range are printed, with the flare model's time over the paper model's in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+
+def time_model(model: Path, repeats: int) -> dict:
+    import torch
+
+    from solar_diffusion.generate import load_pipeline
+    from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS
+
+    pipe = load_pipeline(model)
+    pipe.set_progress_bar_config(disable=True)
+    request = {"flare_class": "M", "flare_position": (300.0, -250.0)} if pipe.conditioning == "flare" \
+        else {"flare_class": "M"}
+
+    def call(seed):
+        pipe(**request, generator=[torch.Generator().manual_seed(seed)])
+
+    call(0)  # warm-up: first-call allocations
+    seconds = []
+    for seed in range(1, repeats + 1):
+        started = time.perf_counter()
+        call(seed)
+        seconds.append(time.perf_counter() - started)
+    return {"model": model.name, "conditioning": pipe.conditioning, "size": pipe.unet.config.sample_size,
+            "channels": pipe.unet.config.out_channels, "steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE,
+            "seconds_median": statistics.median(seconds), "seconds_min": min(seconds), "seconds_max": max(seconds),
+            "repeats": repeats}
+
+
+def main(argv=None) -> dict:
+    import torch
+
+    from solar_diffusion.defaults import BUNDLED_MODEL, PAPER_MODEL
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    rows = [time_model(model, args.repeats) for model in (PAPER_MODEL, BUNDLED_MODEL)]
+    result = {"command": "python benchmarks/bench_latency.py", "cpu_count": os.cpu_count(),
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows,
+              "flare_over_paper": rows[1]["seconds_median"] / rows[0]["seconds_median"]}
+    print("| model | conditioning | size | channels | s / image, batch 1 (median, range) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['conditioning']} | {r['size']} | {r['channels']} | "
+              f"{r['seconds_median']:.3f} ({r['seconds_min']:.3f}-{r['seconds_max']:.3f}) |")
+    print(f"flare model / paper model: {result['flare_over_paper']:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Add generated frames to a built dataset's training split: ``solar-diffusion augment``.
+
+    solar-diffusion augment --dataset DIR --out DIR [--target balanced | --ratio R] [--model PATH]
+
+The new dataset is in the builder's format (same columns, so ``load_dataset`` and ``load_split``
+read it): the validation and test shards are copied byte for byte, the training shards are
+copied and followed by shards of generated frames for the minority classes (every class but the
+most frequent; ``--classes`` chooses). ``--ratio R`` adds R times a class's count; ``--target
+balanced`` raises each to the most frequent class's count (at most ``--max-per-class`` added).
+
+A generated row is flagged in the columns every row has: ``label_source = "synthetic"``, ``source =
+"synthetic:<model>:seed=<k>"``, its requested class and log10 peak flux in the label columns, and
+for a flare model its requested position (arcsec and pixels) in ``flare_hpc_x/y`` and ``flares``
+(``event_source = "synthetic"``); ``t_obs`` is empty (a generated frame was never observed).
+``synthetic.json`` lists every added frame, and ``build_info.json`` counts them under
+``augmented``. The requested strengths are those of real training frames of the class, drawn
+with the seed; a flare model draws its positions from its training flares.
+
+A synthetic "M" frame shows a flare in progress, not the Sun hours before one: it adds examples
+of what a flaring Sun looks like, not of what precedes a flare.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from solar_diffusion.files import atomic_write
+from solar_diffusion.pipelines import QUIET_LABEL
+
+#: ``label_source`` of a generated row.
+SYNTHETIC = "synthetic"
+
+
+def is_synthetic(label_source) -> np.ndarray:
+    """Which rows were generated (their ``label_source`` column).
+
+    >>> is_synthetic(["hek", "synthetic", "goes"]).tolist()
+    [False, True, False]
+    """
+    return np.asarray(label_source, dtype=object) == SYNTHETIC
+
+
+def plan_additions(counts: dict, classes=None, ratio: float | None = None, target: str | None = None,
+                   max_per_class: int | None = None) -> dict:
+    """How many frames to add per class, from the training split's ``counts``.
+
+    >>> plan_additions({"quiet": 100, "C": 10, "M": 2}, ratio=1.5)
+    {'C': 15, 'M': 3}
+    >>> plan_additions({"quiet": 100, "C": 10, "M": 2}, target="balanced", max_per_class=50)
+    {'C': 50, 'M': 50}
+    """
+    if (ratio is None) == (target is None):
+        raise ValueError("give one of --ratio R or --target balanced")
+    if target is not None and target != "balanced":
+        raise ValueError(f"--target is 'balanced', got {target!r}")
+    if ratio is not None and not (math.isfinite(ratio) and ratio > 0):
+        raise ValueError(f"--ratio must be a positive number, got {ratio}")
+    majority = max(counts, key=counts.get)
+    chosen = list(classes) if classes else [c for c in counts if c != majority and counts[c] > 0]
+    unknown = [c for c in chosen if c not in counts or counts[c] == 0]
+    if unknown:
+        raise ValueError(f"the training split has no frames of {', '.join(unknown)} (it has: "
+                         f"{', '.join(c for c, n in counts.items() if n)})")
+    if ratio is not None:
+        plan = {c: int(round(ratio * counts[c])) for c in chosen}
+    else:
+        plan = {c: max(0, counts[majority] - counts[c]) for c in chosen}
+    if max_per_class is not None:
+        plan = {c: min(n, max_per_class) for c, n in plan.items()}
+    return {c: n for c, n in plan.items() if n > 0}
+
+
+def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_class=None, seed: int = 0,
+            num_inference_steps=None, guidance_scale=None, batch_size=None, log=print) -> dict:
+    """Write the augmented dataset to ``out`` (new or empty); returns its ``build_info.json``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from solar_diffusion.generate import load_pipeline, sample_batches
+    from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS, requested_flux, rsun_px
+    from solar_diffusion.splits import dataset_info, image_dtype, split_table
+
+    dataset, out = Path(dataset), Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"--out {out} is not empty: augment writes a new dataset folder")
+    info = dataset_info(dataset)
+    config = info["config"]
+    name = config.get("config_name", "default")
+    pipe = load_pipeline(model)
+    pipe.set_progress_bar_config(disable=True)
+    size, n_channels = pipe.unet.config.sample_size, pipe.unet.config.out_channels
+    if pipe.normalization.unit != info["unit"]:
+        raise ValueError(f"{model} makes {pipe.normalization.unit!r} images, {dataset} holds {info['unit']!r}")
+    if size != config["size"] or n_channels != len(config["channels"]):
+        raise ValueError(f"{model} makes {n_channels} x {size} px images, {dataset} holds "
+                         f"{len(config['channels'])} x {config['size']} px: use a model of the dataset's channels and size")
+    if pipe.conditioning == "flux":
+        raise ValueError(f"{model} is conditioned on flux alone; augment needs a class or flare model")
+
+    train = split_table(dataset, "train", name)
+    vocabulary = info["vocabulary"]
+    labels = np.array([vocabulary[i] for i in train.column("flare_class").to_numpy()], dtype=object)
+    counts = {c: int((labels == c).sum()) for c in vocabulary}
+    plan = plan_additions(counts, classes, ratio, target, max_per_class)
+    if QUIET_LABEL in plan and pipe.conditioning == "class" and QUIET_LABEL not in pipe.id2label.values():
+        raise ValueError(f"{model} cannot generate 'quiet' frames")
+    for c in plan:
+        if pipe.conditioning == "class" and c not in pipe.id2label.values():
+            raise ValueError(f"{model} does not know the class {c!r}; it knows: {', '.join(pipe.id2label.values())}")
+
+    # the requests: a real training frame's class (its published flare class) per added frame
+    rng = np.random.default_rng(seed)
+    published = np.array(train.column("flare_goes_class").to_pylist(), dtype=object)
+    requests = []
+    for c, n in plan.items():
+        pool = [p for p in published[labels == c] if p] if c != QUIET_LABEL else []
+        picks = rng.choice(pool, size=n) if (pool and pipe.conditioning == "flare") else [c] * n
+        requests += [str(p) for p in picks]
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).mkdir()
+    for path in sorted((dataset / name).iterdir()):  # every original shard and side file, unchanged
+        if not path.name.startswith("."):
+            shutil.copy2(path, out / name / path.name)
+    for extra in ("README.md",):
+        if (dataset / extra).exists():
+            shutil.copy2(dataset / extra, out / extra)
+
+    steps = num_inference_steps or DEFAULT_STEPS
+    guidance = DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale
+    model_id = Path(str(model)).name if Path(str(model)).exists() else str(model)
+    geometry = pipe.config.geometry
+    dtype = image_dtype(info["unit"])
+    schema = train.schema
+    rows, manifest = [], []
+    shard_size = int(config.get("shard_size") or 256)
+    existing = len(list((dataset / name).glob("train-*-of-*.parquet")))
+    log(f"augment: adding {sum(plan.values())} generated frames ({', '.join(f'{c} {n}' for c, n in plan.items())}) "
+        f"with {model_id}, {steps} steps, guidance {guidance:g}")
+    k = 0
+    for output in sample_batches(pipe, requests, seed, steps, guidance, batch_size):
+        physical = pipe.normalization.inverse(output.images.cpu().numpy())
+        for image, meta in zip(physical, output.metadata):
+            request = requests[k]
+            label = QUIET_LABEL if request == QUIET_LABEL else (request[0].upper() if pipe.conditioning == "flare"
+                                                                else request)
+            flares = meta.get("flares", [])
+            first = flares[0] if flares else None
+            log10_flux = first["log10_peak_flux_goes_r"] if first else (
+                math.nan if label == QUIET_LABEL else math.log10(requested_flux(label)))
+            if np.issubdtype(dtype, np.integer):
+                image = np.clip(np.round(image), np.iinfo(dtype).min, np.iinfo(dtype).max)
+            rows.append({
+                "image": image.astype(dtype), "flare_class": vocabulary.index(label),
+                "flare_log10_peak_flux_goes_r": log10_flux, "peak_flux": log10_flux, "goes_flux_at_obs": math.nan,
+                "t_obs": None, "label_source": SYNTHETIC,
+                "flare_goes_class": first["flare_class"] if first else ("" if label == QUIET_LABEL else label),
+                "flare_hpc_x": first["position_arcsec"][0] if first and first["position_arcsec"] else math.nan,
+                "flare_hpc_y": first["position_arcsec"][1] if first and first["position_arcsec"] else math.nan,
+                "flares": _flares_column(flares),
+                "source": f"{SYNTHETIC}:{model_id}:seed={meta['seed']}",
+                "channel": ",".join(str(c) for c in config["channels"]), "unit": info["unit"],
+                "image_size": size, "fov_rsun": config["fov_rsun"], "rsun_px": rsun_px(geometry, size),
+            })
+            manifest.append({"row": int(train.num_rows) + k, "flare_class": label, "requested": request,
+                             "seed": int(meta["seed"]), "flares": flares})
+            k += 1
+    n_shards = math.ceil(len(rows) / shard_size)
+    for s in range(n_shards):
+        chunk = rows[s * shard_size:(s + 1) * shard_size]
+        table = _table(chunk, schema, pa)
+        path = out / name / f"train-{existing + s:05d}-synthetic-{s:05d}-of-{n_shards:05d}.parquet"
+        atomic_write(path, lambda tmp, table=table: pq.write_table(table, tmp))
+
+    added = {c: sum(1 for m in manifest if m["flare_class"] == c) for c in plan}
+    new_info = dict(info)
+    new_info["counts"] = {**info["counts"], "train": {c: counts[c] + added.get(c, 0) for c in vocabulary}}
+    new_info["augmented"] = {"source_dataset": str(dataset), "model": model_id, "seed": seed,
+                             "num_inference_steps": steps, "guidance_scale": guidance, "added": added,
+                             "original_train_counts": counts, "rule": "label_source == 'synthetic'"}
+    atomic_write(out / "build_info.json", lambda tmp: Path(tmp).write_text(json.dumps(new_info, indent=1, default=str)))
+    atomic_write(out / "synthetic.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
+    if (out / "README.md").exists():
+        text = (out / "README.md").read_text()
+        text += (f"\n## Synthetic frames\n\n`solar-diffusion augment` added {sum(added.values())} generated frames to "
+                 f"the train split ({', '.join(f'{c}: {n}' for c, n in added.items())}) with `{model_id}` (seed "
+                 f"{seed}, {steps} steps, guidance {guidance:g}). They are the rows with `label_source == "
+                 f"\"synthetic\"` (their `source` names model and seed; `t_obs` is empty); `synthetic.json` lists "
+                 "them. Validation and test splits are the original ones.\n")
+        atomic_write(out / "README.md", lambda tmp: Path(tmp).write_text(text))
+    log(f"augment: wrote {out} (train {sum(new_info['counts']['train'].values())} frames, of which "
+        f"{sum(added.values())} generated)")
+    return new_info
+
+
+def _flares_column(flares: list) -> dict:
+    """The ``flares`` struct of a generated frame: its requested flares (no times, no Stonyhurst
+    coordinates: it was never observed)."""
+    def arcsec(f, i):
+        return f["position_arcsec"][i] if f.get("position_arcsec") else math.nan
+
+    return {"goes_class": [f["flare_class"] for f in flares],
+            "log10_peak_flux_goes_r": [f["log10_peak_flux_goes_r"] for f in flares],
+            "start": [None] * len(flares), "peak": [None] * len(flares), "end": [None] * len(flares),
+            "hpc_x": [arcsec(f, 0) for f in flares], "hpc_y": [arcsec(f, 1) for f in flares],
+            "hgs_lat": [math.nan] * len(flares), "hgs_lon": [math.nan] * len(flares),
+            "x_px": [f["position_px"][0] for f in flares], "y_px": [f["position_px"][1] for f in flares],
+            "on_disk": [True] * len(flares), "event_source": [SYNTHETIC] * len(flares)}
+
+
+def _table(rows: list, schema, pa):
+    """Rows as a table of the training shards' schema (column order and types, metadata kept)."""
+    columns = {}
+    for field in schema:
+        values = [r[field.name] for r in rows]
+        if field.name == "image":
+            values = [v.tolist() for v in values]
+        if isinstance(field.type, pa.ExtensionType):  # datasets' Array3D, where its types are registered
+            columns[field.name] = pa.ExtensionArray.from_storage(field.type, pa.array(values, type=field.type.storage_type))
+        else:
+            columns[field.name] = pa.array(values, type=field.type)
+    return pa.Table.from_pydict(columns, schema=schema)
