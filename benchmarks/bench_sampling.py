@@ -127,7 +127,7 @@ def peak_memory(model: str, size: int, n: int = 16) -> dict:
     generators = [torch.Generator().manual_seed(k) for k in range(n)]
     with torch.inference_mode():
         _, elapsed = _timed(lambda: pipe(flare_class=[label] * n, num_images_per_class=1, generator=generators,
-                                         output_type="pt"))
+                                         output_type="model"))
     return {"size": size, "images": n, "seconds_per_image": elapsed / n,
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 

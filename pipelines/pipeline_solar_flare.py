@@ -443,6 +443,8 @@ class ClipLogNormalization:
 #: Default sampling settings of ``SolarFlarePipeline.__call__``, for the bundled model's saved
 #: scheduler (DPM-Solver++ with steps uniform in log-SNR): at 10 steps its quality equals 1000
 #: ancestral DDPM steps within the measured intervals (BENCHMARKS.md, per step count).
+#: ``SolarFlarePipeline.__call__``'s output types (``"physical"``: the old name of ``"data_unit"``).
+OUTPUT_TYPES = ("np", "pt", "pil", "model", "data_unit", "physical")
 DEFAULT_STEPS = 10
 DEFAULT_GUIDANCE = 3.0
 
@@ -667,10 +669,13 @@ class SolarFlarePipeline(DiffusionPipeline):
             num_inference_steps: denoising steps of the scheduler.
             generator: a ``torch.Generator``, or one per image (image i is then reproducible on
                 its own from its generator's seed).
-            output_type: ``"np"`` (NHWC float32 in model space [-1, 1]), ``"pt"`` (NCHW tensor in
-                model space), ``"pil"`` (8-bit preview, north up; the arrays are in FITS row order,
-                row 0 south) or ``"physical"`` (NCHW float32 in the
-                data unit, the inverse normalisation).
+            output_type: as in diffusers, ``"np"`` (NHWC float32 in [0, 1]), ``"pt"`` (NCHW
+                tensor in [0, 1]) or ``"pil"`` (8-bit preview images, north up); and
+                ``"model"`` (NCHW tensor in model space [-1, 1], what the UNet works in) or
+                ``"data_unit"`` (NCHW float32 numpy in the data unit, the inverse normalisation:
+                DN/s, or 8-bit browse brightness; ``"physical"`` is its old name). Every array
+                output is in FITS row order (row 0 is the south edge); only ``"pil"`` is
+                flipped north up, like the CLI's PNG files.
             return_dict: return a ``SolarFlarePipelineOutput`` rather than ``(images, metadata)``.
             flare_position: for a flare model (``conditioning == "flare"``), where the flare of
                 each ``flare_class`` entry is: helioprojective ``(x, y)`` in arcsec, or
@@ -689,14 +694,15 @@ class SolarFlarePipeline(DiffusionPipeline):
         ...                           DDPMScheduler(), id2label={0: "C", 1: "X"})
         >>> pipe.set_progress_bar_config(disable=True)
         >>> out = pipe("X", num_images_per_class=2, num_inference_steps=2,
-        ...            generator=torch.Generator().manual_seed(0), output_type="physical")
+        ...            generator=torch.Generator().manual_seed(0), output_type="data_unit")
         >>> out.images.shape, out.metadata[0]["flare_class"], out.metadata[0]["unit"]
         ((2, 1, 16, 16), 'X', 'DN/s')
 
         ```
         """
-        if output_type not in ("np", "pt", "pil", "physical"):
-            raise ValueError(f"output_type must be 'np', 'pt', 'pil' or 'physical', got {output_type!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {', '.join(map(repr, OUTPUT_TYPES))}, got {output_type!r}")
+        output_type = "data_unit" if output_type == "physical" else output_type
         if num_images_per_class < 1:
             raise ValueError(f"num_images_per_class must be >= 1, got {num_images_per_class}")
         if not math.isfinite(guidance_scale):
@@ -764,14 +770,16 @@ class SolarFlarePipeline(DiffusionPipeline):
                                f"weights may be corrupt (reload or re-download the model) or its precision too low "
                                f"for guidance {guidance_scale:g}")
         image = image.float().clamp(-1.0, 1.0).contiguous()
-        if output_type == "pt":
+        if output_type == "model":
             images = image
-        elif output_type == "physical":
+        elif output_type == "pt":
+            images = image / 2 + 0.5
+        elif output_type == "data_unit":
             images = self.normalization.inverse(image).cpu().numpy().astype(np.float32)
         else:
-            images = image.cpu().permute(0, 2, 3, 1).numpy()
+            images = image.cpu().permute(0, 2, 3, 1).numpy() / 2 + 0.5  # NHWC in [0, 1]
             if output_type == "pil":
-                images = self.numpy_to_pil(north_up(images / 2 + 0.5, row_axis=1))  # NHWC, north up
+                images = self.numpy_to_pil(north_up(images, row_axis=1))
         metadata = self._metadata(names, labels.tolist(), generator, output_type)
         if per_image_flares is not None:
             for entry, image_flares in zip(metadata, per_image_flares):
@@ -789,7 +797,7 @@ class SolarFlarePipeline(DiffusionPipeline):
 
     def _metadata(self, names, conditions, generator, output_type) -> list[dict]:
         generators = generator if isinstance(generator, list) else [generator] * len(names)
-        unit = self.normalization.unit if output_type == "physical" else "model space [-1, 1]"
+        unit = {"data_unit": self.normalization.unit, "model": "model space [-1, 1]"}.get(output_type, "preview [0, 1]")
         return [
             {
                 "flare_class": name,

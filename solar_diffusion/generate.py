@@ -135,7 +135,7 @@ def default_batch_size(pipe: SolarFlarePipeline) -> int:
 
 def sample_batches(pipe: SolarFlarePipeline, labels, seed: int = 0, num_inference_steps: int = DEFAULT_STEPS,
                    guidance_scale: float = DEFAULT_GUIDANCE, batch_size: int | None = None, positions=None):
-    """Yield pipeline outputs (model space, ``output_type="pt"``) for ``labels`` in batches of
+    """Yield pipeline outputs (model space, ``output_type="model"``) for ``labels`` in batches of
     ``batch_size`` (default: ``default_batch_size``); image k uses its own generator seeded
     ``seed + k``, so any image can be remade on its own. ``positions`` (a flare model's; one per
     label, None to draw one) go with their labels."""
@@ -146,7 +146,7 @@ def sample_batches(pipe: SolarFlarePipeline, labels, seed: int = 0, num_inferenc
         generators = [torch.Generator(device="cpu").manual_seed(seed + k) for k in range(start, end)]
         where = {} if positions is None else {"flare_position": list(positions[start:end])}
         yield pipe(flare_class=labels[start:end], num_images_per_class=1, guidance_scale=guidance_scale,
-                   num_inference_steps=num_inference_steps, generator=generators, output_type="pt", **where)
+                   num_inference_steps=num_inference_steps, generator=generators, output_type="model", **where)
 
 
 @torch.inference_mode()

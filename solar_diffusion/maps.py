@@ -136,7 +136,7 @@ def synthetic_map(image: np.ndarray, metadata: dict, model: str = "") -> sunpy.m
         unit = data_unit(ClipLogNormalization(unit=metadata.get("unit", "")))
     except ValueError:
         raise ValueError(
-            f"a Map needs the image in its data unit (output_type='physical'), got unit {metadata.get('unit')!r}"
+            f"a Map needs the image in its data unit (output_type='data_unit'), got unit {metadata.get('unit')!r}"
         ) from None
     header = sunpy.map.make_fitswcs_header(
         image,

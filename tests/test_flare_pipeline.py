@@ -37,7 +37,7 @@ def _unet_inputs(pipe, **call):
     hook = pipe.unet.register_forward_pre_hook(
         lambda m, args, kwargs: seen.append((args[0].clone(), kwargs["class_labels"].clone())), with_kwargs=True)
     try:
-        out = pipe(num_inference_steps=2, output_type="pt", **call)
+        out = pipe(num_inference_steps=2, output_type="model", **call)
     finally:
         hook.remove()
     return out, seen[0]
@@ -84,7 +84,7 @@ def test_several_flares_in_one_image_and_quiet(flare_pipe):
 
 def test_positions_are_drawn_from_the_training_flares_by_seed(flare_pipe):
     def drawn(seed):
-        out = flare_pipe("M", generator=[torch.Generator().manual_seed(seed)], num_inference_steps=1, output_type="pt")
+        out = flare_pipe("M", generator=[torch.Generator().manual_seed(seed)], num_inference_steps=1, output_type="model")
         return out.metadata[0]["flares"][0]["position_arcsec"]
 
     assert drawn(3) == drawn(3) and drawn(3) in TRAINING_FLARES
@@ -106,9 +106,9 @@ def test_a_saved_flare_model_loads_with_its_flare_positions(flare_pipe, tmp_path
     assert loaded.conditioning == "flare" and loaded.config.flare_positions == TRAINING_FLARES
     loaded.set_progress_bar_config(disable=True)
     a = loaded("X", flare_position=(0.0, 0.0), generator=[torch.Generator().manual_seed(0)], num_inference_steps=2,
-               output_type="pt").images
+               output_type="model").images
     b = flare_pipe("X", flare_position=(0.0, 0.0), generator=[torch.Generator().manual_seed(0)], num_inference_steps=2,
-                   output_type="pt").images
+                   output_type="model").images
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
 
 

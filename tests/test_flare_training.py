@@ -66,7 +66,7 @@ def test_a_flare_model_trains_from_a_pack_and_places_a_flare(flare_days, flare_r
     usable = {(float(x), float(y)) for f in rows["flares"] for x, y, ok in zip(f["hpc_x"], f["hpc_y"], f["on_disk"]) if ok}
     assert usable and {tuple(p) for p in pipe.config.flare_positions} == usable
     pipe.set_progress_bar_config(disable=True)
-    out_images = pipe("M3", flare_position=(-475.0, 397.0), num_inference_steps=2, output_type="pt",
+    out_images = pipe("M3", flare_position=(-475.0, 397.0), num_inference_steps=2, output_type="model",
                       generator=[torch.Generator().manual_seed(0)])
     assert out_images.images.shape == (1, 3, 32, 32) and torch.isfinite(out_images.images).all()
     assert out_images.metadata[0]["flares"][0]["position_arcsec"] == [-475.0, 397.0]

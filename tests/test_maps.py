@@ -11,7 +11,7 @@ from solar_diffusion.pipelines import rsun_px
 
 def test_fits_from_pipeline_output_opens_as_a_synthetic_aia_map(tiny_pipeline, tmp_path):
     out = tiny_pipeline(["X"], generator=[torch.Generator().manual_seed(7)], num_inference_steps=2,
-                        output_type="physical")
+                        output_type="data_unit")
     path = write_fits(tmp_path / "x.fits", out.images[0], out.metadata[0], model="tiny-test")
     aia = sunpy.map.Map(path)
     assert aia.wavelength == 171 * u.AA
@@ -44,20 +44,20 @@ def test_fits_from_pipeline_output_opens_as_a_synthetic_aia_map(tiny_pipeline, t
 
 
 def test_map_scales_the_wcs_to_a_resized_image(tiny_pipeline):
-    out = tiny_pipeline("C", num_inference_steps=1, output_type="physical")
+    out = tiny_pipeline("C", num_inference_steps=1, output_type="data_unit")
     big = np.kron(out.images[0, 0], np.ones((2, 2), dtype=np.float32))
     aia = synthetic_map(big, out.metadata[0])
     assert (aia.rsun_obs / aia.scale.axis1).to_value(u.pix) == pytest.approx(2 * rsun_px(out.metadata[0]["geometry"]))
 
 
 def test_model_space_images_are_refused(tiny_pipeline):
-    out = tiny_pipeline("C", num_inference_steps=1, output_type="pt")
-    with pytest.raises(ValueError, match="output_type='physical'"):
+    out = tiny_pipeline("C", num_inference_steps=1, output_type="model")
+    with pytest.raises(ValueError, match="output_type='data_unit'"):
         synthetic_map(out.images[0].numpy(), out.metadata[0])
 
 
 def test_generated_files_name_their_model_without_a_machine_path(tiny_pipeline, tmp_path):
-    out = tiny_pipeline("C", num_inference_steps=1, output_type="physical")
+    out = tiny_pipeline("C", num_inference_steps=1, output_type="data_unit")
     folder = tmp_path / "runs" / "flare-64" / "pipeline"
     folder.mkdir(parents=True)
     aia = sunpy.map.Map(write_fits(tmp_path / "c.fits", out.images[0], out.metadata[0], model=str(folder)))
@@ -72,6 +72,6 @@ def test_browse_brightness_plots_with_a_linear_stretch(make_pipeline):
     from solar_diffusion.pipelines import ClipLogNormalization
 
     pipe = make_pipeline(normalization=ClipLogNormalization.for_unit("browse"))
-    out = pipe("C", num_inference_steps=1, output_type="physical")
+    out = pipe("C", num_inference_steps=1, output_type="data_unit")
     smap = synthetic_map(out.images[0], out.metadata[0])
     assert isinstance(smap.plot_settings["norm"].stretch, LinearStretch) and smap.plot_settings["norm"].vmax == 255

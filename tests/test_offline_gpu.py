@@ -66,7 +66,7 @@ def check_assembled(parts, model, trained):
     assert (model / weights).read_bytes() == (trained / weights).read_bytes()
     pipe = SolarFlarePipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
-    out = pipe(list(pipe.id2label.values())[-1:], num_inference_steps=2, output_type="physical")
+    out = pipe(list(pipe.id2label.values())[-1:], num_inference_steps=2, output_type="data_unit")
     assert out.images.shape == (1, 1, 16, 16) and np.isfinite(out.images).all()
 
 

@@ -24,19 +24,29 @@ def test_output_types(tiny_pipeline):
     assert np_out.images.shape == (4, 16, 16, 1) and np_out.images.dtype == np.float32
     assert [m["flare_class"] for m in np_out.metadata] == ["C", "C", "X", "X"]
     assert np_out.metadata[0]["seed"] == 0 and np_out.metadata[0]["geometry"]["image_size"] == 16
-    pt = run(tiny_pipeline, ["C", "X"], n=2, output_type="pt").images
-    assert pt.shape == (4, 1, 16, 16)
-    np.testing.assert_array_equal(pt.permute(0, 2, 3, 1).numpy(), np_out.images)
-    physical = run(tiny_pipeline, ["C", "X"], n=2, output_type="physical")
+    model = run(tiny_pipeline, ["C", "X"], n=2, output_type="model")
+    pt = model.images  # model space, what the UNet works in: [-1, 1]
+    assert pt.shape == (4, 1, 16, 16) and model.metadata[0]["unit"] == "model space [-1, 1]"
+    assert pt.min() < -0.05 and pt.min() >= -1  # an untrained model's images reach below 0
+    # diffusers' conventions: np (NHWC) and pt (NCHW) in [0, 1], so pipe.numpy_to_pil(np images) is right
+    np.testing.assert_allclose(np_out.images, pt.permute(0, 2, 3, 1).numpy() / 2 + 0.5, atol=1e-7)
+    assert np_out.images.min() >= 0 and np_out.images.max() <= 1 and np_out.metadata[0]["unit"] == "preview [0, 1]"
+    unit_pt = run(tiny_pipeline, ["C", "X"], n=2, output_type="pt").images
+    np.testing.assert_allclose(unit_pt.numpy(), pt.numpy() / 2 + 0.5, atol=1e-7)
+    physical = run(tiny_pipeline, ["C", "X"], n=2, output_type="data_unit")
     assert physical.metadata[0]["unit"] == "DN/s"
     np.testing.assert_allclose(physical.images, tiny_pipeline.normalization.inverse(pt.numpy()), rtol=1e-6)
     assert physical.images.min() >= 5.0 and physical.images.max() <= 3500.0
+    old_name = run(tiny_pipeline, ["C", "X"], n=2, output_type="physical")  # the old name of data_unit
+    np.testing.assert_array_equal(old_name.images, physical.images)
+    with pytest.raises(ValueError, match="output_type must be one of"):
+        run(tiny_pipeline, "C", output_type="latent")
     pil = run(tiny_pipeline, "X", output_type="pil").images
     assert isinstance(pil[0], Image.Image) and pil[0].mode == "L"
     # north up, as the CLI's PNG: the PIL image's top row is the array's last (northernmost) row
     from solar_diffusion.generate import preview_image
 
-    same_seed = run(tiny_pipeline, "X", output_type="pt").images[0].numpy()
+    same_seed = run(tiny_pipeline, "X", output_type="model").images[0].numpy()
     np.testing.assert_array_equal(np.asarray(pil[0]), np.asarray(preview_image(same_seed)))
     assert np.asarray(pil[0])[0].tolist() == np.round((same_seed[0, -1].clip(-1, 1) + 1) * 127.5).astype(int).tolist()
     images, metadata = run(tiny_pipeline, "X", return_dict=False)
@@ -70,7 +80,7 @@ def test_seeded_determinism_and_per_image_generators(tiny_pipeline):
 
 
 def test_guidance_one_is_the_plain_conditional_path(tiny_pipeline):
-    guided = run(tiny_pipeline, "M", n=2, guidance_scale=1.0, output_type="pt").images
+    guided = run(tiny_pipeline, "M", n=2, guidance_scale=1.0, output_type="model").images
 
     # The conditional model alone, written out by hand with the same scheduler and noise.
     pipe, generator = tiny_pipeline, torch.Generator().manual_seed(0)
@@ -87,7 +97,7 @@ def test_guidance_one_is_the_plain_conditional_path(tiny_pipeline):
     calls = []
     handle = pipe.unet.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
     try:
-        cfg = run(pipe, "M", n=2, guidance_scale=3.0, output_type="pt").images
+        cfg = run(pipe, "M", n=2, guidance_scale=3.0, output_type="model").images
     finally:
         handle.remove()
     assert calls == [4] * STEPS
@@ -100,9 +110,9 @@ def test_schedulers_swap(tiny_pipeline, name, cls):
     use_scheduler(tiny_pipeline, name)
     assert isinstance(tiny_pipeline.scheduler, cls)
     assert tiny_pipeline.scheduler.config.beta_schedule == "linear"
-    out = run(tiny_pipeline, ["C", "X"], n=1, output_type="physical")
+    out = run(tiny_pipeline, ["C", "X"], n=1, output_type="data_unit")
     assert np.isfinite(out.images).all() and out.images.shape == (2, 1, 16, 16)
-    again = run(tiny_pipeline, ["C", "X"], n=1, output_type="physical")
+    again = run(tiny_pipeline, ["C", "X"], n=1, output_type="data_unit")
     np.testing.assert_array_equal(out.images, again.images)
     with pytest.raises(ValueError, match="unknown scheduler"):
         use_scheduler(tiny_pipeline, "euler")
@@ -111,7 +121,7 @@ def test_schedulers_swap(tiny_pipeline, name, cls):
 def test_any_diffusers_scheduler_runs_even_one_without_a_generator(tiny_pipeline):
     """UniPC's ``step`` takes no generator: the pipeline passes one only to schedulers that take it."""
     tiny_pipeline.scheduler = UniPCMultistepScheduler.from_config(tiny_pipeline.scheduler.config)
-    out = run(tiny_pipeline, ["C", "X"], n=1, output_type="physical")
+    out = run(tiny_pipeline, ["C", "X"], n=1, output_type="data_unit")
     assert np.isfinite(out.images).all() and out.images.shape == (2, 1, 16, 16)
 
 
@@ -171,8 +181,8 @@ def test_load_pipeline_samples_in_channels_last_with_the_same_images(tiny_pipeli
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
     for pipe in (plain, fast):
         pipe.set_progress_bar_config(disable=True)
-    a = run(plain, ["quiet", "X"], n=2, output_type="pt").images
-    b = run(fast, ["quiet", "X"], n=2, output_type="pt").images
+    a = run(plain, ["quiet", "X"], n=2, output_type="model").images
+    b = run(fast, ["quiet", "X"], n=2, output_type="model").images
     np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-4)
     # the images leave inference mode as ordinary, contiguous tensors that training can use
     assert not b.is_inference() and b.is_contiguous()
@@ -181,7 +191,7 @@ def test_load_pipeline_samples_in_channels_last_with_the_same_images(tiny_pipeli
     save_pipeline(fast, tmp_path / "again")
     again = load_pipeline(tmp_path / "again")
     again.set_progress_bar_config(disable=True)
-    np.testing.assert_array_equal(run(again, ["quiet", "X"], n=2, output_type="pt").images.numpy(), b.numpy())
+    np.testing.assert_array_equal(run(again, ["quiet", "X"], n=2, output_type="model").images.numpy(), b.numpy())
 
 
 def test_pipeline_file_stands_alone():
@@ -243,7 +253,7 @@ def test_flux_conditioned_pipeline(tmp_path):
             pipe.conditions(bad)
 
     # guidance 1 is the conditional path; guidance != 1 batches the null value in one call
-    out = run(pipe, "M2.5", n=2, guidance_scale=1.0, output_type="pt")
+    out = run(pipe, "M2.5", n=2, guidance_scale=1.0, output_type="model")
     generator = torch.Generator().manual_seed(0)
     x = torch.randn((2, 1, 16, 16), generator=generator)
     pipe.scheduler.set_timesteps(STEPS)
@@ -265,7 +275,7 @@ def test_flux_conditioned_pipeline(tmp_path):
     save_pipeline(pipe, tmp_path / "flux")
     loaded = SolarFlarePipeline.from_pretrained(tmp_path / "flux")
     loaded.set_progress_bar_config(disable=True)
-    np.testing.assert_array_equal(run(loaded, "M2.5", n=2, guidance_scale=1.0, output_type="pt").images.numpy(),
+    np.testing.assert_array_equal(run(loaded, "M2.5", n=2, guidance_scale=1.0, output_type="model").images.numpy(),
                                   out.images.numpy())
 
 
@@ -276,9 +286,9 @@ def test_a_bfloat16_unet_samples_float32_images_close_to_float32_ones(tiny_pipel
 
     pipe = tiny_pipeline if make == "class" else flux_pipeline()
     label = "X" if make == "class" else "M2.5"
-    full = run(pipe, label, n=2, output_type="pt").images
+    full = run(pipe, label, n=2, output_type="model").images
     half = set_unet_dtype(copy.deepcopy(pipe), torch.bfloat16)
-    images = run(half, label, n=2, output_type="pt").images
+    images = run(half, label, n=2, output_type="model").images
     assert images.dtype == torch.float32 and torch.isfinite(images).all()
     assert torch.corrcoef(torch.stack([images.flatten(), full.flatten()]))[0, 1] > 0.99
     assert not torch.equal(images, full)  # the UNet really ran in bf16

@@ -26,7 +26,7 @@ def test_separate_calls_equal_the_batched_guidance(conditioning, scheduler):
     pipe = _pipeline(conditioning, scheduler())
     paper = sample_separate_guidance(pipe, "X", num_inference_steps=4, guidance_scale=3.0, seed=7)
     batched = pipe("X", num_inference_steps=4, guidance_scale=3.0, generator=[torch.Generator().manual_seed(7)],
-                   output_type="pt").images
+                   output_type="model").images
     np.testing.assert_allclose(paper.numpy(), batched.numpy(), atol=5e-4)  # batched and separate calls round differently
     # the null condition matters: guiding away from another condition gives other images
     assert pipe.null_condition == (3 if conditioning == "class" else -100.0)

@@ -52,7 +52,7 @@ def test_train_stop_resume_equals_uninterrupted(tiny_dataset, tmp_path, balance,
     assert pipe.normalization.unit == "browse"
     assert set(pipe.id2label.values()) <= {"quiet", "A", "B", "C", "M", "X"}
     assert pipe.config.geometry["image_size"] == 16
-    out = pipe(list(pipe.id2label.values()), num_inference_steps=3, output_type="physical")
+    out = pipe(list(pipe.id2label.values()), num_inference_steps=3, output_type="data_unit")
     assert out.images.shape == (len(pipe.id2label), 1, 16, 16) and np.isfinite(out.images).all()
     # the saved model card describes this run
     from huggingface_hub import ModelCard
@@ -80,7 +80,7 @@ def test_flux_conditioning_trains_and_generates(tiny_dataset, tmp_path, launch):
     pipe = SolarFlarePipeline.from_pretrained(tmp_path / "flux" / "pipeline")
     pipe.set_progress_bar_config(disable=True)
     assert pipe.conditioning == "flux" and pipe.id2label == {}
-    out = pipe(["C3.0", "X"], num_inference_steps=2, output_type="physical")
+    out = pipe(["C3.0", "X"], num_inference_steps=2, output_type="data_unit")
     assert [m["flare_class"] for m in out.metadata] == ["C3.0", "X3.2"] and np.isfinite(out.images).all()
 
 
@@ -105,7 +105,7 @@ def test_several_channels_and_push_through_an_injected_hub(shared_data, real_dat
     # the pushed card is the run's own, and names the three channels
     card = (repo / "README.md").read_text()
     assert card == (tmp_path / "run" / "pipeline" / "README.md").read_text() and "AIA 171,131,94 Å" in card
-    out = pipe(list(pipe.id2label.values())[:1], num_inference_steps=2, output_type="physical")
+    out = pipe(list(pipe.id2label.values())[:1], num_inference_steps=2, output_type="data_unit")
     assert out.images.shape == (1, 3, 16, 16)
 
 

@@ -24,7 +24,7 @@ SDO/AIA {{ channels }} Å images of a chosen GOES flare class, after Ramunno et 
 ```python
 from solar_diffusion import SolarFlarePipeline
 pipe = SolarFlarePipeline.from_pretrained("{{ repo }}")
-images = pipe({{ request }}, num_images_per_class=4, output_type="physical").images  # {{ unit }}
+images = pipe({{ request }}, num_images_per_class=4, output_type="data_unit").images  # {{ unit }}
 ```
 
 Without the package: `DiffusionPipeline.from_pretrained(repo, custom_pipeline=repo, trust_remote_code=True)`.

@@ -671,7 +671,7 @@ def sample_grid(pipe, ema, unet, labels, path: Path):
         ema.copy_to(unet.parameters())
     pipe.unet.eval()
     out = pipe(labels, generator=[torch.Generator().manual_seed(i) for i in range(len(labels))],
-               num_inference_steps=20, output_type="pt")
+               num_inference_steps=20, output_type="model")
     pipe.unet.train()
     if ema is not None:
         ema.restore(unet.parameters())
