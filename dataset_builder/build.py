@@ -342,7 +342,7 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
     check_requested_steps(config, unit)
     known_gaps = [gap for path in config.flare_list_gaps for gap in read_known_gaps(path)]
     coverage = label_coverage(plan["t_obs"], events, xrs, known_gaps, pd.Timedelta(days=config.max_quiet_days))
-    _check_resume(out, config, vocabulary, features)
+    _check_resume(out, config, vocabulary, features, plan, events)
     for stale in (out / config.config_name).glob(".*.tmp*"):  # left by a killed build
         stale.unlink()
     bar = tqdm(total=len(tasks), desc="shards", disable=not progress)
@@ -414,14 +414,55 @@ def check_requested_steps(config: BuildConfig, unit: str):
             raise FileNotFoundError(f"{flag} {table}: no such file")
 
 
-def _check_resume(out: Path, config: BuildConfig, vocabulary, features):
-    """Refuse to mix shards of a different build into this one."""
+def _check_resume(out: Path, config: BuildConfig, vocabulary, features, plan: pd.DataFrame, events: pd.DataFrame):
+    """Refuse to mix shards of a different build into this one: a folder is resumed only by a build
+    of the same settings (paths resolved, so ``./out/x`` and ``out/x`` are one build) and the same
+    inputs (``build_inputs_digest``); a folder holding shards without that record is refused too."""
     stamp = out / ".build_settings.json"
-    settings = json.dumps({"config": asdict(config), "vocabulary": vocabulary, "features": features.to_dict()},
+    settings = json.dumps({"config": normalised_config(config), "vocabulary": vocabulary,
+                           "features": features.to_dict(), "inputs": build_inputs_digest(plan, events)},
                           sort_keys=True, default=str)
+    fresh = "remove it (or its contents) to build afresh, or choose an empty --out"
     if stamp.exists() and stamp.read_text() != settings:
-        raise ValueError(f"{out} holds a build with other settings; choose an empty --out or remove it")
+        before = json.loads(stamp.read_text())
+        what = "other inputs (image files, their sizes or times, or the flare lists)" \
+            if before.get("config") == json.loads(settings)["config"] else "other settings"
+        raise ValueError(f"{out} holds a build with {what}: {fresh}")
+    if not stamp.exists() and _shards(out, config):
+        raise ValueError(f"{out} holds dataset shards of a build this one cannot check: {fresh}")
     atomic_write(stamp, lambda tmp: Path(tmp).write_text(settings))
+
+
+def normalised_config(config: BuildConfig) -> dict:
+    """The build settings with every path resolved (the resume check compares these).
+
+    >>> normalised_config(BuildConfig(out="./x"))["out"] == normalised_config(BuildConfig(out="x"))["out"]
+    True
+    """
+    settings = asdict(config)
+    for key in ("out", "pointing_table", "correction_table"):
+        if settings[key] is not None:
+            settings[key] = str(Path(settings[key]).resolve())
+    settings["flare_list_gaps"] = [str(Path(p).resolve()) for p in settings["flare_list_gaps"]]
+    return settings
+
+
+def build_inputs_digest(plan: pd.DataFrame, events: pd.DataFrame) -> str:
+    """SHA-256 of what a build reads: each planned image file (resolved path, size, modification
+    time), the plan's times, labels and splits, and the flare events. A different build into a
+    used folder differs here even with the same settings."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(set(map(str, plan["file"]))):
+        path = Path(name)
+        stat = path.stat() if path.exists() else None
+        digest.update(f"{path.resolve()}|{stat.st_size if stat else -1}|{stat.st_mtime_ns if stat else -1}\n".encode())
+    columns = [c for c in ("file", "t_obs", "flare_class", "split") if c in plan.columns]
+    digest.update(pd.util.hash_pandas_object(plan[columns].astype(str), index=False).to_numpy().tobytes())
+    if len(events):
+        digest.update(pd.util.hash_pandas_object(events.astype(str), index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 def clipped_fraction_of(images: np.ndarray, unit: str) -> np.ndarray:

@@ -57,3 +57,25 @@ def test_a_flare_list_that_misses_the_images_dates_is_reported(shared_data, tmp_
     assert right.label_coverage["frames_in_flare_list_gaps"] == 0
     record = json.loads((tmp_path / "wrong" / "build_info.json").read_text())
     assert record["label_coverage"]["frames_in_flare_list_gaps"] == len(index)
+
+
+def test_a_different_build_into_a_used_folder_is_refused_and_the_same_one_resumes(shared_data, tmp_path, monkeypatch):
+    from solar_diffusion.dataset_builder.flares import read_hek_csv
+
+    monkeypatch.chdir(tmp_path)
+    index = index_images(shared_data / "sdo_browse_2012" / "index.csv")
+    events = read_hek_csv(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv")
+    day = index[index["t_obs"].dt.strftime("%m-%d") == "03-07"]
+    other_day = index[index["t_obs"].dt.strftime("%m-%d") == "03-09"]
+    first = build_dataset(day, events, BuildConfig(out="ds", size=16, shard_size=8), progress=False)
+    shards = {p.name: p.read_bytes() for p in (tmp_path / "ds" / "default").glob("*.parquet")}
+    again = build_dataset(day, events, BuildConfig(out="./ds", size=16, shard_size=8), progress=False)  # same build
+    assert again.counts.equals(first.counts)
+    with pytest.raises(ValueError, match="holds a build with other inputs .*: remove it"):
+        build_dataset(other_day, events, BuildConfig(out="ds", size=16, shard_size=8), progress=False)
+    with pytest.raises(ValueError, match="holds a build with other settings"):
+        build_dataset(day, events, BuildConfig(out="ds", size=32, shard_size=8), progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "ds" / "default").glob("*.parquet")} == shards  # untouched
+    (tmp_path / "ds" / ".build_settings.json").unlink()  # shards whose build cannot be checked
+    with pytest.raises(ValueError, match="cannot check"):
+        build_dataset(day, events, BuildConfig(out="ds", size=16, shard_size=8), progress=False)
