@@ -357,6 +357,33 @@ def arcsec_to_pixels(x_arcsec, y_arcsec, geometry: dict, image_size: int | None 
     return float(cx + x_arcsec / scale), float(cy + y_arcsec / scale)
 
 
+#: Width (standard deviation, solar radii) of the kernel around each training flare position when
+#: positions are drawn: the training flares' distribution (the active-region belts), not replays of
+#: their exact places, which a flare model can tie to the training frames of those flares.
+FLARE_POSITION_SPREAD_RSUN = 0.1
+
+
+def draw_flare_position(known, geometry: dict, rng: np.random.Generator) -> tuple[float, float]:
+    """A helioprojective position (arcsec) drawn from the training flares' distribution: a
+    training flare position (``known``) moved by a Gaussian of ``FLARE_POSITION_SPREAD_RSUN``, kept
+    on the disk (within 0.95 R_sun; redrawn otherwise).
+
+    >>> geometry = {"image_size": 64, "fov_rsun": 2.3, "disk_center_px": [31.5, 31.5], "plate_scale_arcsec": 34.8}
+    >>> x, y = draw_flare_position([[-400.0, 250.0]], geometry, np.random.default_rng(0))
+    >>> bool(abs(x + 400) < 400 and abs(y - 250) < 400), (x, y) != (-400.0, 250.0)
+    (True, True)
+    """
+    if not known:
+        raise ValueError("this model keeps no training flare positions to draw from: give a position")
+    rsun_arcsec = rsun_px(geometry) * geometry["plate_scale_arcsec"]
+    for _ in range(100):
+        x, y = known[int(rng.integers(len(known)))]
+        x, y = (float(v + rng.normal(0.0, FLARE_POSITION_SPREAD_RSUN * rsun_arcsec)) for v in (x, y))
+        if math.hypot(x, y) <= 0.95 * rsun_arcsec:
+            return x, y
+    return tuple(float(v) for v in known[int(rng.integers(len(known)))])
+
+
 # --------------------------------------------------------------------------------------------
 # Normalisation
 # --------------------------------------------------------------------------------------------
@@ -561,10 +588,7 @@ class SolarFlarePipeline(DiffusionPipeline):
             flux = requested_flux(flare_class)
             arcsec = None
             if position is None:
-                known = self.config.flare_positions
-                if not known:
-                    raise ValueError("this model keeps no training flare positions to draw from: give a position")
-                position = tuple(known[int(rng.integers(len(known)))])
+                position = draw_flare_position(self.config.flare_positions, self.config.geometry, rng)
             if isinstance(position[0], str):
                 if position[0] != "px" or len(position) != 3:
                     raise ValueError(f"a position in pixels is ('px', x, y), got {position!r}")

@@ -170,8 +170,9 @@ def flare_tables(flare: dict, split: str) -> list:
             lines.append(f"| (none) | {key} | " + " | ".join(fmt(sig[key][w]) for w in channels) + " |")
     checks = flare.get("checks", {})
     if checks:
-        lines += ["", "Checks (generated means): " + "; ".join(
-            f"{w} Å: " + ", ".join(f"{name} {value}" for name, value in row.items()) for w, row in checks.items())]
+        lines += ["", "Checks of the release criteria (generated means): " + "; ".join(
+            f"{w} Å: " + ", ".join(f"{name} {value}" for name, value in row.items()) if isinstance(row, dict)
+            else f"{w} {row}" for w, row in checks.items()) + "."]
     moved = flare.get("moved")
     if moved:
         lines += ["", f"### (b) Moving the requested position ({moved['class']}; same seeds at A = "
@@ -201,5 +202,9 @@ def flare_tables(flare: dict, split: str) -> list:
               "|---|" + "---|" * len(channels)]
     for c, row in away["classes"].items():
         lines.append(f"| {c} | " + " | ".join(fmt(row[w]) for w in channels) + " |")
-    lines.append(f"| real {split} | " + " | ".join(fmt(away[f'real {split}'][w]) for w in channels) + " |")
+    lines.append(f"| real {split} (mean) | " + " | ".join(fmt(away[f'real {split}'][w]) for w in channels) + " |")
+    ranges = away.get(f"real {split}, central 95% of frames")
+    if ranges:
+        lines.append(f"| real {split}, central 95% of frames | "
+                     + " | ".join(f"{ranges[w][0]:.3f}–{ranges[w][1]:.3f}" for w in channels) + " |")
     return lines

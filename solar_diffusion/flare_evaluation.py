@@ -80,12 +80,12 @@ def nearest_distances(images, reference, batch: int = 256) -> np.ndarray:
 
 
 def requested_positions(pipe, n: int, seed: int) -> list:
-    """``n`` helioprojective positions (arcsec) drawn with ``seed`` from the model's training flares."""
-    known = pipe.config.flare_positions
-    if not known:
-        raise ValueError("the model keeps no training flare positions: evaluate needs them to place the flares")
+    """``n`` helioprojective positions (arcsec) drawn with ``seed`` from the model's training
+    flares' distribution, as the pipeline draws them (``draw_flare_position``)."""
+    from solar_diffusion.pipelines import draw_flare_position
+
     rng = np.random.default_rng(seed)
-    return [tuple(float(v) for v in known[i]) for i in rng.choice(len(known), size=n, replace=len(known) < n)]
+    return [draw_flare_position(pipe.config.flare_positions, pipe.config.geometry, rng) for _ in range(n)]
 
 
 def positions_px(pipe, positions_arcsec) -> np.ndarray:
@@ -134,6 +134,7 @@ def flare_sections(ev, splits=("train", "validation", "test"), num_move: int = 8
 
     def mean_interval(values):
         values = np.asarray(values, dtype=np.float64)
+        values = values[np.isfinite(values)]  # a frame with a blank channel (disk p99 0) has no ratio there
         if len(values) < 2:
             return {"n": [len(values)], "value": float(values[0]) if len(values) else None}
         return ev.interval(np.mean, values)
@@ -163,14 +164,16 @@ def flare_sections(ev, splits=("train", "validation", "test"), num_move: int = 8
             images = torch.cat([i for i, _ in real[c]])
             where = np.concatenate([w for _, w in real[c]])
             sig, p99 = flare_signature(images, where), disk_percentile(images, on_disk)
+            blank = p99 <= 0  # a composite whose channel is missing (all dark): not a measurement there
+            sig[blank] = np.nan
             row["real at HEK positions"] = per_channel(sig)
-            row["real at HEK positions relative to disk p99"] = per_channel(sig / p99)
+            row["real at HEK positions relative to disk p99"] = per_channel(sig / np.where(blank, np.nan, p99))
         signature["classes"][c] = row
     if len(quiet_real):
-        sig = flare_signature(quiet_real.images, quiet_at)
+        sig, p99 = flare_signature(quiet_real.images, quiet_at), disk_percentile(quiet_real.images, on_disk)
+        sig[p99 <= 0] = np.nan
         signature["real without a flare at the requested positions"] = per_channel(sig)
-        signature["real without a flare, relative to disk p99"] = per_channel(
-            sig / disk_percentile(quiet_real.images, on_disk))
+        signature["real without a flare, relative to disk p99"] = per_channel(sig / np.where(p99 > 0, p99, np.nan))
 
     # (b) moving the position: the same seeds asked at A and at its mirror image B across the meridian
     moved = {}
@@ -230,7 +233,11 @@ def flare_sections(ev, splits=("train", "validation", "test"), num_move: int = 8
     for c in ev.classes:
         away["classes"][c] = per_channel(gen_away[ev.labels == c])
     real_at = ev.requested_px[np.arange(len(ev.real_all)) % len(ev.requested_px)]
-    away[f"real {ev.split}"] = per_channel(disk_percentile(ev.real_all.images, away_masks(real_at)))
+    real_away = disk_percentile(ev.real_all.images, away_masks(real_at))
+    real_away[real_away <= 0] = np.nan  # blank channels of some composites
+    away[f"real {ev.split}"] = per_channel(real_away)
+    away[f"real {ev.split}, central 95% of frames"] = {
+        w: [float(v) for v in np.nanpercentile(real_away[:, i], [2.5, 97.5])] for i, w in enumerate(wavelengths)}
     return {"signature": signature, "moved": moved, "memorisation": memorisation, "diversity": diversity,
             "away": away, "positions_arcsec": [list(p) for p in ev.position_cycle]}
 
@@ -243,7 +250,10 @@ def check_done(flare: dict, classes=("quiet", "C", "M"), channels=("94", "131"))
     """The issue's acceptance tests on a flare report, each True or False (None: not measurable).
 
     ``m_within_real``: the generated M mean at the position is within or above the real M frames'
-    interval; ``x_at_least_m``: X >= M - 0.02; ``ordered``: quiet < C < M; per channel.
+    interval; ``x_at_least_m``: X >= M - 0.02; ``ordered``: quiet < C < M; per channel. Then
+    ``away_within_real_range``: every class's mean disk p99 away from the position lies within the
+    central 95% of real frames; ``no_copies``: M and X median nearest-training-frame distances at
+    least 0.9 of generated quiet images' and 0.8 of real held-out frames'.
     """
     sig = flare["signature"]["classes"]
     result = {}
@@ -259,4 +269,14 @@ def check_done(flare: dict, classes=("quiet", "C", "M"), channels=("94", "131"))
             "ordered": None if any(mean(c) is None for c in classes)
             else bool(all(mean(a)["value"] < mean(b)["value"] for a, b in zip(classes, classes[1:]))),
         }
+    away = flare.get("away", {})
+    ranges = next((v for k, v in away.items() if k.endswith("central 95% of frames")), None)
+    if ranges:
+        result["away_within_real_range"] = all(ranges[w][0] <= row[w]["value"] <= ranges[w][1]
+                                               for row in away["classes"].values() for w in ranges)
+    memorisation = flare.get("memorisation", {}).get("classes", {})
+    if memorisation:
+        result["no_copies"] = all(memorisation[c]["over generated quiet"]["value"] >= 0.9
+                                  and memorisation[c]["over real held-out"]["value"] >= 0.8
+                                  for c in ("M", "X") if c in memorisation)
     return result

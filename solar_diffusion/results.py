@@ -95,6 +95,11 @@ def _flare_summary(flare: dict, split: str) -> list:
                          if "real at HEK positions" in row and c in ("C", "M", "X"))
         lines.append(f"- {w} Å at the requested flare position (brightest 3x3 pixels, fraction of the 8-bit range), "
                      f"generated: {generated}. Real frames at their HEK positions: {real}.")
+    checks = flare.get("checks", {})
+    if "away_within_real_range" in checks:
+        lines.append("- Away from the requested position (the disk's 99th percentile beyond "
+                     f"{flare['away']['radius_px']:g} px of it), every class's mean lies within the central 95% of "
+                     f"real {split} frames in every channel: {'yes' if checks['away_within_real_range'] else 'no'}.")
     mem = flare["memorisation"]["classes"]
     lines.append("- Copies? Median distance to the nearest training frame, over that of generated quiet images: "
                  + "; ".join(f"{c} {fmt(row['over generated quiet'])}" for c, row in mem.items()

@@ -1,0 +1,836 @@
+# Copyright 2026 The solar-diffusion developers. MIT licence.
+"""Class-conditional DDPM for SDO/AIA full-disk images of a chosen GOES flare class.
+
+This file is the ground floor of ``solar_diffusion`` and stands alone: it imports only the
+standard library, numpy, torch and diffusers, so it is also uploaded as the Hub repository's
+``pipeline.py`` for ``DiffusionPipeline.from_pretrained(repo, custom_pipeline=repo,
+trust_remote_code=True)``. It owns what generation needs:
+
+* the GOES flare scale (``parse_flare_class``, ``format_flare_class``, ``flare_letter``) and the
+  two flux scales (GOES 1-15 era numbers carry the 0.7 SWPC scaling, GOES-R science data do not);
+* the label vocabulary (``label_vocabulary``) and the classifier-free-guidance null condition
+  (``null_condition``);
+* the invertible normalisation (``ClipLogNormalization``) saved with the model, and the one
+  chosen for a data unit (``ClipLogNormalization.for_unit``);
+* the disk geometry in pixels (``rsun_px``, ``disk_center_px``, ``disk_mask``);
+* ``SolarFlarePipeline``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from diffusers.utils.torch_utils import randn_tensor
+
+# --------------------------------------------------------------------------------------------
+# The GOES flare scale
+# --------------------------------------------------------------------------------------------
+
+#: GOES class letters, lowest first, and the 1-8 Angstrom flux (W m^-2) at magnitude 1.0.
+FLARE_LETTERS = ("A", "B", "C", "M", "X")
+LETTER_FLUX = {"A": 1e-8, "B": 1e-7, "C": 1e-6, "M": 1e-5, "X": 1e-4}
+
+#: Flux scales. ``"swpc"``: GOES 1-15 era operational fluxes and every class in HEK and the SWPC
+#: event lists, which include NOAA's 0.7 scaling factor. ``"goes-r"``: GOES-16+ science data and
+#: re-processed GOES 8-15 science data, without it.
+SWPC_SCALE = "swpc"
+GOES_R_SCALE = "goes-r"
+FLUX_SCALES = (SWPC_SCALE, GOES_R_SCALE)
+SWPC_SCALING_FACTOR = 0.7
+
+_CLASS_PATTERN = re.compile(r"^\s*([ABCMX])\s*(\d+(?:\.\d*)?|\.\d+)?\s*$", re.IGNORECASE)
+
+
+def _check_flux(flux: float) -> float:
+    flux = float(flux)
+    if not math.isfinite(flux) or flux <= 0:
+        raise ValueError(f"GOES 1-8 A flux must be a positive finite number in W m^-2, got {flux!r}")
+    return flux
+
+
+def _check_scale(scale: str) -> str:
+    if scale not in FLUX_SCALES:
+        raise ValueError(f"unknown GOES flux scale {scale!r}: expected one of {FLUX_SCALES}")
+    return scale
+
+
+def convert_flux_scale(flux: float, from_scale: str, to_scale: str) -> float:
+    """Convert a 1-8 A flux between the SWPC (x0.7) and GOES-R (unscaled) scales.
+
+    >>> round(convert_flux_scale(0.7e-5, "swpc", "goes-r"), 12)
+    1e-05
+    """
+    flux = _check_flux(flux)
+    if _check_scale(from_scale) == _check_scale(to_scale):
+        return flux
+    return flux / SWPC_SCALING_FACTOR if from_scale == SWPC_SCALE else flux * SWPC_SCALING_FACTOR
+
+
+def parse_flare_class(flare_class: str) -> float:
+    """Peak 1-8 A flux in W m^-2 of a GOES class, on the scale the class was given on.
+
+    A bare letter means magnitude 1.0.
+
+    >>> parse_flare_class("M2.5")
+    2.5e-05
+    >>> parse_flare_class("X")
+    0.0001
+    """
+    match = _CLASS_PATTERN.match(str(flare_class))
+    if match is None:
+        raise ValueError(
+            f"{flare_class!r} is not a GOES flare class: expected a letter of "
+            f"{', '.join(FLARE_LETTERS)} with an optional magnitude, e.g. 'M2.5'"
+        )
+    letter, magnitude = match.group(1).upper(), match.group(2)
+    magnitude = float(magnitude) if magnitude else 1.0
+    if magnitude <= 0:
+        raise ValueError(f"GOES class {flare_class!r} has a non-positive magnitude")
+    return float(f"{magnitude * LETTER_FLUX[letter]:.6g}")
+
+
+def flare_letter(flux: float) -> str:
+    """GOES letter of a 1-8 A flux (fluxes below B are 'A', above X1 stay 'X').
+
+    >>> flare_letter(2.5e-5)
+    'M'
+    """
+    flux = _check_flux(flux)
+    letter = FLARE_LETTERS[0]
+    for candidate in FLARE_LETTERS:
+        if flux >= LETTER_FLUX[candidate] * (1 - 1e-9):
+            letter = candidate
+    return letter
+
+
+def format_flare_class(flux: float, digits: int = 1) -> str:
+    """GOES class of a 1-8 A flux, e.g. ``2.5e-5 -> 'M2.5'``.
+
+    >>> format_flare_class(9.3e-4)
+    'X9.3'
+    """
+    letter = flare_letter(flux)
+    return f"{letter}{flux / LETTER_FLUX[letter]:.{digits}f}"
+
+
+# --------------------------------------------------------------------------------------------
+# Labels
+# --------------------------------------------------------------------------------------------
+
+#: Label for frames with no flare in progress and no known background flux.
+QUIET_LABEL = "quiet"
+LABEL_ORDER = (QUIET_LABEL,) + FLARE_LETTERS
+
+
+def label_vocabulary(labels) -> dict[int, str]:
+    """``id2label`` for the labels present in training data, lowest first.
+
+    The classifier-free-guidance null id comes after these ids (``null_condition``).
+
+    >>> label_vocabulary(["M", "quiet", "C", "M"])
+    {0: 'quiet', 1: 'C', 2: 'M'}
+    """
+    present = set(labels)
+    unknown = present - set(LABEL_ORDER)
+    if unknown:
+        raise ValueError(f"unknown labels {sorted(unknown)}: labels are one of {LABEL_ORDER}")
+    return {i: label for i, label in enumerate(x for x in LABEL_ORDER if x in present)}
+
+
+#: Continuous conditioning (a UNet with ``class_embed_type="timestep"``): the UNet's class input
+#: is ``FLUX_CONDITION_SCALE * (log10 F + 10)``, F the 1-8 A peak flux in W m^-2 on the GOES-R
+#: scale (so A1 -> 200, X1 -> 600); the guidance null value lies outside that range.
+FLUX_CONDITION_SCALE = 100.0
+NULL_FLUX_CONDITION = -100.0
+
+
+def flux_condition(log10_flux):
+    """UNet input of a flux-conditioned model for log10 of a GOES-R-scale flux (numpy or torch).
+
+    >>> float(flux_condition(-4.0))
+    600.0
+    """
+    return FLUX_CONDITION_SCALE * (log10_flux + 10.0)
+
+
+def null_condition(unet_config) -> int | float:
+    """The classifier-free-guidance null condition of a UNet (its ``config``): the last class
+    id of a class-conditional UNet (``num_class_embeds - 1``, after the ``label_vocabulary`` ids),
+    or ``NULL_FLUX_CONDITION`` for a flux-conditioned one (``class_embed_type="timestep"``).
+    Training drops labels to it and sampling guides away from it: the one definition.
+
+    >>> null_condition({"class_embed_type": None, "num_class_embeds": 5})
+    4
+    >>> null_condition({"class_embed_type": "timestep", "num_class_embeds": None})
+    -100.0
+    """
+    get = unet_config.get if isinstance(unet_config, dict) else lambda key: getattr(unet_config, key)
+    if get("class_embed_type") == "timestep":
+        return NULL_FLUX_CONDITION
+    if not get("num_class_embeds"):
+        raise ValueError("the UNet is not class-conditional (no num_class_embeds): it has no null condition")
+    return int(get("num_class_embeds")) - 1
+
+
+def scheduler_step_kwargs(scheduler, generator=None) -> dict:
+    """Keyword arguments for ``scheduler.step``: the generator for stochastic schedulers only
+    (deterministic ones such as UniPC take none), and ``use_clipped_model_output`` where offered
+    (DDIM recomputes the noise from the clipped x0 estimate, keeping the update consistent).
+
+    >>> from diffusers import DDIMScheduler, UniPCMultistepScheduler
+    >>> sorted(scheduler_step_kwargs(DDIMScheduler())), scheduler_step_kwargs(UniPCMultistepScheduler())
+    (['generator', 'use_clipped_model_output'], {})
+    """
+    accepted = inspect.signature(scheduler.step).parameters
+    kwargs = {"generator": generator} if "generator" in accepted else {}
+    if "use_clipped_model_output" in accepted:
+        kwargs["use_clipped_model_output"] = True
+    return kwargs
+
+
+def requested_flux(flare_class) -> float:
+    """GOES-R-scale flux (W m^-2) meant by a request to a flux-conditioned model.
+
+    A class ("M2.5") is read on the SWPC scale of published classes and converted; a bare letter
+    ("M") means the geometric centre of its decade (M3.2); a number is a GOES-R flux itself.
+
+    >>> round(requested_flux("M2.5"), 10), round(requested_flux(2.5e-5), 10)
+    (3.57143e-05, 2.5e-05)
+    """
+    if isinstance(flare_class, (float, np.floating)):
+        return _check_flux(flare_class)
+    text = str(flare_class).strip()
+    flux = parse_flare_class(text)
+    if len(text) == 1:
+        flux *= math.sqrt(10.0)
+    return convert_flux_scale(flux, SWPC_SCALE, GOES_R_SCALE)
+
+
+# --------------------------------------------------------------------------------------------
+# Disk geometry in pixels
+# --------------------------------------------------------------------------------------------
+# A model's ``geometry`` (its config) gives the image size it was trained at, the field of view
+# in solar radii and the disk centre (x, y), 0-based pixels; these scale it to any image size.
+
+
+def image_center_px(image_size: int) -> float:
+    """The centre of a ``image_size`` px axis, 0-based (pixel centres at integers).
+
+    >>> image_center_px(64)
+    31.5
+    """
+    return (image_size - 1) / 2
+
+
+def rsun_px(geometry: dict, image_size: int | None = None) -> float:
+    """Solar radius in pixels at ``image_size`` (the geometry's own size by default).
+
+    >>> rsun_px({"image_size": 64, "fov_rsun": 2.0}, 128)
+    64.0
+    """
+    return (image_size or geometry["image_size"]) / geometry["fov_rsun"]
+
+
+def rescale_px(position, from_size: int, to_size: int):
+    """A 0-based pixel coordinate (pixel centres at integers; numpy or float) of a ``from_size``
+    image at ``to_size``: the same point of the field of view.
+
+    >>> rescale_px(31.5, 64, 128)
+    63.5
+    """
+    return (position + 0.5) * (to_size / from_size) - 0.5
+
+
+def disk_center_px(geometry: dict, image_size: int | None = None) -> tuple[float, float]:
+    """Disk centre (x, y), 0-based pixels, at ``image_size`` (the geometry's own size by default).
+
+    >>> disk_center_px({"image_size": 64, "disk_center_px": [31.5, 31.5]}, 128)
+    (63.5, 63.5)
+    """
+    size = image_size or geometry["image_size"]
+    cx, cy = (rescale_px(c, geometry["image_size"], size) for c in geometry["disk_center_px"])
+    return float(cx), float(cy)
+
+
+def north_up(images: np.ndarray, row_axis: int = -2) -> np.ndarray:
+    """Images in FITS row order (row 0 is the south edge: every array this package makes) turned
+    north up for display (row 0 the north edge), as PNG and PIL images are shown.
+
+    >>> north_up(np.array([[0, 0], [1, 1]])).tolist()  # the northern row (1s) comes first
+    [[1, 1], [0, 0]]
+    """
+    return np.flip(images, axis=row_axis)
+
+
+def disk_mask(image_size: int, rsun_px: float, fraction: float = 1.0, center=None) -> np.ndarray:
+    """Boolean (size, size) mask of pixels within ``fraction`` of the solar radius of the disk
+    centre (x, y; the image centre by default).
+
+    >>> int(disk_mask(8, 3.0).sum())
+    32
+    """
+    c = image_center_px(image_size)
+    cx, cy = (c, c) if center is None else center
+    yy, xx = np.mgrid[:image_size, :image_size]
+    return np.hypot(xx - cx, yy - cy) <= fraction * rsun_px
+
+
+# --------------------------------------------------------------------------------------------
+# Flares: strength and position (the "flare" conditioning)
+# --------------------------------------------------------------------------------------------
+# A flare model's UNet takes, besides the noisy image, a flare map concatenated to its input (as
+# diffusers' upscaler and inpainting pipelines add channels): channel 0 marks every flare in
+# progress by a Gaussian of width FLARE_MAP_SIGMA_RSUN at its position, as high as its strength;
+# channel 1 is 1 where the model is conditioned and 0 for the guidance null condition. Its class
+# input is ``flux_condition`` of the largest flare's log10 peak flux (``NO_FLARE_CONDITION``
+# without a flare). Several flares per image are allowed; overlapping marks keep the larger.
+
+#: Input channels a flare model's UNet takes besides the image's.
+FLARE_MAP_CHANNELS = 2
+#: Width (standard deviation) of a flare's mark on the map, in solar radii (1.4 px at 64 px).
+FLARE_MAP_SIGMA_RSUN = 0.05
+#: Class input of a flare model for an image with no flare in progress: the flux condition of
+#: 1e-9 W m^-2, a decade below A1 (the guidance null value lies below it).
+NO_FLARE_CONDITION = 100.0
+
+
+def flare_strength(log10_flux):
+    """Height of a flare's mark on the flare map for log10 of its GOES-R peak flux: A1 -> 0.33,
+    X1 -> 1.0 (numpy or torch).
+
+    >>> float(flare_strength(-4.0)), round(float(flare_strength(-6.0)), 3)
+    (1.0, 0.667)
+    """
+    return (log10_flux + 10.0) / 6.0
+
+
+def flare_map(positions_px, log10_fluxes, image_size: int, sigma_px: float) -> np.ndarray:
+    """The flare map (FLARE_MAP_CHANNELS, size, size) of one image: a Gaussian of ``sigma_px`` at
+    each position (x, y: column, row of the image array, 0-based), as high as ``flare_strength``;
+    channel 1 is all ones (conditioned). No flares: channel 0 is zero.
+
+    >>> m = flare_map([(2.0, 5.0)], [-4.0], 8, sigma_px=1.0)
+    >>> m.shape, float(m[0, 5, 2]), float(m[1].min())
+    ((2, 8, 8), 1.0, 1.0)
+    """
+    positions = np.asarray(positions_px, dtype=np.float64).reshape(-1, 2)
+    out = np.zeros((FLARE_MAP_CHANNELS, image_size, image_size), dtype=np.float32)
+    out[1] = 1.0
+    if len(positions):
+        grid = np.arange(image_size, dtype=np.float64)
+        dx = grid[None, None, :] - positions[:, 0, None, None]
+        dy = grid[None, :, None] - positions[:, 1, None, None]
+        heights = flare_strength(np.asarray(log10_fluxes, dtype=np.float64).reshape(-1))[:, None, None]
+        out[0] = (heights * np.exp(-(dx**2 + dy**2) / (2 * sigma_px**2))).max(axis=0)
+    return out
+
+
+def arcsec_to_pixels(x_arcsec, y_arcsec, geometry: dict, image_size: int | None = None) -> tuple[float, float]:
+    """Helioprojective (x, y) in arcsec to the (column, row) of an image of the geometry (rows in
+    FITS order: row 0 is the south edge, so the row grows northward); refuses a position off the
+    visible disk.
+
+    >>> geometry = {"image_size": 64, "fov_rsun": 2.3, "disk_center_px": [31.5, 31.5], "plate_scale_arcsec": 34.8}
+    >>> arcsec_to_pixels(348.0, -174.0, geometry)
+    (41.5, 26.5)
+    >>> arcsec_to_pixels(1200.0, 0.0, geometry)
+    Traceback (most recent call last):
+    ...
+    ValueError: position (1200, 0) arcsec lies off the visible disk (r = 1200 arcsec > R_sun = 968 arcsec): a flare must be on the disk
+    """
+    image_size = image_size or geometry["image_size"]
+    rsun_arcsec = rsun_px(geometry) * geometry["plate_scale_arcsec"]
+    if not (math.isfinite(x_arcsec) and math.isfinite(y_arcsec)):
+        raise ValueError(f"position ({x_arcsec}, {y_arcsec}) arcsec is not a pair of finite numbers")
+    r = math.hypot(x_arcsec, y_arcsec)
+    if r > rsun_arcsec:
+        raise ValueError(f"position ({x_arcsec:g}, {y_arcsec:g}) arcsec lies off the visible disk (r = {r:.0f} arcsec > "
+                         f"R_sun = {rsun_arcsec:.0f} arcsec): a flare must be on the disk")
+    scale = geometry["plate_scale_arcsec"] * geometry["image_size"] / image_size
+    cx, cy = disk_center_px(geometry, image_size)
+    return float(cx + x_arcsec / scale), float(cy + y_arcsec / scale)
+
+
+#: Width (standard deviation, solar radii) of the kernel around each training flare position when
+#: positions are drawn: the training flares' distribution (the active-region belts), not replays of
+#: their exact places, which a flare model can tie to the training frames of those flares.
+FLARE_POSITION_SPREAD_RSUN = 0.1
+
+
+def draw_flare_position(known, geometry: dict, rng: np.random.Generator) -> tuple[float, float]:
+    """A helioprojective position (arcsec) drawn from the training flares' distribution: a
+    training flare position (``known``) moved by a Gaussian of ``FLARE_POSITION_SPREAD_RSUN``, kept
+    on the disk (within 0.95 R_sun; redrawn otherwise).
+
+    >>> geometry = {"image_size": 64, "fov_rsun": 2.3, "disk_center_px": [31.5, 31.5], "plate_scale_arcsec": 34.8}
+    >>> x, y = draw_flare_position([[-400.0, 250.0]], geometry, np.random.default_rng(0))
+    >>> bool(abs(x + 400) < 400 and abs(y - 250) < 400), (x, y) != (-400.0, 250.0)
+    (True, True)
+    """
+    if not known:
+        raise ValueError("this model keeps no training flare positions to draw from: give a position")
+    rsun_arcsec = rsun_px(geometry) * geometry["plate_scale_arcsec"]
+    for _ in range(100):
+        x, y = known[int(rng.integers(len(known)))]
+        x, y = (float(v + rng.normal(0.0, FLARE_POSITION_SPREAD_RSUN * rsun_arcsec)) for v in (x, y))
+        if math.hypot(x, y) <= 0.95 * rsun_arcsec:
+            return x, y
+    return tuple(float(v) for v in known[int(rng.integers(len(known)))])
+
+
+# --------------------------------------------------------------------------------------------
+# Normalisation
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipLogNormalization:
+    """Invertible map from data values to model space [-1, 1]: clip -> log10 (optional) -> scale.
+
+    Defaults follow the paper's lineage for AIA 171 A: clip to [5, 3500] DN/s, then log10.
+    ``unit`` records the unit the transform was fitted on ("DN/s" for calibrated data,
+    "browse" for 8-bit display-scaled browse images); ``inverse`` returns values in that unit.
+
+    >>> norm = ClipLogNormalization()
+    >>> float(norm.forward(np.float32(3500.0)))
+    1.0
+    >>> round(float(norm.inverse(norm.forward(np.float32(100.0)))), 3)
+    100.0
+    """
+
+    lo: float = 5.0
+    hi: float = 3500.0
+    log: bool = True
+    unit: str = "DN/s"
+
+    def __post_init__(self):
+        if not (math.isfinite(self.lo) and math.isfinite(self.hi) and self.hi > self.lo):
+            raise ValueError(f"normalisation needs finite lo < hi, got lo={self.lo}, hi={self.hi}")
+        if self.log and self.lo <= 0:
+            raise ValueError(f"a log normalisation needs lo > 0, got lo={self.lo}")
+
+    @classmethod
+    def for_browse(cls) -> "ClipLogNormalization":
+        """Linear map of 8-bit browse brightness [0, 255] (already display-scaled)."""
+        return cls(lo=0.0, hi=255.0, log=False, unit="browse")
+
+    @classmethod
+    def for_unit(cls, unit: str) -> "ClipLogNormalization":
+        """The normalisation for a data unit: clip-log for calibrated "DN/s", linear for "browse".
+
+        >>> ClipLogNormalization.for_unit("browse").hi, ClipLogNormalization.for_unit("DN/s").log
+        (255.0, True)
+        """
+        if unit == "DN/s":
+            return cls()
+        if unit == "browse":
+            return cls.for_browse()
+        raise ValueError(f"no normalisation for the data unit {unit!r}: expected 'DN/s' or 'browse'")
+
+    def _bounds(self):
+        if self.log:
+            return math.log10(self.lo), math.log10(self.hi)
+        return self.lo, self.hi
+
+    def forward(self, data):
+        """Data values (numpy or torch) -> model space [-1, 1]."""
+        lib = torch if isinstance(data, torch.Tensor) else np
+        x = lib.clip(data, self.lo, self.hi)
+        if self.log:
+            x = lib.log10(x)
+        a, b = self._bounds()
+        return (x - a) * (2.0 / (b - a)) - 1.0
+
+    def inverse(self, model_values):
+        """Model space -> data values in ``unit`` (model values are clipped to [-1, 1] first)."""
+        lib = torch if isinstance(model_values, torch.Tensor) else np
+        a, b = self._bounds()
+        x = (lib.clip(model_values, -1.0, 1.0) + 1.0) * ((b - a) / 2.0) + a
+        return lib.clip(10.0**x, self.lo, self.hi) if self.log else x
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, config: dict | None) -> "ClipLogNormalization":
+        return cls(**config) if config else cls()
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------------------------
+
+
+#: Default sampling settings of ``SolarFlarePipeline.__call__``, for the bundled model's saved
+#: scheduler (DPM-Solver++ with steps uniform in log-SNR): at 10 steps its quality equals 1000
+#: ancestral DDPM steps within the measured intervals (BENCHMARKS.md, per step count).
+#: ``SolarFlarePipeline.__call__``'s output types (``"physical"``: the old name of ``"data_unit"``).
+OUTPUT_TYPES = ("np", "pt", "pil", "model", "data_unit", "physical")
+DEFAULT_STEPS = 10
+DEFAULT_GUIDANCE = 3.0
+
+
+@dataclass
+class SolarFlarePipelineOutput(ImagePipelineOutput):
+    """Generated images and, per image, its metadata (label, seed, unit, geometry)."""
+
+    metadata: list[dict] | None = None
+
+
+class SolarFlarePipeline(DiffusionPipeline):
+    r"""Generate full-disk solar images of chosen GOES flare classes with classifier-free guidance.
+
+    Parameters:
+        unet ([`UNet2DModel`]): class-conditional UNet with ``num_class_embeds = len(id2label) + 1``
+            (the last embedding is the null class of classifier-free guidance), or, for continuous
+            conditioning on the peak flux, ``class_embed_type="timestep"`` (see ``flux_condition``).
+        scheduler ([`SchedulerMixin`]): ``DDPMScheduler``, ``DDIMScheduler``,
+            ``DPMSolverMultistepScheduler`` or any diffusers scheduler (they swap with ``from_config``).
+        id2label (`dict`): label of each class id, lowest first, e.g. ``{0: "quiet", 1: "C"}``
+            (empty for a flux-conditioned model).
+        normalization (`dict`): ``ClipLogNormalization`` fields; its ``unit`` is the data unit.
+        geometry (`dict`, optional): the images' geometry (wavelength, field of view in solar
+            radii, plate scale, disk centre, nominal date), passed on in each image's metadata.
+    """
+
+    model_cpu_offload_seq = "unet"
+
+    def __init__(
+        self,
+        unet: UNet2DModel,
+        scheduler: DDPMScheduler,
+        id2label: dict | None = None,
+        normalization: dict | None = None,
+        geometry: dict | None = None,
+        flare_positions: list | None = None,
+    ):
+        super().__init__()
+        flux_model = unet.config.class_embed_type == "timestep"
+        extra = unet.config.in_channels - (unet.config.out_channels or unet.config.in_channels)
+        if extra not in (0, FLARE_MAP_CHANNELS) or (extra and not flux_model):
+            raise ValueError(f"the UNet takes {unet.config.in_channels} input and {unet.config.out_channels} output "
+                             f"channels: a flare model takes {FLARE_MAP_CHANNELS} more (the flare map) and the flux")
+        if id2label is None:
+            id2label = {} if flux_model else {i: label for i, label in enumerate(FLARE_LETTERS)}
+        id2label = {int(k): str(v) for k, v in id2label.items()}
+        if sorted(id2label) != list(range(len(id2label))):
+            raise ValueError(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
+        num_class_embeds = unet.config.num_class_embeds
+        if flux_model and id2label:
+            raise ValueError("a flux-conditioned UNet (class_embed_type='timestep') takes no id2label")
+        if not flux_model and num_class_embeds != len(id2label) + 1:
+            raise ValueError(
+                f"the UNet has num_class_embeds={num_class_embeds}, but {len(id2label)} labels "
+                f"plus the null class need {len(id2label) + 1}"
+            )
+        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_to_config(
+            id2label={str(k): v for k, v in id2label.items()},
+            normalization=ClipLogNormalization.from_dict(normalization).to_dict(),
+            geometry=dict(geometry or {}),
+            flare_positions=[[float(x), float(y)] for x, y in (flare_positions or [])],
+        )
+
+    def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
+        """``DiffusionPipeline.save_pretrained``, plus this file as ``pipeline.py`` beside
+        ``model_index.json``: the folder (and a repo made from it, also by diffusers'
+        ``push_to_hub``, which saves through here) loads without solar_diffusion installed, with
+        ``DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder, trust_remote_code=True)``."""
+        import os
+        import shutil
+
+        super().save_pretrained(save_directory, *args, **kwargs)
+        source = inspect.getsourcefile(type(self)) or __file__
+        target = os.path.join(save_directory, "pipeline.py")
+        if not os.path.exists(target) or not os.path.samefile(source, target):
+            shutil.copyfile(source, target)
+        if push_to_hub:  # after pipeline.py is in the folder
+            repo_id = kwargs.pop("repo_id", None) or os.path.basename(os.path.normpath(save_directory))
+            keys = ("commit_message", "private", "token", "create_pr")
+            self.push_to_hub(repo_id, **{k: kwargs[k] for k in keys if k in kwargs})
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return {int(k): v for k, v in self.config.id2label.items()}
+
+    @property
+    def null_condition(self) -> int | float:
+        """The UNet's class input for "no condition" (classifier-free guidance; ``null_condition``)."""
+        return null_condition(self.unet.config)
+
+    @property
+    def conditioning(self) -> str:
+        """``"class"`` (GOES labels), ``"flux"`` (continuous log10 peak flux) or ``"flare"`` (peak flux
+        and position of each flare: a flare map beside the image, see ``flare_map``)."""
+        if self.unet.config.class_embed_type != "timestep":
+            return "class"
+        return "flare" if self.unet.config.in_channels > self.unet.config.out_channels else "flux"
+
+    def flare_request(self, flares, image_size: int, rng: np.random.Generator) -> list[dict]:
+        """One image's flares for a flare model: ``flares`` is a list of ``(flare_class, position)``
+        pairs, ``position`` in helioprojective arcsec ``(x, y)``, in pixels of the model's images
+        ``("px", x, y)`` (column, row; row 0 is the south edge), or None to draw one of the
+        training flares' positions with ``rng``; ``("quiet", None)`` alone means no flare. Each
+        dict holds the class, log10 of the GOES-R peak flux, and the position in arcsec (None if
+        given in pixels) and in pixels."""
+        image = []
+        for flare_class, position in flares:
+            if str(flare_class).strip().lower() == QUIET_LABEL:
+                if position is not None:
+                    raise ValueError(f"a position was given for 'quiet' ({position!r}): a quiet Sun has no flare to place")
+                continue
+            flux = requested_flux(flare_class)
+            arcsec = None
+            if position is None:
+                position = draw_flare_position(self.config.flare_positions, self.config.geometry, rng)
+            if isinstance(position[0], str):
+                if position[0] != "px" or len(position) != 3:
+                    raise ValueError(f"a position in pixels is ('px', x, y), got {position!r}")
+                x, y = float(position[1]), float(position[2])
+                if not (0 <= x <= image_size - 1 and 0 <= y <= image_size - 1):
+                    raise ValueError(f"pixel position ({x:g}, {y:g}) lies outside the {image_size} px image")
+            else:
+                arcsec = [float(position[0]), float(position[1])]
+                x, y = arcsec_to_pixels(*arcsec, self.config.geometry, image_size)
+            image.append({"flare_class": format_flare_class(convert_flux_scale(flux, GOES_R_SCALE, SWPC_SCALE)),
+                          "log10_peak_flux_goes_r": math.log10(flux), "position_arcsec": arcsec,
+                          "position_px": [x, y]})
+        return image
+
+    def flare_inputs(self, per_image: list[list[dict]], image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A flare model's class inputs (flux condition of each image's largest flare, or
+        ``NO_FLARE_CONDITION``) and flare maps (N, FLARE_MAP_CHANNELS, size, size)."""
+        sigma = FLARE_MAP_SIGMA_RSUN * rsun_px(self.config.geometry, image_size)
+        labels = [flux_condition(max(f["log10_peak_flux_goes_r"] for f in flares)) if flares else NO_FLARE_CONDITION
+                  for flares in per_image]
+        maps = np.stack([flare_map([f["position_px"] for f in flares], [f["log10_peak_flux_goes_r"] for f in flares],
+                                   image_size, sigma) for flares in per_image])
+        return torch.tensor(labels, dtype=torch.float32), torch.from_numpy(maps)
+
+    def conditions(self, flare_class) -> tuple[torch.Tensor, list[str]]:
+        """UNet class inputs and their labels for a request (see ``__call__``'s ``flare_class``)."""
+        if self.conditioning == "class":
+            ids = self.label_ids(flare_class)
+            return torch.tensor(ids, dtype=torch.long), [self.id2label[i] for i in ids]
+        if isinstance(flare_class, (str, float, np.floating)):
+            flare_class = [flare_class]
+        fluxes = []
+        for item in flare_class:
+            try:
+                fluxes.append(requested_flux(item))
+            except ValueError:
+                raise ValueError(
+                    f"this model is conditioned on the GOES peak flux: ask for a class such as 'M2.5' or 'X', "
+                    f"or a GOES-R flux in W m^-2, not {item!r}"
+                ) from None
+        values = flux_condition(torch.log10(torch.tensor(fluxes, dtype=torch.float64))).float()
+        return values, [format_flare_class(convert_flux_scale(f, GOES_R_SCALE, SWPC_SCALE)) for f in fluxes]
+
+    @property
+    def normalization(self) -> ClipLogNormalization:
+        return ClipLogNormalization.from_dict(self.config.normalization)
+
+    def label_ids(self, flare_class) -> list[int]:
+        """Class ids for a label ("X", "quiet"), a full class ("M2.5" -> "M"), an id, or a list.
+
+        Raises ``ValueError`` naming the labels the model knows if one is unknown.
+        """
+        if isinstance(flare_class, (str, int, np.integer)):
+            flare_class = [flare_class]
+        label2id = {label: i for i, label in self.id2label.items()}
+        ids = []
+        for item in flare_class:
+            if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+                if item not in self.id2label:
+                    raise ValueError(f"class id {item} is not one of {sorted(self.id2label)} ({self._known()})")
+                ids.append(int(item))
+                continue
+            label = str(item).strip()
+            if label.lower() == QUIET_LABEL:
+                label = QUIET_LABEL
+            elif label not in label2id:
+                try:
+                    label = flare_letter(parse_flare_class(label))
+                except ValueError:
+                    pass
+            if label not in label2id:
+                raise ValueError(f"this model does not know the flare class {item!r}; {self._known()}")
+            ids.append(label2id[label])
+        return ids
+
+    def _known(self) -> str:
+        return "it knows: " + ", ".join(self.id2label.values())
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        flare_class="X",
+        num_images_per_class: int = 1,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        num_inference_steps: int = DEFAULT_STEPS,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        flare_position=None,
+        flares=None,
+    ) -> SolarFlarePipelineOutput | tuple:
+        r"""Generate images of the given flare class(es).
+
+        Args:
+            flare_class: a label ("X", "quiet"), a full class ("M2.5" means its letter), a class
+                id, or a list of these; each gets ``num_images_per_class`` images, in order. For a
+                flux-conditioned model: a class ("M2.5", SWPC scale; a bare letter is the centre
+                of its decade) or a GOES-R flux in W m^-2 (see ``requested_flux``).
+            num_images_per_class: images per entry of ``flare_class``.
+            guidance_scale: classifier-free guidance weight; 1 is the plain conditional model,
+                0 the unconditional one. Guided steps make one batched UNet call.
+            num_inference_steps: denoising steps of the scheduler.
+            generator: a ``torch.Generator``, or one per image (image i is then reproducible on
+                its own from its generator's seed).
+            output_type: as in diffusers, ``"np"`` (NHWC float32 in [0, 1]), ``"pt"`` (NCHW
+                tensor in [0, 1]) or ``"pil"`` (8-bit preview images, north up); and
+                ``"model"`` (NCHW tensor in model space [-1, 1], what the UNet works in) or
+                ``"data_unit"`` (NCHW float32 numpy in the data unit, the inverse normalisation:
+                DN/s, or 8-bit browse brightness; ``"physical"`` is its old name). Every array
+                output is in FITS row order (row 0 is the south edge); only ``"pil"`` is
+                flipped north up, like the CLI's PNG files.
+            return_dict: return a ``SolarFlarePipelineOutput`` rather than ``(images, metadata)``.
+            flare_position: for a flare model (``conditioning == "flare"``), where the flare of
+                each ``flare_class`` entry is: helioprojective ``(x, y)`` in arcsec, or
+                ``("px", x, y)`` in pixels; None draws a training flare's position per image; a
+                list of these, one per ``flare_class`` entry.
+            flares: for a flare model, several flares in each image instead: a list of
+                ``(flare_class, position)`` pairs (see ``flare_request``).
+
+        Example:
+
+        ```py
+        >>> import torch
+        >>> from solar_diffusion import SolarFlarePipeline, build_unet
+        >>> from diffusers import DDPMScheduler
+        >>> pipe = SolarFlarePipeline(build_unet("tiny", sample_size=16, num_labels=2),
+        ...                           DDPMScheduler(), id2label={0: "C", 1: "X"})
+        >>> pipe.set_progress_bar_config(disable=True)
+        >>> out = pipe("X", num_images_per_class=2, num_inference_steps=2,
+        ...            generator=torch.Generator().manual_seed(0), output_type="data_unit")
+        >>> out.images.shape, out.metadata[0]["flare_class"], out.metadata[0]["unit"]
+        ((2, 1, 16, 16), 'X', 'DN/s')
+
+        ```
+        """
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {', '.join(map(repr, OUTPUT_TYPES))}, got {output_type!r}")
+        output_type = "data_unit" if output_type == "physical" else output_type
+        if num_images_per_class < 1:
+            raise ValueError(f"num_images_per_class must be >= 1, got {num_images_per_class}")
+        if not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        device = self._execution_device
+        size = self.unet.config.sample_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        maps, per_image_flares = None, None
+        if self.conditioning == "flare":
+            entries = [flare_class] if isinstance(flare_class, (str, float, np.floating)) else list(flare_class)
+            per_entry = (isinstance(flare_position, list) and len(flare_position) == len(entries)
+                         and all(p is None or isinstance(p, (tuple, list)) for p in flare_position))
+            positions = flare_position if per_entry else [flare_position] * len(entries)
+            requests = [list(flares)] if flares is not None else [[(e, p)] for e, p in zip(entries, positions)]
+            batch_size = len(requests) * num_images_per_class
+            self._check_generators(generator, batch_size)
+            rngs = ([np.random.default_rng(g.initial_seed()) for g in generator] if isinstance(generator, list)
+                    else [np.random.default_rng(None if generator is None else generator.initial_seed())] * batch_size)
+            per_image_flares = [self.flare_request(request, size[-1], rngs[k * num_images_per_class + i])
+                                for k, request in enumerate(requests) for i in range(num_images_per_class)]
+            labels, maps = self.flare_inputs(per_image_flares, size[-1])
+            labels, maps = labels.to(device), maps.to(device)
+            names = [", ".join(f["flare_class"] for f in image_flares) or QUIET_LABEL for image_flares in per_image_flares]
+        else:
+            if flare_position is not None or flares is not None:
+                raise ValueError(f"this model is {self.conditioning}-conditioned: it takes no flare positions")
+            conditions, names = self.conditions(flare_class)
+            labels = conditions.repeat_interleave(num_images_per_class).to(device)
+            names = [name for name in names for _ in range(num_images_per_class)]
+            batch_size = len(labels)
+            self._check_generators(generator, batch_size)
+        null_labels = torch.full_like(labels, self.null_condition)
+        do_guidance = guidance_scale != 1.0
+        model_labels = torch.cat([null_labels, labels]) if do_guidance else labels
+        if maps is not None:  # the null condition's map is all zeros: no flare, and "not conditioned"
+            maps = torch.cat([torch.zeros_like(maps), maps]) if do_guidance else maps
+
+        # 1. Gaussian noise
+        shape = (batch_size, self.unet.config.out_channels or self.unet.config.in_channels, *size)
+        # the latents and the scheduler's arithmetic stay float32 whatever the UNet's dtype (bf16/fp16)
+        image = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        image = image * self.scheduler.init_noise_sigma
+
+        # 2. denoising loop, guidance batched into one UNet call per step
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        step_kwargs = scheduler_step_kwargs(self.scheduler, generator)
+        with torch.inference_mode():
+            for t in self.progress_bar(self.scheduler.timesteps):
+                model_input = torch.cat([image] * 2) if do_guidance else image
+                model_input = self.scheduler.scale_model_input(model_input, t)
+                if maps is not None:
+                    model_input = torch.cat([model_input, maps], dim=1)
+                model_output = self.unet(model_input.to(self.unet.dtype), t, class_labels=model_labels).sample.float()
+                if do_guidance:
+                    uncond, cond = model_output.chunk(2)
+                    model_output = uncond + guidance_scale * (cond - uncond)
+                image = self.scheduler.step(model_output, t, image, **step_kwargs).prev_sample
+
+        # 3. postprocess (outside inference mode: the images are ordinary tensors, usable in training)
+        bad = (~torch.isfinite(image)).flatten(1).any(dim=1)
+        if bad.any():  # never hand on a NaN image: clamping would keep the NaN, a PNG would show it black
+            raise RuntimeError(f"{int(bad.sum())} of {len(image)} generated images hold NaN or Inf values: the UNet's "
+                               f"weights may be corrupt (reload or re-download the model) or its precision too low "
+                               f"for guidance {guidance_scale:g}")
+        image = image.float().clamp(-1.0, 1.0).contiguous()
+        if output_type == "model":
+            images = image
+        elif output_type == "pt":
+            images = image / 2 + 0.5
+        elif output_type == "data_unit":
+            images = self.normalization.inverse(image).cpu().numpy().astype(np.float32)
+        else:
+            images = image.cpu().permute(0, 2, 3, 1).numpy() / 2 + 0.5  # NHWC in [0, 1]
+            if output_type == "pil":
+                images = self.numpy_to_pil(north_up(images, row_axis=1))
+        metadata = self._metadata(names, labels.tolist(), generator, output_type)
+        if per_image_flares is not None:
+            for entry, image_flares in zip(metadata, per_image_flares):
+                entry["flares"] = image_flares
+
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return images, metadata
+        return SolarFlarePipelineOutput(images=images, metadata=metadata)
+
+    @staticmethod
+    def _check_generators(generator, batch_size: int):
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"got {len(generator)} generators for {batch_size} images: give one per image")
+
+    def _metadata(self, names, conditions, generator, output_type) -> list[dict]:
+        generators = generator if isinstance(generator, list) else [generator] * len(names)
+        unit = {"data_unit": self.normalization.unit, "model": "model space [-1, 1]"}.get(output_type, "preview [0, 1]")
+        return [
+            {
+                "flare_class": name,
+                "conditioning": self.conditioning,
+                "condition": condition,
+                "seed": None if g is None else int(g.initial_seed()),
+                "per_image_seed": isinstance(generator, list),
+                "unit": unit,
+                "geometry": dict(self.config.geometry),
+            }
+            for name, condition, g in zip(names, conditions, generators)
+        ]
