@@ -28,8 +28,16 @@ test: $(BIN)/.installed
 test-slow: $(BIN)/.installed
 	$(OFFLINE) $(BIN)/python -m pytest -m slow
 
+# the paper-mode model's weights (22 MB; out of the tree so that a checkout, a training pack and the
+# wheels fit the GPU machine's transfer budget): restored from the commit that bundled them
+PAPER_WEIGHTS := solar_diffusion/models/paper-171/unet/diffusion_pytorch_model.safetensors
+PAPER_COMMIT := bb31570bdf45dcf2f617ad55565db307c198944f
+paper-model: $(PAPER_WEIGHTS)
+$(PAPER_WEIGHTS):
+	git show $(PAPER_COMMIT):solar_diffusion/models/default/unet/diffusion_pytorch_model.safetensors > $@.tmp && mv $@.tmp $@
+
 # the results page, README summary and model cards, from the JSON in reports/
 results: $(BIN)/.installed
 	$(BIN)/python -m solar_diffusion.results
 
-.PHONY: install generate test test-slow results
+.PHONY: install generate test test-slow results paper-model

@@ -54,6 +54,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    if not (PAPER_MODEL / "unet" / "diffusion_pytorch_model.safetensors").exists():
+        raise SystemExit("the baseline needs the paper-mode model's weights: make paper-model")
     rows = [time_model(model, args.repeats) for model in (PAPER_MODEL, BUNDLED_MODEL)]
     result = {"command": "python benchmarks/bench_latency.py", "cpu_count": os.cpu_count(),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows,

@@ -367,5 +367,19 @@ def write_contact_sheet(path, model_images, labels, captions, title: str = "", c
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    atomic_write(Path(path), lambda tmp: save_figure_png(fig, tmp))
     plt.close(fig)
+
+
+def save_figure_png(fig, path, dpi: int = 110):
+    """A matplotlib figure as a PNG of at most 256 colours (a third of the bytes of full colour for
+    these sheets; reports and model cards carry many)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png")
+    buffer.seek(0)
+    Image.open(buffer).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(path, format="PNG",
+                                                                                           optimize=True)

@@ -138,9 +138,9 @@ def test_bundled_defaults_keep_the_fine_structure_of_a_50_step_solve():
     same noise they must reach images with the same pixel-scale contrast. Steps evenly spaced in
     t (diffusers' default spacing) end with a jump from t = 111 to 0 and lose a quarter of it
     (measured: 0.74 and 0.77 of DDIM 50's on two of these three); uniform log-SNR steps keep it."""
-    from solar_diffusion.defaults import PAPER_MODEL
+    from solar_diffusion.defaults import paper_model
 
-    pipe = load_pipeline(PAPER_MODEL)
+    pipe = load_pipeline(paper_model())  # make paper-model restores its weights
     pipe.set_progress_bar_config(disable=True)
     labels = ["quiet", "C", "M"]
     defaults = next(sample_batches(pipe, labels, seed=7, num_inference_steps=10)).images

@@ -161,10 +161,10 @@ def skill_scores(y_true, y_pred) -> dict:
 
 
 def _load(args):
-    from solar_diffusion.defaults import PAPER_MODEL
+    from solar_diffusion.defaults import paper_model
     from solar_diffusion.generate import load_pipeline
 
-    pipe = load_pipeline(args.model or PAPER_MODEL)
+    pipe = load_pipeline(args.model or paper_model())
     pipe.set_progress_bar_config(disable=True)
     image_size = pipe.unet.config.sample_size
     splits = {s: model_space_split(args.dataset, s, pipe.normalization, image_size)

@@ -175,12 +175,14 @@ def init_from_pipeline(unet, pipeline_dir, id2label, wavelengths=None):
     def plain(config, drop=()):
         return json.loads(json.dumps({k: v for k, v in config.items() if not k.startswith("_") and k not in drop}))
 
+    labels = {int(k): v for k, v in config.get("id2label", {}).items()}
     if plain(pretrained.config) == plain(unet.config):
-        labels = {int(k): v for k, v in config.get("id2label", {}).items()}
         if labels != id2label:
             raise ValueError(f"{source} was trained on labels {labels}, this dataset has {id2label}")
         unet.load_state_dict(pretrained.state_dict())
         return unet
+    if labels and id2label and labels != id2label:  # two class models: their class ids must mean the same
+        raise ValueError(f"{source} was trained on labels {labels}, this dataset has {id2label}")
     conditioning_keys = ("in_channels", "out_channels", "num_class_embeds", "class_embed_type")
     if plain(pretrained.config, conditioning_keys) != plain(unet.config, conditioning_keys):
         raise ValueError(f"the UNet in {source} differs from preset/size asked for: compare its unet/config.json")
