@@ -183,7 +183,9 @@ def flare_tables(flare: dict, split: str) -> list:
             lines.append(f"| {key} | " + " | ".join(fmt(moved[key][w]) for w in channels) + " |")
     mem = flare["memorisation"]
     lines += ["", "### (c) Memorisation: RMS distance (model space) to the nearest training frame", "",
-              f"Real frames of months the model never saw ({split}): median {fmt(mem['real (held-out months)'])}.", "",
+              f"Real frames of months the model never saw ({split}): median {fmt(mem['real (held-out months)'])}; "
+              "real training frames against training frames more than 3 days away: median "
+              f"{fmt(mem.get('real train frames, nearest training frame over 3 days away', 'not measured'))}.", "",
               "| class | median | over real held-out | over generated quiet |", "|---|---|---|---|"]
     for c, row in mem["classes"].items():
         lines.append(f"| {c} | {fmt(row['median'])} | {fmt(row['over real held-out'])} | "

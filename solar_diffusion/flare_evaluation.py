@@ -12,7 +12,8 @@ flares, so quiet, C, M and X differ only in the request). Measured per channel:
 * ``moved`` (b): the same seeds asked at two positions: the brightening at a position when the
   flare is asked there, minus when it is asked at the other one;
 * ``memorisation`` (c): each image's RMS distance (model space) to its nearest training frame,
-  against the same for real frames of months the model never saw (the evaluated split);
+  against the same for real frames of months the model never saw (the evaluated split) and for
+  real training frames against training frames of other days (over 3 days away);
 * ``diversity`` (d): the RMS distance between images of the same request (same class and
   position, other seeds), and between real frames of the split;
 * ``away`` (e): the disk's 99th percentile outside 4 px of the requested positions, against real
@@ -77,6 +78,27 @@ def nearest_distances(images, reference, batch: int = 256) -> np.ndarray:
     for start in range(0, len(a), batch):
         best.append(torch.cdist(a[start:start + batch], b).min(dim=1).values)
     return (torch.cat(best) / math.sqrt(a.shape[1])).numpy()
+
+
+def median_interval(ev, values) -> dict:
+    """The median with its interval, or the sample size alone where there are fewer than two values."""
+    if len(values) < 2:
+        return {"n": [len(values)], "value": float(values[0]) if len(values) else None}
+    return ev.interval(np.median, values)
+
+
+def nearest_other_days(frames, rng, n: int = 200, days: float = 3.0) -> np.ndarray:
+    """For ``n`` frames drawn with ``rng``, the RMS distance to the nearest other frame of the set
+    observed more than ``days`` away: what "new" looks like within the training months (hourly
+    frames of one day are near-duplicates of each other, so nearer frames are left out)."""
+    times = np.asarray(frames.t_obs).astype("datetime64[s]")
+    flat = torch.as_tensor(np.asarray(frames.images), dtype=torch.float64).flatten(1)
+    out = []
+    for i in np.sort(rng.permutation(len(flat))[:n]):
+        keep = np.abs((times - times[i]) / np.timedelta64(1, "h")) > 24 * days
+        if keep.any():
+            out.append(float(torch.cdist(flat[i:i + 1], flat[torch.from_numpy(keep)]).min()) / math.sqrt(flat.shape[1]))
+    return np.array(out)
 
 
 def requested_positions(pipe, n: int, seed: int) -> list:
@@ -198,7 +220,10 @@ def flare_sections(ev, splits=("train", "validation", "test"), num_move: int = 8
     generated_nn = nearest_distances(ev.generated, train)
     held_out = ev.real_all.images[torch.from_numpy(ev.rng.permutation(len(ev.real_all))[:200])]
     real_nn = nearest_distances(held_out, train)
-    memorisation = {"real (held-out months)": ev.interval(np.median, real_nn), "classes": {}}
+    memorisation = {"real (held-out months)": ev.interval(np.median, real_nn),
+                    "real train frames, nearest training frame over 3 days away": median_interval(
+                        ev, nearest_other_days(ev.train_all, ev.rng)),
+                    "classes": {}}
     quiet_nn = generated_nn[ev.labels == QUIET_LABEL]
     for c in ev.classes:
         values = generated_nn[ev.labels == c]

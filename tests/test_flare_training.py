@@ -136,6 +136,15 @@ def test_evaluate_a_flare_model(flare_run, flare_days, tmp_path):
     assert moved["at A: asked at A minus asked at B"]["94"]["n"] == [8]
     memorisation = flare["memorisation"]
     assert memorisation["classes"]["M"]["median"]["value"] > 0 and "over generated quiet" in memorisation["classes"]["M"]
+    assert "real train frames, nearest training frame over 3 days away" in memorisation  # the two train days are 2 apart
+    from solar_diffusion.flare_evaluation import nearest_other_days
+    from solar_diffusion.splits import LabelledImages
+
+    times = np.array(["2012-03-01T00:00", "2012-03-01T01:00", "2012-03-09T00:00"], dtype="datetime64[s]")
+    frames = LabelledImages(torch.stack([torch.zeros(1, 2, 2), torch.full((1, 2, 2), 0.1), torch.ones(1, 2, 2)]),
+                            np.array(["quiet"] * 3, dtype=object), times)
+    # the hour-apart neighbour is skipped: each day's frames are 1.0 and 0.9 from the other day's
+    np.testing.assert_allclose(sorted(nearest_other_days(frames, np.random.default_rng(0))), [0.9, 0.9, 1.0])
     assert set(flare["diversity"]["classes"]) == set(classes)  # 4 images at 2 positions: 2 pairs per class
     assert flare["diversity"]["classes"]["quiet"]["n"] == [2]
     assert set(flare["away"]["classes"]) == set(classes)
