@@ -135,7 +135,7 @@ def _evaluation_section(ev: dict, title: str, folder: str) -> list:
 
     s, split = ev["settings"], ev["settings"]["split"]
     lines = [f"## {title}", "",
-             f"`solar-diffusion evaluate --model {s['model']} --dataset {s['dataset']} --split {split} --num-per-class "
+             f"`solar-diffusion evaluate --model {s['model']} --dataset {s['dataset']} --split {split} --num-images "
              f"{s['num_per_class']}" + (" --inception" if s.get("inception") else "") + f" --out {s['out']}`: "
              f"{s['num_per_class']} images per class, {ev['model']['scheduler']} with "
              f"{ev['model']['num_inference_steps']} steps, guidance {s['guidance_scale']:g}. Full report: "
@@ -144,7 +144,7 @@ def _evaluation_section(ev: dict, title: str, folder: str) -> list:
         channels = ev["flare"]["signature"]["channels"]
         lines += ["Generated images, every class asked at the same positions with the same seeds (circled), per "
                   "channel in its AIA colour map:", ""]
-        lines += [f"![{w} Å]({folder}/contact_sheet_{int(w):04d}.png)" for w in reversed(channels)]
+        lines += [f"![{w} Å]({folder}/contact_sheet_{int(w):04d}.png)" for w in reversed(channels)] + [""]
         lines += flare_tables(ev["flare"], split)[1:] + [""]
     lines += ["| pooled over the scored classes | generated | floor (real train vs real) |", "|---|---|---|"]
     for space, values in ev["feature_spaces"].items():
