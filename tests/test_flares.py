@@ -446,3 +446,18 @@ def test_live_hek_one_day(request):
     assert tuple(events.columns) == EVENT_COLUMNS
     x54 = events[events["goes_class"] == "X5.4"]
     assert len(x54) and (x54["peak"] == pd.Timestamp("2012-03-07 00:24")).any()
+
+
+def test_a_parse_error_is_not_retried_and_names_the_request(hek_export):
+    """Only network failures are retried: a response that cannot be read fails at once."""
+    from solar_diffusion.dataset_builder.network import with_retries
+
+    calls, waits = [], []
+
+    def broken(chunk):
+        calls.append(chunk)
+        raise ValueError("unexpected token '<' in JSON")
+
+    with pytest.raises(ValueError, match=r"HEK chunk 2012-03: unexpected token"):
+        with_retries(broken, "2012-03", sleep=waits.append, what="HEK chunk 2012-03")
+    assert calls == ["2012-03"] and waits == []
