@@ -48,15 +48,17 @@ def time_model(model: Path, repeats: int) -> dict:
 def main(argv=None) -> dict:
     import torch
 
-    from solar_diffusion.defaults import BUNDLED_MODEL, PAPER_MODEL
+    from solar_diffusion.defaults import BUNDLED_MODEL, paper_model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    if not (PAPER_MODEL / "unet" / "diffusion_pytorch_model.safetensors").exists():
-        raise SystemExit("the baseline needs the paper-mode model's weights: make paper-model")
-    rows = [time_model(model, args.repeats) for model in (PAPER_MODEL, BUNDLED_MODEL)]
+    try:
+        paper = paper_model()
+    except FileNotFoundError as error:
+        raise SystemExit(f"the baseline needs it: {error}") from None
+    rows = [time_model(model, args.repeats) for model in (paper, BUNDLED_MODEL)]
     result = {"command": "python benchmarks/bench_latency.py", "cpu_count": os.cpu_count(),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows,
               "flare_over_paper": rows[1]["seconds_median"] / rows[0]["seconds_median"]}

@@ -82,6 +82,7 @@ def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_
     import pyarrow.parquet as pq
 
     from solar_diffusion.generate import load_pipeline, sample_batches
+    from solar_diffusion.maps import model_name
     from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS, requested_flux, rsun_px
     from solar_diffusion.splits import dataset_info, image_dtype, split_table
 
@@ -133,7 +134,7 @@ def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_
 
     steps = num_inference_steps or DEFAULT_STEPS
     guidance = DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale
-    model_id = Path(str(model)).name if Path(str(model)).exists() else str(model)
+    model_id = model_name(model)
     geometry = pipe.config.geometry
     dtype = image_dtype(info["unit"])
     schema = train.schema

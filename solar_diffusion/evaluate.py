@@ -167,6 +167,15 @@ class Evaluation:
         """``metrics.bootstrap`` with the run's resamples and seed."""
         return metrics.bootstrap(statistic, *samples, n_boot=self.config.n_boot, seed=self.config.seed, bounds=bounds)
 
+    def interval_of(self, statistic, values) -> dict:
+        """``interval`` of one sample's statistic, its finite values only; with fewer than two, the
+        sample size and the value alone (a bootstrap needs two)."""
+        values = np.asarray(values, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if len(values) < 2:
+            return {"n": [len(values)], "value": float(values[0]) if len(values) else None}
+        return self.interval(statistic, values)
+
     def too_few(self, c) -> str:
         return (f"too few real {self.split} images (n={int((self.real_all.labels == c).sum())} < "
                 f"{self.config.min_real})")
@@ -433,8 +442,7 @@ def physical_statistic(ev: Evaluation, top_fraction: float) -> dict:
         row = {}
         for key, by_class in values.items():
             v, base = by_class[c], by_class[lowest]
-            row[key] = ev.interval(np.mean, v) if len(v) > 1 \
-                else {"n": [len(v)], "value": float(v[0]) if len(v) else None}
+            row[key] = ev.interval_of(np.mean, v)
             if c != lowest and len(v) > 1 and len(base) > 1:
                 row[f"{key} minus {lowest}"] = ev.interval(lambda a, b: a.mean() - b.mean(), v, base)
         result[c] = row

@@ -80,13 +80,6 @@ def nearest_distances(images, reference, batch: int = 256) -> np.ndarray:
     return (torch.cat(best) / math.sqrt(a.shape[1])).numpy()
 
 
-def median_interval(ev, values) -> dict:
-    """The median with its interval, or the sample size alone where there are fewer than two values."""
-    if len(values) < 2:
-        return {"n": [len(values)], "value": float(values[0]) if len(values) else None}
-    return ev.interval(np.median, values)
-
-
 def nearest_other_days(frames, rng, n: int = 200, days: float = 3.0) -> np.ndarray:
     """For ``n`` frames drawn with ``rng``, the RMS distance to the nearest other frame of the set
     observed more than ``days`` away: what "new" looks like within the training months (hourly
@@ -154,15 +147,8 @@ def flare_sections(ev, splits=("train", "validation", "test"), num_move: int = 8
     on_disk = disk_mask(size, radius, center=centre)
     wavelengths = [f"{w:g}" for w in geometry.get("wavelengths_angstrom") or range(ev.generated.shape[1])]
 
-    def mean_interval(values):
-        values = np.asarray(values, dtype=np.float64)
-        values = values[np.isfinite(values)]  # a frame with a blank channel (disk p99 0) has no ratio there
-        if len(values) < 2:
-            return {"n": [len(values)], "value": float(values[0]) if len(values) else None}
-        return ev.interval(np.mean, values)
-
-    def per_channel(values) -> dict:
-        return {w: mean_interval(values[:, i]) for i, w in enumerate(wavelengths)}
+    def per_channel(values) -> dict:  # NaN (a blank channel of a composite) is left out
+        return {w: ev.interval_of(np.mean, values[:, i]) for i, w in enumerate(wavelengths)}
 
     # (a) the signature at the requested position, generated and real
     generated_sig = flare_signature(ev.generated, ev.requested_px)
@@ -221,8 +207,8 @@ def flare_sections(ev, splits=("train", "validation", "test"), num_move: int = 8
     held_out = ev.real_all.images[torch.from_numpy(ev.rng.permutation(len(ev.real_all))[:200])]
     real_nn = nearest_distances(held_out, train)
     memorisation = {"real (held-out months)": ev.interval(np.median, real_nn),
-                    "real train frames, nearest training frame over 3 days away": median_interval(
-                        ev, nearest_other_days(ev.train_all, ev.rng)),
+                    "real train frames, nearest training frame over 3 days away": ev.interval_of(
+                        np.median, nearest_other_days(ev.train_all, ev.rng)),
                     "classes": {}}
     quiet_nn = generated_nn[ev.labels == QUIET_LABEL]
     for c in ev.classes:

@@ -56,17 +56,17 @@ def test_each_bundled_model_keeps_an_encoder_of_its_channels_size_and_unit(which
     from solar_diffusion.generate import load_pipeline
 
     model = getattr(defaults, which)
-    if which == "PAPER_MODEL" and not (model / "unet" / "diffusion_pytorch_model.safetensors").exists():
+    try:
+        pipe = load_pipeline(defaults.paper_model() if which == "PAPER_MODEL" else model)
+    except FileNotFoundError:
         from diffusers import DDPMScheduler, UNet2DModel
 
         from solar_diffusion import SolarFlarePipeline
 
         # its weights are restored by `make paper-model`; its configuration is in the tree
-        pipe = SolarFlarePipeline(UNet2DModel.from_config(UNet2DModel.load_config(model / "unet")),
-                                  DDPMScheduler(), **{k: v for k, v in SolarFlarePipeline.load_config(model).items()
-                                           if k in ("id2label", "normalization", "geometry")})
-    else:
-        pipe = load_pipeline(model)
+        config = SolarFlarePipeline.load_config(model)
+        pipe = SolarFlarePipeline(UNet2DModel.from_config(UNet2DModel.load_config(model / "unet")), DDPMScheduler(),
+                                  **{k: config[k] for k in ("id2label", "normalization", "geometry")})
     encoder = load_encoder(defaults.model_encoder(model))
     assert defaults.model_encoder(model) == model / defaults.ENCODER_FOLDER
     assert encoder.normalization == pipe.normalization

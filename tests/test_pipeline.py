@@ -320,3 +320,10 @@ def test_a_saved_pipeline_loads_with_plain_diffusers_where_solar_diffusion_is_no
                             env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("loaded")
+
+
+def test_the_bundled_model_carries_the_current_standalone_pipeline_file():
+    """The bundled folder's ``pipeline.py`` (what ``custom_pipeline=`` loads) is this release's file."""
+    from solar_diffusion.defaults import BUNDLED_MODEL
+
+    assert (BUNDLED_MODEL / "pipeline.py").read_bytes() == STANDALONE_PIPELINE_FILE.read_bytes()

@@ -176,13 +176,12 @@ def init_from_pipeline(unet, pipeline_dir, id2label, wavelengths=None):
         return json.loads(json.dumps({k: v for k, v in config.items() if not k.startswith("_") and k not in drop}))
 
     labels = {int(k): v for k, v in config.get("id2label", {}).items()}
-    if plain(pretrained.config) == plain(unet.config):
-        if labels != id2label:
-            raise ValueError(f"{source} was trained on labels {labels}, this dataset has {id2label}")
+    same = plain(pretrained.config) == plain(unet.config)
+    if labels != id2label and (same or (labels and id2label)):  # class ids must mean the same classes
+        raise ValueError(f"{source} was trained on labels {labels}, this dataset has {id2label}")
+    if same:
         unet.load_state_dict(pretrained.state_dict())
         return unet
-    if labels and id2label and labels != id2label:  # two class models: their class ids must mean the same
-        raise ValueError(f"{source} was trained on labels {labels}, this dataset has {id2label}")
     conditioning_keys = ("in_channels", "out_channels", "num_class_embeds", "class_embed_type")
     if plain(pretrained.config, conditioning_keys) != plain(unet.config, conditioning_keys):
         raise ValueError(f"the UNet in {source} differs from preset/size asked for: compare its unet/config.json")
