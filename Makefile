@@ -40,4 +40,10 @@ $(PAPER_WEIGHTS):
 results: $(BIN)/.installed
 	$(BIN)/python -m solar_diffusion.results
 
-.PHONY: install generate test test-slow results paper-model
+.PHONY: install generate test test-slow results paper-model space space-screenshot
+
+# the demo Space: the package wheel its requirements.txt installs, and the README's screenshot
+space: $(BIN)/.installed
+	rm -rf space/wheels && $(BIN)/python -m pip wheel -q --no-deps . -w space/wheels
+space-screenshot: $(BIN)/.installed
+	$(OFFLINE) $(BIN)/python space/browser.py --screenshot space/screenshot.png

@@ -45,6 +45,23 @@ def is_synthetic(label_source) -> np.ndarray:
     return np.asarray(label_source, dtype=object) == SYNTHETIC
 
 
+def weights_digest(module) -> str:
+    """A short SHA-1 of a module's weights: which model made a set of synthetic frames.
+
+    >>> import torch
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> _ = torch.nn.init.zeros_(layer.weight), torch.nn.init.zeros_(layer.bias)
+    >>> weights_digest(layer)
+    'd3399b7262fb'
+    """
+    import hashlib
+
+    digest = hashlib.sha1()
+    for tensor in module.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
 def plan_additions(counts: dict, classes=None, ratio: float | None = None, target: str | None = None,
                    max_per_class: int | None = None) -> dict:
     """How many frames to add per class, from the training split's ``counts``.
@@ -181,7 +198,8 @@ def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_
     added = {c: sum(1 for m in manifest if m["flare_class"] == c) for c in plan}
     new_info = dict(info)
     new_info["counts"] = {**info["counts"], "train": {c: counts[c] + added.get(c, 0) for c in vocabulary}}
-    new_info["augmented"] = {"source_dataset": str(dataset), "model": model_id, "seed": seed,
+    new_info["augmented"] = {"source_dataset": str(dataset), "model": model_id,
+                             "model_weights": weights_digest(pipe.unet), "requested": plan, "seed": seed,
                              "num_inference_steps": steps, "guidance_scale": guidance, "added": added,
                              "original_train_counts": counts, "rule": "label_source == 'synthetic'"}
     atomic_write(out / "build_info.json", lambda tmp: Path(tmp).write_text(json.dumps(new_info, indent=1, default=str)))

@@ -73,6 +73,11 @@ class FlareClassifier(ModelMixin, ConfigMixin):
         return np.array([names[int(i)] for i in ids], dtype=object)
 
     @torch.no_grad()
+    def predict_proba(self, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities (N, num_labels; columns in ``id2label`` order) of model-space images."""
+        return torch.cat([self(b).softmax(1).float() for b in _batches(images, batch_size, self)]).cpu().numpy()
+
+    @torch.no_grad()
     def embed_images(self, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
         """``features`` of many images, in batches, as float64 numpy (N, feature_dim)."""
         return torch.cat([self.features(b) for b in _batches(images, batch_size, self)]).double().cpu().numpy()

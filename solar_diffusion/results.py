@@ -34,10 +34,6 @@ def load_reports(reports: Path) -> dict:
             "predictor": read("experiments/predictor/results.json"), "sampling": read("bench_sampling.json")}
 
 
-def _mean_std(entry: dict) -> str:
-    return f"{entry['mean']:.3f} ± {entry['std']:.3f}"
-
-
 def _default_row(sampling: dict, size: int = 64) -> dict | None:
     return next((r for r in sampling["rows"] if r["default"] and r["size"] == size), None) if sampling else None
 
@@ -64,16 +60,18 @@ def summary(results: dict, link: str = "reports/README.md") -> str:
                          + "; ".join(f"{c} {fmt(r)}" for c, r in flare_rows.items()) + ".")
     clf = results["classifier"]
     if clf:
-        summary_ = clf["summary"]
-        lines.append(f"- Flare-class classifier, test macro-F1 over {', '.join(clf['scored_classes'])} "
-                     f"({clf['settings']['seeds']} seeds; synthetic images of `{clf['settings']['model']}`): " + "; ".join(f"{arm} {_mean_std(v['macro'])}"
-                                                                         for arm, v in summary_.items()) + ".")
+        macro = clf["comparison"]["arms"]
+        lines.append(f"- Flare-class classifier ({', '.join(clf['scored_groups'])}), macro-F1 on the months the "
+                     f"diffusion model never saw ({clf['settings']['seeds']} seeds; 95% intervals over days and seeds): "
+                     + "; ".join(f"{arm} {fmt(v['macro-F1'])}" for arm, v in macro.items()) + ".")
+        lines += [f"  - {v}" for v in clf["verdicts"] if ", macro-F1" in v]
     pred = results["predictor"]
     if pred:
         for threshold, t in pred["thresholds"].items():
-            lines.append(f"- Flare ≥ {threshold} within 24 h (base rate {t['test_base_rate']:.3f}; synthetic images of "
-                         f"`{pred['settings']['model']}`), TSS: "
-                         + "; ".join(f"{arm} {_mean_std(v['tss'])}" for arm, v in t["summary"].items()) + ".")
+            lines.append(f"- Flare ≥ {threshold} within 24 h (base rate {t['scored_base_rate']:.3f}, "
+                         f"{t['scored_flares']} flares), TSS: "
+                         + "; ".join(f"{arm} {fmt(v['TSS'])}" for arm, v in t["comparison"]["arms"].items()) + ".")
+            lines += [f"  - {v}" for v in t["verdicts"] if ", TSS" in v]
     row = _default_row(results["sampling"])
     if row:
         lines.append(f"- Sampling at 64 px with the defaults: {row['speedup_vs_paper_batch1']:.0f} times faster than "
@@ -182,33 +180,34 @@ def _evaluation_section(ev: dict, title: str, folder: str) -> list:
 
 
 def _classifier_section(clf: dict) -> list:
-    arms = list(clf["summary"])
-    lines = ["## Experiment 1: a flare-class classifier with synthetic images added", "",
-             f"`solar-diffusion experiment classifier --dataset {clf['settings']['dataset']}`, "
-             f"{clf['settings']['seeds']} seeds, mean ± standard deviation over seeds; synthetic images added: "
-             f"{clf['synthetic_added']}. Report: [experiments/classifier/report.md](experiments/classifier/report.md).",
-             "", "| test F1 | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
-    for c in clf["scored_classes"] + ["macro"]:
-        n = f" (n={clf['test_counts'][c]})" if c in clf["test_counts"] else ""
-        lines.append(f"| {c}{n} | " + " | ".join(_mean_std(clf["summary"][a][c]) for a in arms) + " |")
-    lines += [f"- {c}: {reason}" for c, reason in clf["not_scored"].items()]
+    from solar_diffusion.training.experiments import comparison_tables
+
+    counts = ", ".join(f"{g} {clf['scored_counts'][g]} frames ({clf['scored_flares'][g]} flares)"
+                       for g in clf["group_names"])
+    lines = ["## Experiment 1: a flare-class classifier, four arms", "",
+             f"`solar-diffusion experiment classifier --dataset {clf['settings']['dataset']}` (model "
+             f"`{clf['settings']['model']}`), {clf['settings']['seeds']} seeds per arm. Real training frames: "
+             f"{clf['train_counts']}; synthetic frames added in the last arm: {clf['synthetic_counts']}. Scored on the "
+             f"months the diffusion model never saw ({', '.join(clf['scored_months'])}): {counts}. Report: "
+             "[experiments/classifier/report.md](experiments/classifier/report.md).", ""]
+    lines += comparison_tables(clf["comparison"], ["macro-F1"] + [f"F1 {g}" for g in clf["scored_groups"]])
+    lines += [f"- {g}: {reason}" for g, reason in clf["not_scored"].items()]
     return lines + [""]
 
 
 def _predictor_section(pred: dict) -> list:
-    lines = ["## Experiment 2: a 24 h flare predictor with synthetic positives added", "",
-             f"`solar-diffusion experiment predictor --dataset {pred['settings']['dataset']}`, "
-             f"{pred['settings']['seeds']} seeds, mean ± standard deviation over seeds. Report: "
-             "[experiments/predictor/report.md](experiments/predictor/report.md).", ""]
+    from solar_diffusion.training.experiments import comparison_tables
+
+    lines = ["## Experiment 2: a 24 h flare predictor, four arms", "",
+             f"`solar-diffusion experiment predictor --dataset {pred['settings']['dataset']}` (model "
+             f"`{pred['settings']['model']}`), {pred['settings']['seeds']} seeds per arm; {pred['scored_frames']} "
+             f"frames scored, of the months the diffusion model never saw ({', '.join(pred['scored_months'])}). "
+             "Report: [experiments/predictor/report.md](experiments/predictor/report.md).", ""]
     for threshold, t in pred["thresholds"].items():
-        arms = list(t["summary"])
-        lines += [f"Flare ≥ {threshold} within 24 h: {t['test_frames']} test frames, base rate {t['test_base_rate']:.3f}; "
-                  f"synthetic positives {t['synthetic_positives']}.", "",
-                  "| score | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
-        for key in ("tss", "hss", "precision", "recall"):
-            lines.append(f"| {key.upper() if len(key) == 3 else key} | "
-                         + " | ".join(_mean_std(t["summary"][a][key]) for a in arms) + " |")
-        lines.append("")
+        lines += [f"Flare ≥ {threshold} within 24 h: {t['scored_positives']} positive frames before "
+                  f"{t['scored_flares']} flares, base rate {t['scored_base_rate']:.3f}; {t['synthetic_positives']} "
+                  "synthetic positives in the last arm.", ""]
+        lines += comparison_tables(t["comparison"], ["TSS", "HSS", "BSS"]) + [""]
     return lines
 
 

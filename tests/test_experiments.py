@@ -1,4 +1,4 @@
-"""Both experiments end to end on tiny settings: real 2012 frames, a tiny browse pipeline, one epoch."""
+"""Both experiments end to end, all four arms, on tiny settings: real 2012 frames, a tiny browse pipeline, one epoch."""
 
 import json
 
@@ -7,83 +7,112 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from solar_diffusion.training.experiments import flare_ahead, skill_scores
+from solar_diffusion.training.experiments import (ARMS, COMPARISONS, flare_ahead, forecast_figures,
+                                                  parse_groups, skill_scores)
 
 TINY = ["--seeds", "2", "--epochs", "1", "--batch-size", "32", "--widths", "4,8", "--feature-dim", "8", "--steps", "2",
-        "--min-real", "3"]
+        "--min-real", "3", "--inner-every", "3", "--synthetic-per-class", "3", "--bootstrap", "50"]
 
 
-def f1_from_confusion(confusion, classes, scored) -> dict:
-    """Per-class F1 (2 tp / (2 tp + fp + fn), 0 where undefined) and their mean, from a confusion matrix."""
+@pytest.fixture
+def browse_model_64(make_pipeline, tmp_path):
+    """A tiny untrained class model of the real datasets' unit, labels and size (augment needs the size)."""
+    from solar_diffusion import ClipLogNormalization
+    from solar_diffusion.hub import save_pipeline
+
+    pipe = make_pipeline(labels=("quiet", "B", "C", "M", "X"), sample_size=64,
+                         normalization=ClipLogNormalization.for_browse())
+    return save_pipeline(pipe, tmp_path / "browse-model-64")
+
+
+def f1_from_confusion(confusion, scored_ids) -> dict:
+    """Per-class F1 (2 tp / (2 tp + fp + fn)) of a confusion matrix (rows: true) and their mean."""
     confusion = np.asarray(confusion)
-    scores = {}
-    for c in scored:
-        i = classes.index(c)
-        tp = confusion[i, i]
-        denominator = confusion[i, :].sum() + confusion[:, i].sum()
-        scores[c] = 2 * tp / denominator if denominator else 0.0
-    return scores | {"macro": float(np.mean(list(scores.values())))}
+    scores = [2 * confusion[i, i] / (confusion[i, :].sum() + confusion[:, i].sum()) for i in scored_ids]
+    return float(np.mean(scores))
 
 
-def test_classifier_experiment(real_64, browse_model_dir, tmp_path, accelerate_launch):
+def check_comparison(comparison, figures):
+    """Every arm and every paired difference has every figure, each inside its interval."""
+    assert list(comparison["arms"]) == list(ARMS)
+    assert sorted(comparison["differences"]) == sorted(f"{a} - {b}" for a, b in COMPARISONS)
+    for a, b in COMPARISONS:
+        for f in figures:
+            d = comparison["differences"][f"{a} - {b}"][f]
+            assert d["low"] <= d["value"] <= d["high"] and d["detectable"] >= 0
+            # the difference is the difference of the arms' estimates (paired: same seeds, same frames)
+            assert d["value"] == pytest.approx(comparison["arms"][a][f]["value"] - comparison["arms"][b][f]["value"],
+                                               abs=2e-4)
+    for arm in ARMS:
+        for f in figures:
+            c = comparison["arms"][arm][f]
+            assert c["low"] <= c["value"] <= c["high"]
+
+
+def test_classifier_experiment_runs_all_four_arms(real_64, browse_model_64, tmp_path, accelerate_launch):
     out = tmp_path / "classifier"
-    accelerate_launch("experiments.py", "classifier", "--dataset", real_64, "--model", browse_model_dir, "--out", out,
-                      "--balance-ratio", "0.2", "--max-synthetic-per-class", "5", *TINY)
+    accelerate_launch("experiments.py", "classifier", "--dataset", real_64, "--model", browse_model_64, "--out", out,
+                      *TINY)
     results = json.loads((out / "results.json").read_text())
-    counts, add = results["train_counts"], results["synthetic_added"]
-    largest = max(counts, key=counts.get)
-    assert largest not in add and add and all(0 <= n <= 5 for n in add.values())
-    assert all(add[c] == min(5, max(0, round(0.2 * counts[largest]) - counts[c])) for c in add)
-    classes, scored = results["classes"], results["scored_classes"]
-    assert scored == [c for c in classes if results["test_counts"].get(c, 0) >= 3]
-    for arm in ("real only", "real + synthetic"):
+    groups, scored = results["group_names"], results["scored_groups"]
+    assert groups == ["<C", "C", ">=M"] and results["groups"]["X"] == ">=M"
+    assert results["synthetic_counts"] == {"M": 3, "X": 3}
+    truth, days = np.array(results["scored_truth"]), np.array(results["scored_days"])
+    assert len(truth) == sum(results["scored_counts"].values()) and results["scored_months"] == ["2012-08", "2012-10"]
+    for g in groups:
+        assert results["scored_flares"][g] <= results["scored_counts"][g]
+    scored_ids = [groups.index(g) for g in scored]
+    means = {}
+    for arm in ARMS:
         runs = results["runs"][arm]
         assert [r["seed"] for r in runs] == [0, 1]
+        macro = []
         for run in runs:
-            # every real test frame is scored once, in the row of its true class
-            assert np.sum(run["confusion"]) == sum(results["test_counts"].values())
-            assert np.sum(run["confusion"], axis=1).tolist() == [results["test_counts"].get(c, 0) for c in classes]
-            # the F1 scores are those of the confusion matrix (rounded to 3 places)
-            expected = f1_from_confusion(run["confusion"], classes, scored)
-            assert set(run["f1"]) == set(expected)
-            for c, value in expected.items():
-                assert 0 <= run["f1"][c] <= 1 and run["f1"][c] == pytest.approx(value, abs=1e-3), (arm, c)
-        # the summary is the mean and sample standard deviation of the runs' scores
-        for c in scored + ["macro"]:
-            values = [r["f1"][c] for r in runs]
-            summary = results["summary"][arm][c]
-            assert summary["values"] == values
-            assert summary["mean"] == pytest.approx(np.mean(values), abs=1e-4)
-            assert summary["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-4)
-    for c, reason in results["not_scored"].items():
-        assert reason.startswith("too few real test images") and c not in results["scored_classes"]
-    assert Image.open(out / "f1.png").format == "PNG" and "real + synthetic" in (out / "report.md").read_text()
-    # the synthetic images are cached and reused by a rerun
-    assert sorted(p.name.split("_")[0] for p in (out / "synthetic").glob("*.npy")) == sorted(c for c, n in add.items() if n)
+            predicted = np.array(run["predicted"])
+            assert len(predicted) == len(truth)  # every scored frame, once
+            confusion = np.zeros((len(groups), len(groups)), int)
+            np.add.at(confusion, (truth, predicted), 1)
+            macro.append(f1_from_confusion(confusion, scored_ids))
+            assert run["figures"]["macro-F1"] == pytest.approx(macro[-1], abs=1e-4)
+        means[arm] = np.mean(macro)
+        # the arm's estimate is the mean over seeds of the figure on all scored frames
+        assert results["comparison"]["arms"][arm]["macro-F1"]["value"] == pytest.approx(means[arm], abs=1e-4)
+    check_comparison(results["comparison"], ["macro-F1"] + [f"F1 {g}" for g in scored])
+    assert len(results["verdicts"]) == 3 * (1 + len(scored))
+    report = (out / "report.md").read_text()
+    assert "## Verdict" in report and "oversampled" in report and Image.open(out / "f1.png").format == "PNG"
+    # the synthetic frames come from augment, flagged, and are reused by a rerun with the same settings
+    augmented = json.loads((out / "augmented" / "build_info.json").read_text())["augmented"]
+    assert augmented["added"] == {"M": 3, "X": 3}
+    stamp = (out / "augmented" / "synthetic.json").stat().st_mtime_ns
+    accelerate_launch("experiments.py", "classifier", "--dataset", real_64, "--model", browse_model_64, "--out", out,
+                      "--seeds", "1", *TINY[2:])
+    assert (out / "augmented" / "synthetic.json").stat().st_mtime_ns == stamp
 
 
-def test_predictor_experiment(real_64, browse_model_dir, shared_data, tmp_path, accelerate_launch):
+def test_predictor_experiment_runs_all_four_arms(real_64, browse_model_64, shared_data, tmp_path, accelerate_launch):
     out = tmp_path / "predictor"
-    accelerate_launch("experiments.py", "predictor", "--dataset", real_64, "--model", browse_model_dir, "--out", out,
-                      "--flare-list", shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv",
-                      "--synthetic-positives", "4", *TINY)
+    accelerate_launch("experiments.py", "predictor", "--dataset", real_64, "--model", browse_model_64, "--out", out,
+                      "--flare-list", shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv", *TINY)
     results = json.loads((out / "results.json").read_text())
     assert list(results["thresholds"]) == ["M", "C"]
-    m = results["thresholds"]["M"]
-    assert m["synthetic_positives"] == {"M": 2, "X": 2} and results["thresholds"]["C"]["synthetic_positives"] == \
-        {"C": 2, "M": 2, "X": 2}
-    assert 0 < m["test_frames"] and 0 <= m["test_base_rate"] <= 1
-    for arm in ("real only", "real + synthetic"):
-        assert [run["seed"] for run in m["runs"][arm]] == [0, 1]
-        for run in m["runs"][arm]:
-            # the same test frames, the same truth, in every run; the scores are those of the counts
-            assert run["tp"] + run["fn"] + run["fp"] + run["tn"] == m["test_frames"]
-            assert (run["tp"] + run["fn"]) / m["test_frames"] == pytest.approx(m["test_base_rate"], abs=1e-4)
-            tp, fn, fp = run["tp"], run["fn"], run["fp"]
-            assert run["precision"] == pytest.approx(tp / (tp + fp) if tp + fp else 0.0, abs=1e-4)
-            if tp + fn and fp + run["tn"]:
-                assert run["recall"] == pytest.approx(tp / (tp + fn), abs=1e-4)
-                assert run["tss"] == pytest.approx(tp / (tp + fn) - fp / (fp + run["tn"]), abs=2e-4)
+    for threshold, r in results["thresholds"].items():
+        assert r["synthetic_positives"] == 6  # the M and X frames are positives for both thresholds
+        truth = np.array(r["scored_truth"], bool)
+        assert len(truth) == results["scored_frames"] and r["scored_positives"] == truth.sum()
+        assert r["scored_base_rate"] == pytest.approx(truth.mean(), abs=1e-4)
+        for arm in ARMS:
+            for run in r["runs"][arm]:
+                p = np.array(run["p_yes"])
+                assert len(p) == len(truth) and ((0 <= p) & (p <= 1)).all()
+                scores = skill_scores(truth, p >= 0.5)
+                if 0 < truth.sum() < len(truth):
+                    assert run["figures"]["TSS"] == pytest.approx(scores["tss"], abs=2e-3)
+                    brier = np.mean((p - truth) ** 2)
+                    climatology = np.mean((r["training_base_rate"] - truth) ** 2)
+                    assert run["figures"]["BSS"] == pytest.approx(1 - brier / climatology, abs=2e-3)
+        if 0 < truth.sum() < len(truth):
+            check_comparison(r["comparison"], ["TSS", "HSS", "BSS"])
     assert Image.open(out / "skill.png").format == "PNG"
 
 
@@ -93,8 +122,8 @@ def test_flare_ahead_looks_only_forward():
     t = pd.to_datetime(["2012-03-06 01:00", "2012-03-07 00:24", "2012-03-07 01:00", "2012-03-08 04:00",
                         "2012-03-08 03:53"], utc=True)
     x = 1e-4 / 0.7
-    assert flare_ahead(t, events, x, 24).tolist() == [True, False, False, False, False]
-    assert flare_ahead(t, events, 1e-5 / 0.7, 24).tolist() == [True, False, False, True, True]  # 24 h: in
+    assert flare_ahead(t, events, x, 24).tolist() == [0, -1, -1, -1, -1]
+    assert flare_ahead(t, events, 1e-5 / 0.7, 24).tolist() == [0, -1, -1, 1, 1]  # 24 h: in
 
 
 def test_skill_scores_of_perfect_and_inverted_forecasts():
@@ -102,3 +131,18 @@ def test_skill_scores_of_perfect_and_inverted_forecasts():
     assert skill_scores(truth, truth)["tss"] == 1 and skill_scores(truth, truth)["hss"] == 1
     inverted = skill_scores(truth, [not v for v in truth])
     assert inverted["tss"] == -1 and inverted["recall"] == 0
+
+
+def test_forecast_figures_refuse_a_sample_without_both_outcomes():
+    with pytest.raises(ValueError, match="no positive"):
+        forecast_figures([0, 0, 3, 5, 1.0, 1.0])
+    perfect = forecast_figures([2, 0, 0, 6, 0.0, 1.5])
+    assert perfect["TSS"] == 1 and perfect["BSS"] == 1 and perfect["base rate"] == 0.25
+
+
+def test_groups_cover_every_class_once():
+    assert parse_groups("low=quiet,B;high=C,M,X", ["quiet", "B", "C", "M", "X"])["M"] == "high"
+    with pytest.raises(ValueError, match="in no group"):
+        parse_groups("low=quiet;high=M,X", ["quiet", "B", "M", "X"])
+    with pytest.raises(ValueError, match="two groups"):
+        parse_groups("low=quiet,B;high=B,M", ["quiet", "B", "M"])

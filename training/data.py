@@ -49,21 +49,22 @@ class BalancedSampler(torch.utils.data.Sampler):
     (True, 4)
     """
 
-    def __init__(self, labels, power: float, seed: int = 0):
+    def __init__(self, labels, power: float, seed: int = 0, num_samples: int | None = None):
         labels = np.asarray(labels)
         counts = np.bincount(labels)
         self.weights = torch.as_tensor(counts[labels] ** -float(power), dtype=torch.double)
         self.seed, self.epoch = seed, 0
+        self.num_samples = int(num_samples or len(self.weights))
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch
 
     def __len__(self):
-        return len(self.weights)
+        return self.num_samples
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.multinomial(self.weights, len(self.weights), replacement=True, generator=generator).tolist())
+        return iter(torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator).tolist())
 
 
 class Collate:
@@ -124,3 +125,48 @@ def random_rotation(x: torch.Tensor, max_degrees: float) -> torch.Tensor:
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
+
+
+def noise_level(images: torch.Tensor) -> float:
+    """The pixel-to-pixel noise of model-space images: a robust standard deviation (1.4826 x the
+    median absolute difference of horizontal neighbours, over sqrt 2), the noise a safe
+    augmentation may add without making frames the data could not contain.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> round(noise_level(0.1 * torch.randn(4, 1, 64, 64, generator=g)), 2)
+    0.1
+    """
+    differences = (images[..., 1:] - images[..., :-1]).abs().flatten().double()
+    return float(1.4826 * differences.median() / np.sqrt(2))
+
+
+class SafeAugmentation:
+    """Changes a solar image may have without changing what it shows: every image's brightness
+    scaled by up to ``brightness`` (exposure and degradation differences, applied in physical units
+    through ``normalization``), shifted by up to ``shift_px`` pixels (pointing jitter), and
+    Gaussian noise of standard deviation ``noise`` (model space) added. Solar north and the
+    east-west order stay: no flips, no rotations. Uses the global torch RNG.
+
+    >>> from solar_diffusion.pipelines import ClipLogNormalization
+    >>> augment = SafeAugmentation(ClipLogNormalization.for_browse(), brightness=0.0, shift_px=0, noise=0.0)
+    >>> x = torch.linspace(-1, 1, 16).reshape(1, 1, 4, 4)
+    >>> bool(torch.allclose(augment(x), x, atol=1e-6))
+    True
+    """
+
+    def __init__(self, normalization, brightness: float = 0.03, shift_px: int = 1, noise: float = 0.0):
+        self.normalization, self.brightness, self.shift_px, self.noise = normalization, brightness, int(shift_px), noise
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.brightness:
+            scale = 1 + self.brightness * (2 * torch.rand(len(x), 1, 1, 1, device=x.device) - 1)
+            x = self.normalization.forward(self.normalization.inverse(x) * scale)
+        if self.shift_px:
+            s = self.shift_px
+            padded = F.pad(x, (s, s, s, s), mode="replicate")
+            offsets = torch.randint(0, 2 * s + 1, (len(x), 2)).tolist()
+            size = x.shape[-1]
+            x = torch.stack([padded[i, :, dy:dy + size, dx:dx + size] for i, (dy, dx) in enumerate(offsets)])
+        if self.noise:
+            x = x + self.noise * torch.randn_like(x)
+        return x.clamp(-1, 1)

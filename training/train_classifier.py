@@ -44,9 +44,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return p
 
 
-def fit_classifier(train, validation, id2label: dict, normalization, args, accelerator=None):
+def fit_classifier(train, validation, id2label: dict, normalization, args, accelerator=None, *,
+                   loss_balance: float = 0.0, augment=None, samples_per_epoch: int | None = None):
     """Train a ``FlareClassifier`` on ``train`` (``LabelledImages``); keep the epoch with the best
-    validation macro-F1 (the last epoch when ``validation`` is None). Returns (model, history)."""
+    validation macro-F1 (the last epoch when ``validation`` is None). Returns (model, history).
+
+    Frames are drawn with weight ``count ** -args.class_balance``, ``samples_per_epoch`` per epoch
+    (default: as many as ``train`` has, so that callers adding images can keep the number of
+    optimiser steps); the loss weighs a class by ``count ** -loss_balance`` (mean weight 1 over
+    the frames); ``augment`` (a function of a model-space batch) runs after the rotation."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -63,7 +69,10 @@ def fit_classifier(train, validation, id2label: dict, normalization, args, accel
                             widths=tuple(int(w) for w in str(args.widths).split(",")), feature_dim=args.feature_dim,
                             normalization=normalization.to_dict())
     dataset = torch.utils.data.TensorDataset(train.images, y)
-    sampler = BalancedSampler(y.numpy(), args.class_balance, args.seed)
+    sampler = BalancedSampler(y.numpy(), args.class_balance, args.seed, samples_per_epoch)
+    counts = torch.bincount(y, minlength=len(id2label)).double()
+    weights = torch.where(counts > 0, counts.clamp(min=1) ** -float(loss_balance), 0.0)
+    weights = (weights * len(y) / (weights * counts).sum()).float()
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, drop_last=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs * len(loader))
@@ -77,7 +86,9 @@ def fit_classifier(train, validation, id2label: dict, normalization, args, accel
         for images, labels in loader:
             if args.augment_rotation:
                 images = random_rotation(images, args.augment_rotation)
-            loss = F.cross_entropy(model(images), labels)
+            if augment is not None:
+                images = augment(images)
+            loss = F.cross_entropy(model(images), labels, weight=weights.to(images.device) if loss_balance else None)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
