@@ -332,7 +332,8 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
     plan, rejected, unassigned = plan_build(index, events, xrs, config)
     if plan.empty:
         raise ValueError(f"no frames fall in the splits {config.splits!r}: nothing to build")
-    vocabulary = list(label_vocabulary(plan["flare_class"]).values())
+    label_vocabulary(plan["flare_class"])  # refuses a label outside LABEL_ORDER
+    vocabulary = list(LABEL_ORDER)  # the same ids in every build: id 1 is A whether or not this build has an A frame
     is_fits = plan["file"].str.lower().str.endswith(FITS_SUFFIXES)
     if is_fits.any() and not is_fits.all():
         raise ValueError("the images mix FITS (DN/s) with browse or JPEG 2000 files (8-bit): build them apart")

@@ -104,6 +104,21 @@ def counts_markdown(counts: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+#: The terms of use of SDO data (NASA; open, with credit), linked from every dataset card.
+SDO_DATA_RULES = "https://sdo.gsfc.nasa.gov/data/rules.php"
+
+
+def size_category(n: int) -> str:
+    """The Hub's size category of a dataset of ``n`` rows.
+
+    >>> size_category(4410), size_category(999), size_category(2_000_000)
+    ('1K<n<10K', 'n<1K', '1M<n<10M')
+    """
+    bounds = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+              (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
+    return next((name for limit, name in bounds if n < limit), "n>100M")
+
+
 def write_dataset_card(out: Path, info: dict, counts: pd.DataFrame) -> Path:
     """Write ``README.md``: YAML ``configs`` (so ``load_dataset(out)`` works), provenance, label
     rule, label counts per split, clipped fractions, rejected files and credits."""
@@ -116,6 +131,8 @@ def write_dataset_card(out: Path, info: dict, counts: pd.DataFrame) -> Path:
         pretty_name=f"SDO/AIA {','.join(config['channels'])} A full-disk images with GOES flare labels",
         license="other",
         license_name="us-government-open-data",
+        license_link=SDO_DATA_RULES,
+        size_categories=[size_category(int(counts.to_numpy().sum()))],
         task_categories=["unconditional-image-generation", "image-classification"],
         tags=["solar-physics", "sdo-aia", "goes", "solar-flares"],
         configs=[{

@@ -168,12 +168,17 @@ def _train(args) -> int:
 
 
 def _add_evaluate(p):
+    from solar_diffusion.splits import dataset_argument
+
     from solar_diffusion.generate import SCHEDULERS
     from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
     _add_model(p, "saved pipeline folder")
-    p.add_argument("--dataset", required=True, help="a folder made by build-dataset, in the model's data unit")
+    p.add_argument("--dataset", required=True, type=dataset_argument,
+                   help="a folder made by build-dataset (or its Hub dataset id), in the model's data unit")
     p.add_argument("--split", default="test", help="real split to compare with (default test)")
+    p.add_argument("--train-dataset", type=dataset_argument, default=None,
+                   help="where the model's training frames are (default: --dataset's train split)")
     p.add_argument("--encoder", default=None, help="saved FlareClassifier (default: the one saved with the model, <model>/evaluation_encoder, else the bundled model's)")
     p.add_argument("--num-images", "--num-per-class", dest="num_per_class", type=int, default=32,
                    help="generated images per class (default 32)")
@@ -206,7 +211,7 @@ def _evaluate(args) -> int:
         scheduler=args.scheduler, seed=args.seed, n_boot=args.n_boot, min_real=args.min_real, max_real=args.max_real,
         steps_curve=curve,
         curve_per_class=args.curve_per_class, inception=args.inception, model_card=args.model_card,
-        num_positions=args.num_positions,
+        num_positions=args.num_positions, train_dataset=args.train_dataset,
     ))
     print(Path(args.out, "report.md").read_text())
     return 0
@@ -227,9 +232,12 @@ def _experiment(args) -> int:
 
 
 def _add_pack(p):
+    from solar_diffusion.splits import dataset_argument
+
     from solar_diffusion.pack import DEFAULT_MAX_MB, DEFAULT_SPLITS
 
-    p.add_argument("--dataset", required=True, help="a folder made by build-dataset")
+    p.add_argument("--dataset", required=True, type=dataset_argument,
+                   help="a folder made by build-dataset, or its Hub dataset id")
     p.add_argument("--out", required=True, help="the pack's folder (new, empty, or an earlier pack)")
     p.add_argument("--splits", default=",".join(DEFAULT_SPLITS),
                    help=f"comma-separated splits; the first always, each further one while the pack fits --max-mb "
@@ -301,8 +309,11 @@ def _assemble(args) -> int:
 
 
 def _add_augment(p):
+    from solar_diffusion.splits import dataset_argument
+
     _add_model(p, "saved pipeline folder that generates the frames")
-    p.add_argument("--dataset", required=True, help="a folder made by build-dataset")
+    p.add_argument("--dataset", required=True, type=dataset_argument,
+                   help="a folder made by build-dataset, or its Hub dataset id")
     p.add_argument("--out", required=True, help="folder of the new dataset (new or empty)")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--ratio", type=float, help="add R times each minority class's count")
@@ -325,6 +336,20 @@ def _augment(args) -> int:
     return 0
 
 
+def _add_push(p):
+    p.add_argument("folder", help="a saved pipeline (model_index.json) or a built dataset (build_info.json)")
+    p.add_argument("--repo-id", required=True, help="the Hub repo, owner/name (a model or dataset repo, by the folder)")
+    p.add_argument("--private", action="store_true")
+
+
+def _push(args) -> int:
+    from solar_diffusion.hub import push_folder
+
+    repo, kind = push_folder(args.folder, args.repo_id, private=args.private)
+    print(f"pushed {args.folder} to the Hub {kind} repo {repo}")
+    return 0
+
+
 #: subcommand -> (one-line help, function adding its arguments, function running it)
 COMMANDS = {
     "generate": ("generate synthetic AIA images of chosen GOES flare classes", _add_generate, _generate),
@@ -340,6 +365,7 @@ COMMANDS = {
                    _gpu_wheels),
     "export-parts": ("a saved pipeline as parts of at most 15 MB, with hashes", _add_export_parts, _export_parts),
     "assemble": ("a saved pipeline from the parts of export-parts", _add_assemble, _assemble),
+    "push": ("upload a saved pipeline or a built dataset to the Hugging Face Hub", _add_push, _push),
 }
 
 

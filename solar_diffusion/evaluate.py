@@ -61,6 +61,7 @@ class EvaluationConfig:
     model_card: str | None = None
     batch_size: int | None = None  # None: generate.default_batch_size
     num_positions: int = 8  # a flare model: positions drawn from its training flares, shared by all classes
+    train_dataset: str | None = None  # where the training frames are (floor, memorisation); None: ``dataset``
 
 
 def inception_features(images: torch.Tensor, batch_size: int = 32) -> np.ndarray:
@@ -237,11 +238,26 @@ def load(config: EvaluationConfig) -> Evaluation:
                          f"{pipe.unet.config.out_channels}: train an encoder on the model's channels")
     ev = Evaluation(config, pipe, encoder, config.num_inference_steps or DEFAULT_STEPS,
                     real_all=model_space_split(config.dataset, config.split, norm, size),
-                    train_all=model_space_split(config.dataset, "train", norm, size),
+                    train_all=training_frames(config, norm, size),
                     rng=np.random.default_rng(config.seed))
     ev.classes = list(pipe.id2label.values()) if not ev.flare_model \
         else [c for c in LABEL_ORDER if c in set(ev.train_all.labels)]
     return ev
+
+
+def training_frames(config: EvaluationConfig, norm, size):
+    """The model's training frames: the train split of ``train_dataset``, else of ``dataset``
+    (a held-out month built on its own has none: say where they are)."""
+    from solar_diffusion.splits import model_space_split
+
+    source = config.train_dataset or config.dataset
+    try:
+        return model_space_split(source, "train", norm, size)
+    except ValueError as error:
+        if "no split 'train'" in str(error) and not config.train_dataset:
+            raise ValueError(f"{config.dataset} has no train split: give --train-dataset, the dataset the model "
+                             "was trained on (for the real train-vs-real floor and memorisation)") from None
+        raise
 
 
 def generate_images(ev: Evaluation):

@@ -7,6 +7,7 @@ for example one that writes to a local folder.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -52,3 +53,46 @@ def upload_folder(folder, repo_id: str, api, repo_type: str = "model", private: 
     repo_id = getattr(repo, "repo_id", repo_id)
     api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type, commit_message=commit_message)
     return repo_id
+
+
+def folder_kind(folder) -> str:
+    """"model" for a saved pipeline (``model_index.json``), "dataset" for a built dataset
+    (``build_info.json``); anything else is refused, saying what is missing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    if (folder / "model_index.json").exists():
+        if not (folder / "pipeline.py").exists():
+            raise ValueError(f"{folder} has no pipeline.py, so Hub users without the package could not load it: "
+                             "save it again with save_pretrained (which writes it)")
+        return "model"
+    if (folder / "build_info.json").exists():
+        if not (folder / "README.md").exists():
+            raise ValueError(f"{folder} has no README.md (the dataset card that tells load_dataset its splits): "
+                             "rebuild it with solar-diffusion build-dataset")
+        return "dataset"
+    raise ValueError(f"{folder} is neither a saved pipeline (model_index.json) nor a built dataset (build_info.json)")
+
+
+def push_folder(folder, repo_id: str, api=None, private: bool = False) -> tuple[str, str]:
+    """Upload a saved pipeline or a built dataset as the Hub repo ``repo_id`` (a model or a
+    dataset repo, by ``folder_kind``): its files as they are, without hidden ones (a build's
+    work files). Returns (repo id, kind). ``api`` defaults to ``huggingface_hub.HfApi()``.
+
+    A pushed model loads with ``DiffusionPipeline.from_pretrained(repo, custom_pipeline=repo,
+    trust_remote_code=True)``, a pushed dataset with ``load_dataset(repo)``.
+    """
+    from solar_diffusion import __version__
+
+    kind = folder_kind(folder)
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "repo"
+        shutil.copytree(folder, staged, ignore=lambda _, names: [n for n in names if n.startswith(".")
+                                                                 or n == "__pycache__"])
+        repo = upload_folder(staged, repo_id, api=api, repo_type=kind, private=private,
+                             commit_message=f"Upload {kind} with solar-diffusion {__version__}")
+    return repo, kind

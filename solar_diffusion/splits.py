@@ -10,6 +10,7 @@ pyarrow and Pillow (no ``datasets``, no sunpy), as on an offline GPU node.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,44 @@ from solar_diffusion.pipelines import ClipLogNormalization, disk_center_px
 
 #: The columns training reads (``load_split``'s default).
 TRAINING_COLUMNS = ("image", "flare_class", "peak_flux", "goes_flux_at_obs")
+
+
+#: A Hub repo id, "owner/name".
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_dataset(value, download=None) -> str:
+    """A dataset given as a local folder or a Hub dataset id ("owner/name"), as a local folder:
+    a folder that exists is itself; an id is fetched with ``download`` (default
+    ``huggingface_hub.snapshot_download``, which answers from the cache when offline).
+
+    >>> resolve_dataset("no/such-folder-or-repo", download=lambda repo_id, repo_type: 1 / 0)
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no/such-folder-or-repo: no such folder, and the Hub dataset of that id could not be fetched (ZeroDivisionError: division by zero)
+    """
+    if Path(value).exists():
+        return str(value)
+    if not _REPO_ID.match(str(value)):
+        raise FileNotFoundError(f"{value}: no such dataset folder")
+    if download is None:
+        from huggingface_hub import snapshot_download as download
+    try:
+        return str(download(repo_id=str(value), repo_type="dataset"))
+    except Exception as error:  # offline without a cached copy, an unknown repo, no access
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise FileNotFoundError(f"{value}: no such folder, and the Hub dataset of that id could not be fetched "
+                                f"({type(error).__name__}: {reason})") from None
+
+
+def dataset_argument(value) -> str:
+    """``--dataset`` of every command: ``resolve_dataset``, its error as argparse's."""
+    import argparse
+
+    try:
+        return resolve_dataset(value)
+    except FileNotFoundError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def dataset_info(dataset_dir) -> dict:

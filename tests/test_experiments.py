@@ -59,6 +59,7 @@ def test_classifier_experiment_runs_all_four_arms(real_64, browse_model_64, tmp_
     assert results["synthetic_counts"] == {"M": 3, "X": 3}
     truth, days = np.array(results["scored_truth"]), np.array(results["scored_days"])
     assert len(truth) == sum(results["scored_counts"].values()) and results["scored_months"] == ["2012-08", "2012-10"]
+    assert len(days) == len(truth) and days.max() + 1 == results["comparison"]["days"] == 6  # the 6 scored days
     for g in groups:
         assert results["scored_flares"][g] <= results["scored_counts"][g]
     scored_ids = [groups.index(g) for g in scored]

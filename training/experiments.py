@@ -59,7 +59,7 @@ import torch
 
 from solar_diffusion.files import atomic_write
 from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS
-from solar_diffusion.splits import LabelledImages, load_split, model_space_split
+from solar_diffusion.splits import LabelledImages, dataset_argument, load_split, model_space_split
 from solar_diffusion.times import utc_times
 
 #: The arms, the baseline first.
@@ -77,7 +77,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     for name, help_text in (("classifier", "flare-class classifier: real, class-weighted, oversampled, + synthetic"),
                             ("predictor", "24 h flare predictor: real, class-weighted, oversampled, + synthetic")):
         e = sub.add_parser(name, help=help_text)
-        e.add_argument("--dataset", required=True, help="a folder made by build-dataset (train/validation/test)")
+        e.add_argument("--dataset", required=True, type=dataset_argument,
+                       help="a folder made by build-dataset (train/validation/test), or its Hub dataset id")
         e.add_argument("--model", default=None, help="the generating pipeline (default: the bundled flare model)")
         e.add_argument("--out", required=True, help="output folder")
         e.add_argument("--seeds", type=int, default=5, help="training seeds per arm (default 5)")

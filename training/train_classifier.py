@@ -22,12 +22,13 @@ import torch.nn.functional as F
 from solar_diffusion.encoder import FlareClassifier
 from solar_diffusion.metrics import f1_scores
 from solar_diffusion.pipelines import ClipLogNormalization
-from solar_diffusion.splits import dataset_info, model_space_split
+from solar_diffusion.splits import dataset_argument, dataset_info, model_space_split
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", required=True, help="folder made by solar-diffusion build-dataset")
+    p.add_argument("--dataset", required=True, type=dataset_argument,
+                   help="folder made by solar-diffusion build-dataset, or its Hub dataset id")
     p.add_argument("--out", "--output-dir", dest="output_dir", required=True, help="output folder of the run")
     p.add_argument("--size", "--resolution", dest="size", type=int, default=None,
                    help="input image size in pixels (default: the dataset's)")

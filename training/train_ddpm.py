@@ -52,13 +52,14 @@ import torch.nn.functional as F
 from solar_diffusion import null_condition
 from solar_diffusion.files import atomic_write
 from solar_diffusion.pipelines import FLARE_MAP_SIGMA_RSUN, rsun_px
-from solar_diffusion.splits import TRAINING_COLUMNS, dataset_geometry, dataset_info, image_dtype, load_split
+from solar_diffusion.splits import (TRAINING_COLUMNS, dataset_argument, dataset_geometry, dataset_info, image_dtype,
+                                    load_split)
 from solar_diffusion.training.data import BalancedSampler, Collate
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", required=True,
+    p.add_argument("--dataset", required=True, type=dataset_argument,
                    help="folder made by solar-diffusion build-dataset, or a training pack (solar-diffusion pack)")
     p.add_argument("--config-name", default=None, help="dataset config (default: the dataset's default)")
     p.add_argument("--out", "--output-dir", dest="output_dir", required=True, help="output folder of the run")
