@@ -76,7 +76,7 @@ def _generate(args) -> int:
     if not math.isfinite(args.guidance):
         raise ValueError(f"--guidance must be a finite number, got {args.guidance}")
     use_scheduler(pipe, args.scheduler)
-    pipe.set_progress_bar_config(desc="denoising", leave=False)
+    pipe.set_progress_bar_config(disable=True)  # one bar over the images instead of one per batch
     records = generate_to_folder(
         pipe,
         args.out,
@@ -90,6 +90,7 @@ def _generate(args) -> int:
         model_name=str(args.model),
         flare_positions=_flare_positions(args, pipe),
         overwrite=args.overwrite,
+        progress=True,
     )
     print(f"wrote {len(records)} images ({args.format}) and contact_sheet.png to {args.out}")
     return 0
@@ -205,15 +206,17 @@ def _evaluate(args) -> int:
     if args.num_per_class < 2:
         raise ValueError(f"--num-images must be >= 2 for evaluate, got {args.num_per_class}")
     curve = tuple(int(s) for s in args.steps_curve.split(",") if s.strip())
-    evaluate(EvaluationConfig(
+    report = evaluate(EvaluationConfig(
         model=args.model, dataset=args.dataset, out=args.out, split=args.split, encoder=args.encoder,
         num_per_class=args.num_per_class, num_inference_steps=args.steps, guidance_scale=args.guidance,
         scheduler=args.scheduler, seed=args.seed, n_boot=args.n_boot, min_real=args.min_real, max_real=args.max_real,
         steps_curve=curve,
         curve_per_class=args.curve_per_class, inception=args.inception, model_card=args.model_card,
         num_positions=args.num_positions, train_dataset=args.train_dataset,
-    ))
-    print(Path(args.out, "report.md").read_text())
+    ), progress=True)
+    print(f"wrote {Path(args.out, 'report.md')} and metrics.json"
+          + (" (the flare checks: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in checks.items()) + ")"
+             if (checks := report.get("flare", {}).get("checks")) else ""))
     return 0
 
 

@@ -182,14 +182,28 @@ class Evaluation:
                 f"{self.config.min_real})")
 
 
-def evaluate(config: EvaluationConfig) -> dict:
-    """Run the evaluation, write its outputs to ``config.out``; returns what ``metrics.json`` holds."""
+def evaluate(config: EvaluationConfig, progress: bool = False) -> dict:
+    """Run the evaluation, write its outputs to ``config.out``; returns what ``metrics.json`` holds.
+    ``progress`` shows one bar over its phases (on a terminal)."""
+    from solar_diffusion.progress import job_bar
+
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    bar = job_bar(8, "evaluating", "phase", show=progress)
+
+    def phase(name):
+        bar.set_postfix_str(name)
+        bar.update(1)
+
+    bar.set_postfix_str("loading")
     ev = load(config)
+    phase("generating")
     generate_images(ev)
+    phase("real images")
     select_real_images(ev)
+    phase("features")
     embed(ev)
+    phase("distances and statistics")
     report = {"settings": asdict(config), "model": model_summary(ev), "sample_sizes": sample_sizes(ev),
               "seconds_per_image": ev.seconds_per_image,
               "feature_spaces": {space: feature_space(ev, space) for space in ev.features},
@@ -197,14 +211,19 @@ def evaluate(config: EvaluationConfig) -> dict:
               **{statistic: physical_statistic(ev, top_fraction)
                  for statistic, top_fraction in PHYSICAL_STATISTICS.items()},
               "exposure_outliers": exposure_outliers(ev),
-              "disk_geometry": disk_geometry(ev),
-              "steps_curve": steps_curve(ev)}
+              "disk_geometry": disk_geometry(ev)}
+    phase("quality against steps")
+    report["steps_curve"] = steps_curve(ev)
+    phase("flare sections")
     if ev.flare_model:
         from solar_diffusion.flare_evaluation import check_done, flare_sections
 
         report["flare"] = flare_sections(ev)
         report["flare"]["checks"] = check_done(report["flare"])
+    phase("writing")
     write_outputs(ev, report)
+    phase("done")
+    bar.close()
     return report
 
 

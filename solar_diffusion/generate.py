@@ -184,6 +184,7 @@ def generate_to_folder(
     model_name: str = "",
     flare_positions=None,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> list[dict]:
     """Generate ``num_images`` per class and write one file per image, named by class and seed.
 
@@ -195,7 +196,10 @@ def generate_to_folder(
 
     A folder that holds an earlier run's files is refused unless ``overwrite``, which first
     removes the files that run's ``generation.json`` names (nothing else): one run per folder.
+    ``progress`` shows one bar over all the images (on a terminal).
     """
+    from solar_diffusion.progress import job_bar
+
     from solar_diffusion.maps import write_fits  # sunpy and astropy: not needed to train (offline GPU nodes)
 
     if file_format not in FORMATS:
@@ -215,6 +219,7 @@ def generate_to_folder(
     clear_earlier_run(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     records, previews = [], []
+    bar = job_bar(len(labels), "generating", "image", show=progress)
     for out in sample_batches(pipe, labels, seed, num_inference_steps, guidance_scale, batch_size, positions):
         model_space = out.images.cpu().numpy()
         physical = pipe.normalization.inverse(model_space).astype(np.float32)
@@ -242,6 +247,8 @@ def generate_to_folder(
                 [name] + [p.name for p in per_channel]
             records.append(dict(meta, file=name, files=files))
             previews.append(model_image)
+            bar.update(1)
+    bar.close()
     settings = {
         "model": model_name,
         "scheduler": type(pipe.scheduler).__name__,

@@ -1,3 +1,4 @@
+import io
 import json
 import subprocess
 import sys
@@ -167,3 +168,20 @@ def test_several_channels_write_a_png_preview_per_channel_in_its_colour_map(make
     c94 = np.asarray(Image.open(out / "M_seed000000_0094.png"))
     assert composite.shape == c94.shape == (16, 16, 3)
     assert not np.array_equal(c94, np.asarray(Image.open(out / "M_seed000000_0171.png")))
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal, as an interactive user's is."""
+
+    def isatty(self):
+        return True
+
+
+def test_generate_shows_one_bar_over_all_images_on_a_terminal(tiny_model_dir, tmp_path, monkeypatch):
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["generate", "--model", tiny_model_dir, "--flare-class", "C", "--flare-class", "M", "--num-images", "3",
+                "--steps", "2", "--batch-size", "2", "--out", tmp_path / "out"]) == 0
+    text = terminal.getvalue()
+    assert "generating" in text and "6/6" in text and "image" in text  # one bar: total, unit, time left
+    assert "denoising" not in text  # no bar per batch

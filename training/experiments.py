@@ -59,6 +59,7 @@ import torch
 
 from solar_diffusion.files import atomic_write
 from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from solar_diffusion.progress import job_bar
 from solar_diffusion.splits import LabelledImages, dataset_argument, load_split, model_space_split
 from solar_diffusion.times import utc_times
 
@@ -234,7 +235,7 @@ class Experiment:
         data = _join(train, synthetic) if arm == "real + synthetic" else train
         return fit_classifier(data, inner, id2label, self.pipe.normalization, args,
                               loss_balance=1.0 if arm == "class-weighted" else 0.0, augment=self.augmentation,
-                              samples_per_epoch=len(train))
+                              samples_per_epoch=len(train), log=False)
 
     def settings(self) -> dict:
         from solar_diffusion.augment import weights_digest
@@ -404,14 +405,18 @@ def classifier_experiment(args) -> dict:
     runs = {arm: [] for arm in ARMS}
     stats = {arm: np.zeros((args.seeds, len(days), len(groups), len(groups)), np.int64) for arm in ARMS}
     true_ids = np.array([groups.index(g) for g in truth])
+    bar = job_bar(args.seeds * len(ARMS), "training classifiers", "run")
     for seed in range(args.seeds):
         for arm in ARMS:
+            bar.set_postfix_str(f"{arm}, seed {seed}")
             model, history = ex.fit(arm, train, inner, synthetic, id2label, seed)
+            bar.update(1)
             predicted = np.array([groups.index(g) for g in model.predict(ex.scored.images)])
             np.add.at(stats[arm][seed], (day_index, true_ids, predicted), 1)
             runs[arm].append({"seed": seed, "kept_epoch": [r for r in history if r.get("kept")][-1]["epoch"],
                               "figures": classification_figures(stats[arm][seed].sum(0), groups, scored),
                               "predicted": predicted.tolist()})
+    bar.close()
     comparison = compare_arms(stats, lambda c: classification_figures(c, groups, scored), args.bootstrap,
                               {f: (0.0, 1.0) for f in ["macro-F1"] + [f"F1 {g}" for g in scored]})
     flares = {g: len({k for k in ex.scored_flare[truth == g] if k}) for g in groups}
@@ -533,6 +538,7 @@ def predictor_experiment(args) -> dict:
              "months. Synthetic positives are generated flare-in-progress images (see the module docstring for why "
              "they may help a 24 h predictor).", ""]
     verdicts = []
+    bar = job_bar(len(thresholds) * args.seeds * len(ARMS), "training predictors", "run")
     for threshold in thresholds:
         flux = convert_flux_scale(parse_flare_class(threshold), SWPC_SCALE, GOES_R_SCALE)
         letter = threshold[0].upper()
@@ -550,7 +556,9 @@ def predictor_experiment(args) -> dict:
         runs = {arm: [] for arm in ARMS}
         for seed in range(args.seeds):
             for arm in ARMS:
+                bar.set_postfix_str(f">= {threshold}, {arm}, seed {seed}")
                 model, history = ex.fit(arm, train, inner, synthetic, id2label, seed)
+                bar.update(1)
                 p_yes = model.predict_proba(scored.images)[:, 1]
                 stats[arm][seed] = forecast_statistics(truth, p_yes, climatology, day_index, len(days))
                 runs[arm].append({"seed": seed, "kept_epoch": [r for r in history if r.get("kept")][-1]["epoch"],
@@ -574,6 +582,7 @@ def predictor_experiment(args) -> dict:
                   f"synthetic arm. Scored: {r['scored_positives']} positive frames before {r['scored_flares']} "
                   f"distinct flares, base rate {r['scored_base_rate']}.", ""]
         lines += comparison_tables(comparison, figures) + [""]
+    bar.close()
     results["verdicts"] = verdicts
     lines += ["## Verdict", ""] + [f"- {v}" for v in verdicts]
     _write(out, results, "\n".join(lines) + "\n")

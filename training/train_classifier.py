@@ -46,14 +46,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def fit_classifier(train, validation, id2label: dict, normalization, args, accelerator=None, *,
-                   loss_balance: float = 0.0, augment=None, samples_per_epoch: int | None = None):
+                   loss_balance: float = 0.0, augment=None, samples_per_epoch: int | None = None, log: bool = True):
     """Train a ``FlareClassifier`` on ``train`` (``LabelledImages``); keep the epoch with the best
     validation macro-F1 (the last epoch when ``validation`` is None). Returns (model, history).
 
     Frames are drawn with weight ``count ** -args.class_balance``, ``samples_per_epoch`` per epoch
     (default: as many as ``train`` has, so that callers adding images can keep the number of
     optimiser steps); the loss weighs a class by ``count ** -loss_balance`` (mean weight 1 over
-    the frames); ``augment`` (a function of a model-space batch) runs after the rotation."""
+    the frames); ``augment`` (a function of a model-space batch) runs after the rotation. ``log``
+    prints each epoch's loss and validation score."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -105,7 +106,8 @@ def fit_classifier(train, validation, id2label: dict, normalization, args, accel
             best, best_state = score, {k: v.detach().clone() for k, v in unwrapped.state_dict().items()}
             row["kept"] = True
         history.append(row)
-        accelerator.print(json.dumps(row))
+        if log:
+            accelerator.print(json.dumps(row))
     model = accelerator.unwrap_model(model)
     model.load_state_dict(best_state)
     return model.eval(), history
