@@ -188,7 +188,9 @@ def assign_splits(times: pd.Series, spec: str = DEFAULT_SPLITS, gap=SPLIT_GAP) -
 def plan_build(index: pd.DataFrame, events: pd.DataFrame, xrs=None, config: BuildConfig = None):
     """Label and split every indexed frame; return ``(plan, rejected, unassigned_count)``."""
     rejected = [{"file": f, "reason": r} for f, r in zip(index["file"], index["flag"]) if r]
-    usable = index[index["flag"].isna()].sort_values("t_obs").reset_index(drop=True)
+    usable = index[index["flag"].isna()].sort_values("t_obs", kind="stable").reset_index(drop=True)
+    rejected += duplicate_frames(usable)
+    usable = usable[~usable["file"].duplicated() & ~usable["t_obs"].duplicated()].reset_index(drop=True)
     labels = label_frames(usable["t_obs"], events, xrs, window=pd.Timedelta(minutes=config.window_minutes))
     plan = pd.concat([usable[["file", "t_obs"]], labels], axis=1)
     plan["split"] = assign_splits(plan["t_obs"], config.splits).to_numpy()
@@ -197,6 +199,28 @@ def plan_build(index: pd.DataFrame, events: pd.DataFrame, xrs=None, config: Buil
     plan["flares"] = frame_flares(plan["t_obs"], events, pd.Timedelta(minutes=config.window_minutes),
                                   config.size, config.fov_rsun)
     return plan, rejected, unassigned
+
+
+def duplicate_frames(index: pd.DataFrame) -> list[dict]:
+    """Rejection records of the rows that repeat an earlier row's file or observation time (the
+    first is kept: a frame goes into a dataset once).
+
+    >>> index = pd.DataFrame({"file": ["a.jpg", "a.jpg", "b.jpg", "c.jpg"],
+    ...                       "t_obs": pd.to_datetime(["2012-01-01 00:00", "2012-01-01 00:00", "2012-01-01 01:00",
+    ...                                                "2012-01-01 01:00"])})
+    >>> [r["reason"] for r in duplicate_frames(index)]
+    ['a.jpg: duplicate index row (file listed before)', 'c.jpg: duplicate frame (same observation time as b.jpg)']
+    """
+    records = []
+    first_file = ~index["file"].duplicated()
+    first_by_time = index[first_file].drop_duplicates("t_obs").set_index("t_obs")["file"]
+    for file, t_obs, is_first in zip(index["file"], index["t_obs"], first_file):
+        if not is_first:
+            records.append({"file": file, "reason": f"{file}: duplicate index row (file listed before)"})
+        elif first_by_time.get(t_obs) != file:
+            records.append({"file": file, "reason": f"{file}: duplicate frame (same observation time as "
+                                                    f"{first_by_time[t_obs]})"})
+    return records
 
 
 def shard_plan(plan: pd.DataFrame, shard_size: int) -> list[tuple[str, int, int, pd.DataFrame]]:
@@ -373,6 +397,7 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
         "label_rule": LABEL_RULE,
         "counts": counts.to_dict(),
         "rejected": rejected,
+        "duplicates_dropped": sum(1 for r in rejected if ": duplicate " in r["reason"]),
         "frame_notes": frame_notes,
         "label_coverage": coverage,
         "flare_positions": positions,

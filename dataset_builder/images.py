@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from solar_diffusion.maps import NoSolarDisk, fit_disk
+from solar_diffusion.maps import NoSolarDisk, check_solar_disk, fit_disk
 from solar_diffusion.pipelines import disk_mask
 
 #: Channels of the red, green and blue planes of the SDO browse composites (sdo_browse_2012).
@@ -141,6 +141,10 @@ def read_map_file(path, channels=("171",), register=False, pointing_table=None, 
     if abs(smap.scale.axis1 - smap.scale.axis2) > 0.01 * smap.scale.axis1:
         raise FrameRejected(f"{path}: non-square pixels ({smap.scale}); resample first")
     _check_full_disk(path, data.shape, (float(centre[0]), float(centre[1])), rsun)
+    try:
+        check_solar_disk(data, (float(centre[0]), float(centre[1])), rsun, path)
+    except NoSolarDisk as err:
+        raise FrameRejected(str(err)) from None
     frame = AIAFrame(
         image=data[None] if not is_jp2 else data[None].astype(np.uint8),
         t_obs=pd.Timestamp(smap.date.isot),
@@ -207,6 +211,7 @@ def read_browse(path, channels=("171",), t_obs=None, composite_channels=DEFAULT_
     planes = np.ascontiguousarray(planes[:, ::-1, :])  # north up -> FITS row order
     try:
         cx, cy, r = fit_disk(planes[0].astype(np.float32), path)
+        check_solar_disk(planes[0], (cx, cy), r, path)
     except NoSolarDisk as err:
         raise FrameRejected(str(err)) from None
     _check_full_disk(path, planes.shape[1:], (cx, cy), r)

@@ -217,3 +217,37 @@ def test_killed_build_resumes_to_the_same_dataset(shared_data, tmp_path):
         b = load_dataset("parquet", data_files=str(shards / path.name), split="train").to_pandas()
         pd.testing.assert_frame_equal(a.drop(columns="image"), b.drop(columns="image"))
         assert all(np.array_equal(np.stack(x), np.stack(y)) for x, y in zip(a["image"], b["image"]))
+
+
+def test_noise_test_patterns_and_duplicates_are_kept_out_and_counted(shared_data, tmp_path):
+    """Real frames of one day pass the solar-disk check; a noise frame and a test pattern are rejected
+    naming the file; a repeated index row and a second file of the same time go in once, counted."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    real = sorted((shared_data / "sdo_browse_2012" / "images").glob("20120307_0[0-5]00_*.jpg"))
+    assert len(real) >= 5
+    noise = tmp_path / "20120307_0630_noise.jpg"
+    Image.fromarray(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)).save(noise)
+    pattern = tmp_path / "20120307_0645_pattern.jpg"
+    ramp = np.tile(np.linspace(0, 255, 512).astype(np.uint8), (512, 1))
+    Image.fromarray(np.stack([ramp] * 3, -1)).save(pattern)
+    copy = tmp_path / "copy_of_first.jpg"
+    shutil.copy(real[0], copy)
+    times = [pd.Timestamp(f"2012-03-07 0{k}:00:01") for k in range(len(real))]
+    rows = [(f, t) for f, t in zip(real, times)] + [(real[1], times[1]), (copy, times[0]),
+                                                      (noise, pd.Timestamp("2012-03-07 06:30")),
+                                                      (pattern, pd.Timestamp("2012-03-07 06:45"))]
+    index_csv = tmp_path / "index.csv"
+    pd.DataFrame({"file": [str(f) for f, _ in rows], "t_obs": [t.isoformat() for _, t in rows]}).to_csv(index_csv,
+                                                                                                  index=False)
+    events = read_hek_csv(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv")
+    result = build_dataset(index_images(index_csv), events, BuildConfig(out=str(tmp_path / "ds"), size=16),
+                           progress=False)
+    assert int(result.counts.to_numpy().sum()) == len(real)  # every real frame once
+    reasons = {Path(r["file"]).name: r["reason"] for r in result.rejected}
+    assert "not a solar image" in reasons[noise.name] and "not a solar image" in reasons[pattern.name]
+    assert "duplicate frame (same observation time" in reasons[copy.name]
+    assert any("duplicate index row" in r["reason"] for r in result.rejected)
+    info = json.loads((tmp_path / "ds" / "build_info.json").read_text())
+    assert info["duplicates_dropped"] == 2
