@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from solar_diffusion.files import atomic_write
+from solar_diffusion.files import atomic_write, fault_point
 from solar_diffusion.pipelines import LABEL_ORDER, label_vocabulary
 from solar_diffusion.times import utc_times
 from solar_diffusion.dataset_builder.images import (
@@ -333,6 +333,7 @@ def process_shard(args) -> tuple[str, int, int]:
     side = {"rejected": rejected, "notes": notes}
     atomic_write(path.with_suffix(".rejected.json"), lambda tmp: Path(tmp).write_text(json.dumps(side, indent=1)))
     _write_shard(path, records, features)
+    fault_point("build:shard")
     return split, k, len(records["image"])
 
 

@@ -1,12 +1,40 @@
 """Files: atomic writes (a temporary file in the target folder, then a rename), the files
-named by a list of files and folders, and a file's SHA-256."""
+named by a list of files and folders, a file's SHA-256, and the fault-injection points that the
+kill tests stop a process at."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import tempfile
+from collections import Counter
 from pathlib import Path
+
+#: ``fault_point`` kills the process at the k-th arrival at a point: ``"point:k"``.
+KILL_AT_ENV = "SOLAR_DIFFUSION_KILL_AT"
+#: ``fault_point`` appends every arrival's point name to this file (to enumerate the points of a run).
+FAULT_LOG_ENV = "SOLAR_DIFFUSION_FAULT_LOG"
+_arrivals: Counter = Counter()
+
+
+def fault_point(name: str):
+    """A moment a crash must not lose work at (a file half-renamed, a checkpoint half-saved). With
+    ``$SOLAR_DIFFUSION_KILL_AT`` = ``"name:k"`` the k-th arrival at ``name`` kills this process
+    (SIGKILL: no clean-up runs, as in a power cut); with ``$SOLAR_DIFFUSION_FAULT_LOG`` every
+    arrival is logged. Neither set (always, outside the fault tests): nothing happens.
+
+    >>> fault_point("write:before-rename")  # no fault asked for: returns
+    """
+    log, kill = os.environ.get(FAULT_LOG_ENV), os.environ.get(KILL_AT_ENV)
+    if not (log or kill):
+        return
+    _arrivals[name] += 1
+    if log:
+        with open(log, "a") as handle:
+            handle.write(f"{name}\n")
+    if kill and kill == f"{name}:{_arrivals[name]}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def atomic_write(path, write) -> Path:
@@ -30,7 +58,9 @@ def atomic_write(path, write) -> Path:
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~current_umask())
+        fault_point("write:before-rename")
         os.replace(tmp, path)
+        fault_point("write:after-rename")
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from solar_diffusion import null_condition
-from solar_diffusion.files import atomic_write
+from solar_diffusion.files import atomic_write, fault_point
 from solar_diffusion.pipelines import FLARE_MAP_SIGMA_RSUN, rsun_px
 from solar_diffusion.splits import (TRAINING_COLUMNS, dataset_argument, dataset_geometry, dataset_info, image_dtype,
                                     load_split)
@@ -390,6 +390,8 @@ def train(args, hub_api=None) -> Path:
             accelerator.load_state(str(path))
             global_step = int(path.name.split("-")[1])
             accelerator.print(f"resumed from {path} at step {global_step}")
+    if args.resume_from_checkpoint and accelerator.is_main_process:
+        trim_losses(output_dir / "losses.jsonl", global_step)
     steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
     run_args = argparse.Namespace(**{**vars(args), "learning_rate": learning_rate})  # the rate used, scaled
     if accelerator.is_main_process and args.logger != "none":
@@ -464,6 +466,7 @@ def train(args, hub_api=None) -> Path:
                 progress.set_postfix(loss=f"{values[-1]:.4f}", img_s=f"{clock.images_per_s() or 0:.1f}")
                 accelerator.log(logs, step=global_step)
             progress.update(1)
+            fault_point("train:step")
             if args.validation_steps and val_batch is not None and global_step % args.validation_steps == 0:
                 accelerator.log({"validation_loss": validation_loss(unet, noise_scheduler, val_batch, accelerator, args)},
                                 step=global_step)
@@ -632,6 +635,30 @@ def ranks_hold_identical_weights(accelerator, unet) -> bool:
     return bool(torch.equal(gathered.min(dim=0).values, gathered.max(dim=0).values))
 
 
+def trim_losses(path: Path, step: int):
+    """Keep the losses of steps up to ``step`` (the checkpoint resumed from): a run killed after
+    writing losses but before its checkpoint was complete would otherwise log those steps twice
+    (a line cut short by the kill is dropped too).
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "losses.jsonl"
+    >>> _ = path.write_text('{"step": 1, "loss": 0.5}\\n{"step": 2, "loss": 0.4}\\n{"step": 3, "lo')
+    >>> trim_losses(path, 1); path.read_text()
+    '{"step": 1, "loss": 0.5}\\n'
+    """
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("step", 0) <= step:
+            kept.append(json.dumps(row) + "\n")
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(kept)))
+
+
 def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int | None):
     """``accelerator.save_state`` into ``checkpoint-<step>`` (every process: each saves its RNG
     state), then, once it is complete, remove the oldest beyond ``total_limit``: a kill at any
@@ -640,11 +667,14 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int |
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        fault_point("checkpoint:saved")
         tmp.rename(output_dir / f"checkpoint-{step}")
+        fault_point("checkpoint:renamed")
         if total_limit:
             existing = _checkpoints(output_dir)
             for old in existing[: max(0, len(existing) - total_limit)]:
                 shutil.rmtree(old)
+                fault_point("checkpoint:old-removed")
     accelerator.wait_for_everyone()
 
 
