@@ -9,6 +9,7 @@ with the same dataset. Files that cannot be used are reported per file and skipp
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -67,6 +68,32 @@ class BuildConfig:
     correction_table: str | None = None
     flare_list_gaps: tuple = ()  # files of windows the flare lists are known to miss (read_known_gaps)
     max_quiet_days: float = 14.0  # longer stretches without a flare in progress are reported
+
+    def __post_init__(self):
+        """Refuse settings that would write an empty, unloadable or wrong dataset, before any work."""
+        checks = [("--size", self.size, isinstance(self.size, int) and 8 <= self.size <= 8192, "an integer of 8 to 8192 px"),
+                  ("--shard-size", self.shard_size, isinstance(self.shard_size, int) and self.shard_size >= 1,
+                   "an integer of at least 1"),
+                  ("--fov-rsun", self.fov_rsun, math.isfinite(self.fov_rsun) and self.fov_rsun > 2.0,
+                   "more than 2 solar radii (the whole disk)"),
+                  ("--window", self.window_minutes, math.isfinite(self.window_minutes) and self.window_minutes >= 0,
+                   "a finite number of minutes, 0 or more"),
+                  ("--max-quiet-days", self.max_quiet_days, self.max_quiet_days > 0, "a positive number of days"),
+                  ("--channels", self.channels, len(self.channels) > 0, "at least one AIA channel")]
+        if self.limb_mask is not None:
+            checks.append(("--limb-mask", self.limb_mask, math.isfinite(self.limb_mask) and self.limb_mask >= 1.0,
+                           "at least 1 solar radius"))
+        for flag, value, ok, what in checks:
+            if not ok:
+                raise ValueError(f"{flag} must be {what}, got {value!r}")
+        unknown = [c for c in self.channels if str(c).lstrip("0") not in AIA_CHANNELS]
+        if unknown:
+            raise ValueError(f"--channels {','.join(map(str, unknown))}: not AIA channels (AIA has "
+                             f"{', '.join(AIA_CHANNELS)} Å)")
+
+
+#: AIA's channels, in Å.
+AIA_CHANNELS = ("94", "131", "171", "193", "211", "304", "335", "1600", "1700", "4500")
 
 
 @dataclass
@@ -604,6 +631,14 @@ def build_from_args(args) -> BuildResult:
     from solar_diffusion.dataset_builder.card import counts_markdown
 
     channels = tuple(c.strip() for c in args.channels.split(","))
+    config = BuildConfig(  # the settings are checked before any file is read
+        out=str(args.out), size=args.size, channels=channels, window_minutes=args.window, splits=args.splits,
+        fov_rsun=args.fov_rsun, limb_mask=args.limb_mask, shard_size=args.shard_size, config_name=args.config_name,
+        composite_channels=tuple(c.strip() for c in args.composite_channels.split(",")),
+        register=args.register, pointing_table=args.pointing_table, correction_table=args.correction_table,
+        flare_list_gaps=tuple(args.flare_list_gaps), max_quiet_days=args.max_quiet_days,
+    )
+    parse_splits(config.splits)
     provenance = {}
     if args.images:
         index = index_images(args.images, channels)
@@ -639,13 +674,6 @@ def build_from_args(args) -> BuildResult:
         xrs = goes.GOESXRSSource().flux(args.start, args.end)
         provenance["GOES XRS"] = "Fido, 1-min averages"
 
-    config = BuildConfig(
-        out=str(args.out), size=args.size, channels=channels, window_minutes=args.window, splits=args.splits,
-        fov_rsun=args.fov_rsun, limb_mask=args.limb_mask, shard_size=args.shard_size, config_name=args.config_name,
-        composite_channels=tuple(c.strip() for c in args.composite_channels.split(",")),
-        register=args.register, pointing_table=args.pointing_table, correction_table=args.correction_table,
-        flare_list_gaps=tuple(args.flare_list_gaps), max_quiet_days=args.max_quiet_days,
-    )
     result = build_dataset(index, events, config, xrs=xrs, num_proc=args.num_proc, provenance=provenance)
     print(f"\nLabel counts ({result.out}):\n{counts_markdown(result.counts)}")
     print(f"{result.unassigned} frames outside the splits; {len(result.rejected)} files skipped")

@@ -77,6 +77,8 @@ def plan_additions(counts: dict, classes=None, ratio: float | None = None, targe
         raise ValueError(f"--target is 'balanced', got {target!r}")
     if ratio is not None and not (math.isfinite(ratio) and ratio > 0):
         raise ValueError(f"--ratio must be a positive number, got {ratio}")
+    if max_per_class is not None and max_per_class < 1:
+        raise ValueError(f"--max-per-class must be at least 1, got {max_per_class}")
     majority = max(counts, key=counts.get)
     chosen = list(classes) if classes else [c for c in counts if c != majority and counts[c] > 0]
     unknown = [c for c in chosen if c not in counts or counts[c] == 0]
@@ -104,6 +106,7 @@ def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_
     from solar_diffusion.splits import dataset_info, image_dtype, split_table
 
     dataset, out = Path(dataset), Path(out)
+    plan_additions({"quiet": 2, "C": 1}, None, ratio, target, max_per_class)  # the request's form, before any work
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"--out {out} is not empty: augment writes a new dataset folder")
     info = dataset_info(dataset)

@@ -72,7 +72,7 @@ def _generate(args) -> int:
         return 0
     for name, value in (("--num-images", args.num_images), ("--steps", args.steps), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
-            raise SystemExit(f"error: {name} must be >= 1, got {value}")
+            raise ValueError(f"{name} must be >= 1, got {value}")
     if not math.isfinite(args.guidance):
         raise ValueError(f"--guidance must be a finite number, got {args.guidance}")
     use_scheduler(pipe, args.scheduler)

@@ -140,6 +140,22 @@ def parse_groups(text: str, vocabulary) -> dict:
     return mapping
 
 
+def check_arguments(args):
+    """Refuse settings that cannot run, before the model or any data is loaded."""
+    import math
+
+    for flag, value, least in (("--seeds", args.seeds, 1), ("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
+                               ("--inner-every", args.inner_every, 2), ("--bootstrap", args.bootstrap, 10),
+                               ("--synthetic-per-class", args.synthetic_per_class, 0), ("--steps", args.steps, 1),
+                               ("--min-real", args.min_real, 1), ("--shift-px", args.shift_px, 0)):
+        if value < least:
+            raise ValueError(f"{flag} must be at least {least}, got {value}")
+    for flag, value in (("--learning-rate", args.learning_rate), ("--guidance", args.guidance),
+                        ("--brightness", args.brightness), ("--weight-decay", args.weight_decay)):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{flag} must be a finite number, 0 or more, got {value}")
+
+
 def inner_validation_days(t_obs, every: int) -> np.ndarray:
     """Which frames fall on every ``every``-th day (by day number since 1970): the inner split of
     the training months that chooses the epoch kept.
@@ -171,6 +187,7 @@ class Experiment:
     one arm."""
 
     def __init__(self, args):
+        check_arguments(args)
         from solar_diffusion.defaults import BUNDLED_MODEL
         from solar_diffusion.generate import load_pipeline
         from solar_diffusion.training.data import SafeAugmentation, noise_level
