@@ -1,7 +1,6 @@
 """A matrix of bad input through the CLI: each gets exit code 2 and one line naming the value or
 file and what is wrong, before any work, and nothing is written or removed."""
 
-import os
 from pathlib import Path
 
 import pytest
