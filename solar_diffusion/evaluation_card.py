@@ -20,7 +20,10 @@ def update_model_card(path, report: dict, markdown: str, config):
     if not path.exists():
         raise FileNotFoundError(f"model card {path} does not exist")
     card = ModelCard.load(path)
-    card.data.eval_results = eval_results(report, Path(config.dataset).name, config.split) or None
+    from solar_diffusion.splits import hub_dataset_id
+
+    card.data.eval_results = eval_results(report, hub_dataset_id(config.dataset) or Path(config.dataset).name,
+                                          config.split) or None
     card.data.model_name = card.data.model_name or "solar-diffusion"
     card.text = _with_section(card.text, f"{CARD_START}\n## Evaluation\n\n{markdown}\n{CARD_END}")
     atomic_write(path, lambda tmp: Path(tmp).write_text(str(card)))

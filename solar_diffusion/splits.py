@@ -53,6 +53,20 @@ def resolve_dataset(value, download=None) -> str:
                                 f"({type(error).__name__}: {reason})") from None
 
 
+def hub_dataset_id(folder) -> str | None:
+    """The Hub id of a dataset folder that ``resolve_dataset`` fetched (a snapshot in the Hub
+    cache, ``.../datasets--owner--name/snapshots/<revision>``), else None (a local build).
+
+    >>> hub_dataset_id("/cache/hub/datasets--sun--aia-2012/snapshots/0a1b"), hub_dataset_id("data/aia")
+    ('sun/aia-2012', None)
+    """
+    parts = Path(folder).parts
+    for i, part in enumerate(parts[:-2]):
+        if part.startswith("datasets--") and parts[i + 1] == "snapshots":
+            return part[len("datasets--"):].replace("--", "/", 1)
+    return None
+
+
 def dataset_argument(value) -> str:
     """``--dataset`` of every command: ``resolve_dataset``, its error as argparse's."""
     import argparse

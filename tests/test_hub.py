@@ -81,3 +81,16 @@ def test_evaluate_takes_the_training_frames_from_another_dataset(real_dataset_of
     frames = training_frames(EvaluationConfig(model="m", dataset=str(held_out), out="o",
                                               train_dataset=str(trained_on)), norm, 16)
     assert len(frames) == sum(dataset_info(trained_on)["counts"]["train"].values()) > 0
+
+
+def test_a_model_card_names_the_hub_dataset_it_was_trained_on(tiny_pipeline, tiny_dataset):
+    from huggingface_hub import ModelCard
+
+    from solar_diffusion.training.model_card import render_model_card
+
+    info = dataset_info(tiny_dataset)
+    args = {"dataset": "/home/u/.cache/huggingface/hub/datasets--sun--aia-2012/snapshots/0a1b", "preset": "tiny"}
+    card = ModelCard(render_model_card(args, info, tiny_pipeline, steps=6))
+    assert card.data.datasets == ["sun/aia-2012"] and "data: `sun/aia-2012`" in card.text
+    local = ModelCard(render_model_card({"dataset": str(tiny_dataset)}, info, tiny_pipeline, steps=6))
+    assert local.data.datasets is None and f"data: `{tiny_dataset.name}`" in local.text  # no machine path

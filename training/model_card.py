@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from huggingface_hub import ModelCard, ModelCardData
@@ -49,12 +50,16 @@ Data: NASA/SDO and the AIA science team; NOAA GOES XRS; the Heliophysics Event K
 
 def render_model_card(args: dict, dataset_info: dict, pipe: SolarFlarePipeline, steps: int, repo: str = "PATH") -> str:
     """Markdown of the model card for a training run that made ``pipe``."""
+    from solar_diffusion.splits import hub_dataset_id
+
     norm, id2label = pipe.normalization, pipe.id2label
+    hub_id = hub_dataset_id(args.get("dataset") or "")
     data = ModelCardData(
         library_name="diffusers",
         pipeline_tag="unconditional-image-generation",
         license="mit",
         tags=["solar-physics", "sdo-aia", "class-conditional", "diffusion", "goes-flares"],
+        datasets=[hub_id] if hub_id else None,  # the Hub dataset it was trained on, where it came from the Hub
     )
     counts = dataset_info.get("counts", {}).get("train", {})
     card = ModelCard.from_template(
@@ -74,7 +79,7 @@ def render_model_card(args: dict, dataset_info: dict, pipe: SolarFlarePipeline, 
         + ("; 'quiet' for no flare; each flare at a position (helioprojective arcsec or pixels), or drawn from "
            "the training flares" if pipe.conditioning == "flare" else ""),
         null_id=pipe.null_condition,
-        dataset=args.get("dataset"),
+        dataset=hub_id or Path(str(args.get("dataset"))).name,
         train_counts=", ".join(f"{k}: {v}" for k, v in counts.items()),
         preset=args.get("preset"),
         image_size=pipe.unet.config.sample_size,
