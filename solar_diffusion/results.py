@@ -67,7 +67,7 @@ def summary(results: dict, link: str = "reports/README.md") -> str:
         lines += [f"  - {v}" for v in clf["verdicts"] if ", macro-F1" in v]
     pred = results["predictor"]
     if pred:
-        for threshold, t in pred["thresholds"].items():
+        for threshold, t in ((k, v) for k, v in pred["thresholds"].items() if "comparison" in v):
             lines.append(f"- Flare ≥ {threshold} within 24 h (base rate {t['scored_base_rate']:.3f}, "
                          f"{t['scored_flares']} flares), TSS: "
                          + "; ".join(f"{arm} {fmt(v['TSS'])}" for arm, v in t["comparison"]["arms"].items()) + ".")
@@ -204,6 +204,9 @@ def _predictor_section(pred: dict) -> list:
              f"frames scored, of the months the diffusion model never saw ({', '.join(pred['scored_months'])}). "
              "Report: [experiments/predictor/report.md](experiments/predictor/report.md).", ""]
     for threshold, t in pred["thresholds"].items():
+        if "comparison" not in t:
+            lines += [f"Flare ≥ {threshold} within 24 h: not scored ({t['not_scored']}).", ""]
+            continue
         lines += [f"Flare ≥ {threshold} within 24 h: {t['scored_positives']} positive frames before "
                   f"{t['scored_flares']} flares, base rate {t['scored_base_rate']:.3f}; {t['synthetic_positives']} "
                   "synthetic positives in the last arm.", ""]

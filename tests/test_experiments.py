@@ -147,3 +147,14 @@ def test_groups_cover_every_class_once():
         parse_groups("low=quiet;high=M,X", ["quiet", "B", "M", "X"])
     with pytest.raises(ValueError, match="two groups"):
         parse_groups("low=quiet,B;high=B,M", ["quiet", "B", "M"])
+
+
+def test_a_threshold_no_scored_frame_reaches_is_reported_not_crashed(real_64, browse_model_64, shared_data, tmp_path,
+                                                                     accelerate_launch):
+    out = tmp_path / "predictor"
+    accelerate_launch("experiments.py", "predictor", "--dataset", real_64, "--model", browse_model_64, "--out", out,
+                      "--flare-list", shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv",
+                      "--threshold", "X5", *TINY)  # only 2012-03-07 X5.4, in the training months
+    results = json.loads((out / "results.json").read_text())
+    assert results["thresholds"]["X5"] == {"not_scored": "the scored frames are all negative"}
+    assert "Not scored: the scored frames are all negative" in (out / "report.md").read_text()

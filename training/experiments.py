@@ -418,6 +418,9 @@ def classifier_experiment(args) -> dict:
     truth = np.array([group_of[c] for c in ex.scored.labels], dtype=object)
     counts = {g: int((truth == g).sum()) for g in groups}
     scored = [g for g in groups if counts[g] >= args.min_real]
+    if not scored:
+        raise ValueError(f"{args.dataset}: no class group has {args.min_real} scored frames (it has {counts}): "
+                         "nothing to score; lower --min-real or score more months")
     days, day_index = np.unique(ex.scored_days, return_inverse=True)
     runs = {arm: [] for arm in ARMS}
     stats = {arm: np.zeros((args.seeds, len(days), len(groups), len(groups)), np.int64) for arm in ARMS}
@@ -569,6 +572,13 @@ def predictor_experiment(args) -> dict:
         which = flare_ahead(scored.t_obs, events, flux, args.horizon_hours)
         truth = which >= 0
         climatology = float((train.labels == "yes").mean())
+        if truth.all() or not truth.any() or climatology in (0.0, 1.0):
+            reason = (f"the scored frames are all {'positive' if truth.all() else 'negative'}" if truth.all()
+                      or not truth.any() else "the training frames are all of one kind")
+            results["thresholds"][threshold] = {"not_scored": reason}
+            lines += [f"### >= {threshold} within {args.horizon_hours:g} h", "", f"Not scored: {reason}.", ""]
+            bar.update(args.seeds * len(ARMS))
+            continue
         stats = {arm: np.zeros((args.seeds, len(days), len(FORECAST_STATISTICS))) for arm in ARMS}
         runs = {arm: [] for arm in ARMS}
         for seed in range(args.seeds):
@@ -603,10 +613,11 @@ def predictor_experiment(args) -> dict:
     results["verdicts"] = verdicts
     lines += ["## Verdict", ""] + [f"- {v}" for v in verdicts]
     _write(out, results, "\n".join(lines) + "\n")
-    first = results["thresholds"][thresholds[0]]["comparison"]
-    merged = {"arms": {arm: {f">={t} TSS": results["thresholds"][t]["comparison"]["arms"][arm]["TSS"]
-                             for t in thresholds} for arm in first["arms"]}}
-    _bars(out / "skill.png", merged, [f">={t} TSS" for t in thresholds], "24 h flare predictor: four arms (95 % intervals)")
+    done = [t for t in thresholds if "comparison" in results["thresholds"][t]]
+    if done:
+        merged = {"arms": {arm: {f">={t} TSS": results["thresholds"][t]["comparison"]["arms"][arm]["TSS"]
+                                 for t in done} for arm in ARMS}}
+        _bars(out / "skill.png", merged, [f">={t} TSS" for t in done], "24 h flare predictor: four arms (95 % intervals)")
     return results
 
 
