@@ -200,7 +200,8 @@ def generate_to_folder(
     """
     from solar_diffusion.progress import job_bar
 
-    from solar_diffusion.maps import write_fits  # sunpy and astropy: not needed to train (offline GPU nodes)
+    if file_format == "fits":  # sunpy.map and astropy: imported only to write FITS (a second or more at start-up)
+        from solar_diffusion.maps import write_fits
 
     if file_format not in FORMATS:
         raise ValueError(f"unknown format {file_format!r}: choose one of {FORMATS}")
