@@ -211,7 +211,8 @@ def read_browse(path, channels=("171",), t_obs=None, composite_channels=DEFAULT_
     planes = np.ascontiguousarray(planes[:, ::-1, :])  # north up -> FITS row order
     try:
         cx, cy, r = fit_disk(planes[0].astype(np.float32), path)
-        check_solar_disk(planes[0], (cx, cy), r, path)
+        for plane, channel in zip(planes, channels):  # a composite may lack one channel
+            check_solar_disk(plane, (cx, cy), r, path, str(channel))
     except NoSolarDisk as err:
         raise FrameRejected(str(err)) from None
     _check_full_disk(path, planes.shape[1:], (cx, cy), r)

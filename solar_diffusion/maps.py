@@ -106,8 +106,9 @@ def fit_disk(image: np.ndarray, name="image", n_rays: int = 48) -> tuple[float, 
     return float(cx), float(cy), float(r0)
 
 
-#: The least disk-to-corona contrast (``disk_contrast``) of a solar image: real AIA frames
-#: (171, 131, 94 Å browse, 2012) have at least about 1.4 in every sector, noise and test patterns at most about 1.
+#: The least disk-to-corona contrast (``disk_contrast``) of a solar image: whole AIA frames (171,
+#: 131, 94 Å browse, 2012) have about 1.4 or more in every sector; noise, test patterns, frames
+#: with a channel or part of the image missing and lunar transits about 1 or less.
 MIN_DISK_CONTRAST = 1.2
 
 
@@ -138,12 +139,16 @@ def disk_contrast(image: np.ndarray, centre, rsun: float, sectors: int = 8) -> f
     return float(min(ratios)) if ratios else float("nan")
 
 
-def check_solar_disk(image: np.ndarray, centre, rsun: float, name="image"):
-    """Raise ``NoSolarDisk`` unless ``disk_contrast`` is at least ``MIN_DISK_CONTRAST``."""
+def check_solar_disk(image: np.ndarray, centre, rsun: float, name="image", channel: str = ""):
+    """Raise ``NoSolarDisk`` unless ``disk_contrast`` is at least ``MIN_DISK_CONTRAST``: what
+    fails is not a whole solar disk (part of the image or a channel missing, the Moon in front,
+    noise, a test pattern)."""
     contrast = disk_contrast(image, centre, rsun)
     if not contrast >= MIN_DISK_CONTRAST:
-        raise NoSolarDisk(f"{name}: not a solar image: the disk is not brighter than the corona in every direction "
-                          f"(contrast {contrast:.2f} < {MIN_DISK_CONTRAST}; noise, a blank frame or a test pattern?)")
+        where = f" in {channel} Å" if channel else ""
+        raise NoSolarDisk(f"{name}: not a whole solar disk{where}: some part of the disk is no brighter than the "
+                          f"corona (contrast {contrast:.2f} < {MIN_DISK_CONTRAST}; a missing channel or part of the "
+                          "image, an eclipse, noise or a test pattern?)")
 
 
 def _check_geometry(geometry: dict):

@@ -220,8 +220,9 @@ def test_killed_build_resumes_to_the_same_dataset(shared_data, tmp_path):
 
 
 def test_noise_test_patterns_and_duplicates_are_kept_out_and_counted(shared_data, tmp_path):
-    """Real frames of one day pass the solar-disk check; a noise frame and a test pattern are rejected
-    naming the file; a repeated index row and a second file of the same time go in once, counted."""
+    """Real frames of one day pass the solar-disk check; a noise frame, a test pattern, a real composite
+    with a blank channel and a real frame with the Moon in front are rejected naming the file; a repeated
+    index row and a second file of the same time go in once, counted."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -234,10 +235,15 @@ def test_noise_test_patterns_and_duplicates_are_kept_out_and_counted(shared_data
     Image.fromarray(np.stack([ramp] * 3, -1)).save(pattern)
     copy = tmp_path / "copy_of_first.jpg"
     shutil.copy(real[0], copy)
+    images = shared_data / "sdo_browse_2012" / "images"
+    no_171 = images / "20120307_0700_aia_171_131_094.jpg"  # a real composite whose 171 Å plane is blank
+    moon = images / "20120221_1400_aia_171_131_094.jpg"  # a real frame during a lunar transit of SDO
     times = [pd.Timestamp(f"2012-03-07 0{k}:00:01") for k in range(len(real))]
     rows = [(f, t) for f, t in zip(real, times)] + [(real[1], times[1]), (copy, times[0]),
                                                       (noise, pd.Timestamp("2012-03-07 06:30")),
-                                                      (pattern, pd.Timestamp("2012-03-07 06:45"))]
+                                                      (pattern, pd.Timestamp("2012-03-07 06:45")),
+                                                      (no_171, pd.Timestamp("2012-03-07 07:00")),
+                                                      (moon, pd.Timestamp("2012-02-21 14:00"))]
     index_csv = tmp_path / "index.csv"
     pd.DataFrame({"file": [str(f) for f, _ in rows], "t_obs": [t.isoformat() for _, t in rows]}).to_csv(index_csv,
                                                                                                   index=False)
@@ -246,7 +252,8 @@ def test_noise_test_patterns_and_duplicates_are_kept_out_and_counted(shared_data
                            progress=False)
     assert int(result.counts.to_numpy().sum()) == len(real)  # every real frame once
     reasons = {Path(r["file"]).name: r["reason"] for r in result.rejected}
-    assert "not a solar image" in reasons[noise.name] and "not a solar image" in reasons[pattern.name]
+    assert "not a whole solar disk" in reasons[noise.name] and "not a whole solar disk" in reasons[pattern.name]
+    assert "not a whole solar disk in 171 Å" in reasons[no_171.name] and "not a whole solar disk" in reasons[moon.name]
     assert "duplicate frame (same observation time" in reasons[copy.name]
     assert any("duplicate index row" in r["reason"] for r in result.rejected)
     info = json.loads((tmp_path / "ds" / "build_info.json").read_text())

@@ -89,8 +89,8 @@ def test_a_build_killed_anywhere_ends_as_an_uninterrupted_one(build_reference, s
 
 
 TRAIN = ["--preset", "tiny", "--train-batch-size", "4", "--max-train-steps", "6", "--checkpointing-steps", "2",
-         "--checkpoints-total-limit", "2", "--use-ema", "--logger", "none", "--sample-steps", "3",
-         "--validation-steps", "3", "--lr-warmup-steps", "1"]
+         "--checkpoints-total-limit", "2", "--use-ema", "--logger", "none", "--sample-steps", "0",
+         "--validation-steps", "3", "--lr-warmup-steps", "1"]  # no sample grids: each test stays within 30 s
 
 
 def train(dataset, out, env_extra=None, resume=False):
