@@ -193,7 +193,10 @@ class Experiment:
         from solar_diffusion.training.data import SafeAugmentation, noise_level
 
         self.args, self.out = args, Path(args.out)
+        from solar_diffusion.maps import model_name
+
         self.model = args.model or str(BUNDLED_MODEL)
+        self.model_name = model_name(self.model)  # in reports: never a path of this machine
         self.pipe = load_pipeline(self.model)
         self.pipe.set_progress_bar_config(disable=True)
         size, normalization = self.pipe.unet.config.sample_size, self.pipe.normalization
@@ -257,7 +260,7 @@ class Experiment:
     def settings(self) -> dict:
         from solar_diffusion.augment import weights_digest
 
-        return vars(self.args) | {"model": self.model, "model_weights": weights_digest(self.pipe.unet),
+        return vars(self.args) | {"model": self.model_name, "model_weights": weights_digest(self.pipe.unet),
                                   "safe_augmentation": {"brightness": self.augmentation.brightness,
                                                         "shift_px": self.augmentation.shift_px,
                                                         "noise_model_space": round(self.augmentation.noise, 5)}}
@@ -454,7 +457,7 @@ def classifier_experiment(args) -> dict:
     lines = [f"Classes: {'; '.join(f'{g} = {m}' for g, m in members.items())}. "
              f"Real training frames (training months, inner validation days left out): {train.counts()}; inner "
              f"validation: {inner.counts()}; synthetic frames of the real + synthetic arm: "
-             f"{ex.synthetic.counts()} (model {ex.model}, {args.steps} steps, guidance {args.guidance:g}).",
+             f"{ex.synthetic.counts()} (model {ex.model_name}, {args.steps} steps, guidance {args.guidance:g}).",
              "", f"Scored: every frame of the months the diffusion model never saw ({', '.join(results['scored_months'])}): "
              + ", ".join(f"{g} {counts[g]} frames from {flares[g]} flares" if flares[g] else f"{g} {counts[g]} frames"
                          for g in groups) + f". {args.seeds} seeds per arm.", ""]
