@@ -26,12 +26,12 @@ def fmt(r, digits: int = 3) -> str:
         return r
     if r.get("value") is None:
         return "no images"
-    n = "/".join(str(k) for k in r["n"])
+    n = f" (n={'/'.join(str(k) for k in r['n'])})" if "n" in r else ""  # sample sizes, where the figure has them
     if "low" not in r:
-        return f"{r['value']:.{digits}g} (n={n})"
+        return f"{r['value']:.{digits}g}{n}"
     magnitude = max(abs(r["value"]), abs(r["low"]), abs(r["high"]), 1e-3)
     decimals = min(6, max(0, digits - 1 - int(math.floor(math.log10(magnitude)))))
-    return f"{r['value']:.{decimals}f} [{r['low']:.{decimals}f}, {r['high']:.{decimals}f}] (n={n})"
+    return f"{r['value']:.{decimals}f} [{r['low']:.{decimals}f}, {r['high']:.{decimals}f}]{n}"
 
 
 def render_report(report: dict) -> str:
