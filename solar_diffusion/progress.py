@@ -3,10 +3,9 @@
 A bar shows only on a terminal (``tqdm(disable=None)``), so logs and pipes stay clean; pass
 ``show=False`` to silence it anywhere.
 
->>> with job_bar(3, "generating", "image", show=False) as bar:
-...     bar.update(3)
-...     bar.n, bar.total
-(3, 3)
+>>> bar = job_bar(3, "generating", "image", show=False)
+>>> bar.total, bar.disable
+(3, True)
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def test_augment_adds_flagged_frames_and_leaves_the_original_rows(tiny_dataset, 
 
     from datasets import load_dataset
 
-    hub_style = load_dataset(str(out), split="train")
+    hub_style = load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert len(hub_style) == len(after) and sum(s == "synthetic" for s in hub_style["label_source"]) == added.sum()
 
     assert cli(["augment", "--dataset", tiny_dataset, "--out", out, "--model", browse_model, "--ratio", "1"]) == 2

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 from astropy.io import fits
 
@@ -34,7 +35,11 @@ def test_nan_and_inf_pixels_are_counted_and_recorded_per_frame(shared_data, aia1
         data = hdul[0].data.astype(np.float32)
         data[0, :3] = np.nan
         data[1, :2] = np.inf
-        fits.PrimaryHDU(data, hdul[0].header).writeto(damaged)
+        header = hdul[0].header.copy()
+        for key in ("T_OBS", "DATE-OBS"):  # one exposure later: another frame, not a duplicate of the clean one
+            if key in header:
+                header[key] = (pd.Timestamp(header[key].rstrip("Z")) + pd.Timedelta(seconds=12)).isoformat()
+        fits.PrimaryHDU(data, header).writeto(damaged)
     index = index_images(folder)
     result = build_dataset(index, _no_flares(shared_data), BuildConfig(out=str(tmp_path / "out"), size=16,
                                                                         splits="train=1-12"), progress=False)

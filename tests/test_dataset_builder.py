@@ -63,7 +63,7 @@ def test_small_real_build_loads_and_counts(shared_data, tmp_path):
     events = read_hek_csv(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv")
     config = BuildConfig(out=str(tmp_path / "ds"), size=32, shard_size=16)
     result = build_dataset(index, events, config, progress=False)
-    ds = load_dataset(str(tmp_path / "ds"))
+    ds = load_dataset(str(tmp_path / "ds"), cache_dir=str(tmp_path / "hf-cache"))  # no other build's cache
     assert set(ds) == {"train", "test"}
     assert ds["train"].features["image"].shape == (1, 32, 32)
     names = ds["train"].features["flare_class"].names
@@ -155,7 +155,7 @@ def test_bad_files_are_reported_and_skipped(aia171_level1_file, tmp_path):
         name = next(n for n in reasons if key in n)
         assert reason in reasons[name], (name, reasons[name])
     assert result.counts.to_numpy().sum() == 1  # only the good file
-    ds = load_dataset(str(tmp_path / "out"), split="train")
+    ds = load_dataset(str(tmp_path / "out"), split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert ds[0]["unit"] == "DN/s" and ds.with_format("numpy")[0]["image"].dtype == np.float32
 
 

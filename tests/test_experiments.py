@@ -94,11 +94,12 @@ def test_classifier_experiment_runs_all_four_arms(real_64, browse_model_64, tmp_
 def test_predictor_experiment_runs_all_four_arms(real_64, browse_model_64, shared_data, tmp_path, accelerate_launch):
     out = tmp_path / "predictor"
     accelerate_launch("experiments.py", "predictor", "--dataset", real_64, "--model", browse_model_64, "--out", out,
-                      "--flare-list", shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv", *TINY)
+                      "--flare-list", shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv",
+                      "--threshold", "M", "--threshold", "X", *TINY)  # (>= C: every March training frame is positive)
     results = json.loads((out / "results.json").read_text())
-    assert list(results["thresholds"]) == ["M", "C"]
+    assert list(results["thresholds"]) == ["M", "X"]
     for threshold, r in results["thresholds"].items():
-        assert r["synthetic_positives"] == 6  # the M and X frames are positives for both thresholds
+        assert r["synthetic_positives"] == {"M": 6, "X": 3}[threshold]  # the M and X frames; the X frames
         truth = np.array(r["scored_truth"], bool)
         assert len(truth) == results["scored_frames"] and r["scored_positives"] == truth.sum()
         assert r["scored_base_rate"] == pytest.approx(truth.mean(), abs=1e-4)

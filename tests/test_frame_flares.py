@@ -60,7 +60,7 @@ def test_every_flare_in_progress_is_listed_strongest_first(shared_data, flare_bu
     rows = hek_rows(shared_data, {f"2012-03-{d:02d}" for d in range(5, 11)})
     window = pd.Timedelta(minutes=WINDOW)
     frames = frames_of(flare_build)
-    assert len(frames) == 37
+    assert len(frames) == 36  # 2012-03-07 07:00 (a blank 171 Å plane) is kept out by the solar-disk check
     several = 0
     for t, frame in frames.items():
         expected = sorted(((flux_of(r["GOES_CLASS"]), r["GOES_CLASS"], r["GEV_START"], r["GEV_PEAK"], r["GEV_END"])
@@ -196,7 +196,7 @@ def release_build(new_build: Path, out: Path) -> Path:
     settings: its shards without the columns this version added (their ``datasets`` features
     re-derived, as the release wrote them) and its record without the keys it added.
     ``test_release_build_is_faithful`` checks this against the release's own code."""
-    from datasets import Dataset
+    from datasets import ClassLabel, Dataset
     from datasets.utils.logging import disable_progress_bar
 
     disable_progress_bar()
@@ -204,8 +204,17 @@ def release_build(new_build: Path, out: Path) -> Path:
     for path in (out / "default").glob("*.parquet"):
         Dataset.from_parquet(str(path), keep_in_memory=True).remove_columns(NEW_COLUMNS).to_parquet(str(path))
     info = json.loads((out / "build_info.json").read_text())
-    for key in ("schema_version", "flare_positions"):
-        del info[key]
+    for key in ("schema_version", "flare_positions", "duplicates_dropped"):
+        info.pop(key, None)
+    # the release's vocabulary held only the labels present, so its ids differ from today's fixed ones
+    present = [c for c in info["vocabulary"] if any(counts.get(c) for counts in info["counts"].values())]
+    for path in (out / "default").glob("*.parquet"):
+        ds = Dataset.from_parquet(str(path), keep_in_memory=True)
+        names = ds.features["flare_class"].names
+        ds = ds.map(lambda row: {"flare_class": present.index(names[row["flare_class"]])}, keep_in_memory=True)
+        ds.cast_column("flare_class", ClassLabel(names=present)).to_parquet(str(path))
+    info["vocabulary"] = present
+    info["counts"] = {split: {c: n for c, n in counts.items() if c in present} for split, counts in info["counts"].items()}
     (out / "build_info.json").write_text(json.dumps(info, indent=1))
     return out
 
@@ -214,9 +223,10 @@ def test_release_builds_still_load(flare_build, tmp_path):
     old = release_build(flare_build, tmp_path / "old")
     for dataset in (flare_build, old):
         ds = splits.load_split(dataset, "train")  # the training columns
-        assert len(ds) == 37 and np.nanmax(ds["peak_flux"]) == pytest.approx(math.log10(5.4e-4 / 0.7), abs=1e-6)
+        assert len(ds) == 36 and np.nanmax(ds["peak_flux"]) == pytest.approx(math.log10(5.4e-4 / 0.7), abs=1e-6)
         images = splits.model_space_split(dataset, "train", ClipLogNormalization.for_unit("browse"), 32)
-        assert images.counts() == {"quiet": 24, "C": 10, "M": 1, "X": 2} and images.images.shape == (37, 3, 32, 32)
+        # 37 frames less 2012-03-07 07:00, a composite with a blank 171 Å plane that the solar-disk check keeps out
+        assert images.counts() == {"quiet": 23, "C": 10, "M": 1, "X": 2} and images.images.shape == (36, 3, 32, 32)
         assert splits.dataset_info(dataset).get("schema_version", 1) == (2 if dataset == flare_build else 1)
 
 
@@ -256,16 +266,26 @@ build_dataset(index, events, BuildConfig(out=sys.argv[1], size=64, shard_size=64
                           check=False, timeout=120)
     assert made.returncode == 0, made.stderr[-2000:]
     simulated = release_build(flare_build, tmp_path / "simulated")
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    import pyarrow.compute as pc
+
+    simulated_info = json.loads((simulated / "build_info.json").read_text())
+    kept_out = {Path(r["file"]).name for r in simulated_info["rejected"]}  # today's build keeps out more frames
     for path in sorted((tmp_path / "made" / "default").glob("*.parquet")):
         a, b = pq.read_table(path), pq.read_table(simulated / "default" / path.name)
+        a = a.filter(pc.invert(pc.is_in(a.column("source"), value_set=pa.array(sorted(kept_out)))))
         assert a.schema.equals(b.schema, check_metadata=True)  # the same columns and datasets features
         assert a.column("image").equals(b.column("image"))
         pd.testing.assert_frame_equal(a.drop_columns(["image"]).to_pandas(), b.drop_columns(["image"]).to_pandas())
     made_info = json.loads((tmp_path / "made" / "build_info.json").read_text())
-    simulated_info = json.loads((simulated / "build_info.json").read_text())
     assert list(made_info) == list(simulated_info)
     differ = [k for k in made_info if made_info[k] != simulated_info[k]]
-    assert set(differ) <= {"config", "label_rule"}  # the output folder; the rule's wording (the rule is the same)
+    # the output folder; the rule's wording (the rule is the same); the frames today's solar-disk check keeps out
+    assert set(differ) <= {"config", "label_rule", "rejected", "counts", "rsun_px_median", "clipped_fraction"}
+    newly = [r for r in simulated_info["rejected"] if r not in made_info["rejected"]]
+    assert all("not a whole solar disk" in r["reason"] for r in newly)
+    assert sum(map(sum, (c.values() for c in made_info["counts"].values()))) == \
+        sum(map(sum, (c.values() for c in simulated_info["counts"].values()))) + len(newly)
     assert {k for k in made_info["config"] if made_info["config"][k] != simulated_info["config"][k]} == {"out"}

@@ -21,7 +21,7 @@ def replay(folder_hub):
     return download
 
 
-def test_a_pushed_dataset_loads_back_by_its_hub_id(tiny_dataset, folder_hub):
+def test_a_pushed_dataset_loads_back_by_its_hub_id(tiny_dataset, folder_hub, tmp_path):
     from datasets import load_dataset
 
     (tiny_dataset / ".build-state.json").write_text("{}")  # a work file: not uploaded
@@ -32,7 +32,7 @@ def test_a_pushed_dataset_loads_back_by_its_hub_id(tiny_dataset, folder_hub):
     assert dataset_info(local) == dataset_info(tiny_dataset)
     np.testing.assert_array_equal(np.asarray(load_split(local, "train")["image"]),
                                   np.asarray(load_split(tiny_dataset, "train")["image"]))
-    hub_style = load_dataset(local)
+    hub_style = load_dataset(local, cache_dir=str(tmp_path / "hf-cache"))
     assert set(hub_style) == {"train", "validation"}
     assert hub_style["train"].features["flare_class"].names == ["quiet", "A", "B", "C", "M", "X"]
     card = (folder_hub.repo_path("sun/tiny-aia", "dataset") / "README.md").read_text()

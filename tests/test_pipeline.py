@@ -313,7 +313,7 @@ def test_a_saved_pipeline_loads_with_plain_diffusers_where_solar_diffusion_is_no
         "pipe.set_progress_bar_config(disable=True)\n"
         "assert type(pipe).__name__ == 'SolarFlarePipeline' and 'solar_diffusion' not in type(pipe).__module__\n"
         f"out = pipe(['C', 'M'], num_inference_steps={STEPS}, generator=torch.Generator().manual_seed(0))\n"
-        f"np.testing.assert_allclose(out.images, np.load({str(tmp_path / 'expected.npy')!r}), atol=1e-5)\n"
+        f"np.testing.assert_allclose(out.images, np.load({str(tmp_path / 'expected.npy')!r}), atol=1e-4)\n"
         "print('loaded', type(pipe).__module__)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
