@@ -79,6 +79,21 @@ def set_unet_dtype(pipe: SolarFlarePipeline, dtype: torch.dtype) -> SolarFlarePi
     return pipe
 
 
+def check_device(device: str):
+    """Refuse, before any work, a device this machine does not have (a CUDA or MPS device without
+    the GPU or a torch built for it).
+
+    >>> check_device("cpu")
+    """
+    kind = torch.device(device).type
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if not available.get(kind, True):
+        build = "a CPU-only build" if kind == "cuda" and torch.version.cuda is None else f"torch {torch.__version__}"
+        raise RuntimeError(f"--device {device}: no {kind.upper()} device is available here ({build}); "
+                           "use --device cpu, or run where the GPU is")
+
+
 def load_pipeline(model: str | os.PathLike, device: str | None = None, channels_last: bool = True,
                   compile: bool = False, dtype: torch.dtype = torch.float32) -> SolarFlarePipeline:
     """Load a saved pipeline from a folder or a Hub id (offline: a cached one), ready to sample.
@@ -91,6 +106,8 @@ def load_pipeline(model: str | os.PathLike, device: str | None = None, channels_
     """
     if Path(model).exists() and not (Path(model) / "model_index.json").exists():
         raise FileNotFoundError(f"{model} is not a saved SolarFlarePipeline: it has no model_index.json")
+    if device:
+        check_device(device)
     pipe = SolarFlarePipeline.from_pretrained(str(model))
     if device:
         pipe.to(device)

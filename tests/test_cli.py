@@ -185,3 +185,14 @@ def test_generate_shows_one_bar_over_all_images_on_a_terminal(tiny_model_dir, tm
     text = terminal.getvalue()
     assert "generating" in text and "6/6" in text and "image" in text  # one bar: total, unit, time left
     assert "denoising" not in text  # no bar per batch
+
+
+def test_a_device_this_machine_lacks_is_one_line_and_exit_1(tiny_model_dir, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    assert main(["generate", "--model", tiny_model_dir, "--device", "cuda", "--out", tmp_path / "out"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --device cuda: no CUDA device is available here") and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
