@@ -127,3 +127,18 @@ def test_bad_arguments_and_a_used_output_folder_are_refused_before_any_work(tiny
         assert not (tmp_path / "new").exists()
     assert cli(base + ["--out", str(tmp_path / "big"), "--train-batch-size", "100000"]) == 2
     assert "fewer than one batch (100000 x 1 processes): lower --train-batch-size" in capsys.readouterr().err
+
+
+def test_a_corrupt_checkpoint_is_named_on_resume(tiny_dataset, tmp_path, capsys):
+    from solar_diffusion.cli import main
+
+    out = tmp_path / "run"
+    tiny = ["--preset", "tiny", "--train-batch-size", "4", "--max-train-steps", "4", "--checkpointing-steps", "2",
+            "--logger", "none", "--sample-steps", "0", "--validation-steps", "0"]
+    assert main(["train", "--dataset", tiny_dataset, "--out", out, *tiny, "--stop-at-step", "2"]) == 0
+    weights = next((out / "checkpoint-2").rglob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])  # a file cut short, as by a full disk
+    capsys.readouterr()
+    assert main(["train", "--dataset", tiny_dataset, "--out", out, *tiny, "--resume-from-checkpoint", "latest"]) == 1
+    err = capsys.readouterr().err
+    assert "checkpoint-2: the checkpoint cannot be read" in err and "Traceback" not in err

@@ -387,7 +387,12 @@ def train(args, hub_api=None) -> Path:
         if path is None:
             accelerator.print("no checkpoint to resume from: starting afresh")
         else:
-            accelerator.load_state(str(path))
+            try:
+                accelerator.load_state(str(path))
+            except Exception as error:  # a truncated or corrupt file: name it and what to do
+                reason = (str(error).strip().splitlines() or [""])[0]
+                raise RuntimeError(f"{path}: the checkpoint cannot be read ({type(error).__name__}: {reason}); "
+                                   "remove it to resume from the one before, or start afresh in another --out") from None
             global_step = int(path.name.split("-")[1])
             accelerator.print(f"resumed from {path} at step {global_step}")
     if args.resume_from_checkpoint and accelerator.is_main_process:
