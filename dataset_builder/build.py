@@ -216,8 +216,9 @@ def plan_build(index: pd.DataFrame, events: pd.DataFrame, xrs=None, config: Buil
     """Label and split every indexed frame; return ``(plan, rejected, unassigned_count)``."""
     rejected = [{"file": f, "reason": r} for f, r in zip(index["file"], index["flag"]) if r]
     usable = index[index["flag"].isna()].sort_values("t_obs", kind="stable").reset_index(drop=True)
-    rejected += duplicate_frames(usable)
-    usable = usable[~usable["file"].duplicated() & ~usable["t_obs"].duplicated()].reset_index(drop=True)
+    keep, duplicates = duplicate_frames(usable)
+    rejected += duplicates
+    usable = usable[keep].reset_index(drop=True)
     labels = label_frames(usable["t_obs"], events, xrs, window=pd.Timedelta(minutes=config.window_minutes))
     plan = pd.concat([usable[["file", "t_obs"]], labels], axis=1)
     plan["split"] = assign_splits(plan["t_obs"], config.splits).to_numpy()
@@ -228,26 +229,31 @@ def plan_build(index: pd.DataFrame, events: pd.DataFrame, xrs=None, config: Buil
     return plan, rejected, unassigned
 
 
-def duplicate_frames(index: pd.DataFrame) -> list[dict]:
-    """Rejection records of the rows that repeat an earlier row's file or observation time (the
-    first is kept: a frame goes into a dataset once).
+def duplicate_frames(index: pd.DataFrame) -> tuple[np.ndarray, list[dict]]:
+    """Which rows to keep (the first of each file and of each observation time: a frame goes into a
+    dataset once), and a rejection record for each row left out.
 
     >>> index = pd.DataFrame({"file": ["a.jpg", "a.jpg", "b.jpg", "c.jpg"],
     ...                       "t_obs": pd.to_datetime(["2012-01-01 00:00", "2012-01-01 00:00", "2012-01-01 01:00",
     ...                                                "2012-01-01 01:00"])})
-    >>> [r["reason"] for r in duplicate_frames(index)]
-    ['a.jpg: duplicate index row (file listed before)', 'c.jpg: duplicate frame (same observation time as b.jpg)']
+    >>> keep, records = duplicate_frames(index)
+    >>> keep.tolist(), [r["reason"] for r in records]
+    ([True, False, True, False], ['a.jpg: duplicate index row (file listed before)', 'c.jpg: duplicate frame (same observation time as b.jpg)'])
     """
-    records = []
-    first_file = ~index["file"].duplicated()
-    first_by_time = index[first_file].drop_duplicates("t_obs").set_index("t_obs")["file"]
-    for file, t_obs, is_first in zip(index["file"], index["t_obs"], first_file):
-        if not is_first:
+    keep, records, first_at = np.ones(len(index), bool), [], {}
+    seen_files = set()
+    for k, (file, t_obs) in enumerate(zip(index["file"], index["t_obs"])):
+        if file in seen_files:
+            keep[k] = False
             records.append({"file": file, "reason": f"{file}: duplicate index row (file listed before)"})
-        elif first_by_time.get(t_obs) != file:
+        elif t_obs in first_at:
+            keep[k] = False
             records.append({"file": file, "reason": f"{file}: duplicate frame (same observation time as "
-                                                    f"{first_by_time[t_obs]})"})
-    return records
+                                                    f"{first_at[t_obs]})"})
+        else:
+            first_at[t_obs] = file
+        seen_files.add(file)
+    return keep, records
 
 
 def shard_plan(plan: pd.DataFrame, shard_size: int) -> list[tuple[str, int, int, pd.DataFrame]]:

@@ -7,7 +7,6 @@ for example one that writes to a local folder.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -46,12 +45,18 @@ def push_to_hub(
         return upload_folder(tmp, repo_id, api=api, private=private, commit_message=commit_message)
 
 
+#: Files a push leaves out (``HfApi.upload_folder``'s fnmatch patterns over paths in the folder):
+#: hidden ones (a build's work files and temporaries) and Python caches.
+NOT_UPLOADED = [".*", "*/.*", "*__pycache__*"]
+
+
 def upload_folder(folder, repo_id: str, api, repo_type: str = "model", private: bool = False,
                   commit_message: str = "Upload") -> str:
-    """Create the repo if needed and upload a folder to it; returns the repo id."""
+    """Create the repo if needed and upload a folder to it, without ``NOT_UPLOADED``; returns the repo id."""
     repo = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
     repo_id = getattr(repo, "repo_id", repo_id)
-    api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type, commit_message=commit_message)
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type, commit_message=commit_message,
+                      ignore_patterns=NOT_UPLOADED)
     return repo_id
 
 
@@ -77,7 +82,7 @@ def folder_kind(folder) -> str:
 def push_folder(folder, repo_id: str, api=None, private: bool = False) -> tuple[str, str]:
     """Upload a saved pipeline or a built dataset as the Hub repo ``repo_id`` (a model or a
     dataset repo, by ``folder_kind``): its files as they are, without hidden ones (a build's
-    work files). Returns (repo id, kind). ``api`` defaults to ``huggingface_hub.HfApi()``.
+    work files), uploaded from where they are. Returns (repo id, kind). ``api`` defaults to ``huggingface_hub.HfApi()``.
 
     A pushed model loads with ``DiffusionPipeline.from_pretrained(repo, custom_pipeline=repo,
     trust_remote_code=True)``, a pushed dataset with ``load_dataset(repo)``.
@@ -89,10 +94,6 @@ def push_folder(folder, repo_id: str, api=None, private: bool = False) -> tuple[
         from huggingface_hub import HfApi
 
         api = HfApi()
-    with tempfile.TemporaryDirectory() as tmp:
-        staged = Path(tmp) / "repo"
-        shutil.copytree(folder, staged, ignore=lambda _, names: [n for n in names if n.startswith(".")
-                                                                 or n == "__pycache__"])
-        repo = upload_folder(staged, repo_id, api=api, repo_type=kind, private=private,
-                             commit_message=f"Upload {kind} with solar-diffusion {__version__}")
+    repo = upload_folder(folder, repo_id, api=api, repo_type=kind, private=private,
+                         commit_message=f"Upload {kind} with solar-diffusion {__version__}")
     return repo, kind

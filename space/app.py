@@ -24,12 +24,17 @@ import gradio as gr
 OUTPUT_ROOT = Path(tempfile.gettempdir()) / "solar-diffusion-space"
 
 
+def model_source(model=None):
+    """The model the Space runs: ``model``, else ``$SOLAR_DIFFUSION_MODEL``, else None (the bundled one)."""
+    return model or os.environ.get("SOLAR_DIFFUSION_MODEL")
+
+
 def load_model(model=None):
-    """The pipeline the Space runs: ``model``, else ``$SOLAR_DIFFUSION_MODEL``, else the bundled one."""
+    """The pipeline of ``model_source(model)``, ready to sample."""
     from solar_diffusion.defaults import BUNDLED_MODEL
     from solar_diffusion.generate import load_pipeline
 
-    pipe = load_pipeline(model or os.environ.get("SOLAR_DIFFUSION_MODEL") or BUNDLED_MODEL)
+    pipe = load_pipeline(model_source(model) or BUNDLED_MODEL)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -78,7 +83,7 @@ def build_demo(model=None) -> gr.Blocks:
     from solar_diffusion.maps import model_name
 
     pipe = load_model(model)
-    name = model_name(model or os.environ.get("SOLAR_DIFFUSION_MODEL") or "solar-diffusion")
+    name = model_name(model_source(model) or "solar-diffusion")
     flare_model = pipe.conditioning == "flare"
     classes = ["quiet", "C", "M", "X"] if flare_model else list(pipe.id2label.values())
     with gr.Blocks(title="solar-diffusion") as demo:

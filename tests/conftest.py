@@ -197,9 +197,19 @@ class FolderHubApi:
         path.mkdir(parents=True, exist_ok=True)
         return type("RepoUrl", (), {"repo_id": repo_id})()
 
-    def upload_folder(self, repo_id, folder_path, repo_type="model", commit_message=""):
+    def upload_folder(self, repo_id, folder_path, repo_type="model", commit_message="", ignore_patterns=None):
+        """Copy the folder's files, leaving out those ``ignore_patterns`` match (fnmatch over the
+        path in the folder, as ``HfApi.upload_folder`` does)."""
+        from fnmatch import fnmatchcase
+
         self.calls.append(("upload_folder", repo_id, repo_type))
-        shutil.copytree(folder_path, self.root / repo_type / repo_id, dirs_exist_ok=True)
+        root = Path(folder_path)
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            name = path.relative_to(root).as_posix()
+            if not any(fnmatchcase(name, pattern) for pattern in ignore_patterns or []):
+                target = self.root / repo_type / repo_id / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
 
     def repo_path(self, repo_id, repo_type="model") -> Path:
         return self.root / repo_type / repo_id
