@@ -21,7 +21,7 @@ import pandas as pd
 
 from solar_diffusion.files import atomic_write, fault_point
 from solar_diffusion.pipelines import LABEL_ORDER, label_vocabulary
-from solar_diffusion.times import utc_times
+from solar_diffusion.times import iso_utc, utc_times
 from solar_diffusion.dataset_builder.images import (
     BROWSE_SUFFIXES,
     DEFAULT_COMPOSITE_CHANNELS,
@@ -45,8 +45,10 @@ BUILD_INFO = "build_info.json"
 #: The version of the dataset's columns, recorded as ``schema_version`` in ``build_info.json``
 #: (builds without it are version 1). 2: every flare in progress per frame (``flares``), the
 #: label flare's log10 peak flux under its own name (``flare_log10_peak_flux_goes_r``; ``peak_flux``
-#: stays as a deprecated alias), flare positions counted in ``flare_positions``.
-SCHEMA_VERSION = 2
+#: stays as a deprecated alias), flare positions counted in ``flare_positions``. 3: times
+#: (``t_obs``, ``flares.start/peak/end``) are ISO 8601 UTC strings, which ``with_format("torch")``
+#: passes through (Arrow timestamps make it raise).
+SCHEMA_VERSION = 3
 
 
 @dataclass
@@ -277,7 +279,7 @@ def flare_features() -> dict:
     one entry per flare in progress, strongest first (an Arrow struct of lists)."""
     from datasets import List, Value
 
-    time = Value("timestamp[us, tz=UTC]")
+    time = Value("string")  # ISO 8601 UTC (times.iso_utc)
     types = {"goes_class": Value("string"), "start": time, "peak": time, "end": time, "on_disk": Value("bool"),
              "event_source": Value("string")}
     return {name: List(types.get(name, Value("float32"))) for name in FLARE_FIELDS}
@@ -296,7 +298,7 @@ def dataset_features(vocabulary: list[str], n_channels: int, size: int, unit: st
         "flare_log10_peak_flux_goes_r": Value("float32"),
         "peak_flux": Value("float32"),  # deprecated: the same values as flare_log10_peak_flux_goes_r
         "goes_flux_at_obs": Value("float32"),
-        "t_obs": Value("timestamp[us, tz=UTC]"),
+        "t_obs": Value("string"),  # ISO 8601 UTC (times.iso_utc)
         "label_source": Value("string"),
         "flare_goes_class": Value("string"),
         "flare_hpc_x": Value("float32"),
@@ -348,7 +350,7 @@ def process_shard(args) -> tuple[str, int, int]:
             "flare_log10_peak_flux_goes_r": row.flare_log10_peak_flux_goes_r,
             "peak_flux": row.flare_log10_peak_flux_goes_r,
             "goes_flux_at_obs": row.goes_flux_at_obs,
-            "t_obs": pd.Timestamp(row.t_obs).tz_localize("UTC").to_pydatetime(),
+            "t_obs": iso_utc([row.t_obs])[0],
             "label_source": row.label_source,
             "flare_goes_class": row.flare_goes_class,
             "flare_hpc_x": row.flare_hpc_x,
@@ -591,8 +593,8 @@ def count_flare_positions(shards) -> dict:
         frames_several += int((lengths > 1).sum())
         values = {name: fields[name].flatten().to_numpy(zero_copy_only=False)
                   for name in ("goes_class", "start", "peak", "end", "hpc_x", "hpc_y", "on_disk", "event_source")}
-        for name in ("start", "peak", "end"):  # NaT (a missing time) as one comparable key
-            values[name] = values[name].astype("datetime64[us]").astype(np.int64)
+        for name in ("start", "peak", "end"):  # a missing time as one comparable key
+            values[name] = utc_times(values[name]).to_numpy(dtype="datetime64[us]").astype(np.int64)
         known = np.isfinite(values["hpc_x"]) & np.isfinite(values["hpc_y"])
         code = np.where(values["on_disk"], 0, np.where(known, 1, 2))
         entries += np.bincount(code, minlength=3)

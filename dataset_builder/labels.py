@@ -25,6 +25,7 @@ from solar_diffusion.pipelines import (
     image_center_px,
     rsun_px,
 )
+from solar_diffusion.times import iso_utc
 
 LABEL_RULE = __doc__.split("\n\n")[1].replace("\n", " ")
 
@@ -160,7 +161,7 @@ def frame_flares(t_obs, events: pd.DataFrame, window=pd.Timedelta(0), image_size
     of lists, one list per field of `FLARE_FIELDS`, one entry per flare, strongest first.
 
     Positions come from `flare_positions` (all flares of all times converted at once); times
-    are timezone-aware UTC datetimes (None where unknown); ``log10_peak_flux_goes_r`` is log10
+    are ISO 8601 UTC strings (`times.iso_utc`; None where unknown); ``log10_peak_flux_goes_r`` is log10
     of the peak 1-8 A flux in W m^-2 on the GOES-R scale; ``event_source`` names the list.
 
     >>> events = pd.DataFrame({"start": pd.to_datetime(["2012-03-07 00:02"]),
@@ -180,8 +181,7 @@ def frame_flares(t_obs, events: pd.DataFrame, window=pd.Timedelta(0), image_size
         return pairs[name] if name in pairs.columns else pd.Series([default] * len(pairs), dtype=object)
 
     def utc(name):
-        times = pd.to_datetime(column(name, pd.NaT))
-        return np.array([None if pd.isna(t) else t.tz_localize("UTC").to_pydatetime() for t in times], dtype=object)
+        return np.array(iso_utc(column(name, pd.NaT)), dtype=object)
 
     hpc_x = pd.to_numeric(column("hpc_x", np.nan)).to_numpy(dtype=float) if len(pairs) else nan
     hpc_y = pd.to_numeric(column("hpc_y", np.nan)).to_numpy(dtype=float) if len(pairs) else nan

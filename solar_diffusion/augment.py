@@ -102,7 +102,7 @@ def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_
 
     from solar_diffusion.generate import load_pipeline, sample_batches
     from solar_diffusion.maps import model_name
-    from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS, requested_flux, rsun_px
+    from solar_diffusion.pipelines import requested_flux, rsun_px
     from solar_diffusion.splits import dataset_info, image_dtype, split_table
 
     dataset, out = Path(dataset), Path(out)
@@ -152,8 +152,7 @@ def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_
         if (dataset / extra).exists():
             shutil.copy2(dataset / extra, out / extra)
 
-    steps = num_inference_steps or DEFAULT_STEPS
-    guidance = DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale
+    guidance, steps = pipe.sampling_defaults(guidance_scale, num_inference_steps)
     model_id = model_name(model)
     geometry = pipe.config.geometry
     dtype = image_dtype(info["unit"])

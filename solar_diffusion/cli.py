@@ -29,11 +29,13 @@ def _add_generate(p):
     p.add_argument("--flare-class", action="append", dest="flare_classes", metavar="CLASS",
                    help="label ('X', 'quiet'), full class ('M2.5') or 'all' (default); repeat for several")
     p.add_argument("--num-images", type=int, default=4, help="images per class (default 4)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default {DEFAULT_STEPS})")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"denoising steps (default {DEFAULT_STEPS}, or a distilled model's own)")
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="dpm",
                    help="ddpm, ddim, dpm (DPM-Solver++, default) or dpm-sde (its stochastic form)")
-    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
-                   help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g})")
+    p.add_argument("--guidance", type=float, default=None,
+                   help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g}; a distilled model has its own "
+                        "built in)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k")
     p.add_argument("--out", default="generated", help="output folder (default ./generated)")
     p.add_argument("--format", choices=FORMATS, default="png",
@@ -73,8 +75,9 @@ def _generate(args) -> int:
     for name, value in (("--num-images", args.num_images), ("--steps", args.steps), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    if not math.isfinite(args.guidance):
+    if args.guidance is not None and not math.isfinite(args.guidance):
         raise ValueError(f"--guidance must be a finite number, got {args.guidance}")
+    pipe.sampling_defaults(args.guidance, args.steps)  # a guidance the model cannot take is refused before any work
     use_scheduler(pipe, args.scheduler)
     pipe.set_progress_bar_config(disable=True)  # one bar over the images instead of one per batch
     records = generate_to_folder(
@@ -168,6 +171,19 @@ def _train(args) -> int:
     return 0
 
 
+def _add_distill(p):
+    from solar_diffusion.training.distill import build_parser as distill_parser
+
+    distill_parser(p)
+
+
+def _distill(args) -> int:
+    from solar_diffusion.training.distill import distill
+
+    print(f"saved student: {distill(args)}")
+    return 0
+
+
 def _add_evaluate(p):
     from solar_diffusion.splits import dataset_argument
 
@@ -185,10 +201,11 @@ def _add_evaluate(p):
                    help="generated images per class (default 32)")
     p.add_argument("--num-positions", type=int, default=8,
                    help="a flare model: flare positions drawn from its training flares, the same for every class")
-    p.add_argument("--steps", type=int, default=None, help=f"denoising steps (default {DEFAULT_STEPS})")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"denoising steps (default {DEFAULT_STEPS}, or a distilled model's own)")
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the saved one")
-    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
-                   help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g})")
+    p.add_argument("--guidance", type=float, default=None,
+                   help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g}, or a distilled model's own)")
     p.add_argument("--steps-curve", default="10,25,50", help="step counts of the quality curve ('' for none)")
     p.add_argument("--curve-per-class", type=int, default=None, help="images per class per curve point")
     p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples per interval (default 200)")
@@ -358,6 +375,8 @@ COMMANDS = {
     "generate": ("generate synthetic AIA images of chosen GOES flare classes", _add_generate, _generate),
     "build-dataset": ("build a labelled Hugging Face dataset of AIA images", _add_build_dataset, _build_dataset),
     "train": ("train the class-conditional DDPM (same flags as training/train_ddpm.py)", _add_train, _train),
+    "distill": ("distil a model's guidance into a one-call-per-step student (same flags as training/distill.py)",
+                _add_distill, _distill),
     "evaluate": ("FD/KID, precision/recall, clusters, conditioning F1 against a real split", _add_evaluate, _evaluate),
     "experiment": ("the paper's experiments, classifier or predictor: real, class-weighted, oversampled, + synthetic",
                    _add_experiment, _experiment),

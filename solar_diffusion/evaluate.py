@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ import torch
 
 from solar_diffusion import metrics
 from solar_diffusion.files import atomic_write
-from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS, LABEL_ORDER, QUIET_LABEL
+from solar_diffusion.pipelines import LABEL_ORDER, QUIET_LABEL
 from solar_diffusion.splits import LabelledImages
 
 #: The physical statistics per class: name -> top fraction of on-disk pixels averaged (0: the brightest one).
@@ -49,7 +49,7 @@ class EvaluationConfig:
     encoder: str | None = None
     num_per_class: int = 32
     num_inference_steps: int | None = None  # None: the pipeline's default
-    guidance_scale: float = DEFAULT_GUIDANCE
+    guidance_scale: float | None = None  # None: the pipeline's default (a distilled model's own)
     scheduler: str | None = None  # None: the saved one
     seed: int = 0
     n_boot: int = 200
@@ -255,7 +255,9 @@ def load(config: EvaluationConfig) -> Evaluation:
     if encoder.config.in_channels != pipe.unet.config.out_channels:
         raise ValueError(f"the encoder reads {encoder.config.in_channels}-channel images, the model makes "
                          f"{pipe.unet.config.out_channels}: train an encoder on the model's channels")
-    ev = Evaluation(config, pipe, encoder, config.num_inference_steps or DEFAULT_STEPS,
+    guidance, steps = pipe.sampling_defaults(config.guidance_scale, config.num_inference_steps)
+    config = replace(config, guidance_scale=guidance)
+    ev = Evaluation(config, pipe, encoder, steps,
                     real_all=model_space_split(config.dataset, config.split, norm, size),
                     train_all=training_frames(config, norm, size),
                     rng=np.random.default_rng(config.seed))

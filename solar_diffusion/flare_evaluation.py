@@ -34,6 +34,7 @@ from solar_diffusion.pipelines import (
     disk_mask,
     rsun_px,
 )
+from solar_diffusion.times import utc_times
 
 #: Pixels of the requested position searched for the brightest 3x3 (the issue's 1.5 px).
 SIGNATURE_RADIUS_PX = 1.5
@@ -84,7 +85,7 @@ def nearest_other_days(frames, rng, n: int = 200, days: float = 3.0) -> np.ndarr
     """For ``n`` frames drawn with ``rng``, the RMS distance to the nearest other frame of the set
     observed more than ``days`` away: what "new" looks like within the training months (hourly
     frames of one day are near-duplicates of each other, so nearer frames are left out)."""
-    times = np.asarray(frames.t_obs).astype("datetime64[s]")
+    times = utc_times(frames.t_obs).to_numpy(dtype="datetime64[s]")
     flat = torch.as_tensor(np.asarray(frames.images), dtype=torch.float64).flatten(1)
     out = []
     for i in np.sort(rng.permutation(len(flat))[:n]):

@@ -13,7 +13,6 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from solar_diffusion.files import atomic_write
 from solar_diffusion.pipelines import (
     DEFAULT_GUIDANCE,
-    DEFAULT_STEPS,
     FLARE_LETTERS,
     SolarFlarePipeline,
     north_up,
@@ -150,8 +149,8 @@ def default_batch_size(pipe: SolarFlarePipeline) -> int:
     return max(1, 16 * 64 * 64 // (height * width))
 
 
-def sample_batches(pipe: SolarFlarePipeline, labels, seed: int = 0, num_inference_steps: int = DEFAULT_STEPS,
-                   guidance_scale: float = DEFAULT_GUIDANCE, batch_size: int | None = None, positions=None):
+def sample_batches(pipe: SolarFlarePipeline, labels, seed: int = 0, num_inference_steps: int | None = None,
+                   guidance_scale: float | None = None, batch_size: int | None = None, positions=None):
     """Yield pipeline outputs (model space, ``output_type="model"``) for ``labels`` in batches of
     ``batch_size`` (default: ``default_batch_size``); image k uses its own generator seeded
     ``seed + k``, so any image can be remade on its own. ``positions`` (a flare model's; one per
@@ -193,8 +192,8 @@ def generate_to_folder(
     out_dir,
     flare_classes=("all",),
     num_images: int = 4,
-    num_inference_steps: int = DEFAULT_STEPS,
-    guidance_scale: float = DEFAULT_GUIDANCE,
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
     seed: int = 0,
     file_format: str = "png",
     batch_size: int | None = None,
@@ -267,6 +266,7 @@ def generate_to_folder(
             previews.append(model_image)
             bar.update(1)
     bar.close()
+    guidance_scale, num_inference_steps = pipe.sampling_defaults(guidance_scale, num_inference_steps)
     settings = {
         "model": model_name,
         "scheduler": type(pipe.scheduler).__name__,

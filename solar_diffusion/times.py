@@ -36,6 +36,20 @@ def utc_times(values) -> pd.Series:
     return parsed.dt.tz_localize(None).astype("datetime64[ns]")
 
 
+#: How the datasets store a time: ISO 8601 UTC to the millisecond, "Z" suffix (a string column, so
+#: ``with_format("torch")`` passes it through; it sorts in time order).
+ISO_UTC = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+def iso_utc(values) -> list:
+    """Times (anything `utc_times` reads) as the datasets' ISO 8601 UTC strings; None where unknown.
+
+    >>> iso_utc(["2012-03-07 00:24:00.57", "2012-03-07T01:24:00+01:00", None])
+    ['2012-03-07T00:24:00.570Z', '2012-03-07T00:24:00.000Z', None]
+    """
+    return [None if pd.isna(t) else t.strftime(ISO_UTC)[:-3] + "Z" for t in utc_times(values)]
+
+
 def utc_time(value) -> pd.Timestamp:
     """One time as a tz-naive UTC ``pd.Timestamp`` (``utc_times`` of one value); a time that does
     not parse is a ``ValueError`` naming it.

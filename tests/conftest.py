@@ -107,6 +107,14 @@ def tiny_dataset(shared_data, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def flare_days(shared_data, tmp_path_factory) -> Path:
+    """32 px, three channels, flares within 30 min: the X5.4 of 2012-03-07 and the M6.3 of 03-09, and a
+    validation day."""
+    return build_real_dataset(shared_data, tmp_path_factory.mktemp("flares") / "ds", ["03-07", "03-09", "08-10"], 32,
+                              channels=("171", "131", "94"), window_minutes=30)
+
+
+@pytest.fixture(scope="session")
 def real_64(shared_data, tmp_path_factory) -> Path:
     """64 px real frames of a dozen days spread over the train, validation and test months."""
     days = ["03-05", "03-06", "03-07", "03-08", "03-09", "03-10", "08-10", "08-11", "10-20", "10-21", "10-22",

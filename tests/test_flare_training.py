@@ -14,14 +14,6 @@ from solar_diffusion.splits import TRAINING_COLUMNS, load_split
 from solar_diffusion.training.data import Collate
 
 
-@pytest.fixture(scope="module")
-def flare_days(shared_data, real_dataset_of_days, tmp_path_factory):
-    """32 px, three channels, flares within 30 min: the X5.4 of 2012-03-07 and the M6.3 of 03-09, and a
-    validation day."""
-    return real_dataset_of_days(shared_data, tmp_path_factory.mktemp("flares") / "ds", ["03-07", "03-09", "08-10"], 32,
-                                channels=("171", "131", "94"), window_minutes=30)
-
-
 def test_collate_puts_each_flare_on_the_map_at_its_pixel(flare_days):
     rows = load_split(flare_days, "train", columns=TRAINING_COLUMNS + ("flares",))
     collate = Collate(ClipLogNormalization.for_unit("browse"), 32, None, flare_sigma_px=0.7, dataset_size=32)

@@ -17,6 +17,7 @@ from solar_diffusion import splits
 from solar_diffusion.dataset_builder.build import SCHEMA_VERSION, BuildConfig, index_images, plan_build
 from solar_diffusion.dataset_builder.flares import read_hek_csv
 from solar_diffusion.pipelines import ClipLogNormalization
+from solar_diffusion.times import utc_time
 
 CHANNELS = ("171", "131", "94")
 WINDOW = 30  # minutes: the 2012-03-07 01:00 frame then has the X5.4 and the X1.3 in progress
@@ -41,7 +42,7 @@ def frames_of(dataset) -> dict:
     """The rows of a build's train split by their observation time."""
     ds = splits.load_split(dataset, "train", columns=FRAME_COLUMNS)
     rows = [ds[i] for i in range(len(ds))]
-    return {pd.Timestamp(np.asarray(row["t_obs"])[()]): row for row in rows}
+    return {utc_time(str(row["t_obs"])): row for row in rows}
 
 
 def hek_rows(shared_data, days) -> list[dict]:
@@ -83,7 +84,7 @@ def test_every_flare_in_progress_is_listed_strongest_first(shared_data, flare_bu
             assert frame["label_source"] == "none" and np.isnan(frame["flare_log10_peak_flux_goes_r"])
     assert list(frames[pd.Timestamp("2012-03-07 01:00:01")]["flares"]["goes_class"]) == ["X5.4", "X1.3"]
     info = json.loads((flare_build / "build_info.json").read_text())
-    assert info["schema_version"] == SCHEMA_VERSION == 2
+    assert info["schema_version"] == SCHEMA_VERSION == 3
     assert info["flare_positions"]["frames_with_several_flares"] == several > 0
     assert info["flare_positions"]["flares_on_disk"] == info["flare_positions"]["flares"]  # 2012 HEK: all on the disk
 
@@ -196,13 +197,17 @@ def release_build(new_build: Path, out: Path) -> Path:
     settings: its shards without the columns this version added (their ``datasets`` features
     re-derived, as the release wrote them) and its record without the keys it added.
     ``test_release_build_is_faithful`` checks this against the release's own code."""
-    from datasets import ClassLabel, Dataset
+    from datasets import ClassLabel, Dataset, Value
     from datasets.utils.logging import disable_progress_bar
 
     disable_progress_bar()
     shutil.copytree(new_build, out)
-    for path in (out / "default").glob("*.parquet"):
-        Dataset.from_parquet(str(path), keep_in_memory=True).remove_columns(NEW_COLUMNS).to_parquet(str(path))
+    for path in (out / "default").glob("*.parquet"):  # schema 1 had t_obs as an Arrow timestamp
+        ds = Dataset.from_parquet(str(path), keep_in_memory=True).remove_columns(NEW_COLUMNS)
+        features = ds.features.copy()
+        features["t_obs"] = Value("timestamp[us, tz=UTC]")
+        ds.map(lambda row: {"t_obs": pd.Timestamp(row["t_obs"]).to_pydatetime()}, features=features,
+               keep_in_memory=True).to_parquet(str(path))
     info = json.loads((out / "build_info.json").read_text())
     for key in ("schema_version", "flare_positions", "duplicates_dropped"):
         info.pop(key, None)
@@ -227,7 +232,7 @@ def test_release_builds_still_load(flare_build, tmp_path):
         images = splits.model_space_split(dataset, "train", ClipLogNormalization.for_unit("browse"), 32)
         # 37 frames less 2012-03-07 07:00, a composite with a blank 171 Å plane that the solar-disk check keeps out
         assert images.counts() == {"quiet": 23, "C": 10, "M": 1, "X": 2} and images.images.shape == (36, 3, 32, 32)
-        assert splits.dataset_info(dataset).get("schema_version", 1) == (2 if dataset == flare_build else 1)
+        assert splits.dataset_info(dataset).get("schema_version", 1) == (3 if dataset == flare_build else 1)
 
 
 def test_a_release_build_asked_for_flares_says_to_rebuild(flare_build, tmp_path):
@@ -289,3 +294,22 @@ build_dataset(index, events, BuildConfig(out=sys.argv[1], size=64, shard_size=64
     assert sum(map(sum, (c.values() for c in made_info["counts"].values()))) == \
         sum(map(sum, (c.values() for c in simulated_info["counts"].values()))) + len(newly)
     assert {k for k in made_info["config"] if made_info["config"][k] != simulated_info["config"][k]} == {"out"}
+
+
+def test_every_column_formats_as_torch(flare_build, tmp_path):
+    """Hub users write ``load_dataset(...).with_format("torch")``: times are ISO 8601 strings that
+    it passes through (an Arrow timestamp makes it raise TypeError)."""
+    import torch
+    from datasets import load_dataset
+
+    ds = load_dataset(str(flare_build), split="train", cache_dir=str(tmp_path / "cache")).with_format("torch")
+    assert ds[:4]["image"].shape == (4, 3, 64, 64) and len(ds[:4]["flares"]) == 4  # every column
+    fixed = ds.select_columns(["image", "flare_class", "t_obs"])  # the ragged flares need their own collate
+    batch = next(iter(torch.utils.data.DataLoader(fixed, batch_size=4)))
+    assert batch["image"].shape == (4, 3, 64, 64) and batch["flare_class"].dtype == torch.int64
+    assert [utc_time(t) for t in batch["t_obs"]] == sorted(utc_time(t) for t in batch["t_obs"])
+    x_flare = next(row for row in ds if len(row["flares"]["goes_class"]) > 1)
+    assert x_flare["flares"]["goes_class"] == ["X5.4", "X1.3"]
+    assert x_flare["flares"]["x_px"].dtype == torch.float32
+    assert utc_time(x_flare["flares"]["peak"][0]) == pd.Timestamp("2012-03-07 00:24:00")
+    assert x_flare["t_obs"].endswith("Z")

@@ -497,6 +497,9 @@ class SolarFlarePipeline(DiffusionPipeline):
         normalization (`dict`): ``ClipLogNormalization`` fields; its ``unit`` is the data unit.
         geometry (`dict`, optional): the images' geometry (wavelength, field of view in solar
             radii, plate scale, disk centre, nominal date), passed on in each image's metadata.
+        distillation (`dict`, optional): set for a distilled student (``training/distill.py``):
+            ``guidance_scale`` is distilled into the UNet (one call per step, no other guidance
+            possible) and ``num_inference_steps`` is its default number of steps.
     """
 
     model_cpu_offload_seq = "unet"
@@ -509,6 +512,7 @@ class SolarFlarePipeline(DiffusionPipeline):
         normalization: dict | None = None,
         geometry: dict | None = None,
         flare_positions: list | None = None,
+        distillation: dict | None = None,
     ):
         super().__init__()
         flux_model = unet.config.class_embed_type == "timestep"
@@ -535,6 +539,7 @@ class SolarFlarePipeline(DiffusionPipeline):
             normalization=ClipLogNormalization.from_dict(normalization).to_dict(),
             geometry=dict(geometry or {}),
             flare_positions=[[float(x), float(y)] for x, y in (flare_positions or [])],
+            distillation=dict(distillation or {}),
         )
 
     def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
@@ -667,13 +672,27 @@ class SolarFlarePipeline(DiffusionPipeline):
     def _known(self) -> str:
         return "it knows: " + ", ".join(self.id2label.values())
 
+    def sampling_defaults(self, guidance_scale=None, num_inference_steps=None) -> tuple[float, int]:
+        """The guidance scale and number of steps a call uses: those given, else the model's own
+        (a distilled student's, see ``distillation``) or ``DEFAULT_GUIDANCE`` and ``DEFAULT_STEPS``.
+        A student has its guidance distilled in: another scale is a ``ValueError``."""
+        distilled = self.config.get("distillation") or {}
+        baked = distilled.get("guidance_scale")
+        if guidance_scale is not None and baked is not None and not math.isclose(guidance_scale, baked):
+            raise ValueError(f"this distilled model has guidance {baked:g} built in, so it cannot sample with "
+                             f"guidance {guidance_scale:g}: leave the guidance out or use its teacher "
+                             f"({distilled.get('teacher', 'the model it was distilled from')})")
+        guidance = baked if baked is not None else (DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale)
+        steps = num_inference_steps or distilled.get("num_inference_steps") or DEFAULT_STEPS
+        return float(guidance), int(steps)
+
     @torch.no_grad()
     def __call__(
         self,
         flare_class="X",
         num_images_per_class: int = 1,
-        guidance_scale: float = DEFAULT_GUIDANCE,
-        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float | None = None,
+        num_inference_steps: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "np",
         return_dict: bool = True,
@@ -689,8 +708,10 @@ class SolarFlarePipeline(DiffusionPipeline):
                 of its decade) or a GOES-R flux in W m^-2 (see ``requested_flux``).
             num_images_per_class: images per entry of ``flare_class``.
             guidance_scale: classifier-free guidance weight; 1 is the plain conditional model,
-                0 the unconditional one. Guided steps make one batched UNet call.
-            num_inference_steps: denoising steps of the scheduler.
+                0 the unconditional one. Guided steps make one batched UNet call. Default
+                ``DEFAULT_GUIDANCE``; a distilled student has its own built in (one call per step).
+            num_inference_steps: denoising steps of the scheduler (default ``DEFAULT_STEPS``, or the
+                student's own; see ``sampling_defaults``).
             generator: a ``torch.Generator``, or one per image (image i is then reproducible on
                 its own from its generator's seed).
             output_type: as in diffusers, ``"np"`` (NHWC float32 in [0, 1]), ``"pt"`` (NCHW
@@ -729,10 +750,12 @@ class SolarFlarePipeline(DiffusionPipeline):
         output_type = "data_unit" if output_type == "physical" else output_type
         if num_images_per_class < 1:
             raise ValueError(f"num_images_per_class must be >= 1, got {num_images_per_class}")
-        if not math.isfinite(guidance_scale):
+        if guidance_scale is not None and not math.isfinite(guidance_scale):
             raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
-        if num_inference_steps < 1:
+        if num_inference_steps is not None and num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        guidance_scale, num_inference_steps = self.sampling_defaults(guidance_scale, num_inference_steps)
+        distilled = bool((self.config.get("distillation") or {}).get("guidance_scale") is not None)
         device = self._execution_device
         size = self.unet.config.sample_size
         size = (size, size) if isinstance(size, int) else tuple(size)
@@ -761,7 +784,7 @@ class SolarFlarePipeline(DiffusionPipeline):
             batch_size = len(labels)
             self._check_generators(generator, batch_size)
         null_labels = torch.full_like(labels, self.null_condition)
-        do_guidance = guidance_scale != 1.0
+        do_guidance = guidance_scale != 1.0 and not distilled  # a student's one call holds its guidance
         model_labels = torch.cat([null_labels, labels]) if do_guidance else labels
         if maps is not None:  # the null condition's map is all zeros: no flare, and "not conditioned"
             maps = torch.cat([torch.zeros_like(maps), maps]) if do_guidance else maps

@@ -1,0 +1,304 @@
+"""Distil a SolarFlarePipeline's classifier-free guidance into a student: one UNet call per step.
+
+The method is the first stage of guided distillation (Meng et al. 2023, "On distillation of
+guided diffusion models", CVPR): the student, a copy of the teacher's UNet, learns to output in
+one call what the teacher outputs with guidance,
+
+    target(x_t, t, c) = u + w (c - u),   c = teacher(x_t, t, condition), u = teacher(x_t, t, null),
+
+at noisy training frames x_t (the dataset's own frames, their class, flux and flare map as in
+training; every timestep of the teacher's schedule). Guidance is linear in the teacher's output,
+so the target holds for noise or v prediction alike. The student is saved as a pipeline whose
+``distillation`` config names the guidance ``w`` built in (the pipeline then makes one call per
+step and refuses another scale) and its default number of steps; it samples with the teacher's
+scheduler (DPM-Solver++ multistep), so the same seeds make comparable images.
+
+    solar-diffusion distill --teacher solar_diffusion/models/default \\
+        --dataset data/aia-browse2012-64-3ch --out runs/distill --max-train-steps 2000
+    accelerate launch training/distill.py ...                            # same flags
+
+Checkpoints (``checkpoint-<step>``: student, optimiser, LR schedule and RNG states) resume
+exactly with ``--resume-from-checkpoint latest``, as in ``train_ddpm``; a used ``--out`` is
+refused without it. ``--max-train-minutes`` stops in time, checkpointed, with the student saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from solar_diffusion.files import atomic_write, fault_point
+from solar_diffusion.pipelines import FLARE_MAP_SIGMA_RSUN, rsun_px
+from solar_diffusion.splits import TRAINING_COLUMNS, dataset_argument, dataset_info, image_dtype, load_split
+from solar_diffusion.training.data import Collate
+from solar_diffusion.training.train_ddpm import (RunClock, _checkpoints, check_output_dir, make_accelerator,
+                                                  save_checkpoint, training_loader, trim_losses)
+
+#: Steps the student samples with by default (DPM-Solver++; the teacher's default is 10).
+DEFAULT_STUDENT_STEPS = 4
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    from solar_diffusion.defaults import bundled_model
+
+    p = parser or argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    teacher = bundled_model()
+    p.add_argument("--teacher", default=None if teacher is None else str(teacher), required=teacher is None,
+                   help="the pipeline folder to distil" + (" (default: the bundled model)" if teacher else ""))
+    p.add_argument("--dataset", required=True, type=dataset_argument,
+                   help="its training data: a folder made by build-dataset, a pack, or a Hub dataset id")
+    p.add_argument("--out", "--output-dir", dest="output_dir", required=True, help="the run's folder")
+    p.add_argument("--config-name", default="default")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="the guidance scale built into the student (default: the teacher's default)")
+    p.add_argument("--student-steps", type=int, default=DEFAULT_STUDENT_STEPS,
+                   help=f"the student's default sampling steps (default {DEFAULT_STUDENT_STEPS})")
+    p.add_argument("--train-batch-size", type=int, default=16)
+    p.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    p.add_argument("--learning-rate", type=float, default=2e-5)
+    p.add_argument("--lr-warmup-steps", type=int, default=50)
+    p.add_argument("--max-train-steps", type=int, default=2000)
+    p.add_argument("--max-train-minutes", type=float, default=None, help="wall-clock budget (stops checkpointed)")
+    p.add_argument("--class-balance", type=float, default=0.5,
+                   help="draw frames with class weights count^-balance (0: as they come; default 0.5)")
+    p.add_argument("--checkpointing-steps", type=int, default=250)
+    p.add_argument("--checkpoints-total-limit", type=int, default=2)
+    p.add_argument("--resume-from-checkpoint", default=None, help="'latest' or a checkpoint folder")
+    p.add_argument("--logging-steps", type=int, default=10)
+    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no")
+    p.add_argument("--dataloader-num-workers", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def check_arguments(args):
+    """Refuse values that cannot distil before any work."""
+    for name in ("train_batch_size", "gradient_accumulation_steps", "max_train_steps", "checkpointing_steps",
+                 "logging_steps", "student_steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise ValueError(f"--learning-rate must be a positive number, got {args.learning_rate}")
+    if args.guidance is not None and not math.isfinite(args.guidance):
+        raise ValueError(f"--guidance must be a finite number, got {args.guidance}")
+    if args.max_train_minutes is not None and not args.max_train_minutes > 0:
+        raise ValueError(f"--max-train-minutes must be a positive number, got {args.max_train_minutes}")
+    if not 0 <= args.class_balance <= 1:
+        raise ValueError(f"--class-balance must be in [0, 1], got {args.class_balance}")
+
+
+@torch.no_grad()
+def guided_target(teacher, x_t, t, labels, null, guidance: float, flare_maps=None) -> torch.Tensor:
+    """The teacher's guided output ``u + w (c - u)`` at ``x_t``: the conditional and the null
+    condition in one batched call (a flare model's null map is empty), as the pipeline samples.
+
+    >>> from solar_diffusion import build_unet
+    >>> unet = build_unet("tiny", sample_size=8, num_labels=2).eval()
+    >>> x, t = torch.randn(2, 1, 8, 8), torch.tensor([10, 500])
+    >>> out = guided_target(unet, x, t, torch.tensor([0, 1]), 2, 1.0)  # w = 1: the conditional model
+    >>> torch.allclose(out, unet(x, t, class_labels=torch.tensor([0, 1])).sample, atol=1e-5)
+    True
+    """
+    both = torch.cat([x_t, x_t])
+    if flare_maps is not None:
+        both = torch.cat([both, torch.cat([torch.zeros_like(flare_maps), flare_maps]).to(both.dtype)], dim=1)
+    conditions = torch.cat([torch.full_like(labels, null), labels])
+    uncond, cond = teacher(both, torch.cat([t, t]), class_labels=conditions).sample.float().chunk(2)
+    return uncond + guidance * (cond - uncond)
+
+
+def distillation_loss(student, teacher, scheduler, x0, labels, null, guidance: float, flare_maps=None):
+    """MSE between the student's one call and the teacher's guided output at a noisy frame (a
+    random timestep of the training schedule per frame)."""
+    noise = torch.randn_like(x0)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
+    x_t = scheduler.add_noise(x0, noise, t)
+    target = guided_target(teacher, x_t, t, labels, null, guidance, flare_maps)
+    student_input = x_t if flare_maps is None else torch.cat([x_t, flare_maps.to(x_t.dtype)], dim=1)
+    return F.mse_loss(student(student_input, t, class_labels=labels).sample.float(), target)
+
+
+def distill(args) -> Path:
+    """Run the distillation; returns the student's pipeline folder (``<out>/pipeline``)."""
+    from diffusers import DDPMScheduler
+    from diffusers.optimization import get_scheduler
+    from tqdm.auto import tqdm
+
+    from solar_diffusion import SolarFlarePipeline, null_condition
+    from solar_diffusion.generate import load_pipeline
+    from solar_diffusion.hub import save_pipeline
+    from solar_diffusion.maps import model_name
+
+    start = time.monotonic()
+    check_arguments(args)
+    output_dir = Path(args.output_dir)
+    check_output_dir(output_dir, args.resume_from_checkpoint)
+    teacher_pipe = load_pipeline(args.teacher)
+    if teacher_pipe.config.get("distillation"):
+        raise ValueError(f"{args.teacher} is already a distilled student: distil its teacher instead")
+    guidance, _ = teacher_pipe.sampling_defaults(args.guidance, None)
+    args.logger, args.compile = "none", False  # what make_accelerator reads
+    accelerator = make_accelerator(args, output_dir)
+
+    info = dataset_info(args.dataset)
+    unit = teacher_pipe.normalization.unit
+    if info["unit"] != unit:
+        raise ValueError(f"{args.teacher} makes {unit!r} images, {args.dataset} holds {info['unit']!r}")
+    flare_model = teacher_pipe.conditioning == "flare"
+    columns = TRAINING_COLUMNS + (("flares",) if flare_model else ())
+    train_ds = load_split(args.dataset, "train", args.config_name, columns=columns)
+    if len(train_ds) < args.train_batch_size:
+        raise ValueError(f"the train split of {args.dataset} has {len(train_ds)} frames, fewer than one batch "
+                         f"({args.train_batch_size}): lower --train-batch-size")
+    names = train_ds.features["flare_class"].names
+    label2id = {v: k for k, v in teacher_pipe.id2label.items()}
+    id_map = None if teacher_pipe.conditioning != "class" else \
+        {i: label2id[n] for i, n in enumerate(names) if n in label2id}
+    image_size = teacher_pipe.unet.config.sample_size
+    geometry = teacher_pipe.config.geometry
+    collate = Collate(teacher_pipe.normalization, image_size, id_map, raw=True, dtype=image_dtype(unit),
+                      flare_sigma_px=FLARE_MAP_SIGMA_RSUN * rsun_px(geometry, image_size) if flare_model else None,
+                      dataset_size=info["config"]["size"])
+    args.class_balance = args.class_balance or None
+    loader = training_loader(train_ds, train_ds["flare_class"], collate, args)
+
+    teacher = teacher_pipe.unet.eval().requires_grad_(False)
+    student = copy.deepcopy(teacher).train().requires_grad_(True)
+    scheduler = DDPMScheduler.from_config(teacher_pipe.scheduler.config)  # the training schedule's noise
+    null = null_condition(teacher.config)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=args.learning_rate, weight_decay=0.0)
+    lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=args.lr_warmup_steps)
+    student, optimizer, loader, lr_scheduler = accelerator.prepare(student, optimizer, loader, lr_scheduler)
+    teacher.to(accelerator.device)
+    torch.manual_seed(args.seed + accelerator.process_index)
+
+    global_step = 0
+    checkpoints = _checkpoints(output_dir) if args.resume_from_checkpoint == "latest" else []
+    path = checkpoints[-1] if checkpoints else (Path(args.resume_from_checkpoint) if args.resume_from_checkpoint
+                                                not in (None, "latest") else None)
+    if path is not None:
+        try:
+            accelerator.load_state(str(path))
+        except Exception as error:  # a truncated or corrupt file: name it and what to do
+            reason = (str(error).strip().splitlines() or [""])[0]
+            raise RuntimeError(f"{path}: the checkpoint cannot be read ({type(error).__name__}: {reason}); "
+                               "remove it to resume from the one before, or start afresh in another --out") from None
+        global_step = int(path.name.split("-")[1])
+        accelerator.print(f"resumed from {path} at step {global_step}")
+        if accelerator.is_main_process:
+            trim_losses(output_dir / "losses.jsonl", global_step)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    total_batch = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+    clock = RunClock(start, args.max_train_minutes, total_batch, global_step)
+    steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
+    progress = tqdm(total=args.max_train_steps, initial=global_step, desc="distilling",
+                    disable=not accelerator.is_local_main_process)
+    losses, stop = [], None
+
+    def write_losses():
+        if accelerator.is_main_process and losses:
+            with open(output_dir / "losses.jsonl", "a") as handle:
+                handle.writelines(json.dumps(row) + "\n" for row in losses)
+        losses.clear()
+
+    while global_step < args.max_train_steps and not stop:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(global_step // steps_per_epoch)
+        skip = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+        for images, labels, *flare_maps in (accelerator.skip_first_batches(loader, skip) if skip else loader):
+            with accelerator.accumulate(student):
+                x0 = collate.to_model_space(images)
+                loss = distillation_loss(student, teacher, scheduler, x0, labels, null, guidance,
+                                         flare_maps[0] if flare_maps else None)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(student.parameters(), 1.0)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            global_step += 1
+            losses.append({"step": global_step, "loss": accelerator.gather(loss.detach()).mean().item()})
+            clock.step(global_step)
+            progress.update(1)
+            if global_step % args.logging_steps == 0:
+                progress.set_postfix(loss=f"{losses[-1]['loss']:.5f}")
+            fault_point("distill:step")
+            if global_step % args.checkpointing_steps == 0:
+                write_losses()
+                save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+            if global_step >= args.max_train_steps:
+                stop = "max_train_steps"
+            elif clock.out_of_time(accelerator):
+                stop = "max_train_minutes"
+            if stop:
+                write_losses()
+                if global_step % args.checkpointing_steps:
+                    save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+                break
+    progress.close()
+    write_losses()
+
+    final = output_dir / "pipeline"
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        teacher_name = model_name(args.teacher)
+        distillation = {"method": "guidance distillation (Meng et al. 2023, stage 1)", "teacher": teacher_name,
+                        "guidance_scale": guidance, "num_inference_steps": args.student_steps, "steps": global_step,
+                        "train_batch_size": total_batch, "learning_rate": args.learning_rate,
+                        "dataset": model_name(args.dataset)}
+        pipe = SolarFlarePipeline(accelerator.unwrap_model(student).eval(), teacher_pipe.scheduler,
+                                  id2label=teacher_pipe.id2label, normalization=teacher_pipe.config.normalization,
+                                  geometry=geometry, flare_positions=teacher_pipe.config.flare_positions,
+                                  distillation=distillation)
+        save_pipeline(pipe, final, student_card(distillation, teacher_pipe))
+        summary = clock.summary(global_step, stop or "max_train_steps") | {"distillation": distillation,
+                                                                           "torch": torch.__version__}
+        atomic_write(output_dir / "distill_summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+        accelerator.print(f"distilled {summary['steps_this_run']} steps in {summary['train_s']:.0f} s "
+                          f"({summary['images_per_s']:.1f} frames/s); student in {final}")
+    accelerator.end_training()
+    return final
+
+
+def student_card(distillation: dict, teacher_pipe) -> str:
+    """The student's model card: what it is, how it was made and how to call it."""
+    teacher = distillation["teacher"]
+    return f"""---
+library_name: diffusers
+tags: [solar-physics, sdo-aia, diffusion, distillation]
+base_model: {teacher}
+---
+# Guidance-distilled student of {teacher}
+
+One UNet call per sampling step: classifier-free guidance {distillation['guidance_scale']:g} is built
+in ({distillation['method']}), so it cannot sample with another guidance scale. It samples with
+{type(teacher_pipe.scheduler).__name__} in {distillation['num_inference_steps']} steps by default.
+Conditioning ({teacher_pipe.conditioning}), data unit, normalisation and geometry are its teacher's.
+
+Distilled for {distillation['steps']} steps, batch {distillation['train_batch_size']}, learning rate
+{distillation['learning_rate']:g}, on {distillation['dataset']}.
+
+```python
+from solar_diffusion import SolarFlarePipeline
+pipe = SolarFlarePipeline.from_pretrained("path/or/hub-id")
+images = pipe("M5", num_images_per_class=4).images   # {distillation['num_inference_steps']} steps, one call each
+```
+"""
+
+
+def main(argv=None) -> Path:
+    return distill(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
