@@ -101,7 +101,7 @@ def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_
     import pyarrow.parquet as pq
 
     from solar_diffusion.generate import load_pipeline, sample_batches
-    from solar_diffusion.maps import model_name
+    from solar_diffusion.hub import model_name
     from solar_diffusion.pipelines import requested_flux, rsun_px
     from solar_diffusion.splits import dataset_info, image_dtype, split_table
 

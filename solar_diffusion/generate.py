@@ -8,16 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from solar_diffusion.files import atomic_write
-from solar_diffusion.pipelines import (
-    DEFAULT_GUIDANCE,
-    FLARE_LETTERS,
-    SolarFlarePipeline,
-    north_up,
-    scheduler_step_kwargs,
-)
+from solar_diffusion.hub import model_name as readable_model_name
+from solar_diffusion.startup import scipy_on_demand
+
+with scipy_on_demand():  # diffusers' UNet and schedulers without scipy.stats at start-up (0.8 s)
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    from solar_diffusion.pipelines import (
+        DEFAULT_GUIDANCE,
+        FLARE_LETTERS,
+        SolarFlarePipeline,
+        north_up,
+        scheduler_step_kwargs,
+    )
 
 SCHEDULERS = {
     "ddpm": (DDPMScheduler, {}),
@@ -46,7 +51,8 @@ def use_scheduler(pipe: SolarFlarePipeline, name: str) -> SolarFlarePipeline:
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}: choose one of {sorted(SCHEDULERS)}")
     cls, overrides = SCHEDULERS[name]
-    pipe.scheduler = cls.from_config(pipe.scheduler.config, **overrides)
+    with scipy_on_demand():  # from_config imports every compatible scheduler's module
+        pipe.scheduler = cls.from_config(pipe.scheduler.config, **overrides)
     return pipe
 
 
@@ -107,7 +113,8 @@ def load_pipeline(model: str | os.PathLike, device: str | None = None, channels_
         raise FileNotFoundError(f"{model} is not a saved SolarFlarePipeline: it has no model_index.json")
     if device:
         check_device(device)
-    pipe = SolarFlarePipeline.from_pretrained(str(model))
+    with scipy_on_demand():  # loading the scheduler imports every compatible scheduler's module
+        pipe = SolarFlarePipeline.from_pretrained(str(model))
     if device:
         pipe.to(device)
     set_unet_dtype(pipe, dtype)
@@ -167,22 +174,33 @@ def sample_batches(pipe: SolarFlarePipeline, labels, seed: int = 0, num_inferenc
 
 @torch.inference_mode()
 def sample_separate_guidance(pipe: SolarFlarePipeline, label: str, num_inference_steps: int = 1000,
-                             guidance_scale: float = DEFAULT_GUIDANCE, seed: int = 0) -> torch.Tensor:
+                             guidance_scale: float = DEFAULT_GUIDANCE, seed: int = 0,
+                             flare_position=None) -> torch.Tensor:
     """One image the way the paper samples: the pipeline's scheduler, with the conditional and
     the null UNet calls made separately at batch 1 on every step (the pipeline batches them).
     With ``use_scheduler(pipe, "ddpm")`` and 1000 steps this is the paper's ancestral sampler;
-    it is the baseline of the sampling benchmarks. Returns (1, C, H, W) in model space."""
+    it is the baseline of the sampling benchmarks. A flare model takes ``flare_position`` (as the
+    pipeline does; None draws one with ``seed``) and its flare map. Returns (1, C, H, W) in model
+    space."""
     unet, scheduler = pipe.unet, pipe.scheduler
-    cond = pipe.conditions(label)[0].to(unet.device)
-    null = torch.full_like(cond, pipe.null_condition)
     size = unet.config.sample_size
+    maps = null_maps = None
+    if pipe.conditioning == "flare":
+        request = pipe.flare_request([(label, flare_position)], size, np.random.default_rng(seed))
+        cond, maps = pipe.flare_inputs([request], size)
+        null_maps = torch.zeros_like(maps)
+    else:
+        cond = pipe.conditions(label)[0]
+    cond = cond.to(unet.device)
+    null = torch.full_like(cond, pipe.null_condition)
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn((1, unet.config.in_channels, size, size), generator=generator).to(unet.device)
+    x = torch.randn((1, unet.config.out_channels or unet.config.in_channels, size, size),
+                    generator=generator).to(unet.device)
     scheduler.set_timesteps(num_inference_steps)
     step_kwargs = scheduler_step_kwargs(scheduler, generator)
     for t in scheduler.timesteps:
-        c = unet(x, t, class_labels=cond).sample
-        u = unet(x, t, class_labels=null).sample
+        c = unet(x if maps is None else torch.cat([x, maps], dim=1), t, class_labels=cond).sample
+        u = unet(x if maps is None else torch.cat([x, null_maps], dim=1), t, class_labels=null).sample
         x = scheduler.step(u + guidance_scale * (c - u), t, x, **step_kwargs).prev_sample
     return x.clamp(-1, 1)
 
@@ -234,6 +252,7 @@ def generate_to_folder(
         for flare_class, position in zip(classes, padded):  # every request checked before any image is made
             pipe.flare_request([(flare_class, position)], pipe.unet.config.sample_size, np.random.default_rng(0))
     clear_earlier_run(out_dir, overwrite)
+    model_name = readable_model_name(model_name)  # records and titles name no machine path
     out_dir.mkdir(parents=True, exist_ok=True)
     records, previews = [], []
     bar = job_bar(len(labels), "generating", "image", show=progress)
@@ -325,13 +344,14 @@ def write_contact_sheets(out_dir, model_images, labels, captions, title: str, wa
     if len(wavelengths) > 1:  # one sheet per channel, each in its own AIA colour map
         for channel, wavelength in enumerate(wavelengths):
             write_contact_sheet(out_dir / f"{stem}_{int(wavelength):04d}.png", model_images, labels, captions,
-                                title=f"{title} {int(wavelength)} Å", cmap=f"sdoaia{int(wavelength)}",
+                                title=f"{title}  AIA {int(wavelength)}", cmap=f"sdoaia{int(wavelength)}",
                                 channel=channel, markers=markers)
 
 
 def preview_image(model_image: np.ndarray, channel: int | None = None, cmap: str | None = None):
     """8-bit PIL preview of a model-space CHW image: RGB for three channels, else the first one;
-    ``channel`` alone, in the matplotlib colour map ``cmap`` where given (sunpy's ``sdoaia94``...).
+    ``channel`` alone, in the AIA colour map ``cmap`` where given (sunpy's ``sdoaia94``...,
+    shipped as tables in ``solar_diffusion.colormaps``).
 
     Arrays follow the FITS convention (row 0 is the south edge); the preview is flipped so
     that north is up.
@@ -344,12 +364,9 @@ def preview_image(model_image: np.ndarray, channel: int | None = None, cmap: str
 
     levels = (np.clip(model_image, -1, 1) + 1) / 2
     if channel is not None and cmap:
-        import matplotlib
+        from solar_diffusion.colormaps import colorize
 
-        import sunpy.visualization.colormaps  # noqa: F401  (registers the sdoaia colour maps)
-
-        rgb = matplotlib.colormaps[cmap](north_up(levels[channel]))[..., :3]
-        return Image.fromarray(np.round(rgb * 255).astype(np.uint8))
+        return Image.fromarray(colorize(north_up(levels[channel]), cmap))
     pixels = north_up(np.round(levels * 255).astype(np.uint8))
     if channel is not None:
         return Image.fromarray(pixels[channel])
@@ -358,53 +375,62 @@ def preview_image(model_image: np.ndarray, channel: int | None = None, cmap: str
 
 def write_contact_sheet(path, model_images, labels, captions, title: str = "", cmap: str = "sdoaia171",
                         channel: int | None = None, markers=None):
-    """A grid of model-space images, one row per label, each captioned, in a sunpy AIA colour map.
+    """A grid of model-space images, north up, one row per label, each captioned, as a PNG.
 
-    ``channel`` shows that channel alone in ``cmap``; by default three-channel images are shown as
-    RGB and others by their first channel. ``markers`` (per image, a list of (x, y) pixel
-    positions, row 0 south) are circled: the requested flare positions.
+    ``channel`` shows that channel alone in the AIA colour map ``cmap``; by default three-channel
+    images are shown as RGB and others by their first channel in ``cmap``. ``markers`` (per
+    image, a list of (x, y) pixel positions, row 0 south) are circled: the requested flare
+    positions. Drawn with PIL alone (no matplotlib: a contact sheet costs milliseconds).
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "sheet.png"
+    >>> write_contact_sheet(path, [np.zeros((3, 8, 8))] * 3, ["M", "M", "X"], ["seed 0", "seed 1", "seed 2"])
+    >>> from PIL import Image; Image.open(path).size
+    (268, 296)
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import sunpy.visualization.colormaps  # noqa: F401  (registers the sdoaia colour maps)
-    from matplotlib.patches import Circle
+    from PIL import Image, ImageDraw
 
     rows = list(dict.fromkeys(labels))
     per_row = [[i for i, label in enumerate(labels) if label == row] for row in rows]
     ncols = max(len(r) for r in per_row)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.6 * ncols, 1.7 * len(rows)), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
+    size = model_images[0].shape[-1]
+    scale = max(1, -(-128 // size))  # tiles of at least 128 px
+    tile, pad, text_h = size * scale, 4, 14
+    font = _font(11)
+    top = text_h + pad if title else 0
+    sheet = Image.new("RGB", (pad + ncols * (tile + pad), top + pad + len(rows) * (tile + text_h + pad)), "white")
+    draw = ImageDraw.Draw(sheet)
+    if title:
+        _text(draw, (pad, pad // 2), title, font)
     for r, (row, members) in enumerate(zip(rows, per_row)):
         for c, i in enumerate(members):
-            image = model_images[i]
-            if channel is not None:
-                shown = image[channel]
+            image = np.asarray(model_images[i])
+            if channel is None and image.shape[0] == 3:
+                picture = preview_image(image)
             else:
-                shown = np.moveaxis((image + 1) / 2, 0, -1) if image.shape[0] == 3 else image[0]
-            axes[r, c].imshow(shown, cmap=cmap, vmin=-1, vmax=1, origin="lower")
+                picture = preview_image(image, 0 if channel is None else channel, cmap)
+            x0, y0 = pad + c * (tile + pad), top + pad + r * (tile + text_h + pad)
+            _text(draw, (x0, y0), f"{row}  {captions[i]}", font)
+            sheet.paste(picture.resize((tile, tile), Image.Resampling.NEAREST), (x0, y0 + text_h))
+            radius = max(2.0, size / 16) * scale
             for x, y in (markers[i] if markers else []):
-                axes[r, c].add_patch(Circle((x, y), radius=max(2.0, image.shape[-1] / 16), fill=False,
-                                            edgecolor="cyan", linewidth=0.8))
-            axes[r, c].set_title(f"{row}  {captions[i]}", fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    atomic_write(Path(path), lambda tmp: save_figure_png(fig, tmp))
-    plt.close(fig)
+                cx, cy = x0 + (x + 0.5) * scale, y0 + text_h + (size - 0.5 - y) * scale  # north up
+                draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), outline=(0, 255, 255))
+    atomic_write(Path(path), lambda tmp: sheet.save(tmp, format="PNG", optimize=True))
 
 
-def save_figure_png(fig, path, dpi: int = 110):
-    """A matplotlib figure as a PNG of at most 256 colours (a third of the bytes of full colour for
-    these sheets; reports and model cards carry many)."""
-    import io
+def _font(size: int):
+    from PIL import ImageFont
 
-    from PIL import Image
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1 with FreeType: a scalable font
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
 
-    buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=dpi, format="png")
-    buffer.seek(0)
-    Image.open(buffer).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(path, format="PNG",
-                                                                                           optimize=True)
+
+def _text(draw, xy, text: str, font):
+    """Text that the font can draw (the bitmap fallback font has no "Å")."""
+    try:
+        draw.text(xy, text, fill="black", font=font)
+    except UnicodeEncodeError:
+        draw.text(xy, text.encode("ascii", "replace").decode(), fill="black", font=font)

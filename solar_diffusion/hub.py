@@ -11,6 +11,21 @@ import tempfile
 from pathlib import Path
 
 
+def model_name(model) -> str:
+    """How a generated file names its model: a Hub id as given, a local folder by its last part
+    (never a path of the machine that made it).
+
+    >>> model_name("/home/me/runs/flare-64/pipeline"), model_name("solar/flares-64"), model_name("")
+    ('flare-64/pipeline', 'solar/flares-64', '')
+    """
+    text = str(model)
+    path = Path(text)
+    if not text or not (path.is_absolute() or text.startswith(".") or path.exists()):
+        return text  # a Hub id ("owner/name") or nothing
+    parts = path.resolve().parts
+    return "/".join(parts[-2:]) if parts[-1] in ("pipeline", "default") else parts[-1]
+
+
 def save_pipeline(pipe, folder, model_card: str | None = None) -> Path:
     """``save_pretrained`` (which writes the standalone ``pipeline.py``) and, if given, the model card.
 

@@ -23,6 +23,7 @@ from sunpy.coordinates import Helioprojective, get_earth, sun
 
 from solar_diffusion import __version__
 from solar_diffusion.files import atomic_write
+from solar_diffusion.hub import model_name
 from solar_diffusion.units import BROWSE, data_unit
 from solar_diffusion.pipelines import ClipLogNormalization, disk_center_px, image_center_px
 
@@ -215,21 +216,6 @@ def synthetic_map(image: np.ndarray, metadata: dict, model: str = "") -> sunpy.m
 
         smap.plot_settings["norm"] = ImageNormalize(vmin=0, vmax=255, stretch=LinearStretch(), clip=False)
     return smap
-
-
-def model_name(model) -> str:
-    """How a generated file names its model: a Hub id as given, a local folder by its last part
-    (never a path of the machine that made it).
-
-    >>> model_name("/home/me/runs/flare-64/pipeline"), model_name("solar/flares-64"), model_name("")
-    ('flare-64/pipeline', 'solar/flares-64', '')
-    """
-    text = str(model)
-    path = Path(text)
-    if not text or not (path.is_absolute() or text.startswith(".") or path.exists()):
-        return text  # a Hub id ("owner/name") or nothing
-    parts = path.resolve().parts
-    return "/".join(parts[-2:]) if parts[-1] in ("pipeline", "default") else parts[-1]
 
 
 def write_fits(path, image: np.ndarray, metadata: dict, model: str = "") -> Path:

@@ -80,7 +80,7 @@ def _output_root() -> Path:
 
 def build_demo(model=None) -> gr.Blocks:
     """The Space's page around the pipeline of ``load_model(model)``."""
-    from solar_diffusion.maps import model_name
+    from solar_diffusion.hub import model_name
 
     pipe = load_model(model)
     name = model_name(model_source(model) or "solar-diffusion")

@@ -11,22 +11,25 @@ from solar_diffusion.generate import sample_separate_guidance
 
 
 def _pipeline(conditioning, scheduler):
+    from solar_diffusion.maps import disk_geometry
+
     torch.manual_seed(0)
     unet = build_unet("tiny", 16, num_labels=3, conditioning=conditioning).eval()
     id2label = {0: "quiet", 1: "C", 2: "X"} if conditioning == "class" else None
-    pipe = SolarFlarePipeline(unet, scheduler, id2label=id2label)
+    pipe = SolarFlarePipeline(unet, scheduler, id2label=id2label, geometry=disk_geometry(16, rsun_px=16 / 2.36))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-@pytest.mark.parametrize("conditioning", ["class", "flux"])
+@pytest.mark.parametrize("conditioning", ["class", "flux", "flare"])
 @pytest.mark.parametrize("scheduler", [DDIMScheduler, UniPCMultistepScheduler])
 def test_separate_calls_equal_the_batched_guidance(conditioning, scheduler):
     # deterministic schedulers, so the images depend only on the noise and the null condition
     pipe = _pipeline(conditioning, scheduler())
-    paper = sample_separate_guidance(pipe, "X", num_inference_steps=4, guidance_scale=3.0, seed=7)
+    where = {"flare_position": ("px", 5.0, 9.0)} if conditioning == "flare" else {}
+    paper = sample_separate_guidance(pipe, "X", num_inference_steps=4, guidance_scale=3.0, seed=7, **where)
     batched = pipe("X", num_inference_steps=4, guidance_scale=3.0, generator=[torch.Generator().manual_seed(7)],
-                   output_type="model").images
+                   output_type="model", **where).images
     np.testing.assert_allclose(paper.numpy(), batched.numpy(), atol=5e-4)  # batched and separate calls round differently
     # the null condition matters: guiding away from another condition gives other images
     assert pipe.null_condition == (3 if conditioning == "class" else -100.0)

@@ -134,7 +134,7 @@ def distill(args) -> Path:
     from solar_diffusion import SolarFlarePipeline, null_condition
     from solar_diffusion.generate import load_pipeline
     from solar_diffusion.hub import save_pipeline
-    from solar_diffusion.maps import model_name
+    from solar_diffusion.hub import model_name
 
     start = time.monotonic()
     check_arguments(args)

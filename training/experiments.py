@@ -193,7 +193,7 @@ class Experiment:
         from solar_diffusion.training.data import SafeAugmentation, noise_level
 
         self.args, self.out = args, Path(args.out)
-        from solar_diffusion.maps import model_name
+        from solar_diffusion.hub import model_name
 
         self.model = args.model or str(BUNDLED_MODEL)
         self.model_name = model_name(self.model)  # in reports: never a path of this machine

@@ -1,0 +1,50 @@
+"""Start-up time: what keeps ``solar-diffusion generate`` from importing what it does not use."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from contextlib import contextmanager
+
+
+class ScipyOnDemand:
+    """``scipy`` for a module imported without it: ``.stats`` imports scipy.stats on first use.
+
+    >>> float(ScipyOnDemand().stats.norm.ppf(0.5))
+    0.0
+    """
+
+    def __getattr__(self, name):
+        if name.startswith("_"):  # introspection (copy, pickle, inspect) imports nothing
+            raise AttributeError(name)
+        return importlib.import_module(f"scipy.{name}")
+
+
+@contextmanager
+def scipy_on_demand():
+    """Import diffusers' modules inside this block without scipy.stats.
+
+    diffusers' DPM-Solver, Euler, Heun and LMS scheduler modules import scipy.stats as they load
+    (importing ``UNet2DModel`` loads several of them), for beta sigmas that these models never
+    use: about 0.8 s of ``generate``'s 2-core start-up. Inside the block diffusers is told that
+    scipy is absent; the scheduler modules loaded in it then get scipy on demand, so beta sigmas
+    still work (``tests/test_startup.py``). Where diffusers has no such flag, nothing changes.
+    """
+    import diffusers.models  # noqa: F401  (their lazy import tables are built with scipy present
+    import diffusers.schedulers  # noqa: F401  so that no scheduler becomes a scipy-less dummy)
+    from diffusers.utils import import_utils
+
+    flag = getattr(import_utils, "_scipy_available", None)
+    if not flag or "scipy.stats" in sys.modules:
+        yield
+        return
+    before = set(sys.modules)
+    import_utils._scipy_available = False
+    try:
+        yield
+    finally:
+        import_utils._scipy_available = flag
+        for name in set(sys.modules) - before:
+            module = sys.modules[name]
+            if name.startswith("diffusers.schedulers.scheduling_") and not hasattr(module, "scipy"):
+                module.scipy = ScipyOnDemand()
