@@ -13,6 +13,7 @@ import math
 import os
 import re
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -285,6 +286,31 @@ def flare_features() -> dict:
     return {name: List(types.get(name, Value("float32"))) for name in FLARE_FIELDS}
 
 
+def skip_reasons(rejected: list) -> str:
+    """The reasons frames were skipped, counted by kind, most frequent first.
+
+    >>> skip_reasons([{"file": "a.jpg", "reason": "a.jpg: cannot be decoded as an image (bad header)"},
+    ...               {"file": "b.jpg", "reason": "b.jpg: not a whole solar disk in 131 Å: contrast 0.5"},
+    ...               {"file": "c.jpg", "reason": "c.jpg: cannot be decoded as an image (truncated)"}])
+    '2 cannot be decoded as an image; 1 not a whole solar disk in 131 Å'
+    """
+    kinds = Counter(r["reason"].removeprefix(f"{r['file']}: ").split(" (")[0].split(":")[0].strip() for r in rejected)
+    return "; ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+
+
+def remove_empty_build(out: Path, config: BuildConfig, tasks: list, new_folder: bool):
+    """Remove the shards (all empty) and their records that a build which kept no frame wrote, and
+    its folders where it made them: nothing unusable is left to be taken for a dataset."""
+    for _, config_, split, k, n, _, _ in tasks:
+        path = _shard_path(out, config_, split, k, n)
+        path.unlink(missing_ok=True)
+        path.with_suffix(".rejected.json").unlink(missing_ok=True)
+    (out / ".build_settings.json").unlink(missing_ok=True)  # nothing kept: another build may use the folder
+    for folder in (out / config.config_name, out) if new_folder else ():
+        if folder.exists() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 def dataset_features(vocabulary: list[str], n_channels: int, size: int, unit: str):
     """The ``datasets.Features`` of a build: ``image`` is channels first in the data unit; the
     units of every column are in ``card.COLUMNS``."""
@@ -388,6 +414,7 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
     from tqdm.auto import tqdm
 
     out = Path(config.out)
+    new_folder = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     plan, rejected, unassigned = plan_build(index, events, xrs, config)
     if plan.empty:
@@ -424,6 +451,11 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
         rejected += side["rejected"] if isinstance(side, dict) else side  # a list: a shard of an older build
         frame_notes += side.get("notes", []) if isinstance(side, dict) else []
     counts, rsun_median, clipped = summarize_shards(out, config, vocabulary, unit)
+    if int(counts.to_numpy().sum()) == 0:
+        remove_empty_build(out, config, tasks, new_folder)
+        first = rejected[0]["reason"] if rejected else "no reason recorded"
+        raise ValueError(f"every one of the {len(plan)} frames was skipped ({skip_reasons(rejected)}; the first: "
+                         f"{first}): nothing was built; fix the images or the settings")
     positions = count_flare_positions(_shards(out, config))
     info = {
         "schema_version": SCHEMA_VERSION,

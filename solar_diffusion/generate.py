@@ -235,7 +235,7 @@ def generate_to_folder(
     from solar_diffusion.progress import job_bar
 
     if file_format == "fits":  # sunpy.map and astropy: imported only to write FITS (a second or more at start-up)
-        from solar_diffusion.maps import write_fits
+        from solar_diffusion.maps import write_fits  # noqa: F401  (here: a missing sunpy fails before any work)
 
     if file_format not in FORMATS:
         raise ValueError(f"unknown format {file_format!r}: choose one of {FORMATS}")
@@ -254,8 +254,49 @@ def generate_to_folder(
     clear_earlier_run(out_dir, overwrite)
     model_name = readable_model_name(model_name)  # records and titles name no machine path
     out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir)
+    guidance, steps = pipe.sampling_defaults(guidance_scale, num_inference_steps)
+    settings = {"model": model_name, "scheduler": type(pipe.scheduler).__name__, "num_inference_steps": steps,
+                "guidance_scale": guidance, "format": file_format}
     records, previews = [], []
-    bar = job_bar(len(labels), "generating", "image", show=progress)
+    try:
+        _generate_files(pipe, out_dir, labels, seed, num_inference_steps, guidance_scale, batch_size, positions,
+                        file_format, model_name, records, previews, job_bar(len(labels), "generating", "image",
+                                                                            show=progress))
+    except KeyboardInterrupt:  # the images written so far are whole: record them, so --overwrite can clear them
+        write_record(out_dir, settings | {"interrupted": True}, records)
+        raise
+    write_record(out_dir, settings, records)
+    names, captions = [r["flare_class"] for r in records], [f"seed {r['seed']}" for r in records]
+    markers = [[f["position_px"] for f in r.get("flares", [])] for r in records]
+    write_contact_sheets(out_dir, previews, names, captions, model_name,
+                         pipe.config.geometry.get("wavelengths_angstrom") or [], markers)
+    return records
+
+
+def check_writable(out_dir: Path):
+    """Refuse, before any image is made, an output folder this process cannot write to."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise PermissionError(err.errno, f"cannot write to --out (nothing was generated): {err.strerror}",
+                              str(out_dir)) from None
+
+
+def write_record(out_dir: Path, settings: dict, records: list):
+    """``generation.json``: the run's settings and, per image, its metadata and files."""
+    atomic_write(out_dir / RUN_RECORD, lambda tmp: Path(tmp).write_text(
+        json.dumps({"settings": settings, "images": records}, indent=1)))
+
+
+def _generate_files(pipe, out_dir, labels, seed, num_inference_steps, guidance_scale, batch_size, positions,
+                    file_format, model_name, records, previews, bar):
+    """Sample and write the images, appending each one's record as soon as its files are whole."""
+    if file_format == "fits":
+        from solar_diffusion.maps import write_fits
     for out in sample_batches(pipe, labels, seed, num_inference_steps, guidance_scale, batch_size, positions):
         model_space = out.images.cpu().numpy()
         physical = pipe.normalization.inverse(model_space).astype(np.float32)
@@ -285,21 +326,6 @@ def generate_to_folder(
             previews.append(model_image)
             bar.update(1)
     bar.close()
-    guidance_scale, num_inference_steps = pipe.sampling_defaults(guidance_scale, num_inference_steps)
-    settings = {
-        "model": model_name,
-        "scheduler": type(pipe.scheduler).__name__,
-        "num_inference_steps": num_inference_steps,
-        "guidance_scale": guidance_scale,
-        "format": file_format,
-    }
-    atomic_write(out_dir / RUN_RECORD, lambda tmp: Path(tmp).write_text(
-        json.dumps({"settings": settings, "images": records}, indent=1)))
-    names, captions = [r["flare_class"] for r in records], [f"seed {r['seed']}" for r in records]
-    markers = [[f["position_px"] for f in r.get("flares", [])] for r in records]
-    write_contact_sheets(out_dir, previews, names, captions, model_name,
-                         pipe.config.geometry.get("wavelengths_angstrom") or [], markers)
-    return records
 
 
 #: The record of a generate run in its folder: settings and, per image, its metadata and files.

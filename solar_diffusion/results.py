@@ -31,7 +31,8 @@ def load_reports(reports: Path) -> dict:
 
     return {"evaluation": read("evaluation/metrics.json"), "paper_evaluation": read("evaluation-paper-171/metrics.json"),
             "classifier": read("experiments/classifier/results.json"),
-            "predictor": read("experiments/predictor/results.json"), "sampling": read("bench_sampling.json")}
+            "predictor": read("experiments/predictor/results.json"), "sampling": read("bench_sampling.json"),
+            "student": read("bench_student.json")}
 
 
 def _default_row(sampling: dict, size: int = 64) -> dict | None:
@@ -125,6 +126,8 @@ def results_page(results: dict) -> str:
         lines += _predictor_section(results["predictor"])
     if results["sampling"]:
         lines += _sampling_section(results["sampling"])
+    if results["student"]:
+        lines += _student_section(results["student"])
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -226,6 +229,67 @@ def _sampling_section(sampling: dict) -> list:
                          f"{row['seconds_per_image_batch1']:.2f} | {row['speedup_vs_paper_batch1']:.0f}x | "
                          + (f"{batch16:.2f} | {row['speedup_vs_paper_batch16']:.0f}x |" if batch16 else "| |"))
     return lines + [""]
+
+
+def _student_section(student: dict) -> list:
+    """The distilled student against the paper's sampler and the teacher's defaults."""
+    d = student["student"]
+    lines = ["## Distilled student: one UNet call per step", "",
+             f"`{student['command']}` ({student['cpu_count']} CPU cores, torch {student['torch']}). The student: "
+             f"{d['method']}, guidance {d['guidance_scale']:g} built in, {d['steps']} distillation steps of batch "
+             f"{d['train_batch_size']} from `{d['teacher']}`.", ""]
+    if student.get("speed"):
+        lines += ["| sampler | s / image, batch 1 | vs the paper's | vs the defaults | s / image, batch 16 | vs the "
+                  "paper's | vs the defaults |", "|---|---|---|---|---|---|---|"]
+        for row in student["speed"]:
+            cells = [f"{row['seconds_per_image_batch1']:.3f}"]
+            if "speedup_vs_paper_batch1" in row:
+                cells += [f"{row['speedup_vs_paper_batch1']:.0f}x", f"{row['speedup_vs_defaults_batch1']:.2f}x",
+                          f"{row['seconds_per_image_batch16']:.3f}", f"{row['speedup_vs_paper_batch16']:.0f}x",
+                          f"{row['speedup_vs_defaults_batch16']:.2f}x"]
+            else:
+                cells += ["1x", "", "", "", ""]
+            lines.append(f"| {row['row']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if student.get("startup"):
+        start = student["startup"]
+        lines += ["Start-up (fresh processes, best of the repeats): `python -c \"import torch, diffusers\"` "
+                  f"{start['import torch, diffusers']:.2f} s; `solar-diffusion generate` of one image: "
+                  + "; ".join(f"{name.split(': ')[1]} {value:.2f} s ({start['above the imports: ' + name.split(': ')[1]]:+.2f}"
+                              " s above the imports)" for name, value in start.items()
+                              if name.startswith("generate one image")) + ".", ""]
+    q = student.get("quality")
+    if q:
+        lines += [f"Quality against the teacher's defaults ((b), the same seeds and flare positions), "
+                  f"{q['generated_per_class']} images per class ({', '.join(q['classes'])}); Fréchet distance to "
+                  f"{q['real_per_class']} real test frames per class of {', '.join(q['judged'])}; paired differences "
+                  f"with {q['level']:.0%} intervals; equivalent = the interval inside ±{q['margin_fraction']:.0%} of "
+                  "the real-vs-real floor (FD) or of the teacher's flare contrast (signature).", "",
+                  "| measure | margin | " + " | ".join(_quality_rows(q)) + " |",
+                  "|---|---|" + "---|" * len(_quality_rows(q))]
+        for space, block in q["feature_spaces"].items():
+            lines.append(f"| FD, {space} (teacher {block['teacher_fd']:.1f}, floor {block['floor_fd']:.1f}) | "
+                         f"±{block['margin']:.2f} | " + " | ".join(_difference(block["rows"].get(name))
+                                                         for name in _quality_rows(q)) + " |")
+        for wavelength, block in q.get("flare_signature", {}).items():
+            lines.append(f"| flare signature {wavelength} Å (teacher {block['teacher_signature']:.3f}) | "
+                         f"±{block['margin']:.3f} | " + " | ".join(_difference(block["rows"].get(name), 3)
+                                                          for name in _quality_rows(q)) + " |")
+        lines.append("")
+    return lines
+
+
+def _quality_rows(q: dict) -> list:
+    first = next(iter(q["feature_spaces"].values()))
+    return list(first["rows"])
+
+
+def _difference(row, digits: int = 2) -> str:
+    if not row:
+        return ""
+    d = row["paired_difference"]
+    verdict = "equivalent" if row["equivalent"] else "not shown equivalent"
+    return f"{d['value']:+.{digits}f} [{d['low']:+.{digits}f}, {d['high']:+.{digits}f}] {verdict}"
 
 
 def _with_summary(text: str, block: str, path: Path) -> str:

@@ -64,6 +64,24 @@ def test_a_flare_list_that_misses_the_images_dates_is_reported(shared_data, tmp_
     assert record["label_coverage"]["frames_in_flare_list_gaps"] == len(index)
 
 
+def test_the_command_warns_when_the_flare_list_misses_the_images(shared_data, tmp_path, capsys):
+    """The build command says so on stderr, naming where to look."""
+    from solar_diffusion.cli import main
+
+    hek = shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv"
+    lines = hek.read_text().splitlines()
+    other_year = tmp_path / "hek_2015.csv"
+    other_year.write_text("\n".join([lines[0]] + [line for line in lines[1:] if line.startswith("\"2015-")]) + "\n")
+    index = index_images(shared_data / "sdo_browse_2012" / "index.csv")
+    day = index[index["t_obs"].dt.strftime("%m-%d") == "03-07"].head(3)
+    day[["file", "t_obs"]].to_csv(tmp_path / "index.csv", index=False)
+    assert main(["build-dataset", "--images", str(tmp_path / "index.csv"), "--flare-list", str(other_year),
+                 "--size", "16", "--splits", "train=1-12", "--out", str(tmp_path / "ds")]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: 3 frames lie where the flare lists have a known gap or no flare in progress" in err
+    assert "label_coverage" in err
+
+
 def test_a_different_build_into_a_used_folder_is_refused_and_the_same_one_resumes(shared_data, tmp_path, monkeypatch):
     from solar_diffusion.dataset_builder.flares import read_hek_csv
 

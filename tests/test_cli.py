@@ -2,6 +2,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +197,85 @@ def test_a_device_this_machine_lacks_is_one_line_and_exit_1(tiny_model_dir, tmp_
     err = capsys.readouterr().err
     assert err.startswith("error: --device cuda: no CUDA device is available here") and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("truncate weights", "diffusion_pytorch_model.safetensors"),
+    ("garble model_index.json", "model_index.json"),
+])
+def test_damaged_model_files_are_named_in_one_line(tiny_model_dir, tmp_path, capsys, damage, words):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    if damage == "truncate weights":
+        weights = model / "unet" / "diffusion_pytorch_model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])  # a download cut short
+    else:
+        (model / "model_index.json").write_text('{"_class_name": "SolarFlarePipeline", ')
+    code = main(["generate", "--model", str(model), "--steps", "1", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code in (1, 2) and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: ") and words in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def _lock(folder: Path) -> str:
+    """Make ``folder`` unwritable for this process: read-only mode, or for root (who writes anywhere)
+    the immutable attribute; the command that undoes it. Skips where neither is possible."""
+    import os
+
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return "chmod"
+    done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"running as root without chattr +i ({done.stderr.decode().strip()}): no folder is unwritable")
+    return "chattr"
+
+
+def test_an_output_folder_without_write_permission_is_refused_before_sampling(tiny_model_dir, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    how = _lock(locked)
+    try:
+        for out, words in ((locked, "cannot write to --out (nothing was generated)"), (locked / "new", "")):
+            code = main(["generate", "--model", str(tiny_model_dir), "--steps", "1", "--num-images", "1",
+                         "--out", str(out)])
+            err = capsys.readouterr().err
+            assert code == 1 and words in err and str(locked) in err, err
+            assert ("Permission denied" in err or "Operation not permitted" in err) and "Traceback" not in err, err
+            assert len(err.strip().splitlines()) == 1, err
+        assert list(locked.iterdir()) == []
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)]) if how == "chattr" else locked.chmod(0o755)
+
+
+def test_ctrl_c_stops_cleanly_and_records_the_whole_images(tiny_model_dir, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "solar_diffusion.cli", "generate", "--model", str(tiny_model_dir), "--num-images",
+               "5000", "--flare-class", "M", "--batch-size", "1", "--steps", "2", "--out", str(out)]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and len(list(out.glob("M_seed*.png"))) < 3:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130 and err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err, err
+    record = json.loads((out / "generation.json").read_text())
+    assert record["settings"]["interrupted"] is True
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted([r["file"] for r in record["images"]] + ["generation.json"])  # no stray or partial file
+    assert 3 <= len(record["images"]) < 5000
+    for name in written[:-1]:
+        Image.open(out / name).verify()  # whole PNG files
+    assert main(["generate", "--model", str(tiny_model_dir), "--flare-class", "M", "--num-images", "2", "--steps", "1",
+                 "--out", str(out)]) == 2  # an interrupted run is still a run: refused without --overwrite
+    assert main(["generate", "--model", str(tiny_model_dir), "--flare-class", "M", "--num-images", "2", "--steps", "1",
+                 "--out", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.glob("*.png") if not p.name.startswith("contact")) == \
+        ["M_seed000000.png", "M_seed000001.png"]

@@ -258,3 +258,40 @@ def test_noise_test_patterns_and_duplicates_are_kept_out_and_counted(shared_data
     assert any("duplicate index row" in r["reason"] for r in result.rejected)
     info = json.loads((tmp_path / "ds" / "build_info.json").read_text())
     assert info["duplicates_dropped"] == 2
+
+
+def test_a_build_whose_every_frame_is_skipped_fails_with_the_reasons_and_leaves_nothing(shared_data, tmp_path,
+                                                                                         capsys):
+    from PIL import Image
+
+    from solar_diffusion.cli import main
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for hour in range(3):
+        noise = tmp_path / f"20120307_0{hour}00_noise.jpg"
+        Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(noise)
+        rows.append((str(noise), f"2012-03-07T0{hour}:00:01"))
+    broken = tmp_path / "20120307_0400_broken.jpg"
+    broken.write_text("not an image")
+    rows.append((str(broken), "2012-03-07T04:00:01"))
+    index_csv = tmp_path / "index.csv"
+    pd.DataFrame(rows, columns=["file", "t_obs"]).to_csv(index_csv, index=False)
+    code = main(["build-dataset", "--images", str(index_csv), "--flare-list",
+                 str(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv"), "--size", "16",
+                 "--out", str(tmp_path / "ds")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and err.startswith("error: every one of the 4 frames was skipped (3 not a whole solar disk"), err
+    assert "1 cannot be decoded as an image" in err and "20120307_0000_noise.jpg" in err
+    assert not (tmp_path / "ds").exists()  # no empty dataset to be mistaken for one
+
+
+def test_an_index_mixing_iso_spellings_reads_every_row(shared_data, tmp_path):
+    images = sorted((shared_data / "sdo_browse_2012" / "images").glob("20120307_0[0-3]00_*.jpg"))
+    spellings = ["2012-03-07T00:00:01", "2012-03-07 01:00:01", "2012-03-07T02:00:01Z", "2012-03-07 03:00:01.250"]
+    index_csv = tmp_path / "index.csv"
+    pd.DataFrame({"file": [str(f) for f in images], "t_obs": spellings}).to_csv(index_csv, index=False)
+    index = index_images(index_csv)
+    assert index["flag"].isna().all(), index["flag"].tolist()
+    assert index["t_obs"].tolist() == [pd.Timestamp("2012-03-07 00:00:01"), pd.Timestamp("2012-03-07 01:00:01"),
+                                       pd.Timestamp("2012-03-07 02:00:01"), pd.Timestamp("2012-03-07 03:00:01.250")]

@@ -159,3 +159,14 @@ def test_a_threshold_no_scored_frame_reaches_is_reported_not_crashed(real_64, br
     results = json.loads((out / "results.json").read_text())
     assert results["thresholds"]["X5"] == {"not_scored": "the scored frames are all negative"}
     assert "Not scored: the scored frames are all negative" in (out / "report.md").read_text()
+
+
+def test_a_classifier_run_that_could_score_nothing_is_refused_before_any_work(real_64, browse_model_64, tmp_path,
+                                                                              capsys):
+    from solar_diffusion.cli import main
+
+    code = main(["experiment", "classifier", "--dataset", str(real_64), "--model", str(browse_model_64), "--out",
+                 str(tmp_path / "x"), "--min-real", "100000"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no class group has 100000 scored frames" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()  # no synthetic frames made, nothing trained

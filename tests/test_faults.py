@@ -116,10 +116,27 @@ def train_reference(tiny_dataset, tmp_path_factory):
 @pytest.mark.parametrize("k", range(KILLS))
 def test_a_training_run_killed_anywhere_resumes_to_the_same_model(train_reference, tiny_dataset, tmp_path, k):
     (weights, losses), points = train_reference
-    point = points[k % len(points)]
-    killed = train(tiny_dataset, tmp_path / "run", {KILL_AT_ENV: point})
+    killed_and_resumed(weights, losses, points[k % len(points)], tiny_dataset, tmp_path)
+
+
+@pytest.mark.parametrize("point", ["checkpoint:saved:2", "checkpoint:renamed:2", "checkpoint:old-removed:1"])
+def test_a_run_killed_while_it_checkpoints_keeps_the_last_complete_one(train_reference, tiny_dataset, tmp_path,
+                                                                       point):
+    """The moments a checkpoint is half there: written but not yet renamed into place, renamed
+    with the old one not yet removed, the old one removed."""
+    (weights, losses), points = train_reference
+    killed_and_resumed(weights, losses, point, tiny_dataset, tmp_path)
+
+
+def killed_and_resumed(weights, losses, point: str, dataset, tmp_path):
+    """Kill a training run at ``point``, check a complete checkpoint is left, resume it and compare
+    with the uninterrupted run."""
+    killed = train(dataset, tmp_path / "run", {KILL_AT_ENV: point})
     assert killed.returncode == -9, f"seed {SEED}, {point}: the run was not killed ({killed.stderr[-500:]})"
-    again = train(tiny_dataset, tmp_path / "run", resume=True)
+    if point.startswith("checkpoint:"):  # the last complete checkpoint is there, whole
+        complete = sorted((tmp_path / "run").glob("checkpoint-*"))
+        assert complete and (complete[-1] / "model.safetensors").exists(), f"killed at {point}: {complete}"
+    again = train(dataset, tmp_path / "run", resume=True)
     assert again.returncode == 0, f"seed {SEED}, killed at {point}: {again.stderr[-2000:]}"
     got_weights, got_losses = weights_and_losses(tmp_path / "run")
     assert [r["step"] for r in got_losses] == [r["step"] for r in losses], f"seed {SEED}, killed at {point}"

@@ -406,24 +406,37 @@ def classification_figures(confusion: np.ndarray, groups: list[str], scored: lis
                                                                        for g, v in f1.items()}
 
 
+def scored_counts(args, group_of: dict, groups: list) -> dict:
+    """Frames per class group in the scored months (validation and test); a ``ValueError`` when no
+    group has ``--min-real`` of them (nothing could be scored)."""
+    counts = dict.fromkeys(groups, 0)
+    for split in ("validation", "test"):
+        ds = load_split(args.dataset, split, columns=("flare_class",))
+        names = ds.features["flare_class"].names
+        for i in ds["flare_class"]:
+            counts[group_of[names[int(i)]]] += 1
+    if not any(n >= args.min_real for n in counts.values()):
+        raise ValueError(f"{args.dataset}: no class group has {args.min_real} scored frames (it has {counts}): "
+                         "nothing to score; lower --min-real or score more months")
+    return counts
+
+
 def classifier_experiment(args) -> dict:
     """Train and score the four arms for every seed; write the results. Returns them."""
     from solar_diffusion.splits import dataset_info
 
     out = Path(args.out)
-    ex = Experiment(args)
     group_of = parse_groups(args.groups, dataset_info(args.dataset)["vocabulary"])
     groups = list(dict.fromkeys(group_of.values()))
+    scored_counts(args, group_of, groups)  # refuses, before any work, a run that could score nothing
+    ex = Experiment(args)
     id2label = dict(enumerate(groups))
     train = _relabel(ex.train, [group_of[c] for c in ex.train.labels])
     inner = _relabel(ex.inner, [group_of[c] for c in ex.inner.labels])
     synthetic = _relabel(ex.synthetic, [group_of[c] for c in ex.synthetic.labels])
     truth = np.array([group_of[c] for c in ex.scored.labels], dtype=object)
     counts = {g: int((truth == g).sum()) for g in groups}
-    scored = [g for g in groups if counts[g] >= args.min_real]
-    if not scored:
-        raise ValueError(f"{args.dataset}: no class group has {args.min_real} scored frames (it has {counts}): "
-                         "nothing to score; lower --min-real or score more months")
+    scored = [g for g in groups if counts[g] >= args.min_real]  # not empty: scored_counts refused that
     days, day_index = np.unique(ex.scored_days, return_inverse=True)
     runs = {arm: [] for arm in ARMS}
     stats = {arm: np.zeros((args.seeds, len(days), len(groups), len(groups)), np.int64) for arm in ARMS}
