@@ -78,8 +78,36 @@ def summary(results: dict, link: str = "reports/README.md") -> str:
         lines.append(f"- Sampling at 64 px with the defaults: {row['speedup_vs_paper_batch1']:.0f} times faster than "
                      f"the paper's sampler at batch 1, {row['speedup_vs_paper_batch16']:.0f} times in a batch of 16 "
                      "(BENCHMARKS.md).")
+    lines += _student_summary(results["student"])
     lines += ["", f"All tables, with sample sizes and what each interval means: [{link}]({link})."]
     return "\n".join(lines)
+
+
+def _student_summary(student: dict | None) -> list:
+    """One line: the distilled student at its own number of steps, speed and whether it is equivalent."""
+    if not student or not student.get("speed"):
+        return []
+    steps = student["student"]["num_inference_steps"]
+    row = next((r for r in student["speed"] if r["model"] == "student" and r["steps"] == steps), None)
+    if row is None:
+        return []
+    name = row["row"]
+    verdicts = []
+    q = student.get("quality") or {}
+    for space, block in q.get("feature_spaces", {}).items():
+        key = next((k for k in block["rows"] if k.startswith("(d)") and k.endswith(f" {steps}")), None)
+        if key:
+            verdicts.append(f"FD {space} {_difference(block['rows'][key])}")
+    for wavelength, block in q.get("flare_signature", {}).items():
+        key = next((k for k in block["rows"] if k.startswith("(d)") and k.endswith(f" {steps}")), None)
+        if key:
+            verdicts.append(f"flare signature {wavelength} Å {_difference(block['rows'][key], 3)}")
+    line = (f"- Distilled student ({name}): {row['seconds_per_image_batch16']:.3f} s per image in a batch of 16, "
+            f"{row['speedup_vs_paper_batch16']:.0f} times faster than the paper's sampler "
+            f"({row['speedup_vs_paper_batch1']:.0f} times at batch 1)")
+    if verdicts:
+        line += f"; against the teacher's defaults ({q['level']:.0%} paired intervals): " + "; ".join(verdicts)
+    return [line + "."]
 
 
 def _flare_summary(flare: dict, split: str) -> list:

@@ -279,3 +279,30 @@ def test_ctrl_c_stops_cleanly_and_records_the_whole_images(tiny_model_dir, tmp_p
                  "--out", str(out), "--overwrite"]) == 0
     assert sorted(p.name for p in out.glob("*.png") if not p.name.startswith("contact")) == \
         ["M_seed000000.png", "M_seed000001.png"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_written_files_are_as_readable_as_the_umask_says(tiny_model_dir, tmp_path, umask, mode):
+    import os
+
+    previous = os.umask(umask)
+    try:
+        assert main(["generate", "--model", str(tiny_model_dir), "--flare-class", "M", "--num-images", "1",
+                     "--steps", "1", "--out", str(tmp_path / "out")]) == 0
+    finally:
+        os.umask(previous)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()}
+    assert modes and set(modes.values()) == {mode}, modes
+
+
+def test_one_name_per_concept_with_the_old_names_as_aliases():
+    from solar_diffusion.cli import build_parser
+
+    train = build_parser("train").parse_args(["train", "--dataset", ".", "--output-dir", "runs/x", "--resolution", "32"])
+    new = build_parser("train").parse_args(["train", "--dataset", ".", "--out", "runs/x", "--size", "32"])
+    assert (train.output_dir, train.size) == (new.output_dir, new.size) == ("runs/x", 32)
+    evaluate = build_parser("evaluate").parse_args(["evaluate", "--dataset", ".", "--out", "e", "--num-per-class", "5"])
+    assert evaluate.num_per_class == build_parser("evaluate").parse_args(
+        ["evaluate", "--dataset", ".", "--out", "e", "--num-images", "5"]).num_per_class == 5
+    distill = build_parser("distill").parse_args(["distill", "--dataset", ".", "--output-dir", "d", "--teacher", "t"])
+    assert distill.output_dir == "d"

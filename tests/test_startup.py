@@ -29,6 +29,7 @@ def run(tmp_path, *extra) -> dict:
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "out"), *extra], capture_output=True,
                           text=True, timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "warn" not in done.stderr.lower() and "kept in float32" not in done.stderr, done.stderr  # no spurious warnings
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
