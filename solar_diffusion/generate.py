@@ -51,6 +51,8 @@ def use_scheduler(pipe: SolarFlarePipeline, name: str) -> SolarFlarePipeline:
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}: choose one of {sorted(SCHEDULERS)}")
     cls, overrides = SCHEDULERS[name]
+    if type(pipe.scheduler) is cls and all(pipe.scheduler.config.get(k) == v for k, v in overrides.items()):
+        return pipe  # already that scheduler (the bundled model's is): nothing to rebuild
     with scipy_on_demand():  # from_config imports every compatible scheduler's module
         pipe.scheduler = cls.from_config(pipe.scheduler.config, **overrides)
     return pipe

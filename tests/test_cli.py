@@ -32,8 +32,9 @@ def test_generate_writes_files_named_by_class_and_seed(tiny_model_dir, tmp_path,
     assert sorted(image["file"] for image in record["images"]) == names
     assert [(image["flare_class"], image["seed"]) for image in record["images"]] == [("X", 5), ("X", 6), ("M", 7),
                                                                                     ("M", 8)]
-    # the contact sheet: one row per class, one column per image, each panel 1.6 x 1.7 in at 110 dpi
-    assert Image.open(out / "contact_sheet.png").size == (2 * 176, 2 * 187)
+    # the contact sheet: a title line, one row per class, one column per image; the 16 px images drawn as
+    # 128 px tiles, each with its caption above, 4 px apart
+    assert Image.open(out / "contact_sheet.png").size == (4 + 2 * (128 + 4), 18 + 4 + 2 * (14 + 128 + 4))
     first = out / names[0]
     if file_format == "npy":
         data = np.load(first)
@@ -94,13 +95,15 @@ def test_bundled_model_is_the_default_and_generates(tmp_path):
     out = tmp_path / "generated"
     assert main(["generate", "--num-images", "1", "--steps", "2", "--out", str(out)]) == 0
     record = json.loads((out / "generation.json").read_text())
-    assert record["settings"]["model"] == str(BUNDLED_MODEL)
+    assert record["settings"]["model"] == "models/default"  # the model's name, never a path of this machine
+    assert str(BUNDLED_MODEL) not in (tmp_path / "generated" / "generation.json").read_text()
     labels = [image["flare_class"] for image in record["images"]]
     assert labels[0] == "quiet" and [label[0] for label in labels[1:]] == ["A", "B", "C", "M", "X"]
     assert record["images"][0]["unit"] == "browse" and not record["images"][0].get("flares")
     assert all(len(image["flares"]) == 1 for image in record["images"][1:])  # a position drawn for each flare
     for sheet in ("contact_sheet.png", "contact_sheet_0094.png", "contact_sheet_0131.png", "contact_sheet_0171.png"):
-        assert Image.open(out / sheet).size == (176, 6 * 187), sheet  # six classes, one image each
+        # six classes, one image each: 64 px images as 128 px tiles with a caption, and a title line
+        assert Image.open(out / sheet).size == (4 + 128 + 4, 18 + 4 + 6 * (14 + 128 + 4)), sheet
 
 
 def test_help_and_version_answer_without_importing_torch_diffusers_or_sunpy():

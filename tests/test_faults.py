@@ -133,9 +133,11 @@ def killed_and_resumed(weights, losses, point: str, dataset, tmp_path):
     with the uninterrupted run."""
     killed = train(dataset, tmp_path / "run", {KILL_AT_ENV: point})
     assert killed.returncode == -9, f"seed {SEED}, {point}: the run was not killed ({killed.stderr[-500:]})"
-    if point.startswith("checkpoint:"):  # the last complete checkpoint is there, whole
-        complete = sorted((tmp_path / "run").glob("checkpoint-*"))
-        assert complete and (complete[-1] / "model.safetensors").exists(), f"killed at {point}: {complete}"
+    checkpoints = sorted((tmp_path / "run").glob("checkpoint-*"))  # only complete ones go by that name
+    assert all((c / "model.safetensors").exists() for c in checkpoints), f"killed at {point}: {checkpoints}"
+    name, arrival = point.rsplit(":", 1)
+    if name.startswith("checkpoint:") and (int(arrival) > 1 or name != "checkpoint:saved"):
+        assert checkpoints, f"killed at {point}: no complete checkpoint left"  # one was complete before the kill
     again = train(dataset, tmp_path / "run", resume=True)
     assert again.returncode == 0, f"seed {SEED}, killed at {point}: {again.stderr[-2000:]}"
     got_weights, got_losses = weights_and_losses(tmp_path / "run")

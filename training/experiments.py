@@ -426,6 +426,7 @@ def classifier_experiment(args) -> dict:
     from solar_diffusion.splits import dataset_info
 
     out = Path(args.out)
+    check_arguments(args)
     group_of = parse_groups(args.groups, dataset_info(args.dataset)["vocabulary"])
     groups = list(dict.fromkeys(group_of.values()))
     scored_counts(args, group_of, groups)  # refuses, before any work, a run that could score nothing
