@@ -38,8 +38,8 @@ from solar_diffusion.files import atomic_write, fault_point
 from solar_diffusion.pipelines import FLARE_MAP_SIGMA_RSUN, rsun_px
 from solar_diffusion.splits import TRAINING_COLUMNS, dataset_argument, dataset_info, image_dtype, load_split
 from solar_diffusion.training.data import Collate
-from solar_diffusion.training.train_ddpm import (RunClock, _checkpoints, check_output_dir, make_accelerator,
-                                                  save_checkpoint, training_loader, trim_losses)
+from solar_diffusion.training.train_ddpm import (RunClock, check_output_dir, make_accelerator,
+                                                  resume_from_checkpoint, save_checkpoint, training_loader)
 
 #: Steps the student samples with by default (DPM-Solver++): the fewest at which the release student
 #: matched its teacher's defaults within every margin (BENCHMARKS.md; fewer are faster, not equivalent).
@@ -180,21 +180,7 @@ def distill(args) -> Path:
     teacher.to(accelerator.device)
     torch.manual_seed(args.seed + accelerator.process_index)
 
-    global_step = 0
-    checkpoints = _checkpoints(output_dir) if args.resume_from_checkpoint == "latest" else []
-    path = checkpoints[-1] if checkpoints else (Path(args.resume_from_checkpoint) if args.resume_from_checkpoint
-                                                not in (None, "latest") else None)
-    if path is not None:
-        try:
-            accelerator.load_state(str(path))
-        except Exception as error:  # a truncated or corrupt file: name it and what to do
-            reason = (str(error).strip().splitlines() or [""])[0]
-            raise RuntimeError(f"{path}: the checkpoint cannot be read ({type(error).__name__}: {reason}); "
-                               "remove it to resume from the one before, or start afresh in another --out") from None
-        global_step = int(path.name.split("-")[1])
-        accelerator.print(f"resumed from {path} at step {global_step}")
-        if accelerator.is_main_process:
-            trim_losses(output_dir / "losses.jsonl", global_step)
+    global_step = resume_from_checkpoint(accelerator, output_dir, args.resume_from_checkpoint)
     output_dir.mkdir(parents=True, exist_ok=True)
 
     total_batch = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes

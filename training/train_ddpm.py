@@ -267,6 +267,31 @@ def _checkpoints(output_dir: Path) -> list[Path]:
     return sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
 
 
+def resume_from_checkpoint(accelerator, output_dir: Path, resume: str | None) -> int:
+    """Load ``--resume-from-checkpoint`` ("latest" or a checkpoint folder) into the prepared
+    objects; returns the step it was saved at (0 with nothing to resume). A checkpoint that cannot
+    be read is named with what to do; the losses logged after it are dropped (``trim_losses``)."""
+    if not resume:
+        return 0
+    latest = _checkpoints(output_dir)[-1:] if resume == "latest" else [Path(resume)]
+    step = 0
+    if not latest:
+        accelerator.print("no checkpoint to resume from: starting afresh")
+    else:
+        path = latest[0]
+        try:
+            accelerator.load_state(str(path))
+        except Exception as error:  # a truncated or corrupt file: name it and what to do
+            reason = (str(error).strip().splitlines() or [""])[0]
+            raise RuntimeError(f"{path}: the checkpoint cannot be read ({type(error).__name__}: {reason}); "
+                               "remove it to resume from the one before, or start afresh in another --out") from None
+        step = int(path.name.split("-")[1])
+        accelerator.print(f"resumed from {path} at step {step}")
+    if accelerator.is_main_process:
+        trim_losses(output_dir / "losses.jsonl", step)
+    return step
+
+
 def scaled_learning_rate(learning_rate: float, rule: str, total_batch: int, reference_batch: int = 16) -> float:
     """``--scale-lr``: the learning rate for a total batch, given the one for ``reference_batch``.
 
@@ -380,23 +405,7 @@ def train(args, hub_api=None) -> Path:
     null = null_condition(accelerator.unwrap_model(unet).config)
 
     # resume
-    global_step = 0
-    if args.resume_from_checkpoint:
-        path = _checkpoints(output_dir)[-1] if args.resume_from_checkpoint == "latest" and _checkpoints(output_dir) \
-            else (None if args.resume_from_checkpoint == "latest" else Path(args.resume_from_checkpoint))
-        if path is None:
-            accelerator.print("no checkpoint to resume from: starting afresh")
-        else:
-            try:
-                accelerator.load_state(str(path))
-            except Exception as error:  # a truncated or corrupt file: name it and what to do
-                reason = (str(error).strip().splitlines() or [""])[0]
-                raise RuntimeError(f"{path}: the checkpoint cannot be read ({type(error).__name__}: {reason}); "
-                                   "remove it to resume from the one before, or start afresh in another --out") from None
-            global_step = int(path.name.split("-")[1])
-            accelerator.print(f"resumed from {path} at step {global_step}")
-    if args.resume_from_checkpoint and accelerator.is_main_process:
-        trim_losses(output_dir / "losses.jsonl", global_step)
+    global_step = resume_from_checkpoint(accelerator, output_dir, args.resume_from_checkpoint)
     steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
     run_args = argparse.Namespace(**{**vars(args), "learning_rate": learning_rate})  # the rate used, scaled
     if accelerator.is_main_process and args.logger != "none":
