@@ -44,3 +44,25 @@ def test_fits_output_imports_sunpy(tmp_path):
     result = run(tmp_path, "--format", "fits")
     assert result["loaded"]["sunpy"] and result["loaded"]["astropy"]
     assert sorted(p.suffix for p in (tmp_path / "out").iterdir()).count(".fits") == 3  # one file per channel
+
+
+def test_main_hands_the_collector_back_and_the_script_exits_frozen(tmp_path):
+    """In-process commands leave the garbage collector as they found it (the tests run many);
+    the script leaves the start-up's objects frozen, so the collection at exit skips them."""
+    import gc
+
+    from solar_diffusion.cli import main
+
+    assert main(["generate", "--num-images", "1", "--flare-class", "M", "--steps", "2",
+                 "--out", str(tmp_path / "a")]) == 0
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    script = ("import atexit, gc, sys\n"
+              "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 100000, gc.isenabled()))\n"
+              "sys.argv = ['solar-diffusion', 'generate', '--num-images', '1', '--flare-class', 'M',"
+              " '--steps', '2', '--out', sys.argv[1]]\n"
+              "from solar_diffusion.cli import run\nrun()\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "b")], capture_output=True, text=True,
+                          timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "frozen True True"
+    assert (tmp_path / "b" / "contact_sheet_0094.png").exists()
