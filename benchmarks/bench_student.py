@@ -1,8 +1,12 @@
-"""A distilled student against its teacher and the paper's sampler: speed, start-up and quality.
+"""Distilled students against their teacher and the paper's sampler: speed, start-up and quality.
 
     python benchmarks/bench_student.py --teacher solar_diffusion/models/default \\
-        --student runs/distill/pipeline --dataset data/aia-browse2012-64-3ch \\
-        [--student-steps 2,4,10] [--num-per-class 96] [--inception] [--json reports/bench_student.json]
+        --student runs/distill/pipeline:6,10 --student runs/distill-4/pipeline:4 \\
+        --dataset data/aia-browse2012-64-3ch [--num-per-class 96] [--inception] [--json reports/bench_student.json]
+
+``--student PATH[:STEPS]`` (repeatable): a student made by ``training/distill.py`` and the step
+counts to measure it at (default: its own); a guidance-distilled student samples with the
+teacher's DPM-Solver++, a progressive one on its own grid.
 
 One run, three phases, timings first so that nothing else in the run disturbs them:
 
@@ -10,10 +14,11 @@ One run, three phases, timings first so that nothing else in the run disturbs th
    (1000 ancestral DDPM steps, conditional and null UNet calls separately at batch 1, UNet as
    saved), (b) the teacher with the pipeline's defaults (DPM-Solver++ 10, guidance batched into
    one call), (c) the teacher with DPM-Solver++ at the student's step counts (fewer steps without
-   distillation), (d) the student (one call per step) at each of its step counts. Ratios against
+   distillation), (d) each student (one call per step) at each of its step counts. Ratios against
    (a) and (b) in the same run.
-2. Start-up: wall time of ``solar-diffusion generate`` of one image (teacher and student, fresh
-   processes, best of ``--repeats``) against ``python -c "import torch, diffusers"``.
+2. Start-up: wall time of ``solar-diffusion generate`` of one image (teacher and each student,
+   fresh processes, best of ``--repeats``) against ``python -c "import torch, diffusers"``, and
+   against the same imports with the garbage collector paused as the command line imports.
 3. Quality against the teacher's defaults (b), with the same seeds and flare positions:
    ``--num-per-class`` images of every class; Fréchet distance in the solar encoder's features
    (and Inception-V3's with ``--inception``) to the real test frames of the classes with enough
@@ -72,8 +77,21 @@ def generate(pipe, labels, where, steps: int | None, seed: int, batch_size: int 
                                                                  positions)])
 
 
-def speed(teacher, plain, student, student_steps, repeats: int) -> list[dict]:
-    """Phase 1: seconds per image of every row at batch 1 and 16 (best of ``repeats`` after a warm-up)."""
+def student_name(pipe) -> str:
+    """"guidance" or "progressive": the distillation stage a student comes from."""
+    return "progressive" if pipe.config.distillation["method"].startswith("progressive") else "guidance"
+
+
+def row_name(model: str, steps: int) -> str:
+    """The row of a model (teacher, guidance or progressive student) at a step count."""
+    if model == "teacher":
+        return "(b) teacher 10" if steps == 10 else f"(c) teacher {steps}"
+    return f"({'d' if model == 'guidance' else 'e'}) {model} student {steps}"
+
+
+def speed(teacher, plain, students: dict, repeats: int) -> list[dict]:
+    """Phase 1: seconds per image of every row at batch 1 and 16 (best of ``repeats`` after a warm-up).
+    ``students``: name -> (pipeline, step counts)."""
     from solar_diffusion.generate import sample_separate_guidance
 
     label, position = "M", (300.0, -250.0)
@@ -81,12 +99,15 @@ def speed(teacher, plain, student, student_steps, repeats: int) -> list[dict]:
              "seconds_per_image_batch1": _timed(lambda: sample_separate_guidance(
                  plain, label, 1000, 3.0, seed=0, flare_position=position if plain.conditioning == "flare" else None))}]
     print(json.dumps(rows[-1]), flush=True)
+    fewer = sorted({n for _, steps in students.values() for n in steps} - {10}, reverse=True)
     setups = [("(b) teacher: DPM-Solver++ 10, guidance batched (the defaults)", teacher, 10, "teacher")] + \
-        [(f"(c) teacher: DPM-Solver++ {n}, guidance batched", teacher, n, "teacher") for n in student_steps
-         if n != 10] + \
-        [(f"(d) student: DPM-Solver++ {n}, one call per step", student, n, "student") for n in student_steps]
+        [(f"(c) teacher: DPM-Solver++ {n}, guidance batched", teacher, n, "teacher") for n in fewer]
+    for name, (pipe, steps) in students.items():
+        grid = "DPM-Solver++" if name == "guidance" else "its grid (first-order DPM-Solver++)"
+        setups += [(f"{row_name(name, n)[:3]} {name} student: {grid} {n}, one call per step", pipe, n, name)
+                   for n in steps]
     for name, pipe, steps, model in setups:
-        row = {"row": name, "model": model, "steps": steps}
+        row = {"row": name, "model": model, "steps": steps, "set": row_name(model, steps)}
         for batch in (1, 16):
             labels, where = [label] * batch, [position] * batch
             generate(pipe, labels, where, steps, 0, batch)  # warm-up
@@ -104,6 +125,10 @@ def speed(teacher, plain, student, student_steps, repeats: int) -> list[dict]:
     return rows
 
 
+#: The bare imports as the command line makes them (``solar_diffusion.startup.collector_paused``).
+PAUSED_IMPORTS = "import gc; gc.disable(); import torch, diffusers; gc.freeze(); gc.enable()"
+
+
 def startup(models: dict, repeats: int, out: Path) -> dict:
     """Phase 2: best wall time of fresh processes: the bare imports, and one image per model."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
@@ -118,7 +143,8 @@ def startup(models: dict, repeats: int, out: Path) -> dict:
             times.append(time.perf_counter() - start)
         return min(times)
 
-    result = {"import torch, diffusers": best([sys.executable, "-c", "import torch, diffusers"])}
+    result = {"import torch, diffusers": best([sys.executable, "-c", "import torch, diffusers"]),
+              "import torch, diffusers, collector paused": best([sys.executable, "-c", PAUSED_IMPORTS])}
     for name, model in models.items():
         result[f"generate one image: {name}"] = best(cli + ["--model", str(model), "--out", str(out / name)])
         result[f"above the imports: {name}"] = result[f"generate one image: {name}"] - result["import torch, diffusers"]
@@ -126,7 +152,7 @@ def startup(models: dict, repeats: int, out: Path) -> dict:
     return result
 
 
-def quality(args, teacher, student, student_steps) -> dict:
+def quality(args, teacher, students: dict) -> dict:
     """Phase 3: paired differences to the teacher's defaults in feature space and at the flare."""
     from solar_diffusion import metrics
     from solar_diffusion.encoder import load_encoder
@@ -140,10 +166,11 @@ def quality(args, teacher, student, student_steps) -> dict:
                if teacher.conditioning == "flare" or c in teacher.id2label.values()]
     labels, where = requests(teacher, classes, args.num_per_class, args.seed)
     sets = {"(b) teacher 10": generate(teacher, labels, where, 10, args.seed)}
-    for n in student_steps:
-        if n != 10:  # (b) is the teacher at 10
-            sets[f"(c) teacher {n}"] = generate(teacher, labels, where, n, args.seed)
-        sets[f"(d) student {n}"] = generate(student, labels, where, n, args.seed)
+    for n in sorted({n for _, steps in students.values() for n in steps} - {10}, reverse=True):
+        sets[row_name("teacher", n)] = generate(teacher, labels, where, n, args.seed)
+    for name, (pipe, steps) in students.items():
+        for n in steps:
+            sets[row_name(name, n)] = generate(pipe, labels, where, n, args.seed)
     labels = np.asarray(labels)
 
     size = teacher.unet.config.sample_size
@@ -214,9 +241,10 @@ def main(argv=None) -> dict:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", default=str(BUNDLED_MODEL))
-    parser.add_argument("--student", required=True, help="the student's pipeline folder (training/distill.py)")
+    parser.add_argument("--student", action="append", required=True, metavar="PATH[:STEPS]",
+                        help="a student's pipeline folder (training/distill.py) and the step counts to measure "
+                             "(comma-separated; default its own); repeatable, one per distillation stage")
     parser.add_argument("--dataset", required=True, help="the teacher's dataset (test split: the real reference)")
-    parser.add_argument("--student-steps", default="2,4,10")
     parser.add_argument("--num-per-class", type=int, default=96)
     parser.add_argument("--min-real", type=int, default=10)
     parser.add_argument("--inception", action="store_true")
@@ -228,28 +256,41 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     skip = set(filter(None, args.skip.split(",")))
-    steps = [int(n) for n in args.student_steps.split(",")]
-    teacher, student = load_pipeline(args.teacher), load_pipeline(args.student)
+    teacher = load_pipeline(args.teacher)
     plain = load_pipeline(args.teacher, channels_last=False)  # the paper's baseline: the UNet as saved
-    for pipe in (teacher, student, plain):
+    students, paths = {}, {}
+    for spec in args.student:
+        path, _, steps = spec.partition(":")
+        pipe = load_pipeline(path)
+        if not pipe.config.get("distillation"):
+            raise ValueError(f"--student {path} is not a distilled student (no distillation in its config)")
+        name = student_name(pipe)
+        if name in students:
+            raise ValueError(f"--student {path}: a {name} student is given twice")
+        students[name] = (pipe, [int(n) for n in steps.split(",")] if steps
+                          else [pipe.config.distillation["num_inference_steps"]])
+        paths[name] = path
+    for pipe in [teacher, plain] + [pipe for pipe, _ in students.values()]:
         pipe.set_progress_bar_config(disable=True)
     result = {"command": " ".join(["python", "benchmarks/bench_student.py"] + (argv or sys.argv[1:])),
               "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "student": dict(student.config.distillation)}
+              "students": {name: dict(pipe.config.distillation) for name, (pipe, _) in students.items()}}
     save = (lambda: atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(
         json.dumps(result, indent=1, default=float)))) if args.json else (lambda: None)
     if "speed" not in skip:
-        result["speed"] = speed(teacher, plain, student, steps, args.repeats)
+        result["speed"] = speed(teacher, plain, students, args.repeats)
         save()
     if "startup" not in skip:
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            result["startup"] = startup({"teacher": args.teacher, "student": args.student}, args.repeats, Path(tmp))
+            result["startup"] = startup({"teacher": args.teacher} | {f"{name} student": path
+                                                                     for name, path in paths.items()},
+                                        args.repeats, Path(tmp))
         save()
     if "quality" not in skip:
-        result["quality"] = quality(args, teacher, student, steps)
+        result["quality"] = quality(args, teacher, students)
         save()
     return result
 

@@ -33,8 +33,9 @@ def _add_generate(p):
     p.add_argument("--num-images", type=int, default=4, help="images per class (default 4)")
     p.add_argument("--steps", type=int, default=None,
                    help=f"denoising steps (default {DEFAULT_STEPS}, or a distilled model's own)")
-    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="dpm",
-                   help="ddpm, ddim, dpm (DPM-Solver++, default) or dpm-sde (its stochastic form)")
+    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
+                   help="ddpm, ddim, dpm (DPM-Solver++) or dpm-sde (its stochastic form); default: the model's own "
+                        "(DPM-Solver++ for the bundled model; a few-step student's grid)")
     p.add_argument("--guidance", type=float, default=None,
                    help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g}; a distilled model has its own "
                         "built in)")
@@ -80,7 +81,8 @@ def _generate(args) -> int:
     if args.guidance is not None and not math.isfinite(args.guidance):
         raise ValueError(f"--guidance must be a finite number, got {args.guidance}")
     pipe.sampling_defaults(args.guidance, args.steps)  # a guidance the model cannot take is refused before any work
-    use_scheduler(pipe, args.scheduler)
+    if args.scheduler or type(pipe.scheduler).__name__ == "DDPMScheduler":  # a training schedule as saved
+        use_scheduler(pipe, args.scheduler or "dpm")  # (1000 ancestral steps): DPM-Solver++ as train_ddpm saves
     pipe.set_progress_bar_config(disable=True)  # one bar over the images instead of one per batch
     records = generate_to_folder(
         pipe,

@@ -83,35 +83,39 @@ def summary(results: dict, link: str = "reports/README.md") -> str:
     return "\n".join(lines)
 
 
-def _student_summary(student: dict | None) -> list:
-    """One line: the guidance-distilled student's fastest row that matches the teacher's defaults
-    in every measure, and its fastest row."""
-    if not student or not student.get("speed") or not student.get("quality"):
+def _student_summary(bench: dict | None) -> list:
+    """One line per distilled student: its fastest row that matches the teacher's defaults in
+    every measure, and its fastest row."""
+    if not bench or not bench.get("speed") or not bench.get("quality"):
         return []
-    q = student["quality"]
+    q = bench["quality"]
     measures = list(q["feature_spaces"].values()) + list(q.get("flare_signature", {}).values())
-    rows = [r for r in student["speed"] if r["model"] == "student"]
+    names = [f"FD {space}" for space in q["feature_spaces"]] + \
+        [f"{w} Å flare signature" for w in q.get("flare_signature", {})]
 
     def failing(row) -> list:
-        key = f"(d) student {row['steps']}"
-        names = [f"FD {space}" for space in q["feature_spaces"]] + \
-            [f"{w} Å flare signature" for w in q.get("flare_signature", {})]
-        return [name for name, block in zip(names, measures) if not block["rows"][key]["equivalent"]]
+        return [name for name, block in zip(names, measures) if not block["rows"][row["set"]]["equivalent"]]
 
-    equivalent = [r for r in rows if not failing(r)]
-    fastest = min(rows, key=lambda r: r["seconds_per_image_batch16"])
-    parts = []
-    if equivalent:
-        best = min(equivalent, key=lambda r: r["seconds_per_image_batch16"])
-        parts.append(f"at {best['steps']} steps it matches the defaults within every margin "
-                     f"({q['level']:.0%} paired intervals; both feature spaces and the flare signature) at "
-                     f"{best['speedup_vs_paper_batch16']:.0f} times the paper's sampler's speed in a batch of 16 "
-                     f"({best['speedup_vs_paper_batch1']:.0f} times at batch 1)")
-    if fastest not in equivalent:
-        parts.append(f"at {fastest['steps']} steps it is {fastest['speedup_vs_paper_batch16']:.0f} times faster "
-                     f"but not shown equivalent in {', '.join(failing(fastest))}")
-    return ["- A guidance-distilled student (one UNet call per step; not bundled, made by `solar-diffusion distill`): "
-            + "; ".join(parts) + "."]
+    lines = []
+    for student, what in (("guidance", "A guidance-distilled student (one UNet call per step"),
+                          ("progressive", "A progressive student (guidance and steps distilled, on its own grid")):
+        rows = [r for r in bench["speed"] if r["model"] == student]
+        if not rows:
+            continue
+        equivalent = [r for r in rows if not failing(r)]
+        fastest = min(rows, key=lambda r: r["seconds_per_image_batch16"])
+        parts = []
+        if equivalent:
+            best = min(equivalent, key=lambda r: r["seconds_per_image_batch16"])
+            parts.append(f"at {best['steps']} steps it matches the defaults within every margin "
+                         f"({q['level']:.0%} paired intervals; both feature spaces and the flare signature) at "
+                         f"{best['speedup_vs_paper_batch16']:.0f} times the paper's sampler's speed in a batch of 16 "
+                         f"({best['speedup_vs_paper_batch1']:.0f} times at batch 1)")
+        if fastest not in equivalent:
+            parts.append(f"at {fastest['steps']} steps it is {fastest['speedup_vs_paper_batch16']:.0f} times faster "
+                         f"but not shown equivalent in {', '.join(failing(fastest))}")
+        lines.append(f"- {what}; not bundled, made by `solar-diffusion distill`): " + "; ".join(parts) + ".")
+    return lines
 
 
 def _flare_summary(flare: dict, split: str) -> list:
@@ -264,12 +268,15 @@ def _sampling_section(sampling: dict) -> list:
 
 
 def _student_section(student: dict) -> list:
-    """The distilled student against the paper's sampler and the teacher's defaults."""
-    d = student["student"]
-    lines = ["## Distilled student: one UNet call per step", "",
-             f"`{student['command']}` ({student['cpu_count']} CPU cores, torch {student['torch']}). The student: "
-             f"{d['method']}, guidance {d['guidance_scale']:g} built in, {d['steps']} distillation steps of batch "
-             f"{d['train_batch_size']} from `{d['teacher']}`.", ""]
+    """The distilled students against the paper's sampler and the teacher's defaults."""
+    lines = ["## Distilled students: one UNet call per step", "",
+             f"`{student['command']}` ({student['cpu_count']} CPU cores, torch {student['torch']}). The students:", ""]
+    for name, d in student["students"].items():
+        grid = (f", on its own {d['num_inference_steps']}-step grid, each step learnt from "
+                f"{d['teacher_steps'] // d['num_inference_steps']} of its teacher's") if d.get("teacher_steps") else ""
+        lines.append(f"- {name}: {d['method']}, guidance {d['guidance_scale']:g} built in{grid}; {d['steps']} "
+                     f"distillation steps of batch {d['train_batch_size']} from `{d['teacher']}`.")
+    lines.append("")
     if student.get("speed"):
         lines += ["| sampler | s / image, batch 1 | vs the paper's | vs the defaults | s / image, batch 16 | vs the "
                   "paper's | vs the defaults |", "|---|---|---|---|---|---|---|"]
@@ -286,7 +293,9 @@ def _student_section(student: dict) -> list:
     if student.get("startup"):
         start = student["startup"]
         lines += ["Start-up (fresh processes, best of the repeats): `python -c \"import torch, diffusers\"` "
-                  f"{start['import torch, diffusers']:.2f} s; `solar-diffusion generate` of one image: "
+                  f"{start['import torch, diffusers']:.2f} s (the same imports with the garbage collector paused "
+                  f"and their objects frozen, as the command line imports: "
+                  f"{start['import torch, diffusers, collector paused']:.2f} s); `solar-diffusion generate` of one image: "
                   + "; ".join(f"{name.split(': ')[1]} {value:.2f} s ({start['above the imports: ' + name.split(': ')[1]]:+.2f}"
                               " s above the imports)" for name, value in start.items()
                               if name.startswith("generate one image")) + ".", ""]

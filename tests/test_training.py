@@ -136,6 +136,10 @@ def test_a_corrupt_checkpoint_is_named_on_resume(tiny_dataset, tmp_path, capsys)
     tiny = ["--preset", "tiny", "--train-batch-size", "4", "--max-train-steps", "4", "--checkpointing-steps", "2",
             "--logger", "none", "--sample-steps", "0", "--validation-steps", "0"]
     assert main(["train", "--dataset", tiny_dataset, "--out", out, *tiny, "--stop-at-step", "2"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--dataset", tiny_dataset, "--out", out, *tiny, "--resume-from-checkpoint", "latest",
+                 "--label-dropout", "0.2"]) == 2  # another run's settings: refused before the checkpoint is read
+    assert "was made with --label-dropout 0.1, not 0.2" in capsys.readouterr().err
     weights = next((out / "checkpoint-2").rglob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:100])  # a file cut short, as by a full disk
     capsys.readouterr()

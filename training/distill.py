@@ -13,8 +13,23 @@ so the target holds for noise or v prediction alike. The student is saved as a p
 step and refuses another scale) and its default number of steps; it samples with the teacher's
 scheduler (DPM-Solver++ multistep), so the same seeds make comparable images.
 
+``--method progressive`` is the second stage (progressive distillation, Salimans & Ho 2022, as
+Meng et al. apply it to a guidance-distilled model): the student samples on a grid of
+``--student-steps`` first-order steps (DDIM in its data-prediction form, as DPM-Solver++ of order
+1 with trailing timesteps, x0 clipped to the data range as the teacher's sampler does), and one of
+its steps learns what ``--teacher-substeps`` of the teacher's make between the same two grid
+times. The target is the x0 with which one DDIM step lands where the teacher's steps did,
+
+    x0* = (z_s - (sigma_s / sigma_t) z_t) / (alpha_s - (sigma_s / sigma_t) alpha_t),
+
+given to the student in its own parametrisation (v or noise). The teacher is a guidance-distilled
+student (one call per substep) or an undistilled model (guided calls); a progressive student can
+be the teacher of the next halving.
+
     solar-diffusion distill --teacher solar_diffusion/models/default \\
         --dataset data/aia-browse2012-64-3ch --out runs/distill --max-train-steps 2000
+    solar-diffusion distill --method progressive --teacher runs/distill/pipeline \\
+        --dataset data/aia-browse2012-64-3ch --out runs/distill-4 --student-steps 4 --teacher-substeps 4
     accelerate launch training/distill.py ...                            # same flags
 
 Checkpoints (``checkpoint-<step>``: student, optimiser, LR schedule and RNG states) resume
@@ -38,12 +53,19 @@ from solar_diffusion.files import atomic_write, fault_point
 from solar_diffusion.pipelines import FLARE_MAP_SIGMA_RSUN, rsun_px
 from solar_diffusion.splits import TRAINING_COLUMNS, dataset_argument, dataset_info, image_dtype, load_split
 from solar_diffusion.training.data import Collate
-from solar_diffusion.training.train_ddpm import (RunClock, check_output_dir, make_accelerator,
+from solar_diffusion.training.train_ddpm import (RunClock, check_output_dir, check_run_settings, make_accelerator,
                                                   resume_from_checkpoint, save_checkpoint, training_loader)
 
 #: Steps the student samples with by default (DPM-Solver++): the fewest at which the release student
 #: matched its teacher's defaults within every margin (BENCHMARKS.md; fewer are faster, not equivalent).
 DEFAULT_STUDENT_STEPS = 10
+#: A progressive student's grid by default: the few-step sampler's.
+DEFAULT_PROGRESSIVE_STEPS = 4
+#: The arguments a resumed distillation must share with its start (``check_run_settings``).
+RUN_SETTINGS = ("method", "guidance", "student_steps", "teacher_substeps", "train_batch_size",
+                "gradient_accumulation_steps", "learning_rate", "lr_warmup_steps", "class_balance", "seed")
+METHODS = {"guidance": "guidance distillation (Meng et al. 2023, stage 1)",
+           "progressive": "progressive distillation (Salimans & Ho 2022; Meng et al. 2023, stage 2)"}
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -59,8 +81,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--config-name", default="default")
     p.add_argument("--guidance", type=float, default=None,
                    help="the guidance scale built into the student (default: the teacher's default)")
-    p.add_argument("--student-steps", type=int, default=DEFAULT_STUDENT_STEPS,
-                   help=f"the student's default sampling steps (default {DEFAULT_STUDENT_STEPS})")
+    p.add_argument("--method", choices=sorted(METHODS), default="guidance",
+                   help="guidance: one call per step (stage 1, default); progressive: fewer steps (stage 2)")
+    p.add_argument("--student-steps", type=int, default=None,
+                   help=f"the student's sampling steps (default {DEFAULT_STUDENT_STEPS}; progressive: its grid, "
+                        f"default {DEFAULT_PROGRESSIVE_STEPS})")
+    p.add_argument("--teacher-substeps", type=int, default=2,
+                   help="progressive: the teacher's steps per student step (default 2, a halving)")
     p.add_argument("--train-batch-size", type=int, default=16)
     p.add_argument("--gradient-accumulation-steps", type=int, default=1)
     p.add_argument("--learning-rate", type=float, default=2e-5)
@@ -81,8 +108,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def check_arguments(args):
     """Refuse values that cannot distil before any work."""
+    if args.student_steps is None:
+        args.student_steps = DEFAULT_PROGRESSIVE_STEPS if args.method == "progressive" else DEFAULT_STUDENT_STEPS
     for name in ("train_batch_size", "gradient_accumulation_steps", "max_train_steps", "checkpointing_steps",
-                 "logging_steps", "student_steps"):
+                 "logging_steps", "student_steps", "teacher_substeps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
@@ -96,9 +125,10 @@ def check_arguments(args):
 
 
 @torch.no_grad()
-def guided_target(teacher, x_t, t, labels, null, guidance: float, flare_maps=None) -> torch.Tensor:
+def guided_target(teacher, x_t, t, labels, null, guidance: float | None, flare_maps=None) -> torch.Tensor:
     """The teacher's guided output ``u + w (c - u)`` at ``x_t``: the conditional and the null
     condition in one batched call (a flare model's null map is empty), as the pipeline samples.
+    ``guidance=None``: a distilled teacher, whose one conditional call holds its guidance.
 
     >>> from solar_diffusion import build_unet
     >>> unet = build_unet("tiny", sample_size=8, num_labels=2).eval()
@@ -107,6 +137,9 @@ def guided_target(teacher, x_t, t, labels, null, guidance: float, flare_maps=Non
     >>> torch.allclose(out, unet(x, t, class_labels=torch.tensor([0, 1])).sample, atol=1e-5)
     True
     """
+    if guidance is None:
+        inputs = x_t if flare_maps is None else torch.cat([x_t, flare_maps.to(x_t.dtype)], dim=1)
+        return teacher(inputs, t, class_labels=labels).sample.float()
     both = torch.cat([x_t, x_t])
     if flare_maps is not None:
         both = torch.cat([both, torch.cat([torch.zeros_like(flare_maps), flare_maps]).to(both.dtype)], dim=1)
@@ -126,6 +159,80 @@ def distillation_loss(student, teacher, scheduler, x0, labels, null, guidance: f
     return F.mse_loss(student(student_input, t, class_labels=labels).sample.float(), target)
 
 
+def student_scheduler(teacher_scheduler):
+    """The progressive student's sampler: first-order DPM-Solver++ (DDIM in data prediction) on
+    trailing timesteps (the grid starts at the last training timestep), thresholded as the teacher's.
+
+    >>> from diffusers import DDPMScheduler
+    >>> s = student_scheduler(DDPMScheduler(prediction_type="v_prediction"))
+    >>> s.set_timesteps(4); s.timesteps.tolist()
+    [999, 749, 499, 249]
+    """
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler.from_config(
+        teacher_scheduler.config, algorithm_type="dpmsolver++", solver_order=1, timestep_spacing="trailing",
+        use_lu_lambdas=False, use_karras_sigmas=False, final_sigmas_type="zero", thresholding=True,
+        sample_max_value=1.0, lower_order_final=True)
+
+
+def predicted_x0(output, z, alpha_bar, prediction_type: str) -> torch.Tensor:
+    """The model's clean-image estimate from its output at ``z`` (``alpha_bar`` broadcast per frame)."""
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * z - (1 - alpha_bar).sqrt() * output
+    if prediction_type == "epsilon":
+        return (z - (1 - alpha_bar).sqrt() * output) / alpha_bar.sqrt()
+    if prediction_type == "sample":
+        return output
+    raise ValueError(f"prediction type {prediction_type!r} is not supported")
+
+
+def ddim_step(x0, z, alpha_bar_t, alpha_bar_s) -> torch.Tensor:
+    """One deterministic DDIM step from time t to s given the clean estimate ``x0`` (data
+    prediction: the noise is the one ``x0`` implies), as first-order DPM-Solver++ steps."""
+    noise = (z - alpha_bar_t.sqrt() * x0) / (1 - alpha_bar_t).sqrt()
+    return alpha_bar_s.sqrt() * x0 + (1 - alpha_bar_s).sqrt() * noise
+
+
+def progressive_loss(student, teacher, alphas_cumprod, grid, substeps: int, x0, labels, null,
+                     guidance: float | None, prediction_type: str, flare_maps=None):
+    """MSE between the student's one step on its ``grid`` and the teacher's ``substeps`` steps
+    between the same grid times, in the student's parametrisation (one grid step per frame).
+
+    ``grid``: the student's timesteps, highest first; after the last comes the clean image
+    (alpha_bar = 1). The teacher's substeps are evenly spaced in t and clip x0 to [-1, 1].
+    """
+    n, device = len(grid), x0.device
+    times = torch.cat([torch.as_tensor(grid, dtype=torch.float64), torch.tensor([-1.0], dtype=torch.float64)])
+    i = torch.randint(0, n, (x0.shape[0],))
+    abar = torch.cat([alphas_cumprod.double(), torch.ones(1, dtype=torch.float64)])  # index -1: the clean image
+
+    def alpha_bar(t):
+        return abar[t.long()].float().view(-1, 1, 1, 1).to(device)
+
+    t, s = times[i], times[i + 1]
+    a_t, a_s = alpha_bar(t), alpha_bar(s)
+    z_t = a_t.sqrt() * x0 + (1 - a_t).sqrt() * torch.randn_like(x0)
+    with torch.no_grad():
+        z = z_t
+        for j in range(substeps):
+            tj = torch.round(t + (s - t) * j / substeps)
+            tk = s if j == substeps - 1 else torch.round(t + (s - t) * (j + 1) / substeps)
+            out = guided_target(teacher, z, tj.long().to(device), labels, null, guidance, flare_maps)
+            estimate = predicted_x0(out, z, alpha_bar(tj), prediction_type).clamp(-1, 1)
+            z = ddim_step(estimate, z, alpha_bar(tj), alpha_bar(tk))
+        ratio = (1 - a_s).sqrt() / (1 - a_t).sqrt()
+        target_x0 = (z - ratio * z_t) / (a_s.sqrt() - ratio * a_t.sqrt())
+        if prediction_type == "v_prediction":
+            target = (a_t.sqrt() * z_t - target_x0) / (1 - a_t).sqrt()
+        elif prediction_type == "epsilon":
+            target = (z_t - a_t.sqrt() * target_x0) / (1 - a_t).sqrt()
+        else:
+            target = target_x0
+    student_input = z_t if flare_maps is None else torch.cat([z_t, flare_maps.to(z_t.dtype)], dim=1)
+    return F.mse_loss(student(student_input, t.long().to(device), class_labels=labels).sample.float(), target)
+
+
 def distill(args) -> Path:
     """Run the distillation; returns the student's pipeline folder (``<out>/pipeline``)."""
     from diffusers import DDPMScheduler
@@ -134,17 +241,20 @@ def distill(args) -> Path:
 
     from solar_diffusion import SolarFlarePipeline, null_condition
     from solar_diffusion.generate import load_pipeline
-    from solar_diffusion.hub import save_pipeline
-    from solar_diffusion.hub import model_name
+    from solar_diffusion.hub import model_name, save_pipeline
 
     start = time.monotonic()
     check_arguments(args)
     output_dir = Path(args.output_dir)
     check_output_dir(output_dir, args.resume_from_checkpoint)
     teacher_pipe = load_pipeline(args.teacher)
-    if teacher_pipe.config.get("distillation"):
-        raise ValueError(f"{args.teacher} is already a distilled student: distil its teacher instead")
+    distilled = teacher_pipe.config.get("distillation") or {}
+    progressive = args.method == "progressive"
+    if distilled and not progressive:
+        raise ValueError(f"{args.teacher} is already a distilled student: distil its teacher instead, or make "
+                         "fewer steps of it with --method progressive")
     guidance, _ = teacher_pipe.sampling_defaults(args.guidance, None)
+    teacher_guidance = None if distilled else guidance  # a student's one call holds its guidance
     args.logger, args.compile = "none", False  # what make_accelerator reads
     accelerator = make_accelerator(args, output_dir)
 
@@ -173,6 +283,11 @@ def distill(args) -> Path:
     teacher = teacher_pipe.unet.eval().requires_grad_(False)
     student = copy.deepcopy(teacher).train().requires_grad_(True)
     scheduler = DDPMScheduler.from_config(teacher_pipe.scheduler.config)  # the training schedule's noise
+    sampler = student_scheduler(teacher_pipe.scheduler) if progressive else teacher_pipe.scheduler
+    if progressive:
+        sampler.set_timesteps(args.student_steps)
+        grid = sampler.timesteps.tolist()
+        prediction_type = scheduler.config.prediction_type
     null = null_condition(teacher.config)
     optimizer = torch.optim.AdamW(student.parameters(), lr=args.learning_rate, weight_decay=0.0)
     lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=args.lr_warmup_steps)
@@ -180,6 +295,8 @@ def distill(args) -> Path:
     teacher.to(accelerator.device)
     torch.manual_seed(args.seed + accelerator.process_index)
 
+    check_run_settings(output_dir, {k: getattr(args, k) for k in RUN_SETTINGS} | {
+        "teacher": model_name(args.teacher)}, args.resume_from_checkpoint)
     global_step = resume_from_checkpoint(accelerator, output_dir, args.resume_from_checkpoint)
     output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -203,8 +320,12 @@ def distill(args) -> Path:
         for images, labels, *flare_maps in (accelerator.skip_first_batches(loader, skip) if skip else loader):
             with accelerator.accumulate(student):
                 x0 = collate.to_model_space(images)
-                loss = distillation_loss(student, teacher, scheduler, x0, labels, null, guidance,
-                                         flare_maps[0] if flare_maps else None)
+                maps = flare_maps[0] if flare_maps else None
+                if progressive:
+                    loss = progressive_loss(student, teacher, scheduler.alphas_cumprod, grid, args.teacher_substeps,
+                                            x0, labels, null, teacher_guidance, prediction_type, maps)
+                else:
+                    loss = distillation_loss(student, teacher, scheduler, x0, labels, null, guidance, maps)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(student.parameters(), 1.0)
@@ -239,15 +360,17 @@ def distill(args) -> Path:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         teacher_name = model_name(args.teacher)
-        distillation = {"method": "guidance distillation (Meng et al. 2023, stage 1)", "teacher": teacher_name,
+        distillation = {"method": METHODS[args.method], "teacher": teacher_name,
                         "guidance_scale": guidance, "num_inference_steps": args.student_steps, "steps": global_step,
                         "train_batch_size": total_batch, "learning_rate": args.learning_rate,
                         "dataset": model_name(args.dataset)}
-        pipe = SolarFlarePipeline(accelerator.unwrap_model(student).eval(), teacher_pipe.scheduler,
+        if progressive:
+            distillation["teacher_steps"] = args.student_steps * args.teacher_substeps
+        pipe = SolarFlarePipeline(accelerator.unwrap_model(student).eval(), sampler,
                                   id2label=teacher_pipe.id2label, normalization=teacher_pipe.config.normalization,
                                   geometry=geometry, flare_positions=teacher_pipe.config.flare_positions,
                                   distillation=distillation)
-        save_pipeline(pipe, final, student_card(distillation, teacher_pipe))
+        save_pipeline(pipe, final, student_card(distillation, teacher_pipe, sampler))
         summary = clock.summary(global_step, stop or "max_train_steps") | {"distillation": distillation,
                                                                            "torch": torch.__version__}
         atomic_write(output_dir / "distill_summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
@@ -257,7 +380,7 @@ def distill(args) -> Path:
     return final
 
 
-def student_card(distillation: dict, teacher_pipe) -> str:
+def student_card(distillation: dict, teacher_pipe, sampler) -> str:
     """The student's model card: what it is, how it was made and how to call it."""
     teacher = distillation["teacher"]
     return f"""---
@@ -265,11 +388,11 @@ library_name: diffusers
 tags: [solar-physics, sdo-aia, diffusion, distillation]
 base_model: {teacher}
 ---
-# Guidance-distilled student of {teacher}
+# {"Progressive" if distillation.get("teacher_steps") else "Guidance-distilled"} student of {teacher}
 
 One UNet call per sampling step: classifier-free guidance {distillation['guidance_scale']:g} is built
 in ({distillation['method']}), so it cannot sample with another guidance scale. It samples with
-{type(teacher_pipe.scheduler).__name__} in {distillation['num_inference_steps']} steps by default.
+{type(sampler).__name__}{_grid(distillation)} in {distillation['num_inference_steps']} steps by default.
 Conditioning ({teacher_pipe.conditioning}), data unit, normalisation and geometry are its teacher's.
 
 Distilled for {distillation['steps']} steps, batch {distillation['train_batch_size']}, learning rate
@@ -281,6 +404,12 @@ pipe = SolarFlarePipeline.from_pretrained("path/or/hub-id")
 images = pipe("M5", num_images_per_class=4).images   # {distillation['num_inference_steps']} steps, one call each
 ```
 """
+
+
+def _grid(distillation: dict) -> str:
+    steps = distillation.get("teacher_steps")
+    return (f" (first order, on its own trailing grid; each step learnt from "
+            f"{steps // distillation['num_inference_steps']} of its teacher's)") if steps else ""
 
 
 def main(argv=None) -> Path:

@@ -203,7 +203,7 @@ def transfer_unet_weights(source, unet, source_wavelengths, wavelengths):
     >>> from solar_diffusion import build_unet
     >>> src = build_unet("tiny", 16, 5)
     >>> dst = transfer_unet_weights(src, build_unet("tiny", 16, 0, 3, "flare"), [171.0], [171.0, 131.0, 94.0])
-    >>> bool((dst.conv_in.weight[:, 0] == src.conv_in.weight[:, 0]).all()), float(dst.conv_in.weight[:, 1:].abs().max())
+    >>> bool((dst.conv_in.weight[:, 0] == src.conv_in.weight[:, 0]).all()), float(dst.conv_in.weight[:, 1:].detach().abs().max())
     (True, 0.0)
     """
     state = unet.state_dict()
@@ -263,6 +263,45 @@ def check_output_dir(output_dir: Path, resume: str | None):
                          "--resume-from-checkpoint latest to continue it, or choose another --out")
 
 
+#: The arguments a resumed run must share with its start (``check_run_settings``).
+RUN_SETTINGS = ("preset", "conditioning", "size", "norm_lo", "norm_hi", "train_batch_size",
+                "gradient_accumulation_steps", "learning_rate", "scale_lr", "lr_scheduler", "lr_warmup_steps",
+                "adam_weight_decay", "label_dropout", "class_balance", "num_train_timesteps", "beta_schedule",
+                "prediction_type", "snr_gamma", "use_ema", "ema_max_decay", "augment_rotation", "augment_brightness",
+                "seed")
+
+
+def check_run_settings(output_dir: Path, settings: dict, resume: str | None) -> None:
+    """A resumed run keeps what its checkpoints learnt with: ``settings`` (the arguments that shape
+    the model, its data or its optimisation) are written to ``run_settings.json`` when a run starts
+    and compared when it resumes; a difference is refused, naming the setting (a run resumed with
+    another learning rate or teacher would be neither run). Budgets (steps, minutes, checkpointing)
+    may change.
+
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> check_run_settings(out, {"learning_rate": 1e-4}, None)
+    >>> check_run_settings(out, {"learning_rate": 2e-4}, "latest")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: --resume-from-checkpoint: the run in ... was made with --learning-rate 0.0001, not 0.0002: resume with the same settings or start another --out
+    """
+    path = output_dir / "run_settings.json"
+    settings = json.loads(json.dumps(settings))  # as the file holds them (tuples become lists)
+    if resume and path.exists():
+        try:
+            before = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise RuntimeError(f"{path} cannot be read ({error}): restore it, or start another --out") from None
+        changed = [k for k in settings if k in before and before[k] != settings[k]]
+        if changed:
+            raise ValueError(f"--resume-from-checkpoint: the run in {output_dir} was made with "
+                             + ", ".join(f"--{k.replace('_', '-')} {before[k]}, not {settings[k]}" for k in changed)
+                             + ": resume with the same settings or start another --out")
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=1)))
+
+
 def _checkpoints(output_dir: Path) -> list[Path]:
     return sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
 
@@ -320,7 +359,7 @@ def train(args, hub_api=None) -> Path:
 
     from solar_diffusion import ClipLogNormalization, SolarFlarePipeline, build_unet, label_vocabulary
     from solar_diffusion.generate import use_scheduler
-    from solar_diffusion.hub import push_to_hub, save_pipeline
+    from solar_diffusion.hub import model_name, push_to_hub, save_pipeline
 
     output_dir = Path(args.output_dir)
     check_arguments(args)
@@ -405,6 +444,8 @@ def train(args, hub_api=None) -> Path:
     null = null_condition(accelerator.unwrap_model(unet).config)
 
     # resume
+    check_run_settings(output_dir, {k: getattr(args, k) for k in RUN_SETTINGS} | {
+        "init_from": args.init_from and model_name(args.init_from)}, args.resume_from_checkpoint)
     global_step = resume_from_checkpoint(accelerator, output_dir, args.resume_from_checkpoint)
     steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
     run_args = argparse.Namespace(**{**vars(args), "learning_rate": learning_rate})  # the rate used, scaled
