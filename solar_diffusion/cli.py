@@ -431,7 +431,7 @@ def run() -> None:
     """The ``solar-diffusion`` script and ``python -m solar_diffusion.cli``: one command, then exit.
 
     Unlike ``main`` it leaves the start-up's objects frozen: Python's last garbage collection at
-    exit then skips them (about 0.3 s on 2 cores), and nothing of them needs collecting anyway.
+    exit then skips them (about 0.8 s on 2 cores), and nothing of them needs collecting anyway.
     """
     sys.exit(_run(sys.argv[1:]))
 

@@ -56,8 +56,8 @@ def collector_paused():
     """Import inside this block without Python's cyclic garbage collector; keep what it made.
 
     Importing torch and diffusers creates millions of objects, and the collector walks all of them
-    again at each full collection it triggers on the way: about 0.6 s of ``generate``'s 2-core
-    start-up (BENCHMARKS.md). Inside the block the collector is off; at its end the objects that
+    again at each full collection it triggers on the way: about 0.9 s of the bare imports' 2.4 s
+    on 2 cores (BENCHMARKS.md). Inside the block the collector is off; at its end the objects that
     exist (modules, classes, functions: alive for the whole process anyway) are frozen, so later
     collections skip them, and the collector is switched back on as it was. ``gc.unfreeze()``
     hands them back to the collector (the command line does so when a command ends).
