@@ -80,7 +80,10 @@ def fit_disk(image: np.ndarray, name="image", n_rays: int = 48) -> tuple[float, 
 
     ny, nx = image.shape
     smooth = gaussian_filter(image.astype(np.float32), 1.5)
-    mask = smooth > 0.5 * np.median(smooth[smooth > np.percentile(smooth, 50)])
+    bright = smooth[smooth > np.percentile(smooth, 50)]
+    if not bright.size:  # a uniform image: no limb anywhere
+        raise NoSolarDisk(f"{name}: no solar disk found (image uniform)")
+    mask = smooth > 0.5 * np.median(bright)
     if mask.sum() < 0.01 * image.size:
         raise NoSolarDisk(f"{name}: no solar disk found (image nearly empty)")
     yy, xx = np.nonzero(mask)
