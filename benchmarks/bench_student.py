@@ -77,16 +77,15 @@ def generate(pipe, labels, where, steps: int | None, seed: int, batch_size: int 
                                                                  positions)])
 
 
-def student_name(pipe) -> str:
-    """"guidance" or "progressive": the distillation stage a student comes from."""
-    return "progressive" if pipe.config.distillation["method"].startswith("progressive") else "guidance"
+#: The row letter of each distillation method's student.
+LETTERS = {"guidance": "d", "progressive": "e"}
 
 
 def row_name(model: str, steps: int) -> str:
     """The row of a model (teacher, guidance or progressive student) at a step count."""
     if model == "teacher":
         return "(b) teacher 10" if steps == 10 else f"(c) teacher {steps}"
-    return f"({'d' if model == 'guidance' else 'e'}) {model} student {steps}"
+    return f"({LETTERS[model]}) {model} student {steps}"
 
 
 def speed(teacher, plain, students: dict, repeats: int) -> list[dict]:
@@ -104,7 +103,7 @@ def speed(teacher, plain, students: dict, repeats: int) -> list[dict]:
         [(f"(c) teacher: DPM-Solver++ {n}, guidance batched", teacher, n, "teacher") for n in fewer]
     for name, (pipe, steps) in students.items():
         grid = "DPM-Solver++" if name == "guidance" else "its grid (first-order DPM-Solver++)"
-        setups += [(f"{row_name(name, n)[:3]} {name} student: {grid} {n}, one call per step", pipe, n, name)
+        setups += [(f"({LETTERS[name]}) {name} student: {grid} {n}, one call per step", pipe, n, name)
                    for n in steps]
     for name, pipe, steps, model in setups:
         row = {"row": name, "model": model, "steps": steps, "set": row_name(model, steps)}
@@ -238,6 +237,7 @@ def quality(args, teacher, students: dict) -> dict:
 def main(argv=None) -> dict:
     from solar_diffusion.defaults import BUNDLED_MODEL
     from solar_diffusion.generate import load_pipeline
+    from solar_diffusion.training.distill import method_of
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", default=str(BUNDLED_MODEL))
@@ -264,7 +264,7 @@ def main(argv=None) -> dict:
         pipe = load_pipeline(path)
         if not pipe.config.get("distillation"):
             raise ValueError(f"--student {path} is not a distilled student (no distillation in its config)")
-        name = student_name(pipe)
+        name = method_of(pipe.config.distillation)
         if name in students:
             raise ValueError(f"--student {path}: a {name} student is given twice")
         students[name] = (pipe, [int(n) for n in steps.split(",")] if steps

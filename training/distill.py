@@ -68,6 +68,18 @@ METHODS = {"guidance": "guidance distillation (Meng et al. 2023, stage 1)",
            "progressive": "progressive distillation (Salimans & Ho 2022; Meng et al. 2023, stage 2)"}
 
 
+def method_of(distillation: dict) -> str:
+    """The ``--method`` a student was made with, read from its pipeline's ``distillation`` config.
+
+    >>> method_of({"method": METHODS["progressive"]})
+    'progressive'
+    """
+    for key, text in METHODS.items():
+        if text == distillation.get("method"):
+            return key
+    raise ValueError(f"unknown distillation method {distillation.get('method')!r}")
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     from solar_diffusion.defaults import bundled_model
 
@@ -138,8 +150,7 @@ def guided_target(teacher, x_t, t, labels, null, guidance: float | None, flare_m
     True
     """
     if guidance is None:
-        inputs = x_t if flare_maps is None else torch.cat([x_t, flare_maps.to(x_t.dtype)], dim=1)
-        return teacher(inputs, t, class_labels=labels).sample.float()
+        return teacher(_with_map(x_t, flare_maps), t, class_labels=labels).sample.float()
     both = torch.cat([x_t, x_t])
     if flare_maps is not None:
         both = torch.cat([both, torch.cat([torch.zeros_like(flare_maps), flare_maps]).to(both.dtype)], dim=1)
@@ -155,8 +166,12 @@ def distillation_loss(student, teacher, scheduler, x0, labels, null, guidance: f
     t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
     x_t = scheduler.add_noise(x0, noise, t)
     target = guided_target(teacher, x_t, t, labels, null, guidance, flare_maps)
-    student_input = x_t if flare_maps is None else torch.cat([x_t, flare_maps.to(x_t.dtype)], dim=1)
-    return F.mse_loss(student(student_input, t, class_labels=labels).sample.float(), target)
+    return F.mse_loss(student(_with_map(x_t, flare_maps), t, class_labels=labels).sample.float(), target)
+
+
+def _with_map(x, flare_maps):
+    """A flare model's input: the noisy frames with their flare maps as extra channels."""
+    return x if flare_maps is None else torch.cat([x, flare_maps.to(x.dtype)], dim=1)
 
 
 def student_scheduler(teacher_scheduler):
@@ -184,6 +199,22 @@ def predicted_x0(output, z, alpha_bar, prediction_type: str) -> torch.Tensor:
         return (z - (1 - alpha_bar).sqrt() * output) / alpha_bar.sqrt()
     if prediction_type == "sample":
         return output
+    raise ValueError(f"prediction type {prediction_type!r} is not supported")
+
+
+def model_output(x0, z, alpha_bar, prediction_type: str) -> torch.Tensor:
+    """The output with which the model estimates ``x0`` at ``z``: the inverse of ``predicted_x0``.
+
+    >>> z, x0, a = torch.randn(1, 1, 2, 2), torch.rand(1, 1, 2, 2), torch.tensor(0.3)
+    >>> torch.allclose(predicted_x0(model_output(x0, z, a, "v_prediction"), z, a, "v_prediction"), x0, atol=1e-6)
+    True
+    """
+    if prediction_type == "v_prediction":
+        return (alpha_bar.sqrt() * z - x0) / (1 - alpha_bar).sqrt()
+    if prediction_type == "epsilon":
+        return (z - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+    if prediction_type == "sample":
+        return x0
     raise ValueError(f"prediction type {prediction_type!r} is not supported")
 
 
@@ -215,22 +246,15 @@ def progressive_loss(student, teacher, alphas_cumprod, grid, substeps: int, x0, 
     z_t = a_t.sqrt() * x0 + (1 - a_t).sqrt() * torch.randn_like(x0)
     with torch.no_grad():
         z = z_t
-        for j in range(substeps):
-            tj = torch.round(t + (s - t) * j / substeps)
-            tk = s if j == substeps - 1 else torch.round(t + (s - t) * (j + 1) / substeps)
+        points = [torch.round(t + (s - t) * j / substeps) for j in range(substeps + 1)]  # t ... s
+        for tj, tk in zip(points, points[1:]):
             out = guided_target(teacher, z, tj.long().to(device), labels, null, guidance, flare_maps)
             estimate = predicted_x0(out, z, alpha_bar(tj), prediction_type).clamp(-1, 1)
             z = ddim_step(estimate, z, alpha_bar(tj), alpha_bar(tk))
         ratio = (1 - a_s).sqrt() / (1 - a_t).sqrt()
-        target_x0 = (z - ratio * z_t) / (a_s.sqrt() - ratio * a_t.sqrt())
-        if prediction_type == "v_prediction":
-            target = (a_t.sqrt() * z_t - target_x0) / (1 - a_t).sqrt()
-        elif prediction_type == "epsilon":
-            target = (z_t - a_t.sqrt() * target_x0) / (1 - a_t).sqrt()
-        else:
-            target = target_x0
-    student_input = z_t if flare_maps is None else torch.cat([z_t, flare_maps.to(z_t.dtype)], dim=1)
-    return F.mse_loss(student(student_input, t.long().to(device), class_labels=labels).sample.float(), target)
+        target = model_output((z - ratio * z_t) / (a_s.sqrt() - ratio * a_t.sqrt()), z_t, a_t, prediction_type)
+    return F.mse_loss(student(_with_map(z_t, flare_maps), t.long().to(device), class_labels=labels).sample.float(),
+                      target)
 
 
 def distill(args) -> Path:
@@ -388,7 +412,7 @@ library_name: diffusers
 tags: [solar-physics, sdo-aia, diffusion, distillation]
 base_model: {teacher}
 ---
-# {"Progressive" if distillation.get("teacher_steps") else "Guidance-distilled"} student of {teacher}
+# {"Progressive" if method_of(distillation) == "progressive" else "Guidance-distilled"} student of {teacher}
 
 One UNet call per sampling step: classifier-free guidance {distillation['guidance_scale']:g} is built
 in ({distillation['method']}), so it cannot sample with another guidance scale. It samples with
