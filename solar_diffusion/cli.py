@@ -39,6 +39,9 @@ def _add_generate(p):
     p.add_argument("--guidance", type=float, default=None,
                    help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g}; a distilled model has its own "
                         "built in)")
+    p.add_argument("--novelty-target", type=float, default=None,
+                   help="distance the novelty guidance keeps from the nearest training layout, in day distances "
+                        "(0: off; default: the model's own, see `solar-diffusion novelty`)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k")
     p.add_argument("--out", default="generated", help="output folder (default ./generated)")
     p.add_argument("--format", choices=FORMATS, default="png",
@@ -98,6 +101,7 @@ def _generate(args) -> int:
         flare_positions=_flare_positions(args, pipe),
         overwrite=args.overwrite,
         progress=True,
+        novelty_target=args.novelty_target,
     )
     print(f"wrote {len(records)} images ({args.format}) and contact_sheet.png to {args.out}")
     return 0
@@ -210,6 +214,8 @@ def _add_evaluate(p):
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the saved one")
     p.add_argument("--guidance", type=float, default=None,
                    help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g}, or a distilled model's own)")
+    p.add_argument("--novelty-target", type=float, default=None,
+                   help="novelty guidance target, in day distances (default: the model's own; 0: off)")
     p.add_argument("--steps-curve", default="10,25,50", help="step counts of the quality curve ('' for none)")
     p.add_argument("--curve-per-class", type=int, default=None, help="images per class per curve point")
     p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples per interval (default 200)")
@@ -230,8 +236,8 @@ def _evaluate(args) -> int:
     report = evaluate(EvaluationConfig(
         model=args.model, dataset=args.dataset, out=args.out, split=args.split, encoder=args.encoder,
         num_per_class=args.num_per_class, num_inference_steps=args.steps, guidance_scale=args.guidance,
-        scheduler=args.scheduler, seed=args.seed, n_boot=args.n_boot, min_real=args.min_real, max_real=args.max_real,
-        steps_curve=curve,
+        novelty_target=args.novelty_target, scheduler=args.scheduler, seed=args.seed, n_boot=args.n_boot,
+        min_real=args.min_real, max_real=args.max_real, steps_curve=curve,
         curve_per_class=args.curve_per_class, inception=args.inception, model_card=args.model_card,
         num_positions=args.num_positions, train_dataset=args.train_dataset,
     ), progress=True)
@@ -360,6 +366,36 @@ def _augment(args) -> int:
     return 0
 
 
+def _add_novelty(p):
+    from solar_diffusion.pipelines import NOVELTY_MAX_PUSH, NOVELTY_POOL_PX, NOVELTY_TARGET, NOVELTY_UNTIL_TIMESTEP
+    from solar_diffusion.splits import dataset_argument
+
+    p.add_argument("--model", required=True, help="a saved pipeline folder (its model_index.json is rewritten)")
+    p.add_argument("--dataset", required=True, type=dataset_argument,
+                   help="the dataset the model was trained on (its train split's frames are kept)")
+    p.add_argument("--target", type=float, default=NOVELTY_TARGET,
+                   help=f"default distance kept from the nearest training layout, in day distances (default "
+                        f"{NOVELTY_TARGET:g}; 0 keeps the layouts, guidance off)")
+    p.add_argument("--max-push", type=float, default=NOVELTY_MAX_PUSH,
+                   help=f"largest push, in multiples of the difference from the nearest layout (default "
+                        f"{NOVELTY_MAX_PUSH:g})")
+    p.add_argument("--until-timestep", type=int, default=NOVELTY_UNTIL_TIMESTEP,
+                   help=f"guide while the timestep is at least this (default {NOVELTY_UNTIL_TIMESTEP}; of 1000)")
+    p.add_argument("--pool-px", type=int, default=NOVELTY_POOL_PX,
+                   help=f"cell size of the layouts in pixels of the model's images (default {NOVELTY_POOL_PX})")
+
+
+def _novelty(args) -> int:
+    from solar_diffusion.novelty import add_layouts
+
+    novelty = add_layouts(args.model, args.dataset, pool_px=args.pool_px, target=args.target, max_push=args.max_push,
+                          until_timestep=args.until_timestep)
+    print(f"wrote {novelty['shape'][0]} training layouts ({novelty['shape'][2]}x{novelty['shape'][3]} cells of "
+          f"{novelty['pool_px']} px; day distance {novelty['day_distance']:.4f}) to {args.model}/model_index.json; "
+          f"novelty target {novelty['target']:g} day distances while t >= {novelty['until_timestep']}")
+    return 0
+
+
 def _add_push(p):
     p.add_argument("folder", help="a saved pipeline (model_index.json) or a built dataset (build_info.json)")
     p.add_argument("--repo-id", required=True, help="the Hub repo, owner/name (a model or dataset repo, by the folder)")
@@ -391,6 +427,8 @@ COMMANDS = {
                    _gpu_wheels),
     "export-parts": ("a saved pipeline as parts of at most 15 MB, with hashes", _add_export_parts, _export_parts),
     "assemble": ("a saved pipeline from the parts of export-parts", _add_assemble, _assemble),
+    "novelty": ("keep a model's training layouts for its novelty guidance (no copies of training days)",
+                _add_novelty, _novelty),
     "push": ("upload a saved pipeline or a built dataset to the Hugging Face Hub", _add_push, _push),
 }
 

@@ -50,6 +50,7 @@ class EvaluationConfig:
     num_per_class: int = 32
     num_inference_steps: int | None = None  # None: the pipeline's default
     guidance_scale: float | None = None  # None: the pipeline's default (a distilled model's own)
+    novelty_target: float | None = None  # None: the model's own novelty guidance (0 without training layouts)
     scheduler: str | None = None  # None: the saved one
     seed: int = 0
     n_boot: int = 200
@@ -144,15 +145,16 @@ class Evaluation:
     def flare_model(self) -> bool:
         return self.pipe.conditioning == "flare"
 
-    def sample(self, labels, seed, steps=None, positions=None):
+    def sample(self, labels, seed, steps=None, positions=None, novelty_target=None):
         """Model-space images of ``labels`` (image k seeded ``seed + k``; a flare model's at
-        ``positions``) and the time per image."""
+        ``positions``) and the time per image; ``novelty_target`` None is the run's."""
         from solar_diffusion.generate import sample_batches
 
         started = time.perf_counter()
         images = torch.cat([out.images.cpu() for out in sample_batches(
             self.pipe, labels, seed, steps or self.num_inference_steps, self.config.guidance_scale,
-            self.config.batch_size, positions=positions)])
+            self.config.batch_size, positions=positions,
+            novelty_target=self.config.novelty_target if novelty_target is None else novelty_target)])
         return images, (time.perf_counter() - started) / max(1, len(labels))
 
     @property
@@ -204,7 +206,7 @@ def evaluate(config: EvaluationConfig, progress: bool = False) -> dict:
     phase("features")
     embed(ev)
     phase("distances and statistics")
-    report = {"settings": asdict(config), "model": model_summary(ev), "sample_sizes": sample_sizes(ev),
+    report = {"settings": asdict(ev.config), "model": model_summary(ev), "sample_sizes": sample_sizes(ev),
               "seconds_per_image": ev.seconds_per_image,
               "feature_spaces": {space: feature_space(ev, space) for space in ev.features},
               "conditioning_f1": conditioning_f1(ev),
@@ -256,7 +258,7 @@ def load(config: EvaluationConfig) -> Evaluation:
         raise ValueError(f"the encoder reads {encoder.config.in_channels}-channel images, the model makes "
                          f"{pipe.unet.config.out_channels}: train an encoder on the model's channels")
     guidance, steps = pipe.sampling_defaults(config.guidance_scale, config.num_inference_steps)
-    config = replace(config, guidance_scale=guidance)
+    config = replace(config, guidance_scale=guidance, novelty_target=pipe._novelty_target(config.novelty_target))
     ev = Evaluation(config, pipe, encoder, steps,
                     real_all=model_space_split(config.dataset, config.split, norm, size),
                     train_all=training_frames(config, norm, size),

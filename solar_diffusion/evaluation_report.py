@@ -61,8 +61,9 @@ def _introduction(report: dict) -> list:
     model = Path(s["model"]).resolve()
     model = model.relative_to(Path.cwd()) if model.is_relative_to(Path.cwd()) else s["model"]
     counts = report["sample_sizes"]
+    novelty = f", novelty target {s['novelty_target']:g}" if s.get("novelty_target") else ""
     return [f"Model `{model}` ({report['model']['scheduler']}, {report['model']['num_inference_steps']} steps, "
-            f"guidance {s['guidance_scale']}), {s['num_per_class']} generated images per class, against the real "
+            f"guidance {s['guidance_scale']}{novelty}), {s['num_per_class']} generated images per class, against the real "
             f"`{split}` split of `{s['dataset']}`. {INTERVAL_MEANING.format(n_boot=s['n_boot'])} "
             f"n = generated/real (or floor/real) images. Floor: real train frames vs real {split} "
             f"frames at the same sample sizes (what a perfect generator of the training distribution would score). "
@@ -186,10 +187,18 @@ def flare_tables(flare: dict, split: str) -> list:
               f"Real frames of months the model never saw ({split}): median {fmt(mem['real (held-out months)'])}; "
               "real training frames against training frames more than 3 days away: median "
               f"{fmt(mem.get('real train frames, nearest training frame over 3 days away', 'not measured'))}.", "",
-              "| class | median | over real held-out | over generated quiet |", "|---|---|---|---|"]
+              "| class | median | over real held-out | over generated quiet |"
+              + (" without novelty guidance: over real held-out |" if "novelty_target" in mem else ""),
+              "|---|---|---|---|" + ("---|" if "novelty_target" in mem else "")]
     for c, row in mem["classes"].items():
         lines.append(f"| {c} | {fmt(row['median'])} | {fmt(row['over real held-out'])} | "
-                     f"{fmt(row.get('over generated quiet', '-'))} |")
+                     f"{fmt(row.get('over generated quiet', '-'))} |"
+                     + (f" {fmt(row['without novelty guidance, over real held-out'])} |" if "novelty_target" in mem
+                        else ""))
+    if "novelty_target" in mem:
+        lines += ["", f"The images are made with the model's novelty guidance (target {mem['novelty_target']:g} day "
+                  "distances: steered away from the nearest training layout while the noise is high); the last column "
+                  "is the same requests and seeds without it, the model's own memorisation."]
     div = flare["diversity"]
     lines += ["", "### (d) Diversity: mean RMS distance between images of the same request (other seeds)", "",
               "| class | distance |", "|---|---|"]

@@ -212,12 +212,23 @@ def flare_sections(ev, splits=("train", "validation", "test"), num_move: int = 8
                         np.median, nearest_other_days(ev.train_all, ev.rng)),
                     "classes": {}}
     quiet_nn = generated_nn[ev.labels == QUIET_LABEL]
+    own_nn = None
+    if config.novelty_target:  # the same requests and seeds without the novelty guidance: the model's own
+        n = config.num_per_class
+        own = [ev.sample(list(ev.labels[k * n:(k + 1) * n]), config.seed, novelty_target=0.0,
+                         positions=None if ev.requested_arcsec is None else ev.requested_arcsec[k * n:(k + 1) * n])[0]
+               for k in range(len(ev.classes))]
+        own_nn = nearest_distances(torch.cat(own), train)
+        memorisation["novelty_target"] = config.novelty_target
     for c in ev.classes:
         values = generated_nn[ev.labels == c]
         row = {"median": ev.interval(np.median, values),
                "over real held-out": ev.interval(lambda g, r: np.median(g) / np.median(r), values, real_nn)}
         if len(quiet_nn) and c != QUIET_LABEL:
             row["over generated quiet"] = ev.interval(lambda g, q: np.median(g) / np.median(q), values, quiet_nn)
+        if own_nn is not None:
+            row["without novelty guidance, over real held-out"] = ev.interval(
+                lambda g, r: np.median(g) / np.median(r), own_nn[ev.labels == c], real_nn)
         memorisation["classes"][c] = row
 
     # (d) diversity: images of one request (same class and position, other seeds), and real frames

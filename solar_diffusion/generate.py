@@ -159,11 +159,12 @@ def default_batch_size(pipe: SolarFlarePipeline) -> int:
 
 
 def sample_batches(pipe: SolarFlarePipeline, labels, seed: int = 0, num_inference_steps: int | None = None,
-                   guidance_scale: float | None = None, batch_size: int | None = None, positions=None):
+                   guidance_scale: float | None = None, batch_size: int | None = None, positions=None,
+                   novelty_target: float | None = None):
     """Yield pipeline outputs (model space, ``output_type="model"``) for ``labels`` in batches of
     ``batch_size`` (default: ``default_batch_size``); image k uses its own generator seeded
     ``seed + k``, so any image can be remade on its own. ``positions`` (a flare model's; one per
-    label, None to draw one) go with their labels."""
+    label, None to draw one) go with their labels; ``novelty_target`` None is the model's own."""
     labels = list(labels)
     batch_size = batch_size or default_batch_size(pipe)
     for start in range(0, len(labels), batch_size):
@@ -171,7 +172,8 @@ def sample_batches(pipe: SolarFlarePipeline, labels, seed: int = 0, num_inferenc
         generators = [torch.Generator(device="cpu").manual_seed(seed + k) for k in range(start, end)]
         where = {} if positions is None else {"flare_position": list(positions[start:end])}
         yield pipe(flare_class=labels[start:end], num_images_per_class=1, guidance_scale=guidance_scale,
-                   num_inference_steps=num_inference_steps, generator=generators, output_type="model", **where)
+                   num_inference_steps=num_inference_steps, generator=generators, output_type="model",
+                   novelty_target=novelty_target, **where)
 
 
 @torch.inference_mode()
@@ -221,6 +223,7 @@ def generate_to_folder(
     flare_positions=None,
     overwrite: bool = False,
     progress: bool = False,
+    novelty_target: float | None = None,
 ) -> list[dict]:
     """Generate ``num_images`` per class and write one file per image, named by class and seed.
 
@@ -259,12 +262,12 @@ def generate_to_folder(
     check_writable(out_dir)
     guidance, steps = pipe.sampling_defaults(guidance_scale, num_inference_steps)
     settings = {"model": model_name, "scheduler": type(pipe.scheduler).__name__, "num_inference_steps": steps,
-                "guidance_scale": guidance, "format": file_format}
+                "guidance_scale": guidance, "novelty_target": pipe._novelty_target(novelty_target), "format": file_format}
     records, previews = [], []
     try:
         _generate_files(pipe, out_dir, labels, seed, num_inference_steps, guidance_scale, batch_size, positions,
                         file_format, model_name, records, previews, job_bar(len(labels), "generating", "image",
-                                                                            show=progress))
+                                                                            show=progress), novelty_target)
     except KeyboardInterrupt:  # the images written so far are whole: record them, so --overwrite can clear them
         write_record(out_dir, settings | {"interrupted": True}, records)
         raise
@@ -295,11 +298,12 @@ def write_record(out_dir: Path, settings: dict, records: list):
 
 
 def _generate_files(pipe, out_dir, labels, seed, num_inference_steps, guidance_scale, batch_size, positions,
-                    file_format, model_name, records, previews, bar):
+                    file_format, model_name, records, previews, bar, novelty_target=None):
     """Sample and write the images, appending each one's record as soon as its files are whole."""
     if file_format == "fits":
         from solar_diffusion.maps import write_fits
-    for out in sample_batches(pipe, labels, seed, num_inference_steps, guidance_scale, batch_size, positions):
+    for out in sample_batches(pipe, labels, seed, num_inference_steps, guidance_scale, batch_size, positions,
+                              novelty_target):
         model_space = out.images.cpu().numpy()
         physical = pipe.normalization.inverse(model_space).astype(np.float32)
         for image, model_image, meta in zip(physical, model_space, out.metadata):

@@ -140,7 +140,11 @@ def _flare_summary(flare: dict, split: str) -> list:
                  + "; ".join(f"{c} {fmt(row['over generated quiet'])}" for c, row in mem.items()
                              if "over generated quiet" in row and c in ("M", "X"))
                  + f"; over that of real frames of months never seen ({split}): "
-                 + "; ".join(f"{c} {fmt(row['over real held-out'])}" for c, row in mem.items() if c in ("M", "X")) + ".")
+                 + "; ".join(f"{c} {fmt(row['over real held-out'])}" for c, row in mem.items() if c in ("M", "X"))
+                 + ("" if "novelty_target" not in flare["memorisation"] else
+                    f" (with the novelty guidance, target {flare['memorisation']['novelty_target']:g} day distances; without it: "
+                    + "; ".join(f"{c} {fmt(row['without novelty guidance, over real held-out'])}"
+                                for c, row in mem.items() if c in ("M", "X")) + ")") + ".")
     return lines
 
 

@@ -88,7 +88,8 @@ def test_a_student_is_not_distilled_again(teacher, flare_days, tmp_path):
 def test_the_progressive_students_sampler_is_the_ddim_step_it_learns():
     """A step of the saved sampler (first-order DPM-Solver++, trailing grid, clipped x0) is
     exactly the DDIM step whose target the progressive loss computes."""
-    from solar_diffusion.training.distill import ddim_step, predicted_x0, student_scheduler
+    from solar_diffusion.pipelines import predicted_x0
+    from solar_diffusion.training.distill import ddim_step, student_scheduler
 
     sampler = student_scheduler(DDPMScheduler(prediction_type="v_prediction"))
     sampler.set_timesteps(4)

@@ -63,6 +63,8 @@ def test_a_flare_model_trains_from_a_pack_and_places_a_flare(flare_days, flare_r
     assert out_images.images.shape == (1, 3, 32, 32) and torch.isfinite(out_images.images).all()
     assert out_images.metadata[0]["flares"][0]["position_arcsec"] == [-475.0, 397.0]
     assert json.loads((out / "train_summary.json").read_text())["steps_this_run"] == 3
+    # two training days, 2 days apart: no day distance to measure, so no novelty guidance (said so in the log)
+    assert pipe.config.novelty == {} and out_images.metadata[0]["novelty_target"] == 0.0
 
 
 def test_flare_signature_finds_real_flares_at_their_hek_positions(shared_data, real_dataset_of_days, tmp_path):

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from solar_diffusion.files import atomic_write, fault_point
-from solar_diffusion.pipelines import FLARE_MAP_SIGMA_RSUN, rsun_px
+from solar_diffusion.pipelines import FLARE_MAP_SIGMA_RSUN, model_output, predicted_x0, rsun_px
 from solar_diffusion.splits import TRAINING_COLUMNS, dataset_argument, dataset_info, image_dtype, load_split
 from solar_diffusion.training.data import Collate
 from solar_diffusion.training.train_ddpm import (RunClock, check_output_dir, check_run_settings, make_accelerator,
@@ -189,33 +189,6 @@ def student_scheduler(teacher_scheduler):
         teacher_scheduler.config, algorithm_type="dpmsolver++", solver_order=1, timestep_spacing="trailing",
         use_lu_lambdas=False, use_karras_sigmas=False, final_sigmas_type="zero", thresholding=True,
         sample_max_value=1.0, lower_order_final=True)
-
-
-def predicted_x0(output, z, alpha_bar, prediction_type: str) -> torch.Tensor:
-    """The model's clean-image estimate from its output at ``z`` (``alpha_bar`` broadcast per frame)."""
-    if prediction_type == "v_prediction":
-        return alpha_bar.sqrt() * z - (1 - alpha_bar).sqrt() * output
-    if prediction_type == "epsilon":
-        return (z - (1 - alpha_bar).sqrt() * output) / alpha_bar.sqrt()
-    if prediction_type == "sample":
-        return output
-    raise ValueError(f"prediction type {prediction_type!r} is not supported")
-
-
-def model_output(x0, z, alpha_bar, prediction_type: str) -> torch.Tensor:
-    """The output with which the model estimates ``x0`` at ``z``: the inverse of ``predicted_x0``.
-
-    >>> z, x0, a = torch.randn(1, 1, 2, 2), torch.rand(1, 1, 2, 2), torch.tensor(0.3)
-    >>> torch.allclose(predicted_x0(model_output(x0, z, a, "v_prediction"), z, a, "v_prediction"), x0, atol=1e-6)
-    True
-    """
-    if prediction_type == "v_prediction":
-        return (alpha_bar.sqrt() * z - x0) / (1 - alpha_bar).sqrt()
-    if prediction_type == "epsilon":
-        return (z - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
-    if prediction_type == "sample":
-        return x0
-    raise ValueError(f"prediction type {prediction_type!r} is not supported")
 
 
 def ddim_step(x0, z, alpha_bar_t, alpha_bar_s) -> torch.Tensor:

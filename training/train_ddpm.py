@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 from solar_diffusion import null_condition
 from solar_diffusion.files import atomic_write, fault_point
-from solar_diffusion.pipelines import FLARE_MAP_SIGMA_RSUN, rsun_px
+from solar_diffusion.pipelines import FLARE_MAP_SIGMA_RSUN, NOVELTY_POOL_PX, rsun_px
 from solar_diffusion.splits import (TRAINING_COLUMNS, dataset_argument, dataset_geometry, dataset_info, image_dtype,
                                     load_split)
 from solar_diffusion.training.data import BalancedSampler, Collate
@@ -360,6 +360,7 @@ def train(args, hub_api=None) -> Path:
     from solar_diffusion import ClipLogNormalization, SolarFlarePipeline, build_unet, label_vocabulary
     from solar_diffusion.generate import use_scheduler
     from solar_diffusion.hub import model_name, push_to_hub, save_pipeline
+    from solar_diffusion.novelty import TooFewDays, split_layouts
 
     output_dir = Path(args.output_dir)
     check_arguments(args)
@@ -453,10 +454,18 @@ def train(args, hub_api=None) -> Path:
         accelerator.init_trackers("solar-diffusion-ddpm", config={k: v for k, v in vars(run_args).items()
                                                                   if isinstance(v, (int, float, str, bool))})
 
+    # the training frames' layouts for the saved model's novelty guidance (steering away from them)
+    novelty = None
+    try:
+        if image_size % NOVELTY_POOL_PX == 0:
+            novelty = split_layouts(args.dataset, normalization, image_size, config_name=args.config_name)
+    except TooFewDays as error:
+        accelerator.print(f"the saved model gets no novelty guidance: {error}")
+
     def make_pipeline():
         model = accelerator.unwrap_model(unet)
         pipe = SolarFlarePipeline(model, noise_scheduler, id2label=id2label, normalization=normalization.to_dict(),
-                                  geometry=geometry, flare_positions=flare_positions)
+                                  geometry=geometry, flare_positions=flare_positions, novelty=novelty)
         pipe.set_progress_bar_config(disable=True)
         return use_scheduler(pipe, "dpm")  # the saved pipeline samples with DPM-Solver++
 

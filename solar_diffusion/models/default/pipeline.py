@@ -465,12 +465,117 @@ class ClipLogNormalization:
 # --------------------------------------------------------------------------------------------
 # The pipeline
 # --------------------------------------------------------------------------------------------
+# Novelty guidance: steer away from the training frames (anti-memorisation guidance)
+# --------------------------------------------------------------------------------------------
+# A model trained on a few hundred days redraws their active-region layout. Novelty guidance
+# (after the anti-memorisation guidance of Chen, Liu & Xu 2024, CVPR) keeps, in the model's
+# config, every training frame averaged over ``pool_px`` cells (8-bit), and how far apart the
+# layouts of days more than 3 days apart are (``day_distance``). While the noise is high
+# (timestep >= ``until_timestep``), an estimate of the clean image nearer its nearest training
+# layout than ``target`` day distances is moved away from it along their difference, to that
+# distance (at most ``max_push`` times the difference), on the solar disk and away from the
+# requested flares. The fine structure, the limb and the sky stay the model's own.
+
+#: Defaults of the novelty guidance a model is saved with: the target distance from the nearest
+#: training layout (in day distances), the largest push, the last timestep and the cell size.
+NOVELTY_TARGET = 2.5
+NOVELTY_MAX_PUSH = 4.0
+NOVELTY_UNTIL_TIMESTEP = 150
+NOVELTY_POOL_PX = 8
+#: Radius (solar radii) around each requested flare where the guidance leaves the image alone.
+NOVELTY_FLARE_RADIUS_RSUN = 0.15
 
 
-#: Default sampling settings of ``SolarFlarePipeline.__call__``, for the bundled model's saved
-#: scheduler (DPM-Solver++ with steps uniform in log-SNR): at 10 steps its quality equals 1000
-#: ancestral DDPM steps within the measured intervals (BENCHMARKS.md, per step count).
-#: ``SolarFlarePipeline.__call__``'s output types (``"physical"``: the old name of ``"data_unit"``).
+def predicted_x0(output, z, alpha_bar, prediction_type: str) -> torch.Tensor:
+    """The model's clean-image estimate from its output at ``z`` (``alpha_bar`` broadcast per frame)."""
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * z - (1 - alpha_bar).sqrt() * output
+    if prediction_type == "epsilon":
+        return (z - (1 - alpha_bar).sqrt() * output) / alpha_bar.sqrt()
+    if prediction_type == "sample":
+        return output
+    raise ValueError(f"prediction type {prediction_type!r} is not supported")
+
+
+def model_output(x0, z, alpha_bar, prediction_type: str) -> torch.Tensor:
+    """The output with which the model estimates ``x0`` at ``z``: the inverse of ``predicted_x0``.
+
+    >>> z, x0, a = torch.randn(1, 1, 2, 2), torch.rand(1, 1, 2, 2), torch.tensor(0.3)
+    >>> torch.allclose(predicted_x0(model_output(x0, z, a, "v_prediction"), z, a, "v_prediction"), x0, atol=1e-6)
+    True
+    """
+    if prediction_type == "v_prediction":
+        return (alpha_bar.sqrt() * z - x0) / (1 - alpha_bar).sqrt()
+    if prediction_type == "epsilon":
+        return (z - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+    if prediction_type == "sample":
+        return x0
+    raise ValueError(f"prediction type {prediction_type!r} is not supported")
+
+
+def training_layouts(images, day_distance: float, pool_px: int = NOVELTY_POOL_PX, target: float = NOVELTY_TARGET,
+                     max_push: float = NOVELTY_MAX_PUSH, until_timestep: int = NOVELTY_UNTIL_TIMESTEP) -> dict:
+    """The ``novelty`` config of a model from its model-space training images (N, C, H, W): their
+    layouts (means over ``pool_px`` cells, 8-bit, base64), the RMS layout distance between days
+    more than 3 days apart (``day_distance``, measured by the caller) and the guidance's defaults.
+
+    >>> novelty = training_layouts(torch.zeros(2, 3, 16, 16), day_distance=0.1, pool_px=8)
+    >>> novelty["shape"], layouts_tensor(novelty).shape
+    ([2, 3, 2, 2], torch.Size([2, 3, 2, 2]))
+    """
+    import base64
+
+    images = torch.as_tensor(images, dtype=torch.float32)
+    if images.ndim != 4 or images.shape[-1] % pool_px or images.shape[-2] % pool_px:
+        raise ValueError(f"training layouts need (N, C, H, W) images with sides divisible by {pool_px} px, "
+                         f"got {tuple(images.shape)}")
+    if not day_distance > 0:
+        raise ValueError(f"the day distance of the training layouts must be > 0, got {day_distance}")
+    cells = torch.nn.functional.avg_pool2d(images, pool_px)
+    codes = ((cells.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    return {"target": float(target), "day_distance": float(day_distance), "max_push": float(max_push),
+            "until_timestep": int(until_timestep), "pool_px": int(pool_px), "shape": list(codes.shape),
+            "layouts_uint8_base64": base64.b64encode(codes.tobytes()).decode("ascii")}
+
+
+def layouts_tensor(novelty: dict) -> torch.Tensor:
+    """The training layouts (N, C, h, w) of a ``novelty`` config, in model space."""
+    import base64
+
+    codes = np.frombuffer(base64.b64decode(novelty["layouts_uint8_base64"]), dtype=np.uint8)
+    if codes.size != math.prod(novelty["shape"]):
+        raise ValueError(f"the novelty layouts hold {codes.size} values, not the {novelty['shape']} the config says")
+    return torch.from_numpy(codes.reshape(novelty["shape"]).astype(np.float32) / 127.5 - 1.0)
+
+
+def novelty_push(x0: torch.Tensor, layouts: torch.Tensor, distance: float, max_push: float, where: torch.Tensor,
+                 measured: torch.Tensor | None = None) -> torch.Tensor:
+    """``x0`` moved away from its nearest training layout, along their difference (upsampled
+    bilinearly, times ``where``: N or 1, 1, H, W), until its layout lies ``distance`` (RMS, model
+    space) from it, by at most ``max_push`` times the difference; farther layouts stay. The
+    layout of ``x0`` is its mean per cell over the pixels ``measured`` marks (all by default; the
+    requested flares are left out, so that neither the search nor the push sees them); a cell
+    with none moves not at all.
+
+    >>> x0 = torch.zeros(1, 1, 4, 4)
+    >>> novelty_push(x0, torch.full((1, 1, 2, 2), -0.5), 1.5, 4.0, torch.ones(1, 1, 4, 4)).unique().tolist()
+    [1.0]
+    """
+    pool = x0.shape[-1] // layouts.shape[-1]
+    measured = torch.ones_like(x0[:, :1]) if measured is None else measured.to(x0).expand(len(x0), 1, *x0.shape[-2:])
+    counts = torch.nn.functional.avg_pool2d(measured, pool)
+    cells = torch.nn.functional.avg_pool2d(x0 * measured, pool) / counts.clamp(min=1e-6)
+    flat = layouts.to(cells).flatten(1)
+    seen = (counts > 0).to(cells).expand_as(cells)  # cells without a measured pixel are left out of the search
+    nearest = torch.stack([flat[torch.cdist((cells[i] * seen[i]).reshape(1, -1), flat * seen[i].reshape(1, -1)).argmin()]
+                           for i in range(len(cells))]).view_as(cells)
+    delta = (cells - nearest) * seen
+    now = delta.flatten(1).square().mean(dim=1).sqrt()
+    push = (distance / now.clamp(min=1e-6) - 1).clamp(min=0, max=max_push).view(-1, 1, 1, 1)
+    return x0 + torch.nn.functional.interpolate(push * delta, scale_factor=pool, mode="bilinear",
+                                                align_corners=False) * where
+
+
 OUTPUT_TYPES = ("np", "pt", "pil", "model", "data_unit", "physical")
 DEFAULT_STEPS = 10
 DEFAULT_GUIDANCE = 3.0
@@ -500,6 +605,8 @@ class SolarFlarePipeline(DiffusionPipeline):
         distillation (`dict`, optional): set for a distilled student (``training/distill.py``):
             ``guidance_scale`` is distilled into the UNet (one call per step, no other guidance
             possible) and ``num_inference_steps`` is its default number of steps.
+        novelty (`dict`, optional): the training frames' layouts and the defaults of the novelty
+            guidance that steers away from them (``training_layouts``; empty: none).
     """
 
     model_cpu_offload_seq = "unet"
@@ -513,6 +620,7 @@ class SolarFlarePipeline(DiffusionPipeline):
         geometry: dict | None = None,
         flare_positions: list | None = None,
         distillation: dict | None = None,
+        novelty: dict | None = None,
     ):
         super().__init__()
         flux_model = unet.config.class_embed_type == "timestep"
@@ -533,6 +641,12 @@ class SolarFlarePipeline(DiffusionPipeline):
                 f"the UNet has num_class_embeds={num_class_embeds}, but {len(id2label)} labels "
                 f"plus the null class need {len(id2label) + 1}"
             )
+        if novelty:
+            shape, size = list(novelty["shape"]), unet.config.sample_size
+            cells = [unet.config.out_channels or unet.config.in_channels, size // novelty["pool_px"], size // novelty["pool_px"]]
+            if shape[1:] != cells or size % novelty["pool_px"]:
+                raise ValueError(f"the novelty layouts are {shape[1:]} (channels, cells), but this UNet's {size} px "
+                                 f"images in {novelty['pool_px']} px cells are {cells}")
         self.register_modules(unet=unet, scheduler=scheduler)
         self.register_to_config(
             id2label={str(k): v for k, v in id2label.items()},
@@ -540,6 +654,7 @@ class SolarFlarePipeline(DiffusionPipeline):
             geometry=dict(geometry or {}),
             flare_positions=[[float(x), float(y)] for x, y in (flare_positions or [])],
             distillation=dict(distillation or {}),
+            novelty=dict(novelty or {}),
         )
 
     def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
@@ -698,6 +813,7 @@ class SolarFlarePipeline(DiffusionPipeline):
         return_dict: bool = True,
         flare_position=None,
         flares=None,
+        novelty_target: float | None = None,
     ) -> SolarFlarePipelineOutput | tuple:
         r"""Generate images of the given flare class(es).
 
@@ -728,6 +844,12 @@ class SolarFlarePipeline(DiffusionPipeline):
                 list of these, one per ``flare_class`` entry.
             flares: for a flare model, several flares in each image instead: a list of
                 ``(flare_class, position)`` pairs (see ``flare_request``).
+            novelty_target: how far the novelty guidance keeps the image's layout from the
+                nearest training frame's while the noise is high, in day distances (the layout
+                distance between training days more than 3 days apart; see ``novelty_push``);
+                0 turns it off. Default: the model's own (``config.novelty``; 0 without training
+                layouts). Needs a scheduler whose sample is the noisy image itself (DDPM, DDIM,
+                DPM-Solver, UniPC).
 
         Example:
 
@@ -755,6 +877,7 @@ class SolarFlarePipeline(DiffusionPipeline):
         if num_inference_steps is not None and num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         guidance_scale, num_inference_steps = self.sampling_defaults(guidance_scale, num_inference_steps)
+        novelty_target = self._novelty_target(novelty_target)
         distilled = bool((self.config.get("distillation") or {}).get("guidance_scale") is not None)
         device = self._execution_device
         size = self.unet.config.sample_size
@@ -795,6 +918,13 @@ class SolarFlarePipeline(DiffusionPipeline):
         image = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         image = image * self.scheduler.init_noise_sigma
 
+        if novelty_target:
+            layouts = layouts_tensor(self.config.novelty).to(device)
+            on_disk, off_flares = (torch.from_numpy(w).to(device)
+                                   for w in self._novelty_weights(per_image_flares, batch_size, size[-1]))
+            until, prediction_type = int(self.config.novelty["until_timestep"]), self.scheduler.config.prediction_type
+            day_distance, max_push = float(self.config.novelty["day_distance"]), float(self.config.novelty["max_push"])
+
         # 2. denoising loop, guidance batched into one UNet call per step
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         step_kwargs = scheduler_step_kwargs(self.scheduler, generator)
@@ -804,11 +934,16 @@ class SolarFlarePipeline(DiffusionPipeline):
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 if maps is not None:
                     model_input = torch.cat([model_input, maps], dim=1)
-                model_output = self.unet(model_input.to(self.unet.dtype), t, class_labels=model_labels).sample.float()
+                prediction = self.unet(model_input.to(self.unet.dtype), t, class_labels=model_labels).sample.float()
                 if do_guidance:
-                    uncond, cond = model_output.chunk(2)
-                    model_output = uncond + guidance_scale * (cond - uncond)
-                image = self.scheduler.step(model_output, t, image, **step_kwargs).prev_sample
+                    uncond, cond = prediction.chunk(2)
+                    prediction = uncond + guidance_scale * (cond - uncond)
+                if novelty_target and int(t) >= until:
+                    alpha_bar = self.scheduler.alphas_cumprod[int(t)].to(image)
+                    x0 = novelty_push(predicted_x0(prediction, image, alpha_bar, prediction_type), layouts,
+                                      novelty_target * day_distance, max_push, on_disk * off_flares, off_flares)
+                    prediction = model_output(x0, image, alpha_bar, prediction_type)
+                image = self.scheduler.step(prediction, t, image, **step_kwargs).prev_sample
 
         # 3. postprocess (outside inference mode: the images are ordinary tensors, usable in training)
         bad = (~torch.isfinite(image)).flatten(1).any(dim=1)
@@ -828,6 +963,8 @@ class SolarFlarePipeline(DiffusionPipeline):
             if output_type == "pil":
                 images = self.numpy_to_pil(north_up(images, row_axis=1))
         metadata = self._metadata(names, labels.tolist(), generator, output_type)
+        for entry in metadata:
+            entry["novelty_target"] = novelty_target
         if per_image_flares is not None:
             for entry, image_flares in zip(metadata, per_image_flares):
                 entry["flares"] = image_flares
@@ -841,6 +978,41 @@ class SolarFlarePipeline(DiffusionPipeline):
     def _check_generators(generator, batch_size: int):
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"got {len(generator)} generators for {batch_size} images: give one per image")
+
+    def _novelty_target(self, novelty_target) -> float:
+        """The novelty guidance a call uses: the one given, else the model's default where the
+        model keeps training layouts and the scheduler's sample is the noisy image (else 0)."""
+        novelty = self.config.get("novelty") or {}
+        supported = hasattr(self.scheduler, "alphas_cumprod") and float(self.scheduler.init_noise_sigma) == 1.0
+        if novelty_target is None:
+            return float(novelty.get("target", 0.0)) if novelty and supported else 0.0
+        if not math.isfinite(novelty_target) or novelty_target < 0:
+            raise ValueError(f"novelty_target must be a finite number >= 0, got {novelty_target}")
+        if novelty_target and not novelty:
+            raise ValueError("this model keeps no training layouts, so it has no novelty guidance: add them with "
+                             "`solar-diffusion novelty --model DIR --dataset DIR`, or leave novelty_target out")
+        if novelty_target and not supported:
+            raise ValueError(f"novelty guidance needs a scheduler whose sample is the noisy image (DDPM, DDIM, "
+                             f"DPM-Solver, UniPC), not {type(self.scheduler).__name__}")
+        return float(novelty_target)
+
+    def _novelty_weights(self, per_image_flares, batch_size: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Two (N, 1, size, size) masks of the novelty guidance: the solar disk (to 1.02 R_sun; the
+        whole image without a geometry), and the image less ``NOVELTY_FLARE_RADIUS_RSUN`` around
+        each requested flare."""
+        geometry = self.config.geometry
+        on_disk = np.ones((batch_size, 1, size, size), dtype=np.float32)
+        off_flares = np.ones_like(on_disk)
+        if not geometry or "fov_rsun" not in geometry:
+            return on_disk, off_flares
+        radius, center = rsun_px(geometry, size), disk_center_px(geometry, size)
+        on_disk[:] = disk_mask(size, radius, 1.02, center)
+        yy, xx = np.mgrid[:size, :size]
+        for k, flares in enumerate(per_image_flares or []):
+            for flare in flares:
+                x, y = flare["position_px"]
+                off_flares[k, 0][np.hypot(xx - x, yy - y) <= NOVELTY_FLARE_RADIUS_RSUN * radius] = 0.0
+        return on_disk, off_flares
 
     def _metadata(self, names, conditions, generator, output_type) -> list[dict]:
         generators = generator if isinstance(generator, list) else [generator] * len(names)
