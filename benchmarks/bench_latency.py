@@ -6,7 +6,8 @@ The release target (issue 16): at 64 px, at most 1.5 s per image at batch 1 with
 2 CPU cores. Each model is loaded as ``solar-diffusion generate`` loads it (``load_pipeline``),
 warmed up with one call, then timed ``--repeats`` times (a new seed each call; a flare model is
 asked for an M flare at a fixed position, the paper's model for class M); the median and the
-range are printed, with the flare model's time over the paper model's in the same run.
+range are printed, with the flare model's time over the paper model's in the same run, and for a
+model with novelty guidance its time without it (``novelty_target=0``): what the guidance costs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 
-def time_model(model: Path, repeats: int) -> dict:
+def time_model(model: Path, repeats: int, novelty_target: float | None = None) -> dict:
     import torch
 
     from solar_diffusion.generate import load_pipeline
@@ -31,9 +32,9 @@ def time_model(model: Path, repeats: int) -> dict:
         else {"flare_class": "M"}
 
     def call(seed):
-        pipe(**request, generator=[torch.Generator().manual_seed(seed)])
+        return pipe(**request, generator=[torch.Generator().manual_seed(seed)], novelty_target=novelty_target)
 
-    call(0)  # warm-up: first-call allocations
+    novelty = call(0).metadata[0]["novelty_target"]  # warm-up: first-call allocations
     seconds = []
     for seed in range(1, repeats + 1):
         started = time.perf_counter()
@@ -41,6 +42,7 @@ def time_model(model: Path, repeats: int) -> dict:
         seconds.append(time.perf_counter() - started)
     return {"model": model.name, "conditioning": pipe.conditioning, "size": pipe.unet.config.sample_size,
             "channels": pipe.unet.config.out_channels, "steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE,
+            "novelty_target": novelty,
             "seconds_median": statistics.median(seconds), "seconds_min": min(seconds), "seconds_max": max(seconds),
             "repeats": repeats}
 
@@ -62,12 +64,17 @@ def main(argv=None) -> dict:
     result = {"command": "python benchmarks/bench_latency.py", "cpu_count": os.cpu_count(),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows,
               "flare_over_paper": rows[1]["seconds_median"] / rows[0]["seconds_median"]}
-    print("| model | conditioning | size | channels | s / image, batch 1 (median, range) |")
-    print("|---|---|---|---|---|")
+    if rows[1]["novelty_target"]:
+        rows.append(time_model(BUNDLED_MODEL, args.repeats, novelty_target=0.0))
+        result["novelty_over_without"] = rows[1]["seconds_median"] / rows[2]["seconds_median"]
+    print("| model | conditioning | size | channels | novelty target | s / image, batch 1 (median, range) |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['conditioning']} | {r['size']} | {r['channels']} | "
+        print(f"| {r['model']} | {r['conditioning']} | {r['size']} | {r['channels']} | {r['novelty_target']:g} | "
               f"{r['seconds_median']:.3f} ({r['seconds_min']:.3f}-{r['seconds_max']:.3f}) |")
     print(f"flare model / paper model: {result['flare_over_paper']:.2f}")
+    if "novelty_over_without" in result:
+        print(f"flare model with its novelty guidance / without: {result['novelty_over_without']:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return result

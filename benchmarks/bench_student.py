@@ -69,12 +69,13 @@ def requests(pipe, classes, n: int, seed: int) -> tuple[list, list]:
 
 
 def generate(pipe, labels, where, steps: int | None, seed: int, batch_size: int = 16) -> torch.Tensor:
-    """Model-space images, image k with its own generator (seed + k)."""
+    """Model-space images, image k with its own generator (seed + k), without novelty guidance
+    (the models' own samples: a student is compared with what its teacher's weights draw)."""
     from solar_diffusion.generate import sample_batches
 
     positions = where if pipe.conditioning == "flare" else None
     return torch.cat([out.images.cpu() for out in sample_batches(pipe, labels, seed, steps, None, batch_size,
-                                                                 positions)])
+                                                                 positions, novelty_target=0.0)])
 
 
 #: The row letter of each distillation method's student.

@@ -202,7 +202,8 @@ def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_
     new_info["counts"] = {**info["counts"], "train": {c: counts[c] + added.get(c, 0) for c in vocabulary}}
     new_info["augmented"] = {"source_dataset": str(dataset), "model": model_id,
                              "model_weights": weights_digest(pipe.unet), "requested": plan, "seed": seed,
-                             "num_inference_steps": steps, "guidance_scale": guidance, "added": added,
+                             "num_inference_steps": steps, "guidance_scale": guidance,
+                             "novelty_target": pipe.novelty_setting(None), "added": added,
                              "original_train_counts": counts, "rule": "label_source == 'synthetic'"}
     atomic_write(out / "build_info.json", lambda tmp: Path(tmp).write_text(json.dumps(new_info, indent=1, default=str)))
     atomic_write(out / "synthetic.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))

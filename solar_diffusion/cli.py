@@ -242,7 +242,9 @@ def _evaluate(args) -> int:
         num_positions=args.num_positions, train_dataset=args.train_dataset,
     ), progress=True)
     print(f"wrote {Path(args.out, 'report.md')} and metrics.json"
-          + (" (the flare checks: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in checks.items()) + ")"
+          + (" (the flare checks: " + ", ".join(
+              f"{k} {'yes' if (all(v.values()) if isinstance(v, dict) else v) else 'NO'}" for k, v in checks.items())
+             + ")"
              if (checks := report.get("flare", {}).get("checks")) else ""))
     return 0
 

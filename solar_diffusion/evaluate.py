@@ -258,7 +258,7 @@ def load(config: EvaluationConfig) -> Evaluation:
         raise ValueError(f"the encoder reads {encoder.config.in_channels}-channel images, the model makes "
                          f"{pipe.unet.config.out_channels}: train an encoder on the model's channels")
     guidance, steps = pipe.sampling_defaults(config.guidance_scale, config.num_inference_steps)
-    config = replace(config, guidance_scale=guidance, novelty_target=pipe._novelty_target(config.novelty_target))
+    config = replace(config, guidance_scale=guidance, novelty_target=pipe.novelty_setting(config.novelty_target))
     ev = Evaluation(config, pipe, encoder, steps,
                     real_all=model_space_split(config.dataset, config.split, norm, size),
                     train_all=training_frames(config, norm, size),

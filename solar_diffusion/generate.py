@@ -262,7 +262,7 @@ def generate_to_folder(
     check_writable(out_dir)
     guidance, steps = pipe.sampling_defaults(guidance_scale, num_inference_steps)
     settings = {"model": model_name, "scheduler": type(pipe.scheduler).__name__, "num_inference_steps": steps,
-                "guidance_scale": guidance, "novelty_target": pipe._novelty_target(novelty_target), "format": file_format}
+                "guidance_scale": guidance, "novelty_target": pipe.novelty_setting(novelty_target), "format": file_format}
     records, previews = [], []
     try:
         _generate_files(pipe, out_dir, labels, seed, num_inference_steps, guidance_scale, batch_size, positions,

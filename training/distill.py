@@ -366,7 +366,7 @@ def distill(args) -> Path:
         pipe = SolarFlarePipeline(accelerator.unwrap_model(student).eval(), sampler,
                                   id2label=teacher_pipe.id2label, normalization=teacher_pipe.config.normalization,
                                   geometry=geometry, flare_positions=teacher_pipe.config.flare_positions,
-                                  distillation=distillation)
+                                  distillation=distillation, novelty=teacher_pipe.config.get("novelty"))
         save_pipeline(pipe, final, student_card(distillation, teacher_pipe, sampler))
         summary = clock.summary(global_step, stop or "max_train_steps") | {"distillation": distillation,
                                                                            "torch": torch.__version__}

@@ -225,7 +225,8 @@ class Experiment:
         args = self.args
         classes = [c.strip() for c in args.synthetic_classes.split(",") if c.strip()]
         wanted = {"model_weights": weights_digest(self.pipe.unet), "seed": 0, "num_inference_steps": args.steps,
-                  "guidance_scale": args.guidance, "requested": {c: args.synthetic_per_class for c in classes}}
+                  "guidance_scale": args.guidance, "novelty_target": self.pipe.novelty_setting(None),
+                  "requested": {c: args.synthetic_per_class for c in classes}}
         folder = Path(args.augmented) if args.augmented else self.out / "augmented"
         if not args.augmented:
             record = dataset_info(folder).get("augmented", {}) if (folder / "build_info.json").exists() else {}
@@ -236,6 +237,7 @@ class Experiment:
                         max_per_class=args.synthetic_per_class, seed=0, num_inference_steps=args.steps,
                         guidance_scale=args.guidance)
         info, source = dataset_info(folder), dataset_info(args.dataset)
+        self.synthetic_record = info.get("augmented", {})
         if info.get("augmented", {}).get("original_train_counts") != source["counts"]["train"]:
             raise ValueError(f"--augmented {folder} was not made from {args.dataset} (its original train counts "
                              f"differ): make it with solar-diffusion augment --dataset {args.dataset}")
@@ -256,6 +258,13 @@ class Experiment:
         return fit_classifier(data, inner, id2label, self.pipe.normalization, args,
                               loss_balance=1.0 if arm == "class-weighted" else 0.0, augment=self.augmentation,
                               samples_per_epoch=len(train), log=False)
+
+    def novelty_words(self) -> str:
+        """The novelty guidance the synthetic frames were made with, as their dataset records it."""
+        target = self.synthetic_record.get("novelty_target")
+        if target is None:
+            return "novelty guidance not recorded (frames made by an older release)"
+        return f"novelty target {target:g}" if target else "no novelty guidance"
 
     def settings(self) -> dict:
         from solar_diffusion.augment import weights_digest
@@ -471,7 +480,8 @@ def classifier_experiment(args) -> dict:
     lines = [f"Classes: {'; '.join(f'{g} = {m}' for g, m in members.items())}. "
              f"Real training frames (training months, inner validation days left out): {train.counts()}; inner "
              f"validation: {inner.counts()}; synthetic frames of the real + synthetic arm: "
-             f"{ex.synthetic.counts()} (model {ex.model_name}, {args.steps} steps, guidance {args.guidance:g}).",
+             f"{ex.synthetic.counts()} (model {ex.model_name}, {args.steps} steps, guidance {args.guidance:g}, "
+             f"{ex.novelty_words()}).",
              "", f"Scored: every frame of the months the diffusion model never saw ({', '.join(results['scored_months'])}): "
              + ", ".join(f"{g} {counts[g]} frames from {flares[g]} flares" if flares[g] else f"{g} {counts[g]} frames"
                          for g in groups) + f". {args.seeds} seeds per arm.", ""]

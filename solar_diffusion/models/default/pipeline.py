@@ -463,8 +463,6 @@ class ClipLogNormalization:
 
 
 # --------------------------------------------------------------------------------------------
-# The pipeline
-# --------------------------------------------------------------------------------------------
 # Novelty guidance: steer away from the training frames (anti-memorisation guidance)
 # --------------------------------------------------------------------------------------------
 # A model trained on a few hundred days redraws their active-region layout. Novelty guidance
@@ -551,15 +549,17 @@ def layouts_tensor(novelty: dict) -> torch.Tensor:
 def novelty_push(x0: torch.Tensor, layouts: torch.Tensor, distance: float, max_push: float, where: torch.Tensor,
                  measured: torch.Tensor | None = None) -> torch.Tensor:
     """``x0`` moved away from its nearest training layout, along their difference (upsampled
-    bilinearly, times ``where``: N or 1, 1, H, W), until its layout lies ``distance`` (RMS, model
+    bilinearly, less its mean where the push acts, so that the image's mean brightness there
+    stays; times ``where``: N or 1, 1, H, W), until its layout lies ``distance`` (RMS, model
     space) from it, by at most ``max_push`` times the difference; farther layouts stay. The
     layout of ``x0`` is its mean per cell over the pixels ``measured`` marks (all by default; the
     requested flares are left out, so that neither the search nor the push sees them); a cell
     with none moves not at all.
 
-    >>> x0 = torch.zeros(1, 1, 4, 4)
-    >>> novelty_push(x0, torch.full((1, 1, 2, 2), -0.5), 1.5, 4.0, torch.ones(1, 1, 4, 4)).unique().tolist()
-    [1.0]
+    >>> layout = torch.tensor([[0.5, -0.5], [-0.5, 0.5]]).view(1, 1, 2, 2)
+    >>> x0 = 0.6 * layout  # 1 px cells, 0.2 (RMS) from the layout
+    >>> [round(v, 3) for v in novelty_push(x0, layout, 0.3, 4.0, torch.ones(1, 1, 2, 2)).flatten().tolist()]
+    [0.2, -0.2, -0.2, 0.2]
     """
     pool = x0.shape[-1] // layouts.shape[-1]
     measured = torch.ones_like(x0[:, :1]) if measured is None else measured.to(x0).expand(len(x0), 1, *x0.shape[-2:])
@@ -572,10 +572,22 @@ def novelty_push(x0: torch.Tensor, layouts: torch.Tensor, distance: float, max_p
     delta = (cells - nearest) * seen
     now = delta.flatten(1).square().mean(dim=1).sqrt()
     push = (distance / now.clamp(min=1e-6) - 1).clamp(min=0, max=max_push).view(-1, 1, 1, 1)
-    return x0 + torch.nn.functional.interpolate(push * delta, scale_factor=pool, mode="bilinear",
-                                                align_corners=False) * where
+    where = where.to(x0).expand(len(x0), x0.shape[1], *x0.shape[-2:])
+    field = torch.nn.functional.interpolate(push * delta, scale_factor=pool, mode="bilinear", align_corners=False)
+    # the push moves brightness between places, never the mean brightness where it acts (the exposure)
+    mean = (field * where).sum(dim=(2, 3), keepdim=True) / where.sum(dim=(2, 3), keepdim=True).clamp(min=1e-6)
+    return x0 + (field - mean) * where
 
 
+# --------------------------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------------------------
+
+
+#: Default sampling settings of ``SolarFlarePipeline.__call__``, for the bundled model's saved
+#: scheduler (DPM-Solver++ with steps uniform in log-SNR): at 10 steps its quality equals 1000
+#: ancestral DDPM steps within the measured intervals (BENCHMARKS.md, per step count).
+#: ``SolarFlarePipeline.__call__``'s output types (``"physical"``: the old name of ``"data_unit"``).
 OUTPUT_TYPES = ("np", "pt", "pil", "model", "data_unit", "physical")
 DEFAULT_STEPS = 10
 DEFAULT_GUIDANCE = 3.0
@@ -877,7 +889,7 @@ class SolarFlarePipeline(DiffusionPipeline):
         if num_inference_steps is not None and num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         guidance_scale, num_inference_steps = self.sampling_defaults(guidance_scale, num_inference_steps)
-        novelty_target = self._novelty_target(novelty_target)
+        novelty_target = self.novelty_setting(novelty_target)
         distilled = bool((self.config.get("distillation") or {}).get("guidance_scale") is not None)
         device = self._execution_device
         size = self.unet.config.sample_size
@@ -979,7 +991,7 @@ class SolarFlarePipeline(DiffusionPipeline):
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"got {len(generator)} generators for {batch_size} images: give one per image")
 
-    def _novelty_target(self, novelty_target) -> float:
+    def novelty_setting(self, novelty_target) -> float:
         """The novelty guidance a call uses: the one given, else the model's default where the
         model keeps training layouts and the scheduler's sample is the noisy image (else 0)."""
         novelty = self.config.get("novelty") or {}
