@@ -86,6 +86,7 @@ def _generate(args) -> int:
     pipe.sampling_defaults(args.guidance, args.steps)  # a guidance the model cannot take is refused before any work
     if args.scheduler or type(pipe.scheduler).__name__ == "DDPMScheduler":  # a training schedule as saved
         use_scheduler(pipe, args.scheduler or "dpm")  # (1000 ancestral steps): DPM-Solver++ as train_ddpm saves
+    pipe.novelty_setting(args.novelty_target)  # a novelty guidance the sampler cannot take, too
     pipe.set_progress_bar_config(disable=True)  # one bar over the images instead of one per batch
     records = generate_to_folder(
         pipe,

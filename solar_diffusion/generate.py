@@ -256,13 +256,14 @@ def generate_to_folder(
         positions = [position for position in padded for _ in range(num_images)]
         for flare_class, position in zip(classes, padded):  # every request checked before any image is made
             pipe.flare_request([(flare_class, position)], pipe.unet.config.sample_size, np.random.default_rng(0))
+    guidance, steps = pipe.sampling_defaults(guidance_scale, num_inference_steps)  # refused before any file goes
+    novelty = pipe.novelty_setting(novelty_target)
     clear_earlier_run(out_dir, overwrite)
     model_name = readable_model_name(model_name)  # records and titles name no machine path
     out_dir.mkdir(parents=True, exist_ok=True)
     check_writable(out_dir)
-    guidance, steps = pipe.sampling_defaults(guidance_scale, num_inference_steps)
     settings = {"model": model_name, "scheduler": type(pipe.scheduler).__name__, "num_inference_steps": steps,
-                "guidance_scale": guidance, "novelty_target": pipe.novelty_setting(novelty_target), "format": file_format}
+                "guidance_scale": guidance, "novelty_target": novelty, "format": file_format}
     records, previews = [], []
     try:
         _generate_files(pipe, out_dir, labels, seed, num_inference_steps, guidance_scale, batch_size, positions,

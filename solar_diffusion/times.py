@@ -17,10 +17,13 @@ def utc_times(values) -> pd.Series:
     >>> utc_times(["2012-07-01T20:14:24", "2012-01-01 00:00:01", "2012/03/07 00:02", "nonsense"]).tolist()
     [Timestamp('2012-07-01 20:14:24'), Timestamp('2012-01-01 00:00:01'), Timestamp('2012-03-07 00:02:00'), NaT]
     """
-    from astropy.time import Time
+    try:
+        from astropy.time import Time
+    except ImportError:  # a node without astropy (an offline GPU machine): ISO strings and datetimes still parse
+        Time = None
 
     index = values.index if isinstance(values, pd.Series) else None
-    if isinstance(values, Time):
+    if Time is not None and isinstance(values, Time):
         values = np.atleast_1d(values.utc.datetime64)
     if isinstance(values, (np.ndarray, pd.Series, pd.Index)) and values.dtype.kind == "M":  # already times
         parsed = pd.Series(pd.to_datetime(np.asarray(values), utc=True), index=index)

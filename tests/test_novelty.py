@@ -166,3 +166,8 @@ def test_the_novelty_command_keeps_a_models_training_layouts(real_64, tiny_datas
                  "--out", str(tmp_path / "out"), "--novelty-target", "0.5"]) == 0
     settings = json.loads((tmp_path / "out" / "generation.json").read_text())
     assert settings["settings"]["novelty_target"] == 0.5 and settings["images"][0]["novelty_target"] == 0.5
+    before = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert main(["generate", "--model", str(model), "--flare-class", "X", "--num-images", "1", "--steps", "2",
+                 "--out", str(tmp_path / "out"), "--novelty-target", "-1", "--overwrite"]) == 2
+    assert "novelty_target must be a finite number >= 0, got -1.0" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == before  # the earlier run is still there
