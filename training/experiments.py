@@ -238,7 +238,7 @@ class Experiment:
                         guidance_scale=args.guidance)
         info, source = dataset_info(folder), dataset_info(args.dataset)
         self.synthetic_record = info.get("augmented", {})
-        if info.get("augmented", {}).get("original_train_counts") != source["counts"]["train"]:
+        if self.synthetic_record.get("original_train_counts") != source["counts"]["train"]:
             raise ValueError(f"--augmented {folder} was not made from {args.dataset} (its original train counts "
                              f"differ): make it with solar-diffusion augment --dataset {args.dataset}")
         size = self.pipe.unet.config.sample_size
