@@ -1,5 +1,6 @@
 """Novelty guidance: a model keeps its training frames' layouts and steers each image away from
-the nearest one while the noise is high, on the disk and away from the requested flares."""
+the nearest one while the noise is high, on the disk and in the corona, away from the requested
+flares, keeping each region's brightness and contrast."""
 
 import json
 
@@ -43,10 +44,15 @@ def test_layouts_round_trip_to_8_bit_and_the_x0_conversions_invert():
         training_layouts(torch.zeros(1, 1, 8, 8), day_distance=0.0, pool_px=8)
 
 
-def test_the_push_moves_an_image_away_from_its_nearest_layout_to_the_target_distance():
+def _mean_spread(image, mask):
+    values = image[..., mask.bool()]
+    return float(values.mean()), float(values.std(unbiased=False))
+
+
+def test_the_push_moves_an_image_away_from_its_nearest_layout_keeping_its_brightness_and_contrast():
     checker = torch.tensor([[0.5, -0.5], [-0.5, 0.5]]).view(1, 1, 2, 2)
     layouts = torch.cat([checker, -checker])
-    cells = 0.6 * checker  # 0.2 (RMS) from the first layout, 0.8 from the second
+    cells = 0.6 * checker + torch.tensor([[0.1, -0.1], [0.1, -0.1]]).view(1, 1, 2, 2)  # 0.22 (RMS) from the first
     x0 = torch.nn.functional.interpolate(cells, scale_factor=4)  # 8 x 8 px, uniform within each 4 px cell
     where = torch.ones(1, 1, 8, 8)
     where[..., :2, :2] = 0.0
@@ -56,17 +62,34 @@ def test_the_push_moves_an_image_away_from_its_nearest_layout_to_the_target_dist
 
     pushed = novelty_push(x0, layouts, 0.3, 4.0, where)
     assert torch.equal(pushed[..., :2, :2], x0[..., :2, :2])  # where it may not act, the image stays
-    assert layout_distance(pushed) > layout_distance(x0) + 0.03  # farther from its nearest layout (0.2 -> 0.25)
-    assert float(((pushed - x0) * where).sum()) == pytest.approx(0.0, abs=1e-5)  # the mean brightness stays
-    assert torch.equal(novelty_push(x0, layouts, 0.1, 4.0, where), x0)  # already farther than asked: untouched
-    # the push is (target / distance - 1) times the difference, at most max_push times: 0.5x here, 4x at most
-    capped = novelty_push(x0, layouts, 10.0, 4.0, where)
-    assert torch.allclose(capped - x0, 8 * (pushed - x0), atol=1e-5)
+    assert layout_distance(pushed) > layout_distance(x0) + 0.02  # farther from its nearest layout
+    # where it acts, the mean brightness (the exposure) and the spread (the contrast) stay
+    assert _mean_spread(pushed, where[0, 0]) == pytest.approx(_mean_spread(x0, where[0, 0]), abs=1e-5)
+    assert torch.allclose(novelty_push(x0, layouts, 0.1, 4.0, where), x0, atol=1e-6)  # already farther: untouched
+    # a farther target pushes farther, up to max_push times the difference
+    assert layout_distance(novelty_push(x0, layouts, 10.0, 4.0, where)) > layout_distance(pushed) + 0.02
+    assert torch.allclose(novelty_push(x0, layouts, 10.0, 4.0, where), novelty_push(x0, layouts, 20.0, 4.0, where))
     # a flare's pixels are not measured: with one masked out, the rest moves as without it
     flared = x0.clone()
     flared[..., 0, 0] = 1.0
     assert torch.allclose(novelty_push(flared, layouts, 0.3, 4.0, where, where)[..., 2:, 2:], pushed[..., 2:, 2:],
                           atol=1e-6)
+
+
+def test_each_region_keeps_its_own_brightness_and_contrast():
+    layouts = torch.rand(4, 2, 4, 4, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    x0 = torch.nn.functional.interpolate(layouts[:1], scale_factor=4) * 0.8 + 0.1  # near the first layout
+    x0 = x0 + 0.05 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
+    disk = torch.zeros(16, 16)
+    disk[4:12, 4:12] = 1.0
+    regions = torch.stack([disk, 1 - disk])[None]
+    pushed = novelty_push(x0, layouts, 1.0, 4.0, torch.ones(1, 1, 16, 16), regions=regions)
+    assert not torch.allclose(pushed, x0, atol=1e-3)
+    for region in (disk, 1 - disk):  # the disk and the corona each move, each keeping its own statistics
+        for channel in range(2):
+            assert not torch.allclose(pushed[0, channel][region.bool()], x0[0, channel][region.bool()], atol=1e-3)
+            assert _mean_spread(pushed[0, channel], region) == pytest.approx(_mean_spread(x0[0, channel], region),
+                                                                             abs=1e-5)
 
 
 def _predictions(pipe, **call) -> list:
@@ -96,12 +119,13 @@ def test_without_novelty_the_images_are_the_models_own_and_with_it_they_differ()
     assert not torch.allclose(seen_a[0][1], seen_c[0][1], atol=1e-3)
 
 
-def test_the_guidance_leaves_the_sky_and_the_requested_flares_alone():
+def test_the_guidance_acts_on_the_disk_and_the_corona_apart_and_leaves_the_requested_flares_alone():
     pipe = _flare_pipe(_layouts())
     flare = {"position_px": [20.0, 12.0]}
-    on_disk, off_flares = pipe._novelty_weights([[flare], []], 2, 32)
-    assert on_disk.shape == off_flares.shape == (2, 1, 32, 32)
-    assert on_disk[:, 0, 0, 0].tolist() == [0.0, 0.0] and on_disk[:, 0, 16, 16].tolist() == [1.0, 1.0]
+    regions, off_flares = pipe._novelty_weights([[flare], []], 2, 32)
+    assert regions.shape == (1, 2, 32, 32) and off_flares.shape == (2, 1, 32, 32)
+    assert regions[0, :, 16, 16].tolist() == [1.0, 0.0] and regions[0, :, 0, 0].tolist() == [0.0, 1.0]
+    assert (regions.sum(axis=1) == 1).all()  # every pixel in one region
     assert off_flares[0, 0, 12, 20] == 0.0 and off_flares[1, 0, 12, 20] == 1.0  # the flare's place, its image only
     assert off_flares[0, 0, 16, 10] == 1.0 and off_flares[0, 0, 0, 0] == 1.0
 

@@ -476,9 +476,9 @@ class ClipLogNormalization:
 
 #: Defaults of the novelty guidance a model is saved with: the target distance from the nearest
 #: training layout (in day distances), the largest push, the last timestep and the cell size.
-NOVELTY_TARGET = 2.5
+NOVELTY_TARGET = 2.0
 NOVELTY_MAX_PUSH = 4.0
-NOVELTY_UNTIL_TIMESTEP = 150
+NOVELTY_UNTIL_TIMESTEP = 60
 NOVELTY_POOL_PX = 8
 #: Radius (solar radii) around each requested flare where the guidance leaves the image alone.
 NOVELTY_FLARE_RADIUS_RSUN = 0.15
@@ -547,19 +547,22 @@ def layouts_tensor(novelty: dict) -> torch.Tensor:
 
 
 def novelty_push(x0: torch.Tensor, layouts: torch.Tensor, distance: float, max_push: float, where: torch.Tensor,
-                 measured: torch.Tensor | None = None) -> torch.Tensor:
+                 measured: torch.Tensor | None = None, regions: torch.Tensor | None = None) -> torch.Tensor:
     """``x0`` moved away from its nearest training layout, along their difference (upsampled
-    bilinearly, less its mean where the push acts, so that the image's mean brightness there
-    stays; times ``where``: N or 1, 1, H, W), until its layout lies ``distance`` (RMS, model
-    space) from it, by at most ``max_push`` times the difference; farther layouts stay. The
-    layout of ``x0`` is its mean per cell over the pixels ``measured`` marks (all by default; the
-    requested flares are left out, so that neither the search nor the push sees them); a cell
-    with none moves not at all.
+    bilinearly, times ``where``: N or 1, 1, H, W), until its layout lies ``distance`` (RMS, model
+    space) from it, by at most ``max_push`` times the difference; farther layouts stay. Within
+    each of ``regions`` (N or 1, R, H, W masks: the disk and the corona; default one, the whole
+    image) the moved pixels keep their mean and their spread (standard deviation) per channel:
+    the push moves brightness between places, never the exposure or the contrast. The layout of
+    ``x0`` is its mean per cell over the pixels ``measured`` marks (all by default; the requested
+    flares are left out, so that neither the search nor the push sees them); a cell with none
+    moves not at all.
 
     >>> layout = torch.tensor([[0.5, -0.5], [-0.5, 0.5]]).view(1, 1, 2, 2)
-    >>> x0 = 0.6 * layout  # 1 px cells, 0.2 (RMS) from the layout
-    >>> [round(v, 3) for v in novelty_push(x0, layout, 0.3, 4.0, torch.ones(1, 1, 2, 2)).flatten().tolist()]
-    [0.2, -0.2, -0.2, 0.2]
+    >>> x0 = 0.6 * layout + torch.tensor([[0.1, -0.1], [0.1, -0.1]]).view(1, 1, 2, 2)  # 0.22 from the layout
+    >>> pushed = novelty_push(x0, layout, 0.3, 4.0, torch.ones(1, 1, 2, 2))
+    >>> [round(v, 3) for v in pushed.flatten().tolist()]  # same mean and spread, 0.28 from the layout
+    [0.432, -0.432, -0.115, 0.115]
     """
     pool = x0.shape[-1] // layouts.shape[-1]
     measured = torch.ones_like(x0[:, :1]) if measured is None else measured.to(x0).expand(len(x0), 1, *x0.shape[-2:])
@@ -574,9 +577,20 @@ def novelty_push(x0: torch.Tensor, layouts: torch.Tensor, distance: float, max_p
     push = (distance / now.clamp(min=1e-6) - 1).clamp(min=0, max=max_push).view(-1, 1, 1, 1)
     where = where.to(x0).expand(len(x0), x0.shape[1], *x0.shape[-2:])
     field = torch.nn.functional.interpolate(push * delta, scale_factor=pool, mode="bilinear", align_corners=False)
-    # the push moves brightness between places, never the mean brightness where it acts (the exposure)
-    mean = (field * where).sum(dim=(2, 3), keepdim=True) / where.sum(dim=(2, 3), keepdim=True).clamp(min=1e-6)
-    return x0 + (field - mean) * where
+    moved = x0 + field * where
+    regions = torch.ones_like(x0[:, :1]) if regions is None else regions.to(x0)
+    for r in range(regions.shape[1]):
+        w = where * regions[:, r:r + 1]
+        n = w.sum(dim=(2, 3), keepdim=True).clamp(min=1e-6)
+
+        def mean_spread(x, w=w, n=n):
+            mean = (x * w).sum(dim=(2, 3), keepdim=True) / n
+            return mean, (((x - mean) * w).square().sum(dim=(2, 3), keepdim=True) / n).sqrt()
+
+        (mean_before, spread_before), (mean_after, spread_after) = mean_spread(x0), mean_spread(moved)
+        kept = mean_before + (moved - mean_after) * spread_before / spread_after.clamp(min=1e-6)
+        moved = torch.where(w > 0, kept, moved)
+    return moved
 
 
 # --------------------------------------------------------------------------------------------
@@ -932,7 +946,7 @@ class SolarFlarePipeline(DiffusionPipeline):
 
         if novelty_target:
             layouts = layouts_tensor(self.config.novelty).to(device)
-            on_disk, off_flares = (torch.from_numpy(w).to(device)
+            regions, off_flares = (torch.from_numpy(w).to(device)
                                    for w in self._novelty_weights(per_image_flares, batch_size, size[-1]))
             until, prediction_type = int(self.config.novelty["until_timestep"]), self.scheduler.config.prediction_type
             day_distance, max_push = float(self.config.novelty["day_distance"]), float(self.config.novelty["max_push"])
@@ -953,7 +967,7 @@ class SolarFlarePipeline(DiffusionPipeline):
                 if novelty_target and int(t) >= until:
                     alpha_bar = self.scheduler.alphas_cumprod[int(t)].to(image)
                     x0 = novelty_push(predicted_x0(prediction, image, alpha_bar, prediction_type), layouts,
-                                      novelty_target * day_distance, max_push, on_disk * off_flares, off_flares)
+                                      novelty_target * day_distance, max_push, off_flares, off_flares, regions)
                     prediction = model_output(x0, image, alpha_bar, prediction_type)
                 image = self.scheduler.step(prediction, t, image, **step_kwargs).prev_sample
 
@@ -1009,22 +1023,21 @@ class SolarFlarePipeline(DiffusionPipeline):
         return float(novelty_target)
 
     def _novelty_weights(self, per_image_flares, batch_size: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Two (N, 1, size, size) masks of the novelty guidance: the solar disk (to 1.02 R_sun; the
-        whole image without a geometry), and the image less ``NOVELTY_FLARE_RADIUS_RSUN`` around
-        each requested flare."""
+        """The masks of the novelty guidance: its regions (1, R, size, size: the solar disk to 1.02
+        R_sun and the corona beyond it; one region, the whole image, without a geometry), and
+        (N, 1, size, size) the image less ``NOVELTY_FLARE_RADIUS_RSUN`` around each requested flare."""
         geometry = self.config.geometry
-        on_disk = np.ones((batch_size, 1, size, size), dtype=np.float32)
-        off_flares = np.ones_like(on_disk)
+        off_flares = np.ones((batch_size, 1, size, size), dtype=np.float32)
         if not geometry or "fov_rsun" not in geometry:
-            return on_disk, off_flares
+            return np.ones((1, 1, size, size), dtype=np.float32), off_flares
         radius, center = rsun_px(geometry, size), disk_center_px(geometry, size)
-        on_disk[:] = disk_mask(size, radius, 1.02, center)
+        disk = disk_mask(size, radius, 1.02, center).astype(np.float32)
         yy, xx = np.mgrid[:size, :size]
         for k, flares in enumerate(per_image_flares or []):
             for flare in flares:
                 x, y = flare["position_px"]
                 off_flares[k, 0][np.hypot(xx - x, yy - y) <= NOVELTY_FLARE_RADIUS_RSUN * radius] = 0.0
-        return on_disk, off_flares
+        return np.stack([disk, 1.0 - disk])[None], off_flares
 
     def _metadata(self, names, conditions, generator, output_type) -> list[dict]:
         generators = generator if isinstance(generator, list) else [generator] * len(names)
