@@ -471,8 +471,8 @@ class ClipLogNormalization:
 # layouts of days more than 3 days apart are (``day_distance``). While the noise is high
 # (timestep >= ``until_timestep``), an estimate of the clean image nearer its nearest training
 # layout than ``target`` day distances is moved away from it along their difference, to that
-# distance (at most ``max_push`` times the difference), on the solar disk and away from the
-# requested flares. The fine structure, the limb and the sky stay the model's own.
+# distance (at most ``max_push`` times the difference), on the disk and in the corona apart,
+# each keeping its mean brightness and contrast, and away from the requested flares.
 
 #: Defaults of the novelty guidance a model is saved with: the target distance from the nearest
 #: training layout (in day distances), the largest push, the last timestep and the cell size.
@@ -581,16 +581,17 @@ def novelty_push(x0: torch.Tensor, layouts: torch.Tensor, distance: float, max_p
     regions = torch.ones_like(x0[:, :1]) if regions is None else regions.to(x0)
     for r in range(regions.shape[1]):
         w = where * regions[:, r:r + 1]
-        n = w.sum(dim=(2, 3), keepdim=True).clamp(min=1e-6)
-
-        def mean_spread(x, w=w, n=n):
-            mean = (x * w).sum(dim=(2, 3), keepdim=True) / n
-            return mean, (((x - mean) * w).square().sum(dim=(2, 3), keepdim=True) / n).sqrt()
-
-        (mean_before, spread_before), (mean_after, spread_after) = mean_spread(x0), mean_spread(moved)
+        (mean_before, spread_before), (mean_after, spread_after) = _mean_spread(x0, w), _mean_spread(moved, w)
         kept = mean_before + (moved - mean_after) * spread_before / spread_after.clamp(min=1e-6)
         moved = torch.where(w > 0, kept, moved)
     return moved
+
+
+def _mean_spread(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of ``x`` per image and channel over the pixels ``w`` marks."""
+    n = w.sum(dim=(2, 3), keepdim=True).clamp(min=1e-6)
+    mean = (x * w).sum(dim=(2, 3), keepdim=True) / n
+    return mean, (((x - mean) * w).square().sum(dim=(2, 3), keepdim=True) / n).sqrt()
 
 
 # --------------------------------------------------------------------------------------------
