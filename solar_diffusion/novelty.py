@@ -1,6 +1,6 @@
 """The training frames' layouts a model keeps for its novelty guidance: ``solar-diffusion novelty``.
 
-    solar-diffusion novelty --model DIR --dataset DIR [--target 2.5 --max-push 4 --until-timestep 150 --pool-px 8]
+    solar-diffusion novelty --model DIR --dataset DIR [--target 2 --max-push 4 --until-timestep 60 --pool-px 8]
 
 A model trained on a few hundred days redraws their active-region layout; the novelty guidance
 (``SolarFlarePipeline``'s ``novelty_target``, see ``novelty_push``) steers each image away from
