@@ -169,6 +169,9 @@ def flare_tables(flare: dict, split: str) -> list:
     for key in ("real without a flare at the requested positions", "real without a flare, relative to disk p99"):
         if key in sig:
             lines.append(f"| (none) | {key} | " + " | ".join(fmt(sig[key][w]) for w in channels) + " |")
+    for key, cells in sig.get("paired steps (same seeds and positions)", {}).items():
+        lines.append(f"| {key} | generated, paired (same seeds and positions) | "
+                     + " | ".join(fmt(cells[w]) for w in channels) + " |")
     checks = flare.get("checks", {})
     if checks:
         lines += ["", "Checks of the release criteria (generated means): " + "; ".join(

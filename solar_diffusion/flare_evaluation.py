@@ -178,6 +178,10 @@ def flare_sections(ev, splits=("train", "validation", "test"), num_move: int = 8
             row["real at HEK positions"] = per_channel(sig)
             row["real at HEK positions relative to disk p99"] = per_channel(sig / np.where(blank, np.nan, p99))
         signature["classes"][c] = row
+    # paired steps up the ladder: image k of every class has the same seed and position
+    signature["paired steps (same seeds and positions)"] = {
+        f"{b} minus {a}": per_channel(generated_sig[ev.labels == b] - generated_sig[ev.labels == a])
+        for a, b in zip(ev.classes, ev.classes[1:])}
     if len(quiet_real):
         sig, p99 = flare_signature(quiet_real.images, quiet_at), disk_percentile(quiet_real.images, on_disk)
         sig[p99 <= 0] = np.nan
@@ -273,7 +277,8 @@ def check_done(flare: dict, classes=("quiet", "C", "M"), channels=("94", "131"))
     """The issue's acceptance tests on a flare report, each True or False (None: not measurable).
 
     ``m_within_real``: the generated M mean at the position is within or above the real M frames'
-    interval; ``x_at_least_m``: X >= M - 0.02; ``ordered``: quiet < C < M; per channel. Then
+    interval; ``x_at_least_m``: X >= M - 0.02; ``ordered``: quiet < C < M; ``separated``: every paired
+    step from quiet up to M (same seeds and positions) has its 95% interval above 0; per channel. Then
     ``away_within_real_range``: every class's mean disk p99 away from the position lies within the
     central 95% of real frames; ``no_copies``: M and X median nearest-training-frame distances at
     least 0.9 of generated quiet images' and 0.8 of real held-out frames'.
@@ -292,6 +297,12 @@ def check_done(flare: dict, classes=("quiet", "C", "M"), channels=("94", "131"))
             "ordered": None if any(mean(c) is None for c in classes)
             else bool(all(mean(a)["value"] < mean(b)["value"] for a, b in zip(classes, classes[1:]))),
         }
+        steps = flare["signature"].get("paired steps (same seeds and positions)")
+        if steps:
+            ladder = [name.split(" minus ")[::-1] for name in steps]  # (from, to)
+            top = next((k for k, (_, b) in enumerate(ladder) if b == classes[-1]), None)
+            result[w]["separated"] = None if top is None or ladder[0][0] != classes[0] else bool(all(
+                "low" in steps[name][w] and steps[name][w]["low"] > 0 for name in list(steps)[:top + 1]))
     away = flare.get("away", {})
     ranges = next((v for k, v in away.items() if k.endswith("central 95% of frames")), None)
     if ranges:

@@ -129,8 +129,12 @@ def _flare_summary(flare: dict, split: str) -> list:
         generated = "; ".join(f"{c} {fmt(row['generated'][w])}" for c, row in sig.items())
         real = "; ".join(f"{c} {fmt(row['real at HEK positions'][w])}" for c, row in sig.items()
                          if "real at HEK positions" in row and c in ("C", "M", "X"))
+        step = flare["signature"].get("paired steps (same seeds and positions)", {}).get("M minus C")
+        step = "" if not step else (f" M minus C, paired (same seeds and positions): {fmt(step[w])}"
+                                    + (" (a tie)" if step[w].get("low", 1) <= 0 <= step[w].get("high", -1) else "")
+                                    + ".")
         lines.append(f"- {w} Å at the requested flare position (brightest 3x3 pixels, fraction of the 8-bit range), "
-                     f"generated: {generated}. Real frames at their HEK positions: {real}.")
+                     f"generated: {generated}. Real frames at their HEK positions: {real}.{step}")
     checks = flare.get("checks", {})
     if "away_within_real_range" in checks:
         lines.append("- Away from the requested position (the disk's 99th percentile beyond "

@@ -142,3 +142,25 @@ def test_evaluate_end_to_end(browse_model_dir, tiny_encoder, tiny_dataset, tmp_p
     assert any(r.metric_type == "frechet" for r in written.data.eval_results)
     assert cli(args) == 0  # a second run replaces the section instead of adding one
     assert ModelCard.load(card).text.count("## Evaluation") == 1
+
+
+def test_the_release_checks_tell_an_ordering_from_a_separation():
+    """``check_done`` on a hand-made flare report: quiet < C < M by a hair is ordered, but a paired
+    step whose interval holds 0 is not separated; X 0.03 below M fails; copies fail below 0.9."""
+    from solar_diffusion.flare_evaluation import check_done
+
+    def row(value, low=None, high=None):
+        return {"value": value, "n": [8]} | ({} if low is None else {"low": low, "high": high})
+
+    means = {"quiet": 0.40, "C": 0.9211, "M": 0.9212, "X": 0.8912}
+    steps = {"C minus quiet": row(0.52, 0.48, 0.56), "M minus C": row(0.0001, -0.02, 0.02), "X minus M": row(-0.03, -0.05, -0.01)}
+    flare = {"signature": {"classes": {c: {"generated": {"131": row(v)}} for c, v in means.items()},
+                           "paired steps (same seeds and positions)": {k: {"131": v} for k, v in steps.items()}},
+             "memorisation": {"classes": {c: {"over generated quiet": row(q), "over real held-out": row(0.85)}
+                                          for c, q in (("M", 0.93), ("X", 0.89))}}}
+    flare["signature"]["classes"]["M"]["real at HEK positions"] = {"131": row(0.93, 0.906, 0.952)}
+    checks = check_done(flare, channels=("131",))
+    assert checks["131"] == {"m_within_real": True, "x_at_least_m": False, "ordered": True, "separated": False}
+    assert checks["no_copies"] is False  # X 0.89 of quiet's distance
+    flare["signature"]["paired steps (same seeds and positions)"]["M minus C"] = {"131": row(0.05, 0.03, 0.07)}
+    assert check_done(flare, channels=("131",))["131"]["separated"] is True

@@ -143,6 +143,13 @@ def test_evaluate_a_flare_model(flare_run, flare_days, tmp_path):
     assert flare["diversity"]["classes"]["quiet"]["n"] == [2]
     assert set(flare["away"]["classes"]) == set(classes)
     assert {"94", "131", "away_within_real_range", "no_copies"} <= set(flare["checks"])
+    steps = sig["paired steps (same seeds and positions)"]
+    assert list(steps) == [f"{b} minus {a}" for a, b in zip(classes, classes[1:])]
+    for w in sig["channels"]:  # image k of both classes shares its seed and position: the mean step is the step of means
+        means = {c: sig["classes"][c]["generated"][w]["value"] for c in ("M", "X")}
+        assert abs(steps["X minus M"][w]["value"] - (means["X"] - means["M"])) < 1e-9
+        assert steps["X minus M"][w]["n"] == [4]
+    assert flare["checks"]["94"]["separated"] in (True, False)
     text = (out / "report.md").read_text()
     assert "(a) Flare signature" in text and "(c) Memorisation" in text and "(e) Away" in text
     for name in ("contact_sheet.png", "contact_sheet_0094.png", "contact_sheet_0131.png", "contact_sheet_0171.png"):
