@@ -244,7 +244,8 @@ def _evaluate(args) -> int:
     ), progress=True)
     print(f"wrote {Path(args.out, 'report.md')} and metrics.json"
           + (" (the flare checks: " + ", ".join(
-              f"{k} {'yes' if (all(v.values()) if isinstance(v, dict) else v) else 'NO'}" for k, v in checks.items())
+              f"{k} " + (("yes" if all(v.values()) else "NO (" + ", ".join(n for n, ok in v.items() if not ok) + ")")
+                         if isinstance(v, dict) else "yes" if v else "NO") for k, v in checks.items())
              + ")"
              if (checks := report.get("flare", {}).get("checks")) else ""))
     return 0
