@@ -264,8 +264,10 @@ def test_ctrl_c_stops_cleanly_and_records_the_whole_images(tiny_model_dir, tmp_p
     out = tmp_path / "out"
     command = [sys.executable, "-m", "solar_diffusion.cli", "generate", "--model", str(tiny_model_dir), "--num-images",
                "5000", "--flare-class", "M", "--batch-size", "1", "--steps", "2", "--out", str(out)]
+    # a test run started in the background (nohup, `&`) ignores SIGINT, and a child inherits that: restore it
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+                           env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and len(list(out.glob("M_seed*.png"))) < 3:
         time.sleep(0.05)
