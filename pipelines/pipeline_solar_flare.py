@@ -608,6 +608,20 @@ DEFAULT_STEPS = 10
 DEFAULT_GUIDANCE = 3.0
 
 
+def guidance_by_flux(table: dict, flares_per_image: list) -> list:
+    """Each image's guidance scale from a model's ``guidance_by_flux`` table: interpolated in
+    log10 of its largest requested GOES-R peak flux (``log10_flux``, ``scale``; clamped at the
+    ends), and ``quiet`` for an image without a flare.
+
+    >>> table = {"log10_flux": [-5.5, -4.5], "scale": [1.5, 3.0], "quiet": 3.0}
+    >>> guidance_by_flux(table, [[], [{"log10_peak_flux_goes_r": -5.0}], [{"log10_peak_flux_goes_r": -3.0}]])
+    [3.0, 2.25, 3.0]
+    """
+    return [float(table["quiet"]) if not flares else
+            float(np.interp(max(f["log10_peak_flux_goes_r"] for f in flares), table["log10_flux"], table["scale"]))
+            for flares in flares_per_image]
+
+
 @dataclass
 class SolarFlarePipelineOutput(ImagePipelineOutput):
     """Generated images and, per image, its metadata (label, seed, unit, geometry)."""
@@ -648,6 +662,7 @@ class SolarFlarePipeline(DiffusionPipeline):
         flare_positions: list | None = None,
         distillation: dict | None = None,
         novelty: dict | None = None,
+        guidance_by_flux: dict | None = None,
     ):
         super().__init__()
         flux_model = unet.config.class_embed_type == "timestep"
@@ -682,6 +697,7 @@ class SolarFlarePipeline(DiffusionPipeline):
             flare_positions=[[float(x), float(y)] for x, y in (flare_positions or [])],
             distillation=dict(distillation or {}),
             novelty=dict(novelty or {}),
+            guidance_by_flux=dict(guidance_by_flux or {}),
         )
 
     def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
@@ -903,6 +919,7 @@ class SolarFlarePipeline(DiffusionPipeline):
             raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
         if num_inference_steps is not None and num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        given_guidance = guidance_scale
         guidance_scale, num_inference_steps = self.sampling_defaults(guidance_scale, num_inference_steps)
         novelty_target = self.novelty_setting(novelty_target)
         distilled = bool((self.config.get("distillation") or {}).get("guidance_scale") is not None)
@@ -934,7 +951,11 @@ class SolarFlarePipeline(DiffusionPipeline):
             batch_size = len(labels)
             self._check_generators(generator, batch_size)
         null_labels = torch.full_like(labels, self.null_condition)
-        do_guidance = guidance_scale != 1.0 and not distilled  # a student's one call holds its guidance
+        table = self.config.get("guidance_by_flux") if given_guidance is None and not distilled else None
+        scales = guidance_by_flux(table, per_image_flares) if table and per_image_flares is not None else None
+        if scales is not None:  # one scale per image, by its requested flux
+            guidance_scale = torch.tensor(scales, device=device).view(-1, 1, 1, 1)
+        do_guidance = (scales is not None or guidance_scale != 1.0) and not distilled  # a student's one call holds its guidance
         model_labels = torch.cat([null_labels, labels]) if do_guidance else labels
         if maps is not None:  # the null condition's map is all zeros: no flare, and "not conditioned"
             maps = torch.cat([torch.zeros_like(maps), maps]) if do_guidance else maps
@@ -977,7 +998,7 @@ class SolarFlarePipeline(DiffusionPipeline):
         if bad.any():  # never hand on a NaN image: clamping would keep the NaN, a PNG would show it black
             raise RuntimeError(f"{int(bad.sum())} of {len(image)} generated images hold NaN or Inf values: the UNet's "
                                f"weights may be corrupt (reload or re-download the model) or its precision too low "
-                               f"for guidance {guidance_scale:g}")
+                               f"for guidance {'by flux' if scales is not None else f'{guidance_scale:g}'}")
         image = image.float().clamp(-1.0, 1.0).contiguous()
         if output_type == "model":
             images = image
