@@ -622,6 +622,18 @@ def guidance_by_flux(table: dict, flares_per_image: list) -> list:
             for flares in flares_per_image]
 
 
+def describe_guidance(guidance_scale, table=None) -> str:
+    """The guidance of a run in words, for logs and reports.
+
+    >>> describe_guidance(3.0), describe_guidance(None, {"log10_flux": [-5.4, -4.4], "scale": [1.5, 3.0], "quiet": 3.0})
+    ('guidance 3', 'guidance by the requested flux (1.5 to 3; quiet 3)')
+    """
+    if guidance_scale is not None:
+        return f"guidance {guidance_scale:g}"
+    low, high = min(table["scale"]), max(table["scale"])
+    return f"guidance by the requested flux ({low:g} to {high:g}; quiet {table['quiet']:g})"
+
+
 @dataclass
 class SolarFlarePipelineOutput(ImagePipelineOutput):
     """Generated images and, per image, its metadata (label, seed, unit, geometry)."""
@@ -648,6 +660,8 @@ class SolarFlarePipeline(DiffusionPipeline):
             possible) and ``num_inference_steps`` is its default number of steps.
         novelty (`dict`, optional): the training frames' layouts and the defaults of the novelty
             guidance that steers away from them (``training_layouts``; empty: none).
+        guidance_by_flux (`dict`, optional): a flare model's default guidance scale per image, by
+            its largest requested flux (``guidance_by_flux``; empty: ``DEFAULT_GUIDANCE`` for all).
     """
 
     model_cpu_offload_seq = "unet"
@@ -830,18 +844,23 @@ class SolarFlarePipeline(DiffusionPipeline):
     def _known(self) -> str:
         return "it knows: " + ", ".join(self.id2label.values())
 
-    def sampling_defaults(self, guidance_scale=None, num_inference_steps=None) -> tuple[float, int]:
+    def sampling_defaults(self, guidance_scale=None, num_inference_steps=None) -> tuple[float | None, int]:
         """The guidance scale and number of steps a call uses: those given, else the model's own
         (a distilled student's, see ``distillation``) or ``DEFAULT_GUIDANCE`` and ``DEFAULT_STEPS``.
-        A student has its guidance distilled in: another scale is a ``ValueError``."""
+        ``None`` for the guidance: each image's from the model's ``guidance_by_flux`` table (a flare
+        model without a scale given). A student has its guidance distilled in: another scale is a
+        ``ValueError``."""
         distilled = self.config.get("distillation") or {}
         baked = distilled.get("guidance_scale")
         if guidance_scale is not None and baked is not None and not math.isclose(guidance_scale, baked):
             raise ValueError(f"this distilled model has guidance {baked:g} built in, so it cannot sample with "
                              f"guidance {guidance_scale:g}: leave the guidance out or use its teacher "
                              f"({distilled.get('teacher', 'the model it was distilled from')})")
-        guidance = baked if baked is not None else (DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale)
         steps = num_inference_steps or distilled.get("num_inference_steps") or DEFAULT_STEPS
+        if baked is None and guidance_scale is None and self.config.get("guidance_by_flux") \
+                and self.conditioning == "flare":
+            return None, int(steps)
+        guidance = baked if baked is not None else (DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale)
         return float(guidance), int(steps)
 
     @torch.no_grad()
@@ -867,8 +886,9 @@ class SolarFlarePipeline(DiffusionPipeline):
                 of its decade) or a GOES-R flux in W m^-2 (see ``requested_flux``).
             num_images_per_class: images per entry of ``flare_class``.
             guidance_scale: classifier-free guidance weight; 1 is the plain conditional model,
-                0 the unconditional one. Guided steps make one batched UNet call. Default
-                ``DEFAULT_GUIDANCE``; a distilled student has its own built in (one call per step).
+                0 the unconditional one. Guided steps make one batched UNet call. Default: per
+                image from the model's ``guidance_by_flux`` table where it has one (a flare model),
+                else ``DEFAULT_GUIDANCE``; a distilled student has its own built in (one call per step).
             num_inference_steps: denoising steps of the scheduler (default ``DEFAULT_STEPS``, or the
                 student's own; see ``sampling_defaults``).
             generator: a ``torch.Generator``, or one per image (image i is then reproducible on
@@ -919,7 +939,6 @@ class SolarFlarePipeline(DiffusionPipeline):
             raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
         if num_inference_steps is not None and num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-        given_guidance = guidance_scale
         guidance_scale, num_inference_steps = self.sampling_defaults(guidance_scale, num_inference_steps)
         novelty_target = self.novelty_setting(novelty_target)
         distilled = bool((self.config.get("distillation") or {}).get("guidance_scale") is not None)
@@ -951,11 +970,11 @@ class SolarFlarePipeline(DiffusionPipeline):
             batch_size = len(labels)
             self._check_generators(generator, batch_size)
         null_labels = torch.full_like(labels, self.null_condition)
-        table = self.config.get("guidance_by_flux") if given_guidance is None and not distilled else None
-        scales = guidance_by_flux(table, per_image_flares) if table and per_image_flares is not None else None
-        if scales is not None:  # one scale per image, by its requested flux
+        scales = [guidance_scale] * batch_size if guidance_scale is not None else \
+            guidance_by_flux(self.config.guidance_by_flux, per_image_flares)  # one scale per image
+        if guidance_scale is None:
             guidance_scale = torch.tensor(scales, device=device).view(-1, 1, 1, 1)
-        do_guidance = (scales is not None or guidance_scale != 1.0) and not distilled  # a student's one call holds its guidance
+        do_guidance = any(g != 1.0 for g in scales) and not distilled  # a student's one call holds its guidance
         model_labels = torch.cat([null_labels, labels]) if do_guidance else labels
         if maps is not None:  # the null condition's map is all zeros: no flare, and "not conditioned"
             maps = torch.cat([torch.zeros_like(maps), maps]) if do_guidance else maps
@@ -998,7 +1017,7 @@ class SolarFlarePipeline(DiffusionPipeline):
         if bad.any():  # never hand on a NaN image: clamping would keep the NaN, a PNG would show it black
             raise RuntimeError(f"{int(bad.sum())} of {len(image)} generated images hold NaN or Inf values: the UNet's "
                                f"weights may be corrupt (reload or re-download the model) or its precision too low "
-                               f"for guidance {'by flux' if scales is not None else f'{guidance_scale:g}'}")
+                               f"for guidance up to {max(scales):g}")
         image = image.float().clamp(-1.0, 1.0).contiguous()
         if output_type == "model":
             images = image
@@ -1011,8 +1030,9 @@ class SolarFlarePipeline(DiffusionPipeline):
             if output_type == "pil":
                 images = self.numpy_to_pil(north_up(images, row_axis=1))
         metadata = self._metadata(names, labels.tolist(), generator, output_type)
-        for entry in metadata:
+        for entry, scale in zip(metadata, scales):
             entry["novelty_target"] = novelty_target
+            entry["guidance_scale"] = float(scale)
         if per_image_flares is not None:
             for entry, image_flares in zip(metadata, per_image_flares):
                 entry["flares"] = image_flares

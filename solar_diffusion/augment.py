@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from solar_diffusion.files import atomic_write
-from solar_diffusion.pipelines import QUIET_LABEL
+from solar_diffusion.pipelines import QUIET_LABEL, describe_guidance
 
 #: ``label_source`` of a generated row.
 SYNTHETIC = "synthetic"
@@ -161,7 +161,7 @@ def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_
     shard_size = int(config.get("shard_size") or 256)
     existing = len(list((dataset / name).glob("train-*-of-*.parquet")))
     log(f"augment: adding {sum(plan.values())} generated frames ({', '.join(f'{c} {n}' for c, n in plan.items())}) "
-        f"with {model_id}, {steps} steps, guidance {guidance:g}")
+        f"with {model_id}, {steps} steps, {describe_guidance(guidance, pipe.config.get('guidance_by_flux'))}")
     k = 0
     for output in sample_batches(pipe, requests, seed, steps, guidance, batch_size):
         physical = pipe.normalization.inverse(output.images.cpu().numpy())
@@ -211,7 +211,7 @@ def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_
         text = (out / "README.md").read_text()
         text += (f"\n## Synthetic frames\n\n`solar-diffusion augment` added {sum(added.values())} generated frames to "
                  f"the train split ({', '.join(f'{c}: {n}' for c, n in added.items())}) with `{model_id}` (seed "
-                 f"{seed}, {steps} steps, guidance {guidance:g}). They are the rows with `label_source == "
+                 f"{seed}, {steps} steps, {describe_guidance(guidance, pipe.config.get('guidance_by_flux'))}). They are the rows with `label_source == "
                  f"\"synthetic\"` (their `source` names model and seed; `t_obs` is empty); `synthetic.json` lists "
                  "them. Validation and test splits are the original ones.\n")
         atomic_write(out / "README.md", lambda tmp: Path(tmp).write_text(text))

@@ -37,8 +37,8 @@ def _add_generate(p):
                    help="ddpm, ddim, dpm (DPM-Solver++) or dpm-sde (its stochastic form); default: the model's own "
                         "(DPM-Solver++ for the bundled model; a few-step student's grid)")
     p.add_argument("--guidance", type=float, default=None,
-                   help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g}; a distilled model has its own "
-                        "built in)")
+                   help=f"classifier-free guidance scale (default: per image by its requested flux where the model "
+                        f"has a guidance_by_flux table, else {DEFAULT_GUIDANCE:g}; a distilled model has its own built in)")
     p.add_argument("--novelty-target", type=float, default=None,
                    help="distance the novelty guidance keeps from the nearest training layout, in day distances "
                         "(0: off; default: the model's own, see `solar-diffusion novelty`)")
@@ -214,7 +214,8 @@ def _add_evaluate(p):
                    help=f"denoising steps (default {DEFAULT_STEPS}, or a distilled model's own)")
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the saved one")
     p.add_argument("--guidance", type=float, default=None,
-                   help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g}, or a distilled model's own)")
+                   help=f"classifier-free guidance scale (default: the model's, by requested flux where it has a "
+                        f"table, else {DEFAULT_GUIDANCE:g}, or a distilled model's own)")
     p.add_argument("--novelty-target", type=float, default=None,
                    help="novelty guidance target, in day distances (default: the model's own; 0: off)")
     p.add_argument("--steps-curve", default="10,25,50", help="step counts of the quality curve ('' for none)")

@@ -345,7 +345,8 @@ def embed(ev: Evaluation):
 
 def model_summary(ev: Evaluation) -> dict:
     return {"classes": ev.classes, "unit": ev.pipe.normalization.unit, "size": ev.pipe.unet.config.sample_size,
-            "scheduler": type(ev.pipe.scheduler).__name__, "num_inference_steps": ev.num_inference_steps}
+            "scheduler": type(ev.pipe.scheduler).__name__, "num_inference_steps": ev.num_inference_steps,
+            "guidance_by_flux": dict(ev.pipe.config.get("guidance_by_flux") or {})}
 
 
 def sample_sizes(ev: Evaluation) -> dict:

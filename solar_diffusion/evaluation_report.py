@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from solar_diffusion.pipelines import describe_guidance
+
 #: What every interval in the report means, said once at its top.
 INTERVAL_MEANING = ("95% intervals: the spread of the statistic over {n_boot} bootstrap resamples of the images, "
                     "centred on the estimate, so they describe the figure at these sample sizes (Wilson score "
@@ -63,7 +65,7 @@ def _introduction(report: dict) -> list:
     counts = report["sample_sizes"]
     novelty = f", novelty target {s['novelty_target']:g}" if s.get("novelty_target") else ""
     return [f"Model `{model}` ({report['model']['scheduler']}, {report['model']['num_inference_steps']} steps, "
-            f"guidance {s['guidance_scale']}{novelty}), {s['num_per_class']} generated images per class, against the real "
+            f"{describe_guidance(s['guidance_scale'], report['model'].get('guidance_by_flux'))}{novelty}), {s['num_per_class']} generated images per class, against the real "
             f"`{split}` split of `{s['dataset']}`. {INTERVAL_MEANING.format(n_boot=s['n_boot'])} "
             f"n = generated/real (or floor/real) images. Floor: real train frames vs real {split} "
             f"frames at the same sample sizes (what a perfect generator of the training distribution would score). "

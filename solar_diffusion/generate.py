@@ -264,6 +264,8 @@ def generate_to_folder(
     check_writable(out_dir)
     settings = {"model": model_name, "scheduler": type(pipe.scheduler).__name__, "num_inference_steps": steps,
                 "guidance_scale": guidance, "novelty_target": novelty, "format": file_format}
+    if guidance is None:  # each image's scale is in its record
+        settings["guidance_by_flux"] = dict(pipe.config.guidance_by_flux)
     records, previews = [], []
     try:
         _generate_files(pipe, out_dir, labels, seed, num_inference_steps, guidance_scale, batch_size, positions,

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from solar_diffusion.evaluation_report import fmt
+from solar_diffusion.pipelines import describe_guidance
 from solar_diffusion.files import atomic_write
 
 SUMMARY_START, SUMMARY_END = "<!-- results-summary:start -->", "<!-- results-summary:end -->"
@@ -46,7 +47,8 @@ def summary(results: dict, link: str = "reports/README.md") -> str:
     if ev:
         s = ev["settings"]
         lines.append(f"Bundled model against the real `{s['split']}` months ({s['num_per_class']} images per class, "
-                     f"{ev['model']['num_inference_steps']} steps, guidance {s['guidance_scale']:g}; 95% intervals):")
+                     f"{ev['model']['num_inference_steps']} steps, "
+                     f"{describe_guidance(s['guidance_scale'], ev['model'].get('guidance_by_flux'))}; 95% intervals):")
         lines.append("")
         if ev.get("flare"):
             lines += _flare_summary(ev["flare"], s["split"])
@@ -184,7 +186,8 @@ def _evaluation_section(ev: dict, title: str, folder: str) -> list:
              f"`solar-diffusion evaluate --model {s['model']} --dataset {s['dataset']} --split {split} --num-images "
              f"{s['num_per_class']}" + (" --inception" if s.get("inception") else "") + f" --out {s['out']}`: "
              f"{s['num_per_class']} images per class, {ev['model']['scheduler']} with "
-             f"{ev['model']['num_inference_steps']} steps, guidance {s['guidance_scale']:g}. Full report: "
+             f"{ev['model']['num_inference_steps']} steps, "
+             f"{describe_guidance(s['guidance_scale'], ev['model'].get('guidance_by_flux'))}. Full report: "
              f"[{folder}/report.md]({folder}/report.md).", ""]
     if ev.get("flare"):
         channels = ev["flare"]["signature"]["channels"]

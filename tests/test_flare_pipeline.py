@@ -2,6 +2,8 @@
 map beside the image; positions in arcsec or pixels, drawn from the training flares, refused off
 the disk; guidance's null condition is an empty map."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -194,3 +196,38 @@ def test_the_bundled_model_puts_the_flare_where_it_is_asked():
     gain_b = flare_signature(at_b, [pb] * 2) - flare_signature(at_a, [pb] * 2)
     for channel in (1, 2):  # 131 and 94 Å
         assert (gain_a[:, channel] > 0.1).all() and (gain_b[:, channel] > 0.1).all(), (gain_a, gain_b)
+
+
+def test_a_guidance_table_sets_each_images_scale_by_its_requested_flux(flare_pipe, tmp_path):
+    """With a ``guidance_by_flux`` table and no scale given, each image is guided by its own
+    flux's scale (the same image as asking that scale alone); a scale given overrides the table."""
+    from solar_diffusion.pipelines import guidance_by_flux
+
+    table = {"log10_flux": [-5.4, -4.4], "scale": [1.5, 3.0], "quiet": 2.0}
+    pipe = SolarFlarePipeline(flare_pipe.unet, flare_pipe.scheduler, geometry=flare_pipe.config.geometry,
+                              flare_positions=TRAINING_FLARES, guidance_by_flux=table)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.sampling_defaults() == (None, 10) and pipe.sampling_defaults(4.0) == (4.0, 10)
+    where = [(-300.0, 200.0), (250.0, -150.0), None]
+    seeds = [torch.Generator().manual_seed(k) for k in range(3)]
+    out = pipe(["C3", "M5", "quiet"], flare_position=where, generator=seeds, num_inference_steps=2, output_type="model")
+    scales = [m["guidance_scale"] for m in out.metadata]
+    assert scales == guidance_by_flux(table, [m.get("flares", []) for m in out.metadata])
+    assert 1.5 < scales[0] < 1.6 and scales[1:] == [3.0, 2.0]
+    for k, (request, position) in enumerate(zip(["C3", "M5", "quiet"], where)):  # the same as asking that scale alone
+        alone = pipe(request, flare_position=position, generator=torch.Generator().manual_seed(k), num_inference_steps=2,
+                     output_type="model", guidance_scale=scales[k]).images
+        torch.testing.assert_close(out.images[k:k + 1], alone, atol=1e-5, rtol=0)
+    given = pipe(["C3"], flare_position=[where[0]], generator=[torch.Generator().manual_seed(0)], num_inference_steps=2,
+                 output_type="model", guidance_scale=3.0)
+    assert given.metadata[0]["guidance_scale"] == 3.0 and not torch.allclose(given.images, out.images[:1], atol=1e-3)
+    saved = tmp_path / "model"
+    pipe.save_pretrained(saved)
+    assert SolarFlarePipeline.from_pretrained(saved).config.guidance_by_flux == table
+    from solar_diffusion.cli import main
+
+    assert main(["generate", "--model", str(saved), "--flare-class", "C3", "--flare-class", "M5", "--num-images", "1",
+                 "--steps", "1", "--out", str(tmp_path / "out")]) == 0
+    record = json.loads((tmp_path / "out" / "generation.json").read_text())
+    assert record["settings"]["guidance_scale"] is None and record["settings"]["guidance_by_flux"] == table
+    assert [r["guidance_scale"] for r in record["images"]] == scales[:2]  # the same requests, the same scales

@@ -50,7 +50,8 @@ import torch
 import torch.nn.functional as F
 
 from solar_diffusion.files import atomic_write, fault_point
-from solar_diffusion.pipelines import FLARE_MAP_SIGMA_RSUN, model_output, predicted_x0, rsun_px
+from solar_diffusion.pipelines import (DEFAULT_GUIDANCE, FLARE_MAP_SIGMA_RSUN, model_output, predicted_x0,
+                                       rsun_px)
 from solar_diffusion.splits import TRAINING_COLUMNS, dataset_argument, dataset_info, image_dtype, load_split
 from solar_diffusion.training.data import Collate
 from solar_diffusion.training.train_ddpm import (RunClock, check_output_dir, check_run_settings, make_accelerator,
@@ -251,6 +252,7 @@ def distill(args) -> Path:
         raise ValueError(f"{args.teacher} is already a distilled student: distil its teacher instead, or make "
                          "fewer steps of it with --method progressive")
     guidance, _ = teacher_pipe.sampling_defaults(args.guidance, None)
+    guidance = DEFAULT_GUIDANCE if guidance is None else guidance  # one scale to build in, not the teacher's table
     teacher_guidance = None if distilled else guidance  # a student's one call holds its guidance
     args.logger, args.compile = "none", False  # what make_accelerator reads
     accelerator = make_accelerator(args, output_dir)
