@@ -70,11 +70,14 @@ def requests(pipe, classes, n: int, seed: int) -> tuple[list, list]:
 
 def generate(pipe, labels, where, steps: int | None, seed: int, batch_size: int = 16) -> torch.Tensor:
     """Model-space images, image k with its own generator (seed + k), without novelty guidance
-    (the models' own samples: a student is compared with what its teacher's weights draw)."""
+    (the models' own samples: a student is compared with what its teacher's weights draw) and, for
+    a teacher with a guidance table, at the one scale ``distill`` builds in (``DEFAULT_GUIDANCE``)."""
     from solar_diffusion.generate import sample_batches
+    from solar_diffusion.pipelines import DEFAULT_GUIDANCE
 
     positions = where if pipe.conditioning == "flare" else None
-    return torch.cat([out.images.cpu() for out in sample_batches(pipe, labels, seed, steps, None, batch_size,
+    guidance = None if pipe.sampling_defaults()[0] is not None else DEFAULT_GUIDANCE
+    return torch.cat([out.images.cpu() for out in sample_batches(pipe, labels, seed, steps, guidance, batch_size,
                                                                  positions, novelty_target=0.0)])
 
 

@@ -109,7 +109,7 @@ def _student_summary(bench: dict | None) -> list:
         parts = []
         if equivalent:
             best = min(equivalent, key=lambda r: r["seconds_per_image_batch16"])
-            parts.append(f"at {best['steps']} steps it matches its teacher's defaults (both without novelty guidance) "
+            parts.append(f"at {best['steps']} steps it matches its teacher at guidance 3 (both without novelty guidance) "
                          f"within every margin "
                          f"({q['level']:.0%} paired intervals; both feature spaces and the flare signature) at "
                          f"{best['speedup_vs_paper_batch16']:.0f} times the paper's sampler's speed in a batch of 16 "
