@@ -224,6 +224,11 @@ def test_a_guidance_table_sets_each_images_scale_by_its_requested_flux(flare_pip
     saved = tmp_path / "model"
     pipe.save_pretrained(saved)
     assert SolarFlarePipeline.from_pretrained(saved).config.guidance_by_flux == table
+    for bad in ({"log10_flux": [-4.4, -5.4], "scale": [1.5, 3.0], "quiet": 3.0},
+                {"log10_flux": [-5.4, -4.4], "scale": [1.5], "quiet": 3.0},
+                {"log10_flux": [-5.4, -4.4], "scale": [1.5, float("nan")], "quiet": 3.0}):
+        with pytest.raises(ValueError, match="guidance_by_flux needs increasing finite log10_flux"):
+            SolarFlarePipeline(flare_pipe.unet, flare_pipe.scheduler, guidance_by_flux=bad)
     from solar_diffusion.cli import main
 
     assert main(["generate", "--model", str(saved), "--flare-class", "C3", "--flare-class", "M5", "--num-images", "1",

@@ -703,6 +703,13 @@ class SolarFlarePipeline(DiffusionPipeline):
             if shape[1:] != cells or size % novelty["pool_px"]:
                 raise ValueError(f"the novelty layouts are {shape[1:]} (channels, cells), but this UNet's {size} px "
                                  f"images in {novelty['pool_px']} px cells are {cells}")
+        if guidance_by_flux:
+            xs, ys = list(guidance_by_flux.get("log10_flux", [])), list(guidance_by_flux.get("scale", []))
+            values = xs + ys + [guidance_by_flux.get("quiet", float("nan"))]
+            if not xs or len(xs) != len(ys) or any(b <= a for a, b in zip(xs, xs[1:])) \
+                    or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                raise ValueError(f"guidance_by_flux needs increasing finite log10_flux, as many finite scales and a "
+                                 f"finite quiet scale, got {guidance_by_flux}")
         self.register_modules(unet=unet, scheduler=scheduler)
         self.register_to_config(
             id2label={str(k): v for k, v in id2label.items()},
