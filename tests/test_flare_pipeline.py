@@ -217,7 +217,7 @@ def test_a_guidance_table_sets_each_images_scale_by_its_requested_flux(flare_pip
     for k, (request, position) in enumerate(zip(["C3", "M5", "quiet"], where)):  # the same as asking that scale alone
         alone = pipe(request, flare_position=position, generator=torch.Generator().manual_seed(k), num_inference_steps=2,
                      output_type="model", guidance_scale=scales[k]).images
-        torch.testing.assert_close(out.images[k:k + 1], alone, atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.images[k:k + 1], alone, atol=1e-4, rtol=0)  # batched vs alone: float rounding
     given = pipe(["C3"], flare_position=[where[0]], generator=[torch.Generator().manual_seed(0)], num_inference_steps=2,
                  output_type="model", guidance_scale=3.0)
     assert given.metadata[0]["guidance_scale"] == 3.0 and not torch.allclose(given.images, out.images[:1], atol=1e-3)
