@@ -153,6 +153,8 @@ def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_
             shutil.copy2(dataset / extra, out / extra)
 
     guidance, steps = pipe.sampling_defaults(guidance_scale, num_inference_steps)
+    flux_table = dict(pipe.config.get("guidance_by_flux") or {}) if guidance is None else None
+    guidance_text = describe_guidance(guidance, flux_table)
     model_id = model_name(model)
     geometry = pipe.config.geometry
     dtype = image_dtype(info["unit"])
@@ -161,7 +163,7 @@ def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_
     shard_size = int(config.get("shard_size") or 256)
     existing = len(list((dataset / name).glob("train-*-of-*.parquet")))
     log(f"augment: adding {sum(plan.values())} generated frames ({', '.join(f'{c} {n}' for c, n in plan.items())}) "
-        f"with {model_id}, {steps} steps, {describe_guidance(guidance, pipe.config.get('guidance_by_flux'))}")
+        f"with {model_id}, {steps} steps, {guidance_text}")
     k = 0
     for output in sample_batches(pipe, requests, seed, steps, guidance, batch_size):
         physical = pipe.normalization.inverse(output.images.cpu().numpy())
@@ -202,7 +204,7 @@ def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_
     new_info["counts"] = {**info["counts"], "train": {c: counts[c] + added.get(c, 0) for c in vocabulary}}
     new_info["augmented"] = {"source_dataset": str(dataset), "model": model_id,
                              "model_weights": weights_digest(pipe.unet), "requested": plan, "seed": seed,
-                             "num_inference_steps": steps, "guidance_scale": guidance,
+                             "num_inference_steps": steps, "guidance_scale": guidance, "guidance_by_flux": flux_table,
                              "novelty_target": pipe.novelty_setting(None), "added": added,
                              "original_train_counts": counts, "rule": "label_source == 'synthetic'"}
     atomic_write(out / "build_info.json", lambda tmp: Path(tmp).write_text(json.dumps(new_info, indent=1, default=str)))
@@ -211,7 +213,7 @@ def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_
         text = (out / "README.md").read_text()
         text += (f"\n## Synthetic frames\n\n`solar-diffusion augment` added {sum(added.values())} generated frames to "
                  f"the train split ({', '.join(f'{c}: {n}' for c, n in added.items())}) with `{model_id}` (seed "
-                 f"{seed}, {steps} steps, {describe_guidance(guidance, pipe.config.get('guidance_by_flux'))}). They are the rows with `label_source == "
+                 f"{seed}, {steps} steps, {guidance_text}). They are the rows with `label_source == "
                  f"\"synthetic\"` (their `source` names model and seed; `t_obs` is empty); `synthetic.json` lists "
                  "them. Validation and test splits are the original ones.\n")
         atomic_write(out / "README.md", lambda tmp: Path(tmp).write_text(text))

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from solar_diffusion.evaluation_report import fmt
-from solar_diffusion.pipelines import describe_guidance
 from solar_diffusion.files import atomic_write
+from solar_diffusion.pipelines import describe_guidance
 
 SUMMARY_START, SUMMARY_END = "<!-- results-summary:start -->", "<!-- results-summary:end -->"
 ROOT = Path(__file__).resolve().parents[1]
