@@ -71,12 +71,11 @@ def requests(pipe, classes, n: int, seed: int) -> tuple[list, list]:
 def generate(pipe, labels, where, steps: int | None, seed: int, batch_size: int = 16) -> torch.Tensor:
     """Model-space images, image k with its own generator (seed + k), without novelty guidance
     (the models' own samples: a student is compared with what its teacher's weights draw) and, for
-    a teacher with a guidance table, at the one scale ``distill`` builds in (``DEFAULT_GUIDANCE``)."""
+    a teacher with a guidance table, at the one scale ``distill`` builds in (``guidance_setting``)."""
     from solar_diffusion.generate import sample_batches
-    from solar_diffusion.pipelines import DEFAULT_GUIDANCE
 
     positions = where if pipe.conditioning == "flare" else None
-    guidance = None if pipe.sampling_defaults()[0] is not None else DEFAULT_GUIDANCE
+    guidance = pipe.guidance_setting(by_flux=False)
     return torch.cat([out.images.cpu() for out in sample_batches(pipe, labels, seed, steps, guidance, batch_size,
                                                                  positions, novelty_target=0.0)])
 

@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from solar_diffusion.files import atomic_write, fault_point
-from solar_diffusion.pipelines import LABEL_ORDER, label_vocabulary
+from solar_diffusion.pipelines import LABEL_ORDER
+from solar_diffusion.presets import label_vocabulary
 from solar_diffusion.times import iso_utc, utc_times
 from solar_diffusion.dataset_builder.images import (
     BROWSE_SUFFIXES,

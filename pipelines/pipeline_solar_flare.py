@@ -18,6 +18,7 @@ trust_remote_code=True)``. It owns what generation needs:
 
 from __future__ import annotations
 
+import base64
 import inspect
 import math
 import re
@@ -27,6 +28,19 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
+
+#: The names this module offers (``solar_diffusion.pipelines`` re-exports them).
+__all__ = ["FLARE_LETTERS", "LETTER_FLUX", "SWPC_SCALE", "GOES_R_SCALE", "FLUX_SCALES",
+    "SWPC_SCALING_FACTOR", "convert_flux_scale", "parse_flare_class", "flare_letter", "format_flare_class",
+    "QUIET_LABEL", "LABEL_ORDER", "FLUX_CONDITION_SCALE", "NULL_FLUX_CONDITION", "flux_condition",
+    "null_condition", "scheduler_step_kwargs", "requested_flux", "image_center_px", "rsun_px", "rescale_px",
+    "disk_center_px", "north_up", "disk_mask", "FLARE_MAP_CHANNELS", "FLARE_MAP_SIGMA_RSUN",
+    "NO_FLARE_CONDITION", "flare_strength", "flare_map", "with_flare_map", "apply_guidance",
+    "arcsec_to_pixels", "FLARE_POSITION_SPREAD_RSUN", "draw_flare_position", "ClipLogNormalization",
+    "NOVELTY_TARGET", "NOVELTY_MAX_PUSH", "NOVELTY_UNTIL_TIMESTEP", "NOVELTY_POOL_PX",
+    "NOVELTY_FLARE_RADIUS_RSUN", "predicted_x0", "model_output", "layouts_tensor", "novelty_push",
+    "DEFAULT_STEPS", "DEFAULT_GUIDANCE", "OUTPUT_TYPES", "guidance_by_flux", "check_guidance_table",
+    "PreparedConditions", "NoveltyGuidance", "SolarFlarePipelineOutput", "SolarFlarePipeline"]
 
 # --------------------------------------------------------------------------------------------
 # The GOES flare scale
@@ -126,21 +140,6 @@ def format_flare_class(flux: float, digits: int = 1) -> str:
 #: Label for frames with no flare in progress and no known background flux.
 QUIET_LABEL = "quiet"
 LABEL_ORDER = (QUIET_LABEL,) + FLARE_LETTERS
-
-
-def label_vocabulary(labels) -> dict[int, str]:
-    """``id2label`` for the labels present in training data, lowest first.
-
-    The classifier-free-guidance null id comes after these ids (``null_condition``).
-
-    >>> label_vocabulary(["M", "quiet", "C", "M"])
-    {0: 'quiet', 1: 'C', 2: 'M'}
-    """
-    present = set(labels)
-    unknown = present - set(LABEL_ORDER)
-    if unknown:
-        raise ValueError(f"unknown labels {sorted(unknown)}: labels are one of {LABEL_ORDER}")
-    return {i: label for i, label in enumerate(x for x in LABEL_ORDER if x in present)}
 
 
 #: Continuous conditioning (a UNet with ``class_embed_type="timestep"``): the UNet's class input
@@ -331,6 +330,27 @@ def flare_map(positions_px, log10_fluxes, image_size: int, sigma_px: float) -> n
     return out
 
 
+def with_flare_map(sample: torch.Tensor, flare_maps: torch.Tensor | None) -> torch.Tensor:
+    """A flare model's UNet input: the (noisy) images with their flare maps appended as channels,
+    as diffusers' upscaler and inpainting pipelines append theirs; ``sample`` alone without maps.
+    The one place the flare map enters a UNet (sampling, training and distillation).
+
+    >>> with_flare_map(torch.zeros(2, 3, 8, 8), torch.ones(2, FLARE_MAP_CHANNELS, 8, 8)).shape
+    torch.Size([2, 5, 8, 8])
+    """
+    return sample if flare_maps is None else torch.cat([sample, flare_maps.to(sample)], dim=1)
+
+
+def apply_guidance(uncond: torch.Tensor, cond: torch.Tensor, guidance_scale) -> torch.Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022): ``uncond + w (cond - uncond)``; ``w`` a number
+    or a per-image tensor (N, 1, 1, 1). The one definition (sampling and distillation).
+
+    >>> float(apply_guidance(torch.tensor(1.0), torch.tensor(2.0), 3.0))
+    4.0
+    """
+    return uncond + guidance_scale * (cond - uncond)
+
+
 def arcsec_to_pixels(x_arcsec, y_arcsec, geometry: dict, image_size: int | None = None) -> tuple[float, float]:
     """Helioprojective (x, y) in arcsec to the (column, row) of an image of the geometry (rows in
     FITS order: row 0 is the south edge, so the row grows northward); refuses a position off the
@@ -511,35 +531,8 @@ def model_output(x0, z, alpha_bar, prediction_type: str) -> torch.Tensor:
     raise ValueError(f"prediction type {prediction_type!r} is not supported")
 
 
-def training_layouts(images, day_distance: float, pool_px: int = NOVELTY_POOL_PX, target: float = NOVELTY_TARGET,
-                     max_push: float = NOVELTY_MAX_PUSH, until_timestep: int = NOVELTY_UNTIL_TIMESTEP) -> dict:
-    """The ``novelty`` config of a model from its model-space training images (N, C, H, W): their
-    layouts (means over ``pool_px`` cells, 8-bit, base64), the RMS layout distance between days
-    more than 3 days apart (``day_distance``, measured by the caller) and the guidance's defaults.
-
-    >>> novelty = training_layouts(torch.zeros(2, 3, 16, 16), day_distance=0.1, pool_px=8)
-    >>> novelty["shape"], layouts_tensor(novelty).shape
-    ([2, 3, 2, 2], torch.Size([2, 3, 2, 2]))
-    """
-    import base64
-
-    images = torch.as_tensor(images, dtype=torch.float32)
-    if images.ndim != 4 or images.shape[-1] % pool_px or images.shape[-2] % pool_px:
-        raise ValueError(f"training layouts need (N, C, H, W) images with sides divisible by {pool_px} px, "
-                         f"got {tuple(images.shape)}")
-    if not day_distance > 0:
-        raise ValueError(f"the day distance of the training layouts must be > 0, got {day_distance}")
-    cells = torch.nn.functional.avg_pool2d(images, pool_px)
-    codes = ((cells.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    return {"target": float(target), "day_distance": float(day_distance), "max_push": float(max_push),
-            "until_timestep": int(until_timestep), "pool_px": int(pool_px), "shape": list(codes.shape),
-            "layouts_uint8_base64": base64.b64encode(codes.tobytes()).decode("ascii")}
-
-
 def layouts_tensor(novelty: dict) -> torch.Tensor:
     """The training layouts (N, C, h, w) of a ``novelty`` config, in model space."""
-    import base64
-
     codes = np.frombuffer(base64.b64decode(novelty["layouts_uint8_base64"]), dtype=np.uint8)
     if codes.size != math.prod(novelty["shape"]):
         raise ValueError(f"the novelty layouts hold {codes.size} values, not the {novelty['shape']} the config says")
@@ -602,10 +595,10 @@ def _mean_spread(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.
 #: Default sampling settings of ``SolarFlarePipeline.__call__``, for the bundled model's saved
 #: scheduler (DPM-Solver++ with steps uniform in log-SNR): at 10 steps its quality equals 1000
 #: ancestral DDPM steps within the measured intervals (BENCHMARKS.md, per step count).
-#: ``SolarFlarePipeline.__call__``'s output types (``"physical"``: the old name of ``"data_unit"``).
-OUTPUT_TYPES = ("np", "pt", "pil", "model", "data_unit", "physical")
 DEFAULT_STEPS = 10
 DEFAULT_GUIDANCE = 3.0
+#: ``SolarFlarePipeline.__call__``'s output types.
+OUTPUT_TYPES = ("np", "pt", "pil", "model", "data_unit")
 
 
 def guidance_by_flux(table: dict, flares_per_image: list) -> list:
@@ -622,16 +615,62 @@ def guidance_by_flux(table: dict, flares_per_image: list) -> list:
             for flares in flares_per_image]
 
 
-def describe_guidance(guidance_scale, table=None) -> str:
-    """The guidance of a run in words, for logs and reports.
+def check_guidance_table(table: dict) -> None:
+    """Refuse a ``guidance_by_flux`` table that is not increasing finite ``log10_flux``, as many
+    finite ``scale`` values and a finite ``quiet`` scale.
 
-    >>> describe_guidance(3.0), describe_guidance(None, {"log10_flux": [-5.4, -4.4], "scale": [1.5, 3.0], "quiet": 3.0})
-    ('guidance 3', 'guidance by the requested flux (1.5 to 3; quiet 3)')
+    >>> check_guidance_table({"log10_flux": [-5.0, -6.0], "scale": [1.0, 2.0], "quiet": 3.0})
+    Traceback (most recent call last):
+    ...
+    ValueError: guidance_by_flux needs increasing finite log10_flux, as many finite scales and a finite quiet scale, got {'log10_flux': [-5.0, -6.0], 'scale': [1.0, 2.0], 'quiet': 3.0}
     """
-    if guidance_scale is not None:
-        return f"guidance {guidance_scale:g}"
-    low, high = min(table["scale"]), max(table["scale"])
-    return f"guidance by the requested flux ({low:g} to {high:g}; quiet {table['quiet']:g})"
+    xs, ys = list(table.get("log10_flux", [])), list(table.get("scale", []))
+    values = xs + ys + [table.get("quiet", float("nan"))]
+    if not xs or len(xs) != len(ys) or any(b <= a for a, b in zip(xs, xs[1:])) \
+            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        raise ValueError(f"guidance_by_flux needs increasing finite log10_flux, as many finite scales and a "
+                         f"finite quiet scale, got {table}")
+
+
+@dataclass
+class PreparedConditions:
+    """What the UNet is conditioned on, per image: its class inputs (N), a flare model's flare
+    maps (N, FLARE_MAP_CHANNELS, H, W; else None), each image's name and a flare model's
+    requested flares (``flare_request``'s dicts; else None)."""
+
+    class_inputs: torch.Tensor
+    flare_maps: torch.Tensor | None
+    names: list
+    flares: list | None
+
+    def __len__(self) -> int:
+        return len(self.class_inputs)
+
+
+@dataclass
+class NoveltyGuidance:
+    """Novelty guidance of one call (``novelty_push``): while ``timestep >= until_timestep`` the
+    clean-image estimate is moved to ``distance`` (RMS, model space) from its nearest training
+    ``layouts``, by at most ``max_push``, within ``regions`` and away from the requested flares
+    (``off_flares``)."""
+
+    target: float
+    layouts: torch.Tensor
+    distance: float
+    max_push: float
+    until_timestep: int
+    regions: torch.Tensor
+    off_flares: torch.Tensor
+
+    def __call__(self, prediction, sample, t, alphas_cumprod, prediction_type: str) -> torch.Tensor:
+        """The UNet's (guided) ``prediction`` at ``sample`` after the push (unchanged below the
+        last timestep)."""
+        if int(t) < self.until_timestep:
+            return prediction
+        alpha_bar = alphas_cumprod[int(t)].to(sample)
+        x0 = novelty_push(predicted_x0(prediction, sample, alpha_bar, prediction_type), self.layouts, self.distance,
+                          self.max_push, self.off_flares, self.off_flares, self.regions)
+        return model_output(x0, sample, alpha_bar, prediction_type)
 
 
 @dataclass
@@ -704,12 +743,7 @@ class SolarFlarePipeline(DiffusionPipeline):
                 raise ValueError(f"the novelty layouts are {shape[1:]} (channels, cells), but this UNet's {size} px "
                                  f"images in {novelty['pool_px']} px cells are {cells}")
         if guidance_by_flux:
-            xs, ys = list(guidance_by_flux.get("log10_flux", [])), list(guidance_by_flux.get("scale", []))
-            values = xs + ys + [guidance_by_flux.get("quiet", float("nan"))]
-            if not xs or len(xs) != len(ys) or any(b <= a for a, b in zip(xs, xs[1:])) \
-                    or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-                raise ValueError(f"guidance_by_flux needs increasing finite log10_flux, as many finite scales and a "
-                                 f"finite quiet scale, got {guidance_by_flux}")
+            check_guidance_table(guidance_by_flux)
         self.register_modules(unet=unet, scheduler=scheduler)
         self.register_to_config(
             id2label={str(k): v for k, v in id2label.items()},
@@ -742,11 +776,6 @@ class SolarFlarePipeline(DiffusionPipeline):
     @property
     def id2label(self) -> dict[int, str]:
         return {int(k): v for k, v in self.config.id2label.items()}
-
-    @property
-    def null_condition(self) -> int | float:
-        """The UNet's class input for "no condition" (classifier-free guidance; ``null_condition``)."""
-        return null_condition(self.unet.config)
 
     @property
     def conditioning(self) -> str:
@@ -797,7 +826,7 @@ class SolarFlarePipeline(DiffusionPipeline):
                                    image_size, sigma) for flares in per_image])
         return torch.tensor(labels, dtype=torch.float32), torch.from_numpy(maps)
 
-    def conditions(self, flare_class) -> tuple[torch.Tensor, list[str]]:
+    def class_inputs(self, flare_class) -> tuple[torch.Tensor, list[str]]:
         """UNet class inputs and their labels for a request (see ``__call__``'s ``flare_class``)."""
         if self.conditioning == "class":
             ids = self.label_ids(flare_class)
@@ -851,24 +880,63 @@ class SolarFlarePipeline(DiffusionPipeline):
     def _known(self) -> str:
         return "it knows: " + ", ".join(self.id2label.values())
 
-    def sampling_defaults(self, guidance_scale=None, num_inference_steps=None) -> tuple[float | None, int]:
-        """The guidance scale and number of steps a call uses: those given, else the model's own
-        (a distilled student's, see ``distillation``) or ``DEFAULT_GUIDANCE`` and ``DEFAULT_STEPS``.
-        ``None`` for the guidance: each image's from the model's ``guidance_by_flux`` table (a flare
-        model without a scale given). A student has its guidance distilled in: another scale is a
-        ``ValueError``."""
-        distilled = self.config.get("distillation") or {}
-        baked = distilled.get("guidance_scale")
-        if guidance_scale is not None and baked is not None and not math.isclose(guidance_scale, baked):
-            raise ValueError(f"this distilled model has guidance {baked:g} built in, so it cannot sample with "
+    @property
+    def is_distilled(self) -> bool:
+        """A distilled student (``training/distill.py``): its guidance is built into one UNet call."""
+        return (self.config.get("distillation") or {}).get("guidance_scale") is not None
+
+    def guidance_setting(self, guidance_scale: float | None = None, by_flux: bool = True) -> float | None:
+        """The one guidance decision: the scale of a call, or None where each image's scale comes
+        from the model's ``guidance_by_flux`` table.
+
+        The scale given; else a distilled student's own (a student refuses another); else None
+        for a flare model with a table (unless ``by_flux`` is False: one scale for every request,
+        as distillation builds in); else ``DEFAULT_GUIDANCE``.
+
+        >>> from diffusers import DDPMScheduler, UNet2DModel
+        >>> unet = UNet2DModel(sample_size=8, block_out_channels=(8, 8), norm_num_groups=4, num_class_embeds=2,
+        ...                    down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)
+        >>> pipe = SolarFlarePipeline(unet, DDPMScheduler(), id2label={0: "X"})
+        >>> pipe.guidance_setting(), pipe.guidance_setting(1.5)
+        (3.0, 1.5)
+        """
+        if guidance_scale is not None and not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
+        distillation = self.config.get("distillation") or {}
+        built_in = distillation.get("guidance_scale")
+        if guidance_scale is not None and built_in is not None and not math.isclose(guidance_scale, built_in):
+            raise ValueError(f"this distilled model has guidance {built_in:g} built in, so it cannot sample with "
                              f"guidance {guidance_scale:g}: leave the guidance out or use its teacher "
-                             f"({distilled.get('teacher', 'the model it was distilled from')})")
-        steps = num_inference_steps or distilled.get("num_inference_steps") or DEFAULT_STEPS
-        if baked is None and guidance_scale is None and self.config.get("guidance_by_flux") \
+                             f"({distillation.get('teacher', 'the model it was distilled from')})")
+        if guidance_scale is None and built_in is None and by_flux and self.config.get("guidance_by_flux") \
                 and self.conditioning == "flare":
-            return None, int(steps)
-        guidance = baked if baked is not None else (DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale)
-        return float(guidance), int(steps)
+            return None
+        return float(next(s for s in (guidance_scale, built_in, DEFAULT_GUIDANCE) if s is not None))
+
+    def guidance_scales(self, guidance_scale: float | None = None, flares_per_image: list | None = None,
+                        batch_size: int = 1) -> list[float]:
+        """Each image's guidance scale under ``guidance_setting``: from the model's table by each
+        image's requested flares (``flares_per_image``), else one scale for every image. Without
+        ``flares_per_image``: ``batch_size`` copies of the one scale distillation builds in.
+
+        >>> from diffusers import DDPMScheduler, UNet2DModel
+        >>> unet = UNet2DModel(sample_size=8, block_out_channels=(8, 8), norm_num_groups=4, num_class_embeds=2,
+        ...                    down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)
+        >>> SolarFlarePipeline(unet, DDPMScheduler(), id2label={0: "X"}).guidance_scales(1.5, batch_size=2)
+        [1.5, 1.5]
+        """
+        setting = self.guidance_setting(guidance_scale, by_flux=flares_per_image is not None)
+        if setting is None:
+            return guidance_by_flux(self.config.guidance_by_flux, flares_per_image)
+        return [setting] * (batch_size if flares_per_image is None else len(flares_per_image))
+
+    def inference_steps(self, num_inference_steps: int | None = None) -> int:
+        """The number of denoising steps a call makes: the one given, else a distilled student's
+        own, else ``DEFAULT_STEPS``."""
+        if num_inference_steps is not None and num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        distillation = self.config.get("distillation") or {}
+        return int(num_inference_steps or distillation.get("num_inference_steps") or DEFAULT_STEPS)
 
     @torch.no_grad()
     def __call__(
@@ -893,20 +961,17 @@ class SolarFlarePipeline(DiffusionPipeline):
                 of its decade) or a GOES-R flux in W m^-2 (see ``requested_flux``).
             num_images_per_class: images per entry of ``flare_class``.
             guidance_scale: classifier-free guidance weight; 1 is the plain conditional model,
-                0 the unconditional one. Guided steps make one batched UNet call. Default: per
-                image from the model's ``guidance_by_flux`` table where it has one (a flare model),
-                else ``DEFAULT_GUIDANCE``; a distilled student has its own built in (one call per step).
-            num_inference_steps: denoising steps of the scheduler (default ``DEFAULT_STEPS``, or the
-                student's own; see ``sampling_defaults``).
+                0 the unconditional one. Guided steps make one batched UNet call. Default: the
+                model's own, per image (``guidance_scales``).
+            num_inference_steps: denoising steps of the scheduler (default: ``inference_steps``).
             generator: a ``torch.Generator``, or one per image (image i is then reproducible on
                 its own from its generator's seed).
             output_type: as in diffusers, ``"np"`` (NHWC float32 in [0, 1]), ``"pt"`` (NCHW
                 tensor in [0, 1]) or ``"pil"`` (8-bit preview images, north up); and
                 ``"model"`` (NCHW tensor in model space [-1, 1], what the UNet works in) or
                 ``"data_unit"`` (NCHW float32 numpy in the data unit, the inverse normalisation:
-                DN/s, or 8-bit browse brightness; ``"physical"`` is its old name). Every array
-                output is in FITS row order (row 0 is the south edge); only ``"pil"`` is
-                flipped north up, like the CLI's PNG files.
+                DN/s, or 8-bit browse brightness). Every array output is in FITS row order (row 0
+                is the south edge); only ``"pil"`` is flipped north up, like the CLI's PNG files.
             return_dict: return a ``SolarFlarePipelineOutput`` rather than ``(images, metadata)``.
             flare_position: for a flare model (``conditioning == "flare"``), where the flare of
                 each ``flare_class`` entry is: helioprojective ``(x, y)`` in arcsec, or
@@ -915,11 +980,8 @@ class SolarFlarePipeline(DiffusionPipeline):
             flares: for a flare model, several flares in each image instead: a list of
                 ``(flare_class, position)`` pairs (see ``flare_request``).
             novelty_target: how far the novelty guidance keeps the image's layout from the
-                nearest training frame's while the noise is high, in day distances (the layout
-                distance between training days more than 3 days apart; see ``novelty_push``);
-                0 turns it off. Default: the model's own (``config.novelty``; 0 without training
-                layouts). Needs a scheduler whose sample is the noisy image itself (DDPM, DDIM,
-                DPM-Solver, UniPC).
+                nearest training frame's while the noise is high, in day distances (see
+                ``novelty_push``); 0 turns it off. Default: the model's own (``novelty_setting``).
 
         Example:
 
@@ -937,89 +999,119 @@ class SolarFlarePipeline(DiffusionPipeline):
 
         ```
         """
+        # 1. check the inputs and settle the defaults
+        self.check_inputs(output_type, num_images_per_class, flare_position, flares)
+        num_inference_steps = self.inference_steps(num_inference_steps)
+        novelty_target = self.novelty_setting(novelty_target)
+        device = self._execution_device
+
+        # 2. the conditions: class inputs, flare maps and names of every image
+        conditions = self.prepare_conditions(flare_class, num_images_per_class, flare_position, flares, generator)
+        conditions.class_inputs = conditions.class_inputs.to(device)
+        if conditions.flare_maps is not None:
+            conditions.flare_maps = conditions.flare_maps.to(device)
+
+        # 3. each image's guidance scale, and the novelty guidance
+        scales = self.guidance_scales(guidance_scale, conditions.flares, len(conditions))
+        novelty = self.prepare_novelty(novelty_target, conditions.flares, len(conditions), device)
+
+        # 4. Gaussian noise, then the denoising loop
+        image = self.prepare_noise(len(conditions), generator, device)
+        image = self.denoise(image, conditions, scales, novelty, num_inference_steps, generator)
+
+        # 5. postprocess
+        images = self.postprocess(image, output_type, scales)
+        metadata = self._metadata(conditions, scales, novelty_target, generator, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return images, metadata
+        return SolarFlarePipelineOutput(images=images, metadata=metadata)
+
+    def check_inputs(self, output_type: str, num_images_per_class: int, flare_position=None, flares=None):
+        """Refuse a request this pipeline cannot make, before any work, with a one-line error."""
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(map(repr, OUTPUT_TYPES))}, got {output_type!r}")
-        output_type = "data_unit" if output_type == "physical" else output_type
         if num_images_per_class < 1:
             raise ValueError(f"num_images_per_class must be >= 1, got {num_images_per_class}")
-        if guidance_scale is not None and not math.isfinite(guidance_scale):
-            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
-        if num_inference_steps is not None and num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-        guidance_scale, num_inference_steps = self.sampling_defaults(guidance_scale, num_inference_steps)
-        novelty_target = self.novelty_setting(novelty_target)
-        distilled = bool((self.config.get("distillation") or {}).get("guidance_scale") is not None)
-        device = self._execution_device
+        if self.conditioning != "flare" and (flare_position is not None or flares is not None):
+            raise ValueError(f"this model is {self.conditioning}-conditioned: it takes no flare positions")
+
+    def prepare_conditions(self, flare_class, num_images_per_class: int = 1, flare_position=None, flares=None,
+                           generator=None) -> PreparedConditions:
+        """Every image's conditions (see ``__call__`` for the arguments), in order: a flare model's
+        flares are placed (positions drawn from each image's generator where none is given) and
+        drawn as flare maps; a class or flux model's requests become class inputs."""
+        if self.conditioning != "flare":
+            class_inputs, names = self.class_inputs(flare_class)
+            class_inputs = class_inputs.repeat_interleave(num_images_per_class)
+            self._check_generators(generator, len(class_inputs))
+            return PreparedConditions(class_inputs, None, [n for n in names for _ in range(num_images_per_class)], None)
+        entries = [flare_class] if isinstance(flare_class, (str, float, np.floating)) else list(flare_class)
+        per_entry = (isinstance(flare_position, list) and len(flare_position) == len(entries)
+                     and all(p is None or isinstance(p, (tuple, list)) for p in flare_position))
+        positions = flare_position if per_entry else [flare_position] * len(entries)
+        requests = [list(flares)] if flares is not None else [[(e, p)] for e, p in zip(entries, positions)]
+        batch_size = len(requests) * num_images_per_class
+        self._check_generators(generator, batch_size)
+        rngs = ([np.random.default_rng(g.initial_seed()) for g in generator] if isinstance(generator, list)
+                else [np.random.default_rng(None if generator is None else generator.initial_seed())] * batch_size)
+        size = self.unet.config.sample_size
+        size = size if isinstance(size, int) else size[-1]
+        per_image = [self.flare_request(request, size, rngs[k * num_images_per_class + i])
+                     for k, request in enumerate(requests) for i in range(num_images_per_class)]
+        class_inputs, maps = self.flare_inputs(per_image, size)
+        names = [", ".join(f["flare_class"] for f in image_flares) or QUIET_LABEL for image_flares in per_image]
+        return PreparedConditions(class_inputs, maps, names, per_image)
+
+    def prepare_novelty(self, novelty_target: float, flares_per_image, batch_size: int, device) -> NoveltyGuidance | None:
+        """The novelty guidance of a call (None when ``novelty_target`` is 0)."""
+        if not novelty_target:
+            return None
+        novelty = self.config.novelty
+        size = self.unet.config.sample_size
+        regions, off_flares = (torch.from_numpy(w).to(device) for w in self._novelty_weights(
+            flares_per_image, batch_size, size if isinstance(size, int) else size[-1]))
+        return NoveltyGuidance(novelty_target, layouts_tensor(novelty).to(device),
+                               novelty_target * float(novelty["day_distance"]), float(novelty["max_push"]),
+                               int(novelty["until_timestep"]), regions, off_flares)
+
+    def prepare_noise(self, batch_size: int, generator, device) -> torch.Tensor:
+        """The starting Gaussian noise (float32 whatever the UNet's dtype: the latents and the
+        scheduler's arithmetic stay float32 under bf16/fp16)."""
         size = self.unet.config.sample_size
         size = (size, size) if isinstance(size, int) else tuple(size)
-        maps, per_image_flares = None, None
-        if self.conditioning == "flare":
-            entries = [flare_class] if isinstance(flare_class, (str, float, np.floating)) else list(flare_class)
-            per_entry = (isinstance(flare_position, list) and len(flare_position) == len(entries)
-                         and all(p is None or isinstance(p, (tuple, list)) for p in flare_position))
-            positions = flare_position if per_entry else [flare_position] * len(entries)
-            requests = [list(flares)] if flares is not None else [[(e, p)] for e, p in zip(entries, positions)]
-            batch_size = len(requests) * num_images_per_class
-            self._check_generators(generator, batch_size)
-            rngs = ([np.random.default_rng(g.initial_seed()) for g in generator] if isinstance(generator, list)
-                    else [np.random.default_rng(None if generator is None else generator.initial_seed())] * batch_size)
-            per_image_flares = [self.flare_request(request, size[-1], rngs[k * num_images_per_class + i])
-                                for k, request in enumerate(requests) for i in range(num_images_per_class)]
-            labels, maps = self.flare_inputs(per_image_flares, size[-1])
-            labels, maps = labels.to(device), maps.to(device)
-            names = [", ".join(f["flare_class"] for f in image_flares) or QUIET_LABEL for image_flares in per_image_flares]
-        else:
-            if flare_position is not None or flares is not None:
-                raise ValueError(f"this model is {self.conditioning}-conditioned: it takes no flare positions")
-            conditions, names = self.conditions(flare_class)
-            labels = conditions.repeat_interleave(num_images_per_class).to(device)
-            names = [name for name in names for _ in range(num_images_per_class)]
-            batch_size = len(labels)
-            self._check_generators(generator, batch_size)
-        null_labels = torch.full_like(labels, self.null_condition)
-        scales = [guidance_scale] * batch_size if guidance_scale is not None else \
-            guidance_by_flux(self.config.guidance_by_flux, per_image_flares)  # one scale per image
-        if guidance_scale is None:
-            guidance_scale = torch.tensor(scales, device=device).view(-1, 1, 1, 1)
-        do_guidance = any(g != 1.0 for g in scales) and not distilled  # a student's one call holds its guidance
-        model_labels = torch.cat([null_labels, labels]) if do_guidance else labels
-        if maps is not None:  # the null condition's map is all zeros: no flare, and "not conditioned"
-            maps = torch.cat([torch.zeros_like(maps), maps]) if do_guidance else maps
-
-        # 1. Gaussian noise
         shape = (batch_size, self.unet.config.out_channels or self.unet.config.in_channels, *size)
-        # the latents and the scheduler's arithmetic stay float32 whatever the UNet's dtype (bf16/fp16)
-        image = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-        image = image * self.scheduler.init_noise_sigma
+        return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32) * self.scheduler.init_noise_sigma
 
-        if novelty_target:
-            layouts = layouts_tensor(self.config.novelty).to(device)
-            regions, off_flares = (torch.from_numpy(w).to(device)
-                                   for w in self._novelty_weights(per_image_flares, batch_size, size[-1]))
-            until, prediction_type = int(self.config.novelty["until_timestep"]), self.scheduler.config.prediction_type
-            day_distance, max_push = float(self.config.novelty["day_distance"]), float(self.config.novelty["max_push"])
-
-        # 2. denoising loop, guidance batched into one UNet call per step
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+    def denoise(self, image, conditions: PreparedConditions, scales: list, novelty: NoveltyGuidance | None,
+                num_inference_steps: int, generator=None) -> torch.Tensor:
+        """The denoising loop from noise ``image``: classifier-free guidance batched into one UNet
+        call per step (the null condition's flare map is all zeros: no flare, "not conditioned");
+        a distilled student's one conditional call holds its guidance."""
+        do_guidance = any(g != 1.0 for g in scales) and not self.is_distilled
+        class_inputs, maps = conditions.class_inputs, conditions.flare_maps
+        if do_guidance:
+            class_inputs = torch.cat([torch.full_like(class_inputs, null_condition(self.unet.config)), class_inputs])
+            maps = None if maps is None else torch.cat([torch.zeros_like(maps), maps])
+        guidance = torch.tensor(scales, device=image.device).view(-1, 1, 1, 1)
+        self.scheduler.set_timesteps(num_inference_steps, device=image.device)
         step_kwargs = scheduler_step_kwargs(self.scheduler, generator)
         with torch.inference_mode():
             for t in self.progress_bar(self.scheduler.timesteps):
-                model_input = torch.cat([image] * 2) if do_guidance else image
-                model_input = self.scheduler.scale_model_input(model_input, t)
-                if maps is not None:
-                    model_input = torch.cat([model_input, maps], dim=1)
-                prediction = self.unet(model_input.to(self.unet.dtype), t, class_labels=model_labels).sample.float()
+                model_input = self.scheduler.scale_model_input(torch.cat([image] * 2) if do_guidance else image, t)
+                model_input = with_flare_map(model_input, maps).to(self.unet.dtype)
+                prediction = self.unet(model_input, t, class_labels=class_inputs).sample.float()
                 if do_guidance:
-                    uncond, cond = prediction.chunk(2)
-                    prediction = uncond + guidance_scale * (cond - uncond)
-                if novelty_target and int(t) >= until:
-                    alpha_bar = self.scheduler.alphas_cumprod[int(t)].to(image)
-                    x0 = novelty_push(predicted_x0(prediction, image, alpha_bar, prediction_type), layouts,
-                                      novelty_target * day_distance, max_push, off_flares, off_flares, regions)
-                    prediction = model_output(x0, image, alpha_bar, prediction_type)
+                    prediction = apply_guidance(*prediction.chunk(2), guidance)
+                if novelty is not None:
+                    prediction = novelty(prediction, image, t, self.scheduler.alphas_cumprod,
+                                         self.scheduler.config.prediction_type)
                 image = self.scheduler.step(prediction, t, image, **step_kwargs).prev_sample
+        return image
 
-        # 3. postprocess (outside inference mode: the images are ordinary tensors, usable in training)
+    def postprocess(self, image: torch.Tensor, output_type: str, scales: list):
+        """Model-space images (N, C, H, W) as ``output_type`` (outside inference mode: ordinary
+        tensors, usable in training); a NaN or Inf image is an error, never an output."""
         bad = (~torch.isfinite(image)).flatten(1).any(dim=1)
         if bad.any():  # never hand on a NaN image: clamping would keep the NaN, a PNG would show it black
             raise RuntimeError(f"{int(bad.sum())} of {len(image)} generated images hold NaN or Inf values: the UNet's "
@@ -1027,27 +1119,13 @@ class SolarFlarePipeline(DiffusionPipeline):
                                f"for guidance up to {max(scales):g}")
         image = image.float().clamp(-1.0, 1.0).contiguous()
         if output_type == "model":
-            images = image
-        elif output_type == "pt":
-            images = image / 2 + 0.5
-        elif output_type == "data_unit":
-            images = self.normalization.inverse(image).cpu().numpy().astype(np.float32)
-        else:
-            images = image.cpu().permute(0, 2, 3, 1).numpy() / 2 + 0.5  # NHWC in [0, 1]
-            if output_type == "pil":
-                images = self.numpy_to_pil(north_up(images, row_axis=1))
-        metadata = self._metadata(names, labels.tolist(), generator, output_type)
-        for entry, scale in zip(metadata, scales):
-            entry["novelty_target"] = novelty_target
-            entry["guidance_scale"] = float(scale)
-        if per_image_flares is not None:
-            for entry, image_flares in zip(metadata, per_image_flares):
-                entry["flares"] = image_flares
-
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return images, metadata
-        return SolarFlarePipelineOutput(images=images, metadata=metadata)
+            return image
+        if output_type == "pt":
+            return image / 2 + 0.5
+        if output_type == "data_unit":
+            return self.normalization.inverse(image).cpu().numpy().astype(np.float32)
+        images = image.cpu().permute(0, 2, 3, 1).numpy() / 2 + 0.5  # NHWC in [0, 1]
+        return self.numpy_to_pil(north_up(images, row_axis=1)) if output_type == "pil" else images
 
     @staticmethod
     def _check_generators(generator, batch_size: int):
@@ -1088,18 +1166,26 @@ class SolarFlarePipeline(DiffusionPipeline):
                 off_flares[k, 0][np.hypot(xx - x, yy - y) <= NOVELTY_FLARE_RADIUS_RSUN * radius] = 0.0
         return np.stack([disk, 1.0 - disk])[None], off_flares
 
-    def _metadata(self, names, conditions, generator, output_type) -> list[dict]:
-        generators = generator if isinstance(generator, list) else [generator] * len(names)
+    def _metadata(self, conditions: PreparedConditions, scales: list, novelty_target: float, generator,
+                  output_type: str) -> list[dict]:
+        """Each image's record: its name, conditioning and class input, seed, unit, geometry, the
+        guidance it was made with and a flare model's flares."""
+        generators = generator if isinstance(generator, list) else [generator] * len(conditions)
         unit = {"data_unit": self.normalization.unit, "model": "model space [-1, 1]"}.get(output_type, "preview [0, 1]")
-        return [
+        records = [
             {
                 "flare_class": name,
                 "conditioning": self.conditioning,
-                "condition": condition,
+                "condition": class_input,
                 "seed": None if g is None else int(g.initial_seed()),
                 "per_image_seed": isinstance(generator, list),
                 "unit": unit,
                 "geometry": dict(self.config.geometry),
+                "novelty_target": novelty_target,
+                "guidance_scale": float(scale),
             }
-            for name, condition, g in zip(names, conditions, generators)
+            for name, class_input, g, scale in zip(conditions.names, conditions.class_inputs.tolist(), generators, scales)
         ]
+        for record, image_flares in zip(records, conditions.flares or []):
+            record["flares"] = image_flares
+        return records

@@ -26,13 +26,13 @@ _PIPELINE_NAMES = (
     "flare_letter",
     "flux_condition",
     "format_flare_class",
-    "label_vocabulary",
     "null_condition",
     "parse_flare_class",
 )
 _LOCATIONS = {name: "solar_diffusion.pipelines" for name in _PIPELINE_NAMES} | {
     "UNET_PRESETS": "solar_diffusion.presets",
     "build_unet": "solar_diffusion.presets",
+    "label_vocabulary": "solar_diffusion.presets",
 }
 
 __all__ = sorted(_LOCATIONS)

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from solar_diffusion.files import atomic_write
-from solar_diffusion.pipelines import QUIET_LABEL, describe_guidance
+from solar_diffusion.generate import describe_guidance
+from solar_diffusion.pipelines import QUIET_LABEL
 
 #: ``label_source`` of a generated row.
 SYNTHETIC = "synthetic"
@@ -152,7 +153,7 @@ def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_
         if (dataset / extra).exists():
             shutil.copy2(dataset / extra, out / extra)
 
-    guidance, steps = pipe.sampling_defaults(guidance_scale, num_inference_steps)
+    guidance, steps = pipe.guidance_setting(guidance_scale), pipe.inference_steps(num_inference_steps)
     flux_table = dict(pipe.config.get("guidance_by_flux") or {}) if guidance is None else None
     guidance_text = describe_guidance(guidance, flux_table)
     model_id = model_name(model)
@@ -165,7 +166,7 @@ def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_
     log(f"augment: adding {sum(plan.values())} generated frames ({', '.join(f'{c} {n}' for c, n in plan.items())}) "
         f"with {model_id}, {steps} steps, {guidance_text}")
     k = 0
-    for output in sample_batches(pipe, requests, seed, steps, guidance, batch_size):
+    for output in sample_batches(pipe, requests, seed, steps, guidance_scale, batch_size):
         physical = pipe.normalization.inverse(output.images.cpu().numpy())
         for image, meta in zip(physical, output.metadata):
             request = requests[k]

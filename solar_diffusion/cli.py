@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import sys
 from pathlib import Path
 
@@ -81,9 +80,7 @@ def _generate(args) -> int:
     for name, value in (("--num-images", args.num_images), ("--steps", args.steps), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    if args.guidance is not None and not math.isfinite(args.guidance):
-        raise ValueError(f"--guidance must be a finite number, got {args.guidance}")
-    pipe.sampling_defaults(args.guidance, args.steps)  # a guidance the model cannot take is refused before any work
+    pipe.guidance_setting(args.guidance)  # a guidance the model cannot take is refused before any work
     if args.scheduler or type(pipe.scheduler).__name__ == "DDPMScheduler":  # a training schedule as saved
         use_scheduler(pipe, args.scheduler or "dpm")  # (1000 ancestral steps): DPM-Solver++ as train_ddpm saves
     pipe.novelty_setting(args.novelty_target)  # a novelty guidance the sampler cannot take, too

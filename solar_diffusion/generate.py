@@ -17,11 +17,13 @@ with scipy_on_demand():  # diffusers' UNet and schedulers without scipy.stats at
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
     from solar_diffusion.pipelines import (
-        DEFAULT_GUIDANCE,
         FLARE_LETTERS,
         SolarFlarePipeline,
+        apply_guidance,
         north_up,
+        null_condition,
         scheduler_step_kwargs,
+        with_flare_map,
     )
 
 SCHEDULERS = {
@@ -135,7 +137,7 @@ def resolve_classes(pipe: SolarFlarePipeline, flare_classes) -> list[str]:
         requested = list(FLARE_LETTERS) if everything else [str(c) for c in flare_classes]
         if pipe.conditioning == "flare":
             return (["quiet"] if everything else []) + requested
-        pipe.conditions(requested)  # validates
+        pipe.class_inputs(requested)  # validates
         return requested
     if everything:
         return list(pipe.id2label.values())
@@ -178,35 +180,44 @@ def sample_batches(pipe: SolarFlarePipeline, labels, seed: int = 0, num_inferenc
 
 @torch.inference_mode()
 def sample_separate_guidance(pipe: SolarFlarePipeline, label: str, num_inference_steps: int = 1000,
-                             guidance_scale: float = DEFAULT_GUIDANCE, seed: int = 0,
+                             guidance_scale: float | None = None, seed: int = 0,
                              flare_position=None) -> torch.Tensor:
     """One image the way the paper samples: the pipeline's scheduler, with the conditional and
     the null UNet calls made separately at batch 1 on every step (the pipeline batches them).
     With ``use_scheduler(pipe, "ddpm")`` and 1000 steps this is the paper's ancestral sampler;
     it is the baseline of the sampling benchmarks. A flare model takes ``flare_position`` (as the
-    pipeline does; None draws one with ``seed``) and its flare map. Returns (1, C, H, W) in model
-    space."""
+    pipeline does; None draws one with ``seed``) and its flare map; ``guidance_scale`` None is the
+    pipeline's own for the request. Returns (1, C, H, W) in model space."""
     unet, scheduler = pipe.unet, pipe.scheduler
-    size = unet.config.sample_size
-    maps = null_maps = None
-    if pipe.conditioning == "flare":
-        request = pipe.flare_request([(label, flare_position)], size, np.random.default_rng(seed))
-        cond, maps = pipe.flare_inputs([request], size)
-        null_maps = torch.zeros_like(maps)
-    else:
-        cond = pipe.conditions(label)[0]
-    cond = cond.to(unet.device)
-    null = torch.full_like(cond, pipe.null_condition)
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn((1, unet.config.out_channels or unet.config.in_channels, size, size),
-                    generator=generator).to(unet.device)
+    where = {} if pipe.conditioning != "flare" else {"flare_position": flare_position}
+    conditions = pipe.prepare_conditions(label, 1, generator=generator, **where)
+    (scale,) = pipe.guidance_scales(guidance_scale, conditions.flares, 1)
+    cond = conditions.class_inputs.to(unet.device)
+    null = torch.full_like(cond, null_condition(unet.config))
+    maps = conditions.flare_maps
+    null_maps = None if maps is None else torch.zeros_like(maps)
+    x = pipe.prepare_noise(1, generator, unet.device)
     scheduler.set_timesteps(num_inference_steps)
     step_kwargs = scheduler_step_kwargs(scheduler, generator)
     for t in scheduler.timesteps:
-        c = unet(x if maps is None else torch.cat([x, maps], dim=1), t, class_labels=cond).sample
-        u = unet(x if maps is None else torch.cat([x, null_maps], dim=1), t, class_labels=null).sample
-        x = scheduler.step(u + guidance_scale * (c - u), t, x, **step_kwargs).prev_sample
+        c = unet(with_flare_map(x, maps), t, class_labels=cond).sample
+        u = unet(with_flare_map(x, null_maps), t, class_labels=null).sample
+        x = scheduler.step(apply_guidance(u, c, scale), t, x, **step_kwargs).prev_sample
     return x.clamp(-1, 1)
+
+
+def describe_guidance(guidance_scale: float | None, table: dict | None = None) -> str:
+    """The guidance of a run in words, for logs and reports: one scale, or None where each
+    image's scale came from the model's ``guidance_by_flux`` table (``guidance_setting``).
+
+    >>> describe_guidance(3.0), describe_guidance(None, {"log10_flux": [-5.4, -4.4], "scale": [1.5, 3.0], "quiet": 3.0})
+    ('guidance 3', 'guidance by the requested flux (1.5 to 3; quiet 3)')
+    """
+    if guidance_scale is not None:
+        return f"guidance {guidance_scale:g}"
+    low, high = min(table["scale"]), max(table["scale"])
+    return f"guidance by the requested flux ({low:g} to {high:g}; quiet {table['quiet']:g})"
 
 
 def generate_to_folder(
@@ -256,7 +267,7 @@ def generate_to_folder(
         positions = [position for position in padded for _ in range(num_images)]
         for flare_class, position in zip(classes, padded):  # every request checked before any image is made
             pipe.flare_request([(flare_class, position)], pipe.unet.config.sample_size, np.random.default_rng(0))
-    guidance, steps = pipe.sampling_defaults(guidance_scale, num_inference_steps)  # refused before any file goes
+    guidance, steps = pipe.guidance_setting(guidance_scale), pipe.inference_steps(num_inference_steps)  # refused before any file goes
     novelty = pipe.novelty_setting(novelty_target)
     clear_earlier_run(out_dir, overwrite)
     model_name = readable_model_name(model_name)  # records and titles name no machine path

@@ -13,6 +13,7 @@ models it saves. ``--target 0`` keeps the layouts but turns the guidance off by 
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -21,7 +22,31 @@ import torch
 
 from solar_diffusion.files import atomic_write
 from solar_diffusion.pipelines import (NOVELTY_MAX_PUSH, NOVELTY_POOL_PX, NOVELTY_TARGET, NOVELTY_UNTIL_TIMESTEP,
-                                       ClipLogNormalization, training_layouts)
+                                       ClipLogNormalization)
+
+
+def training_layouts(images, day_distance: float, pool_px: int = NOVELTY_POOL_PX, target: float = NOVELTY_TARGET,
+                     max_push: float = NOVELTY_MAX_PUSH, until_timestep: int = NOVELTY_UNTIL_TIMESTEP) -> dict:
+    """The ``novelty`` config of a model from its model-space training images (N, C, H, W): their
+    layouts (means over ``pool_px`` cells, 8-bit, base64), the RMS layout distance between days
+    more than 3 days apart (``day_distance``, measured by the caller) and the guidance's defaults.
+
+    >>> novelty = training_layouts(torch.zeros(2, 3, 16, 16), day_distance=0.1, pool_px=8)
+    >>> from solar_diffusion.pipelines import layouts_tensor
+    >>> novelty["shape"], layouts_tensor(novelty).shape
+    ([2, 3, 2, 2], torch.Size([2, 3, 2, 2]))
+    """
+    images = torch.as_tensor(images, dtype=torch.float32)
+    if images.ndim != 4 or images.shape[-1] % pool_px or images.shape[-2] % pool_px:
+        raise ValueError(f"training layouts need (N, C, H, W) images with sides divisible by {pool_px} px, "
+                         f"got {tuple(images.shape)}")
+    if not day_distance > 0:
+        raise ValueError(f"the day distance of the training layouts must be > 0, got {day_distance}")
+    cells = torch.nn.functional.avg_pool2d(images, pool_px)
+    codes = ((cells.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    return {"target": float(target), "day_distance": float(day_distance), "max_push": float(max_push),
+            "until_timestep": int(until_timestep), "pool_px": int(pool_px), "shape": list(codes.shape),
+            "layouts_uint8_base64": base64.b64encode(codes.tobytes()).decode("ascii")}
 
 
 class TooFewDays(ValueError):

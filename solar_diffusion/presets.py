@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from diffusers import UNet2DModel
 
-from solar_diffusion.pipelines import FLARE_MAP_CHANNELS
+from solar_diffusion.pipelines import FLARE_MAP_CHANNELS, LABEL_ORDER
 
 #: UNet2DModel keyword arguments of each preset (sample size and classes are set per model).
 UNET_PRESETS: dict[str, dict] = {
@@ -72,3 +72,18 @@ def build_unet(preset: str, sample_size: int, num_labels: int, in_channels: int 
         class_embed_type=None if conditioning == "class" else "timestep",
         **config,
     )
+
+
+def label_vocabulary(labels) -> dict[int, str]:
+    """``id2label`` for the labels present in training data, lowest first.
+
+    The classifier-free-guidance null id comes after these ids (``null_condition``).
+
+    >>> label_vocabulary(["M", "quiet", "C", "M"])
+    {0: 'quiet', 1: 'C', 2: 'M'}
+    """
+    present = set(labels)
+    unknown = present - set(LABEL_ORDER)
+    if unknown:
+        raise ValueError(f"unknown labels {sorted(unknown)}: labels are one of {LABEL_ORDER}")
+    return {i: label for i, label in enumerate(x for x in LABEL_ORDER if x in present)}

@@ -207,7 +207,7 @@ def test_a_guidance_table_sets_each_images_scale_by_its_requested_flux(flare_pip
     pipe = SolarFlarePipeline(flare_pipe.unet, flare_pipe.scheduler, geometry=flare_pipe.config.geometry,
                               flare_positions=TRAINING_FLARES, guidance_by_flux=table)
     pipe.set_progress_bar_config(disable=True)
-    assert pipe.sampling_defaults() == (None, 10) and pipe.sampling_defaults(4.0) == (4.0, 10)
+    assert pipe.guidance_setting() is None and pipe.guidance_setting(4.0) == 4.0 and pipe.inference_steps() == 10
     where = [(-300.0, 200.0), (250.0, -150.0), None]
     seeds = [torch.Generator().manual_seed(k) for k in range(3)]
     out = pipe(["C3", "M5", "quiet"], flare_position=where, generator=seeds, num_inference_steps=2, output_type="model")

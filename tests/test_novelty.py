@@ -10,8 +10,8 @@ from diffusers import DDIMScheduler, EulerDiscreteScheduler
 
 from solar_diffusion import SolarFlarePipeline, build_unet
 from solar_diffusion.maps import disk_geometry
-from solar_diffusion.pipelines import (NOVELTY_TARGET, layouts_tensor, model_output, novelty_push, predicted_x0,
-                                       training_layouts)
+from solar_diffusion.novelty import training_layouts
+from solar_diffusion.pipelines import NOVELTY_TARGET, layouts_tensor, model_output, novelty_push, predicted_x0
 
 
 def _flare_pipe(novelty=None, scheduler=None) -> SolarFlarePipeline:
@@ -114,9 +114,14 @@ def test_without_novelty_the_images_are_the_models_own_and_with_it_they_differ()
     assert torch.equal(a.images, b.images)
     assert a.metadata[0]["novelty_target"] == 0.0 and c.metadata[0]["novelty_target"] == 50.0
     assert kept(**call, num_inference_steps=1).metadata[0]["novelty_target"] == NOVELTY_TARGET  # the model's own
-    # DDIM's 3 steps are at t = 666, 333 and 0: the guidance acts at the first two (t >= 150), not the last
-    assert [t for t, _ in seen_c] == [666, 333, 0]
+    # DDIM's 3 steps are at t = 666, 333 and 0: the guidance acts at the first two (t >= 60), not the last
+    assert [t for t, _ in seen_c] == [666, 333, 0] and kept.config.novelty["until_timestep"] == 60
     assert not torch.allclose(seen_a[0][1], seen_c[0][1], atol=1e-3)
+    novelty = kept.prepare_novelty(50.0, c.metadata[0]["flares"] and [c.metadata[0]["flares"]], 1, "cpu")
+    sample, prediction = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32)
+    pushed = [novelty(prediction, sample, t, kept.scheduler.alphas_cumprod, "epsilon") for t in (60, 59, 0)]
+    assert not torch.allclose(pushed[0], prediction, atol=1e-3)  # at the last timestep it acts
+    assert torch.equal(pushed[1], prediction) and torch.equal(pushed[2], prediction)  # below it, left alone
 
 
 def test_the_guidance_acts_on_the_disk_and_the_corona_apart_and_leaves_the_requested_flares_alone():

@@ -6,7 +6,7 @@ import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 from PIL import Image
 
-from solar_diffusion import SolarFlarePipeline
+from solar_diffusion import SolarFlarePipeline, null_condition
 from solar_diffusion.generate import load_pipeline, sample_batches, set_unet_dtype, use_scheduler
 from solar_diffusion.hub import push_to_hub, save_pipeline
 from solar_diffusion.pipelines import STANDALONE_PIPELINE_FILE
@@ -33,12 +33,12 @@ def test_output_types(tiny_pipeline):
     assert np_out.images.min() >= 0 and np_out.images.max() <= 1 and np_out.metadata[0]["unit"] == "preview [0, 1]"
     unit_pt = run(tiny_pipeline, ["C", "X"], n=2, output_type="pt").images
     np.testing.assert_allclose(unit_pt.numpy(), pt.numpy() / 2 + 0.5, atol=1e-7)
-    physical = run(tiny_pipeline, ["C", "X"], n=2, output_type="data_unit")
-    assert physical.metadata[0]["unit"] == "DN/s"
-    np.testing.assert_allclose(physical.images, tiny_pipeline.normalization.inverse(pt.numpy()), rtol=1e-6)
-    assert physical.images.min() >= 5.0 and physical.images.max() <= 3500.0
-    old_name = run(tiny_pipeline, ["C", "X"], n=2, output_type="physical")  # the old name of data_unit
-    np.testing.assert_array_equal(old_name.images, physical.images)
+    data_unit = run(tiny_pipeline, ["C", "X"], n=2, output_type="data_unit")
+    assert data_unit.metadata[0]["unit"] == "DN/s"
+    np.testing.assert_allclose(data_unit.images, tiny_pipeline.normalization.inverse(pt.numpy()), rtol=1e-6)
+    assert data_unit.images.min() >= 5.0 and data_unit.images.max() <= 3500.0
+    with pytest.raises(ValueError, match="output_type must be one of"):  # one name per output type, no old names
+        run(tiny_pipeline, ["C", "X"], n=2, output_type="physical")
     with pytest.raises(ValueError, match="output_type must be one of"):
         run(tiny_pipeline, "C", output_type="latent")
     pil = run(tiny_pipeline, "X", output_type="pil").images
@@ -159,7 +159,7 @@ def test_save_and_load_give_identical_images(tiny_pipeline, tmp_path):
     assert index["normalization"]["unit"] == "DN/s"
     loaded = SolarFlarePipeline.from_pretrained(tmp_path / "model")
     loaded.set_progress_bar_config(disable=True)
-    assert loaded.id2label == tiny_pipeline.id2label and loaded.null_condition == 4
+    assert loaded.id2label == tiny_pipeline.id2label and null_condition(loaded.unet.config) == 4
     assert loaded.config.geometry == tiny_pipeline.config.geometry
     np.testing.assert_array_equal(run(loaded, ["quiet", "X"], n=2).images, before)
 
@@ -195,11 +195,12 @@ def test_load_pipeline_samples_in_channels_last_with_the_same_images(tiny_pipeli
 
 
 def test_pipeline_file_stands_alone():
-
+    """The Hub's pipeline.py imports only the standard library, numpy, torch and diffusers."""
+    import sys
 
     imports = [line.split()[1].split(".")[0] for line in STANDALONE_PIPELINE_FILE.read_text().splitlines()
                if line.startswith(("import ", "from "))]
-    assert set(imports) <= {"__future__", "inspect", "math", "re", "dataclasses", "numpy", "torch", "diffusers"}
+    assert "numpy" in imports and set(imports) - set(sys.stdlib_module_names) <= {"numpy", "torch", "diffusers"}
 
 
 def test_push_round_trip_through_a_folder_hub(tiny_pipeline, folder_hub):
@@ -243,14 +244,14 @@ def test_flux_conditioned_pipeline(tmp_path):
 
     pipe = flux_pipeline()
     assert pipe.conditioning == "flux" and pipe.id2label == {}
-    values, names = pipe.conditions(["M2.5", "X", 1e-6])
+    values, names = pipe.class_inputs(["M2.5", "X", 1e-6])
     expected = [flux_condition(np.log10(2.5e-5 / 0.7)), flux_condition(np.log10(1e-4 * 10**0.5 / 0.7)),
                 flux_condition(-6.0)]
     np.testing.assert_allclose(values.numpy(), expected, rtol=1e-6)
     assert names == ["M2.5", "X3.2", "B7.0"]  # the 1e-6 W m^-2 GOES-R flux is B7.0 on the SWPC scale
     for bad in ["quiet", "Q3", -1.0]:
         with pytest.raises(ValueError, match="conditioned on the GOES peak flux"):
-            pipe.conditions(bad)
+            pipe.class_inputs(bad)
 
     # guidance 1 is the conditional path; guidance != 1 batches the null value in one call
     out = run(pipe, "M2.5", n=2, guidance_scale=1.0, output_type="model")

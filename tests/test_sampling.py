@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, UniPCMultistepScheduler
 
-from solar_diffusion import SolarFlarePipeline, build_unet
+from solar_diffusion import SolarFlarePipeline, build_unet, null_condition
 from solar_diffusion.generate import sample_separate_guidance
 
 
@@ -31,5 +31,27 @@ def test_separate_calls_equal_the_batched_guidance(conditioning, scheduler):
     batched = pipe("X", num_inference_steps=4, guidance_scale=3.0, generator=[torch.Generator().manual_seed(7)],
                    output_type="model", **where).images
     np.testing.assert_allclose(paper.numpy(), batched.numpy(), atol=5e-4)  # batched and separate calls round differently
-    # the null condition matters: guiding away from another condition gives other images
-    assert pipe.null_condition == (3 if conditioning == "class" else -100.0)
+    # the guided calls pair each request with the null condition (and an empty flare map), and guiding
+    # away from it gives other images than the plain conditional model
+    seen = []
+    hook = pipe.unet.register_forward_pre_hook(lambda module, args, kwargs: seen.append(
+        (args[0].clone(), kwargs["class_labels"].clone())), with_kwargs=True)
+    try:
+        plain = pipe("X", num_inference_steps=4, guidance_scale=1.0, generator=[torch.Generator().manual_seed(7)],
+                     output_type="model", **where).images
+    finally:
+        hook.remove()
+    assert not torch.allclose(plain, batched, atol=1e-3)
+    null = 3 if conditioning == "class" else -100.0
+    assert null_condition(pipe.unet.config) == null and len(seen) == 4 and seen[0][1].tolist() != [null]
+    seen.clear()
+    hook = pipe.unet.register_forward_pre_hook(lambda module, args, kwargs: seen.append(
+        (args[0].clone(), kwargs["class_labels"].clone())), with_kwargs=True)
+    try:
+        pipe("X", num_inference_steps=1, guidance_scale=3.0, generator=[torch.Generator().manual_seed(7)], **where)
+    finally:
+        hook.remove()
+    (model_input, labels), = seen
+    assert labels[0].item() == null and labels[1].item() != null
+    if conditioning == "flare":  # the null condition's flare map is empty, the conditional one holds the flare
+        assert model_input[0, -2:].abs().max() == 0 and model_input[1, -2].max() > 0.5

@@ -58,8 +58,9 @@ import numpy as np
 import torch
 
 from solar_diffusion.files import atomic_write
-from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from solar_diffusion.pipelines import DEFAULT_STEPS
 from solar_diffusion.progress import job_bar
+from solar_diffusion.results import comparison_tables
 from solar_diffusion.splits import LabelledImages, dataset_argument, load_split, model_space_split
 from solar_diffusion.times import utc_times
 
@@ -99,7 +100,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         e.add_argument("--augmented", default=None,
                        help="a dataset made by solar-diffusion augment from --dataset (default: made in OUT/augmented)")
         e.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampling steps of the synthetic images")
-        e.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+        e.add_argument("--guidance", type=float, default=None,
+                       help="guidance scale of the synthetic images (default: the model's own, per image)")
         e.add_argument("--min-real", type=int, default=5, help="fewest scored real frames a group needs to be scored")
         if name == "classifier":
             e.add_argument("--groups", default="<C=quiet,A,B;C=C;>=M=M,X",
@@ -152,7 +154,7 @@ def check_arguments(args):
             raise ValueError(f"{flag} must be at least {least}, got {value}")
     for flag, value in (("--learning-rate", args.learning_rate), ("--guidance", args.guidance),
                         ("--brightness", args.brightness), ("--weight-decay", args.weight_decay)):
-        if not math.isfinite(value) or value < 0:
+        if value is not None and (not math.isfinite(value) or value < 0):
             raise ValueError(f"{flag} must be a finite number, 0 or more, got {value}")
 
 
@@ -225,7 +227,8 @@ class Experiment:
         args = self.args
         classes = [c.strip() for c in args.synthetic_classes.split(",") if c.strip()]
         wanted = {"model_weights": weights_digest(self.pipe.unet), "seed": 0, "num_inference_steps": args.steps,
-                  "guidance_scale": args.guidance, "novelty_target": self.pipe.novelty_setting(None),
+                  "guidance_scale": self.pipe.guidance_setting(args.guidance),
+                  "novelty_target": self.pipe.novelty_setting(None),
                   "requested": {c: args.synthetic_per_class for c in classes}}
         folder = Path(args.augmented) if args.augmented else self.out / "augmented"
         if not args.augmented:
@@ -259,11 +262,15 @@ class Experiment:
                               loss_balance=1.0 if arm == "class-weighted" else 0.0, augment=self.augmentation,
                               samples_per_epoch=len(train), log=False)
 
+    def guidance_words(self) -> str:
+        """The guidance the synthetic frames were made with, as their dataset records it."""
+        from solar_diffusion.generate import describe_guidance
+
+        return describe_guidance(self.synthetic_record["guidance_scale"], self.synthetic_record.get("guidance_by_flux"))
+
     def novelty_words(self) -> str:
         """The novelty guidance the synthetic frames were made with, as their dataset records it."""
-        target = self.synthetic_record.get("novelty_target")
-        if target is None:
-            return "novelty guidance not recorded (frames made by an older release)"
+        target = self.synthetic_record["novelty_target"]
         return f"novelty target {target:g}" if target else "no novelty guidance"
 
     def settings(self) -> dict:
@@ -348,26 +355,6 @@ def _write(out: Path, results: dict, markdown: str):
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1, default=str)))
     atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(markdown))
-
-
-def comparison_tables(comparison: dict, figures: list[str]) -> list[str]:
-    """Markdown: the arms' figures, then the paired differences, with their intervals."""
-    arms = list(comparison["arms"])
-    lines = ["| figure | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
-    for f in figures:
-        cells = [comparison["arms"][a][f] for a in arms]
-        lines.append(f"| {f} | " + " | ".join(f"{c['value']:.3f} [{c['low']:.3f}, {c['high']:.3f}]" for c in cells)
-                     + " |")
-    differences = list(comparison["differences"])
-    lines += ["", "| paired difference | " + " | ".join(figures) + " |", "|---" * (len(figures) + 1) + "|"]
-    for d in differences:
-        cells = [comparison["differences"][d][f] for f in figures]
-        lines.append(f"| {d} | " + " | ".join(f"{c['value']:+.3f} [{c['low']:.3f}, {c['high']:.3f}] "
-                                                f"(±{c['detectable']:.3f})" for c in cells) + " |")
-    lines += ["", f"95 % intervals: {comparison['resamples']} of {comparison['days']} days and "
-                  f"{comparison['seeds']} seeds; in brackets after a difference, the smallest difference the design "
-                  "detects (80 % power, 5 % two-sided)."]
-    return lines
 
 
 def _bars(path: Path, comparison: dict, figures: list[str], title: str):
@@ -480,7 +467,7 @@ def classifier_experiment(args) -> dict:
     lines = [f"Classes: {'; '.join(f'{g} = {m}' for g, m in members.items())}. "
              f"Real training frames (training months, inner validation days left out): {train.counts()}; inner "
              f"validation: {inner.counts()}; synthetic frames of the real + synthetic arm: "
-             f"{ex.synthetic.counts()} (model {ex.model_name}, {args.steps} steps, guidance {args.guidance:g}, "
+             f"{ex.synthetic.counts()} (model {ex.model_name}, {args.steps} steps, {ex.guidance_words()}, "
              f"{ex.novelty_words()}).",
              "", f"Scored: every frame of the months the diffusion model never saw ({', '.join(results['scored_months'])}): "
              + ", ".join(f"{g} {counts[g]} frames from {flares[g]} flares" if flares[g] else f"{g} {counts[g]} frames"

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from solar_diffusion.pipelines import null_condition
+
 if TYPE_CHECKING:
     from solar_diffusion import SolarFlarePipeline
 
@@ -78,7 +80,7 @@ def render_model_card(args: dict, dataset_info: dict, pipe: SolarFlarePipeline, 
         labels=", ".join(id2label.values()) or "continuous: the log10 GOES peak flux (ask for 'M2.5' or a flux)"
         + ("; 'quiet' for no flare; each flare at a position (helioprojective arcsec or pixels), or drawn from "
            "the training flares" if pipe.conditioning == "flare" else ""),
-        null_id=pipe.null_condition,
+        null_id=null_condition(pipe.unet.config),
         dataset=hub_id or Path(str(args.get("dataset"))).name,
         train_counts=", ".join(f"{k}: {v}" for k, v in counts.items()),
         preset=args.get("preset"),
