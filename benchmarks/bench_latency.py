@@ -24,7 +24,6 @@ def time_model(model: Path, repeats: int, novelty_target: float | None = None) -
     import torch
 
     from solar_diffusion.generate import load_pipeline
-    from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
     pipe = load_pipeline(model)
     pipe.set_progress_bar_config(disable=True)
@@ -32,17 +31,18 @@ def time_model(model: Path, repeats: int, novelty_target: float | None = None) -
         else {"flare_class": "M"}
 
     def call(seed):
-        return pipe(**request, generator=[torch.Generator().manual_seed(seed)], novelty_target=novelty_target)
+        return pipe(**request, generator=[torch.Generator().manual_seed(seed)], novelty_target=novelty_target,
+                    output_type="np")
 
-    novelty = call(0).metadata[0]["novelty_target"]  # warm-up: first-call allocations
+    used = call(0).metadata[0]  # warm-up: first-call allocations; what the pipeline chose
     seconds = []
     for seed in range(1, repeats + 1):
         started = time.perf_counter()
         call(seed)
         seconds.append(time.perf_counter() - started)
     return {"model": model.name, "conditioning": pipe.conditioning, "size": pipe.unet.config.sample_size,
-            "channels": pipe.unet.config.out_channels, "steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE,
-            "novelty_target": novelty,
+            "channels": pipe.unet.config.out_channels, "steps": pipe.inference_steps(), "guidance": used["guidance_scale"],
+            "novelty_target": used["novelty_target"],
             "seconds_median": statistics.median(seconds), "seconds_min": min(seconds), "seconds_max": max(seconds),
             "repeats": repeats}
 

@@ -46,11 +46,11 @@ FLAG_COLUMNS = ("smeared", "bad", "flagged", "reject")
 BUILD_INFO = "build_info.json"
 #: The version of the dataset's columns, recorded as ``schema_version`` in ``build_info.json``
 #: (builds without it are version 1). 2: every flare in progress per frame (``flares``), the
-#: label flare's log10 peak flux under its own name (``flare_log10_peak_flux_goes_r``; ``peak_flux``
-#: stays as a deprecated alias), flare positions counted in ``flare_positions``. 3: times
-#: (``t_obs``, ``flares.start/peak/end``) are ISO 8601 UTC strings, which ``with_format("torch")``
-#: passes through (Arrow timestamps make it raise).
-SCHEMA_VERSION = 3
+#: label flare's log10 peak flux under its own name (``flare_log10_peak_flux_goes_r``), flare
+#: positions counted in ``flare_positions``. 3: times (``t_obs``, ``flares.start/peak/end``) are
+#: ISO 8601 UTC strings, which ``with_format("torch")`` passes through (Arrow timestamps make it
+#: raise). 4: no ``peak_flux`` column (schema 2 and 3 kept it as an alias of the log10 flux).
+SCHEMA_VERSION = 4
 
 
 @dataclass
@@ -323,7 +323,6 @@ def dataset_features(vocabulary: list[str], n_channels: int, size: int, unit: st
         "image": Array3D(shape=(n_channels, size, size), dtype=image_dtype(unit).name),
         "flare_class": ClassLabel(names=list(vocabulary)),
         "flare_log10_peak_flux_goes_r": Value("float32"),
-        "peak_flux": Value("float32"),  # deprecated: the same values as flare_log10_peak_flux_goes_r
         "goes_flux_at_obs": Value("float32"),
         "t_obs": Value("string"),  # ISO 8601 UTC (times.iso_utc)
         "label_source": Value("string"),
@@ -375,7 +374,6 @@ def process_shard(args) -> tuple[str, int, int]:
             "image": image,
             "flare_class": row.flare_class,
             "flare_log10_peak_flux_goes_r": row.flare_log10_peak_flux_goes_r,
-            "peak_flux": row.flare_log10_peak_flux_goes_r,
             "goes_flux_at_obs": row.goes_flux_at_obs,
             "t_obs": iso_utc([row.t_obs])[0],
             "label_source": row.label_source,
@@ -449,8 +447,8 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
     frame_notes = []
     for _, config_, split, k, n, _, _ in tasks:
         side = json.loads(_shard_path(out, config_, split, k, n).with_suffix(".rejected.json").read_text())
-        rejected += side["rejected"] if isinstance(side, dict) else side  # a list: a shard of an older build
-        frame_notes += side.get("notes", []) if isinstance(side, dict) else []
+        rejected += side["rejected"]
+        frame_notes += side.get("notes", [])
     counts, rsun_median, clipped = summarize_shards(out, config, vocabulary, unit)
     if int(counts.to_numpy().sum()) == 0:
         remove_empty_build(out, config, tasks, new_folder)

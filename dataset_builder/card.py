@@ -24,9 +24,6 @@ COLUMNS = (
     ("flare_log10_peak_flux_goes_r", "float32", "log10(W m^-2)",
      "log10 of the peak 1-8 A flux of the flare that sets the label, on the GOES-R (unscaled) scale, i.e. "
      "SWPC-scale class flux / 0.7; NaN where no flare is in progress"),
-    ("peak_flux", "float32", "log10(W m^-2)",
-     "deprecated: the same values as `flare_log10_peak_flux_goes_r` (log10, GOES-R scale, despite the name), "
-     "kept so that readers of schema-1 builds keep working; it will be removed"),
     ("goes_flux_at_obs", "float32", "W m^-2 (linear)",
      "GOES 1-8 A flux at `t_obs`, GOES-R (unscaled) scale; NaN where no XRS flux lies within 5 min of `t_obs` "
      "(or none was given)"),

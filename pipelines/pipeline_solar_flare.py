@@ -1,19 +1,25 @@
 # Copyright 2026 The solar-diffusion developers. MIT licence.
-"""Class-conditional DDPM for SDO/AIA full-disk images of a chosen GOES flare class.
+"""Conditional DDPM for SDO/AIA full-disk images of chosen GOES flares: ``SolarFlarePipeline``.
 
 This file is the ground floor of ``solar_diffusion`` and stands alone: it imports only the
 standard library, numpy, torch and diffusers, so it is also uploaded as the Hub repository's
 ``pipeline.py`` for ``DiffusionPipeline.from_pretrained(repo, custom_pipeline=repo,
-trust_remote_code=True)``. It owns what generation needs:
+trust_remote_code=True)``. It holds what generation and loading need, nothing more:
 
-* the GOES flare scale (``parse_flare_class``, ``format_flare_class``, ``flare_letter``) and the
-  two flux scales (GOES 1-15 era numbers carry the 0.7 SWPC scaling, GOES-R science data do not);
-* the label vocabulary (``label_vocabulary``) and the classifier-free-guidance null condition
-  (``null_condition``);
-* the invertible normalisation (``ClipLogNormalization``) saved with the model, and the one
-  chosen for a data unit (``ClipLogNormalization.for_unit``);
-* the disk geometry in pixels (``rsun_px``, ``disk_center_px``, ``disk_mask``);
-* ``SolarFlarePipeline``.
+* the GOES flare scale (``parse_flare_class``, ``format_flare_class``, ``flare_letter``,
+  ``requested_flux``) and the two flux scales (GOES 1-15 era numbers carry the 0.7 SWPC
+  scaling, GOES-R science data do not);
+* the conditioning: class ids (``QUIET_LABEL``, ``LABEL_ORDER``), the flux input
+  (``flux_class_input``), the flare map of each flare's strength and position (``flare_map``,
+  appended to the UNet input by ``with_flare_map``) and the classifier-free-guidance null
+  condition (``null_condition``);
+* classifier-free guidance (``apply_guidance``) and a model's guidance table by requested flux
+  (``guidance_by_flux``), decided per call by ``SolarFlarePipeline.guidance_setting``;
+* novelty guidance away from the training frames' layouts (``novelty_push``, ``NoveltyGuidance``);
+* the invertible normalisation (``ClipLogNormalization``) saved with the model;
+* the disk geometry in pixels (``rsun_px``, ``disk_center_px``, ``disk_mask``, ``arcsec_to_pixels``);
+* ``SolarFlarePipeline``: ``check_inputs``, ``prepare_conditions``, ``guidance_scales``,
+  ``prepare_novelty``, ``prepare_noise``, ``denoise``, ``postprocess``, as diffusers' pipelines.
 """
 
 from __future__ import annotations
@@ -32,15 +38,15 @@ from diffusers.utils.torch_utils import randn_tensor
 #: The names this module offers (``solar_diffusion.pipelines`` re-exports them).
 __all__ = ["FLARE_LETTERS", "LETTER_FLUX", "SWPC_SCALE", "GOES_R_SCALE", "FLUX_SCALES",
     "SWPC_SCALING_FACTOR", "convert_flux_scale", "parse_flare_class", "flare_letter", "format_flare_class",
-    "QUIET_LABEL", "LABEL_ORDER", "FLUX_CONDITION_SCALE", "NULL_FLUX_CONDITION", "flux_condition",
+    "QUIET_LABEL", "LABEL_ORDER", "FLUX_CLASS_INPUT_SCALE", "NULL_FLUX_CLASS_INPUT", "flux_class_input",
     "null_condition", "scheduler_step_kwargs", "requested_flux", "image_center_px", "rsun_px", "rescale_px",
     "disk_center_px", "north_up", "disk_mask", "FLARE_MAP_CHANNELS", "FLARE_MAP_SIGMA_RSUN",
-    "NO_FLARE_CONDITION", "flare_strength", "flare_map", "with_flare_map", "apply_guidance",
+    "NO_FLARE_CLASS_INPUT", "flare_strength", "flare_class_input", "flare_map", "with_flare_map", "apply_guidance",
     "arcsec_to_pixels", "FLARE_POSITION_SPREAD_RSUN", "draw_flare_position", "ClipLogNormalization",
     "NOVELTY_TARGET", "NOVELTY_MAX_PUSH", "NOVELTY_UNTIL_TIMESTEP", "NOVELTY_POOL_PX",
     "NOVELTY_FLARE_RADIUS_RSUN", "predicted_x0", "model_output", "layouts_tensor", "novelty_push",
     "DEFAULT_STEPS", "DEFAULT_GUIDANCE", "OUTPUT_TYPES", "guidance_by_flux", "check_guidance_table",
-    "PreparedConditions", "NoveltyGuidance", "SolarFlarePipelineOutput", "SolarFlarePipeline"]
+    "Conditions", "NoveltyGuidance", "SolarFlarePipelineOutput", "SolarFlarePipeline"]
 
 # --------------------------------------------------------------------------------------------
 # The GOES flare scale
@@ -143,25 +149,25 @@ LABEL_ORDER = (QUIET_LABEL,) + FLARE_LETTERS
 
 
 #: Continuous conditioning (a UNet with ``class_embed_type="timestep"``): the UNet's class input
-#: is ``FLUX_CONDITION_SCALE * (log10 F + 10)``, F the 1-8 A peak flux in W m^-2 on the GOES-R
+#: is ``FLUX_CLASS_INPUT_SCALE * (log10 F + 10)``, F the 1-8 A peak flux in W m^-2 on the GOES-R
 #: scale (so A1 -> 200, X1 -> 600); the guidance null value lies outside that range.
-FLUX_CONDITION_SCALE = 100.0
-NULL_FLUX_CONDITION = -100.0
+FLUX_CLASS_INPUT_SCALE = 100.0
+NULL_FLUX_CLASS_INPUT = -100.0
 
 
-def flux_condition(log10_flux):
+def flux_class_input(log10_flux):
     """UNet input of a flux-conditioned model for log10 of a GOES-R-scale flux (numpy or torch).
 
-    >>> float(flux_condition(-4.0))
+    >>> float(flux_class_input(-4.0))
     600.0
     """
-    return FLUX_CONDITION_SCALE * (log10_flux + 10.0)
+    return FLUX_CLASS_INPUT_SCALE * (log10_flux + 10.0)
 
 
 def null_condition(unet_config) -> int | float:
     """The classifier-free-guidance null condition of a UNet (its ``config``): the last class
     id of a class-conditional UNet (``num_class_embeds - 1``, after the ``label_vocabulary`` ids),
-    or ``NULL_FLUX_CONDITION`` for a flux-conditioned one (``class_embed_type="timestep"``).
+    or ``NULL_FLUX_CLASS_INPUT`` for a flux-conditioned one (``class_embed_type="timestep"``).
     Training drops labels to it and sampling guides away from it: the one definition.
 
     >>> null_condition({"class_embed_type": None, "num_class_embeds": 5})
@@ -171,7 +177,7 @@ def null_condition(unet_config) -> int | float:
     """
     get = unet_config.get if isinstance(unet_config, dict) else lambda key: getattr(unet_config, key)
     if get("class_embed_type") == "timestep":
-        return NULL_FLUX_CONDITION
+        return NULL_FLUX_CLASS_INPUT
     if not get("num_class_embeds"):
         raise ValueError("the UNet is not class-conditional (no num_class_embeds): it has no null condition")
     return int(get("num_class_embeds")) - 1
@@ -287,7 +293,7 @@ def disk_mask(image_size: int, rsun_px: float, fraction: float = 1.0, center=Non
 # diffusers' upscaler and inpainting pipelines add channels): channel 0 marks every flare in
 # progress by a Gaussian of width FLARE_MAP_SIGMA_RSUN at its position, as high as its strength;
 # channel 1 is 1 where the model is conditioned and 0 for the guidance null condition. Its class
-# input is ``flux_condition`` of the largest flare's log10 peak flux (``NO_FLARE_CONDITION``
+# input is ``flux_class_input`` of the largest flare's log10 peak flux (``NO_FLARE_CLASS_INPUT``
 # without a flare). Several flares per image are allowed; overlapping marks keep the larger.
 
 #: Input channels a flare model's UNet takes besides the image's.
@@ -296,7 +302,7 @@ FLARE_MAP_CHANNELS = 2
 FLARE_MAP_SIGMA_RSUN = 0.05
 #: Class input of a flare model for an image with no flare in progress: the flux condition of
 #: 1e-9 W m^-2, a decade below A1 (the guidance null value lies below it).
-NO_FLARE_CONDITION = 100.0
+NO_FLARE_CLASS_INPUT = 100.0
 
 
 def flare_strength(log10_flux):
@@ -307,6 +313,18 @@ def flare_strength(log10_flux):
     (1.0, 0.667)
     """
     return (log10_flux + 10.0) / 6.0
+
+
+def flare_class_input(log10_fluxes) -> float:
+    """A flare model's class input for an image's flares in progress (log10 of their GOES-R peak
+    fluxes): ``flux_class_input`` of the largest, ``NO_FLARE_CLASS_INPUT`` without any. The one rule
+    for sampling and training.
+
+    >>> flare_class_input([-5.0, -4.0]), flare_class_input([])
+    (600.0, 100.0)
+    """
+    fluxes = np.asarray(log10_fluxes, dtype=np.float64).reshape(-1)
+    return float(flux_class_input(fluxes.max())) if len(fluxes) else NO_FLARE_CLASS_INPUT
 
 
 def flare_map(positions_px, log10_fluxes, image_size: int, sigma_px: float) -> np.ndarray:
@@ -633,7 +651,7 @@ def check_guidance_table(table: dict) -> None:
 
 
 @dataclass
-class PreparedConditions:
+class Conditions:
     """What the UNet is conditioned on, per image: its class inputs (N), a flare model's flare
     maps (N, FLARE_MAP_CHANNELS, H, W; else None), each image's name and a flare model's
     requested flares (``flare_request``'s dicts; else None)."""
@@ -686,7 +704,7 @@ class SolarFlarePipeline(DiffusionPipeline):
     Parameters:
         unet ([`UNet2DModel`]): class-conditional UNet with ``num_class_embeds = len(id2label) + 1``
             (the last embedding is the null class of classifier-free guidance), or, for continuous
-            conditioning on the peak flux, ``class_embed_type="timestep"`` (see ``flux_condition``).
+            conditioning on the peak flux, ``class_embed_type="timestep"`` (see ``flux_class_input``).
         scheduler ([`SchedulerMixin`]): ``DDPMScheduler``, ``DDIMScheduler``,
             ``DPMSolverMultistepScheduler`` or any diffusers scheduler (they swap with ``from_config``).
         id2label (`dict`): label of each class id, lowest first, e.g. ``{0: "quiet", 1: "C"}``
@@ -775,6 +793,7 @@ class SolarFlarePipeline(DiffusionPipeline):
 
     @property
     def id2label(self) -> dict[int, str]:
+        """The label of each class id of a class-conditional model (empty for a flux or flare model)."""
         return {int(k): v for k, v in self.config.id2label.items()}
 
     @property
@@ -817,11 +836,9 @@ class SolarFlarePipeline(DiffusionPipeline):
         return image
 
     def flare_inputs(self, per_image: list[list[dict]], image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A flare model's class inputs (flux condition of each image's largest flare, or
-        ``NO_FLARE_CONDITION``) and flare maps (N, FLARE_MAP_CHANNELS, size, size)."""
+        """A flare model's class inputs (``flare_class_input``) and flare maps (N, FLARE_MAP_CHANNELS, size, size)."""
         sigma = FLARE_MAP_SIGMA_RSUN * rsun_px(self.config.geometry, image_size)
-        labels = [flux_condition(max(f["log10_peak_flux_goes_r"] for f in flares)) if flares else NO_FLARE_CONDITION
-                  for flares in per_image]
+        labels = [flare_class_input([f["log10_peak_flux_goes_r"] for f in flares]) for flares in per_image]
         maps = np.stack([flare_map([f["position_px"] for f in flares], [f["log10_peak_flux_goes_r"] for f in flares],
                                    image_size, sigma) for flares in per_image])
         return torch.tensor(labels, dtype=torch.float32), torch.from_numpy(maps)
@@ -842,11 +859,12 @@ class SolarFlarePipeline(DiffusionPipeline):
                     f"this model is conditioned on the GOES peak flux: ask for a class such as 'M2.5' or 'X', "
                     f"or a GOES-R flux in W m^-2, not {item!r}"
                 ) from None
-        values = flux_condition(torch.log10(torch.tensor(fluxes, dtype=torch.float64))).float()
+        values = flux_class_input(torch.log10(torch.tensor(fluxes, dtype=torch.float64))).float()
         return values, [format_flare_class(convert_flux_scale(f, GOES_R_SCALE, SWPC_SCALE)) for f in fluxes]
 
     @property
     def normalization(self) -> ClipLogNormalization:
+        """The model's invertible normalisation (its ``unit`` is the data unit of ``"data_unit"`` output)."""
         return ClipLogNormalization.from_dict(self.config.normalization)
 
     def label_ids(self, flare_class) -> list[int]:
@@ -1037,7 +1055,7 @@ class SolarFlarePipeline(DiffusionPipeline):
             raise ValueError(f"this model is {self.conditioning}-conditioned: it takes no flare positions")
 
     def prepare_conditions(self, flare_class, num_images_per_class: int = 1, flare_position=None, flares=None,
-                           generator=None) -> PreparedConditions:
+                           generator=None) -> Conditions:
         """Every image's conditions (see ``__call__`` for the arguments), in order: a flare model's
         flares are placed (positions drawn from each image's generator where none is given) and
         drawn as flare maps; a class or flux model's requests become class inputs."""
@@ -1045,7 +1063,7 @@ class SolarFlarePipeline(DiffusionPipeline):
             class_inputs, names = self.class_inputs(flare_class)
             class_inputs = class_inputs.repeat_interleave(num_images_per_class)
             self._check_generators(generator, len(class_inputs))
-            return PreparedConditions(class_inputs, None, [n for n in names for _ in range(num_images_per_class)], None)
+            return Conditions(class_inputs, None, [n for n in names for _ in range(num_images_per_class)], None)
         entries = [flare_class] if isinstance(flare_class, (str, float, np.floating)) else list(flare_class)
         per_entry = (isinstance(flare_position, list) and len(flare_position) == len(entries)
                      and all(p is None or isinstance(p, (tuple, list)) for p in flare_position))
@@ -1061,7 +1079,7 @@ class SolarFlarePipeline(DiffusionPipeline):
                      for k, request in enumerate(requests) for i in range(num_images_per_class)]
         class_inputs, maps = self.flare_inputs(per_image, size)
         names = [", ".join(f["flare_class"] for f in image_flares) or QUIET_LABEL for image_flares in per_image]
-        return PreparedConditions(class_inputs, maps, names, per_image)
+        return Conditions(class_inputs, maps, names, per_image)
 
     def prepare_novelty(self, novelty_target: float, flares_per_image, batch_size: int, device) -> NoveltyGuidance | None:
         """The novelty guidance of a call (None when ``novelty_target`` is 0)."""
@@ -1083,7 +1101,7 @@ class SolarFlarePipeline(DiffusionPipeline):
         shape = (batch_size, self.unet.config.out_channels or self.unet.config.in_channels, *size)
         return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32) * self.scheduler.init_noise_sigma
 
-    def denoise(self, image, conditions: PreparedConditions, scales: list, novelty: NoveltyGuidance | None,
+    def denoise(self, image, conditions: Conditions, scales: list, novelty: NoveltyGuidance | None,
                 num_inference_steps: int, generator=None) -> torch.Tensor:
         """The denoising loop from noise ``image``: classifier-free guidance batched into one UNet
         call per step (the null condition's flare map is all zeros: no flare, "not conditioned");
@@ -1129,6 +1147,7 @@ class SolarFlarePipeline(DiffusionPipeline):
 
     @staticmethod
     def _check_generators(generator, batch_size: int):
+        """Refuse a list of generators that is not one per image."""
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"got {len(generator)} generators for {batch_size} images: give one per image")
 
@@ -1166,7 +1185,7 @@ class SolarFlarePipeline(DiffusionPipeline):
                 off_flares[k, 0][np.hypot(xx - x, yy - y) <= NOVELTY_FLARE_RADIUS_RSUN * radius] = 0.0
         return np.stack([disk, 1.0 - disk])[None], off_flares
 
-    def _metadata(self, conditions: PreparedConditions, scales: list, novelty_target: float, generator,
+    def _metadata(self, conditions: Conditions, scales: list, novelty_target: float, generator,
                   output_type: str) -> list[dict]:
         """Each image's record: its name, conditioning and class input, seed, unit, geometry, the
         guidance it was made with and a flare model's flares."""
@@ -1176,7 +1195,7 @@ class SolarFlarePipeline(DiffusionPipeline):
             {
                 "flare_class": name,
                 "conditioning": self.conditioning,
-                "condition": class_input,
+                "class_input": class_input,
                 "seed": None if g is None else int(g.initial_seed()),
                 "per_image_seed": isinstance(generator, list),
                 "unit": unit,

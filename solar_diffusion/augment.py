@@ -30,8 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from solar_diffusion.files import atomic_write
-from solar_diffusion.generate import describe_guidance
-from solar_diffusion.pipelines import QUIET_LABEL
+from solar_diffusion.generate import describe_guidance, load_pipeline, sample_batches
+from solar_diffusion.hub import model_name
+from solar_diffusion.pipelines import QUIET_LABEL, requested_flux, rsun_px
+from solar_diffusion.splits import dataset_info, image_dtype, split_table
 
 #: ``label_source`` of a generated row.
 SYNTHETIC = "synthetic"
@@ -100,11 +102,6 @@ def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_
     """Write the augmented dataset to ``out`` (new or empty); returns its ``build_info.json``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from solar_diffusion.generate import load_pipeline, sample_batches
-    from solar_diffusion.hub import model_name
-    from solar_diffusion.pipelines import requested_flux, rsun_px
-    from solar_diffusion.splits import dataset_info, image_dtype, split_table
 
     dataset, out = Path(dataset), Path(out)
     plan_additions({"quiet": 2, "C": 1}, None, ratio, target, max_per_class)  # the request's form, before any work
@@ -180,7 +177,7 @@ def augment(dataset, out, model, ratio=None, target=None, classes=None, max_per_
                 image = np.clip(np.round(image), np.iinfo(dtype).min, np.iinfo(dtype).max)
             rows.append({
                 "image": image.astype(dtype), "flare_class": vocabulary.index(label),
-                "flare_log10_peak_flux_goes_r": log10_flux, "peak_flux": log10_flux, "goes_flux_at_obs": math.nan,
+                "flare_log10_peak_flux_goes_r": log10_flux, "goes_flux_at_obs": math.nan,
                 "t_obs": None, "label_source": SYNTHETIC,
                 "flare_goes_class": first["flare_class"] if first else ("" if label == QUIET_LABEL else label),
                 "flare_hpc_x": first["position_arcsec"][0] if first and first["position_arcsec"] else math.nan,

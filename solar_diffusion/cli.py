@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import sys
 from pathlib import Path
 
@@ -80,6 +81,8 @@ def _generate(args) -> int:
     for name, value in (("--num-images", args.num_images), ("--steps", args.steps), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
+    if args.guidance is not None and not math.isfinite(args.guidance):
+        raise ValueError(f"--guidance must be a finite number, got {args.guidance}")
     pipe.guidance_setting(args.guidance)  # a guidance the model cannot take is refused before any work
     if args.scheduler or type(pipe.scheduler).__name__ == "DDPMScheduler":  # a training schedule as saved
         use_scheduler(pipe, args.scheduler or "dpm")  # (1000 ancestral steps): DPM-Solver++ as train_ddpm saves
@@ -203,7 +206,7 @@ def _add_evaluate(p):
     p.add_argument("--train-dataset", type=dataset_argument, default=None,
                    help="where the model's training frames are (default: --dataset's train split)")
     p.add_argument("--encoder", default=None, help="saved FlareClassifier (default: the one saved with the model, <model>/evaluation_encoder, else the bundled model's)")
-    p.add_argument("--num-images", "--num-per-class", dest="num_per_class", type=int, default=32,
+    p.add_argument("--num-images", dest="num_per_class", type=int, default=32,
                    help="generated images per class (default 32)")
     p.add_argument("--num-positions", type=int, default=8,
                    help="a flare model: flare positions drawn from its training flares, the same for every class")

@@ -31,9 +31,18 @@ import torch
 
 from solar_diffusion import evaluation_keys as keys
 from solar_diffusion import metrics
+from solar_diffusion.defaults import model_encoder
+from solar_diffusion.encoder import load_encoder
+from solar_diffusion.evaluation_card import update_model_card
+from solar_diffusion.evaluation_plots import write_plots
+from solar_diffusion.evaluation_report import render_report
 from solar_diffusion.files import atomic_write
-from solar_diffusion.pipelines import LABEL_ORDER, QUIET_LABEL
-from solar_diffusion.splits import LabelledImages
+from solar_diffusion.flare_evaluation import check_done, flare_sections, positions_px, requested_positions
+from solar_diffusion.generate import load_pipeline, sample_batches, use_scheduler
+from solar_diffusion.maps import NoSolarDisk, fit_disk
+from solar_diffusion.pipelines import LABEL_ORDER, QUIET_LABEL, disk_center_px, rsun_px
+from solar_diffusion.progress import job_bar
+from solar_diffusion.splits import LabelledImages, model_space_split
 
 #: The physical statistics per class: name -> top fraction of on-disk pixels averaged (0: the brightest one).
 PHYSICAL_STATISTICS = {"peak_brightness": 0.002, "brightest_pixel": 0.0}
@@ -102,8 +111,6 @@ def disk_errors(images, centre, rsun_px: float) -> tuple[np.ndarray, np.ndarray]
     >>> round(float(offset[0]), 2), bool(0.9 < ratio[0] < 1.0)  # the smoothed limb peak lies just inside
     (2.0, True)
     """
-    from solar_diffusion.maps import NoSolarDisk, fit_disk
-
     offsets, ratios = [], []
     for k, image in enumerate(np.asarray(images)[:, 0]):
         try:
@@ -149,8 +156,6 @@ class Evaluation:
     def sample(self, labels, seed, steps=None, positions=None, novelty_target=None):
         """Model-space images of ``labels`` (image k seeded ``seed + k``; a flare model's at
         ``positions``) and the time per image; ``novelty_target`` None is the run's."""
-        from solar_diffusion.generate import sample_batches
-
         started = time.perf_counter()
         images = torch.cat([out.images.cpu() for out in sample_batches(
             self.pipe, labels, seed, steps or self.num_inference_steps, self.config.guidance_scale,
@@ -188,8 +193,6 @@ class Evaluation:
 def evaluate(config: EvaluationConfig, progress: bool = False) -> dict:
     """Run the evaluation, write its outputs to ``config.out``; returns what ``metrics.json`` holds.
     ``progress`` shows one bar over its phases (on a terminal)."""
-    from solar_diffusion.progress import job_bar
-
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     bar = job_bar(8, "evaluating", "phase", show=progress)
@@ -219,8 +222,6 @@ def evaluate(config: EvaluationConfig, progress: bool = False) -> dict:
     report["steps_curve"] = steps_curve(ev)
     phase("flare sections")
     if ev.flare_model:
-        from solar_diffusion.flare_evaluation import check_done, flare_sections
-
         report["flare"] = flare_sections(ev)
         report["flare"]["checks"] = check_done(report["flare"])
     phase("writing")
@@ -239,11 +240,6 @@ def load(config: EvaluationConfig) -> Evaluation:
     """The pipeline (its scheduler swapped where asked), the encoder, and the real split and train
     split in the pipeline's model space; refuses a flux-conditioned model or an encoder of
     another data unit."""
-    from solar_diffusion.defaults import model_encoder
-    from solar_diffusion.encoder import load_encoder
-    from solar_diffusion.generate import load_pipeline, use_scheduler
-    from solar_diffusion.splits import model_space_split
-
     pipe = load_pipeline(config.model)
     if config.scheduler:
         pipe = use_scheduler(pipe, config.scheduler)
@@ -272,8 +268,6 @@ def load(config: EvaluationConfig) -> Evaluation:
 def training_frames(config: EvaluationConfig, norm, size):
     """The model's training frames: the train split of ``train_dataset``, else of ``dataset``
     (a held-out month built on its own has none: say where they are)."""
-    from solar_diffusion.splits import model_space_split
-
     source = config.train_dataset or config.dataset
     try:
         return model_space_split(source, "train", norm, size)
@@ -288,8 +282,6 @@ def generate_images(ev: Evaluation):
     """``num_per_class`` images of every class (image k of a class seeded ``seed + k``), and the
     time per image. A flare model asks every class at the same ``num_positions`` positions drawn
     from its training flares (image k at the k-th, cyclically): classes differ only in the request."""
-    from solar_diffusion.flare_evaluation import positions_px, requested_positions
-
     n = ev.config.num_per_class
     labels = [c for c in ev.classes for _ in range(n)]
     positions = None
@@ -469,8 +461,6 @@ def physical_statistic(ev: Evaluation, top_fraction: float) -> dict:
     pixels; 0: the brightest pixel, a flare kernel is a pixel or two at 64 px) in the generated
     images, the real split and the real train split, and its difference from the lowest class
     (a flare should raise it)."""
-    from solar_diffusion.pipelines import rsun_px
-
     radius = rsun_px(ev.pipe.config.geometry, ev.pipe.unet.config.sample_size)
     sets = {keys.GENERATED: (ev.generated, ev.labels), keys.REAL_SPLIT: (ev.real_all.images, ev.real_all.labels),
             keys.REAL_TRAIN: (ev.train_all.images, ev.train_all.labels)}
@@ -511,8 +501,6 @@ def disk_geometry(ev: Evaluation) -> dict:
     """Is the Sun where the FITS header says? Per generated class and for the real images
     compared: how often a limb is found, the median centre offset and radius ratio
     (``disk_errors``), the largest offset and the range of ratios."""
-    from solar_diffusion.pipelines import disk_center_px, rsun_px
-
     size = ev.pipe.unet.config.sample_size
     centre, radius = disk_center_px(ev.pipe.config.geometry, size), rsun_px(ev.pipe.config.geometry, size)
     result = {"centre_px": centre, "rsun_px": radius, keys.GENERATED: {}, keys.REAL_SPLIT: {}}
@@ -553,10 +541,6 @@ def steps_curve(ev: Evaluation) -> list:
 
 def write_outputs(ev: Evaluation, report: dict):
     """``metrics.json``, ``report.md``, the plots, and (with ``model_card`` set) the model card."""
-    from solar_diffusion.evaluation_card import update_model_card
-    from solar_diffusion.evaluation_plots import write_plots
-    from solar_diffusion.evaluation_report import render_report
-
     out = Path(ev.config.out)
     atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1, default=str)))
     markdown = render_report(report)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from solar_diffusion import evaluation_keys as keys
 from solar_diffusion.files import atomic_write
+from solar_diffusion.splits import hub_dataset_id
 
 CARD_START, CARD_END = "<!-- evaluation:start -->", "<!-- evaluation:end -->"
 
@@ -20,8 +22,6 @@ def update_model_card(path, report: dict, markdown: str, config):
     if not path.exists():
         raise FileNotFoundError(f"model card {path} does not exist")
     card = ModelCard.load(path)
-    from solar_diffusion.splits import hub_dataset_id
-
     card.data.eval_results = eval_results(report, hub_dataset_id(config.dataset) or Path(config.dataset).name,
                                           config.split) or None
     card.data.model_name = card.data.model_name or "solar-diffusion"
@@ -39,14 +39,14 @@ def eval_results(report: dict, dataset: str, split: str) -> list:
 
     results = []
     for space, values in report["feature_spaces"].items():
-        pooled = values.get("pooled")
+        pooled, words = values.get("pooled"), keys.label(space)
         if pooled:
-            for key, label in (("frechet", f"Fréchet distance ({space})"), ("kid", f"KID ({space})"),
-                               ("precision", f"precision ({space})"), ("recall", f"recall ({space})")):
+            for key, label in (("frechet", f"Fréchet distance ({words})"), ("kid", f"KID ({words})"),
+                               ("precision", f"precision ({words})"), ("recall", f"recall ({words})")):
                 results.append(result(key, label, round(pooled[key]["value"], 5)))
     f1 = report["conditioning_f1"]
     if f1["classes"]:
-        macro = round(f1["generated"]["macro"]["value"], 4)
+        macro = round(f1[keys.GENERATED]["macro"]["value"], 4)
         results.append(result("f1", "conditioning macro-F1 (solar encoder)", macro))
     return results
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from solar_diffusion import evaluation_keys as keys
 from solar_diffusion.files import atomic_write
+from solar_diffusion.generate import write_contact_sheet, write_contact_sheets
 
 
 def write_plots(out, report: dict, generated, labels, real, config, markers=None, wavelengths=()):
@@ -18,18 +20,16 @@ def write_plots(out, report: dict, generated, labels, real, config, markers=None
 
     matplotlib.use("Agg")
     out = Path(out)
-    write_contact_sheets(out, report, generated, labels, real, config, markers, wavelengths)
-    write_per_class_metrics(out / "per_class_metrics.png", report, config.split)
+    write_evaluation_sheets(out, report, generated, labels, real, config, markers, wavelengths)
+    write_per_class_metrics(out / "per_class_metrics.png", report)
     if report["steps_curve"]:
         write_steps_curve(out / "steps_curve.png", report["steps_curve"])
 
 
-def write_contact_sheets(out, report: dict, generated, labels, real, config, markers=None, wavelengths=()):
+def write_evaluation_sheets(out, report: dict, generated, labels, real, config, markers=None, wavelengths=()):
     """Up to six real and six generated images per class side by side, and up to eight generated
     images per class on their own (per channel too, the requested flare positions circled),
     captioned with their time or seed."""
-    from solar_diffusion.generate import write_contact_sheet, write_contact_sheets
-
     classes = report["model"]["classes"]
     shown, names, captions = [], [], []
     for c in classes:
@@ -48,23 +48,23 @@ def write_contact_sheets(out, report: dict, generated, labels, real, config, mar
         wavelengths, None if markers is None else [markers[i] for i in gen_only])
 
 
-def write_per_class_metrics(path, report: dict, split: str):
+def write_per_class_metrics(path, report: dict):
     """Bars per class with their intervals: FD (solar encoder) generated and floor, peak
     brightness generated and real, and conditioning F1 generated and real where judged."""
     import matplotlib.pyplot as plt
 
     classes = report["model"]["classes"]
-    space = report["feature_spaces"]["solar encoder"]["per_class"]
+    space = report["feature_spaces"][keys.SOLAR_ENCODER]["per_class"]
     panels = [("FD (solar encoder)", [(space[c], "generated", "frechet") for c in classes],
                [(space[c], "floor", "floor_frechet") for c in classes]),
-              ("peak brightness", [(report["peak_brightness"][c], "generated", "generated") for c in classes],
-               [(report["peak_brightness"][c], "real", f"real {split}") for c in classes])]
+              ("peak brightness", [(report["peak_brightness"][c], "generated", keys.GENERATED) for c in classes],
+               [(report["peak_brightness"][c], "real", keys.REAL_SPLIT) for c in classes])]
     f1 = report["conditioning_f1"]
     if f1["classes"]:
-        panels.append(("conditioning F1", [(f1["generated"], "generated", c) if c in f1["classes"] else (None, "", "")
-                                           for c in classes],
-                       [(f1[f"real {split}"], "real", c) if c in f1["classes"] else (None, "", "")
-                        for c in classes]))
+        judged = [c in f1["classes"] for c in classes]
+        panels.append(("conditioning F1", [(f1[keys.GENERATED], "generated", c) if ok else (None, "", "")
+                                           for c, ok in zip(classes, judged)],
+                       [(f1[keys.REAL_SPLIT], "real", c) if ok else (None, "", "") for c, ok in zip(classes, judged)]))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
     x = np.arange(len(classes))
     for ax, (title, first, second) in zip(axes[0], panels):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from solar_diffusion.pipelines import describe_guidance
+from solar_diffusion import evaluation_keys as keys
+from solar_diffusion.generate import describe_guidance
 
 #: What every interval in the report means, said once at its top.
 INTERVAL_MEANING = ("95% intervals: the spread of the statistic over {n_boot} bootstrap resamples of the images, "
@@ -41,15 +42,15 @@ def render_report(report: dict) -> str:
     table per section."""
     lines = _introduction(report)
     for name, space in report["feature_spaces"].items():
-        lines += _feature_space(name, space)
-    lines += _conditioning_f1(report["conditioning_f1"])
+        lines += _feature_space(keys.label(name), space, report["settings"]["split"])
+    lines += _conditioning_f1(report["conditioning_f1"], report["settings"]["split"])
     for statistic, title in (("peak_brightness", "Peak brightness (mean model-space value of the brightest 0.2% "
                                                   "of on-disk pixels)"),
                              ("brightest_pixel", "Brightest on-disk pixel (model space)")):
         lines += _physical_statistic(report, statistic, title)
     lines += _exposure(report["exposure_outliers"], report["settings"]["split"])
     if report.get("disk_geometry"):
-        lines += _disk_geometry(report["disk_geometry"])
+        lines += _disk_geometry(report["disk_geometry"], report["settings"]["split"])
     if report["steps_curve"]:
         lines += _steps_curve(report["steps_curve"])
     if report.get("flare"):
@@ -70,12 +71,12 @@ def _introduction(report: dict) -> list:
             f"n = generated/real (or floor/real) images. Floor: real train frames vs real {split} "
             f"frames at the same sample sizes (what a perfect generator of the training distribution would score). "
             f"Generation took {report['seconds_per_image']:.2f} s per image.",
-            "", "Real images per class: " + ", ".join(f"{c} {n}" for c, n in counts[f"real {split}"].items())
-            + f" ({split}); " + ", ".join(f"{c} {n}" for c, n in counts["real train"].items()) + " (train).",
+            "", "Real images per class: " + ", ".join(f"{c} {n}" for c, n in counts[keys.REAL_SPLIT].items())
+            + f" ({split}); " + ", ".join(f"{c} {n}" for c, n in counts[keys.REAL_TRAIN].items()) + " (train).",
             ""]
 
 
-def _feature_space(name: str, space: dict) -> list:
+def _feature_space(name: str, space: dict, split: str) -> list:
     lines = [f"### Distances in the {name} feature space", "",
              "| class | FD generated | FD floor | KID generated | KID floor |", "|---|---|---|---|---|"]
     for c, row in space["per_class"].items():
@@ -95,31 +96,31 @@ def _feature_space(name: str, space: dict) -> list:
     if "clusters" in space:
         lines += ["", "| clusters | silhouette | Davies-Bouldin | Calinski-Harabasz |", "|---|---|---|---|"]
         for key, row in space["clusters"].items():
-            lines.append(f"| {key} | {fmt(row['silhouette'])} | {fmt(row['davies_bouldin'])} | "
+            lines.append(f"| {keys.label(key, split)} | {fmt(row['silhouette'])} | {fmt(row['davies_bouldin'])} | "
                          f"{fmt(row['calinski_harabasz'])} |")
     return lines + [""]
 
 
-def _conditioning_f1(f1: dict) -> list:
+def _conditioning_f1(f1: dict, split: str) -> list:
     lines = ["### Conditioning F1 (the solar encoder, trained on real frames, classifies the images)", ""]
     if f1["classes"]:
-        keys = [k for k in f1 if k not in ("classes", "too few")]
-        lines += ["| class | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        sets = (keys.GENERATED, keys.REAL_SPLIT)
+        lines += ["| class | " + " | ".join(keys.label(k, split) for k in sets) + " |", "|---" * (len(sets) + 1) + "|"]
         for c in f1["classes"] + ["macro"]:
-            lines.append(f"| {c} | " + " | ".join(fmt(f1[k][c]) for k in keys) + " |")
-    return lines + [f"- {c}: {reason}" for c, reason in f1["too few"].items()]
+            lines.append(f"| {c} | " + " | ".join(fmt(f1[k][c]) for k in sets) + " |")
+    return lines + [f"- {c}: {reason}" for c, reason in f1[keys.TOO_FEW].items()]
 
 
 def _physical_statistic(report: dict, statistic: str, title: str) -> list:
     split, lowest = report["settings"]["split"], report["model"]["classes"][0]
-    sets = ("generated", f"real {split}", "real train")
+    sets = (keys.GENERATED, keys.REAL_SPLIT, keys.REAL_TRAIN)
     header = ["| class | generated | real " + split + " | real train |", "|---|---|---|---|"]
     lines = ["", f"### {title}", ""] + header
     for c, row in report[statistic].items():
         lines.append(f"| {c} | " + " | ".join(fmt(row[k], 4) for k in sets) + " |")
     lines += ["", f"Difference from the lowest class ({lowest}); above 0 means brighter:", ""] + header
     for c, row in list(report[statistic].items())[1:]:
-        lines.append(f"| {c} | " + " | ".join(fmt(row.get(f"{k} minus {lowest}", "too few images"), 3)
+        lines.append(f"| {c} | " + " | ".join(fmt(row.get(keys.minus_lowest(k), "too few images"), 3)
                                               for k in sets) + " |")
     return lines
 
@@ -129,23 +130,33 @@ def _exposure(exposure: dict, split: str) -> list:
     lines = ["", f"### Exposure outliers (image mean outside [{low:.3f}, {high:.3f}], "
              "the range of 99% of real train frames)", "", f"| class | generated | real {split} |", "|---|---|---|"]
     for c, row in exposure["classes"].items():
-        lines.append(f"| {c} | {fmt(row['generated'])} | {fmt(row[f'real {split}'])} |")
+        lines.append(f"| {c} | {fmt(row[keys.GENERATED])} | {fmt(row[keys.REAL_SPLIT])} |")
     return lines
 
 
-def _disk_geometry(disk: dict) -> list:
+def _disk_geometry(disk: dict, split: str) -> list:
     lines = ["", f"### Disk geometry: fitted limb against the header (centre ({disk['centre_px'][0]:.1f}, "
              f"{disk['centre_px'][1]:.1f}) px, radius {disk['rsun_px']:.2f} px)", "",
              "| images | limb found | median centre offset, px | largest, px | median radius / header's "
              "| range |", "|---|---|---|---|---|---|"]
-    for key, row in disk["classes"].items():
-        cells = [key, fmt(row["found"])]
+    for name, row in disk_rows(disk, split):
+        cells = [name, fmt(row["found"])]
         if "centre_offset_px" in row:
             low, high = row["radius_ratio_range"]
             cells += [fmt(row["centre_offset_px"]), f"{row['max_centre_offset_px']:.2f}",
                       fmt(row["radius_ratio"], 4), f"{low:.3f}–{high:.3f}"]
         lines.append("| " + " | ".join(cells + [""] * (6 - len(cells))) + " |")
     return lines
+
+
+def disk_rows(disk: dict, split: str) -> list:
+    """The rows of the disk geometry, each with its name on a page: per generated class, then the real split.
+
+    >>> disk_rows({keys.GENERATED: {"M": 1}, keys.REAL_SPLIT: {"all": 2}}, "test")
+    [('M (generated)', 1), ('all (real test)', 2)]
+    """
+    return [(f"{c} ({keys.label(key, split)})", row) for key in (keys.GENERATED, keys.REAL_SPLIT)
+            for c, row in disk[key].items()]
 
 
 def _steps_curve(curve: list) -> list:
@@ -159,68 +170,109 @@ def _steps_curve(curve: list) -> list:
 def flare_tables(flare: dict, split: str) -> list:
     """The flare model's tables: (a) the signature at the requested position per channel, (b) moving
     the position, (c) memorisation, (d) diversity, (e) the disk away from the position."""
-    sig, channels = flare["signature"], flare["signature"]["channels"]
-    head = "| class | set | " + " | ".join(f"{w} Å" for w in channels) + " |"
-    rule = "|---|---|" + "---|" * len(channels)
+    channels = flare["signature"]["channels"]
+    lines = _signature_table(flare["signature"], channels) + _checks_line(flare.get("checks", {}))
+    if flare.get("moved"):
+        lines += _moved_table(flare["moved"], channels)
+    return (lines + _memorisation_table(flare["memorisation"], split) + _diversity_table(flare["diversity"], split)
+            + _away_table(flare["away"], channels, split))
+
+
+def _channel_cells(cells: dict, channels) -> str:
+    return " | ".join(fmt(cells[w]) for w in channels) + " |"
+
+
+def _signature_table(sig: dict, channels) -> list:
+    """(a) One row per class and set, then real frames without a flare, then the paired steps."""
     lines = ["", f"### (a) Flare signature at the requested position (brightest 3x3 pixels within "
              f"{sig['radius_px']:g} px; fraction of the normalised range, and over the disk's 99th percentile)", "",
-             head, rule]
+             "| class | set | " + " | ".join(f"{w} Å" for w in channels) + " |", "|---|---|" + "---|" * len(channels)]
     for c, row in sig["classes"].items():
         for key, cells in row.items():
-            lines.append(f"| {c} | {key} | " + " | ".join(fmt(cells[w]) for w in channels) + " |")
-    for key in ("real without a flare at the requested positions", "real without a flare, relative to disk p99"):
+            lines.append(f"| {c} | {keys.label(key)} | " + _channel_cells(cells, channels))
+    for key in (keys.REAL_WITHOUT_FLARE, keys.REAL_WITHOUT_FLARE_OVER_DISK_P99):
         if key in sig:
-            lines.append(f"| (none) | {key} | " + " | ".join(fmt(sig[key][w]) for w in channels) + " |")
-    for key, cells in sig.get("paired steps (same seeds and positions)", {}).items():
-        lines.append(f"| {key} | generated, paired (same seeds and positions) | "
-                     + " | ".join(fmt(cells[w]) for w in channels) + " |")
-    checks = flare.get("checks", {})
-    if checks:
-        lines += ["", "Checks of the release criteria (generated means): " + "; ".join(
-            f"{w} Å: " + ", ".join(f"{name} {value}" for name, value in row.items()) if isinstance(row, dict)
-            else f"{w} {row}" for w, row in checks.items()) + "."]
-    moved = flare.get("moved")
-    if moved:
-        lines += ["", f"### (b) Moving the requested position ({moved['class']}; same seeds at A = "
-                  f"({moved['a_arcsec'][0]:.0f}, {moved['a_arcsec'][1]:.0f})\" and B = "
-                  f"({moved['b_arcsec'][0]:.0f}, {moved['b_arcsec'][1]:.0f})\")", "",
-                  "| signature | " + " | ".join(f"{w} Å" for w in channels) + " |", "|---|" + "---|" * len(channels)]
-        for key in ("at A: asked at A minus asked at B", "at B: asked at B minus asked at A"):
-            lines.append(f"| {key} | " + " | ".join(fmt(moved[key][w]) for w in channels) + " |")
-    mem = flare["memorisation"]
-    lines += ["", "### (c) Memorisation: RMS distance (model space) to the nearest training frame", "",
-              f"Real frames of months the model never saw ({split}): median {fmt(mem['real (held-out months)'])}; "
-              "real training frames against training frames more than 3 days away: median "
-              f"{fmt(mem.get('real train frames, nearest training frame over 3 days away', 'not measured'))}.", "",
-              "| class | median | over real held-out | over generated quiet |"
-              + (" without novelty guidance: over real held-out |" if "novelty_target" in mem else ""),
-              "|---|---|---|---|" + ("---|" if "novelty_target" in mem else "")]
+            lines.append(f"| (none) | {keys.label(key)} | " + _channel_cells(sig[key], channels))
+    for name, cells in paired_steps(sig):
+        lines.append(f"| {name} | generated, paired (same seeds and positions) | " + _channel_cells(cells, channels))
+    return lines
+
+
+def paired_steps(sig: dict) -> list:
+    """The paired steps up the classes of a signature section, lowest first, each as (its words, its cells).
+
+    >>> sig = {"classes": {"quiet": {}, "C": {}, "M": {}}, keys.PAIRED_STEPS: {"C_minus_quiet": 1, "M_minus_C": 2}}
+    >>> paired_steps(sig)
+    [('C minus quiet', 1), ('M minus C', 2)]
+    """
+    ladder, steps = list(sig["classes"]), sig.get(keys.PAIRED_STEPS, {})
+    return [(f"{higher} minus {lower}", steps[keys.paired_step(lower, higher)])
+            for lower, higher in zip(ladder, ladder[1:]) if keys.paired_step(lower, higher) in steps]
+
+
+def _checks_line(checks: dict) -> list:
+    """The release criteria's checks, in one sentence."""
+    if not checks:
+        return []
+    return ["", "Checks of the release criteria (generated means): " + "; ".join(
+        f"{w} Å: " + ", ".join(f"{name} {value}" for name, value in row.items()) if isinstance(row, dict)
+        else f"{w} {row}" for w, row in checks.items()) + "."]
+
+
+def _moved_table(moved: dict, channels) -> list:
+    """(b) The signature at A and at B, asked there minus asked at the other position."""
+    lines = ["", f"### (b) Moving the requested position ({moved['class']}; same seeds at A = "
+             f"({moved['a_arcsec'][0]:.0f}, {moved['a_arcsec'][1]:.0f})\" and B = "
+             f"({moved['b_arcsec'][0]:.0f}, {moved['b_arcsec'][1]:.0f})\")", "",
+             "| signature | " + " | ".join(f"{w} Å" for w in channels) + " |", "|---|" + "---|" * len(channels)]
+    for key in (keys.AT_A, keys.AT_B):
+        lines.append(f"| {keys.label(key)} | " + _channel_cells(moved[key], channels))
+    return lines
+
+
+def _memorisation_table(mem: dict, split: str) -> list:
+    """(c) Distances to the nearest training frame: real references, then per class."""
+    novelty = "novelty_target" in mem
+    lines = ["", "### (c) Memorisation: RMS distance (model space) to the nearest training frame", "",
+             f"Real frames of months the model never saw ({split}): median {fmt(mem[keys.REAL_HELD_OUT])}; "
+             "real training frames against training frames more than 3 days away: median "
+             f"{fmt(mem.get(keys.REAL_TRAIN_OTHER_DAYS, 'not measured'))}.", "",
+             "| class | median | over real held-out | over generated quiet |"
+             + (" without novelty guidance: over real held-out |" if novelty else ""),
+             "|---|---|---|---|" + ("---|" if novelty else "")]
     for c, row in mem["classes"].items():
-        lines.append(f"| {c} | {fmt(row['median'])} | {fmt(row['over real held-out'])} | "
-                     f"{fmt(row.get('over generated quiet', '-'))} |"
-                     + (f" {fmt(row['without novelty guidance, over real held-out'])} |" if "novelty_target" in mem
-                        else ""))
-    if "novelty_target" in mem:
+        lines.append(f"| {c} | {fmt(row['median'])} | {fmt(row[keys.OVER_REAL_HELD_OUT])} | "
+                     f"{fmt(row.get(keys.OVER_GENERATED_QUIET, '-'))} |"
+                     + (f" {fmt(row[keys.OVER_REAL_HELD_OUT_WITHOUT_NOVELTY])} |" if novelty else ""))
+    if novelty:
         lines += ["", f"The images are made with the model's novelty guidance (target {mem['novelty_target']:g} day "
                   "distances: steered away from the nearest training layout while the noise is high); the last column "
                   "is the same requests and seeds without it, the model's own memorisation."]
-    div = flare["diversity"]
-    lines += ["", "### (d) Diversity: mean RMS distance between images of the same request (other seeds)", "",
-              "| class | distance |", "|---|---|"]
+    return lines
+
+
+def _diversity_table(div: dict, split: str) -> list:
+    """(d) Per class, then random pairs of real frames of the split."""
+    lines = ["", "### (d) Diversity: mean RMS distance between images of the same request (other seeds)", "",
+             "| class | distance |", "|---|---|"]
     for c, row in div["classes"].items():
         lines.append(f"| {c} | {fmt(row)} |")
-    for key, row in div.items():
-        if key != "classes":
-            lines.append(f"| {key} | {fmt(row)} |")
-    away = flare["away"]
-    lines += ["", f"### (e) Away from the requested position: the disk's 99th percentile beyond "
-              f"{away['radius_px']:g} px of it", "", "| class | " + " | ".join(f"{w} Å" for w in channels) + " |",
-              "|---|" + "---|" * len(channels)]
+    if keys.REAL_SPLIT in div:
+        lines.append(f"| {keys.label(keys.REAL_SPLIT, split)} (random pairs) | {fmt(div[keys.REAL_SPLIT])} |")
+    return lines
+
+
+def _away_table(away: dict, channels, split: str) -> list:
+    """(e) Per class, then the real split's mean and central 95% of frames."""
+    real = keys.label(keys.REAL_SPLIT, split)
+    lines = ["", f"### (e) Away from the requested position: the disk's 99th percentile beyond "
+             f"{away['radius_px']:g} px of it", "", "| class | " + " | ".join(f"{w} Å" for w in channels) + " |",
+             "|---|" + "---|" * len(channels)]
     for c, row in away["classes"].items():
-        lines.append(f"| {c} | " + " | ".join(fmt(row[w]) for w in channels) + " |")
-    lines.append(f"| real {split} (mean) | " + " | ".join(fmt(away[f'real {split}'][w]) for w in channels) + " |")
-    ranges = away.get(f"real {split}, central 95% of frames")
+        lines.append(f"| {c} | " + _channel_cells(row, channels))
+    lines.append(f"| {real} (mean) | " + _channel_cells(away[keys.REAL_SPLIT], channels))
+    ranges = away.get(keys.REAL_SPLIT_CENTRAL_95)
     if ranges:
-        lines.append(f"| real {split}, central 95% of frames | "
+        lines.append(f"| {keys.label(keys.REAL_SPLIT_CENTRAL_95, split)} | "
                      + " | ".join(f"{ranges[w][0]:.3f}–{ranges[w][1]:.3f}" for w in channels) + " |")
     return lines

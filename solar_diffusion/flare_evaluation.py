@@ -27,13 +27,16 @@ import math
 import numpy as np
 import torch
 
+from solar_diffusion import evaluation_keys as keys
 from solar_diffusion.pipelines import (
     QUIET_LABEL,
     arcsec_to_pixels,
     disk_center_px,
     disk_mask,
+    draw_flare_position,
     rsun_px,
 )
+from solar_diffusion.splits import dataset_info, frame_flare_inputs, load_split, resize
 from solar_diffusion.times import utc_times
 
 #: Pixels of the requested position searched for the brightest 3x3 (the issue's 1.5 px).
@@ -98,8 +101,6 @@ def nearest_other_days(frames, rng, n: int = 200, days: float = 3.0) -> np.ndarr
 def requested_positions(pipe, n: int, seed: int) -> list:
     """``n`` helioprojective positions (arcsec) drawn with ``seed`` from the model's training
     flares' distribution, as the pipeline draws them (``draw_flare_position``)."""
-    from solar_diffusion.pipelines import draw_flare_position
-
     rng = np.random.default_rng(seed)
     return [draw_flare_position(pipe.config.flare_positions, pipe.config.geometry, rng) for _ in range(n)]
 
@@ -113,9 +114,6 @@ def positions_px(pipe, positions_arcsec) -> np.ndarray:
 def real_flare_frames(dataset, split, pipe, classes) -> dict:
     """Per class, the real frames of ``split`` whose largest flare in progress (with a position on
     the disk) is of that class: model-space images and that flare's pixel position."""
-    from solar_diffusion.splits import dataset_info, load_split, resize
-    from solar_diffusion.training.data import frame_flares
-
     size = pipe.unet.config.sample_size
     dataset_size = dataset_info(dataset)["config"]["size"]
     ds = load_split(dataset, split, columns=("image", "flare_class", "flares"))
@@ -125,7 +123,7 @@ def real_flare_frames(dataset, split, pipe, classes) -> dict:
         label = names[int(row["flare_class"])]
         if label not in picks or label == QUIET_LABEL:
             continue
-        _, positions, fluxes = frame_flares(row, dataset_size, size)
+        _, positions, fluxes = frame_flare_inputs(row, dataset_size, size)
         if positions:
             picks[label][0].append(k)
             picks[label][1].append(positions[int(np.argmax(fluxes))])
@@ -139,103 +137,138 @@ def real_flare_frames(dataset, split, pipe, classes) -> dict:
 
 def flare_sections(ev, splits=("train", "validation", "test"), num_move: int = 8) -> dict:
     """The flare model's sections (a)-(e) for an ``evaluate.Evaluation`` whose images were
-    generated at ``ev.requested_px``."""
-    pipe, config = ev.pipe, ev.config
-    size = pipe.unet.config.sample_size
-    geometry = pipe.config.geometry
-    radius = rsun_px(geometry, size)
-    centre = disk_center_px(geometry, size)
-    on_disk = disk_mask(size, radius, center=centre)
-    wavelengths = [f"{w:g}" for w in geometry.get("wavelengths_angstrom") or range(ev.generated.shape[1])]
+    generated at ``ev.requested_px``, measured in that order (they draw from ``ev.rng`` in turn)."""
+    signature = signature_section(ev, splits)
+    moved = moved_section(ev, num_move)
+    memorisation = memorisation_section(ev)
+    diversity = diversity_section(ev)
+    away = away_section(ev)
+    return {"signature": signature, "moved": moved, "memorisation": memorisation, "diversity": diversity,
+            "away": away, "positions_arcsec": [list(p) for p in ev.position_cycle]}
 
-    def per_channel(values) -> dict:  # NaN (a blank channel of a composite) is left out
-        return {w: ev.interval_of(np.mean, values[:, i]) for i, w in enumerate(wavelengths)}
 
-    # (a) the signature at the requested position, generated and real
+def _wavelengths(ev) -> list:
+    """The channels' names ("94"), or their indices where the geometry names none."""
+    return [f"{w:g}" for w in ev.pipe.config.geometry.get("wavelengths_angstrom") or range(ev.generated.shape[1])]
+
+
+def _per_channel(ev, values) -> dict:
+    """Per channel, the interval of the mean of (N, C) ``values`` (NaN, a blank channel of a composite, left out)."""
+    return {w: ev.interval_of(np.mean, values[:, i]) for i, w in enumerate(_wavelengths(ev))}
+
+
+def _on_disk(ev) -> np.ndarray:
+    """The (H, W) mask of the model's solar disk."""
+    size, geometry = ev.pipe.unet.config.sample_size, ev.pipe.config.geometry
+    return disk_mask(size, rsun_px(geometry, size), center=disk_center_px(geometry, size))
+
+
+def signature_section(ev, splits) -> dict:
+    """(a) The signature at the requested position per class, generated and real (real frames of
+    ``splits`` at their HEK positions), each also over the disk's 99th percentile; the paired steps
+    up the classes; and real frames without a flare at the requested positions."""
+    on_disk = _on_disk(ev)
     generated_sig = flare_signature(ev.generated, ev.requested_px)
     generated_p99 = disk_percentile(ev.generated, on_disk)
-    real = {}
-    for split in splits:
-        try:
-            for c, (images, where) in real_flare_frames(config.dataset, split, pipe, ev.classes).items():
-                real.setdefault(c, []).append((images, where))
-        except ValueError as error:  # a dataset without this split
-            if "no split" not in str(error):
-                raise
-    quiet_real = ev.real_all.where(ev.real_all.labels == QUIET_LABEL)
-    quiet_at = ev.requested_px[np.arange(len(quiet_real)) % len(ev.requested_px)]
-    signature = {"channels": wavelengths, "radius_px": SIGNATURE_RADIUS_PX, "classes": {}}
+    real = _real_flare_frames_of(ev, splits)
+    signature = {"channels": _wavelengths(ev), "radius_px": SIGNATURE_RADIUS_PX, "classes": {}}
     for c in ev.classes:
         keep = ev.labels == c
-        row = {"generated": per_channel(generated_sig[keep]),
-               "generated relative to disk p99": per_channel(generated_sig[keep] / generated_p99[keep])}
+        row = {keys.GENERATED: _per_channel(ev, generated_sig[keep]),
+               keys.GENERATED_OVER_DISK_P99: _per_channel(ev, generated_sig[keep] / generated_p99[keep])}
         if c in real:
-            images = torch.cat([i for i, _ in real[c]])
-            where = np.concatenate([w for _, w in real[c]])
+            images, where = real[c]
             sig, p99 = flare_signature(images, where), disk_percentile(images, on_disk)
             blank = p99 <= 0  # a composite whose channel is missing (all dark): not a measurement there
             sig[blank] = np.nan
-            row["real at HEK positions"] = per_channel(sig)
-            row["real at HEK positions relative to disk p99"] = per_channel(sig / np.where(blank, np.nan, p99))
+            row[keys.REAL_AT_HEK_POSITIONS] = _per_channel(ev, sig)
+            row[keys.REAL_AT_HEK_POSITIONS_OVER_DISK_P99] = _per_channel(ev, sig / np.where(blank, np.nan, p99))
         signature["classes"][c] = row
-    # paired steps up the ladder: image k of every class has the same seed and position
-    signature["paired steps (same seeds and positions)"] = {
-        f"{b} minus {a}": per_channel(generated_sig[ev.labels == b] - generated_sig[ev.labels == a])
+    # image k of every class has the same seed and position
+    signature[keys.PAIRED_STEPS] = {
+        keys.paired_step(a, b): _per_channel(ev, generated_sig[ev.labels == b] - generated_sig[ev.labels == a])
         for a, b in zip(ev.classes, ev.classes[1:])}
+    quiet_real = ev.real_all.where(ev.real_all.labels == QUIET_LABEL)
     if len(quiet_real):
+        quiet_at = ev.requested_px[np.arange(len(quiet_real)) % len(ev.requested_px)]
         sig, p99 = flare_signature(quiet_real.images, quiet_at), disk_percentile(quiet_real.images, on_disk)
         sig[p99 <= 0] = np.nan
-        signature["real without a flare at the requested positions"] = per_channel(sig)
-        signature["real without a flare, relative to disk p99"] = per_channel(sig / np.where(p99 > 0, p99, np.nan))
+        signature[keys.REAL_WITHOUT_FLARE] = _per_channel(ev, sig)
+        signature[keys.REAL_WITHOUT_FLARE_OVER_DISK_P99] = _per_channel(ev, sig / np.where(p99 > 0, p99, np.nan))
+    return signature
 
-    # (b) moving the position: the same seeds asked at A and at its mirror image B across the meridian
-    moved = {}
-    strongest = [c for c in ev.classes if c != QUIET_LABEL][-1:] or []
-    if strongest:
-        far = [p for p in ev.position_cycle if abs(p[0]) > 150]  # A and its mirror B at least 300" apart
-        a = far[0] if far else (300.0, -250.0)
-        b = (-a[0], a[1])
-        both = []
-        for where in (a, b):
-            images, _ = ev.sample([strongest[0]] * num_move, config.seed + 20_000, positions=[where] * num_move)
-            both.append(images)
-        pa, pb = positions_px(pipe, [a, b])
-        at_a = flare_signature(both[0], [pa] * num_move) - flare_signature(both[1], [pa] * num_move)
-        at_b = flare_signature(both[1], [pb] * num_move) - flare_signature(both[0], [pb] * num_move)
-        moved = {"class": strongest[0], "a_arcsec": list(a), "b_arcsec": list(b), "a_px": pa.tolist(),
-                 "b_px": pb.tolist(), "at A: asked at A minus asked at B": per_channel(at_a),
-                 "at B: asked at B minus asked at A": per_channel(at_b)}
 
-    # (c) memorisation: nearest training frame, against real frames of months never seen
-    train = ev.train_all.images
+def _real_flare_frames_of(ev, splits) -> dict:
+    """``real_flare_frames`` of each of ``splits`` that the dataset has, joined per class."""
+    parts = {}
+    for split in splits:
+        try:
+            for c, (images, where) in real_flare_frames(ev.config.dataset, split, ev.pipe, ev.classes).items():
+                parts.setdefault(c, []).append((images, where))
+        except ValueError as error:  # a dataset without this split
+            if "no split" not in str(error):
+                raise
+    return {c: (torch.cat([i for i, _ in p]), np.concatenate([w for _, w in p])) for c, p in parts.items()}
+
+
+def moved_section(ev, num_move: int) -> dict:
+    """(b) The strongest class's same seeds asked at A and at its mirror image B across the
+    meridian: the signature at each position when asked there minus when asked at the other."""
+    strongest = [c for c in ev.classes if c != QUIET_LABEL][-1:]
+    if not strongest:
+        return {}
+    far = [p for p in ev.position_cycle if abs(p[0]) > 150]  # A and its mirror B at least 300" apart
+    a = far[0] if far else (300.0, -250.0)
+    b = (-a[0], a[1])
+    asked_a, asked_b = (ev.sample([strongest[0]] * num_move, ev.config.seed + 20_000, positions=[where] * num_move)[0]
+                        for where in (a, b))
+    pa, pb = positions_px(ev.pipe, [a, b])
+
+    def signature_at(where, asked, other):  # asked there minus asked at the other position
+        return _per_channel(ev, flare_signature(asked, [where] * num_move) - flare_signature(other, [where] * num_move))
+
+    return {"class": strongest[0], "a_arcsec": list(a), "b_arcsec": list(b), "a_px": pa.tolist(), "b_px": pb.tolist(),
+            keys.AT_A: signature_at(pa, asked_a, asked_b), keys.AT_B: signature_at(pb, asked_b, asked_a)}
+
+
+def memorisation_section(ev) -> dict:
+    """(c) Each class's median distance to the nearest training frame, over that of real frames of
+    months never seen and of generated quiet images; with novelty guidance, the same requests and
+    seeds without it (the model's own memorisation)."""
+    train, config = ev.train_all.images, ev.config
     generated_nn = nearest_distances(ev.generated, train)
     held_out = ev.real_all.images[torch.from_numpy(ev.rng.permutation(len(ev.real_all))[:200])]
     real_nn = nearest_distances(held_out, train)
-    memorisation = {"real (held-out months)": ev.interval(np.median, real_nn),
-                    "real train frames, nearest training frame over 3 days away": ev.interval_of(
-                        np.median, nearest_other_days(ev.train_all, ev.rng)),
+    memorisation = {keys.REAL_HELD_OUT: ev.interval(np.median, real_nn),
+                    keys.REAL_TRAIN_OTHER_DAYS: ev.interval_of(np.median, nearest_other_days(ev.train_all, ev.rng)),
                     "classes": {}}
     quiet_nn = generated_nn[ev.labels == QUIET_LABEL]
     own_nn = None
-    if config.novelty_target:  # the same requests and seeds without the novelty guidance: the model's own
+    if config.novelty_target:
         n = config.num_per_class
         own = [ev.sample(list(ev.labels[k * n:(k + 1) * n]), config.seed, novelty_target=0.0,
                          positions=None if ev.requested_arcsec is None else ev.requested_arcsec[k * n:(k + 1) * n])[0]
                for k in range(len(ev.classes))]
         own_nn = nearest_distances(torch.cat(own), train)
         memorisation["novelty_target"] = config.novelty_target
+
+    def over(a, b):
+        return ev.interval(lambda g, r: np.median(g) / np.median(r), a, b)
+
     for c in ev.classes:
         values = generated_nn[ev.labels == c]
-        row = {"median": ev.interval(np.median, values),
-               "over real held-out": ev.interval(lambda g, r: np.median(g) / np.median(r), values, real_nn)}
+        row = {"median": ev.interval(np.median, values), keys.OVER_REAL_HELD_OUT: over(values, real_nn)}
         if len(quiet_nn) and c != QUIET_LABEL:
-            row["over generated quiet"] = ev.interval(lambda g, q: np.median(g) / np.median(q), values, quiet_nn)
+            row[keys.OVER_GENERATED_QUIET] = over(values, quiet_nn)
         if own_nn is not None:
-            row["without novelty guidance, over real held-out"] = ev.interval(
-                lambda g, r: np.median(g) / np.median(r), own_nn[ev.labels == c], real_nn)
+            row[keys.OVER_REAL_HELD_OUT_WITHOUT_NOVELTY] = over(own_nn[ev.labels == c], real_nn)
         memorisation["classes"][c] = row
+    return memorisation
 
-    # (d) diversity: images of one request (same class and position, other seeds), and real frames
+
+def diversity_section(ev) -> dict:
+    """(d) The mean RMS distance between images of one request (same class and position, other
+    seeds), and between random pairs of real frames of the split."""
     n_positions = len(ev.position_cycle)
     diversity = {"classes": {}}
     for c in ev.classes:
@@ -243,30 +276,35 @@ def flare_sections(ev, splits=("train", "validation", "test"), num_move: int = 8
         pairs = [(idx[n], idx[m]) for n in range(len(idx)) for m in range(n + 1, len(idx))
                  if (m - n) % n_positions == 0]
         if pairs:
-            d = np.array([_rms(ev.generated[i], ev.generated[j]) for i, j in pairs])
-            diversity["classes"][c] = ev.interval(np.mean, d)
+            diversity["classes"][c] = ev.interval(np.mean, np.array([_rms(ev.generated[i], ev.generated[j])
+                                                                     for i, j in pairs]))
     real_idx = ev.rng.permutation(len(ev.real_all))[:2 * min(64, len(ev.real_all) // 2)]
     d = np.array([_rms(ev.real_all.images[i], ev.real_all.images[j]) for i, j in zip(real_idx[::2], real_idx[1::2])])
     if len(d) > 1:
-        diversity[f"real {ev.split} (random pairs)"] = ev.interval(np.mean, d)
+        diversity[keys.REAL_SPLIT] = ev.interval(np.mean, d)
+    return diversity
 
-    # (e) away from the requested position: the disk's 99th percentile
+
+def away_section(ev) -> dict:
+    """(e) The disk's 99th percentile beyond ``AWAY_RADIUS_PX`` of the requested positions, per
+    class, against real frames of the split at the same positions (mean, and central 95%)."""
+    on_disk, size = _on_disk(ev), ev.pipe.unet.config.sample_size
+    rows, cols = np.mgrid[:size, :size]
+
     def away_masks(where):
-        rows, cols = np.mgrid[:size, :size]
         return np.stack([on_disk & (np.hypot(cols - x, rows - y) > AWAY_RADIUS_PX) for x, y in where])
 
     away = {"radius_px": AWAY_RADIUS_PX, "classes": {}}
     gen_away = disk_percentile(ev.generated, away_masks(ev.requested_px))
     for c in ev.classes:
-        away["classes"][c] = per_channel(gen_away[ev.labels == c])
+        away["classes"][c] = _per_channel(ev, gen_away[ev.labels == c])
     real_at = ev.requested_px[np.arange(len(ev.real_all)) % len(ev.requested_px)]
     real_away = disk_percentile(ev.real_all.images, away_masks(real_at))
     real_away[real_away <= 0] = np.nan  # blank channels of some composites
-    away[f"real {ev.split}"] = per_channel(real_away)
-    away[f"real {ev.split}, central 95% of frames"] = {
-        w: [float(v) for v in np.nanpercentile(real_away[:, i], [2.5, 97.5])] for i, w in enumerate(wavelengths)}
-    return {"signature": signature, "moved": moved, "memorisation": memorisation, "diversity": diversity,
-            "away": away, "positions_arcsec": [list(p) for p in ev.position_cycle]}
+    away[keys.REAL_SPLIT] = _per_channel(ev, real_away)
+    away[keys.REAL_SPLIT_CENTRAL_95] = {w: [float(v) for v in np.nanpercentile(real_away[:, i], [2.5, 97.5])]
+                                        for i, w in enumerate(_wavelengths(ev))}
+    return away
 
 
 def _rms(a, b) -> float:
@@ -286,10 +324,10 @@ def check_done(flare: dict, classes=("quiet", "C", "M"), channels=("94", "131"))
     sig = flare["signature"]["classes"]
     result = {}
     for w in channels:
-        def mean(c, key="generated"):
+        def mean(c, key=keys.GENERATED):
             row = sig.get(c, {}).get(key, {}).get(w)
             return None if not row or row.get("value") is None else row
-        m, x, real_m = mean("M"), mean("X"), mean("M", "real at HEK positions")
+        m, x, real_m = mean("M"), mean("X"), mean("M", keys.REAL_AT_HEK_POSITIONS)
         result[w] = {
             "m_within_real": None if m is None or real_m is None or "low" not in real_m
             else bool(m["value"] >= real_m["low"]),
@@ -297,20 +335,28 @@ def check_done(flare: dict, classes=("quiet", "C", "M"), channels=("94", "131"))
             "ordered": None if any(mean(c) is None for c in classes)
             else bool(all(mean(a)["value"] < mean(b)["value"] for a, b in zip(classes, classes[1:]))),
         }
-        steps = flare["signature"].get("paired steps (same seeds and positions)")
+        steps = flare["signature"].get(keys.PAIRED_STEPS)
         if steps:
-            ladder = [name.split(" minus ")[::-1] for name in steps]  # (from, to)
-            top = next((k for k, (_, b) in enumerate(ladder) if b == classes[-1]), None)
-            result[w]["separated"] = None if top is None or ladder[0][0] != classes[0] else bool(all(
-                "low" in steps[name][w] and steps[name][w]["low"] > 0 for name in list(steps)[:top + 1]))
+            result[w]["separated"] = _separated(steps, list(sig), classes, w)
     away = flare.get("away", {})
-    ranges = next((v for k, v in away.items() if k.endswith("central 95% of frames")), None)
+    ranges = away.get(keys.REAL_SPLIT_CENTRAL_95)
     if ranges:
         result["away_within_real_range"] = all(ranges[w][0] <= row[w]["value"] <= ranges[w][1]
                                                for row in away["classes"].values() for w in ranges)
     memorisation = flare.get("memorisation", {}).get("classes", {})
     if memorisation:
-        result["no_copies"] = all(memorisation[c]["over generated quiet"]["value"] >= 0.9
-                                  and memorisation[c]["over real held-out"]["value"] >= 0.8
+        result["no_copies"] = all(memorisation[c][keys.OVER_GENERATED_QUIET]["value"] >= 0.9
+                                  and memorisation[c][keys.OVER_REAL_HELD_OUT]["value"] >= 0.8
                                   for c in ("M", "X") if c in memorisation)
     return result
+
+
+def _separated(steps: dict, ladder: list, classes, w: str) -> bool | None:
+    """Whether every paired step of ``ladder`` (the report's classes, in order) from ``classes[0]``
+    up to ``classes[-1]`` has its interval above 0 in channel ``w``; None if those steps are not all there."""
+    pairs = [(a, b) for a, b in zip(ladder, ladder[1:]) if keys.paired_step(a, b) in steps]
+    top = next((k for k, (_, b) in enumerate(pairs) if b == classes[-1]), None)
+    if top is None or pairs[0][0] != classes[0]:
+        return None
+    return bool(all("low" in steps[keys.paired_step(a, b)][w] and steps[keys.paired_step(a, b)][w]["low"] > 0
+                    for a, b in pairs[:top + 1]))

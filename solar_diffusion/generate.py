@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from solar_diffusion.colormaps import colorize
 from solar_diffusion.files import atomic_write
 from solar_diffusion.hub import model_name as readable_model_name
+from solar_diffusion.progress import job_bar
 from solar_diffusion.startup import scipy_on_demand
 
 with scipy_on_demand():  # diffusers' UNet and schedulers without scipy.stats at start-up (0.8 s)
@@ -248,8 +250,6 @@ def generate_to_folder(
     removes the files that run's ``generation.json`` names (nothing else): one run per folder.
     ``progress`` shows one bar over all the images (on a terminal).
     """
-    from solar_diffusion.progress import job_bar
-
     if file_format == "fits":  # sunpy.map and astropy: imported only to write FITS (a second or more at start-up)
         from solar_diffusion.maps import write_fits  # noqa: F401  (here: a missing sunpy fails before any work)
 
@@ -314,7 +314,7 @@ def write_record(out_dir: Path, settings: dict, records: list):
 def _generate_files(pipe, out_dir, labels, seed, num_inference_steps, guidance_scale, batch_size, positions,
                     file_format, model_name, records, previews, bar, novelty_target=None):
     """Sample and write the images, appending each one's record as soon as its files are whole."""
-    if file_format == "fits":
+    if file_format == "fits":  # sunpy and astropy (about 2.5 s to import): only FITS output needs them
         from solar_diffusion.maps import write_fits
     for out in sample_batches(pipe, labels, seed, num_inference_steps, guidance_scale, batch_size, positions,
                               novelty_target):
@@ -410,8 +410,6 @@ def preview_image(model_image: np.ndarray, channel: int | None = None, cmap: str
 
     levels = (np.clip(model_image, -1, 1) + 1) / 2
     if channel is not None and cmap:
-        from solar_diffusion.colormaps import colorize
-
         return Image.fromarray(colorize(north_up(levels[channel]), cmap))
     pixels = north_up(np.round(levels * 255).astype(np.uint8))
     if channel is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from solar_diffusion import __version__
+
 
 def model_name(model) -> str:
     """How a generated file names its model: a Hub id as given, a local folder by its last part
@@ -102,8 +104,6 @@ def push_folder(folder, repo_id: str, api=None, private: bool = False) -> tuple[
     A pushed model loads with ``DiffusionPipeline.from_pretrained(repo, custom_pipeline=repo,
     trust_remote_code=True)``, a pushed dataset with ``load_dataset(repo)``.
     """
-    from solar_diffusion import __version__
-
     kind = folder_kind(folder)
     if api is None:
         from huggingface_hub import HfApi

@@ -21,8 +21,10 @@ import numpy as np
 import torch
 
 from solar_diffusion.files import atomic_write
+from solar_diffusion.flare_evaluation import nearest_other_days
 from solar_diffusion.pipelines import (NOVELTY_MAX_PUSH, NOVELTY_POOL_PX, NOVELTY_TARGET, NOVELTY_UNTIL_TIMESTEP,
                                        ClipLogNormalization)
+from solar_diffusion.splits import LabelledImages, dataset_info, load_split, resize
 
 
 def training_layouts(images, day_distance: float, pool_px: int = NOVELTY_POOL_PX, target: float = NOVELTY_TARGET,
@@ -58,9 +60,6 @@ def split_layouts(dataset, normalization: ClipLogNormalization, image_size: int,
     """The ``novelty`` config of a model from a split's frames (read ``chunk`` at a time, in model
     space at ``image_size``); ``defaults`` are ``training_layouts``'s (target, max_push,
     until_timestep)."""
-    from solar_diffusion.flare_evaluation import nearest_other_days
-    from solar_diffusion.splits import LabelledImages, dataset_info, load_split, resize
-
     unit = dataset_info(dataset)["unit"]
     if unit != normalization.unit:
         raise ValueError(f"{dataset} holds {unit!r} images but the model expects {normalization.unit!r}")

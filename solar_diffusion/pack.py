@@ -4,8 +4,9 @@
 image encoded on its own, the other columns as built) and ``manifest.json``: the build record
 (unit, vocabulary, counts, channels, size, median solar radius and time of the training frames),
 the frames' disk geometry, the image encoding with its measured error, and a SHA-256 per file.
-``solar_diffusion.splits`` reads a pack wherever it reads a dataset folder, with numpy, pyarrow
-and Pillow alone, so a pack trains on a node that has no ``datasets``, sunpy or astropy.
+``solar_diffusion.splits`` reads a pack (its ``decode_frame`` undoes ``encode_frame``) wherever
+it reads a dataset folder, with numpy, pyarrow and Pillow alone, so a pack trains on a node that
+has no ``datasets``, sunpy or astropy.
 
 Images in DN/s (float32) are stored losslessly (each frame's bytes split by significance, then
 zstd). Browse brightness (uint8) is stored losslessly as PNG where the pack fits ``max_mb``, else
@@ -14,6 +15,7 @@ the least mean squared error, where JPEG's usual tables spend it on what the eye
 finest step that fits. Three channels go into one 4:4:4 colour image, whose colour transform
 shares what the channels have in common; other channel counts are stacked into one grey image.
 
+>>> from solar_diffusion.splits import decode_frame
 >>> encoding = {"codec": "jpeg", "step": 4, "layout": "stack"}
 >>> frame = np.full((1, 16, 16), 100, np.uint8)
 >>> int(decode_frame(encode_frame(frame, encoding), encoding, frame.shape, frame.dtype).max())
@@ -24,45 +26,28 @@ from __future__ import annotations
 
 import io
 import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from solar_diffusion.files import atomic_write, sha256_file
+from solar_diffusion.splits import (
+    MANIFEST,
+    PACK_FORMAT,
+    build_geometry,
+    dataset_info,
+    decode_frames,
+    image_array,
+    is_pack,
+    split_table,
+)
 
-#: The format this module writes and reads (``manifest.json``'s ``format``).
-PACK_FORMAT = "solar-diffusion-pack/1"
-MANIFEST = "manifest.json"
 #: JPEG quantisation steps tried for browse images, finest first, when PNG does not fit.
 JPEG_STEPS = (2, 3, 4, 5, 6, 7, 8, 10, 12)
 #: Parts of the build record left out of a pack: per-frame lists about the source files.
 PER_FRAME_RECORDS = ("rejected", "frame_notes")
 DEFAULT_SPLITS = ("train", "validation")
 DEFAULT_MAX_MB = 25.0
-
-
-def is_pack(path) -> bool:
-    """Whether ``path`` is a training pack folder (it holds ``manifest.json``).
-
-    >>> is_pack("no/such/folder")
-    False
-    """
-    return (Path(path) / MANIFEST).is_file()
-
-
-def read_manifest(pack_dir) -> dict:
-    """A pack's manifest, checked to be one this module reads."""
-    path = Path(pack_dir) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable pack manifest ({err})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != PACK_FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ValueError(f"{path}: format {found!r} is not {PACK_FORMAT!r}: not a solar-diffusion training pack")
-    return manifest
 
 
 # ------------------------------------------------------------------------------------------
@@ -85,31 +70,6 @@ def encode_frame(image: np.ndarray, encoding: dict) -> bytes:
         Image.fromarray(np.ascontiguousarray(plane)).save(buffer, format="JPEG", qtables=tables, subsampling=0,
                                                           optimize=True)
     return buffer.getvalue()
-
-
-class ShapeMismatch(ValueError):
-    """A frame decodes to another shape than the manifest's channels and size."""
-
-
-def decode_frame(data: bytes, encoding: dict, shape, dtype) -> np.ndarray:
-    """The (C, H, W) image of ``encode_frame``'s bytes; raises ValueError if they do not decode to ``shape``."""
-    if encoding["codec"] == "float32-split":
-        planes = np.frombuffer(data, np.uint8)
-        if planes.size != 4 * math.prod(shape):
-            raise ShapeMismatch(f"{planes.size} bytes, not those of a float32 image of {'x'.join(map(str, shape))}")
-        return planes.reshape(4, -1).T.copy().view("<f4").reshape(shape).astype(dtype, copy=False)
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        pixels = np.asarray(image)
-    if encoding["layout"] == "rgb":
-        pixels = np.moveaxis(pixels, -1, 0) if pixels.ndim == 3 else pixels
-    elif pixels.ndim == 2 and pixels.shape == (shape[0] * shape[1], shape[2]):
-        pixels = pixels.reshape(shape)
-    if pixels.shape != tuple(shape):
-        raise ShapeMismatch(f"image is {'x'.join(map(str, pixels.shape))} px, the manifest's channels and size make "
-                            f"{'x'.join(map(str, shape))}")
-    return pixels.astype(dtype, copy=False)
 
 
 def _layout(n_channels: int) -> str:
@@ -197,8 +157,6 @@ def write_pack(dataset_dir, out, splits=DEFAULT_SPLITS, max_mb: float | None = D
     ...
     FileNotFoundError: no/such/dataset has no build_info.json: build it with solar-diffusion build-dataset
     """
-    from solar_diffusion.splits import build_geometry, dataset_info, image_array, split_table
-
     dataset_dir, out = Path(dataset_dir), Path(out)
     info = dataset_info(dataset_dir)
     if is_pack(dataset_dir):
@@ -235,7 +193,7 @@ def write_pack(dataset_dir, out, splits=DEFAULT_SPLITS, max_mb: float | None = D
                 manifest["left_out"][split] = f"the pack would be {size_mb:.1f} MB, over {max_mb:g} MB"
                 log(f"left out split {split!r}: {manifest['left_out'][split]}")
                 continue
-            error = _error(images, _decode_all(_read_blobs(path), encoding, images.shape[1:], images.dtype, path))
+            error = _error(images, decode_frames(_read_blobs(path), encoding, images.shape[1:], images.dtype, path))
         total += path.stat().st_size
         ids, n = np.unique(table.column("flare_class").to_numpy(), return_counts=True)
         counts = {info["vocabulary"][i]: int(c) for i, c in zip(ids, n)}
@@ -271,106 +229,13 @@ def _encode_first(table, images, candidates, budget, path: Path, log):
                                  f"over the {budget / 1e6:.2f} MB it may have: raise --max-mb")
             log(f"warning: split {path.stem!r} takes {size / 1e6:.1f} MB, over the {budget / 1e6:.2f} MB it may have")
         log(f"encoding: {describe(encoding)}")
-        return path, encoding, _error(images, _decode_all(_read_blobs(path), encoding, images.shape[1:],
-                                                          images.dtype, path))
+        return path, encoding, _error(images, decode_frames(_read_blobs(path), encoding, images.shape[1:],
+                                                            images.dtype, path))
     raise AssertionError("no encoding to try")
 
 
-# ------------------------------------------------------------------------------------------
-# reading
-# ------------------------------------------------------------------------------------------
-
-
 def _read_blobs(path: Path) -> list:
+    """The encoded images of a written pack file (to measure the encoding's error)."""
     import pyarrow.parquet as pq
 
     return pq.read_table(path, columns=["image"]).column("image").to_pylist()
-
-
-def _decode_all(blobs, encoding, shape, dtype, path: Path, t_obs=None) -> np.ndarray:
-    images = np.empty((len(blobs), *shape), dtype)
-    for i, blob in enumerate(blobs):
-        try:
-            images[i] = decode_frame(blob, encoding, shape, dtype)
-        except (OSError, ValueError, SyntaxError) as err:  # what Pillow raises for bad bytes; ours for a bad shape
-            when = f" ({t_obs[i]})" if t_obs is not None else ""
-            what = "" if isinstance(err, ShapeMismatch) else "image does not decode: "
-            raise ValueError(f"{path} row {i}{when}: {what}{err}") from None
-    return images
-
-
-@dataclass
-class ClassNames:
-    """The label names of the ``flare_class`` column (as ``datasets.ClassLabel.names``)."""
-
-    names: list
-
-
-class PackedSplit:
-    """A split of a training pack, decoded into memory.
-
-    It answers what the scripts ask of a ``datasets.Dataset``: ``len``, ``split[i]`` (a row of
-    numpy values), ``split["column"]`` (a numpy array; ``"image"`` is (N, C, H, W) in the stored
-    dtype, uint8 for browse images) and ``split.features["flare_class"].names``; and
-    ``__getitems__``, with which a DataLoader fetches a batch in one call.
-    """
-
-    def __init__(self, columns: dict, label_names):
-        self.columns = columns
-        self.features = {"flare_class": ClassNames(list(label_names))}
-
-    @property
-    def column_names(self) -> list:
-        return list(self.columns)
-
-    def __len__(self):
-        return len(next(iter(self.columns.values())))
-
-    def __getitem__(self, key):
-        if isinstance(key, str):
-            return self.columns[key]
-        return {name: values[key] for name, values in self.columns.items()}
-
-    def __getitems__(self, indices):
-        return [self[int(i)] for i in indices]
-
-
-def load_pack_split(pack_dir, split, config_name=None, columns=("image", "flare_class")) -> PackedSplit:
-    """A split of a pack with its images decoded, checked against the manifest (hash, rows, shape)."""
-    import pyarrow.parquet as pq
-
-    pack_dir = Path(pack_dir)
-    manifest = read_manifest(pack_dir)
-    if config_name and config_name != manifest["config_name"]:
-        raise ValueError(f"{pack_dir}: holds config {manifest['config_name']!r}, not {config_name!r}")
-    if split not in manifest["splits"]:
-        left = manifest.get("left_out", {}).get(split)
-        raise ValueError(f"{pack_dir}: no split {split!r} in this pack (it has: {', '.join(manifest['splits'])})"
-                         + (f"; left out when packed: {left}" if left else "; pack it with --splits"))
-    entry = manifest["splits"][split]
-    path = pack_dir / entry["file"]
-    if not path.is_file():
-        raise ValueError(f"{path}: missing from the pack")
-    expected = manifest["files"][entry["file"]]["sha256"]
-    if (found := sha256_file(path)) != expected:
-        raise ValueError(f"{path}: SHA-256 {found[:12]}... is not the manifest's {expected[:12]}...: "
-                         f"the file is corrupt or from another pack; pack again")
-    table = pq.read_table(path)
-    if table.num_rows != entry["rows"]:
-        raise ValueError(f"{path}: {table.num_rows} rows but the manifest says {entry['rows']}")
-    missing = [c for c in columns if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{path}: no column {', '.join(missing)}")
-    info = manifest["build_info"]
-    from solar_diffusion.splits import image_dtype
-
-    values = {}
-    for name in columns:
-        if name == "image":
-            shape = (len(info["config"]["channels"]), info["config"]["size"], info["config"]["size"])
-            t_obs = table.column("t_obs").to_numpy() if "t_obs" in table.column_names else None
-            values[name] = _decode_all(table.column("image").to_pylist(), manifest["encoding"], shape,
-                                       image_dtype(info["unit"]), path, t_obs)
-        else:
-            values[name] = table.column(name).to_numpy(zero_copy_only=False)
-    return PackedSplit(values, info["vocabulary"])

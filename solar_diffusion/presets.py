@@ -46,7 +46,7 @@ def build_unet(preset: str, sample_size: int, num_labels: int, in_channels: int 
     ``conditioning="class"``: ``num_labels`` is the size of the label vocabulary; the UNet gets
     one more class embedding, the null class of classifier-free guidance (id ``num_labels``).
     ``conditioning="flux"``: the continuous log10 peak flux enters through a sinusoidal
-    projection (``class_embed_type="timestep"``, see ``flux_condition``); ``num_labels`` is unused.
+    projection (``class_embed_type="timestep"``, see ``flux_class_input``); ``num_labels`` is unused.
     ``conditioning="flare"``: that flux embedding, plus the flare map (strength and position of
     each flare, ``flare_map``) concatenated to the input as ``FLARE_MAP_CHANNELS`` more channels.
 

@@ -15,9 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-from solar_diffusion.evaluation_report import fmt
+from solar_diffusion import evaluation_keys as keys
+from solar_diffusion.evaluation_report import disk_rows, flare_tables, fmt, paired_steps
 from solar_diffusion.files import atomic_write
-from solar_diffusion.pipelines import describe_guidance
+from solar_diffusion.generate import describe_guidance
 
 SUMMARY_START, SUMMARY_END = "<!-- results-summary:start -->", "<!-- results-summary:end -->"
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,11 +54,13 @@ def summary(results: dict, link: str = "reports/README.md") -> str:
         if ev.get("flare"):
             lines += _flare_summary(ev["flare"], s["split"])
         for space, pooled in ((n, v["pooled"]) for n, v in ev["feature_spaces"].items() if "pooled" in v):
-            lines.append(f"- Fréchet distance ({space}, pooled over the scored classes): {fmt(pooled['frechet'])}; "
+            lines.append(f"- Fréchet distance ({keys.label(space)}, pooled over the scored classes): "
+                         f"{fmt(pooled['frechet'])}; "
                          f"real train frames against the same real frames: {fmt(pooled['floor_frechet'])}.")
         lowest = ev["model"]["classes"][0]
-        flare_rows = {c: row[f"generated minus {lowest}"] for c, row in ev["peak_brightness"].items()
-                      if f"generated minus {lowest}" in row and c in ("M", "X")}
+        difference = keys.minus_lowest(keys.GENERATED)
+        flare_rows = {c: row[difference] for c, row in ev["peak_brightness"].items()
+                      if difference in row and c in ("M", "X")}
         if flare_rows:
             lines.append(f"- Brightest 0.2% of on-disk pixels minus {lowest} (model space; a flare should raise it): "
                          + "; ".join(f"{c} {fmt(r)}" for c, r in flare_rows.items()) + ".")
@@ -83,6 +86,76 @@ def summary(results: dict, link: str = "reports/README.md") -> str:
     lines += _student_summary(results["student"])
     lines += ["", f"All tables, with sample sizes and what each interval means: [{link}]({link})."]
     return "\n".join(lines)
+
+
+def readme_summary(results: dict, link: str = "reports/README.md") -> str:
+    """README.md's headline lines (the flare model's release checks, its 131 Å class steps, copies,
+    Fréchet distances, the paper's question), with a link to the results page."""
+    lines = []
+    ev = results["evaluation"]
+    if ev:
+        s = ev["settings"]
+        guidance = describe_guidance(s["guidance_scale"], ev["model"].get("guidance_by_flux"))
+        lines += [f"Bundled model against the real `{s['split']}` months ({s['num_per_class']} images per class, "
+                  f"{ev['model']['num_inference_steps']} steps, {guidance}; 95% intervals):", ""]
+        if ev.get("flare"):
+            lines += _flare_headline(ev["flare"], s["split"])
+        pooled = {space: v["pooled"] for space, v in ev["feature_spaces"].items() if "pooled" in v}
+        lines.append("- Fréchet distance pooled over the scored classes, and its floor (real train frames against "
+                     "the same real frames): "
+                     + "; ".join(f"{keys.label(space)} {fmt(p['frechet'])}, floor {fmt(p['floor_frechet'])}"
+                                 for space, p in pooled.items()) + ".")
+    if results["classifier"] or results["predictor"]:
+        lines.append(_question_headline(results["classifier"], results["predictor"]))
+    return "\n".join(lines + ["", f"Every table, with sample sizes and what each interval means: [{link}]({link})."])
+
+
+def _flare_headline(flare: dict, split: str) -> list:
+    """The README's lines on the flare: release checks passed, the 131 Å class steps, copies."""
+    checks = flare.get("checks", {})
+    passed = {f"{w} Å {name}": ok for w, row in checks.items() if isinstance(row, dict) for name, ok in row.items()}
+    passed |= {name: ok for name, ok in checks.items() if not isinstance(ok, dict)}
+    failing = [name for name, ok in passed.items() if not ok]
+    lines = ["- Release checks of the flare model ([what they check](docs/evaluation.md#release-checks)): "
+             f"{len(passed) - len(failing)} of {len(passed)} pass"
+             + (f"; failing: {', '.join(failing)}." if failing else ".")]
+    steps = paired_steps(flare["signature"])
+    if steps and "131" in flare["signature"]["channels"]:
+        lines.append("- 131 Å at the requested position, each step up the classes (same seeds and positions; "
+                     "brightest 3x3 pixels, fraction of the 8-bit range): "
+                     + "; ".join(f"{name} {fmt(row['131'])}" for name, row in steps) + ".")
+    mem = flare["memorisation"]["classes"]
+
+    def copies(key: str) -> str:
+        return "; ".join(f"{c} {fmt(mem[c][key])}" for c in ("M", "X") if c in mem)
+
+    lines.append(f"- Copies? Median distance to the nearest training frame, over that of real frames of months never "
+                 f"seen ({split}): {copies(keys.OVER_REAL_HELD_OUT)}"
+                 + ("" if "novelty_target" not in flare["memorisation"] else
+                    f" (without novelty guidance: {copies(keys.OVER_REAL_HELD_OUT_WITHOUT_NOVELTY)})") + ".")
+    return lines
+
+
+def _question_headline(clf: dict | None, pred: dict | None) -> str:
+    """The paper's question in one line: the last arm (real + synthetic) against each other arm."""
+    def against(comparison: dict, figure: str) -> list:
+        *others, synthetic = comparison["arms"]
+        return [(other, comparison["differences"][f"{synthetic} - {other}"][figure]) for other in others]
+
+    def verdict(d: dict) -> str:
+        word = "better" if d["low"] > 0 else "worse" if d["high"] < 0 else "no difference detected"
+        return f"{word}, {'+' if d['value'] >= 0 else ''}{fmt(d)}"
+
+    parts = []
+    if clf:
+        parts.append("Flare-class classifier, macro-F1 against "
+                     + "; ".join(f"{other}: {verdict(d)}" for other, d in against(clf["comparison"], "macro-F1")))
+    if pred:
+        tss = [d for t in pred["thresholds"].values() if "comparison" in t for _, d in against(t["comparison"], "TSS")]
+        found = sum(not d["low"] <= 0 <= d["high"] for d in tss)
+        parts.append(f"24 h flare predictor, TSS: a difference detected in {found} of {len(tss)} comparisons")
+    return "- Do synthetic images of big flares help (real + synthetic frames against each other arm)? " \
+        + ". ".join(parts) + "."
 
 
 def _student_summary(bench: dict | None) -> list:
@@ -128,10 +201,10 @@ def _flare_summary(flare: dict, split: str) -> list:
     for w in ("94", "131"):
         if w not in flare["signature"]["channels"]:
             continue
-        generated = "; ".join(f"{c} {fmt(row['generated'][w])}" for c, row in sig.items())
-        real = "; ".join(f"{c} {fmt(row['real at HEK positions'][w])}" for c, row in sig.items()
-                         if "real at HEK positions" in row and c in ("C", "M", "X"))
-        step = flare["signature"].get("paired steps (same seeds and positions)", {}).get("M minus C")
+        generated = "; ".join(f"{c} {fmt(row[keys.GENERATED][w])}" for c, row in sig.items())
+        real = "; ".join(f"{c} {fmt(row[keys.REAL_AT_HEK_POSITIONS][w])}" for c, row in sig.items()
+                         if keys.REAL_AT_HEK_POSITIONS in row and c in ("C", "M", "X"))
+        step = flare["signature"].get(keys.PAIRED_STEPS, {}).get(keys.paired_step("C", "M"))
         step = "" if not step else (f" M minus C, paired (same seeds and positions): {fmt(step[w])}"
                                     + (" (a tie)" if step[w].get("low", 1) <= 0 <= step[w].get("high", -1) else "")
                                     + ".")
@@ -144,13 +217,13 @@ def _flare_summary(flare: dict, split: str) -> list:
                      f"real {split} frames in every channel: {'yes' if checks['away_within_real_range'] else 'no'}.")
     mem = flare["memorisation"]["classes"]
     lines.append("- Copies? Median distance to the nearest training frame, over that of generated quiet images: "
-                 + "; ".join(f"{c} {fmt(row['over generated quiet'])}" for c, row in mem.items()
-                             if "over generated quiet" in row and c in ("M", "X"))
+                 + "; ".join(f"{c} {fmt(row[keys.OVER_GENERATED_QUIET])}" for c, row in mem.items()
+                             if keys.OVER_GENERATED_QUIET in row and c in ("M", "X"))
                  + f"; over that of real frames of months never seen ({split}): "
-                 + "; ".join(f"{c} {fmt(row['over real held-out'])}" for c, row in mem.items() if c in ("M", "X"))
+                 + "; ".join(f"{c} {fmt(row[keys.OVER_REAL_HELD_OUT])}" for c, row in mem.items() if c in ("M", "X"))
                  + ("" if "novelty_target" not in flare["memorisation"] else
                     f" (with the novelty guidance, target {flare['memorisation']['novelty_target']:g} day distances; without it: "
-                    + "; ".join(f"{c} {fmt(row['without novelty guidance, over real held-out'])}"
+                    + "; ".join(f"{c} {fmt(row[keys.OVER_REAL_HELD_OUT_WITHOUT_NOVELTY])}"
                                 for c, row in mem.items() if c in ("M", "X")) + ")") + ".")
     return lines
 
@@ -179,8 +252,6 @@ def results_page(results: dict) -> str:
 
 
 def _evaluation_section(ev: dict, title: str, folder: str) -> list:
-    from solar_diffusion.evaluation_report import flare_tables
-
     s, split = ev["settings"], ev["settings"]["split"]
     lines = [f"## {title}", "",
              f"`solar-diffusion evaluate --model {s['model']} --dataset {s['dataset']} --split {split} --num-images "
@@ -202,37 +273,35 @@ def _evaluation_section(ev: dict, title: str, folder: str) -> list:
             continue
         for key, label in (("frechet", "Fréchet distance"), ("kid", "KID"), ("precision", "precision"),
                            ("recall", "recall"), ("two_sample_accuracy", "real-vs-synthetic classifier accuracy")):
-            lines.append(f"| {label}, {space} | {fmt(pooled[key])} | {fmt(pooled['floor_' + key])} |")
+            lines.append(f"| {label}, {keys.label(space)} | {fmt(pooled[key])} | {fmt(pooled['floor_' + key])} |")
     f1 = ev["conditioning_f1"]
     if f1["classes"]:
         lines.append(f"| conditioning macro-F1 ({', '.join(f1['classes'])}), solar encoder | "
-                     f"{fmt(f1['generated']['macro'])} | {fmt(f1[f'real {split}']['macro'])} (the encoder on real "
+                     f"{fmt(f1[keys.GENERATED]['macro'])} | {fmt(f1[keys.REAL_SPLIT]['macro'])} (the encoder on real "
                      f"{split} frames) |")
     lowest = ev["model"]["classes"][0]
     lines += ["", f"What a flare does: the brightest 0.2% of on-disk pixels (model space; 0.01 is 1.3 levels of the "
                   f"8-bit scale), minus that of `{lowest}` images:", "",
               f"| class | generated | real {split} | real train |", "|---|---|---|---|"]
     for c, row in list(ev["peak_brightness"].items())[1:]:
-        lines.append(f"| {c} | " + " | ".join(fmt(row.get(f"{k} minus {lowest}", "too few images"))
-                                              for k in ("generated", f"real {split}", "real train")) + " |")
+        lines.append(f"| {c} | " + " | ".join(fmt(row.get(keys.minus_lowest(k), "too few images"))
+                                              for k in (keys.GENERATED, keys.REAL_SPLIT, keys.REAL_TRAIN)) + " |")
     disk = ev.get("disk_geometry")
     if disk:
         lines += ["", "Where the Sun is: the limb found in each image as the builder finds it on real frames, "
                       "against the disk the FITS header states:", "",
                   "| images | limb found | median centre offset, px | median radius / header's |", "|---|---|---|---|"]
-        for key, row in disk["classes"].items():
+        for name, row in disk_rows(disk, split):
             if "centre_offset_px" in row:
-                lines.append(f"| {key} | {fmt(row['found'])} | {fmt(row['centre_offset_px'])} | "
+                lines.append(f"| {name} | {fmt(row['found'])} | {fmt(row['centre_offset_px'])} | "
                              f"{fmt(row['radius_ratio'], 4)} |")
     exposure = ev["exposure_outliers"]["classes"]
     lines += ["", "Exposure outliers (image mean outside the range of 99% of real train frames): "
-              + "; ".join(f"{c} {fmt(r['generated'])}" for c, r in exposure.items()) + ".", ""]
+              + "; ".join(f"{c} {fmt(r[keys.GENERATED])}" for c, r in exposure.items()) + ".", ""]
     return lines
 
 
 def _classifier_section(clf: dict) -> list:
-    from solar_diffusion.training.experiments import comparison_tables
-
     counts = ", ".join(f"{g} {clf['scored_counts'][g]} frames ({clf['scored_flares'][g]} flares)"
                        for g in clf["group_names"])
     lines = ["## Experiment 1: a flare-class classifier, four arms", "",
@@ -247,8 +316,6 @@ def _classifier_section(clf: dict) -> list:
 
 
 def _predictor_section(pred: dict) -> list:
-    from solar_diffusion.training.experiments import comparison_tables
-
     lines = ["## Experiment 2: a 24 h flare predictor, four arms", "",
              f"`solar-diffusion experiment predictor --dataset {pred['settings']['dataset']}` (model "
              f"`{pred['settings']['model']}`), {pred['settings']['seeds']} seeds per arm; {pred['scored_frames']} "
@@ -262,6 +329,27 @@ def _predictor_section(pred: dict) -> list:
                   f"{t['scored_flares']} flares, base rate {t['scored_base_rate']:.3f}; {t['synthetic_positives']} "
                   "synthetic positives in the last arm.", ""]
         lines += comparison_tables(t["comparison"], ["TSS", "HSS", "BSS"]) + [""]
+    return lines
+
+
+def comparison_tables(comparison: dict, figures: list[str]) -> list[str]:
+    """Markdown of an experiment's comparison: the arms' figures, then the paired differences,
+    with their intervals."""
+    arms = list(comparison["arms"])
+    lines = ["| figure | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    for f in figures:
+        cells = [comparison["arms"][a][f] for a in arms]
+        lines.append(f"| {f} | " + " | ".join(f"{c['value']:.3f} [{c['low']:.3f}, {c['high']:.3f}]" for c in cells)
+                     + " |")
+    differences = list(comparison["differences"])
+    lines += ["", "| paired difference | " + " | ".join(figures) + " |", "|---" * (len(figures) + 1) + "|"]
+    for d in differences:
+        cells = [comparison["differences"][d][f] for f in figures]
+        lines.append(f"| {d} | " + " | ".join(f"{c['value']:+.3f} [{c['low']:.3f}, {c['high']:.3f}] "
+                                                f"(±{c['detectable']:.3f})" for c in cells) + " |")
+    lines += ["", f"95 % intervals: {comparison['resamples']} of {comparison['days']} days and "
+                  f"{comparison['seeds']} seeds; in brackets after a difference, the smallest difference the design "
+                  "detects (80 % power, 5 % two-sided)."]
     return lines
 
 
@@ -356,7 +444,8 @@ def made_files(root: Path = ROOT) -> dict[Path, str]:
     results = load_reports(root / "reports")
     card = _with_summary((root / "model_card.md").read_text(), summary(results), root / "model_card.md")
     return {root / "reports" / "README.md": results_page(results),
-            root / "README.md": _with_summary((root / "README.md").read_text(), summary(results), root / "README.md"),
+            root / "README.md": _with_summary((root / "README.md").read_text(), readme_summary(results),
+                                              root / "README.md"),
             root / "model_card.md": card,
             root / "solar_diffusion" / "models" / "default" / "README.md": card}
 

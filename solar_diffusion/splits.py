@@ -1,15 +1,17 @@
 """Reading the splits of a dataset made by ``solar-diffusion build-dataset``, or of its training
-pack (``solar-diffusion pack``).
+pack (``solar-diffusion pack``, which ``solar_diffusion.pack`` writes).
 
 One place for what training, evaluation and the experiments all need: the build record, a split
-as numpy columns, a split as model-space tensors with its label names, and the disk geometry of
-the frames. A pack folder works wherever a dataset folder does, and reading one needs only numpy,
-pyarrow and Pillow (no ``datasets``, no sunpy), as on an offline GPU node.
+as numpy columns, a split as model-space tensors with its label names, a frame's flares, and the
+disk geometry of the frames. A pack folder works wherever a dataset folder does, and reading one
+needs only numpy, pyarrow and Pillow (no ``datasets``, no sunpy), as on an offline GPU node.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from solar_diffusion import pack
-from solar_diffusion.pipelines import ClipLogNormalization, disk_center_px
+from solar_diffusion.files import sha256_file
+from solar_diffusion.pipelines import ClipLogNormalization, disk_center_px, flare_class_input, rescale_px
 
 #: The columns training reads (``load_split``'s default).
-TRAINING_COLUMNS = ("image", "flare_class", "peak_flux", "goes_flux_at_obs")
+TRAINING_COLUMNS = ("image", "flare_class", "flare_log10_peak_flux_goes_r", "goes_flux_at_obs")
+#: The training-pack format read here and written by ``solar_diffusion.pack`` (``manifest.json``'s ``format``).
+PACK_FORMAT = "solar-diffusion-pack/1"
+MANIFEST = "manifest.json"
 
 
 #: A Hub repo id, "owner/name".
@@ -82,8 +87,8 @@ def dataset_info(dataset_dir) -> dict:
 
     For a training pack, the record it carries (without the per-frame lists of rejected frames).
     """
-    if pack.is_pack(dataset_dir):
-        return pack.read_manifest(dataset_dir)["build_info"]
+    if is_pack(dataset_dir):
+        return read_manifest(dataset_dir)["build_info"]
     path = Path(dataset_dir) / "build_info.json"
     if not path.exists():
         raise FileNotFoundError(f"{dataset_dir} has no build_info.json: build it with solar-diffusion build-dataset")
@@ -137,7 +142,7 @@ def image_array(table, info: dict) -> np.ndarray:
 
 def load_split(dataset_dir, split, config_name=None, columns=TRAINING_COLUMNS):
     """A split with numpy ``columns``: a ``datasets.Dataset`` for a dataset folder, a
-    ``pack.PackedSplit`` (its images decoded into memory) for a training pack.
+    ``PackedSplit`` (its images decoded into memory) for a training pack.
 
     Both answer ``len``, ``split[i]`` (a row), ``split["column"]`` and
     ``split.features["flare_class"].names``. A dataset folder's own Parquet shards are read, in
@@ -146,8 +151,8 @@ def load_split(dataset_dir, split, config_name=None, columns=TRAINING_COLUMNS):
     record; a pack's files against their hashes.
     """
     check_schema(dataset_dir, columns)
-    if pack.is_pack(dataset_dir):
-        return pack.load_pack_split(dataset_dir, split, config_name, columns)
+    if is_pack(dataset_dir):
+        return load_pack_split(dataset_dir, split, config_name, columns)
     import datasets
 
     return datasets.Dataset(split_table(dataset_dir, split, config_name)).with_format("numpy", columns=list(columns))
@@ -175,8 +180,8 @@ def dataset_geometry(dataset_dir, image_size: int | None = None) -> dict:
     A pack carries the geometry at its own size (computed with sunpy when packing); a dataset
     folder's is computed from its build record. Either is scaled to ``image_size`` the same way.
     """
-    if pack.is_pack(dataset_dir):
-        geometry = pack.read_manifest(dataset_dir)["geometry"]
+    if is_pack(dataset_dir):
+        geometry = read_manifest(dataset_dir)["geometry"]
     else:
         geometry = build_geometry(dataset_info(dataset_dir))
     return geometry_at_size(geometry, image_size or geometry["image_size"])
@@ -184,6 +189,7 @@ def dataset_geometry(dataset_dir, image_size: int | None = None) -> dict:
 
 def build_geometry(info: dict) -> dict:
     """The disk geometry of a build record's frames at its own size (needs sunpy)."""
+    # here, not at the top: sunpy and astropy take about 2.5 s to import, and a pack is read without them
     from solar_diffusion.maps import disk_geometry
 
     return disk_geometry(info["config"]["size"], info["rsun_px_median"],
@@ -247,3 +253,165 @@ def model_space_split(dataset_dir, split, normalization: ClipLogNormalization, i
     images = normalization.forward(torch.from_numpy(np.asarray(ds["image"], dtype=np.float32)))
     labels = np.array([names[i] for i in ds["flare_class"]], dtype=object)
     return LabelledImages(resize(images, image_size), labels, np.asarray(ds["t_obs"]))
+
+
+def frame_flare_inputs(row, dataset_size: int, image_size: int) -> tuple[float, list, list]:
+    """A frame's inputs to a flare model, from its ``flares`` column (dataset schema 2): its class
+    input (``flare_class_input`` of its flares in progress), and the pixel positions (at ``image_size``) and log10 peak fluxes of its flares with a
+    usable position (``on_disk``).
+
+    >>> flares = {"log10_peak_flux_goes_r": [-5.0, -4.0], "on_disk": [True, False], "x_px": [10.0, 0.0],
+    ...           "y_px": [20.0, 0.0]}
+    >>> class_input, positions, fluxes = frame_flare_inputs({"flares": flares}, 128, 64)
+    >>> class_input == flare_class_input([-4.0]), len(positions), [float(f) for f in fluxes]
+    (True, 1, [-5.0])
+    """
+    flares = row["flares"]
+    fluxes = np.asarray(flares["log10_peak_flux_goes_r"], dtype=np.float64)
+    if not len(fluxes):
+        return flare_class_input(fluxes), [], []
+    keep = np.asarray(flares["on_disk"], dtype=bool)
+    xs = rescale_px(np.asarray(flares["x_px"], dtype=np.float64)[keep], dataset_size, image_size)
+    ys = rescale_px(np.asarray(flares["y_px"], dtype=np.float64)[keep], dataset_size, image_size)
+    return flare_class_input(fluxes), list(zip(xs, ys)), list(fluxes[keep])
+
+
+# ------------------------------------------------------------------------------------------
+# a training pack
+# ------------------------------------------------------------------------------------------
+
+
+def is_pack(path) -> bool:
+    """Whether ``path`` is a training pack folder (it holds ``manifest.json``).
+
+    >>> is_pack("no/such/folder")
+    False
+    """
+    return (Path(path) / MANIFEST).is_file()
+
+
+def read_manifest(pack_dir) -> dict:
+    """A pack's manifest, checked to be one this module reads."""
+    path = Path(pack_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable pack manifest ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != PACK_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ValueError(f"{path}: format {found!r} is not {PACK_FORMAT!r}: not a solar-diffusion training pack")
+    return manifest
+
+
+class ShapeMismatch(ValueError):
+    """A frame decodes to another shape than the manifest's channels and size."""
+
+
+def decode_frame(data: bytes, encoding: dict, shape, dtype) -> np.ndarray:
+    """The (C, H, W) image of ``pack.encode_frame``'s bytes; raises ValueError if they do not decode to ``shape``."""
+    if encoding["codec"] == "float32-split":
+        planes = np.frombuffer(data, np.uint8)
+        if planes.size != 4 * math.prod(shape):
+            raise ShapeMismatch(f"{planes.size} bytes, not those of a float32 image of {'x'.join(map(str, shape))}")
+        return planes.reshape(4, -1).T.copy().view("<f4").reshape(shape).astype(dtype, copy=False)
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        pixels = np.asarray(image)
+    if encoding["layout"] == "rgb":
+        pixels = np.moveaxis(pixels, -1, 0) if pixels.ndim == 3 else pixels
+    elif pixels.ndim == 2 and pixels.shape == (shape[0] * shape[1], shape[2]):
+        pixels = pixels.reshape(shape)
+    if pixels.shape != tuple(shape):
+        raise ShapeMismatch(f"image is {'x'.join(map(str, pixels.shape))} px, the manifest's channels and size make "
+                            f"{'x'.join(map(str, shape))}")
+    return pixels.astype(dtype, copy=False)
+
+
+def decode_frames(blobs, encoding, shape, dtype, path: Path, t_obs=None) -> np.ndarray:
+    """``decode_frame`` of each of a pack file's ``blobs``, as one array; an error names the file,
+    the row and (given ``t_obs``) the frame's time."""
+    images = np.empty((len(blobs), *shape), dtype)
+    for i, blob in enumerate(blobs):
+        try:
+            images[i] = decode_frame(blob, encoding, shape, dtype)
+        except (OSError, ValueError, SyntaxError) as err:  # what Pillow raises for bad bytes; ours for a bad shape
+            when = f" ({t_obs[i]})" if t_obs is not None else ""
+            what = "" if isinstance(err, ShapeMismatch) else "image does not decode: "
+            raise ValueError(f"{path} row {i}{when}: {what}{err}") from None
+    return images
+
+
+@dataclass
+class ClassNames:
+    """The label names of the ``flare_class`` column (as ``datasets.ClassLabel.names``)."""
+
+    names: list
+
+
+class PackedSplit:
+    """A split of a training pack, decoded into memory.
+
+    It answers what the scripts ask of a ``datasets.Dataset``: ``len``, ``split[i]`` (a row of
+    numpy values), ``split["column"]`` (a numpy array; ``"image"`` is (N, C, H, W) in the stored
+    dtype, uint8 for browse images) and ``split.features["flare_class"].names``; and
+    ``__getitems__``, with which a DataLoader fetches a batch in one call.
+    """
+
+    def __init__(self, columns: dict, label_names):
+        self.columns = columns
+        self.features = {"flare_class": ClassNames(list(label_names))}
+
+    @property
+    def column_names(self) -> list:
+        return list(self.columns)
+
+    def __len__(self):
+        return len(next(iter(self.columns.values())))
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return self.columns[key]
+        return {name: values[key] for name, values in self.columns.items()}
+
+    def __getitems__(self, indices):
+        return [self[int(i)] for i in indices]
+
+
+def load_pack_split(pack_dir, split, config_name=None, columns=("image", "flare_class")) -> PackedSplit:
+    """A split of a pack with its images decoded, checked against the manifest (hash, rows, shape)."""
+    import pyarrow.parquet as pq
+
+    pack_dir = Path(pack_dir)
+    manifest = read_manifest(pack_dir)
+    if config_name and config_name != manifest["config_name"]:
+        raise ValueError(f"{pack_dir}: holds config {manifest['config_name']!r}, not {config_name!r}")
+    if split not in manifest["splits"]:
+        left = manifest.get("left_out", {}).get(split)
+        raise ValueError(f"{pack_dir}: no split {split!r} in this pack (it has: {', '.join(manifest['splits'])})"
+                         + (f"; left out when packed: {left}" if left else "; pack it with --splits"))
+    entry = manifest["splits"][split]
+    path = pack_dir / entry["file"]
+    if not path.is_file():
+        raise ValueError(f"{path}: missing from the pack")
+    expected = manifest["files"][entry["file"]]["sha256"]
+    if (found := sha256_file(path)) != expected:
+        raise ValueError(f"{path}: SHA-256 {found[:12]}... is not the manifest's {expected[:12]}...: "
+                         f"the file is corrupt or from another pack; pack again")
+    table = pq.read_table(path)
+    if table.num_rows != entry["rows"]:
+        raise ValueError(f"{path}: {table.num_rows} rows but the manifest says {entry['rows']}")
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: no column {', '.join(missing)}")
+    info = manifest["build_info"]
+    values = {}
+    for name in columns:
+        if name == "image":
+            shape = (len(info["config"]["channels"]), info["config"]["size"], info["config"]["size"])
+            t_obs = table.column("t_obs").to_numpy() if "t_obs" in table.column_names else None
+            values[name] = decode_frames(table.column("image").to_pylist(), manifest["encoding"], shape,
+                                         image_dtype(info["unit"]), path, t_obs)
+        else:
+            values[name] = table.column(name).to_numpy(zero_copy_only=False)
+    return PackedSplit(values, info["vocabulary"])

@@ -8,17 +8,29 @@ import sys
 from contextlib import contextmanager
 
 
-class ScipyOnDemand:
-    """``scipy`` for a module imported without it: ``.stats`` imports scipy.stats on first use.
+#: What diffusers' scheduler modules import under ``if is_scipy_available():`` (the name each
+#: binds, and its module), as of the diffusers versions in pyproject.toml (tests/test_startup.py).
+SCIPY_NAMES = {"scipy": "scipy", "integrate": "scipy.integrate"}
 
-    >>> float(ScipyOnDemand().stats.norm.ppf(0.5))
-    0.0
+
+class OnDemand:
+    """A module imported on first use: ``OnDemand("scipy").stats`` imports scipy.stats then.
+
+    >>> float(OnDemand("scipy").stats.norm.ppf(0.5)), OnDemand("scipy.integrate").quad(lambda x: x, 0, 1)[0]
+    (0.0, 0.5)
     """
+
+    def __init__(self, module: str):
+        self.module = module
 
     def __getattr__(self, name):
         if name.startswith("_"):  # introspection (copy, pickle, inspect) imports nothing
             raise AttributeError(name)
-        return importlib.import_module(f"scipy.{name}")
+        module = importlib.import_module(self.module)
+        try:
+            return getattr(module, name)
+        except AttributeError:  # a submodule its package does not load by itself
+            return importlib.import_module(f"{self.module}.{name}")
 
 
 @contextmanager
@@ -28,8 +40,10 @@ def scipy_on_demand():
     diffusers' DPM-Solver, Euler, Heun and LMS scheduler modules import scipy.stats as they load
     (importing ``UNet2DModel`` loads several of them), for beta sigmas that these models never
     use: about 0.8 s of ``generate``'s 2-core start-up. Inside the block diffusers is told that
-    scipy is absent; the scheduler modules loaded in it then get scipy on demand, so beta sigmas
-    still work (``tests/test_startup.py``). Where diffusers has no such flag, nothing changes.
+    scipy is absent (``import_utils._scipy_available``, a private flag); the scheduler modules
+    loaded in it then get what they import from scipy (``SCIPY_NAMES``) on demand, so beta sigmas
+    and LMS steps still work. ``tests/test_startup.py`` fails when a diffusers release changes
+    the flag or what those modules import. Where diffusers has no such flag, nothing changes.
     """
     import diffusers.models  # noqa: F401  (their lazy import tables are built with scipy present
     import diffusers.schedulers  # noqa: F401  so that no scheduler becomes a scipy-less dummy)
@@ -48,7 +62,8 @@ def scipy_on_demand():
         for name in set(sys.modules) - before:
             module = sys.modules[name]
             if name.startswith("diffusers.schedulers.scheduling_") and not hasattr(module, "scipy"):
-                module.scipy = ScipyOnDemand()
+                for attribute, target in SCIPY_NAMES.items():
+                    setattr(module, attribute, OnDemand(target))
 
 
 @contextmanager

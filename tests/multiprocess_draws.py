@@ -13,16 +13,17 @@ def main(dataset, out, class_balance):
     from solar_diffusion.splits import load_split
     from solar_diffusion.training.train_ddpm import build_parser, make_accelerator, training_loader
 
-    args = build_parser().parse_args(["--dataset", dataset, "--output-dir", str(Path(out).parent), "--train-batch-size",
+    args = build_parser().parse_args(["--dataset", dataset, "--out", str(Path(out).parent), "--train-batch-size",
                                       "2", "--class-balance", str(class_balance), "--seed", "3", "--logger", "none"])
-    accelerator = make_accelerator(args, Path(out).parent)
+    accelerator = make_accelerator(Path(out).parent, args.seed)
     labels = load_split(dataset, "train", columns=("flare_class",))["flare_class"]
     positions = list(range(len(labels)))  # the frames' positions in the split stand in for the frames
 
     def collate(rows):
         return torch.tensor(rows)
 
-    prepared = accelerator.prepare(training_loader(positions, labels, collate, args))
+    prepared = accelerator.prepare(training_loader(positions, labels, collate, args.train_batch_size, args.seed,
+                                                   args.class_balance))
     draws = {}
     for epoch in (0, 1):
         prepared.set_epoch(epoch)

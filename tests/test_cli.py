@@ -303,14 +303,19 @@ def test_written_files_are_as_readable_as_the_umask_says(tiny_model_dir, tmp_pat
     assert modes and set(modes.values()) == {mode}, modes
 
 
-def test_one_name_per_concept_with_the_old_names_as_aliases():
+def test_one_flag_per_concept_and_no_old_spellings():
+    """``--out`` is the run's folder and ``--size`` the image size in every training command, and
+    ``--num-images`` the images per class in generate and evaluate; the old spellings are refused."""
     from solar_diffusion.cli import build_parser
 
-    train = build_parser("train").parse_args(["train", "--dataset", ".", "--output-dir", "runs/x", "--resolution", "32"])
-    new = build_parser("train").parse_args(["train", "--dataset", ".", "--out", "runs/x", "--size", "32"])
-    assert (train.output_dir, train.size) == (new.output_dir, new.size) == ("runs/x", 32)
-    evaluate = build_parser("evaluate").parse_args(["evaluate", "--dataset", ".", "--out", "e", "--num-per-class", "5"])
-    assert evaluate.num_per_class == build_parser("evaluate").parse_args(
-        ["evaluate", "--dataset", ".", "--out", "e", "--num-images", "5"]).num_per_class == 5
-    distill = build_parser("distill").parse_args(["distill", "--dataset", ".", "--output-dir", "d", "--teacher", "t"])
+    train = build_parser("train").parse_args(["train", "--dataset", ".", "--out", "runs/x", "--size", "32"])
+    assert (train.output_dir, train.size) == ("runs/x", 32)
+    evaluate = build_parser("evaluate").parse_args(["evaluate", "--dataset", ".", "--out", "e", "--num-images", "5"])
+    assert evaluate.num_per_class == 5
+    distill = build_parser("distill").parse_args(["distill", "--dataset", ".", "--out", "d", "--teacher", "t"])
     assert distill.output_dir == "d"
+    for command, old in (("train", ["--output-dir", "x"]), ("train", ["--resolution", "32"]),
+                         ("evaluate", ["--num-per-class", "5"]), ("distill", ["--output-dir", "d"])):
+        with pytest.raises(SystemExit):
+            build_parser(command).parse_args([command, "--dataset", ".", "--out", "o", "--teacher", "t", *old]
+                                             if command == "distill" else [command, "--dataset", ".", "--out", "o", *old])

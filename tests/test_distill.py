@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from solar_diffusion import SolarFlarePipeline, build_unet
+from solar_diffusion import SolarFlarePipeline, build_unet, null_condition
 from solar_diffusion.hub import save_pipeline
 from solar_diffusion.pipelines import ClipLogNormalization
 from solar_diffusion.splits import TRAINING_COLUMNS, dataset_geometry, load_split
@@ -41,7 +41,7 @@ def fixed_loss(student_dir, teacher_dir, dataset) -> float:
     torch.manual_seed(123)
     with torch.no_grad():
         return distillation_loss(student, teacher.unet, DDPMScheduler.from_config(teacher.scheduler.config), images,
-                                 labels, teacher.null_condition, 3.0, maps).item()
+                                 labels, null_condition(teacher.unet.config), 3.0, maps).item()
 
 
 def test_the_student_learns_the_guided_output_and_samples_in_one_call_per_step(teacher, flare_days, tmp_path):
@@ -122,7 +122,7 @@ def test_progressive_distillation_halves_the_steps(teacher, flare_days, tmp_path
         torch.manual_seed(7)
         with torch.no_grad():
             return progressive_loss(unet, first.unet, first.scheduler.alphas_cumprod, [999, 499], 2, images, labels,
-                                    first.null_condition, None, "epsilon", maps).item()
+                                    null_condition(first.unet.config), None, "epsilon", maps).item()
 
     before = loss(first.unet)
     student_dir = distill(stage1, flare_days, tmp_path / "stage2", "--method", "progressive", "--student-steps", "2",

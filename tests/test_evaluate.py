@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from solar_diffusion import evaluation_keys as keys
 from solar_diffusion.cli import main as cli
 from solar_diffusion.encoder import FlareClassifier, load_encoder
 from solar_diffusion.pipelines import ClipLogNormalization
@@ -18,7 +19,7 @@ from solar_diffusion.pipelines import ClipLogNormalization
 def tiny_encoder(tiny_dataset, tmp_path_factory, accelerate_launch) -> Path:
     """A FlareClassifier trained for two epochs through ``accelerate launch`` on the tiny real dataset."""
     out = tmp_path_factory.mktemp("encoder") / "encoder"
-    accelerate_launch("train_classifier.py", "--dataset", tiny_dataset, "--output-dir", out, "--epochs", "2",
+    accelerate_launch("train_classifier.py", "--dataset", tiny_dataset, "--out", out, "--epochs", "2",
                       "--batch-size", "16", "--widths", "8,16", "--feature-dim", "16", timeout=600)
     return out
 
@@ -80,7 +81,7 @@ def test_each_bundled_model_keeps_an_encoder_of_its_channels_size_and_unit(which
 def test_evaluate_refuses_a_model_of_another_unit(tiny_model_dir, tiny_encoder, tiny_dataset, tmp_path, capsys):
     """The tiny default pipeline makes DN/s images; the dataset holds browse images."""
     args = ["evaluate", "--model", str(tiny_model_dir), "--dataset", str(tiny_dataset), "--encoder", str(tiny_encoder),
-            "--num-per-class", "2", "--out", str(tmp_path / "wrong")]
+            "--num-images", "2", "--out", str(tmp_path / "wrong")]
     assert cli(args) == 2
     assert "the encoder was trained on 'browse' images, the model makes 'DN/s'" in capsys.readouterr().err
     assert not (tmp_path / "wrong" / "metrics.json").exists()
@@ -108,32 +109,34 @@ def test_evaluate_end_to_end(browse_model_dir, tiny_encoder, tiny_dataset, tmp_p
     out, card = tmp_path / "eval", tmp_path / "README.md"
     card.write_text("---\nlicense: mit\n---\n\n# tiny\n\nSome text that must survive.\n")
     args = ["evaluate", "--model", str(browse_model_dir), "--dataset", str(tiny_dataset), "--split", "validation",
-            "--encoder", str(tiny_encoder), "--num-per-class", "4", "--steps", "2", "--steps-curve", "1,2",
+            "--encoder", str(tiny_encoder), "--num-images", "4", "--steps", "2", "--steps-curve", "1,2",
             "--curve-per-class", "3", "--n-boot", "10", "--min-real", "3", "--model-card", str(card), "--out", str(out)]
     assert cli(args) == 0
     report = json.loads((out / "metrics.json").read_text())
-    real_counts = report["sample_sizes"]["real validation"]
-    per_class = report["feature_spaces"]["solar encoder"]["per_class"]
+    real_counts = report["sample_sizes"][keys.REAL_SPLIT]
+    per_class = report["feature_spaces"][keys.SOLAR_ENCODER]["per_class"]
     for label in ("quiet", "B", "C", "M", "X"):
         if real_counts.get(label, 0) >= 3:
             row = per_class[label]
             assert row["frechet"]["n"] == [4, real_counts[label]] and row["frechet"]["low"] <= row["frechet"]["high"]
         else:
             assert per_class[label].startswith("too few real validation images")
-    pooled = report["feature_spaces"]["solar encoder"]["pooled"]
+    pooled = report["feature_spaces"][keys.SOLAR_ENCODER]["pooled"]
     assert 0 <= pooled["precision"]["value"] <= 1 and 0 <= pooled["two_sample_accuracy"]["value"] <= 1
     assert [row["steps"] for row in report["steps_curve"]] == [1, 2]
     assert set(report["peak_brightness"]) == set(report["brightest_pixel"]) == {"quiet", "B", "C", "M", "X"}
     exposure = report["exposure_outliers"]
     assert exposure["range"][0] < exposure["range"][1] and exposure["classes"]["quiet"]["generated"]["n"] == [4]
-    difference = report["peak_brightness"]["X"]["generated minus quiet"]
+    difference = report["peak_brightness"]["X"][keys.minus_lowest(keys.GENERATED)]
     assert difference["n"] == [4, 4] and difference["low"] <= difference["high"]
     disk = report["disk_geometry"]
-    assert set(disk["classes"]) == {f"{c} (generated)" for c in ("quiet", "B", "C", "M", "X")} | {"all (real validation)"}
-    assert disk["classes"]["quiet (generated)"]["found"]["n"] == [4]
+    assert set(disk[keys.GENERATED]) == {"quiet", "B", "C", "M", "X"} and set(disk[keys.REAL_SPLIT]) == {"all"}
+    assert disk[keys.GENERATED]["quiet"]["found"]["n"] == [4]
     for name in ("real_vs_generated.png", "per_class_metrics.png", "steps_curve.png", "contact_sheet.png"):
         assert Image.open(out / name).format == "PNG", name
-    assert "too few real validation images" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "too few real validation images" in text and "| quiet (generated) |" in text  # keys made words
+    assert not [key for key in _keys(report) if " " in key]  # identifiers, not sentences
 
     from huggingface_hub import ModelCard
 
@@ -142,6 +145,17 @@ def test_evaluate_end_to_end(browse_model_dir, tiny_encoder, tiny_dataset, tmp_p
     assert any(r.metric_type == "frechet" for r in written.data.eval_results)
     assert cli(args) == 0  # a second run replaces the section instead of adding one
     assert ModelCard.load(card).text.count("## Evaluation") == 1
+
+
+def _keys(node):
+    """Every key of a JSON tree."""
+    if isinstance(node, dict):
+        for key, child in node.items():
+            yield key
+            yield from _keys(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _keys(child)
 
 
 def test_the_release_checks_tell_an_ordering_from_a_separation():
@@ -153,14 +167,16 @@ def test_the_release_checks_tell_an_ordering_from_a_separation():
         return {"value": value, "n": [8]} | ({} if low is None else {"low": low, "high": high})
 
     means = {"quiet": 0.40, "C": 0.9211, "M": 0.9212, "X": 0.8912}
-    steps = {"C minus quiet": row(0.52, 0.48, 0.56), "M minus C": row(0.0001, -0.02, 0.02), "X minus M": row(-0.03, -0.05, -0.01)}
-    flare = {"signature": {"classes": {c: {"generated": {"131": row(v)}} for c, v in means.items()},
-                           "paired steps (same seeds and positions)": {k: {"131": v} for k, v in steps.items()}},
-             "memorisation": {"classes": {c: {"over generated quiet": row(q), "over real held-out": row(0.85)}
+    steps = {keys.paired_step("quiet", "C"): row(0.52, 0.48, 0.56),
+             keys.paired_step("C", "M"): row(0.0001, -0.02, 0.02),
+             keys.paired_step("M", "X"): row(-0.03, -0.05, -0.01)}
+    flare = {"signature": {"classes": {c: {keys.GENERATED: {"131": row(v)}} for c, v in means.items()},
+                           keys.PAIRED_STEPS: {k: {"131": v} for k, v in steps.items()}},
+             "memorisation": {"classes": {c: {keys.OVER_GENERATED_QUIET: row(q), keys.OVER_REAL_HELD_OUT: row(0.85)}
                                           for c, q in (("M", 0.93), ("X", 0.89))}}}
-    flare["signature"]["classes"]["M"]["real at HEK positions"] = {"131": row(0.93, 0.906, 0.952)}
+    flare["signature"]["classes"]["M"][keys.REAL_AT_HEK_POSITIONS] = {"131": row(0.93, 0.906, 0.952)}
     checks = check_done(flare, channels=("131",))
     assert checks["131"] == {"m_within_real": True, "x_at_least_m": False, "ordered": True, "separated": False}
     assert checks["no_copies"] is False  # X 0.89 of quiet's distance
-    flare["signature"]["paired steps (same seeds and positions)"]["M minus C"] = {"131": row(0.05, 0.03, 0.07)}
+    flare["signature"][keys.PAIRED_STEPS][keys.paired_step("C", "M")] = {"131": row(0.05, 0.03, 0.07)}
     assert check_done(flare, channels=("131",))["131"]["separated"] is True

@@ -15,10 +15,10 @@ from solar_diffusion.pipelines import (
     FLARE_MAP_CHANNELS,
     FLARE_MAP_SIGMA_RSUN,
     FLARE_POSITION_SPREAD_RSUN,
-    NO_FLARE_CONDITION,
-    NULL_FLUX_CONDITION,
+    NO_FLARE_CLASS_INPUT,
+    NULL_FLUX_CLASS_INPUT,
     flare_strength,
-    flux_condition,
+    flux_class_input,
     rsun_px,
 )
 
@@ -64,7 +64,7 @@ def test_a_flare_at_a_position_reaches_the_unet_as_a_mark_there(flare_pipe):
     expected = flare_strength(np.log10(2.5e-5 / 0.7)) * np.exp(-offset2 / (2 * sigma**2))
     assert mark.max() == pytest.approx(expected, rel=1e-4)
     assert conditioned[4].min() == 1 and null[3:].abs().max() == 0  # the null map is empty and "not conditioned"
-    assert labels.tolist() == [NULL_FLUX_CONDITION, pytest.approx(flux_condition(np.log10(2.5e-5 / 0.7)), rel=1e-5)]
+    assert labels.tolist() == [NULL_FLUX_CLASS_INPUT, pytest.approx(flux_class_input(np.log10(2.5e-5 / 0.7)), rel=1e-5)]
 
 
 def test_moving_the_position_moves_the_mark_and_pixels_work_too(flare_pipe):
@@ -80,10 +80,10 @@ def test_several_flares_in_one_image_and_quiet(flare_pipe):
     out, (x, labels) = _unet_inputs(flare_pipe, flares=[("C3", (300.0, -200.0)), ("X2", (-400.0, 250.0))],
                                     num_images_per_class=2, guidance_scale=1.0)
     assert [f["flare_class"] for f in out.metadata[0]["flares"]] == ["C3.0", "X2.0"]
-    assert labels[0].item() == pytest.approx(flux_condition(np.log10(2e-4 / 0.7)), rel=1e-5)  # the largest
+    assert labels[0].item() == pytest.approx(flux_class_input(np.log10(2e-4 / 0.7)), rel=1e-5)  # the largest
     assert (x[0, 3] > 0.5).sum() > (x[0, 3] > 0.9).sum() > 0  # two marks, the X one higher
     _, (x, labels) = _unet_inputs(flare_pipe, flare_class="quiet", guidance_scale=1.0)
-    assert labels.tolist() == [NO_FLARE_CONDITION] and x[0, 3].abs().max() == 0 and x[0, 4].min() == 1
+    assert labels.tolist() == [NO_FLARE_CLASS_INPUT] and x[0, 3].abs().max() == 0 and x[0, 4].min() == 1
 
 
 def test_positions_are_drawn_from_the_training_flares_by_seed(flare_pipe):

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from solar_diffusion import SolarFlarePipeline
-from solar_diffusion.pipelines import NO_FLARE_CONDITION, ClipLogNormalization, flux_condition
+from solar_diffusion import evaluation_keys as keys
+from solar_diffusion.pipelines import NO_FLARE_CLASS_INPUT, ClipLogNormalization, flux_class_input
 from solar_diffusion.splits import TRAINING_COLUMNS, load_split
 from solar_diffusion.training.data import Collate
 
@@ -23,13 +24,13 @@ def test_collate_puts_each_flare_on_the_map_at_its_pixel(flare_days):
     assert maps.shape == (8, 2, 32, 32) and torch.all(maps[:, 1] == 1)
     for k, i in enumerate(flaring):
         flares = rows[i]["flares"]
-        assert labels[k].item() == pytest.approx(flux_condition(max(flares["log10_peak_flux_goes_r"])), rel=1e-5)
+        assert labels[k].item() == pytest.approx(flux_class_input(max(flares["log10_peak_flux_goes_r"])), rel=1e-5)
         usable = np.flatnonzero(flares["on_disk"])
         if len(usable):
             j = usable[np.argmax(np.asarray(flares["log10_peak_flux_goes_r"])[usable])]
             row, col = np.unravel_index(maps[k, 0].numpy().argmax(), (32, 32))
             assert abs(col - flares["x_px"][j]) <= 1 and abs(row - flares["y_px"][j]) <= 1
-    assert labels[-1].item() == NO_FLARE_CONDITION and maps[-2:, 0].abs().max() == 0
+    assert labels[-1].item() == NO_FLARE_CLASS_INPUT and maps[-2:, 0].abs().max() == 0
     with pytest.raises(ValueError, match="without --augment-rotation"):
         Collate(ClipLogNormalization.for_unit("browse"), 32, None, rotation=5.0, flare_sigma_px=0.7, dataset_size=32)
 
@@ -43,7 +44,7 @@ def flare_run(flare_days, accelerate_launch, tmp_path_factory) -> Path:
     pack = root / "pack"
     write_pack(flare_days, pack, splits=("train", "validation"), max_mb=None, log=lambda *a: None)
     out = root / "run"
-    accelerate_launch("train_ddpm.py", "--dataset", pack, "--output-dir", out, "--preset", "tiny",
+    accelerate_launch("train_ddpm.py", "--dataset", pack, "--out", out, "--preset", "tiny",
                       "--conditioning", "flare", "--train-batch-size", 4, "--max-train-steps", 3, "--lr-warmup-steps",
                       0, "--checkpointing-steps", 3, "--validation-steps", 3, "--sample-steps", 0, "--logger", "none",
                       timeout=240)
@@ -74,7 +75,7 @@ def test_flare_signature_finds_real_flares_at_their_hek_positions(shared_data, r
     from solar_diffusion.flare_evaluation import disk_percentile, flare_signature
     from solar_diffusion.pipelines import disk_center_px, disk_mask, rsun_px
     from solar_diffusion.splits import dataset_geometry
-    from solar_diffusion.training.data import frame_flares
+    from solar_diffusion.splits import frame_flare_inputs
 
     days = real_dataset_of_days(shared_data, tmp_path / "ds", ["01-19", "03-05", "06-13"], 64,
                                 channels=("171", "131", "94"))
@@ -83,7 +84,7 @@ def test_flare_signature_finds_real_flares_at_their_hek_positions(shared_data, r
     picked, where = [], []
     for row in rows:
         if names[row["flare_class"]] in ("M", "X"):
-            _, positions, fluxes = frame_flares(row, 64, 64)
+            _, positions, fluxes = frame_flare_inputs(row, 64, 64)
             picked.append(row["image"])
             where.append(positions[int(np.argmax(fluxes))])
     assert len(picked) >= 8
@@ -112,7 +113,7 @@ def test_evaluate_a_flare_model(flare_run, flare_days, tmp_path):
                     ).eval().save_pretrained(encoder)
     out = tmp_path / "eval"
     assert cli(["evaluate", "--model", str(flare_run / "pipeline"), "--dataset", str(flare_days), "--split",
-                "validation", "--encoder", str(encoder), "--num-per-class", "4", "--num-positions", "2", "--steps",
+                "validation", "--encoder", str(encoder), "--num-images", "4", "--num-positions", "2", "--steps",
                 "2", "--steps-curve", "", "--n-boot", "10", "--min-real", "2", "--out", str(out)]) == 0
     report = json.loads((out / "metrics.json").read_text())
     flare = report["flare"]
@@ -121,16 +122,17 @@ def test_evaluate_a_flare_model(flare_run, flare_days, tmp_path):
     sig = flare["signature"]
     assert sig["channels"] == ["171", "131", "94"]
     assert sig["classes"]["X"]["generated"]["94"]["n"] == [4]
-    assert sig["classes"]["X"]["real at HEK positions"]["94"]["n"][0] >= 1  # the X5.4 frames
+    assert sig["classes"]["X"][keys.REAL_AT_HEK_POSITIONS]["94"]["n"][0] >= 1  # the X5.4 frames
     for w in sig["channels"]:
         row = sig["classes"]["M"]["generated"][w]
         assert 0 <= row["low"] <= row["value"] <= row["high"] <= 1
     moved = flare["moved"]
     assert moved["class"] == "X" and moved["b_arcsec"] == [-moved["a_arcsec"][0], moved["a_arcsec"][1]]
-    assert moved["at A: asked at A minus asked at B"]["94"]["n"] == [8]
+    assert moved[keys.AT_A]["94"]["n"] == [8]
     memorisation = flare["memorisation"]
-    assert memorisation["classes"]["M"]["median"]["value"] > 0 and "over generated quiet" in memorisation["classes"]["M"]
-    assert "real train frames, nearest training frame over 3 days away" in memorisation  # the two train days are 2 apart
+    assert memorisation["classes"]["M"]["median"]["value"] > 0
+    assert keys.OVER_GENERATED_QUIET in memorisation["classes"]["M"]
+    assert keys.REAL_TRAIN_OTHER_DAYS in memorisation  # the two train days are 2 apart
     from solar_diffusion.flare_evaluation import nearest_other_days
     from solar_diffusion.splits import LabelledImages
 
@@ -143,12 +145,12 @@ def test_evaluate_a_flare_model(flare_run, flare_days, tmp_path):
     assert flare["diversity"]["classes"]["quiet"]["n"] == [2]
     assert set(flare["away"]["classes"]) == set(classes)
     assert {"94", "131", "away_within_real_range", "no_copies"} <= set(flare["checks"])
-    steps = sig["paired steps (same seeds and positions)"]
-    assert list(steps) == [f"{b} minus {a}" for a, b in zip(classes, classes[1:])]
+    steps = sig[keys.PAIRED_STEPS]
+    assert list(steps) == [keys.paired_step(a, b) for a, b in zip(classes, classes[1:])]
     for w in sig["channels"]:  # image k of both classes shares its seed and position: the mean step is the step of means
         means = {c: sig["classes"][c]["generated"][w]["value"] for c in ("M", "X")}
-        assert abs(steps["X minus M"][w]["value"] - (means["X"] - means["M"])) < 1e-9
-        assert steps["X minus M"][w]["n"] == [4]
+        assert abs(steps[keys.paired_step("M", "X")][w]["value"] - (means["X"] - means["M"])) < 1e-9
+        assert steps[keys.paired_step("M", "X")][w]["n"] == [4]
     assert flare["checks"]["94"]["separated"] in (True, False)
     text = (out / "report.md").read_text()
     assert "(a) Flare signature" in text and "(c) Memorisation" in text and "(e) Away" in text

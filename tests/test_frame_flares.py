@@ -26,9 +26,8 @@ HEK_CSV = ("flare_lists", "hek_flares_2003-09_2023-12.csv")
 SWPC_CSV = ("flare_lists", "swpc_events_1996-2018.csv")
 #: The release before the ``flares`` column (its builds have schema version 1).
 RELEASE_COMMIT = "cc9878f3da84d71be2309a087196303847c66041"
-NEW_COLUMNS = ["flare_log10_peak_flux_goes_r", "flares"]
 FRAME_COLUMNS = ("image", "flare_class", "t_obs", "label_source", "flare_goes_class", "flare_hpc_x", "flare_hpc_y",
-                 "flare_log10_peak_flux_goes_r", "peak_flux", "flares")
+                 "flare_log10_peak_flux_goes_r", "flares")
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +74,16 @@ def test_every_flare_in_progress_is_listed_strongest_first(shared_data, flare_bu
         np.testing.assert_allclose(flares["log10_peak_flux_goes_r"], [math.log10(f[0]) for f in expected], atol=1e-6)
         assert flares["log10_peak_flux_goes_r"].dtype == np.float32
         several += len(got) > 1
-        # the first flare is the one that sets the label; peak_flux is the old name of its log10 flux
+        # the first flare is the one that sets the label
         if got:
             assert frame["label_source"] == "flare" and frame["flare_goes_class"] == got[0][0]
-            assert frame["flare_log10_peak_flux_goes_r"] == frame["peak_flux"] == flares["log10_peak_flux_goes_r"][0]
+            assert frame["flare_log10_peak_flux_goes_r"] == flares["log10_peak_flux_goes_r"][0]
             assert (frame["flare_hpc_x"], frame["flare_hpc_y"]) == (flares["hpc_x"][0], flares["hpc_y"][0])
         else:
             assert frame["label_source"] == "none" and np.isnan(frame["flare_log10_peak_flux_goes_r"])
     assert list(frames[pd.Timestamp("2012-03-07 01:00:01")]["flares"]["goes_class"]) == ["X5.4", "X1.3"]
     info = json.loads((flare_build / "build_info.json").read_text())
-    assert info["schema_version"] == SCHEMA_VERSION == 3
+    assert info["schema_version"] == SCHEMA_VERSION == 4
     assert info["flare_positions"]["frames_with_several_flares"] == several > 0
     assert info["flare_positions"]["flares_on_disk"] == info["flare_positions"]["flares"]  # 2012 HEK: all on the disk
 
@@ -174,7 +173,7 @@ def test_flares_without_a_usable_position_are_counted_and_said(shared_data, tmp_
     assert positions["frame_entries"] == entries == positions["frame_entries_on_disk"] + 3
     card = (out / "README.md").read_text()
     assert "**2 have no usable position**: 1 have none in the flare lists (2 entries) and 1 lie off the disk" in card
-    for column in ("flare_log10_peak_flux_goes_r", "flares.hgs_lat", "flares.x_px", "flares.on_disk", "peak_flux"):
+    for column in ("flare_log10_peak_flux_goes_r", "flares.hgs_lat", "flares.x_px", "flares.on_disk"):
         assert f"| `{column}` |" in card
 
 
@@ -202,8 +201,9 @@ def release_build(new_build: Path, out: Path) -> Path:
 
     disable_progress_bar()
     shutil.copytree(new_build, out)
-    for path in (out / "default").glob("*.parquet"):  # schema 1 had t_obs as an Arrow timestamp
-        ds = Dataset.from_parquet(str(path), keep_in_memory=True).remove_columns(NEW_COLUMNS)
+    for path in (out / "default").glob("*.parquet"):  # schema 1 had t_obs as an Arrow timestamp, and peak_flux
+        ds = Dataset.from_parquet(str(path), keep_in_memory=True)
+        ds = ds.rename_column("flare_log10_peak_flux_goes_r", "peak_flux").remove_columns(["flares"])
         features = ds.features.copy()
         features["t_obs"] = Value("timestamp[us, tz=UTC]")
         ds.map(lambda row: {"t_obs": pd.Timestamp(row["t_obs"]).to_pydatetime()}, features=features,
@@ -224,15 +224,18 @@ def release_build(new_build: Path, out: Path) -> Path:
     return out
 
 
-def test_release_builds_still_load(flare_build, tmp_path):
+def test_release_builds_still_load_their_images_and_are_rebuilt_to_train(flare_build, tmp_path):
     old = release_build(flare_build, tmp_path / "old")
+    ds = splits.load_split(flare_build, "train")  # the training columns
+    assert len(ds) == 36 and np.nanmax(ds["flare_log10_peak_flux_goes_r"]) == pytest.approx(math.log10(5.4e-4 / 0.7),
+                                                                                          abs=1e-6)
+    with pytest.raises(ValueError, match="rebuild"):  # schema 1 has no flare_log10_peak_flux_goes_r
+        splits.load_split(old, "train")
     for dataset in (flare_build, old):
-        ds = splits.load_split(dataset, "train")  # the training columns
-        assert len(ds) == 36 and np.nanmax(ds["peak_flux"]) == pytest.approx(math.log10(5.4e-4 / 0.7), abs=1e-6)
         images = splits.model_space_split(dataset, "train", ClipLogNormalization.for_unit("browse"), 32)
         # 37 frames less 2012-03-07 07:00, a composite with a blank 171 Å plane that the solar-disk check keeps out
         assert images.counts() == {"quiet": 23, "C": 10, "M": 1, "X": 2} and images.images.shape == (36, 3, 32, 32)
-        assert splits.dataset_info(dataset).get("schema_version", 1) == (3 if dataset == flare_build else 1)
+        assert splits.dataset_info(dataset).get("schema_version", 1) == (4 if dataset == flare_build else 1)
 
 
 def test_a_release_build_asked_for_flares_says_to_rebuild(flare_build, tmp_path):

@@ -34,7 +34,7 @@ def test_ranks_take_disjoint_parts_of_the_single_process_draw(tiny_dataset, acce
 
 
 def _train(accelerate_launch, dataset, out, *extra):
-    accelerate_launch("train_ddpm.py", "--dataset", dataset, "--output-dir", out, "--preset", "tiny",
+    accelerate_launch("train_ddpm.py", "--dataset", dataset, "--out", out, "--preset", "tiny",
                       "--train-batch-size", 2, "--max-train-steps", 4, "--checkpointing-steps", 2, "--class-balance",
                       0.7, "--use-ema", "--lr-warmup-steps", 0, "--validation-steps", 0, "--sample-steps", 0,
                       "--logger", "none", "--logging-steps", 1, *extra, processes=2, timeout=240)

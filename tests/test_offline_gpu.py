@@ -74,7 +74,7 @@ def test_pack_train_under_a_time_budget_export_in_parts_assemble_generate(tiny_d
     pack, out = tmp_path / "pack", tmp_path / "run"
     write_pack(tiny_dataset, pack, log=lambda *_: None)
     # the run is over budget after its first step: it checkpoints and writes its pipeline
-    run([sys.executable, "-m", "solar_diffusion.training.train_ddpm", "--dataset", pack, "--output-dir", out,
+    run([sys.executable, "-m", "solar_diffusion.training.train_ddpm", "--dataset", pack, "--out", out,
          "--preset", "tiny", "--train-batch-size", "4", "--max-train-steps", "50", "--max-train-minutes", "0.001",
          "--logger", "none", "--sample-steps", "0", "--validation-steps", "1", "--checkpointing-steps", "20",
          "--scale-lr", "--mixed-precision", "no"], node_env(tmp_path), cwd=tmp_path)

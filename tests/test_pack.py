@@ -11,10 +11,10 @@ import pytest
 from solar_diffusion import ClipLogNormalization
 from solar_diffusion.cli import main
 from solar_diffusion.files import sha256_file
-from solar_diffusion.pack import MANIFEST, read_manifest, write_pack
-from solar_diffusion.splits import dataset_geometry, dataset_info, load_split, model_space_split
+from solar_diffusion.pack import write_pack
+from solar_diffusion.splits import MANIFEST, dataset_geometry, dataset_info, load_split, model_space_split, read_manifest
 
-COLUMNS = ("image", "flare_class", "peak_flux", "goes_flux_at_obs", "t_obs", "flare_goes_class")
+COLUMNS = ("image", "flare_class", "flare_log10_peak_flux_goes_r", "goes_flux_at_obs", "t_obs", "flare_goes_class")
 
 
 @pytest.fixture(scope="module")

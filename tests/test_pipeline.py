@@ -240,13 +240,13 @@ def flux_pipeline():
 
 
 def test_flux_conditioned_pipeline(tmp_path):
-    from solar_diffusion import NULL_FLUX_CONDITION, flux_condition
+    from solar_diffusion import NULL_FLUX_CLASS_INPUT, flux_class_input
 
     pipe = flux_pipeline()
     assert pipe.conditioning == "flux" and pipe.id2label == {}
     values, names = pipe.class_inputs(["M2.5", "X", 1e-6])
-    expected = [flux_condition(np.log10(2.5e-5 / 0.7)), flux_condition(np.log10(1e-4 * 10**0.5 / 0.7)),
-                flux_condition(-6.0)]
+    expected = [flux_class_input(np.log10(2.5e-5 / 0.7)), flux_class_input(np.log10(1e-4 * 10**0.5 / 0.7)),
+                flux_class_input(-6.0)]
     np.testing.assert_allclose(values.numpy(), expected, rtol=1e-6)
     assert names == ["M2.5", "X3.2", "B7.0"]  # the 1e-6 W m^-2 GOES-R flux is B7.0 on the SWPC scale
     for bad in ["quiet", "Q3", -1.0]:
@@ -271,7 +271,7 @@ def test_flux_conditioned_pipeline(tmp_path):
         run(pipe, "M2.5", n=1, guidance_scale=3.0, num_inference_steps=1)
     finally:
         hook.remove()
-    assert seen == [[NULL_FLUX_CONDITION, pytest.approx(expected[0])]]
+    assert seen == [[NULL_FLUX_CLASS_INPUT, pytest.approx(expected[0])]]
 
     save_pipeline(pipe, tmp_path / "flux")
     loaded = SolarFlarePipeline.from_pretrained(tmp_path / "flux")

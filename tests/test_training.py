@@ -18,7 +18,7 @@ TINY_RUN = ["--preset", "tiny", "--train-batch-size", "4", "--max-train-steps", 
 def launch(accelerate_launch):
     """``train_ddpm.py`` on the tiny settings (6 steps, checkpoints every 2, EMA); later flags win."""
     def launch(dataset, out, *extra):
-        return accelerate_launch("train_ddpm.py", "--dataset", dataset, "--output-dir", out, *TINY_RUN, *extra,
+        return accelerate_launch("train_ddpm.py", "--dataset", dataset, "--out", out, *TINY_RUN, *extra,
                                  timeout=600)
     return launch
 
@@ -90,7 +90,7 @@ def test_several_channels_and_push_through_an_injected_hub(shared_data, real_dat
 
     data = real_dataset_of_days(shared_data, tmp_path / "rgb", ["03-07"], 16, channels=("171", "131", "94"))
     args = build_parser().parse_args([
-        "--dataset", str(data), "--output-dir", str(tmp_path / "run"), "--preset", "tiny", "--train-batch-size", "4",
+        "--dataset", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny", "--train-batch-size", "4",
         "--max-train-steps", "2", "--logger", "none", "--sample-steps", "0", "--validation-steps", "0",
         "--push-to-hub", "--hub-model-id", "solar/rgb-tiny"])
     train(args, hub_api=folder_hub)

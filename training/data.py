@@ -8,36 +8,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from solar_diffusion.pipelines import NO_FLARE_CONDITION, NULL_FLUX_CONDITION, flare_map, flux_condition, rescale_px
-from solar_diffusion.splits import resize
+from solar_diffusion.pipelines import NULL_FLUX_CLASS_INPUT, flare_map, flux_class_input
+from solar_diffusion.splits import frame_flare_inputs, resize
 
 
-def frame_condition(row, id_map) -> float | int:
+def frame_class_input(row, id_map) -> float | int:
     """A frame's UNet class input: its remapped label id (``id_map``), or, for flux
-    conditioning (``id_map is None``), ``flux_condition`` of its flare's log10 peak flux, else of
+    conditioning (``id_map is None``), ``flux_class_input`` of its flare's log10 peak flux, else of
     the XRS flux at its time, else the null value."""
     if id_map is not None:
         return id_map[int(row["flare_class"])]
-    if np.isfinite(row["peak_flux"]):
-        return float(flux_condition(row["peak_flux"]))
+    if np.isfinite(row["flare_log10_peak_flux_goes_r"]):
+        return float(flux_class_input(row["flare_log10_peak_flux_goes_r"]))
     if np.isfinite(row["goes_flux_at_obs"]) and row["goes_flux_at_obs"] > 0:
-        return float(flux_condition(np.log10(row["goes_flux_at_obs"])))
-    return NULL_FLUX_CONDITION
-
-
-def frame_flares(row, dataset_size: int, image_size: int) -> tuple[float, list, list]:
-    """A frame's class input for a flare model (``flux_condition`` of its largest flare in
-    progress, ``NO_FLARE_CONDITION`` without one) and the pixel positions (at ``image_size``) and
-    log10 peak fluxes of its flares with a usable position (``on_disk``), from its ``flares``
-    column (dataset schema 2)."""
-    flares = row["flares"]
-    fluxes = np.asarray(flares["log10_peak_flux_goes_r"], dtype=np.float64)
-    if not len(fluxes):
-        return NO_FLARE_CONDITION, [], []
-    keep = np.asarray(flares["on_disk"], dtype=bool)
-    xs = rescale_px(np.asarray(flares["x_px"], dtype=np.float64)[keep], dataset_size, image_size)
-    ys = rescale_px(np.asarray(flares["y_px"], dtype=np.float64)[keep], dataset_size, image_size)
-    return float(flux_condition(fluxes.max())), list(zip(xs, ys)), list(fluxes[keep])
+        return float(flux_class_input(np.log10(row["goes_flux_at_obs"])))
+    return NULL_FLUX_CLASS_INPUT
 
 
 class BalancedSampler(torch.utils.data.Sampler):
@@ -97,11 +82,11 @@ class Collate:
         images = torch.from_numpy(np.stack([np.asarray(r["image"], dtype=self.dtype) for r in rows]))
         images = images if self.raw else self.to_model_space(images)
         if self.flare_sigma_px is not None:
-            flares = [frame_flares(r, self.dataset_size, self.image_size) for r in rows]
+            flares = [frame_flare_inputs(r, self.dataset_size, self.image_size) for r in rows]
             maps = np.stack([flare_map(positions, fluxes, self.image_size, self.flare_sigma_px)
                              for _, positions, fluxes in flares])
             return images, torch.tensor([label for label, _, _ in flares], dtype=torch.float32), torch.from_numpy(maps)
-        labels = torch.tensor([frame_condition(r, self.id_map) for r in rows],
+        labels = torch.tensor([frame_class_input(r, self.id_map) for r in rows],
                               dtype=torch.float32 if self.id_map is None else torch.long)
         return images, labels
 

@@ -49,13 +49,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from solar_diffusion.files import atomic_write, fault_point
-from solar_diffusion.pipelines import (DEFAULT_GUIDANCE, FLARE_MAP_SIGMA_RSUN, model_output, predicted_x0,
-                                       rsun_px)
+from solar_diffusion.files import atomic_write
+from solar_diffusion.pipelines import (FLARE_MAP_SIGMA_RSUN, apply_guidance, model_output, predicted_x0, rsun_px,
+                                       with_flare_map)
 from solar_diffusion.splits import TRAINING_COLUMNS, dataset_argument, dataset_info, image_dtype, load_split
 from solar_diffusion.training.data import Collate
-from solar_diffusion.training.train_ddpm import (RunClock, check_output_dir, check_run_settings, make_accelerator,
-                                                  resume_from_checkpoint, save_checkpoint, training_loader)
+from solar_diffusion.training.train_ddpm import (LoopSettings, RunClock, check_output_dir, check_run_settings,
+                                                  make_accelerator, resume_from_checkpoint, training_loader,
+                                                  training_loop)
 
 #: Steps the student samples with by default (DPM-Solver++): the fewest at which the release student
 #: matched its teacher's defaults within every margin (BENCHMARKS.md; fewer are faster, not equivalent).
@@ -90,7 +91,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="the pipeline folder to distil" + (" (default: the bundled model)" if teacher else ""))
     p.add_argument("--dataset", required=True, type=dataset_argument,
                    help="its training data: a folder made by build-dataset, a pack, or a Hub dataset id")
-    p.add_argument("--out", "--output-dir", dest="output_dir", required=True, help="the run's folder")
+    p.add_argument("--out", dest="output_dir", required=True, help="the run's folder")
     p.add_argument("--config-name", default="default")
     p.add_argument("--guidance", type=float, default=None,
                    help="the guidance scale built into the student (default: the teacher's default)")
@@ -151,13 +152,12 @@ def guided_target(teacher, x_t, t, labels, null, guidance: float | None, flare_m
     True
     """
     if guidance is None:
-        return teacher(_with_map(x_t, flare_maps), t, class_labels=labels).sample.float()
-    both = torch.cat([x_t, x_t])
-    if flare_maps is not None:
-        both = torch.cat([both, torch.cat([torch.zeros_like(flare_maps), flare_maps]).to(both.dtype)], dim=1)
+        return teacher(with_flare_map(x_t, flare_maps), t, class_labels=labels).sample.float()
+    both = with_flare_map(torch.cat([x_t, x_t]),
+                          torch.cat([torch.zeros_like(flare_maps), flare_maps]) if flare_maps is not None else None)
     conditions = torch.cat([torch.full_like(labels, null), labels])
     uncond, cond = teacher(both, torch.cat([t, t]), class_labels=conditions).sample.float().chunk(2)
-    return uncond + guidance * (cond - uncond)
+    return apply_guidance(uncond, cond, guidance)
 
 
 def distillation_loss(student, teacher, scheduler, x0, labels, null, guidance: float, flare_maps=None):
@@ -167,12 +167,7 @@ def distillation_loss(student, teacher, scheduler, x0, labels, null, guidance: f
     t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
     x_t = scheduler.add_noise(x0, noise, t)
     target = guided_target(teacher, x_t, t, labels, null, guidance, flare_maps)
-    return F.mse_loss(student(_with_map(x_t, flare_maps), t, class_labels=labels).sample.float(), target)
-
-
-def _with_map(x, flare_maps):
-    """A flare model's input: the noisy frames with their flare maps as extra channels."""
-    return x if flare_maps is None else torch.cat([x, flare_maps.to(x.dtype)], dim=1)
+    return F.mse_loss(student(with_flare_map(x_t, flare_maps), t, class_labels=labels).sample.float(), target)
 
 
 def student_scheduler(teacher_scheduler):
@@ -227,7 +222,7 @@ def progressive_loss(student, teacher, alphas_cumprod, grid, substeps: int, x0, 
             z = ddim_step(estimate, z, alpha_bar(tj), alpha_bar(tk))
         ratio = (1 - a_s).sqrt() / (1 - a_t).sqrt()
         target = model_output((z - ratio * z_t) / (a_s.sqrt() - ratio * a_t.sqrt()), z_t, a_t, prediction_type)
-    return F.mse_loss(student(_with_map(z_t, flare_maps), t.long().to(device), class_labels=labels).sample.float(),
+    return F.mse_loss(student(with_flare_map(z_t, flare_maps), t.long().to(device), class_labels=labels).sample.float(),
                       target)
 
 
@@ -235,49 +230,24 @@ def distill(args) -> Path:
     """Run the distillation; returns the student's pipeline folder (``<out>/pipeline``)."""
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
-    from tqdm.auto import tqdm
 
-    from solar_diffusion import SolarFlarePipeline, null_condition
+    from solar_diffusion import null_condition
     from solar_diffusion.generate import load_pipeline
-    from solar_diffusion.hub import model_name, save_pipeline
+    from solar_diffusion.hub import model_name
 
     start = time.monotonic()
     check_arguments(args)
     output_dir = Path(args.output_dir)
     check_output_dir(output_dir, args.resume_from_checkpoint)
     teacher_pipe = load_pipeline(args.teacher)
-    distilled = teacher_pipe.config.get("distillation") or {}
     progressive = args.method == "progressive"
-    if distilled and not progressive:
+    if teacher_pipe.is_distilled and not progressive:
         raise ValueError(f"{args.teacher} is already a distilled student: distil its teacher instead, or make "
                          "fewer steps of it with --method progressive")
-    guidance, _ = teacher_pipe.sampling_defaults(args.guidance, None)
-    guidance = DEFAULT_GUIDANCE if guidance is None else guidance  # one scale to build in, not the teacher's table
-    teacher_guidance = None if distilled else guidance  # a student's one call holds its guidance
-    args.logger, args.compile = "none", False  # what make_accelerator reads
-    accelerator = make_accelerator(args, output_dir)
-
-    info = dataset_info(args.dataset)
-    unit = teacher_pipe.normalization.unit
-    if info["unit"] != unit:
-        raise ValueError(f"{args.teacher} makes {unit!r} images, {args.dataset} holds {info['unit']!r}")
-    flare_model = teacher_pipe.conditioning == "flare"
-    columns = TRAINING_COLUMNS + (("flares",) if flare_model else ())
-    train_ds = load_split(args.dataset, "train", args.config_name, columns=columns)
-    if len(train_ds) < args.train_batch_size:
-        raise ValueError(f"the train split of {args.dataset} has {len(train_ds)} frames, fewer than one batch "
-                         f"({args.train_batch_size}): lower --train-batch-size")
-    names = train_ds.features["flare_class"].names
-    label2id = {v: k for k, v in teacher_pipe.id2label.items()}
-    id_map = None if teacher_pipe.conditioning != "class" else \
-        {i: label2id[n] for i, n in enumerate(names) if n in label2id}
-    image_size = teacher_pipe.unet.config.sample_size
-    geometry = teacher_pipe.config.geometry
-    collate = Collate(teacher_pipe.normalization, image_size, id_map, raw=True, dtype=image_dtype(unit),
-                      flare_sigma_px=FLARE_MAP_SIGMA_RSUN * rsun_px(geometry, image_size) if flare_model else None,
-                      dataset_size=info["config"]["size"])
-    args.class_balance = args.class_balance or None
-    loader = training_loader(train_ds, train_ds["flare_class"], collate, args)
+    guidance = teacher_pipe.guidance_scales(args.guidance)[0]  # one scale to build in, not the teacher's table
+    teacher_guidance = None if teacher_pipe.is_distilled else guidance  # a student's one call holds its guidance
+    accelerator = make_accelerator(output_dir, args.seed, args.gradient_accumulation_steps, args.mixed_precision)
+    collate, loader = teacher_data(args, teacher_pipe)
 
     teacher = teacher_pipe.unet.eval().requires_grad_(False)
     student = copy.deepcopy(teacher).train().requires_grad_(True)
@@ -299,84 +269,87 @@ def distill(args) -> Path:
     global_step = resume_from_checkpoint(accelerator, output_dir, args.resume_from_checkpoint)
     output_dir.mkdir(parents=True, exist_ok=True)
 
+    def batch_loss(batch) -> torch.Tensor:
+        """The distillation loss of a batch as the loader gives it (stored frames, conditions, flare maps)."""
+        images, labels, *flare_maps = batch
+        x0, maps = collate.to_model_space(images), (flare_maps[0] if flare_maps else None)
+        if progressive:
+            return progressive_loss(student, teacher, scheduler.alphas_cumprod, grid, args.teacher_substeps, x0,
+                                    labels, null, teacher_guidance, prediction_type, maps)
+        return distillation_loss(student, teacher, scheduler, x0, labels, null, guidance, maps)
+
     total_batch = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
     clock = RunClock(start, args.max_train_minutes, total_batch, global_step)
-    steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
-    progress = tqdm(total=args.max_train_steps, initial=global_step, desc="distilling",
-                    disable=not accelerator.is_local_main_process)
-    losses, stop = [], None
-
-    def write_losses():
-        if accelerator.is_main_process and losses:
-            with open(output_dir / "losses.jsonl", "a") as handle:
-                handle.writelines(json.dumps(row) + "\n" for row in losses)
-        losses.clear()
-
-    while global_step < args.max_train_steps and not stop:
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(global_step // steps_per_epoch)
-        skip = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
-        for images, labels, *flare_maps in (accelerator.skip_first_batches(loader, skip) if skip else loader):
-            with accelerator.accumulate(student):
-                x0 = collate.to_model_space(images)
-                maps = flare_maps[0] if flare_maps else None
-                if progressive:
-                    loss = progressive_loss(student, teacher, scheduler.alphas_cumprod, grid, args.teacher_substeps,
-                                            x0, labels, null, teacher_guidance, prediction_type, maps)
-                else:
-                    loss = distillation_loss(student, teacher, scheduler, x0, labels, null, guidance, maps)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(student.parameters(), 1.0)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad()
-            if not accelerator.sync_gradients:
-                continue
-            global_step += 1
-            losses.append({"step": global_step, "loss": accelerator.gather(loss.detach()).mean().item()})
-            clock.step(global_step)
-            progress.update(1)
-            if global_step % args.logging_steps == 0:
-                progress.set_postfix(loss=f"{losses[-1]['loss']:.5f}")
-            fault_point("distill:step")
-            if global_step % args.checkpointing_steps == 0:
-                write_losses()
-                save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
-            if global_step >= args.max_train_steps:
-                stop = "max_train_steps"
-            elif clock.out_of_time(accelerator):
-                stop = "max_train_minutes"
-            if stop:
-                write_losses()
-                if global_step % args.checkpointing_steps:
-                    save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
-                break
-    progress.close()
-    write_losses()
+    settings = LoopSettings(args.max_train_steps, args.checkpointing_steps, args.checkpoints_total_limit,
+                            args.logging_steps, checkpoint_last_step=True, name="distill")
+    global_step, stop = training_loop(accelerator, student, optimizer, lr_scheduler, loader, batch_loss, settings,
+                                      output_dir, clock, global_step)
 
     final = output_dir / "pipeline"
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        teacher_name = model_name(args.teacher)
-        distillation = {"method": METHODS[args.method], "teacher": teacher_name,
-                        "guidance_scale": guidance, "num_inference_steps": args.student_steps, "steps": global_step,
-                        "train_batch_size": total_batch, "learning_rate": args.learning_rate,
-                        "dataset": model_name(args.dataset)}
-        if progressive:
-            distillation["teacher_steps"] = args.student_steps * args.teacher_substeps
-        pipe = SolarFlarePipeline(accelerator.unwrap_model(student).eval(), sampler,
-                                  id2label=teacher_pipe.id2label, normalization=teacher_pipe.config.normalization,
-                                  geometry=geometry, flare_positions=teacher_pipe.config.flare_positions,
-                                  distillation=distillation, novelty=teacher_pipe.config.get("novelty"))
-        save_pipeline(pipe, final, student_card(distillation, teacher_pipe, sampler))
-        summary = clock.summary(global_step, stop or "max_train_steps") | {"distillation": distillation,
-                                                                           "torch": torch.__version__}
+        distillation = distillation_config(args, guidance, global_step, total_batch)
+        save_student(accelerator.unwrap_model(student).eval(), sampler, teacher_pipe, distillation, final)
+        summary = clock.summary(global_step, stop) | {"distillation": distillation, "torch": torch.__version__}
         atomic_write(output_dir / "distill_summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
         accelerator.print(f"distilled {summary['steps_this_run']} steps in {summary['train_s']:.0f} s "
                           f"({summary['images_per_s']:.1f} frames/s); student in {final}")
     accelerator.end_training()
     return final
+
+
+def teacher_data(args, teacher_pipe):
+    """The training frames as the teacher was trained on them (its data unit, normalisation, size,
+    class ids and flare maps): the batch maker (``Collate``, batches as stored) and the loader."""
+    info = dataset_info(args.dataset)
+    unit = teacher_pipe.normalization.unit
+    if info["unit"] != unit:
+        raise ValueError(f"{args.teacher} makes {unit!r} images, {args.dataset} holds {info['unit']!r}")
+    flare_model = teacher_pipe.conditioning == "flare"
+    columns = TRAINING_COLUMNS + (("flares",) if flare_model else ())
+    train_ds = load_split(args.dataset, "train", args.config_name, columns=columns)
+    if len(train_ds) < args.train_batch_size:
+        raise ValueError(f"the train split of {args.dataset} has {len(train_ds)} frames, fewer than one batch "
+                         f"({args.train_batch_size}): lower --train-batch-size")
+    names = train_ds.features["flare_class"].names
+    label2id = {v: k for k, v in teacher_pipe.id2label.items()}
+    id_map = None if teacher_pipe.conditioning != "class" else \
+        {i: label2id[n] for i, n in enumerate(names) if n in label2id}
+    image_size = teacher_pipe.unet.config.sample_size
+    geometry = teacher_pipe.config.geometry
+    collate = Collate(teacher_pipe.normalization, image_size, id_map, raw=True, dtype=image_dtype(unit),
+                      flare_sigma_px=FLARE_MAP_SIGMA_RSUN * rsun_px(geometry, image_size) if flare_model else None,
+                      dataset_size=info["config"]["size"])
+    loader = training_loader(train_ds, train_ds["flare_class"], collate, args.train_batch_size, args.seed,
+                             args.class_balance, args.dataloader_num_workers)
+    return collate, loader
+
+
+def distillation_config(args, guidance: float, steps: int, total_batch: int) -> dict:
+    """The student pipeline's ``distillation`` config: how it was made and how it samples."""
+    from solar_diffusion.hub import model_name
+
+    distillation = {"method": METHODS[args.method], "teacher": model_name(args.teacher),
+                    "guidance_scale": guidance, "num_inference_steps": args.student_steps, "steps": steps,
+                    "train_batch_size": total_batch, "learning_rate": args.learning_rate,
+                    "dataset": model_name(args.dataset)}
+    if args.method == "progressive":
+        distillation["teacher_steps"] = args.student_steps * args.teacher_substeps
+    return distillation
+
+
+def save_student(unet, sampler, teacher_pipe, distillation: dict, folder: Path):
+    """Save the student as a pipeline in ``folder``: its UNet and sampler, its ``distillation``
+    config and model card, and its teacher's labels, normalisation, geometry, flare positions and
+    novelty guidance."""
+    from solar_diffusion import SolarFlarePipeline
+    from solar_diffusion.hub import save_pipeline
+
+    pipe = SolarFlarePipeline(unet, sampler, id2label=teacher_pipe.id2label,
+                              normalization=teacher_pipe.config.normalization, geometry=teacher_pipe.config.geometry,
+                              flare_positions=teacher_pipe.config.flare_positions, distillation=distillation,
+                              novelty=teacher_pipe.config.get("novelty"))
+    save_pipeline(pipe, folder, student_card(distillation, teacher_pipe, sampler))
 
 
 def student_card(distillation: dict, teacher_pipe, sampler) -> str:

@@ -58,7 +58,6 @@ import numpy as np
 import torch
 
 from solar_diffusion.files import atomic_write
-from solar_diffusion.pipelines import DEFAULT_STEPS
 from solar_diffusion.progress import job_bar
 from solar_diffusion.results import comparison_tables
 from solar_diffusion.splits import LabelledImages, dataset_argument, load_split, model_space_split
@@ -99,7 +98,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         e.add_argument("--synthetic-per-class", type=int, default=100, help="frames generated per synthetic class")
         e.add_argument("--augmented", default=None,
                        help="a dataset made by solar-diffusion augment from --dataset (default: made in OUT/augmented)")
-        e.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampling steps of the synthetic images")
+        e.add_argument("--steps", type=int, default=None,
+                       help="sampling steps of the synthetic images (default: the model's own)")
         e.add_argument("--guidance", type=float, default=None,
                        help="guidance scale of the synthetic images (default: the model's own, per image)")
         e.add_argument("--min-real", type=int, default=5, help="fewest scored real frames a group needs to be scored")
@@ -148,7 +148,7 @@ def check_arguments(args):
 
     for flag, value, least in (("--seeds", args.seeds, 1), ("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
                                ("--inner-every", args.inner_every, 2), ("--bootstrap", args.bootstrap, 10),
-                               ("--synthetic-per-class", args.synthetic_per_class, 0), ("--steps", args.steps, 1),
+                               ("--synthetic-per-class", args.synthetic_per_class, 0), ("--steps", args.steps or 1, 1),
                                ("--min-real", args.min_real, 1), ("--shift-px", args.shift_px, 0)):
         if value < least:
             raise ValueError(f"{flag} must be at least {least}, got {value}")
@@ -226,7 +226,8 @@ class Experiment:
 
         args = self.args
         classes = [c.strip() for c in args.synthetic_classes.split(",") if c.strip()]
-        wanted = {"model_weights": weights_digest(self.pipe.unet), "seed": 0, "num_inference_steps": args.steps,
+        wanted = {"model_weights": weights_digest(self.pipe.unet), "seed": 0,
+                  "num_inference_steps": self.pipe.inference_steps(args.steps),
                   "guidance_scale": self.pipe.guidance_setting(args.guidance),
                   "novelty_target": self.pipe.novelty_setting(None),
                   "requested": {c: args.synthetic_per_class for c in classes}}
@@ -467,7 +468,7 @@ def classifier_experiment(args) -> dict:
     lines = [f"Classes: {'; '.join(f'{g} = {m}' for g, m in members.items())}. "
              f"Real training frames (training months, inner validation days left out): {train.counts()}; inner "
              f"validation: {inner.counts()}; synthetic frames of the real + synthetic arm: "
-             f"{ex.synthetic.counts()} (model {ex.model_name}, {args.steps} steps, {ex.guidance_words()}, "
+             f"{ex.synthetic.counts()} (model {ex.model_name}, {ex.pipe.inference_steps(args.steps)} steps, {ex.guidance_words()}, "
              f"{ex.novelty_words()}).",
              "", f"Scored: every frame of the months the diffusion model never saw ({', '.join(results['scored_months'])}): "
              + ", ".join(f"{g} {counts[g]} frames from {flares[g]} flares" if flares[g] else f"{g} {counts[g]} frames"

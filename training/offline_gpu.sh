@@ -12,7 +12,7 @@
 #
 # Environment: PYTHON (python3), SITE (/tmp/site), WHEELS (.whl), SRC (.: the checkout pip
 # installs), RUN (/tmp/solar-diffusion-run: checkpoints and the pipeline, left on the node; not
-# --output-dir; emptied first unless --resume-from-checkpoint is given), LAUNCH (default $PYTHON; for several GPUs e.g.
+# --out; emptied first unless --resume-from-checkpoint is given), LAUNCH (default $PYTHON; for several GPUs e.g.
 # "python3 -m accelerate.commands.launch --multi_gpu --num_processes 8").
 set -eu
 if [ $# -lt 2 ]; then
@@ -45,6 +45,6 @@ case " $* " in
     *) rm -rf "$run" ;;  # a fresh run: no checkpoints of an earlier one in the way
 esac
 # shellcheck disable=SC2086  # LAUNCH is a command line
-$launch -m solar_diffusion.training.train_ddpm --dataset "$pack" --output-dir "$run" --logger none --sample-steps 0 "$@"
+$launch -m solar_diffusion.training.train_ddpm --dataset "$pack" --out "$run" --logger none --sample-steps 0 "$@"
 "$python" -m solar_diffusion.cli export-parts --model "$run/pipeline" --out "$out"
 cp "$run/train_summary.json" "$run/losses.jsonl" "$out/"

@@ -1,6 +1,6 @@
 """Train the flare-class classifier (``FlareClassifier``) that is also the evaluation's domain encoder.
 
-    accelerate launch training/train_classifier.py --dataset data/aia171-browse2012-64 --output-dir runs/encoder
+    accelerate launch training/train_classifier.py --dataset data/aia171-browse2012-64 --out runs/encoder
 
 Trains on the train split only; the validation split chooses the epoch kept (best macro-F1 over
 the classes the validation split has); the test split is never read. Frames are drawn with
@@ -29,8 +29,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p = parser or argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True, type=dataset_argument,
                    help="folder made by solar-diffusion build-dataset, or its Hub dataset id")
-    p.add_argument("--out", "--output-dir", dest="output_dir", required=True, help="output folder of the run")
-    p.add_argument("--size", "--resolution", dest="size", type=int, default=None,
+    p.add_argument("--out", dest="output_dir", required=True, help="output folder of the run")
+    p.add_argument("--size", dest="size", type=int, default=None,
                    help="input image size in pixels (default: the dataset's)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=64)

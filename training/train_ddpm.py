@@ -2,8 +2,8 @@
 
 Launch with accelerate (one CPU, GPUs, nodes; see ``training/accelerate_configs``)::
 
-    accelerate launch training/train_ddpm.py --dataset data/aia171-64 --output-dir runs/ddpm
-    solar-diffusion train --dataset data/aia171-64 --output-dir runs/ddpm      # same flags
+    accelerate launch training/train_ddpm.py --dataset data/aia171-64 --out runs/ddpm
+    solar-diffusion train --dataset data/aia171-64 --out runs/ddpm      # same flags
 
 Labels drop to the null class with probability ``--label-dropout`` for classifier-free guidance.
 Checkpoints (``checkpoint-<step>``) hold model, EMA, optimiser, LR schedule and RNG states, so
@@ -43,6 +43,7 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ import torch.nn.functional as F
 
 from solar_diffusion import null_condition
 from solar_diffusion.files import atomic_write, fault_point
-from solar_diffusion.pipelines import FLARE_MAP_SIGMA_RSUN, NOVELTY_POOL_PX, rsun_px
+from solar_diffusion.pipelines import FLARE_MAP_SIGMA_RSUN, NOVELTY_POOL_PX, rsun_px, with_flare_map
 from solar_diffusion.splits import (TRAINING_COLUMNS, dataset_argument, dataset_geometry, dataset_info, image_dtype,
                                     load_split)
 from solar_diffusion.training.data import BalancedSampler, Collate
@@ -62,14 +63,14 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--dataset", required=True, type=dataset_argument,
                    help="folder made by solar-diffusion build-dataset, or a training pack (solar-diffusion pack)")
     p.add_argument("--config-name", default=None, help="dataset config (default: the dataset's default)")
-    p.add_argument("--out", "--output-dir", dest="output_dir", required=True, help="output folder of the run")
+    p.add_argument("--out", dest="output_dir", required=True, help="output folder of the run")
     p.add_argument("--preset", default="small", help="UNet preset: tiny, small or paper")
     p.add_argument("--conditioning", default="class", choices=["class", "flux", "flare"],
                    help="GOES labels (class), or the continuous log10 peak flux (flux: the flare's peak flux, "
                         "else the XRS flux at the frame's time, else the null value)")
     p.add_argument("--init-from", default=None,
                    help="start from the UNet of a saved pipeline (fine-tuning, or continuing from bundled weights)")
-    p.add_argument("--size", "--resolution", dest="size", type=int, default=None,
+    p.add_argument("--size", dest="size", type=int, default=None,
                    help="image size in pixels to train at (default: the dataset's)")
     p.add_argument("--norm-lo", type=float, default=None, help="normalisation clip low (default 5 DN/s; 0 for browse)")
     p.add_argument("--norm-hi", type=float, default=None, help="normalisation clip high (default 3500 DN/s; 255)")
@@ -146,9 +147,7 @@ def diffusion_loss(unet, scheduler, x0, labels, prediction_type, null=None, labe
             flare_maps = flare_maps * (~drop).to(flare_maps.dtype)[:, None, None, None]
     noisy = scheduler.add_noise(x0, noise, t)
     target = noise if prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
-    if flare_maps is not None:  # a flare model sees the flare map beside the noisy image
-        noisy = torch.cat([noisy, flare_maps.to(noisy.dtype)], dim=1)
-    pred = unet(noisy, t, class_labels=labels).sample
+    pred = unet(with_flare_map(noisy, flare_maps), t, class_labels=labels).sample
     if snr_gamma is None:
         return F.mse_loss(pred.float(), target.float())
     snr = compute_snr(scheduler, t)
@@ -355,7 +354,6 @@ def train(args, hub_api=None) -> Path:
     from diffusers import __version__ as diffusers_version
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
-    from tqdm.auto import tqdm
 
     from solar_diffusion import ClipLogNormalization, SolarFlarePipeline, build_unet, label_vocabulary
     from solar_diffusion.generate import use_scheduler
@@ -365,7 +363,8 @@ def train(args, hub_api=None) -> Path:
     output_dir = Path(args.output_dir)
     check_arguments(args)
     check_output_dir(output_dir, args.resume_from_checkpoint)
-    accelerator = make_accelerator(args, output_dir)
+    accelerator = make_accelerator(output_dir, args.seed, args.gradient_accumulation_steps, args.mixed_precision,
+                                   log_with=None if args.logger == "none" else args.logger, compile_model=args.compile)
     on_gpu = accelerator.device.type == "cuda"
     channels_last = on_gpu if args.channels_last is None else args.channels_last
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -407,7 +406,8 @@ def train(args, hub_api=None) -> Path:
     if len(train_ds) < args.train_batch_size * accelerator.num_processes:
         raise ValueError(f"the train split of {args.dataset} has {len(train_ds)} frames, fewer than one batch "
                          f"({args.train_batch_size} x {accelerator.num_processes} processes): lower --train-batch-size")
-    loader = training_loader(train_ds, train_ds["flare_class"], collate, args, pin_memory=on_gpu)
+    loader = training_loader(train_ds, train_ds["flare_class"], collate, args.train_batch_size, args.seed,
+                             args.class_balance, args.dataloader_num_workers, pin_memory=on_gpu)
     val_batch = None
     if args.validation_steps:
         try:
@@ -448,7 +448,6 @@ def train(args, hub_api=None) -> Path:
     check_run_settings(output_dir, {k: getattr(args, k) for k in RUN_SETTINGS} | {
         "init_from": args.init_from and model_name(args.init_from)}, args.resume_from_checkpoint)
     global_step = resume_from_checkpoint(accelerator, output_dir, args.resume_from_checkpoint)
-    steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
     run_args = argparse.Namespace(**{**vars(args), "learning_rate": learning_rate})  # the rate used, scaled
     if accelerator.is_main_process and args.logger != "none":
         accelerator.init_trackers("solar-diffusion-ddpm", config={k: v for k, v in vars(run_args).items()
@@ -469,94 +468,27 @@ def train(args, hub_api=None) -> Path:
         pipe.set_progress_bar_config(disable=True)
         return use_scheduler(pipe, "dpm")  # the saved pipeline samples with DPM-Solver++
 
-    losses, pending = [], []  # pending: (step, loss on the device), read every --logging-steps
+    def batch_loss(batch) -> torch.Tensor:
+        """The diffusion loss of a batch as the loader gives it (stored frames, conditions, flare maps)."""
+        images, labels, *flare_maps = batch
+        x0 = collate.to_model_space(images).contiguous(memory_format=memory_format)
+        return diffusion_loss(unet, noise_scheduler, x0, labels, args.prediction_type, null, args.label_dropout,
+                              args.snr_gamma, *flare_maps)
 
-    def read_pending() -> list[float]:
-        """Move the pending losses to ``losses`` (one wait for the device); returns their values."""
-        values = torch.stack([value for _, value in pending]).tolist() if pending else []
-        losses.extend({"step": step, "loss": value} for (step, _), value in zip(pending, values))
-        pending.clear()
-        return values
-
-    def write_losses():
-        """Append the losses read so far to ``losses.jsonl`` (main process) and forget them."""
-        if pending:
-            read_pending()
-        if accelerator.is_main_process and losses:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            with open(output_dir / "losses.jsonl", "a") as handle:
-                handle.writelines(json.dumps(row) + "\n" for row in losses)
-        losses.clear()
+    def after_step(step: int):
+        """The validation loss and the sample grid at their steps."""
+        if args.validation_steps and val_batch is not None and step % args.validation_steps == 0:
+            accelerator.log({"validation_loss": validation_loss(unet, noise_scheduler, val_batch, accelerator, args)},
+                            step=step)
+        if args.sample_steps and step % args.sample_steps == 0 and accelerator.is_main_process:
+            sample_grid(make_pipeline(), ema, unet, sample_labels, output_dir / "samples" / f"step-{step:07d}.png")
 
     clock = RunClock(start, args.max_train_minutes, total_batch, global_step)
-    stop = None
-    progress = tqdm(total=args.max_train_steps, initial=global_step, desc="steps",
-                    disable=not accelerator.is_local_main_process)
+    settings = LoopSettings(args.max_train_steps, args.checkpointing_steps, args.checkpoints_total_limit,
+                            args.logging_steps, stop_at_step=args.stop_at_step)
     unet.train()
-    while global_step < args.max_train_steps:
-        epoch = global_step // steps_per_epoch
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        skip = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
-        epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
-        for images, labels, *flare_maps in epoch_loader:
-            with accelerator.accumulate(unet):
-                x0 = collate.to_model_space(images).contiguous(memory_format=memory_format)
-                loss = diffusion_loss(unet, noise_scheduler, x0, labels, args.prediction_type, null,
-                                      args.label_dropout, args.snr_gamma, *flare_maps)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(unet.parameters(), 1.0)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad()
-            if not accelerator.sync_gradients:
-                continue
-            if ema is not None:
-                ema.step(unet.parameters())
-            global_step += 1
-            pending.append((global_step, accelerator.gather(loss.detach()).mean()))
-            flush = (global_step % args.logging_steps == 0 or global_step == clock.first_step + 1
-                     or global_step >= args.max_train_steps)
-            if flush:
-                values = read_pending()
-            clock.step(global_step)
-            if flush:
-                logs = {"loss": float(np.mean(values)), "lr": lr_scheduler.get_last_lr()[0]}
-                if clock.images_per_s():
-                    logs["images_per_s"] = clock.images_per_s()
-                if ema is not None:
-                    logs["ema_decay"] = ema.cur_decay_value
-                progress.set_postfix(loss=f"{values[-1]:.4f}", img_s=f"{clock.images_per_s() or 0:.1f}")
-                accelerator.log(logs, step=global_step)
-            progress.update(1)
-            fault_point("train:step")
-            if args.validation_steps and val_batch is not None and global_step % args.validation_steps == 0:
-                accelerator.log({"validation_loss": validation_loss(unet, noise_scheduler, val_batch, accelerator, args)},
-                                step=global_step)
-            if global_step % args.checkpointing_steps == 0:
-                write_losses()  # the losses up to a checkpoint are kept with it: a killed run loses none of them
-                save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
-            if args.sample_steps and global_step % args.sample_steps == 0 and accelerator.is_main_process:
-                sample_grid(make_pipeline(), ema, unet, sample_labels,
-                            output_dir / "samples" / f"step-{global_step:07d}.png")
-            if args.stop_at_step and global_step >= args.stop_at_step:
-                stop = "stop_at_step"
-            elif global_step >= args.max_train_steps:
-                stop = "max_train_steps"
-            elif clock.out_of_time(accelerator):
-                stop = "max_train_minutes"
-            if stop:
-                if pending:
-                    read_pending()
-                    clock.step(global_step)
-                if stop != "max_train_steps" and global_step % args.checkpointing_steps:
-                    write_losses()
-                    save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
-                break
-        if stop:
-            break
-    progress.close()
+    global_step, stop = training_loop(accelerator, unet, optimizer, lr_scheduler, loader, batch_loss, settings,
+                                      output_dir, clock, global_step, ema=ema, after_step=after_step)
 
     accelerator.wait_for_everyone()
     identical = ranks_hold_identical_weights(accelerator, unet)  # checked after the run is saved
@@ -567,9 +499,7 @@ def train(args, hub_api=None) -> Path:
         pipe = make_pipeline()
         card = _model_card(run_args, info, pipe, global_step)
         save_pipeline(pipe, final, card)
-    write_losses()
-    if accelerator.is_main_process:
-        summary = clock.summary(global_step, stop or "max_train_steps") | {
+        summary = clock.summary(global_step, stop) | {
             "device": torch.cuda.get_device_name(accelerator.device) if on_gpu else accelerator.device.type,
             "processes": accelerator.num_processes, "ranks_hold_identical_weights": identical,
             "per_device_batch": args.train_batch_size,
@@ -643,11 +573,168 @@ class RunClock:
                 "stop": stop}
 
 
-def make_accelerator(args, output_dir: Path):
-    """The run's ``Accelerator``, seeded with ``--seed``. Launched as several processes on a machine without a GPU (the
-    ``multi_cpu.yaml`` config), it trains them data parallel over gloo: accelerate's own
-    MULTI_CPU launch needs mpirun, so its multi-process launcher starts them and ``cpu=True``
-    makes them a CPU process group."""
+@dataclass(frozen=True)
+class LoopSettings:
+    """When ``training_loop`` stops, checkpoints and logs, and the name of its progress bar and
+    fault point (``<name>:step``).
+
+    A stop by ``stop_at_step`` or by the clock checkpoints its last step; the end at
+    ``max_train_steps`` does so only with ``checkpoint_last_step`` (a constant learning rate, as a
+    distillation's, can go on to more steps from it; a decayed schedule ends with the saved model).
+    """
+
+    max_train_steps: int
+    checkpointing_steps: int
+    checkpoints_total_limit: int | None
+    logging_steps: int
+    stop_at_step: int | None = None
+    checkpoint_last_step: bool = False
+    name: str = "train"
+
+
+class LossLog:
+    """Each optimiser step's loss (mean over processes), kept on the device until read: a read waits
+    for the device, so it is done every few steps (a GPU runs ahead meanwhile); written, appended
+    to ``losses.jsonl`` by the main process, with each checkpoint and at the end.
+
+    >>> log = LossLog(Path("losses.jsonl"), main_process=False)
+    >>> log.add(1, torch.tensor(0.5)); log.add(2, torch.tensor(0.25)); log.read()
+    [0.5, 0.25]
+    """
+
+    def __init__(self, path: Path, main_process: bool):
+        self.path, self.main_process = path, main_process
+        self.pending, self.rows = [], []  # pending: (step, loss on the device); rows: read, not yet written
+
+    def add(self, step: int, loss: torch.Tensor):
+        """Keep ``step``'s loss, unread."""
+        self.pending.append((step, loss))
+
+    def read(self) -> list[float]:
+        """Read the pending losses (one wait for the device); returns their values."""
+        values = torch.stack([value for _, value in self.pending]).tolist() if self.pending else []
+        self.rows.extend({"step": step, "loss": value} for (step, _), value in zip(self.pending, values))
+        self.pending.clear()
+        return values
+
+    def write(self):
+        """Append every loss so far to the file (main process) and forget them."""
+        self.read()
+        if self.main_process and self.rows:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as handle:
+                handle.writelines(json.dumps(row) + "\n" for row in self.rows)
+        self.rows.clear()
+
+
+def training_loop(accelerator, model, optimizer, lr_scheduler, loader, batch_loss, settings: LoopSettings,
+                  output_dir: Path, clock: RunClock, step: int, ema=None, after_step=None) -> tuple[int, str]:
+    """Train the prepared ``model`` from ``step`` (0, or the checkpoint resumed from) until a stop;
+    returns the last step and why it stopped ("stop_at_step", "max_train_steps", "max_train_minutes").
+
+    Each batch's ``batch_loss(batch)`` makes an optimiser step (``optimiser_step``). After each
+    step: the ``ema`` steps, the loss is logged (``report_step``; ``losses.jsonl``), a checkpoint is
+    saved every ``settings.checkpointing_steps``, then ``after_step(step)`` runs (validation,
+    samples). Every epoch draws anew (``epoch_batches``): a resumed run sees the batches, and makes
+    the steps, an uninterrupted one would.
+    """
+    from tqdm.auto import tqdm
+
+    log = LossLog(output_dir / "losses.jsonl", accelerator.is_main_process)
+    progress = tqdm(total=settings.max_train_steps, initial=step, desc=settings.name,
+                    disable=not accelerator.is_local_main_process)
+    stop = None
+    while step < settings.max_train_steps and not stop:
+        for batch in epoch_batches(accelerator, loader, step):
+            loss = optimiser_step(accelerator, model, optimizer, lr_scheduler, batch_loss, batch)
+            if not accelerator.sync_gradients:
+                continue
+            if ema is not None:
+                ema.step(model.parameters())
+            step += 1
+            log.add(step, accelerator.gather(loss.detach()).mean())
+            report_step(accelerator, log, clock, progress, lr_scheduler, ema, step, settings)
+            fault_point(f"{settings.name}:step")
+            if step % settings.checkpointing_steps == 0:
+                log.write()  # the losses up to a checkpoint are kept with it: a killed run loses none of them
+                save_checkpoint(accelerator, output_dir, step, settings.checkpoints_total_limit)
+            if after_step is not None:
+                after_step(step)
+            stop = stop_reason(settings, step, clock, accelerator)
+            if stop:
+                if log.pending:
+                    log.read()
+                    clock.step(step)  # the run's time up to its last loss read
+                if (stop != "max_train_steps" or settings.checkpoint_last_step) and step % settings.checkpointing_steps:
+                    log.write()
+                    save_checkpoint(accelerator, output_dir, step, settings.checkpoints_total_limit)
+                break
+    progress.close()
+    log.write()
+    return step, stop or "max_train_steps"
+
+
+def epoch_batches(accelerator, loader, step: int):
+    """The batches left of the epoch that ``step`` falls in: the loader's draw for that epoch
+    (``set_epoch``), less those of the epoch's steps already made (a resumed run)."""
+    steps_per_epoch = math.ceil(len(loader) / accelerator.gradient_accumulation_steps)
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(step // steps_per_epoch)
+    skip = (step % steps_per_epoch) * accelerator.gradient_accumulation_steps
+    return accelerator.skip_first_batches(loader, skip) if skip else loader
+
+
+def optimiser_step(accelerator, model, optimizer, lr_scheduler, batch_loss, batch) -> torch.Tensor:
+    """Back-propagate ``batch_loss(batch)`` and step (with gradient accumulation: on the last batch
+    of the accumulation), the gradients clipped to norm 1; returns the loss."""
+    with accelerator.accumulate(model):
+        loss = batch_loss(batch)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad()
+    return loss
+
+
+def report_step(accelerator, log: LossLog, clock: RunClock, progress, lr_scheduler, ema, step: int,
+                settings: LoopSettings):
+    """Note that ``step`` has ended on the clock and the progress bar; every ``logging_steps``, and at
+    a run's first and last step, read the losses and log their mean, the learning rate, images/s
+    (and the EMA decay) to the trackers."""
+    flush = step % settings.logging_steps == 0 or step == clock.first_step + 1 or step >= settings.max_train_steps
+    values = log.read() if flush else None
+    clock.step(step)
+    if flush:
+        logs = {"loss": float(np.mean(values)), "lr": lr_scheduler.get_last_lr()[0]}
+        if clock.images_per_s():
+            logs["images_per_s"] = clock.images_per_s()
+        if ema is not None:
+            logs["ema_decay"] = ema.cur_decay_value
+        progress.set_postfix(loss=f"{values[-1]:.4g}", img_s=f"{clock.images_per_s() or 0:.1f}")
+        accelerator.log(logs, step=step)
+    progress.update(1)
+
+
+def stop_reason(settings: LoopSettings, step: int, clock: RunClock, accelerator) -> str | None:
+    """Why the run stops after ``step``, or None: ``stop_at_step``, ``max_train_steps`` or the clock's
+    budget (``max_train_minutes``, asked of every process alike)."""
+    if settings.stop_at_step and step >= settings.stop_at_step:
+        return "stop_at_step"
+    if step >= settings.max_train_steps:
+        return "max_train_steps"
+    return "max_train_minutes" if clock.out_of_time(accelerator) else None
+
+
+def make_accelerator(output_dir: Path, seed: int, gradient_accumulation_steps: int = 1,
+                     mixed_precision: str | None = None, log_with: str | None = None, compile_model: bool = False):
+    """The run's ``Accelerator`` (trackers ``log_with``, logs in ``output_dir/logs``; ``compile_model``:
+    torch.compile through its inductor backend), every process seeded with ``seed``.
+
+    Launched as several processes on a machine without a GPU (the ``multi_cpu.yaml`` config), it
+    trains them data parallel over gloo: accelerate's own MULTI_CPU launch needs mpirun, so its
+    multi-process launcher starts them and ``cpu=True`` makes them a CPU process group."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
@@ -655,26 +742,27 @@ def make_accelerator(args, output_dir: Path):
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(
         cpu=several and not has_accelerator,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.logger == "none" else args.logger,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        mixed_precision=mixed_precision,
+        log_with=log_with,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
-        dynamo_backend="inductor" if args.compile else None,
+        dynamo_backend="inductor" if compile_model else None,
     )
-    set_seed(args.seed)  # every process the same: the same weights and the same draw of frames
+    set_seed(seed)  # every process the same: the same weights and the same draw of frames
     return accelerator
 
 
-def training_loader(dataset, labels, collate, args, pin_memory: bool = False):
+def training_loader(dataset, labels, collate, batch_size: int, seed: int, class_balance: float = 0.0,
+                    num_workers: int = 0, pin_memory: bool = False):
     """The training ``DataLoader``: frames drawn with replacement by ``BalancedSampler`` with
-    ``--class-balance``, else shuffled, per epoch from ``--seed``; full batches only. Prepared by
+    ``class_balance`` (0: shuffled), per epoch from ``seed``; full batches only. Prepared by
     accelerate, each process takes its own batches of the same draw (rank r: batches r, r + N, ...)."""
-    sampler = BalancedSampler(labels, args.class_balance, args.seed) if args.class_balance else None
-    return torch.utils.data.DataLoader(dataset, batch_size=args.train_batch_size, shuffle=sampler is None,
-                                       sampler=sampler, collate_fn=collate, num_workers=args.dataloader_num_workers,
-                                       pin_memory=pin_memory, persistent_workers=args.dataloader_num_workers > 0,
-                                       drop_last=True, generator=torch.Generator().manual_seed(args.seed))
+    sampler = BalancedSampler(labels, class_balance, seed) if class_balance else None
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                                       collate_fn=collate, num_workers=num_workers, pin_memory=pin_memory,
+                                       persistent_workers=num_workers > 0, drop_last=True,
+                                       generator=torch.Generator().manual_seed(seed))
 
 
 def training_flare_positions(train_ds, geometry: dict, limit: int = 2000) -> list:
