@@ -20,7 +20,11 @@ def run(pipe, flare_class="X", n=1, seed=0, **kwargs):
 
 
 def test_output_types(tiny_pipeline):
-    np_out = run(tiny_pipeline, ["C", "X"], n=2)
+    default = run(tiny_pipeline, ["C", "X"], n=2)  # as diffusers' pipelines: PIL previews by default
+    assert len(default.images) == 4 and all(isinstance(image, Image.Image) for image in default.images)
+    np_out = run(tiny_pipeline, ["C", "X"], n=2, output_type="np")
+    np.testing.assert_array_equal(np.stack([np.asarray(image) for image in default.images])[..., None],
+                                  (np.flip(np_out.images, axis=1) * 255).round().astype(np.uint8))  # north up
     assert np_out.images.shape == (4, 16, 16, 1) and np_out.images.dtype == np.float32
     assert [m["flare_class"] for m in np_out.metadata] == ["C", "C", "X", "X"]
     assert np_out.metadata[0]["seed"] == 0 and np_out.metadata[0]["geometry"]["image_size"] == 16
@@ -49,7 +53,7 @@ def test_output_types(tiny_pipeline):
     same_seed = run(tiny_pipeline, "X", output_type="model").images[0].numpy()
     np.testing.assert_array_equal(np.asarray(pil[0]), np.asarray(preview_image(same_seed)))
     assert np.asarray(pil[0])[0].tolist() == np.round((same_seed[0, -1].clip(-1, 1) + 1) * 127.5).astype(int).tolist()
-    images, metadata = run(tiny_pipeline, "X", return_dict=False)
+    images, metadata = run(tiny_pipeline, "X", return_dict=False, output_type="np")
     assert images.shape == (1, 16, 16, 1) and metadata[0]["flare_class"] == "X"
 
 
@@ -328,3 +332,19 @@ def test_the_bundled_model_carries_the_current_standalone_pipeline_file():
     from solar_diffusion.defaults import BUNDLED_MODEL
 
     assert (BUNDLED_MODEL / "pipeline.py").read_bytes() == STANDALONE_PIPELINE_FILE.read_bytes()
+
+
+def test_a_saved_folder_carries_its_model_card_and_evaluation_encoder(tiny_pipeline, tmp_path):
+    """``save_pretrained`` of a loaded model keeps its card and evaluation encoder, so that a folder
+    pushed with diffusers' ``push_to_hub`` reaches the Hub with them; a new model gets a card."""
+    from solar_diffusion.defaults import BUNDLED_MODEL
+
+    pipe = SolarFlarePipeline.from_pretrained(BUNDLED_MODEL)
+    pipe.save_pretrained(tmp_path / "copy")
+    assert (tmp_path / "copy" / "README.md").read_bytes() == (BUNDLED_MODEL / "README.md").read_bytes()
+    kept = sorted(p.relative_to(BUNDLED_MODEL).as_posix() for p in (BUNDLED_MODEL / "evaluation_encoder").rglob("*"))
+    assert kept and kept == sorted(p.relative_to(tmp_path / "copy").as_posix()
+                                   for p in (tmp_path / "copy" / "evaluation_encoder").rglob("*"))
+    tiny_pipeline.save_pretrained(tmp_path / "new")
+    card = (tmp_path / "new" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: diffusers") and "class-conditional" not in card and "class-conditioned" in card

@@ -27,7 +27,9 @@ from __future__ import annotations
 import base64
 import inspect
 import math
+import os
 import re
+import shutil
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -773,23 +775,54 @@ class SolarFlarePipeline(DiffusionPipeline):
             guidance_by_flux=dict(guidance_by_flux or {}),
         )
 
+    #: What a saved folder carries besides the weights and configs: the model card and the
+    #: evaluation encoder the model's figures were measured with (those of the folder it was loaded from).
+    FOLDER_EXTRAS = ("README.md", "evaluation_encoder")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """``DiffusionPipeline.from_pretrained``, remembering a local folder it was loaded from
+        (``source_folder``), so that ``save_pretrained`` carries its ``FOLDER_EXTRAS`` along."""
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        folder = os.fspath(pretrained_model_name_or_path)
+        pipe.source_folder = folder if os.path.isdir(folder) else None
+        return pipe
+
     def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
         """``DiffusionPipeline.save_pretrained``, plus this file as ``pipeline.py`` beside
-        ``model_index.json``: the folder (and a repo made from it, also by diffusers'
-        ``push_to_hub``, which saves through here) loads without solar_diffusion installed, with
-        ``DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder, trust_remote_code=True)``."""
-        import os
-        import shutil
-
+        ``model_index.json``, the model card (``README.md``) and evaluation encoder of the folder
+        it was loaded from (a card made from its config where it has none): the folder (and a repo
+        made from it, also by diffusers' ``push_to_hub``, which saves through here) loads without
+        solar_diffusion installed, with ``DiffusionPipeline.from_pretrained(folder,
+        custom_pipeline=folder, trust_remote_code=True)``, and reaches the Hub with its card."""
         super().save_pretrained(save_directory, *args, **kwargs)
         source = inspect.getsourcefile(type(self)) or __file__
         target = os.path.join(save_directory, "pipeline.py")
         if not os.path.exists(target) or not os.path.samefile(source, target):
             shutil.copyfile(source, target)
+        for name in self.FOLDER_EXTRAS if getattr(self, "source_folder", None) else ():
+            kept, copy = os.path.join(self.source_folder, name), os.path.join(save_directory, name)
+            if os.path.exists(kept) and not os.path.exists(copy):
+                (shutil.copytree if os.path.isdir(kept) else shutil.copyfile)(kept, copy)
+        card = os.path.join(save_directory, "README.md")
+        if not os.path.exists(card):
+            with open(card, "w", encoding="utf-8") as handle:
+                handle.write(self.model_card())
         if push_to_hub:  # after pipeline.py is in the folder
             repo_id = kwargs.pop("repo_id", None) or os.path.basename(os.path.normpath(save_directory))
             keys = ("commit_message", "private", "token", "create_pr")
             self.push_to_hub(repo_id, **{k: kwargs[k] for k in keys if k in kwargs})
+
+    def model_card(self) -> str:
+        """A short model card from the pipeline's config, for a folder saved without one."""
+        channels = self.config.geometry.get("wavelengths_angstrom") or []
+        return (f"---\nlibrary_name: diffusers\ntags: [solar-physics, sdo-aia, diffusion, synthetic]\n---\n"
+                f"# SolarFlarePipeline\n\nSynthetic SDO/AIA full-disk images"
+                f"{' (' + ', '.join(f'{int(w)}' for w in channels) + ' Angstrom)' if channels else ''}, "
+                f"{self.conditioning}-conditioned, {self.unet.config.sample_size} px, data unit "
+                f"{self.normalization.unit}.\n\n```python\nfrom diffusers import DiffusionPipeline\n"
+                f"pipe = DiffusionPipeline.from_pretrained(REPO, custom_pipeline=REPO, trust_remote_code=True)\n"
+                f"image = pipe(\"M2.5\").images[0]\n```\n")
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -964,7 +997,7 @@ class SolarFlarePipeline(DiffusionPipeline):
         guidance_scale: float | None = None,
         num_inference_steps: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
-        output_type: str = "np",
+        output_type: str = "pil",
         return_dict: bool = True,
         flare_position=None,
         flares=None,
@@ -984,8 +1017,8 @@ class SolarFlarePipeline(DiffusionPipeline):
             num_inference_steps: denoising steps of the scheduler (default: ``inference_steps``).
             generator: a ``torch.Generator``, or one per image (image i is then reproducible on
                 its own from its generator's seed).
-            output_type: as in diffusers, ``"np"`` (NHWC float32 in [0, 1]), ``"pt"`` (NCHW
-                tensor in [0, 1]) or ``"pil"`` (8-bit preview images, north up); and
+            output_type: as in diffusers, ``"pil"`` (the default: 8-bit preview images, north up),
+                ``"np"`` (NHWC float32 in [0, 1]) or ``"pt"`` (NCHW tensor in [0, 1]); and
                 ``"model"`` (NCHW tensor in model space [-1, 1], what the UNet works in) or
                 ``"data_unit"`` (NCHW float32 numpy in the data unit, the inverse normalisation:
                 DN/s, or 8-bit browse brightness). Every array output is in FITS row order (row 0
