@@ -43,12 +43,14 @@ __all__ = ["FLARE_LETTERS", "LETTER_FLUX", "SWPC_SCALE", "GOES_R_SCALE", "FLUX_S
     "QUIET_LABEL", "LABEL_ORDER", "FLUX_CLASS_INPUT_SCALE", "NULL_FLUX_CLASS_INPUT", "flux_class_input",
     "null_condition", "scheduler_step_kwargs", "requested_flux", "image_center_px", "rsun_px", "rescale_px",
     "disk_center_px", "north_up", "disk_mask", "FLARE_MAP_CHANNELS", "FLARE_MAP_SIGMA_RSUN",
-    "NO_FLARE_CLASS_INPUT", "flare_strength", "flare_class_input", "flare_map", "with_flare_map", "apply_guidance",
-    "arcsec_to_pixels", "FLARE_POSITION_SPREAD_RSUN", "draw_flare_position", "ClipLogNormalization",
-    "NOVELTY_TARGET", "NOVELTY_MAX_PUSH", "NOVELTY_UNTIL_TIMESTEP", "NOVELTY_POOL_PX",
-    "NOVELTY_FLARE_RADIUS_RSUN", "predicted_x0", "model_output", "layouts_tensor", "novelty_push",
-    "DEFAULT_STEPS", "DEFAULT_GUIDANCE", "OUTPUT_TYPES", "guidance_by_flux", "check_guidance_table",
-    "Conditions", "NoveltyGuidance", "SolarFlarePipelineOutput", "SolarFlarePipeline"]
+    "NO_FLARE_CLASS_INPUT", "flare_strength", "flare_class_input", "flare_map", "with_flare_map",
+    "apply_guidance", "UPSCALER_NOISE_SCALE", "UPSCALER_NOISE_LEVEL", "upsample", "noise_level_input",
+    "upscaler_input", "geometry_at", "arcsec_to_pixels", "FLARE_POSITION_SPREAD_RSUN", "draw_flare_position",
+    "ClipLogNormalization", "NOVELTY_TARGET", "NOVELTY_MAX_PUSH", "NOVELTY_UNTIL_TIMESTEP",
+    "NOVELTY_POOL_PX", "NOVELTY_FLARE_RADIUS_RSUN", "predicted_x0", "model_output", "layouts_tensor",
+    "novelty_push", "DEFAULT_STEPS", "DEFAULT_GUIDANCE", "OUTPUT_TYPES", "guidance_by_flux",
+    "check_guidance_table", "Conditions", "NoveltyGuidance", "check_base_unet", "check_upscaler",
+    "SolarFlarePipelineOutput", "SolarFlarePipeline"]
 
 # --------------------------------------------------------------------------------------------
 # The GOES flare scale
@@ -369,6 +371,67 @@ def apply_guidance(uncond: torch.Tensor, cond: torch.Tensor, guidance_scale) -> 
     4.0
     """
     return uncond + guidance_scale * (cond - uncond)
+
+
+# --------------------------------------------------------------------------------------------
+# Super-resolution: the cascade's second stage
+# --------------------------------------------------------------------------------------------
+# An upscaler (a convolution-only UNet) diffuses the residual between the high-resolution image
+# and the bilinearly upsampled base image, divided by its spread (``residual_std``), beside the
+# upsampled base image with noise added (noise augmentation, whose level it is told as its class
+# input, as diffusers' upscaler and DeepFloyd IF stage II do) and a flare model's flare map at the
+# high resolution. Trained on crops (``training/train_upscaler.py``), it runs on whole frames.
+
+#: The upscaler's class input per unit of noise-augmentation level (its std in model space).
+UPSCALER_NOISE_SCALE = 1000.0
+#: Noise augmentation of the base image at sampling where the model's ``upscaling`` gives none.
+UPSCALER_NOISE_LEVEL = 0.05
+
+
+def upsample(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear upsampling of (N, C, h, w) images to ``size`` px (pixel centres kept, no antialias):
+    the base image the upscaler adds its residual to.
+
+    >>> upsample(torch.ones(1, 3, 4, 4), 8).shape
+    torch.Size([1, 3, 8, 8])
+    """
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def noise_level_input(noise_level):
+    """The upscaler's class input for a noise-augmentation level (numpy, torch or float).
+
+    >>> float(noise_level_input(0.05))
+    50.0
+    """
+    return UPSCALER_NOISE_SCALE * noise_level
+
+
+def upscaler_input(residual: torch.Tensor, low_upsampled: torch.Tensor, flare_maps: torch.Tensor | None = None):
+    """The upscaler's input: the noisy residual, the (noise-augmented) upsampled base image and a
+    flare model's flare map at the high resolution, as channels.
+
+    >>> upscaler_input(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), torch.zeros(1, 2, 8, 8)).shape
+    torch.Size([1, 8, 8, 8])
+    """
+    return with_flare_map(torch.cat([residual, low_upsampled.to(residual)], dim=1), flare_maps)
+
+
+def geometry_at(geometry: dict, image_size: int) -> dict:
+    """A model's ``geometry`` for the same field of view at ``image_size`` px: the plate scale and
+    the disk centre follow.
+
+    >>> geometry_at({"image_size": 64, "plate_scale_arcsec": 34.4, "disk_center_px": [31.5, 31.5]}, 256)
+    {'image_size': 256, 'plate_scale_arcsec': 8.6, 'disk_center_px': [127.5, 127.5]}
+    """
+    if not geometry or geometry.get("image_size") in (None, image_size):
+        return dict(geometry)
+    out = dict(geometry, image_size=image_size)
+    if "plate_scale_arcsec" in geometry:
+        out["plate_scale_arcsec"] = geometry["plate_scale_arcsec"] * geometry["image_size"] / image_size
+    if "disk_center_px" in geometry:
+        out["disk_center_px"] = [float(c) for c in disk_center_px(geometry, image_size)]
+    return out
 
 
 def arcsec_to_pixels(x_arcsec, y_arcsec, geometry: dict, image_size: int | None = None) -> tuple[float, float]:
@@ -693,6 +756,45 @@ class NoveltyGuidance:
         return model_output(x0, sample, alpha_bar, prediction_type)
 
 
+def check_base_unet(unet, id2label) -> dict[int, str]:
+    """Refuse a base UNet whose channels or class embedding do not fit its conditioning; returns
+    ``id2label`` checked (the GOES letters by default for a class-conditional UNet)."""
+    flux_model = unet.config.class_embed_type == "timestep"
+    extra = unet.config.in_channels - (unet.config.out_channels or unet.config.in_channels)
+    if extra not in (0, FLARE_MAP_CHANNELS) or (extra and not flux_model):
+        raise ValueError(f"the UNet takes {unet.config.in_channels} input and {unet.config.out_channels} output "
+                         f"channels: a flare model takes {FLARE_MAP_CHANNELS} more (the flare map) and the flux")
+    if id2label is None:
+        id2label = {} if flux_model else {i: label for i, label in enumerate(FLARE_LETTERS)}
+    id2label = {int(k): str(v) for k, v in id2label.items()}
+    if sorted(id2label) != list(range(len(id2label))):
+        raise ValueError(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
+    if flux_model and id2label:
+        raise ValueError("a flux-conditioned UNet (class_embed_type='timestep') takes no id2label")
+    if not flux_model and unet.config.num_class_embeds != len(id2label) + 1:
+        raise ValueError(f"the UNet has num_class_embeds={unet.config.num_class_embeds}, but {len(id2label)} labels "
+                         f"plus the null class need {len(id2label) + 1}")
+    return id2label
+
+
+def check_upscaler(unet, upscaler, upscaler_scheduler, upscaling: dict | None):
+    """Refuse an upscaler that does not fit its base UNet: it takes the noisy residual and the
+    upsampled base image (and a flare model's flare map), both of the base's channels, the
+    noise-augmentation level as its class input (``class_embed_type="timestep"``), a larger size,
+    a scheduler, and ``upscaling`` with a positive ``residual_std``."""
+    channels = unet.config.out_channels or unet.config.in_channels
+    maps = unet.config.in_channels - channels
+    wanted = 2 * channels + maps
+    if upscaler.config.in_channels != wanted or upscaler.config.out_channels != channels:
+        raise ValueError(f"the upscaler takes {upscaler.config.in_channels} input and {upscaler.config.out_channels} "
+                         f"output channels: over this base model it needs {wanted} and {channels}")
+    if upscaler.config.class_embed_type != "timestep" or upscaler.config.sample_size <= unet.config.sample_size:
+        raise ValueError("the upscaler needs class_embed_type='timestep' (its noise level) and a sample_size larger "
+                         f"than the base model's {unet.config.sample_size} px")
+    if upscaler_scheduler is None or not (upscaling or {}).get("residual_std", 0) > 0:
+        raise ValueError("an upscaler needs its scheduler and upscaling={'residual_std': > 0, ...}")
+
+
 @dataclass
 class SolarFlarePipelineOutput(ImagePipelineOutput):
     """Generated images and, per image, its metadata (label, seed, unit, geometry)."""
@@ -723,7 +825,8 @@ class SolarFlarePipeline(DiffusionPipeline):
             its largest requested flux (``guidance_by_flux``; empty: ``DEFAULT_GUIDANCE`` for all).
     """
 
-    model_cpu_offload_seq = "unet"
+    model_cpu_offload_seq = "unet->upscaler"
+    _optional_components = ["upscaler", "upscaler_scheduler"]
 
     def __init__(
         self,
@@ -736,26 +839,12 @@ class SolarFlarePipeline(DiffusionPipeline):
         distillation: dict | None = None,
         novelty: dict | None = None,
         guidance_by_flux: dict | None = None,
+        upscaler: UNet2DModel | None = None,
+        upscaler_scheduler: DDPMScheduler | None = None,
+        upscaling: dict | None = None,
     ):
         super().__init__()
-        flux_model = unet.config.class_embed_type == "timestep"
-        extra = unet.config.in_channels - (unet.config.out_channels or unet.config.in_channels)
-        if extra not in (0, FLARE_MAP_CHANNELS) or (extra and not flux_model):
-            raise ValueError(f"the UNet takes {unet.config.in_channels} input and {unet.config.out_channels} output "
-                             f"channels: a flare model takes {FLARE_MAP_CHANNELS} more (the flare map) and the flux")
-        if id2label is None:
-            id2label = {} if flux_model else {i: label for i, label in enumerate(FLARE_LETTERS)}
-        id2label = {int(k): str(v) for k, v in id2label.items()}
-        if sorted(id2label) != list(range(len(id2label))):
-            raise ValueError(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
-        num_class_embeds = unet.config.num_class_embeds
-        if flux_model and id2label:
-            raise ValueError("a flux-conditioned UNet (class_embed_type='timestep') takes no id2label")
-        if not flux_model and num_class_embeds != len(id2label) + 1:
-            raise ValueError(
-                f"the UNet has num_class_embeds={num_class_embeds}, but {len(id2label)} labels "
-                f"plus the null class need {len(id2label) + 1}"
-            )
+        id2label = check_base_unet(unet, id2label)
         if novelty:
             shape, size = list(novelty["shape"]), unet.config.sample_size
             cells = [unet.config.out_channels or unet.config.in_channels, size // novelty["pool_px"], size // novelty["pool_px"]]
@@ -764,7 +853,9 @@ class SolarFlarePipeline(DiffusionPipeline):
                                  f"images in {novelty['pool_px']} px cells are {cells}")
         if guidance_by_flux:
             check_guidance_table(guidance_by_flux)
-        self.register_modules(unet=unet, scheduler=scheduler)
+        if upscaler is not None:
+            check_upscaler(unet, upscaler, upscaler_scheduler, upscaling)
+        self.register_modules(unet=unet, scheduler=scheduler, upscaler=upscaler, upscaler_scheduler=upscaler_scheduler)
         self.register_to_config(
             id2label={str(k): v for k, v in id2label.items()},
             normalization=ClipLogNormalization.from_dict(normalization).to_dict(),
@@ -773,6 +864,7 @@ class SolarFlarePipeline(DiffusionPipeline):
             distillation=dict(distillation or {}),
             novelty=dict(novelty or {}),
             guidance_by_flux=dict(guidance_by_flux or {}),
+            upscaling=dict(upscaling or {}) if upscaler is not None else {},
         )
 
     #: What a saved folder carries besides the weights and configs: the model card and the
@@ -1002,6 +1094,7 @@ class SolarFlarePipeline(DiffusionPipeline):
         flare_position=None,
         flares=None,
         novelty_target: float | None = None,
+        image_size: int | None = None,
     ) -> SolarFlarePipelineOutput | tuple:
         r"""Generate images of the given flare class(es).
 
@@ -1033,6 +1126,8 @@ class SolarFlarePipeline(DiffusionPipeline):
             novelty_target: how far the novelty guidance keeps the image's layout from the
                 nearest training frame's while the noise is high, in day distances (see
                 ``novelty_push``); 0 turns it off. Default: the model's own (``novelty_setting``).
+            image_size: the output size: the base model's, or a cascade's upscaler's (the default
+                of a model with an upscaler: the base image is then super-resolved, ``super_resolve``).
 
         Example:
 
@@ -1051,7 +1146,7 @@ class SolarFlarePipeline(DiffusionPipeline):
         ```
         """
         # 1. check the inputs and settle the defaults
-        self.check_inputs(output_type, num_images_per_class, flare_position, flares)
+        self.check_inputs(output_type, num_images_per_class, flare_position, flares, image_size)
         num_inference_steps = self.inference_steps(num_inference_steps)
         novelty_target = self.novelty_setting(novelty_target)
         device = self._execution_device
@@ -1070,16 +1165,72 @@ class SolarFlarePipeline(DiffusionPipeline):
         image = self.prepare_noise(len(conditions), generator, device)
         image = self.denoise(image, conditions, scales, novelty, num_inference_steps, generator)
 
-        # 5. postprocess
+        # 5. a cascade's super-resolution stage, then postprocess
+        if self.output_size(image_size) != image.shape[-1]:
+            image = self.super_resolve(image, conditions.flares, generator)
         images = self.postprocess(image, output_type, scales)
-        metadata = self._metadata(conditions, scales, novelty_target, generator, output_type)
+        metadata = self._metadata(conditions, scales, novelty_target, generator, output_type, image.shape[-1])
         self.maybe_free_model_hooks()
         if not return_dict:
             return images, metadata
         return SolarFlarePipelineOutput(images=images, metadata=metadata)
 
-    def check_inputs(self, output_type: str, num_images_per_class: int, flare_position=None, flares=None):
+    def output_size(self, image_size: int | None = None) -> int:
+        """The size of a call's images: the one asked for (the base model's or its upscaler's),
+        else the upscaler's where the model has one (a cascade), else the base model's."""
+        sizes = [self.unet.config.sample_size] + ([self.upscaler.config.sample_size] if self.upscaler else [])
+        if image_size is not None and image_size not in sizes:
+            raise ValueError(f"this model makes {' or '.join(map(str, sizes))} px images, not {image_size} px")
+        return sizes[-1] if image_size is None else image_size
+
+    @torch.no_grad()
+    def super_resolve(self, low: torch.Tensor, flares: list | None = None, generator=None,
+                      noise_level: float | None = None, num_inference_steps: int | None = None) -> torch.Tensor:
+        """Model-space images (N, C, h, w) at the base model's size (generated, or real frames
+        normalised), taken to the upscaler's size: the residual sampled from noise beside the
+        upsampled image with ``noise_level`` of noise added (default: the model's ``upscaling``),
+        and a flare model's flares (``flare_request`` dicts per image; None: no flare information).
+        A further stage chains the same way: the next pipeline's ``super_resolve`` of this output.
+        """
+        if self.upscaler is None:
+            raise ValueError("this model has no upscaler: it makes only "
+                             f"{self.unet.config.sample_size} px images")
+        settings, size = self.config.upscaling, self.upscaler.config.sample_size
+        noise_level = float(settings.get("noise_level", UPSCALER_NOISE_LEVEL) if noise_level is None else noise_level)
+        low = low.float()
+        augmented = low + noise_level * randn_tensor(low.shape, generator=generator, device=low.device, dtype=low.dtype)
+        maps = self.upscaler_maps(flares, len(low), low.shape[-1], low.device)
+        levels = torch.full((len(low),), float(noise_level_input(noise_level)), device=low.device)
+        scheduler = self.upscaler_scheduler
+        residual = randn_tensor((len(low), low.shape[1], size, size), generator=generator, device=low.device,
+                                dtype=torch.float32) * scheduler.init_noise_sigma
+        scheduler.set_timesteps(num_inference_steps or settings.get("num_inference_steps") or DEFAULT_STEPS,
+                                device=low.device)
+        step_kwargs = scheduler_step_kwargs(scheduler, generator)
+        with torch.inference_mode():
+            for t in self.progress_bar(scheduler.timesteps):
+                model_input = upscaler_input(scheduler.scale_model_input(residual, t), upsample(augmented, size), maps)
+                prediction = self.upscaler(model_input.to(self.upscaler.dtype), t, class_labels=levels).sample.float()
+                residual = scheduler.step(prediction, t, residual, **step_kwargs).prev_sample
+        return (upsample(low, size) + float(settings["residual_std"]) * residual).clamp(-1.0, 1.0)
+
+    def upscaler_maps(self, flares, batch_size: int, low_size: int, device) -> torch.Tensor | None:
+        """A flare model's flare maps at the upscaler's size: each image's flares (positions in
+        pixels of ``low_size``), or all zeros (no flare information) without ``flares``."""
+        if self.upscaler.config.in_channels == 2 * self.upscaler.config.out_channels:
+            return None
+        size = self.upscaler.config.sample_size
+        if flares is None:
+            return torch.zeros(batch_size, FLARE_MAP_CHANNELS, size, size, device=device)
+        sigma = FLARE_MAP_SIGMA_RSUN * rsun_px(self.config.geometry, size)
+        maps = [flare_map([rescale_px(np.asarray(f["position_px"]), low_size, size) for f in image_flares],
+                          [f["log10_peak_flux_goes_r"] for f in image_flares], size, sigma) for image_flares in flares]
+        return torch.from_numpy(np.stack(maps)).to(device)
+
+    def check_inputs(self, output_type: str, num_images_per_class: int, flare_position=None, flares=None,
+                     image_size: int | None = None):
         """Refuse a request this pipeline cannot make, before any work, with a one-line error."""
+        self.output_size(image_size)
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(map(repr, OUTPUT_TYPES))}, got {output_type!r}")
         if num_images_per_class < 1:
@@ -1219,7 +1370,7 @@ class SolarFlarePipeline(DiffusionPipeline):
         return np.stack([disk, 1.0 - disk])[None], off_flares
 
     def _metadata(self, conditions: Conditions, scales: list, novelty_target: float, generator,
-                  output_type: str) -> list[dict]:
+                  output_type: str, size: int) -> list[dict]:
         """Each image's record: its name, conditioning and class input, seed, unit, geometry, the
         guidance it was made with and a flare model's flares."""
         generators = generator if isinstance(generator, list) else [generator] * len(conditions)
@@ -1232,12 +1383,14 @@ class SolarFlarePipeline(DiffusionPipeline):
                 "seed": None if g is None else int(g.initial_seed()),
                 "per_image_seed": isinstance(generator, list),
                 "unit": unit,
-                "geometry": dict(self.config.geometry),
+                "geometry": geometry_at(self.config.geometry, size),
                 "novelty_target": novelty_target,
                 "guidance_scale": float(scale),
             }
             for name, class_input, g, scale in zip(conditions.names, conditions.class_inputs.tolist(), generators, scales)
         ]
-        for record, image_flares in zip(records, conditions.flares or []):
-            record["flares"] = image_flares
+        base = self.unet.config.sample_size
+        for record, image_flares in zip(records, conditions.flares or []):  # positions in pixels of the output
+            record["flares"] = image_flares if size == base else [
+                dict(f, position_px=[float(rescale_px(p, base, size)) for p in f["position_px"]]) for f in image_flares]
         return records

@@ -1,0 +1,106 @@
+"""The cascade's pipeline side: a flare model with an upscaler makes high-resolution images by
+default (one ``from_pretrained``), super-resolves real low-resolution frames, chains a further
+stage, and records the geometry of the size it wrote. The upscaler's training is in
+``test_upscaler_training.py``."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DModel
+
+from solar_diffusion import SolarFlarePipeline, build_unet
+from solar_diffusion.maps import disk_geometry
+from solar_diffusion.pipelines import noise_level_input, upsample
+
+
+def tiny_upscaler(size: int, channels: int = 3, maps: int = 2, seed: int = 0) -> UNet2DModel:
+    torch.manual_seed(seed)
+    return UNet2DModel(sample_size=size, in_channels=2 * channels + maps, out_channels=channels,
+                       block_out_channels=(8, 16), down_block_types=("DownBlock2D",) * 2,
+                       up_block_types=("UpBlock2D",) * 2, layers_per_block=1, norm_num_groups=4,
+                       class_embed_type="timestep").eval()
+
+
+def tiny_cascade(base_size: int = 16, size: int = 32, residual_std: float = 0.1) -> SolarFlarePipeline:
+    torch.manual_seed(0)
+    unet = build_unet("tiny", base_size, num_labels=0, in_channels=3, conditioning="flare").eval()
+    geometry = disk_geometry(base_size, rsun_px=base_size / 2.3, date_obs="2012-03-07T00:00:00",
+                             wavelengths_angstrom=(171, 131, 94))
+    pipe = SolarFlarePipeline(unet, DDIMScheduler(), geometry=geometry, flare_positions=[[-400.0, 250.0]],
+                              upscaler=tiny_upscaler(size), upscaler_scheduler=DPMSolverMultistepScheduler(),
+                              upscaling={"residual_std": residual_std, "noise_level": 0.05, "num_inference_steps": 2})
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_a_cascade_makes_its_upscalers_size_by_default_and_the_base_size_when_asked():
+    pipe = tiny_cascade()
+    call = dict(flare_class="M5", flare_position=("px", 4.0, 10.0), num_inference_steps=2, output_type="model")
+    high = pipe(**call, generator=[torch.Generator().manual_seed(3)])
+    base = pipe(**call, generator=[torch.Generator().manual_seed(3)], image_size=16)
+    assert high.images.shape == (1, 3, 32, 32) and base.images.shape == (1, 3, 16, 16)
+    # the high-resolution image is the upsampled base image plus the residual times its spread
+    tight = tiny_cascade(residual_std=1e-8)
+    assert (tight(**call, generator=[torch.Generator().manual_seed(3)]).images
+            - upsample(base.images, 32)).abs().max() < 1e-3
+    assert (high.images - upsample(base.images, 32)).abs().max() > 0.1
+    geometry = high.metadata[0]["geometry"]
+    assert geometry["image_size"] == 32 and geometry["plate_scale_arcsec"] == pytest.approx(
+        base.metadata[0]["geometry"]["plate_scale_arcsec"] / 2)
+    assert high.metadata[0]["flares"][0]["position_px"] == [8.5, 20.5]  # the same place, in 32 px pixels
+    assert base.metadata[0]["flares"][0]["position_px"] == [4.0, 10.0]
+    with pytest.raises(ValueError, match="makes 16 or 32 px images, not 64 px"):
+        pipe(**call, image_size=64)
+
+
+def test_the_upscaler_sees_the_flare_map_at_its_size_and_the_noise_level():
+    pipe = tiny_cascade()
+    seen = []
+    hook = pipe.upscaler.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append((args[0].clone(), kwargs["class_labels"].clone())), with_kwargs=True)
+    try:
+        pipe("X", flare_position=("px", 4.0, 10.0), num_inference_steps=1, generator=torch.Generator().manual_seed(0))
+    finally:
+        hook.remove()
+    model_input, levels = seen[0]
+    assert model_input.shape == (1, 8, 32, 32) and levels.tolist() == [pytest.approx(noise_level_input(0.05))]
+    flare_channel = model_input[0, 6]
+    y, x = np.unravel_index(int(flare_channel.argmax()), flare_channel.shape)
+    assert (x, y) in {(8, 20), (9, 20), (8, 21), (9, 21)} and model_input[0, 7].min() == 1  # conditioned
+
+
+def test_real_low_resolution_frames_are_super_resolved_and_a_further_stage_chains():
+    pipe = tiny_cascade()
+    low = torch.rand(2, 3, 16, 16) * 2 - 1  # "real" frames in model space
+    high = pipe.super_resolve(low, generator=torch.Generator().manual_seed(0))
+    assert high.shape == (2, 3, 32, 32) and torch.isfinite(high).all()
+    # 16 -> 32 -> 64: the next stage is another pipeline's upscaler on this output
+    torch.manual_seed(1)
+    second = SolarFlarePipeline(build_unet("tiny", 32, num_labels=0, in_channels=3, conditioning="flare").eval(),
+                                DDIMScheduler(), geometry=disk_geometry(32, rsun_px=32 / 2.3),
+                                upscaler=tiny_upscaler(64, seed=1), upscaler_scheduler=DPMSolverMultistepScheduler(),
+                                upscaling={"residual_std": 0.05, "num_inference_steps": 2})
+    second.set_progress_bar_config(disable=True)
+    highest = second.super_resolve(high, generator=torch.Generator().manual_seed(0))
+    assert highest.shape == (2, 3, 64, 64)
+    assert (highest - upsample(high, 64)).abs().mean() < (highest - upsample(low, 64)).abs().mean() + 0.5
+
+
+def test_a_saved_cascade_loads_both_ways_and_a_bad_upscaler_is_refused(tmp_path):
+    pipe = tiny_cascade()
+    pipe.save_pretrained(tmp_path / "cascade")
+    loaded = SolarFlarePipeline.from_pretrained(tmp_path / "cascade")
+    loaded.set_progress_bar_config(disable=True)
+    call = dict(flare_class="M5", flare_position=("px", 4.0, 10.0), num_inference_steps=2, output_type="model")
+    a = pipe(**call, generator=[torch.Generator().manual_seed(1)]).images
+    b = loaded(**call, generator=[torch.Generator().manual_seed(1)]).images
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    remote = DiffusionPipeline.from_pretrained(tmp_path / "cascade", custom_pipeline=str(tmp_path / "cascade"),
+                                               trust_remote_code=True)
+    assert type(remote).__name__ == "SolarFlarePipeline" and remote.upscaler.config.sample_size == 32
+    with pytest.raises(ValueError, match="over this base model it needs 8 and 3"):
+        SolarFlarePipeline(pipe.unet, pipe.scheduler, geometry=pipe.config.geometry, upscaler=tiny_upscaler(32, maps=0),
+                           upscaler_scheduler=DPMSolverMultistepScheduler(), upscaling={"residual_std": 0.1})
+    with pytest.raises(ValueError, match="residual_std"):
+        SolarFlarePipeline(pipe.unet, pipe.scheduler, geometry=pipe.config.geometry, upscaler=tiny_upscaler(32),
+                           upscaler_scheduler=DPMSolverMultistepScheduler(), upscaling={})
