@@ -19,8 +19,9 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# every class by default (no --flare-class here: a --flare-class in ARGS chooses the classes)
 generate: $(BIN)/.installed
-	$(OFFLINE) $(BIN)/solar-diffusion generate --flare-class all --num-images 4 --out generated --overwrite $(ARGS)
+	$(OFFLINE) $(BIN)/solar-diffusion generate --num-images 4 --out generated --overwrite $(ARGS)
 
 test: $(BIN)/.installed
 	$(OFFLINE) $(BIN)/python -m pytest -n 2 -m "not slow and not live" --durations=15

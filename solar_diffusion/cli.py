@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gc
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -20,28 +21,46 @@ from solar_diffusion.startup import collector_paused
 def _add_model(p, what="saved pipeline folder or Hub id"):
     default = bundled_model()
     p.add_argument("--model", default=None if default is None else str(default), required=default is None,
-                   help=what + (" (default: the bundled model)" if default else ""))
+                   help=what + ", or a model's name as a run records it (models/default)"
+                   + ("; default: the bundled model" if default else ""))
 
 
-def _add_generate(p):
-    from solar_diffusion.generate import DTYPES, FORMATS, SCHEDULERS
+def _add_sampling(p, scheduler_default: str):
+    """The sampling flags generate, evaluate and augment share: one flag and one meaning per concept."""
+    from solar_diffusion.generate import SCHEDULERS
     from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
-    _add_model(p)
-    p.add_argument("--flare-class", action="append", dest="flare_classes", metavar="CLASS",
-                   help="label ('X', 'quiet'), full class ('M2.5') or 'all' (default); repeat for several")
-    p.add_argument("--num-images", type=int, default=4, help="images per class (default 4)")
     p.add_argument("--steps", type=int, default=None,
                    help=f"denoising steps (default {DEFAULT_STEPS}, or a distilled model's own)")
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
-                   help="ddpm, ddim, dpm (DPM-Solver++) or dpm-sde (its stochastic form); default: the model's own "
-                        "(DPM-Solver++ for the bundled model; a few-step student's grid)")
+                   help="ddpm, ddim, dpm (DPM-Solver++) or dpm-sde (its stochastic form); default: " + scheduler_default)
     p.add_argument("--guidance", type=float, default=None,
                    help=f"classifier-free guidance scale (default: per image by its requested flux where the model "
                         f"has a guidance_by_flux table, else {DEFAULT_GUIDANCE:g}; a distilled model has its own built in)")
     p.add_argument("--novelty-target", type=float, default=None,
                    help="distance the novelty guidance keeps from the nearest training layout, in day distances "
                         "(0: off; default: the model's own, see `solar-diffusion novelty`)")
+
+
+def _add_flare_position(p, what: str):
+    p.add_argument("--flare-position", action="append", dest="flare_positions", metavar="WHERE",
+                   help=f"a flare model's flare position for {what} of the same rank: a NOAA location (S15W01), "
+                        "helioprojective arcsec (-475,397) or pixels (px:20,9); repeat; default: drawn from the "
+                        "training flares")
+    p.add_argument("--date", default=None, help="date at which NOAA locations are seen (default: the model's "
+                                                 "nominal date)")
+
+
+def _add_generate(p):
+    from solar_diffusion.generate import DTYPES, FORMATS
+
+    _add_model(p)
+    p.add_argument("--flare-class", action="append", dest="flare_classes", metavar="CLASS",
+                   help="label ('X', 'quiet'), full class ('M2.5'), for a flux or flare model also a GOES-R peak flux "
+                        "in W m^-2 ('1e-4'); repeat for several (default: every class the model knows, as 'all')")
+    p.add_argument("--num-images", type=int, default=4, help="images per class (default 4)")
+    _add_sampling(p, "the model's own (DPM-Solver++ for the bundled model and for a model saved with the training "
+                     "schedule; a few-step student's grid)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k")
     p.add_argument("--out", default="generated", help="output folder (default ./generated)")
     p.add_argument("--format", choices=FORMATS, default="png",
@@ -53,12 +72,7 @@ def _add_generate(p):
                    help="the UNet's precision (default auto: bfloat16 on a CUDA GPU that supports it, else float32)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet (slow first batch; pays off for hundreds of images)")
-    p.add_argument("--flare-position", action="append", dest="flare_positions", metavar="WHERE",
-                   help="a flare model's flare position for the --flare-class of the same rank: a NOAA location "
-                        "(S15W01), helioprojective arcsec (-475,397) or pixels (px:20,9); repeat; default: drawn "
-                        "from the training flares")
-    p.add_argument("--date", default=None, help="date at which NOAA locations are seen (default: the model's "
-                                                 "nominal date)")
+    _add_flare_position(p, "the --flare-class")
     p.add_argument("--list-classes", action="store_true", help="print the model's labels, lowest first, and exit")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the earlier run in --out (the files its generation.json names); default: refuse")
@@ -91,7 +105,7 @@ def _generate(args) -> int:
     records = generate_to_folder(
         pipe,
         args.out,
-        flare_classes=args.flare_classes or ["all"],
+        flare_classes=args.flare_classes,
         num_images=args.num_images,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
@@ -103,22 +117,28 @@ def _generate(args) -> int:
         overwrite=args.overwrite,
         progress=True,
         novelty_target=args.novelty_target,
+        log=print,
     )
-    print(f"wrote {len(records)} images ({args.format}) and contact_sheet.png to {args.out}")
+    print(_written(records, Path(args.out), args.format))
     return 0
 
 
 def _flare_positions(args, pipe) -> list | None:
-    """``--flare-position`` values as the pipeline takes them, NOAA locations converted at
-    ``--date`` (default: the model's nominal date)."""
+    """``--flare-position`` values as the pipeline takes them (``positions.flare_positions``: sunpy,
+    seconds to import, only where positions are given)."""
     if not args.flare_positions:
         return None
-    if pipe.conditioning != "flare":
-        raise ValueError(f"--flare-position needs a flare model; {args.model} is {pipe.conditioning}-conditioned")
-    from solar_diffusion.positions import parse_position
+    from solar_diffusion.positions import flare_positions
 
-    date = args.date or pipe.config.geometry.get("date_obs")
-    return [parse_position(text, date) for text in args.flare_positions]
+    return flare_positions(args.flare_positions, pipe, args.date)
+
+
+def _written(records: list, out: Path, file_format: str) -> str:
+    """generate's last line: the images and every file written, counted."""
+    images = sum(len(record["files"]) for record in records)
+    sheets = len(list(out.glob("contact_sheet*.png")))
+    return (f"wrote {len(records)} images as {images + sheets + 1} files to {out}: {images} {file_format} files, "
+            f"{sheets} contact sheet{'s' * (sheets != 1)} and generation.json")
 
 
 def _add_build_dataset(p):
@@ -193,11 +213,21 @@ def _distill(args) -> int:
     return 0
 
 
+def _add_train_upscaler(p):
+    from solar_diffusion.training.train_upscaler import build_parser as upscaler_parser
+
+    upscaler_parser(p)
+
+
+def _train_upscaler(args) -> int:
+    from solar_diffusion.training.train_upscaler import train_upscaler
+
+    print(f"saved cascade: {train_upscaler(args)}")
+    return 0
+
+
 def _add_evaluate(p):
     from solar_diffusion.splits import dataset_argument
-
-    from solar_diffusion.generate import SCHEDULERS
-    from solar_diffusion.pipelines import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
     _add_model(p, "saved pipeline folder")
     p.add_argument("--dataset", required=True, type=dataset_argument,
@@ -210,14 +240,7 @@ def _add_evaluate(p):
                    help="generated images per class (default 32)")
     p.add_argument("--num-positions", type=int, default=8,
                    help="a flare model: flare positions drawn from its training flares, the same for every class")
-    p.add_argument("--steps", type=int, default=None,
-                   help=f"denoising steps (default {DEFAULT_STEPS}, or a distilled model's own)")
-    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the saved one")
-    p.add_argument("--guidance", type=float, default=None,
-                   help=f"classifier-free guidance scale (default: the model's, by requested flux where it has a "
-                        f"table, else {DEFAULT_GUIDANCE:g}, or a distilled model's own)")
-    p.add_argument("--novelty-target", type=float, default=None,
-                   help="novelty guidance target, in day distances (default: the model's own; 0: off)")
+    _add_sampling(p, "the saved one")
     p.add_argument("--steps-curve", default="10,25,50", help="step counts of the quality curve ('' for none)")
     p.add_argument("--curve-per-class", type=int, default=None, help="images per class per curve point")
     p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples per interval (default 200)")
@@ -225,7 +248,8 @@ def _add_evaluate(p):
     p.add_argument("--max-real", type=int, default=300, help="real images per class compared in feature space")
     p.add_argument("--inception", action="store_true", help="also Inception-V3 features (needs the 'fid' extra)")
     p.add_argument("--model-card", default=None, help="a model card (README.md) to write the results into")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the first image of each class; its image k uses seed + k (default 0)")
     p.add_argument("--out", required=True, help="output folder")
 
 
@@ -353,21 +377,30 @@ def _add_augment(p):
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--ratio", type=float, help="add R times each minority class's count")
     how.add_argument("--target", choices=["balanced"], help="raise each minority class to the largest class's count")
-    p.add_argument("--classes", default=None, help="comma-separated classes to add (default: all but the largest)")
-    p.add_argument("--max-per-class", type=int, default=None, help="at most this many frames added per class")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--flare-class", action="append", dest="flare_classes", metavar="CLASS",
+                   help="a class of the dataset to add frames of ('M', 'X'); repeat for several (default: every class "
+                        "but the most frequent)")
+    p.add_argument("--max-per-class", type=int, default=None,
+                   help="a cap: at most this many frames added per class, whatever --ratio or --target asks (not a "
+                        "count of images per class, which generate and evaluate take as --num-images)")
+    _add_flare_position(p, "the added frames of the --flare-class")
+    _add_sampling(p, "the saved one")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per pipeline call (default 16 at 64 px, as many pixels at other sizes)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the first added frame (frame k uses seed + k) and of the strengths drawn (default 0)")
 
 
 def _augment(args) -> int:
+    from diffusers.utils import logging as diffusers_logging
+
     from solar_diffusion.augment import augment
 
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    augment(args.dataset, args.out, args.model, ratio=args.ratio, target=args.target, classes=classes,
+    diffusers_logging.disable_progress_bar()
+    augment(args.dataset, args.out, args.model, ratio=args.ratio, target=args.target, flare_classes=args.flare_classes,
             max_per_class=args.max_per_class, seed=args.seed, num_inference_steps=args.steps,
-            guidance_scale=args.guidance, batch_size=args.batch_size)
+            scheduler=args.scheduler, guidance_scale=args.guidance, novelty_target=args.novelty_target,
+            batch_size=args.batch_size, flare_positions=args.flare_positions, date=args.date)
     return 0
 
 
@@ -404,7 +437,7 @@ def _novelty(args) -> int:
 def _add_push(p):
     p.add_argument("folder", help="a saved pipeline (model_index.json) or a built dataset (build_info.json)")
     p.add_argument("--repo-id", required=True, help="the Hub repo, owner/name (a model or dataset repo, by the folder)")
-    p.add_argument("--private", action="store_true")
+    p.add_argument("--private", action="store_true", help="make a new Hub repo private (default: public)")
 
 
 def _push(args) -> int:
@@ -422,6 +455,8 @@ COMMANDS = {
     "train": ("train the class-conditional DDPM (same flags as training/train_ddpm.py)", _add_train, _train),
     "distill": ("distil a model's guidance into a one-call-per-step student (same flags as training/distill.py)",
                 _add_distill, _distill),
+    "train-upscaler": ("train a cascade's super-resolution stage over a base model (same flags as "
+                       "training/train_upscaler.py)", _add_train_upscaler, _train_upscaler),
     "evaluate": ("FD/KID, precision/recall, clusters, conditioning F1 against a real split", _add_evaluate, _evaluate),
     "experiment": ("the paper's experiments, classifier or predictor: real, class-weighted, oversampled, + synthetic",
                    _add_experiment, _experiment),
@@ -438,9 +473,16 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, refusing bad input in one line (the usage is one ``--help`` away)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser, with the arguments of ``command`` only (all subcommands are listed)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="solar-diffusion",
         description="Synthetic SDO/AIA images of chosen GOES flare classes with a conditional diffusion model.",
     )
@@ -479,7 +521,29 @@ def run() -> None:
     sys.exit(_run(sys.argv[1:]))
 
 
+#: Options whose value may start with "-": a negative arcsec x (``--flare-position -475,397``), and a
+#: negative flux, refused by the pipeline with its reason rather than by argparse as a missing value.
+_SIGNED_VALUES = ("--flare-position", "--flare-class")
+
+
+def _attach_signed_values(argv: list[str]) -> list[str]:
+    """``--flare-position -475,397`` as ``--flare-position=-475,397``: argparse takes a value that
+    starts with "-" and is not a plain number for an option, and refuses it.
+
+    >>> _attach_signed_values(["generate", "--flare-position", "-475,397", "--flare-position", "S15W01"])
+    ['generate', '--flare-position=-475,397', '--flare-position', 'S15W01']
+    """
+    out = []
+    for arg in argv:
+        if out and out[-1] in _SIGNED_VALUES and re.match(r"-\.?\d", arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def _run(argv: list[str]) -> int:
+    argv = _attach_signed_values(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     with collector_paused():  # the command's modules import here
         args = build_parser(command).parse_args(argv)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import try_to_load_from_cache
 
 from solar_diffusion.colormaps import colorize
+from solar_diffusion.defaults import BUNDLED_MODEL
 from solar_diffusion.files import atomic_write
 from solar_diffusion.hub import model_name as readable_model_name
 from solar_diffusion.progress import job_bar
@@ -20,10 +24,12 @@ with scipy_on_demand():  # diffusers' UNet and schedulers without scipy.stats at
 
     from solar_diffusion.pipelines import (
         FLARE_LETTERS,
+        QUIET_LABEL,
         SolarFlarePipeline,
         apply_guidance,
         north_up,
         null_condition,
+        requested_flux,
         scheduler_step_kwargs,
         with_flare_map,
     )
@@ -105,6 +111,35 @@ def check_device(device: str):
                            "use --device cpu, or run where the GPU is")
 
 
+def resolve_model(model) -> str:
+    """The folder or Hub id of a ``--model`` value, refused in one line where nothing loads.
+
+    A local folder is taken as given (it must hold ``model_index.json``); a name the project
+    writes for a bundled model (``hub.model_name``: ``models/default``, ``paper-171``) is that
+    model's folder; anything else is a Hub id, which offline (``HF_HUB_OFFLINE=1``) must be in
+    the local Hugging Face cache.
+
+    >>> resolve_model("models/default") == str(BUNDLED_MODEL)
+    True
+    """
+    text = str(model)
+    path = Path(text).expanduser()
+    bundled = BUNDLED_MODEL.parent / text.removeprefix("models/")
+    if not path.exists() and "/" not in text.removeprefix("models/") and (bundled / "model_index.json").exists():
+        path = bundled
+    if path.exists():
+        if not (path / "model_index.json").exists():
+            raise FileNotFoundError(f"{text} is not a saved SolarFlarePipeline: it has no model_index.json")
+        return str(path)
+    if path.is_absolute() or text.startswith((".", "~")) or text.count("/") != 1:
+        raise FileNotFoundError(f"{text}: no such model folder (a Hub id is 'owner/name')")
+    if hub_constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(text, "model_index.json"), str):
+        raise FileNotFoundError(f"{text} is neither a local folder nor in the local Hugging Face cache, and "
+                                f"HF_HUB_OFFLINE=1 forbids downloads: run `hf download {text}` where the Hub "
+                                "can be reached, or pass a saved pipeline folder")
+    return text
+
+
 def load_pipeline(model: str | os.PathLike, device: str | None = None, channels_last: bool = True,
                   compile: bool = False, dtype: torch.dtype = torch.float32) -> SolarFlarePipeline:
     """Load a saved pipeline from a folder or a Hub id (offline: a cached one), ready to sample.
@@ -113,10 +148,9 @@ def load_pipeline(model: str | os.PathLike, device: str | None = None, channels_
     on CPU, BENCHMARKS.md; the outputs are the same to float rounding). ``compile=True`` compiles
     the UNet with ``torch.compile`` (inductor; a one-off cost at the first call of each batch size,
     worth it for thousands of images). ``dtype`` is the UNet's (``unet_dtype``); the latents and
-    the scheduler stay float32.
+    the scheduler stay float32. ``model`` is resolved by ``resolve_model``.
     """
-    if Path(model).exists() and not (Path(model) / "model_index.json").exists():
-        raise FileNotFoundError(f"{model} is not a saved SolarFlarePipeline: it has no model_index.json")
+    model = resolve_model(model)
     if device:
         check_device(device)
     with scipy_on_demand():  # loading the scheduler imports every compatible scheduler's module
@@ -131,19 +165,66 @@ def load_pipeline(model: str | os.PathLike, device: str | None = None, channels_
     return pipe
 
 
-def resolve_classes(pipe: SolarFlarePipeline, flare_classes) -> list[str]:
-    """Classes to generate: ``["all"]`` means every label the model knows, lowest first (the GOES
-    letters for a flux-conditioned model; "quiet" and the letters for a flare model)."""
-    everything = not flare_classes or list(flare_classes) == ["all"]
-    if pipe.conditioning in ("flux", "flare"):
-        requested = list(FLARE_LETTERS) if everything else [str(c) for c in flare_classes]
-        if pipe.conditioning == "flare":
-            return (["quiet"] if everything else []) + requested
-        pipe.class_inputs(requested)  # validates
-        return requested
-    if everything:
+def resolve_classes(pipe: SolarFlarePipeline, flare_classes) -> list:
+    """Classes to generate, as asked; ``["all"]`` (or none) means every label the model knows,
+    lowest first (the GOES letters for a flux-conditioned model; "quiet" and the letters for a
+    flare model).
+
+    >>> resolve_classes(None, ["X", "M2.5"])
+    ['X', 'M2.5']
+    """
+    flare_classes = list(flare_classes or ["all"])
+    if flare_classes != ["all"]:
+        if "all" in flare_classes:
+            raise ValueError("'all' means every class the model knows: give it alone, or name the classes")
+        return flare_classes
+    if pipe.conditioning == "class":
         return list(pipe.id2label.values())
-    return [pipe.id2label[i] for i in pipe.label_ids(list(flare_classes))]
+    return ([QUIET_LABEL] if pipe.conditioning == "flare" else []) + list(FLARE_LETTERS)
+
+
+def pipeline_request(conditioning: str, flare_class):
+    """A requested class as the pipeline takes it: for a flux or flare model a number is a
+    GOES-R peak flux in W m^-2 (what ``--list-classes`` offers), so text that reads as one is
+    passed as a float; anything else as given.
+
+    >>> pipeline_request("flare", "1e-4"), pipeline_request("flare", "X"), pipeline_request("class", "1e-4")
+    (0.0001, 'X', '1e-4')
+    """
+    if conditioning != "class" and isinstance(flare_class, str):
+        try:
+            return float(flare_class)
+        except ValueError:
+            pass
+    return flare_class
+
+
+def check_requests(pipe: SolarFlarePipeline, requests: list, positions=None) -> list[str]:
+    """What each request (in the pipeline's form, a flare model's with its position or None)
+    becomes, as the files name it: "X3.2" for "X" (a bare letter is the centre of its decade) for
+    a flux or flare model, "M" for "M2.5" for a class model. Every request is checked here, so
+    that a run that would fail is refused before any file or folder is made."""
+    pipe.check_inputs("model", 1, positions)
+    return pipe.prepare_conditions(requests, 1, flare_position=positions).names
+
+
+def request_in_words(flare_class, name: str, conditioning: str) -> str:
+    """What a requested class became, in words (the CLI prints it where that is not what was asked).
+
+    >>> request_in_words("X", "X3.2", "flare")
+    '--flare-class X is X3.2: a GOES-R peak flux of 4.5e-04 W m^-2 (a bare letter is the centre of its decade)'
+    >>> request_in_words("1e-4", "M7.0", "flux")
+    '--flare-class 1e-4 is M7.0: a GOES-R peak flux of 1.0e-04 W m^-2 (classes are on the SWPC scale, 0.7 times GOES-R)'
+    >>> request_in_words("M2.5", "M", "class")
+    '--flare-class M2.5 is M: this model is conditioned on the GOES letter only'
+    """
+    text = f"--flare-class {flare_class} is {name}"
+    if conditioning == "class":
+        return f"{text}: this model is conditioned on the GOES letter only"
+    request = pipeline_request(conditioning, flare_class)
+    why = "(classes are on the SWPC scale, 0.7 times GOES-R)" if isinstance(request, float) else \
+        "(a bare letter is the centre of its decade)"
+    return f"{text}: a GOES-R peak flux of {requested_flux(request):.1e} W m^-2 {why}"
 
 
 def default_batch_size(pipe: SolarFlarePipeline) -> int:
@@ -237,17 +318,22 @@ def generate_to_folder(
     overwrite: bool = False,
     progress: bool = False,
     novelty_target: float | None = None,
+    log=None,
 ) -> list[dict]:
     """Generate ``num_images`` per class and write one file per image, named by class and seed.
 
     Image k (counting over all classes) uses its own generator seeded ``seed + k``, so any image
     can be remade on its own. A flare model takes ``flare_positions``, one per entry of
     ``flare_classes`` (see the pipeline's ``flare_position``; None draws one); its images' flares
-    are in their metadata. Also writes ``generation.json`` (settings and per-image metadata)
-    and ``contact_sheet.png``. Returns the per-image metadata with the file names.
+    are in their metadata. Also writes ``generation.json`` (settings and per-image metadata,
+    with the class each image was asked for as ``requested_class``) and ``contact_sheet.png``.
+    Returns the per-image metadata with the file names. ``log`` (e.g. ``print``) is told what a
+    request became where that is not what was asked ("X" is X3.2 for a flare model).
 
     A folder that holds an earlier run's files is refused unless ``overwrite``, which first
     removes the files that run's ``generation.json`` names (nothing else): one run per folder.
+    Every request is checked before anything is written; a run that fails later removes what it
+    wrote (the folder too where it made it), one that is interrupted records its whole images.
     ``progress`` shows one bar over all the images (on a terminal).
     """
     if file_format == "fits":  # sunpy.map and astropy: imported only to write FITS (a second or more at start-up)
@@ -256,41 +342,79 @@ def generate_to_folder(
     if file_format not in FORMATS:
         raise ValueError(f"unknown format {file_format!r}: choose one of {FORMATS}")
     out_dir = Path(out_dir)
-    classes = resolve_classes(pipe, flare_classes)
-    labels = [label for label in classes for _ in range(num_images)]
-    positions = None
-    if flare_positions:
-        if len(flare_positions) > len(classes):
-            raise ValueError(f"{len(flare_positions)} flare positions for {len(classes)} flare classes: give at most one "
-                             "position per class")
-        padded = list(flare_positions) + [None] * (len(classes) - len(flare_positions))
-        positions = [position for position in padded for _ in range(num_images)]
-        for flare_class, position in zip(classes, padded):  # every request checked before any image is made
-            pipe.flare_request([(flare_class, position)], pipe.unet.config.sample_size, np.random.default_rng(0))
+    classes, labels, positions = _requests(pipe, flare_classes, flare_positions, num_images, log)
     guidance, steps = pipe.guidance_setting(guidance_scale), pipe.inference_steps(num_inference_steps)  # refused before any file goes
     novelty = pipe.novelty_setting(novelty_target)
     clear_earlier_run(out_dir, overwrite)
     model_name = readable_model_name(model_name)  # records and titles name no machine path
+    created = outermost_missing(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    check_writable(out_dir)
     settings = {"model": model_name, "scheduler": type(pipe.scheduler).__name__, "num_inference_steps": steps,
                 "guidance_scale": guidance, "novelty_target": novelty, "format": file_format}
     if guidance is None:  # each image's scale is in its record
         settings["guidance_by_flux"] = dict(pipe.config.guidance_by_flux)
     records, previews = [], []
     try:
+        check_writable(out_dir)
         _generate_files(pipe, out_dir, labels, seed, num_inference_steps, guidance_scale, batch_size, positions,
                         file_format, model_name, records, previews, job_bar(len(labels), "generating", "image",
-                                                                            show=progress), novelty_target)
+                                                                            show=progress), novelty_target,
+                        [str(c) for c in classes for _ in range(num_images)])
+        write_record(out_dir, settings, records)
+        names, captions = [r["flare_class"] for r in records], [f"seed {r['seed']}" for r in records]
+        markers = [[f["position_px"] for f in r.get("flares", [])] for r in records]
+        write_contact_sheets(out_dir, previews, names, captions, model_name,
+                             pipe.config.geometry.get("wavelengths_angstrom") or [], markers)
     except KeyboardInterrupt:  # the images written so far are whole: record them, so --overwrite can clear them
         write_record(out_dir, settings | {"interrupted": True}, records)
         raise
-    write_record(out_dir, settings, records)
-    names, captions = [r["flare_class"] for r in records], [f"seed {r['seed']}" for r in records]
-    markers = [[f["position_px"] for f in r.get("flares", [])] for r in records]
-    write_contact_sheets(out_dir, previews, names, captions, model_name,
-                         pipe.config.geometry.get("wavelengths_angstrom") or [], markers)
+    except Exception:
+        remove_run(out_dir, records, created)
+        raise
     return records
+
+
+def _requests(pipe: SolarFlarePipeline, flare_classes, flare_positions, num_images: int, log) -> tuple:
+    """The classes asked (``resolve_classes``), every image's request in the pipeline's form and
+    its position (None where no position is given), all checked (``check_requests``); ``log``
+    is told what a request became where that differs from what was asked."""
+    classes = resolve_classes(pipe, flare_classes)
+    requests = [pipeline_request(pipe.conditioning, c) for c in classes]
+    padded = None
+    if flare_positions:
+        if len(flare_positions) > len(classes):
+            raise ValueError(f"{len(flare_positions)} flare positions for {len(classes)} flare classes: give at most one "
+                             "position per class")
+        padded = list(flare_positions) + [None] * (len(classes) - len(flare_positions))
+    for flare_class, name in zip(classes, check_requests(pipe, requests, padded)):
+        if log is not None and str(flare_class).strip().lower() != name.lower():
+            log(request_in_words(flare_class, name, pipe.conditioning))
+    labels = [request for request in requests for _ in range(num_images)]
+    positions = None if padded is None else [position for position in padded for _ in range(num_images)]
+    return classes, labels, positions
+
+
+def outermost_missing(folder: Path) -> Path | None:
+    """The outermost of ``folder`` and its parents that does not exist (what ``mkdir(parents=True)``
+    would create, and a failed run removes), or None.
+
+    >>> outermost_missing(Path("/tmp/no-such-folder/run")), outermost_missing(Path("/tmp"))
+    (PosixPath('/tmp/no-such-folder'), None)
+    """
+    return next((path for path in [*reversed(folder.parents), folder] if not path.exists()), None)
+
+
+def remove_run(out_dir: Path, records: list, created: Path | None):
+    """Remove what a failed run wrote: the outermost folder it ``created``, else the files its
+    ``records`` name, its contact sheets and its record (an earlier run's were cleared before it
+    began, and no other image files are allowed beside a run)."""
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+        return
+    for name in [name for record in records for name in record["files"]] + [RUN_RECORD]:
+        (out_dir / name).unlink(missing_ok=True)
+    for sheet in out_dir.glob("contact_sheet*.png"):
+        sheet.unlink()
 
 
 def check_writable(out_dir: Path):
@@ -312,8 +436,9 @@ def write_record(out_dir: Path, settings: dict, records: list):
 
 
 def _generate_files(pipe, out_dir, labels, seed, num_inference_steps, guidance_scale, batch_size, positions,
-                    file_format, model_name, records, previews, bar, novelty_target=None):
-    """Sample and write the images, appending each one's record as soon as its files are whole."""
+                    file_format, model_name, records, previews, bar, novelty_target, requested):
+    """Sample and write the images, appending each one's record (with the class it was
+    ``requested`` as) as soon as its files are whole."""
     if file_format == "fits":  # sunpy and astropy (about 2.5 s to import): only FITS output needs them
         from solar_diffusion.maps import write_fits
     for out in sample_batches(pipe, labels, seed, num_inference_steps, guidance_scale, batch_size, positions,
@@ -342,7 +467,7 @@ def _generate_files(pipe, out_dir, labels, seed, num_inference_steps, guidance_s
                     atomic_write(channel_path, lambda tmp: channel_preview.save(tmp, format="PNG"))
             files = [p.name for p in per_channel] if file_format == "fits" and per_channel else \
                 [name] + [p.name for p in per_channel]
-            records.append(dict(meta, file=name, files=files))
+            records.append(dict(meta, requested_class=requested[len(records)], file=name, files=files))
             previews.append(model_image)
             bar.update(1)
     bar.close()

@@ -84,3 +84,18 @@ def helioprojective_arcsec(position, date) -> tuple[float, float]:
                              "on the visible disk")
     hpc = coord.transform_to(frame)
     return float(hpc.Tx.to_value(u.arcsec)), float(hpc.Ty.to_value(u.arcsec))
+
+
+def flare_positions(positions, pipe, date=None) -> list:
+    """``--flare-position`` values as a flare model's pipeline takes them (``parse_position``),
+    NOAA locations seen at ``date`` (default: the model's nominal date).
+
+    >>> class FlareModel:
+    ...     conditioning, config = "flare", type("Config", (), {"geometry": {"date_obs": "2012-07-01"}})
+    >>> [tuple(round(v) for v in p[-2:]) for p in flare_positions(["S15W01", "-475,397", "px:20,9"], FlareModel())]
+    [(16, -291), (-475, 397), (20, 9)]
+    """
+    if pipe.conditioning != "flare":
+        raise ValueError(f"--flare-position needs a flare model; this model is {pipe.conditioning}-conditioned")
+    date = date or pipe.config.geometry.get("date_obs")
+    return [parse_position(text, date) for text in positions]

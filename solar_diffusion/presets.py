@@ -36,6 +36,17 @@ UNET_PRESETS: dict[str, dict] = {
         norm_num_groups=32,
         attention_head_dim=64,
     ),
+    # The super-resolution stage of a cascade (``build_upscaler_unet``): convolutions only (no
+    # attention, also none in the mid block), so it trains on crops and runs on whole frames;
+    # 1.07 M parameters for three channels and a flare map.
+    "upscaler": dict(
+        block_out_channels=(32, 64, 64),
+        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=8,
+        add_attention=False,
+    ),
 }
 
 
@@ -72,6 +83,23 @@ def build_unet(preset: str, sample_size: int, num_labels: int, in_channels: int 
         class_embed_type=None if conditioning == "class" else "timestep",
         **config,
     )
+
+
+def build_upscaler_unet(preset: str, sample_size: int, channels: int, flare_map: bool = False) -> UNet2DModel:
+    """A freshly initialised super-resolution UNet of a named preset for ``sample_size`` px output.
+
+    Its input is the noisy residual and the upsampled low-resolution image (``channels`` each), and
+    with ``flare_map`` the flare map (``FLARE_MAP_CHANNELS``); its output the residual; its class
+    input the noise-augmentation level (``class_embed_type="timestep"``, ``noise_level_input``).
+
+    >>> unet = build_upscaler_unet("upscaler", 256, 3, flare_map=True)
+    >>> unet.config.in_channels, unet.config.out_channels, sum(p.numel() for p in unet.parameters())
+    (8, 3, 1069059)
+    """
+    if preset not in UNET_PRESETS:
+        raise ValueError(f"unknown UNet preset {preset!r}: choose one of {sorted(UNET_PRESETS)}")
+    return UNet2DModel(sample_size=sample_size, in_channels=2 * channels + (FLARE_MAP_CHANNELS if flare_map else 0),
+                       out_channels=channels, class_embed_type="timestep", **UNET_PRESETS[preset])
 
 
 def label_vocabulary(labels) -> dict[int, str]:

@@ -144,6 +144,26 @@ def make_pipeline():
     return make_tiny_pipeline
 
 
+def save_conditioned_model(folder: Path, conditioning: str = "flare") -> Path:
+    """A tiny random flux- or flare-conditioned model, saved: 32 px, three channels, seen on 2012-03-07,
+    its training flares at two places."""
+    from diffusers import DDIMScheduler
+
+    from solar_diffusion.hub import save_pipeline
+
+    torch.manual_seed(0)
+    unet = build_unet("tiny", 32, num_labels=0, in_channels=3, conditioning=conditioning).eval()
+    geometry = disk_geometry(32, rsun_px=32 / 2.3, date_obs="2012-03-07T00:00:00", wavelengths_angstrom=(171, 131, 94))
+    flares = {"flare_positions": [[-400.0, 250.0], [300.0, -200.0]]} if conditioning == "flare" else {}
+    return save_pipeline(SolarFlarePipeline(unet, DDIMScheduler(), geometry=geometry, **flares), folder)
+
+
+@pytest.fixture
+def saved_conditioned_model():
+    """``save_conditioned_model``: a tiny saved flux or flare model in a folder of the test's."""
+    return save_conditioned_model
+
+
 @pytest.fixture
 def tiny_pipeline() -> SolarFlarePipeline:
     return make_tiny_pipeline()

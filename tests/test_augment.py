@@ -65,6 +65,57 @@ def test_plan_additions_refuses_what_cannot_be_done():
     with pytest.raises(ValueError, match="one of --ratio R or --target balanced"):
         plan_additions({"quiet": 5, "M": 1})
     with pytest.raises(ValueError, match="no frames of X"):
-        plan_additions({"quiet": 5, "M": 1, "X": 0}, classes=["X"], ratio=1.0)
+        plan_additions({"quiet": 5, "M": 1, "X": 0}, flare_classes=["X"], ratio=1.0)
     with pytest.raises(ValueError, match="positive number"):
         plan_additions({"quiet": 5, "M": 1}, ratio=float("nan"))
+
+
+@pytest.fixture
+def browse_flare_model(tmp_path):
+    """A tiny untrained flare model of the tiny dataset's unit, size and channel, seen on 2012-03-07."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from solar_diffusion import SolarFlarePipeline, build_unet
+    from solar_diffusion.hub import save_pipeline
+    from solar_diffusion.maps import disk_geometry
+
+    torch.manual_seed(0)
+    pipe = SolarFlarePipeline(build_unet("tiny", 16, num_labels=0, conditioning="flare").eval(),
+                              DDPMScheduler(),
+                              normalization=ClipLogNormalization.for_unit("browse").to_dict(),
+                              geometry=disk_geometry(16, 16 / 2.36, date_obs="2012-03-07"),
+                              flare_positions=[[-400.0, 250.0]])
+    return save_pipeline(pipe, tmp_path / "flare-model")
+
+
+def test_augment_takes_classes_positions_scheduler_and_novelty_as_generate_does(tiny_dataset, browse_flare_model,
+                                                                                 tmp_path):
+    out = tmp_path / "augmented"
+    assert cli(["augment", "--dataset", tiny_dataset, "--out", out, "--model", browse_flare_model, "--ratio", "1",
+                "--flare-class", "C", "--flare-position", "-475,397", "--scheduler", "ddim", "--novelty-target", "0",
+                "--steps", "1"]) == 0
+    record = json.loads((out / "build_info.json").read_text())["augmented"]
+    assert list(record["added"]) == ["C"] and record["scheduler"] == "DDIMScheduler" and record["novelty_target"] == 0
+    manifest = json.loads((out / "synthetic.json").read_text())
+    assert manifest and {tuple(m["flares"][0]["position_arcsec"]) for m in manifest} == {(-475.0, 397.0)}
+    assert {m["flare_class"] for m in manifest} == {"C"}
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_failed_augment_leaves_nothing_it_wrote(tiny_dataset, browse_model, tmp_path, monkeypatch, capsys, existing):
+    """A failure while sampling, after the original shards were copied: the new folder goes (an empty
+    one given as --out stays, empty)."""
+    from solar_diffusion import augment
+
+    def corrupt(*args, **kwargs):
+        raise RuntimeError("2 of 2 generated images hold NaN or Inf values")
+
+    monkeypatch.setattr(augment, "_generated_rows", corrupt)
+    out = tmp_path / "new" / "augmented"
+    if existing:
+        out.mkdir(parents=True)
+    assert cli(["augment", "--dataset", tiny_dataset, "--out", out, "--model", browse_model, "--ratio", "1",
+                "--steps", "1"]) == 1
+    assert capsys.readouterr().err.strip() == "error: 2 of 2 generated images hold NaN or Inf values"
+    assert list(out.iterdir()) == [] if existing else not (tmp_path / "new").exists()

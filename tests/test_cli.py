@@ -9,7 +9,7 @@ import pytest
 import sunpy.map
 from PIL import Image
 
-from solar_diffusion.cli import main
+from solar_diffusion.cli import COMMANDS, main
 
 
 def test_list_classes(tiny_model_dir, capsys):
@@ -319,3 +319,161 @@ def test_one_flag_per_concept_and_no_old_spellings():
         with pytest.raises(SystemExit):
             build_parser(command).parse_args([command, "--dataset", ".", "--out", "o", "--teacher", "t", *old]
                                              if command == "distill" else [command, "--dataset", ".", "--out", "o", *old])
+
+def _subparser(command: str):
+    """The argparse parser of one sub-command, with its arguments."""
+    import argparse
+
+    from solar_diffusion.cli import build_parser
+
+    parser = build_parser(command)
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_flag_of_every_command_has_help(command):
+    missing = [a.option_strings or a.dest for a in _subparser(command)._actions if not (a.help or "").strip()]
+    assert not missing, f"{command}: flags without help text: {missing}"
+
+
+def test_generate_evaluate_and_augment_share_their_flags():
+    """One flag per concept: the same sampling flags with the same help, classes given the same way
+    (``--flare-class``, repeated), images per class as ``--num-images``; augment's ``--max-per-class``
+    is a cap, not a count, and says so; no old spellings."""
+    flags = {c: {o: a for a in _subparser(c)._actions for o in a.option_strings} for c in ("generate", "evaluate",
+                                                                                           "augment")}
+    for flag in ("--steps", "--guidance", "--novelty-target"):
+        assert len({flags[c][flag].help for c in flags}) == 1, flag
+    for flag in ("--scheduler", "--seed"):
+        assert all(flag in flags[c] for c in flags), flag
+    for command in ("generate", "augment"):
+        for flag in ("--flare-class", "--flare-position", "--date", "--batch-size"):
+            assert flag in flags[command], (command, flag)
+        assert flags[command]["--flare-class"].dest == "flare_classes"
+    assert "--num-images" in flags["generate"] and "--num-images" in flags["evaluate"]
+    assert "a cap" in flags["augment"]["--max-per-class"].help and "--num-images" in flags["augment"]["--max-per-class"].help
+    augment = _subparser("augment").parse_args(["--dataset", ".", "--out", "o", "--ratio", "1", "--flare-class", "M",
+                                                "--flare-class", "X", "--scheduler", "ddim", "--novelty-target", "0"])
+    assert augment.flare_classes == ["M", "X"] and augment.scheduler == "ddim" and augment.novelty_target == 0
+    with pytest.raises(SystemExit):
+        _subparser("augment").parse_args(["--dataset", ".", "--out", "o", "--ratio", "1", "--classes", "M,X"])
+
+
+@pytest.fixture
+def flare_model_dir(tmp_path, saved_conditioned_model) -> Path:
+    return saved_conditioned_model(tmp_path / "flare-model", "flare")
+
+
+def test_a_negative_arcsec_position_is_taken_as_written(flare_model_dir, tmp_path):
+    out = tmp_path / "out"
+    assert main(["generate", "--model", flare_model_dir, "--flare-class", "M", "--flare-position", "-475,397",
+                 "--num-images", "1", "--steps", "1", "--format", "npy", "--out", out]) == 0
+    (image,) = json.loads((out / "generation.json").read_text())["images"]
+    assert image["flares"][0]["position_arcsec"] == [-475.0, 397.0]
+
+
+@pytest.mark.parametrize("conditioning", ["flux", "flare"])
+def test_a_goes_r_flux_is_a_flare_class_and_what_it_became_is_said(conditioning, tmp_path, capsys,
+                                                                   saved_conditioned_model):
+    """``--list-classes`` offers a GOES-R flux in W m^-2: 1e-4 is M7.0 (classes are on the SWPC scale);
+    a bare letter is its decade's centre (X3.2). Both are printed and recorded with what was asked."""
+    model = saved_conditioned_model(tmp_path / "model", conditioning)
+    out = tmp_path / "out"
+    assert main(["generate", "--model", model, "--flare-class", "1e-4", "--flare-class", "X", "--flare-class", "M2.5",
+                 "--num-images", "1", "--steps", "1", "--format", "npy", "--out", out]) == 0
+    printed = capsys.readouterr().out
+    assert "--flare-class 1e-4 is M7.0: a GOES-R peak flux of 1.0e-04 W m^-2" in printed
+    assert "--flare-class X is X3.2: a GOES-R peak flux of 4.5e-04 W m^-2" in printed and "M2.5 is" not in printed
+    images = json.loads((out / "generation.json").read_text())["images"]
+    assert [(image["requested_class"], image["flare_class"]) for image in images] == [("1e-4", "M7.0"), ("X", "X3.2"),
+                                                                                      ("M2.5", "M2.5")]
+    assert sorted(p.name for p in out.glob("*.npy")) == ["M2.5_seed000002.npy", "M7.0_seed000000.npy",
+                                                         "X3.2_seed000001.npy"]
+
+
+MAKEFILE = Path(__file__).resolve().parents[1] / "Makefile"
+
+
+def _make_generate(args: str) -> list[str]:
+    """The arguments ``make generate ARGS="..."`` gives ``solar-diffusion``, from the Makefile's recipe."""
+    recipe = next(line for line in MAKEFILE.read_text().splitlines() if "solar-diffusion generate" in line)
+    words = recipe.split("solar-diffusion", 1)[1].split()
+    return [w for word in words for w in (args.split() if word == "$(ARGS)" else [word])]
+
+
+def test_the_makefile_lets_args_choose_the_classes():
+    """``make generate`` asks for no class itself (generate's default is every class), so a
+    ``--flare-class`` in ARGS is the only one; ARGS come last, so they override the recipe's flags."""
+    argv = _make_generate("--flare-class X")
+    assert argv[0] == "generate" and argv[-2:] == ["--flare-class", "X"] and argv.count("--flare-class") == 1
+
+
+def test_the_readme_make_generate_example_runs(flare_model_dir, tmp_path, monkeypatch):
+    """The README's ``make generate ARGS="--format fits --flare-class X --flare-position S15W01"``, run
+    with the Makefile's arguments, at tiny settings."""
+    from solar_diffusion.positions import helioprojective_arcsec
+
+    monkeypatch.chdir(tmp_path)
+    argv = _make_generate("--format fits --flare-class X --flare-position S15W01")
+    assert main(argv + ["--num-images", "1", "--steps", "1", "--model", flare_model_dir]) == 0
+    (image,) = json.loads((tmp_path / "generated" / "generation.json").read_text())["images"]
+    assert image["flare_class"] == "X3.2" and image["requested_class"] == "X"
+    assert image["flares"][0]["position_arcsec"] == pytest.approx(helioprojective_arcsec("S15W01", "2012-03-07T00:00"))
+    assert sorted(image["files"]) == ["X3.2_seed000000_0094.fits", "X3.2_seed000000_0131.fits",
+                                      "X3.2_seed000000_0171.fits"]
+
+
+def test_every_name_a_run_records_for_a_model_loads_again(tmp_path, capsys):
+    """The bundled model's name in generation.json, the FITS header and the contact sheet is
+    ``models/default``: given back to ``--model`` it is that model."""
+    from solar_diffusion.defaults import BUNDLED_MODEL, PAPER_MODEL
+    from solar_diffusion.generate import resolve_model
+    from solar_diffusion.hub import model_name
+
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert main(["generate", "--flare-class", "M", "--num-images", "1", "--steps", "1", "--format", "fits",
+                 "--out", first]) == 0
+    name = json.loads((first / "generation.json").read_text())["settings"]["model"]
+    assert name == "models/default" and {sunpy.map.Map(p).meta["genmodel"] for p in first.glob("*.fits")} == {name}
+    assert main(["generate", "--model", name, "--flare-class", "M", "--num-images", "1", "--steps", "1",
+                 "--format", "fits", "--out", again]) == 0
+    assert json.loads((again / "generation.json").read_text())["settings"]["model"] == name
+    for model in (BUNDLED_MODEL, PAPER_MODEL):
+        assert resolve_model(model_name(model)) == str(model)
+
+
+def test_the_completion_line_counts_every_file_written(make_pipeline, tmp_path, capsys):
+    from solar_diffusion.hub import save_pipeline
+
+    model = save_pipeline(make_pipeline(wavelengths=(171, 131, 94)), tmp_path / "three-channel")
+    out = tmp_path / "out"
+    assert main(["generate", "--model", model, "--flare-class", "M", "--flare-class", "X", "--num-images", "2",
+                 "--steps", "1", "--out", out]) == 0
+    files = len(list(out.iterdir()))
+    assert files == 4 * 4 + 4 + 1  # an RGB and three channel previews per image, four contact sheets, the record
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        f"wrote 4 images as {files} files to {out}: 16 png files, 4 contact sheets and generation.json")
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_run_that_fails_after_writing_removes_what_it_wrote(tiny_model_dir, tmp_path, monkeypatch, capsys,
+                                                              existing):
+    """A failure after the images (here the disk filling up at the contact sheet) leaves no file of
+    the run, and no folder where the run made it; a user's own files stay."""
+    from solar_diffusion import generate
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", "contact_sheet.png")
+
+    monkeypatch.setattr(generate, "write_contact_sheets", disk_full)
+    out = tmp_path / "deeper" / "out"
+    if existing:
+        out.mkdir(parents=True)
+        (out / "notes.txt").write_text("the user's own file")
+    assert main(["generate", "--model", tiny_model_dir, "--flare-class", "M", "--num-images", "2", "--steps", "1",
+                 "--out", out]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    if existing:
+        assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    else:
+        assert not (tmp_path / "deeper").exists()

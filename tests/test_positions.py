@@ -54,3 +54,22 @@ def test_skycoords_and_arcsec_pairs_and_the_far_side():
     for bad in ("S15", "W01S15", "N95W10"):
         with pytest.raises(ValueError, match="NOAA location|at most 90"):
             parse_location(bad)
+
+
+def test_command_line_positions_are_seen_at_the_date_asked_or_the_models(make_pipeline):
+    """``--flare-position`` values: a NOAA location is converted at ``--date``, else at the model's
+    nominal date; arcsec (a negative x too) and pixels pass as they are; a class model takes none."""
+    from solar_diffusion.positions import flare_positions
+
+    class FlareModel:
+        conditioning = "flare"
+        config = type("Config", (), {"geometry": {"date_obs": "2012-03-07T00:00:00"}})
+
+    nominal, asked = (flare_positions(["S15W01", "-475,397", "px:20,9"], FlareModel(), date) for date in
+                      (None, "2017-09-06"))
+    assert nominal[0] == pytest.approx(helioprojective_arcsec("S15W01", "2012-03-07T00:00:00"))
+    assert asked[0] == pytest.approx(helioprojective_arcsec("S15W01", "2017-09-06"))
+    assert abs(asked[0][1] - nominal[0][1]) > 50  # B0 is -7.2 degrees in March, +7.2 in September
+    assert nominal[1:] == asked[1:] == [(-475.0, 397.0), ("px", 20.0, 9.0)]
+    with pytest.raises(ValueError, match="needs a flare model; this model is class-conditioned"):
+        flare_positions(["S15W01"], make_pipeline())

@@ -92,7 +92,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--dataset", required=True, type=dataset_argument,
                    help="its training data: a folder made by build-dataset, a pack, or a Hub dataset id")
     p.add_argument("--out", dest="output_dir", required=True, help="the run's folder")
-    p.add_argument("--config-name", default="default")
+    p.add_argument("--config-name", default="default", help="the dataset's configuration")
     p.add_argument("--guidance", type=float, default=None,
                    help="the guidance scale built into the student (default: the teacher's default)")
     p.add_argument("--method", choices=sorted(METHODS), default="guidance",
@@ -102,21 +102,21 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         f"default {DEFAULT_PROGRESSIVE_STEPS})")
     p.add_argument("--teacher-substeps", type=int, default=2,
                    help="progressive: the teacher's steps per student step (default 2, a halving)")
-    p.add_argument("--train-batch-size", type=int, default=16)
-    p.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    p.add_argument("--learning-rate", type=float, default=2e-5)
-    p.add_argument("--lr-warmup-steps", type=int, default=50)
-    p.add_argument("--max-train-steps", type=int, default=2000)
+    p.add_argument("--train-batch-size", type=int, default=16, help="frames per batch on each process")
+    p.add_argument("--gradient-accumulation-steps", type=int, default=1, help="batches per optimiser step")
+    p.add_argument("--learning-rate", type=float, default=2e-5, help="AdamW learning rate")
+    p.add_argument("--lr-warmup-steps", type=int, default=50, help="optimiser steps of linear learning-rate warm-up")
+    p.add_argument("--max-train-steps", type=int, default=2000, help="optimiser steps of the whole run")
     p.add_argument("--max-train-minutes", type=float, default=None, help="wall-clock budget (stops checkpointed)")
     p.add_argument("--class-balance", type=float, default=0.5,
                    help="draw frames with class weights count^-balance (0: as they come; default 0.5)")
-    p.add_argument("--checkpointing-steps", type=int, default=250)
-    p.add_argument("--checkpoints-total-limit", type=int, default=2)
+    p.add_argument("--checkpointing-steps", type=int, default=250, help="save a checkpoint every this many optimiser steps")
+    p.add_argument("--checkpoints-total-limit", type=int, default=2, help="checkpoints kept (the oldest are removed)")
     p.add_argument("--resume-from-checkpoint", default=None, help="'latest' or a checkpoint folder")
-    p.add_argument("--logging-steps", type=int, default=10)
-    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no")
-    p.add_argument("--dataloader-num-workers", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--logging-steps", type=int, default=10, help="log the loss every this many optimiser steps")
+    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no", help="autocast precision of the UNet calls (no: float32)")
+    p.add_argument("--dataloader-num-workers", type=int, default=0, help="processes decoding the batches (0: in the training process)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, the batches and the noise")
     return p
 
 

@@ -74,7 +74,7 @@ DETECTABLE_SE = 2.8
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="experiment", required=True)
+    sub = p.add_subparsers(dest="experiment", required=True, help="which experiment: classifier or predictor")
     for name, help_text in (("classifier", "flare-class classifier: real, class-weighted, oversampled, + synthetic"),
                             ("predictor", "24 h flare predictor: real, class-weighted, oversampled, + synthetic")):
         e = sub.add_parser(name, help=help_text)
@@ -83,12 +83,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         e.add_argument("--model", default=None, help="the generating pipeline (default: the bundled flare model)")
         e.add_argument("--out", required=True, help="output folder")
         e.add_argument("--seeds", type=int, default=5, help="training seeds per arm (default 5)")
-        e.add_argument("--epochs", type=int, default=30)
-        e.add_argument("--batch-size", type=int, default=64)
-        e.add_argument("--learning-rate", type=float, default=1e-3)
-        e.add_argument("--weight-decay", type=float, default=0.01)
-        e.add_argument("--widths", default="8,16,32,64")
-        e.add_argument("--feature-dim", type=int, default=64)
+        e.add_argument("--epochs", type=int, default=30, help="training epochs of each arm")
+        e.add_argument("--batch-size", type=int, default=64, help="frames per batch")
+        e.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW learning rate")
+        e.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+        e.add_argument("--widths", default="8,16,32,64", help="channel widths of the classifier's stages (comma-separated)")
+        e.add_argument("--feature-dim", type=int, default=64, help="size of the classifier's feature vector")
         e.add_argument("--inner-every", type=int, default=5,
                        help="every k-th day of the training months chooses the epoch kept (default 5)")
         e.add_argument("--brightness", type=float, default=0.03, help="safe augmentation: max relative brightness change")
@@ -110,7 +110,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
             e.add_argument("--flare-list", required=True, help="HEK, SWPC or GOES-R flare list")
             e.add_argument("--threshold", action="append", dest="thresholds", metavar="CLASS",
                            help="smallest flare class predicted (repeat; default M and C)")
-            e.add_argument("--horizon-hours", type=float, default=24.0)
+            e.add_argument("--horizon-hours", type=float, default=24.0, help="a frame is positive if a flare of the threshold class peaks within this many hours")
             e.add_argument("--eval-hour-stride", type=int, default=2,
                            help="score frames whose nominal hour is a multiple of this (1: all)")
     return p
@@ -237,7 +237,7 @@ class Experiment:
             if {k: record.get(k) for k in wanted} != wanted:
                 if folder.exists():
                     shutil.rmtree(folder)  # this experiment's own cache, made with other settings
-                augment(args.dataset, folder, self.model, target="balanced", classes=classes,
+                augment(args.dataset, folder, self.model, target="balanced", flare_classes=classes,
                         max_per_class=args.synthetic_per_class, seed=0, num_inference_steps=args.steps,
                         guidance_scale=args.guidance)
         info, source = dataset_info(folder), dataset_info(args.dataset)

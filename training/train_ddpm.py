@@ -74,44 +74,44 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="image size in pixels to train at (default: the dataset's)")
     p.add_argument("--norm-lo", type=float, default=None, help="normalisation clip low (default 5 DN/s; 0 for browse)")
     p.add_argument("--norm-hi", type=float, default=None, help="normalisation clip high (default 3500 DN/s; 255)")
-    p.add_argument("--train-batch-size", type=int, default=16)
-    p.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    p.add_argument("--train-batch-size", type=int, default=16, help="frames per batch on each process")
+    p.add_argument("--gradient-accumulation-steps", type=int, default=1, help="batches per optimiser step")
     p.add_argument("--learning-rate", type=float, default=2e-4, help="at a total batch of 16 if --scale-lr is given")
     p.add_argument("--scale-lr", nargs="?", const="sqrt", default="none", choices=["none", "sqrt", "linear"],
                    help="scale --learning-rate to the total batch B (per device x accumulation x processes): sqrt "
                         "(the flag alone) multiplies by sqrt(B/16), Adam's square-root rule; linear by B/16")
     p.add_argument("--lr-scheduler", default="cosine", help="constant, linear, cosine, ... (diffusers get_scheduler)")
-    p.add_argument("--lr-warmup-steps", type=int, default=200)
-    p.add_argument("--max-train-steps", type=int, default=10000)
+    p.add_argument("--lr-warmup-steps", type=int, default=200, help="optimiser steps of linear learning-rate warm-up")
+    p.add_argument("--max-train-steps", type=int, default=10000, help="optimiser steps of the whole run")
     p.add_argument("--stop-at-step", type=int, default=None,
                    help="end this run at this step (checkpointed), keeping the schedule of --max-train-steps")
     p.add_argument("--max-train-minutes", type=float, default=None,
                    help="wall-clock budget of this run, counted from its start: no step starts that would end after "
                         "it; the run then checkpoints and writes the final pipeline as at --max-train-steps")
-    p.add_argument("--adam-weight-decay", type=float, default=1e-4)
+    p.add_argument("--adam-weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     p.add_argument("--label-dropout", type=float, default=0.1, help="probability of the null class (guidance)")
     p.add_argument("--class-balance", type=float, default=0.0,
                    help="sample frames with weight count(label)^-b: 0 = as in the data, 1 = classes equally often")
-    p.add_argument("--num-train-timesteps", type=int, default=1000)
+    p.add_argument("--num-train-timesteps", type=int, default=1000, help="timesteps of the training noise schedule")
     p.add_argument("--beta-schedule", default="linear", help="linear (the paper), scaled_linear, squaredcos_cap_v2")
     p.add_argument("--prediction-type", default="v_prediction", choices=["epsilon", "v_prediction"],
                    help="v_prediction (default) or epsilon (the paper's; leaves each image's mean brightness "
                         "uncontrolled on full-disk images, see the module docstring)")
     p.add_argument("--snr-gamma", type=float, default=None, help="min-SNR loss weighting gamma (e.g. 5)")
     p.add_argument("--use-ema", action="store_true", help="keep an EMA of the weights (saved as the model)")
-    p.add_argument("--ema-max-decay", type=float, default=0.9999)
+    p.add_argument("--ema-max-decay", type=float, default=0.9999, help="largest decay of the exponential moving average of the weights")
     p.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"],
                    help="autocast precision (accelerate); bf16 on a GPU that has it (default: accelerate's config)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet (accelerate's inductor backend): a slow first step, faster ones after")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="UNet weights and batches in channels-last memory format (default: on a CUDA GPU)")
-    p.add_argument("--checkpointing-steps", type=int, default=500)
-    p.add_argument("--checkpoints-total-limit", type=int, default=2)
+    p.add_argument("--checkpointing-steps", type=int, default=500, help="save a checkpoint every this many optimiser steps")
+    p.add_argument("--checkpoints-total-limit", type=int, default=2, help="checkpoints kept (the oldest are removed)")
     p.add_argument("--resume-from-checkpoint", default=None, help="a checkpoint folder or 'latest'")
     p.add_argument("--validation-steps", type=int, default=500, help="validation loss every N steps (0: never)")
     p.add_argument("--sample-steps", type=int, default=1000, help="per-class sample grid every N steps (0: never)")
-    p.add_argument("--logger", default="tensorboard", choices=["tensorboard", "none"])
+    p.add_argument("--logger", default="tensorboard", choices=["tensorboard", "none"], help="where the losses are logged besides losses.jsonl")
     p.add_argument("--dataloader-num-workers", type=int, default=0,
                    help="loader worker processes (0: batches made in the training process; a pack's frames are "
                         "decoded in memory and batched as stored, so few are needed)")
@@ -120,10 +120,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         "reading it only every N steps lets a GPU run ahead)")
     p.add_argument("--augment-rotation", type=float, default=0.0, help="max rotation about disk centre, degrees")
     p.add_argument("--augment-brightness", type=float, default=0.0, help="max relative brightness change")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--push-to-hub", action="store_true")
-    p.add_argument("--hub-model-id", default=None)
-    p.add_argument("--hub-private", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, the batches and the noise")
+    p.add_argument("--push-to-hub", action="store_true", help="push the trained pipeline to the Hub (needs a token)")
+    p.add_argument("--hub-model-id", default=None, help="the Hub repo to push to, owner/name (default: the output folder's name)")
+    p.add_argument("--hub-private", action="store_true", help="make the Hub repo private")
     return p
 
 
