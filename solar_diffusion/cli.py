@@ -226,6 +226,37 @@ def _train_upscaler(args) -> int:
     return 0
 
 
+def _add_evaluate_cascade(p):
+    from solar_diffusion.splits import dataset_argument
+
+    _add_model(p, "saved cascade (a pipeline with an upscaler)")
+    p.add_argument("--dataset", required=True, type=dataset_argument,
+                   help="a build at the cascade's output size (e.g. 256 px), same unit and channels")
+    p.add_argument("--split", default="test", help="the split of real frames compared against (default test)")
+    p.add_argument("--num-images", type=int, default=32, help="generated images per class (quiet, C, M, X)")
+    p.add_argument("--real-frames", type=int, default=256, help="real frames of the split drawn (default 256)")
+    p.add_argument("--upscaler-steps", type=int, default=None,
+                   help="denoising steps of the upscaler (default: the model's own)")
+    p.add_argument("--noise-level", type=float, default=None,
+                   help="noise augmentation of the base image at sampling (default: the model's own)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per pipeline call")
+    p.add_argument("--seed", type=int, default=0, help="seed of the drawn frames and of image k of each class")
+    p.add_argument("--out", required=True, help="folder for metrics.json and report.md")
+
+
+def _evaluate_cascade(args) -> int:
+    from solar_diffusion.cascade_evaluation import evaluate_cascade, write_report
+    from solar_diffusion.generate import load_pipeline
+
+    pipe = load_pipeline(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    report = evaluate_cascade(pipe, args.dataset, args.split, args.num_images, args.real_frames, args.seed,
+                              batch_size=args.batch_size, upscaler_steps=args.upscaler_steps,
+                              noise_level=args.noise_level)
+    print(f"wrote {write_report(report, args.out)}")
+    return 0
+
+
 def _add_evaluate(p):
     from solar_diffusion.splits import dataset_argument
 
@@ -458,6 +489,8 @@ COMMANDS = {
     "train-upscaler": ("train a cascade's super-resolution stage over a base model (same flags as "
                        "training/train_upscaler.py)", _add_train_upscaler, _train_upscaler),
     "evaluate": ("FD/KID, precision/recall, clusters, conditioning F1 against a real split", _add_evaluate, _evaluate),
+    "evaluate-cascade": ("a cascade at its output size: fine structure, consistency, real frames super-resolved",
+                         _add_evaluate_cascade, _evaluate_cascade),
     "experiment": ("the paper's experiments, classifier or predictor: real, class-weighted, oversampled, + synthetic",
                    _add_experiment, _experiment),
     "augment": ("a dataset with generated frames added to its training split's minority classes", _add_augment,

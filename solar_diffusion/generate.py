@@ -86,13 +86,19 @@ def unet_dtype(name: str, device: str | None) -> torch.dtype:
     return DTYPES[name]
 
 
+def unets(pipe: SolarFlarePipeline) -> list:
+    """The pipeline's UNets: the base model's and a cascade's upscaler."""
+    return [unet for unet in (pipe.unet, pipe.upscaler) if unet is not None]
+
+
 def set_unet_dtype(pipe: SolarFlarePipeline, dtype: torch.dtype) -> SolarFlarePipeline:
-    """Run the UNet in ``dtype``. A flux-conditioned UNet keeps its class embedding in float32:
-    diffusers feeds it the float32 sinusoidal projection of the flux without a cast."""
-    if pipe.unet.dtype != dtype:  # (a cast to the same dtype only makes diffusers warn)
-        pipe.unet.to(dtype)
-    if pipe.unet.config.class_embed_type == "timestep":
-        pipe.unet.class_embedding.to(torch.float32)
+    """Run the UNets in ``dtype``. One with a timestep-type class embedding (the flux, the noise
+    level) keeps it in float32: diffusers feeds it the float32 sinusoidal projection without a cast."""
+    for unet in unets(pipe):
+        if unet.dtype != dtype:  # (a cast to the same dtype only makes diffusers warn)
+            unet.to(dtype)
+        if unet.config.class_embed_type == "timestep":
+            unet.class_embedding.to(torch.float32)
     return pipe
 
 
@@ -144,7 +150,7 @@ def load_pipeline(model: str | os.PathLike, device: str | None = None, channels_
                   compile: bool = False, dtype: torch.dtype = torch.float32) -> SolarFlarePipeline:
     """Load a saved pipeline from a folder or a Hub id (offline: a cached one), ready to sample.
 
-    The UNet's weights go to the channels_last memory format (its convolutions run 10-15% faster
+    The UNets' weights go to the channels_last memory format (its convolutions run 10-15% faster
     on CPU, BENCHMARKS.md; the outputs are the same to float rounding). ``compile=True`` compiles
     the UNet with ``torch.compile`` (inductor; a one-off cost at the first call of each batch size,
     worth it for thousands of images). ``dtype`` is the UNet's (``unet_dtype``); the latents and
@@ -158,10 +164,11 @@ def load_pipeline(model: str | os.PathLike, device: str | None = None, channels_
     if device:
         pipe.to(device)
     set_unet_dtype(pipe, dtype)
-    if channels_last:
-        pipe.unet.to(memory_format=torch.channels_last)
-    if compile:
-        pipe.unet.compile(dynamic=False)  # one graph per batch size (dynamic shapes break mkldnn convs)
+    for unet in unets(pipe):
+        if channels_last:
+            unet.to(memory_format=torch.channels_last)
+        if compile:
+            unet.compile(dynamic=False)  # one graph per batch size (dynamic shapes break mkldnn convs)
     return pipe
 
 

@@ -21,12 +21,13 @@ def tiny_upscaler(size: int, channels: int = 3, maps: int = 2, seed: int = 0) ->
                        class_embed_type="timestep").eval()
 
 
-def tiny_cascade(base_size: int = 16, size: int = 32, residual_std: float = 0.1) -> SolarFlarePipeline:
+def tiny_cascade(base_size: int = 16, size: int = 32, residual_std: float = 0.1, normalization=None) -> SolarFlarePipeline:
     torch.manual_seed(0)
     unet = build_unet("tiny", base_size, num_labels=0, in_channels=3, conditioning="flare").eval()
     geometry = disk_geometry(base_size, rsun_px=base_size / 2.3, date_obs="2012-03-07T00:00:00",
                              wavelengths_angstrom=(171, 131, 94))
     pipe = SolarFlarePipeline(unet, DDIMScheduler(), geometry=geometry, flare_positions=[[-400.0, 250.0]],
+                              normalization=normalization,
                               upscaler=tiny_upscaler(size), upscaler_scheduler=DPMSolverMultistepScheduler(),
                               upscaling={"residual_std": residual_std, "noise_level": 0.05, "num_inference_steps": 2})
     pipe.set_progress_bar_config(disable=True)
@@ -104,3 +105,32 @@ def test_a_saved_cascade_loads_both_ways_and_a_bad_upscaler_is_refused(tmp_path)
     with pytest.raises(ValueError, match="residual_std"):
         SolarFlarePipeline(pipe.unet, pipe.scheduler, geometry=pipe.config.geometry, upscaler=tiny_upscaler(32),
                            upscaler_scheduler=DPMSolverMultistepScheduler(), upscaling={})
+
+
+def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_against_real(flare_days, tmp_path,
+                                                                                          capsys):
+    from solar_diffusion.cascade_evaluation import evaluate_cascade, write_report
+    from solar_diffusion.cli import main
+    from solar_diffusion.hub import save_pipeline
+    from solar_diffusion.pipelines import ClipLogNormalization
+
+    pipe = tiny_cascade(normalization=ClipLogNormalization(lo=0.0, hi=255.0, log=False, unit="browse").to_dict())
+    report = evaluate_cascade(pipe, flare_days, "validation", num_images=2, real_limit=6, batch_size=4)
+    assert report["settings"]["real_frames"] == 6 and report["settings"]["real_days"] == 1
+    for figures in (report["generated"], *report["super_resolved"].values()):
+        for channel in ("channel_0", "channel_1", "channel_2"):
+            for figure in (*figures[channel]["power_ratio"].values(), figures[channel]["kurtosis"]):
+                assert figure["low"] <= figure["value"] <= figure["high"]
+        assert figures["consistency_rms"]["value"] >= 0
+    controls = report["super_resolved"]
+    # bicubic upsampling of the real frames: consistent with them at the base size, and blurred
+    assert controls["bicubic"]["consistency_rms"]["value"] < 0.05
+    assert controls["bicubic"]["channel_0"]["power_ratio"]["64-128"]["value"] < 0.5
+    assert controls["bicubic_plus_shaped_noise"]["channel_0"]["power_ratio"]["64-128"]["value"] > \
+        controls["bicubic"]["channel_0"]["power_ratio"]["64-128"]["value"]
+    text = write_report(report, tmp_path / "report").read_text()
+    assert "| generated | 171 Å |" in text and "super-resolved by bicubic plus shaped noise" in text
+    model = save_pipeline(pipe, tmp_path / "cascade")
+    assert main(["evaluate-cascade", "--model", str(model), "--dataset", str(flare_days), "--split", "validation",
+                 "--num-images", "1", "--real-frames", "4", "--upscaler-steps", "1", "--out", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / "metrics.json").exists() and "report.md" in capsys.readouterr().out

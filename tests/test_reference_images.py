@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from solar_diffusion import SolarFlarePipeline
-from solar_diffusion.augment import weights_digest
 from solar_diffusion.defaults import bundled_model
 
 _spec = importlib.util.spec_from_file_location("bundled_images", Path(__file__).with_name("reference") / "bundled_images.py")
@@ -27,7 +26,7 @@ def bundled():
 
 def test_the_bundled_models_images_are_those_of_its_reference(bundled):
     reference = np.load(_reference.REFERENCE_FILE)
-    assert str(reference["weights_digest"]) == weights_digest(bundled.unet), (
+    assert str(reference["weights_digest"]) == _reference.model_digest(bundled), (
         "the bundled weights changed: regenerate the reference with `python tests/reference/bundled_images.py`")
     images = _reference.reference_images(bundled)
     expected = reference["images"].astype(np.float64) / 65535

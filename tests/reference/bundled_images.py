@@ -24,6 +24,13 @@ REQUESTS = (
 )
 
 
+def model_digest(pipe) -> str:
+    """The digest of every UNet's weights: the base model's and a cascade's upscaler."""
+    from solar_diffusion.augment import weights_digest
+
+    return "+".join(weights_digest(unet) for unet in (pipe.unet, pipe.upscaler) if unet is not None)
+
+
 def reference_images(pipe) -> np.ndarray:
     """The images of ``REQUESTS`` (N, H, W, C in [0, 1]), image k of the whole set seeded k."""
     images, k = [], 0
@@ -37,14 +44,13 @@ def reference_images(pipe) -> np.ndarray:
 
 def main():
     from solar_diffusion import SolarFlarePipeline
-    from solar_diffusion.augment import weights_digest
     from solar_diffusion.defaults import bundled_model
 
     pipe = SolarFlarePipeline.from_pretrained(bundled_model())
     pipe.set_progress_bar_config(disable=True)
     images = reference_images(pipe)
     np.savez_compressed(REFERENCE_FILE, images=np.round(images * 65535).astype(np.uint16),
-                        weights_digest=weights_digest(pipe.unet))
+                        weights_digest=model_digest(pipe))
     print(f"wrote {REFERENCE_FILE} ({len(images)} images)")
 
 

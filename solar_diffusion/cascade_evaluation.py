@@ -1,0 +1,209 @@
+"""The cascade at its output resolution: fine structure, consistency with the base image, and real
+low-resolution frames super-resolved against their originals, each figure with a bootstrap
+interval over days.
+
+    solar-diffusion evaluate-cascade --model DIR --dataset data/aia-browse2012-256-3ch --split test \\
+        --num-images 32 --out reports/cascade
+
+For generated images (``num_images`` per class: quiet, C, M, X) and for the split's real frames
+taken to the base size by the builder's operator and super-resolved (``super_resolve``), against
+the split's real frames at the output size: the power ratio generated / real in each band of
+``fine_structure.BANDS`` per channel; the band-passed kurtosis (structure, not noise); the
+consistency RMS of each output taken back down to the base size against its base image; for the
+super-resolved frames, the RMS to their originals. The two controls, bicubic upsampling and
+bicubic plus noise shaped to the real spectrum, are measured the same way on the same frames.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from solar_diffusion.files import atomic_write
+from solar_diffusion.fine_structure import (BANDS, band_passed_kurtosis, band_powers, bicubic,
+                                            bicubic_plus_shaped_noise, disk_power_spectrum)
+from solar_diffusion.hub import model_name
+from solar_diffusion.metrics import bootstrap
+from solar_diffusion.pipelines import disk_center_px, rsun_px
+from solar_diffusion.splits import dataset_info, downsample, load_split
+
+#: The classes a cascade is asked for, image k of each with the same seed and position.
+CLASSES = ("quiet", "C", "M", "X")
+
+
+def real_frames(dataset, split: str, limit: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Up to ``limit`` frames of a split (drawn without replacement, in time order) as stored (the
+    data unit), and the day of each."""
+    ds = load_split(dataset, split, columns=("image", "t_obs"))
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.choice(len(ds), size=min(limit, len(ds)), replace=False))
+    raw = torch.from_numpy(np.stack([np.asarray(ds[int(i)]["image"]) for i in picked]))
+    days = np.array([str(ds[int(i)]["t_obs"])[:10] for i in picked])
+    return raw, days
+
+
+def by_group(statistic, groups: np.ndarray, unit: str = "days", n_boot: int = 500, **kwargs) -> dict:
+    """``statistic(rows)`` (rows: indices of the images) with a bootstrap interval that resamples
+    whole groups: the days of real frames (frames of one day are near duplicates), the seeds of
+    generated images (image k of every class shares its seed and position).
+
+    >>> days = np.array(["d1", "d1", "d2", "d3"]); values = np.array([1.0, 1.0, 2.0, 3.0])
+    >>> r = by_group(lambda rows: values[rows].mean(), days, n_boot=50)
+    >>> r["value"], r["low"] <= r["value"] <= r["high"], r["n"], r["unit"]
+    (1.75, True, [3], 'days')
+    """
+    unique = np.unique(groups)
+    members = [np.flatnonzero(groups == g) for g in unique]
+
+    def on_days(picked):
+        return statistic(np.concatenate([members[i] for i in picked]))
+
+    return bootstrap(on_days, np.arange(len(unique)), n_boot=n_boot, **kwargs) | {"unit": unit}
+
+
+def fine_structure_figures(images: np.ndarray, real_bands: np.ndarray, center, radius: float, groups,
+                           unit: str = "days") -> dict:
+    """Per channel and band the power ratio of ``images`` to the real frames' mean band power
+    (``real_bands``: C, bands), and the band-passed kurtosis, each with its interval over ``groups``."""
+    bands = band_powers(disk_power_spectrum(images, center, radius), BANDS, images.shape[-1])  # (N, C, B)
+    kurtosis = band_passed_kurtosis(images, center, radius)  # (N, C)
+    out = {}
+    for c in range(images.shape[1]):
+        out[f"channel_{c}"] = {
+            "power_ratio": {f"{low}-{high}": by_group(
+                lambda rows, b=b: float(bands[rows, c, b].mean() / real_bands[c, b]), groups, unit, bounds=(0, np.inf))
+                for b, (low, high) in enumerate(BANDS)},
+            "kurtosis": by_group(lambda rows: float(kurtosis[rows, c].mean()), groups, unit)}
+    return out
+
+
+def rms(a, b) -> np.ndarray:
+    """Per-image RMS difference of two (N, C, H, W) arrays."""
+    return np.sqrt(((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2).mean(axis=(1, 2, 3)))
+
+
+def to_base(images: torch.Tensor, normalization, size: int) -> torch.Tensor:
+    """Model-space images taken to ``size`` by the builder's operator, in the data unit (as the
+    base model's training frames were made)."""
+    data = normalization.inverse(images.float())
+    if normalization.unit == "browse":
+        data = data.round().clamp(0, 255).to(torch.uint8)
+    return normalization.forward(downsample(data, size).float())
+
+
+def generate(pipe, num_images: int, seed: int = 0, batch_size: int = 16, **upscaling):
+    """``num_images`` per class of ``CLASSES`` (image k of each class: seed ``seed + k``), at the base
+    size and super-resolved (``upscaling``: ``super_resolve``'s settings); returns the base images,
+    the outputs and the seconds per output image."""
+    base, high, seconds = [], [], 0.0
+    requests = [c for c in CLASSES for _ in range(num_images)]
+    for start in range(0, len(requests), batch_size):
+        chunk = requests[start:start + batch_size]
+        generators = [torch.Generator().manual_seed(seed + (start + i) % num_images) for i in range(len(chunk))]
+        began = time.perf_counter()
+        out = pipe(chunk, generator=generators, output_type="model", image_size=pipe.unet.config.sample_size)
+        flares = [m.get("flares", []) for m in out.metadata]
+        up = pipe.super_resolve(out.images, flares, generators, **upscaling)
+        seconds += time.perf_counter() - began
+        base.append(out.images.cpu())
+        high.append(up.cpu())
+    return torch.cat(base), torch.cat(high), seconds / len(requests)
+
+
+def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, real_limit: int = 256,
+                     seed: int = 0, batch_size: int = 16, upscaler_steps: int | None = None,
+                     noise_level: float | None = None) -> dict:
+    """The cascade's figures (see the module docstring), sampled with ``upscaler_steps`` and
+    ``noise_level`` (default: the model's ``upscaling``)."""
+    upscaling = {"num_inference_steps": upscaler_steps, "noise_level": noise_level}
+    size, base_size = pipe.upscaler.config.sample_size, pipe.unet.config.sample_size
+    info = dataset_info(dataset)
+    if info["config"]["size"] != size or info["unit"] != pipe.normalization.unit:
+        raise ValueError(f"{dataset} holds {info['config']['size']} px {info['unit']!r} frames; this cascade makes "
+                         f"{size} px {pipe.normalization.unit!r} images")
+    norm, geometry = pipe.normalization, pipe.config.geometry
+    center, radius = disk_center_px(geometry, size), rsun_px(geometry, size)
+    raw, days = real_frames(dataset, split, real_limit, seed)
+    real = norm.forward(raw.float())
+    real_base = norm.forward(downsample(raw, base_size).float())
+    real_spectra = disk_power_spectrum(real.numpy(), center, radius)
+    real_bands = band_powers(real_spectra, BANDS, size).mean(axis=0)
+    generator = [torch.Generator().manual_seed(seed + k) for k in range(len(real_base))]
+    resolved = torch.cat([pipe.super_resolve(real_base[i:i + batch_size], None, generator[i:i + batch_size],
+                                             **upscaling).cpu() for i in range(0, len(real_base), batch_size)])
+    controls = {"bicubic": bicubic(real_base, size),
+                "bicubic_plus_shaped_noise": bicubic_plus_shaped_noise(real_base, size, real_spectra.mean(axis=0),
+                                                                       center, radius, seed)}
+    base, high, seconds = generate(pipe, num_images, seed, batch_size, **upscaling)
+    real_kurtosis = band_passed_kurtosis(real.numpy(), center, radius)
+    generated_consistency = rms(to_base(high, norm, base_size), base)
+    seeds = np.tile(np.arange(num_images), len(CLASSES)).astype(str)  # image k of each class: one seed
+    report = {
+        "settings": {"dataset": str(dataset), "split": split, "size": size, "base_size": base_size,
+                     "num_images_per_class": num_images, "classes": list(CLASSES), "real_frames": len(real),
+                     "real_days": int(len(np.unique(days))), "seed": seed,
+                     "upscaling": dict(pipe.config.upscaling) | {k: v for k, v in upscaling.items() if v is not None},
+                     "bands_cycles_per_image": [list(b) for b in BANDS], "model": model_name(pipe.name_or_path),
+                     "wavelengths_angstrom": list(pipe.config.geometry.get("wavelengths_angstrom") or [])},
+        "real": {"kurtosis": {f"channel_{c}": by_group(lambda rows, c=c: float(real_kurtosis[rows, c].mean()), days)
+                              for c in range(real.shape[1])}},
+        "generated": fine_structure_figures(high.numpy(), real_bands, center, radius, seeds, "seeds")
+        | {"consistency_rms": by_group(lambda rows: float(generated_consistency[rows].mean()), seeds, "seeds",
+                                       bounds=(0, np.inf))},
+        "super_resolved": {}, "seconds_per_generated_image": seconds}
+    for name, images in {"upscaler": resolved, **controls}.items():
+        to_original, consistency = rms(images, real), rms(to_base(images, norm, base_size), real_base)
+        report["super_resolved"][name] = fine_structure_figures(images.numpy(), real_bands, center, radius, days) | {
+            "rms_to_original": by_group(lambda rows, x=to_original: float(x[rows].mean()), days, bounds=(0, np.inf)),
+            "consistency_rms": by_group(lambda rows, x=consistency: float(x[rows].mean()), days, bounds=(0, np.inf))}
+    return report
+
+
+def _cell(figure: dict) -> str:
+    return f"{figure['value']:.3g} [{figure['low']:.3g}, {figure['high']:.3g}]"
+
+
+def report_lines(report: dict) -> list[str]:
+    """The report's tables in markdown: power ratio per band and channel, structure, consistency,
+    for generated images, super-resolved real frames and the two controls."""
+    settings = report["settings"]
+    names = [f"{int(w)} Å" for w in settings["wavelengths_angstrom"]] or \
+        [c.removeprefix("channel_") for c in report["real"]["kurtosis"]]
+    bands = [f"{a}-{b}" for a, b in settings["bands_cycles_per_image"]]
+    rows = {"generated": report["generated"], **{f"real {settings['base_size']} px super-resolved by "
+                                                 + name.replace("_", " "): r
+                                                 for name, r in report["super_resolved"].items()}}
+    lines = [f"# The cascade at {settings['size']} px", "",
+             f"{settings['model']}; {settings['num_images_per_class']} generated images per class "
+             f"({', '.join(settings['classes'])}; intervals over seeds) and {settings['real_frames']} real "
+             f"{settings['split']} frames of {settings['real_days']} days (intervals over days), 95% bootstrap "
+             f"intervals; upscaler settings {settings['upscaling']}.", "",
+             "## Power ratio to the real frames, inside 0.9 R_sun (cycles per image)", "",
+             "| images | channel | " + " | ".join(bands) + " | band-passed kurtosis (real: "
+             + ", ".join(f"{n} {_cell(k)}" for n, k in zip(names, report["real"]["kurtosis"].values())) + ") |",
+             "|---|---|" + "---|" * (len(bands) + 1)]
+    for label, figures in rows.items():
+        for name, channel in zip(names, [k for k in figures if k.startswith("channel_")]):
+            cells = [_cell(figures[channel]["power_ratio"][b]) for b in bands]
+            lines.append(f"| {label} | {name} | " + " | ".join(cells) + f" | {_cell(figures[channel]['kurtosis'])} |")
+    lines += ["", "## Consistency and distance", "", "| images | consistency RMS (down to the base size) "
+              "| RMS to the real originals |", "|---|---|---|"]
+    for label, figures in rows.items():
+        to_original = _cell(figures["rms_to_original"]) if "rms_to_original" in figures else "-"
+        lines.append(f"| {label} | {_cell(figures['consistency_rms'])} | {to_original} |")
+    lines += ["", f"Seconds per generated {settings['size']} px image (base stage included, batches of the run): "
+              f"{report['seconds_per_generated_image']:.2f}."]
+    return lines
+
+
+def write_report(report: dict, out) -> Path:
+    """``out/metrics.json`` and ``out/report.md``; returns the report's path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1)))
+    atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text("\n".join(report_lines(report)) + "\n"))
+    return out / "report.md"
