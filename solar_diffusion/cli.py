@@ -47,8 +47,9 @@ def _add_flare_position(p, what: str):
                    help=f"a flare model's flare position for {what} of the same rank: a NOAA location (S15W01), "
                         "helioprojective arcsec (-475,397) or pixels (px:20,9); repeat; default: drawn from the "
                         "training flares")
-    p.add_argument("--date", default=None, help="date at which NOAA locations are seen (default: the model's "
-                                                 "nominal date)")
+    p.add_argument("--date", default=None, type=_iso_date,
+                   help="the date the images stand for: where NOAA locations are seen from Earth and the observer "
+                        "of FITS headers (default: the model's nominal date)")
 
 
 def _add_generate(p):
@@ -118,9 +119,24 @@ def _generate(args) -> int:
         progress=True,
         novelty_target=args.novelty_target,
         log=print,
+        date_obs=args.date,
     )
     print(_written(records, Path(args.out), args.format))
     return 0
+
+
+def _iso_date(text: str) -> str:
+    """``--date`` as an ISO 8601 UTC time (a date alone is its midnight).
+
+    >>> _iso_date("2017-09-06")
+    '2017-09-06T00:00:00'
+    """
+    from solar_diffusion.times import utc_time  # pandas: only when a date is given
+
+    try:
+        return utc_time(text).strftime("%Y-%m-%dT%H:%M:%S")
+    except (ValueError, TypeError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (e.g. 2017-09-06 or 2017-09-06T12:00)") from None
 
 
 def _flare_positions(args, pipe) -> list | None:

@@ -326,6 +326,7 @@ def generate_to_folder(
     progress: bool = False,
     novelty_target: float | None = None,
     log=None,
+    date_obs: str | None = None,
 ) -> list[dict]:
     """Generate ``num_images`` per class and write one file per image, named by class and seed.
 
@@ -341,7 +342,9 @@ def generate_to_folder(
     removes the files that run's ``generation.json`` names (nothing else): one run per folder.
     Every request is checked before anything is written; a run that fails later removes what it
     wrote (the folder too where it made it), one that is interrupted records its whole images.
-    ``progress`` shows one bar over all the images (on a terminal).
+    ``progress`` shows one bar over all the images (on a terminal). ``date_obs`` is the date the
+    images stand for (the observer of FITS headers; default: the model's nominal date), the date
+    at which ``flare_positions`` were given.
     """
     if file_format == "fits":  # sunpy.map and astropy: imported only to write FITS (a second or more at start-up)
         from solar_diffusion.maps import write_fits  # noqa: F401  (here: a missing sunpy fails before any work)
@@ -357,7 +360,8 @@ def generate_to_folder(
     created = outermost_missing(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {"model": model_name, "scheduler": type(pipe.scheduler).__name__, "num_inference_steps": steps,
-                "guidance_scale": guidance, "novelty_target": novelty, "format": file_format}
+                "guidance_scale": guidance, "novelty_target": novelty, "format": file_format,
+                "date_obs": str(date_obs or pipe.config.geometry.get("date_obs"))}
     if guidance is None:  # each image's scale is in its record
         settings["guidance_by_flux"] = dict(pipe.config.guidance_by_flux)
     records, previews = [], []
@@ -366,7 +370,7 @@ def generate_to_folder(
         _generate_files(pipe, out_dir, labels, seed, num_inference_steps, guidance_scale, batch_size, positions,
                         file_format, model_name, records, previews, job_bar(len(labels), "generating", "image",
                                                                             show=progress), novelty_target,
-                        [str(c) for c in classes for _ in range(num_images)])
+                        [str(c) for c in classes for _ in range(num_images)], date_obs)
         write_record(out_dir, settings, records)
         names, captions = [r["flare_class"] for r in records], [f"seed {r['seed']}" for r in records]
         markers = [[f["position_px"] for f in r.get("flares", [])] for r in records]
@@ -443,7 +447,7 @@ def write_record(out_dir: Path, settings: dict, records: list):
 
 
 def _generate_files(pipe, out_dir, labels, seed, num_inference_steps, guidance_scale, batch_size, positions,
-                    file_format, model_name, records, previews, bar, novelty_target, requested):
+                    file_format, model_name, records, previews, bar, novelty_target, requested, date_obs=None):
     """Sample and write the images, appending each one's record (with the class it was
     ``requested`` as) as soon as its files are whole."""
     if file_format == "fits":  # sunpy and astropy (about 2.5 s to import): only FITS output needs them
@@ -454,6 +458,8 @@ def _generate_files(pipe, out_dir, labels, seed, num_inference_steps, guidance_s
         physical = pipe.normalization.inverse(model_space).astype(np.float32)
         for image, model_image, meta in zip(physical, model_space, out.metadata):
             meta = dict(meta, unit=pipe.normalization.unit)
+            if date_obs:  # the date the images stand for: the observer of their FITS headers
+                meta["geometry"] = dict(meta["geometry"], date_obs=str(date_obs))
             name = f"{meta['flare_class'].replace(', ', '+')}_seed{meta['seed']:06d}.{file_format}"
             path = out_dir / name
             wavelengths = meta["geometry"].get("wavelengths_angstrom") or list(range(len(image)))

@@ -3,9 +3,11 @@ FITS / sunpy Map output of generated images.
 
 A generated image has no observation time. Its header carries a documented nominal
 ``DATE-OBS`` (the geometry's ``date_obs``, by default the middle of the training data) that
-fixes the observer (Earth) and hence the WCS, and keywords that mark it synthetic:
-``DETECTOR = 'synthetic AIA'`` (so sunpy's Map name and plot title say so), ``ORIGIN``,
-``CREATOR`` (software and version), ``DATE`` (when written), ``SYNTHETC = T``, ``FLARECLS``,
+fixes the observer (Earth), the plate scale (the disk's radius in pixels is the model's, the
+Sun's angular radius that of the date) and hence the WCS; sunpy reads the files as AIA Maps
+(``INSTRUME``, ``DETECTOR = 'AIA'``: its AIA colour maps, ``plot``, ``draw_limb``, ``rotate``,
+``reproject_to`` work), and keywords mark them synthetic: ``OBJECT = 'synthetic full-disk Sun'``,
+``ORIGIN``, ``CREATOR`` (software and version), ``DATE`` (when written), ``SYNTHETC = T``, ``FLARECLS``,
 ``GENSEED``, ``GENMODEL`` (a Hub id or the model folder's name); files carry ``CHECKSUM`` and
 ``DATASUM``.
 """
@@ -24,14 +26,19 @@ from sunpy.coordinates import Helioprojective, get_earth, sun
 from solar_diffusion import __version__
 from solar_diffusion.files import atomic_write
 from solar_diffusion.hub import model_name
+from solar_diffusion.pipelines import (
+    ClipLogNormalization,
+    disk_center_px,
+    image_center_px,
+    rsun_px,
+)
 from solar_diffusion.units import BROWSE, data_unit
-from solar_diffusion.pipelines import ClipLogNormalization, disk_center_px, image_center_px
 
 #: Nominal observation date used when a geometry gives none.
 NOMINAL_DATE_OBS = "2012-07-01T00:00:00"
 ORIGIN = "solar-diffusion"
-#: DETECTOR of a generated file: sunpy builds the Map's name and plot title from it.
-SYNTHETIC_DETECTOR = "synthetic AIA"
+#: OBJECT of a generated file.
+SYNTHETIC_OBJECT = "synthetic full-disk Sun"
 
 
 def disk_geometry(
@@ -175,10 +182,10 @@ def synthetic_map(image: np.ndarray, metadata: dict, model: str = "") -> sunpy.m
         raise ValueError(f"a Map holds one 2-D channel, got an image of shape {image.shape}")
     geometry = metadata.get("geometry") or {}
     _check_geometry(geometry)
-    zoom = image.shape[1] / geometry["image_size"]
-    scale = geometry["plate_scale_arcsec"] / zoom
-    cx, cy = disk_center_px(geometry, image.shape[1])
     date_obs = geometry.get("date_obs", NOMINAL_DATE_OBS)
+    # the disk's radius in pixels is the model's; the Sun's angular radius is the date's
+    scale = sun.angular_radius(date_obs).to_value(u.arcsec) / rsun_px(geometry, image.shape[1])
+    cx, cy = disk_center_px(geometry, image.shape[1])
     observer = get_earth(date_obs)
     center = SkyCoord(0 * u.arcsec, 0 * u.arcsec, frame=Helioprojective(observer=observer, obstime=date_obs))
     wavelengths = geometry.get("wavelengths_angstrom") or [171.0]
@@ -199,7 +206,8 @@ def synthetic_map(image: np.ndarray, metadata: dict, model: str = "") -> sunpy.m
         unit=None if unit is BROWSE else unit,
     )
     header["rsun_obs"] = sun.angular_radius(date_obs).to_value(u.arcsec)
-    header["detector"] = SYNTHETIC_DETECTOR  # sunpy names the Map "synthetic AIA 171.0 Angstrom ..."
+    header["detector"] = "AIA"  # sunpy's AIA Map: its colour map is sdoaia<wavelength>
+    header["object"] = SYNTHETIC_OBJECT
     header["origin"] = ORIGIN
     header["creator"] = f"{ORIGIN} {__version__}"
     header["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")

@@ -9,8 +9,10 @@ import re
 
 import astropy.units as u
 from astropy.coordinates import SkyCoord
-from sunpy.coordinates import HeliographicStonyhurst, Helioprojective, get_earth
+from sunpy.coordinates import HeliographicStonyhurst, Helioprojective, get_earth, sun
 from sunpy.sun import constants
+
+from solar_diffusion.pipelines import rsun_px
 
 _LOCATION = re.compile(r"^\s*([NS])\s*(\d{1,2}(?:\.\d+)?)\s*([EW])\s*(\d{1,3}(?:\.\d+)?)\s*$", re.IGNORECASE)
 
@@ -97,5 +99,22 @@ def flare_positions(positions, pipe, date=None) -> list:
     """
     if pipe.conditioning != "flare":
         raise ValueError(f"--flare-position needs a flare model; this model is {pipe.conditioning}-conditioned")
-    date = date or pipe.config.geometry.get("date_obs")
-    return [parse_position(text, date) for text in positions]
+    geometry = pipe.config.geometry
+    date = date or geometry.get("date_obs")
+    return [at_model_scale(parse_position(text, date), geometry, date) for text in positions]
+
+
+def at_model_scale(position, geometry: dict, date) -> tuple:
+    """A position in arcsec seen at ``date`` as the model's images hold it: the disk's radius in
+    pixels is the model's whatever the date, so arcsec scale by the model's solar radius over the
+    date's (``maps.synthetic_map`` writes the date's plate scale: the two cancel through the WCS).
+    Pixel positions and geometries without a plate scale are left as they are.
+
+    >>> geometry = {"image_size": 64, "fov_rsun": 2.0, "plate_scale_arcsec": 30.0}  # R = 960 arcsec
+    >>> [round(v, 1) for v in at_model_scale((-475.0, 397.0), geometry, "2012-01-04")]  # R = 975.6 arcsec
+    [-467.4, 390.6]
+    """
+    if isinstance(position[0], str) or not {"plate_scale_arcsec", "fov_rsun", "image_size"} <= set(geometry):
+        return position
+    ratio = rsun_px(geometry) * geometry["plate_scale_arcsec"] / sun.angular_radius(date).to_value(u.arcsec)
+    return tuple(float(v * ratio) for v in position)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from solar_diffusion import evaluation_keys as keys
+from solar_diffusion.cascade_evaluation import report_lines
 from solar_diffusion.evaluation_report import disk_rows, flare_tables, fmt, paired_steps
 from solar_diffusion.files import atomic_write
 from solar_diffusion.generate import describe_guidance
@@ -34,7 +35,8 @@ def load_reports(reports: Path) -> dict:
     return {"evaluation": read("evaluation/metrics.json"), "paper_evaluation": read("evaluation-paper-171/metrics.json"),
             "classifier": read("experiments/classifier/results.json"),
             "predictor": read("experiments/predictor/results.json"), "sampling": read("bench_sampling.json"),
-            "student": read("bench_student.json")}
+            "student": read("bench_student.json"), "cascade": read("cascade/metrics.json"),
+            "cascade_speed": read("bench_cascade.json")}
 
 
 def _default_row(sampling: dict, size: int = 64) -> dict | None:
@@ -244,11 +246,32 @@ def results_page(results: dict) -> str:
         lines += _classifier_section(results["classifier"])
     if results["predictor"]:
         lines += _predictor_section(results["predictor"])
+    if results["cascade"]:
+        lines += _cascade_section(results["cascade"], results["cascade_speed"])
     if results["sampling"]:
         lines += _sampling_section(results["sampling"])
     if results["student"]:
         lines += _student_section(results["student"])
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _cascade_section(report: dict, speed: dict | None) -> list:
+    """The cascade at its output size (``evaluate-cascade``) and its speed (``bench_cascade.py``)."""
+    settings = report["settings"]
+    lines = [f"## The cascade at {settings['size']} px", "",
+             f"`solar-diffusion evaluate-cascade --model {settings['model']} --dataset {settings['dataset']} --split "
+             f"{settings['split']} --num-images {settings['num_images_per_class']} --real-frames "
+             f"{settings['real_frames']} --out reports/cascade`.", ""]
+    lines += report_lines(report)[2:]
+    if speed:
+        lines += ["", f"Speed (`python benchmarks/bench_cascade.py --model {settings['model']} --json "
+                      f"reports/bench_cascade.json`, {speed['threads']} threads): "
+                      f"{speed['seconds_per_image_batch16']:.2f} s per {speed['size']} px image at batch 16, "
+                      f"{speed['seconds_per_image_batch1']:.2f} s at batch 1 (base stage included); the paper's "
+                      f"sampler at {speed['size']} px {speed['paper_seconds_per_image']:.0f} s per image: "
+                      f"{speed['speedup_vs_paper_batch16']:.0f} times faster at batch 16, "
+                      f"{speed['speedup_vs_paper_batch1']:.0f} at batch 1."]
+    return lines + [""]
 
 
 def _evaluation_section(ev: dict, title: str, folder: str) -> list:
