@@ -1,6 +1,6 @@
 """The demo Space: the bundled flare model on a CPU, in Gradio.
 
-    python space/app.py                                    # http://127.0.0.1:7860
+    python space/app.py                                    # http://127.0.0.1:7860, this machine only
     SOLAR_DIFFUSION_MODEL=path/or/hub-id python space/app.py
 
 Choose the flare (a class such as "M" or a strength such as "M2.5"; "quiet" for none), where it
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def generate(pipe, strength: str, position: str, seed: float, steps: float, mode
     Bad input (an unknown class, a position behind the limb) raises ``gr.Error`` with the
     pipeline's one-line message."""
     from solar_diffusion.generate import generate_to_folder
-    from solar_diffusion.positions import parse_position
+    from solar_diffusion.positions import flare_positions
 
     out = Path(tempfile.mkdtemp(prefix="run-", dir=_output_root()))
     try:
@@ -53,12 +54,14 @@ def generate(pipe, strength: str, position: str, seed: float, steps: float, mode
         if position and position.strip():
             if pipe.conditioning != "flare":
                 raise ValueError("this model takes no flare position (it is conditioned on the GOES class only)")
-            where = [parse_position(position, pipe.config.geometry.get("date_obs"))]
+            where = flare_positions([position], pipe)
         records = generate_to_folder(pipe, out, [strength.strip()], num_images=1, num_inference_steps=int(steps),
                                      seed=int(seed), file_format="fits", model_name=model_name,
                                      flare_positions=where)
     except (ValueError, KeyError) as error:
-        raise gr.Error(error.args[0] if error.args else str(error)) from None
+        message = error.args[0] if error.args else str(error)
+        print(f"refused: {message}", file=sys.stderr)  # one line in the server's log, not a traceback
+        raise gr.Error(message, print_exception=False) from None
     wavelengths = pipe.config.geometry.get("wavelengths_angstrom") or []
     if len(wavelengths) > 1:
         previews = [(str(out / f"contact_sheet_{int(w):04d}.png"), f"{int(w)} Å") for w in wavelengths]
@@ -105,10 +108,20 @@ def build_demo(model=None) -> gr.Blocks:
         request = gr.Textbox(label="request (as generation.json records it)", lines=8, interactive=False,
                              elem_id="request")
         button.click(lambda *a: generate(pipe, *a, model_name=name), [strength, position, seed, steps],
-                     [gallery, files, request])
+                     [gallery, files, request], api_name="generate")
     return demo
 
 
+def server_name(environ=os.environ) -> str:
+    """The address the Space serves on: ``$GRADIO_SERVER_NAME`` if set, every interface on the Hub
+    (which sets ``$SPACE_ID``), else this machine only.
+
+    >>> server_name({}), server_name({"SPACE_ID": "sun/flares"}), server_name({"GRADIO_SERVER_NAME": "10.0.0.2"})
+    ('127.0.0.1', '0.0.0.0', '10.0.0.2')
+    """
+    return environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if environ.get("SPACE_ID") else "127.0.0.1")
+
+
 if __name__ == "__main__":
-    build_demo().queue().launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
-                                server_port=int(os.environ.get("PORT", 7860)), allowed_paths=[str(_output_root())])
+    build_demo().queue().launch(server_name=server_name(), server_port=int(os.environ.get("PORT", 7860)),
+                                allowed_paths=[str(_output_root())])
