@@ -664,6 +664,28 @@ def merge_events(tables) -> pd.DataFrame:
     return events.sort_values("start", kind="stable").reset_index(drop=True)
 
 
+def check_lists_cover(lists: dict, t_obs) -> None:
+    """Refuse flare lists (path -> events) none of which overlaps the images' dates: every frame
+    would be labelled quiet. Lists that overlap in part keep the per-frame coverage warning.
+
+    >>> events = pd.DataFrame({"start": pd.to_datetime(["2011-02-15"]), "end": pd.to_datetime(["2011-02-16"])})
+    >>> check_lists_cover({"flares-2011.csv": events}, pd.to_datetime(["2012-03-07", "2012-03-09"]))
+    Traceback (most recent call last):
+    ...
+    ValueError: the flare lists end before the images begin or start after they end, so every frame would be 'quiet': flares-2011.csv spans 2011-02-15 to 2011-02-16, the images 2012-03-07 to 2012-03-09
+    """
+    times = pd.to_datetime(pd.Series(t_obs)).dropna()
+    spans = {path: (events["start"].min(), events["end"].max()) for path, events in lists.items() if len(events)}
+    if times.empty or not spans:
+        return
+    first, last = times.min(), times.max()
+    if any(start <= last and end >= first for start, end in spans.values()):
+        return
+    ranges = "; ".join(f"{path} spans {start:%Y-%m-%d} to {end:%Y-%m-%d}" for path, (start, end) in spans.items())
+    raise ValueError(f"the flare lists end before the images begin or start after they end, so every frame would be "
+                     f"'quiet': {ranges}, the images {first:%Y-%m-%d} to {last:%Y-%m-%d}")
+
+
 def build_from_args(args) -> BuildResult:
     """Run ``solar-diffusion build-dataset`` from parsed arguments, printing the label counts."""
     from solar_diffusion.dataset_builder import flares, goes
@@ -697,7 +719,9 @@ def build_from_args(args) -> BuildResult:
         raise ValueError(f"no image files found in {args.images}")
 
     if args.flare_list:
-        events = merge_events([flares.read_flare_list(path) for path in args.flare_list])
+        lists = [flares.read_flare_list(path) for path in args.flare_list]
+        check_lists_cover(dict(zip(map(str, args.flare_list), lists)), index["t_obs"])
+        events = merge_events(lists)
         provenance["flare lists"] = ", ".join(map(str, args.flare_list))
     elif args.start and args.end:
         events = merge_events([flares.HEKFlareSource().events(args.start, args.end)])
