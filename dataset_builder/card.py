@@ -116,6 +116,13 @@ def size_category(n: int) -> str:
     return next((name for limit, name in bounds if n < limit), "n>100M")
 
 
+def split_sizes(out: Path, name: str, counts: pd.DataFrame) -> dict:
+    """The card's ``dataset_info``: frames and Parquet bytes of each split of the build in ``out``."""
+    sizes = {s: sum(p.stat().st_size for p in (Path(out) / name).glob(f"{s}-*.parquet")) for s in counts.columns}
+    return {"config_name": name, "dataset_size": sum(sizes.values()), "download_size": sum(sizes.values()),
+            "splits": [{"name": s, "num_examples": int(counts[s].sum()), "num_bytes": sizes[s]} for s in counts.columns]}
+
+
 def write_dataset_card(out: Path, info: dict, counts: pd.DataFrame) -> Path:
     """Write ``README.md``: YAML ``configs`` (so ``load_dataset(out)`` works), provenance, label
     rule, label counts per split, clipped fractions, rejected files and credits."""
@@ -125,6 +132,9 @@ def write_dataset_card(out: Path, info: dict, counts: pd.DataFrame) -> Path:
     name = config["config_name"]
     splits = list(counts.columns)
     data = DatasetCardData(
+        # the datasets cache keys a local folder by its card: each build's own sizes keep two builds
+        # in folders of the same name from being served each other's rows by load_dataset(folder)
+        dataset_info=split_sizes(out, name, counts),
         pretty_name=f"SDO/AIA {','.join(config['channels'])} A full-disk images with GOES flare labels",
         license="other",
         license_name="us-government-open-data",

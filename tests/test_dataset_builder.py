@@ -314,3 +314,21 @@ def test_a_flare_list_that_does_not_reach_the_images_stops_the_build(shared_data
     err = capsys.readouterr().err
     assert code == 2 and not out.exists()
     assert "flares-2011.csv spans 2011-01-" in err and "the images 2012-01-01 to 2012-12-" in err, err
+
+
+def test_load_dataset_of_a_build_gives_that_builds_rows(shared_data, real_dataset_of_days, tmp_path, monkeypatch):
+    """Two builds in folders of the same name (other days, so other rows), loaded the Hugging Face
+    way, ``load_dataset(folder)``, with one datasets cache: each gives its own rows."""
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    a = real_dataset_of_days(shared_data, tmp_path / "a" / "ds", ["03-07"], 16)
+    b = real_dataset_of_days(shared_data, tmp_path / "b" / "ds", ["03-07", "03-09"], 16)
+    rows = {}
+    for folder in (a, b):
+        loaded = datasets.load_dataset(str(folder), cache_dir=str(tmp_path / "cache"))
+        rows[folder] = sum(len(split) for split in loaded.values())
+    expected = {f: sum(c for split in json.loads((f / "build_info.json").read_text())["counts"].values()
+                       for c in split.values()) for f in (a, b)}
+    assert rows == expected and rows[a] != rows[b], (rows, expected)
