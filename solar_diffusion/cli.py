@@ -68,6 +68,8 @@ def _add_generate(p):
                    help="png (8-bit preview), fits (data unit, synthetic AIA header) or npy (float32, CHW, data unit)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per pipeline call (default 16 at 64 px, as many pixels at other sizes: 4 at 128 px)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="size of the images: the base model's, or a cascade's upscaler's (the default)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                    help="the UNet's precision (default auto: bfloat16 on a CUDA GPU that supports it, else float32)")
@@ -120,6 +122,7 @@ def _generate(args) -> int:
         novelty_target=args.novelty_target,
         log=print,
         date_obs=args.date,
+        image_size=args.image_size,
     )
     print(_written(records, Path(args.out), args.format))
     return 0

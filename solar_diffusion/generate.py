@@ -252,11 +252,12 @@ def default_batch_size(pipe: SolarFlarePipeline) -> int:
 
 def sample_batches(pipe: SolarFlarePipeline, labels, seed: int = 0, num_inference_steps: int | None = None,
                    guidance_scale: float | None = None, batch_size: int | None = None, positions=None,
-                   novelty_target: float | None = None):
+                   novelty_target: float | None = None, image_size: int | None = None):
     """Yield pipeline outputs (model space, ``output_type="model"``) for ``labels`` in batches of
     ``batch_size`` (default: ``default_batch_size``); image k uses its own generator seeded
     ``seed + k``, so any image can be remade on its own. ``positions`` (a flare model's; one per
-    label, None to draw one) go with their labels; ``novelty_target`` None is the model's own."""
+    label, None to draw one) go with their labels; ``novelty_target`` None is the model's own;
+    ``image_size`` None is the model's output size (a cascade's upscaler's)."""
     labels = list(labels)
     batch_size = batch_size or default_batch_size(pipe)
     for start in range(0, len(labels), batch_size):
@@ -265,7 +266,7 @@ def sample_batches(pipe: SolarFlarePipeline, labels, seed: int = 0, num_inferenc
         where = {} if positions is None else {"flare_position": list(positions[start:end])}
         yield pipe(flare_class=labels[start:end], num_images_per_class=1, guidance_scale=guidance_scale,
                    num_inference_steps=num_inference_steps, generator=generators, output_type="model",
-                   novelty_target=novelty_target, **where)
+                   novelty_target=novelty_target, image_size=image_size, **where)
 
 
 @torch.inference_mode()
@@ -327,6 +328,7 @@ def generate_to_folder(
     novelty_target: float | None = None,
     log=None,
     date_obs: str | None = None,
+    image_size: int | None = None,
 ) -> list[dict]:
     """Generate ``num_images`` per class and write one file per image, named by class and seed.
 
@@ -344,7 +346,8 @@ def generate_to_folder(
     wrote (the folder too where it made it), one that is interrupted records its whole images.
     ``progress`` shows one bar over all the images (on a terminal). ``date_obs`` is the date the
     images stand for (the observer of FITS headers; default: the model's nominal date), the date
-    at which ``flare_positions`` were given.
+    at which ``flare_positions`` were given. ``image_size`` is the images' size: the base model's
+    or a cascade's upscaler's (the default: ``SolarFlarePipeline.output_size``).
     """
     if file_format == "fits":  # sunpy.map and astropy: imported only to write FITS (a second or more at start-up)
         from solar_diffusion.maps import write_fits  # noqa: F401  (here: a missing sunpy fails before any work)
@@ -355,13 +358,14 @@ def generate_to_folder(
     classes, labels, positions = _requests(pipe, flare_classes, flare_positions, num_images, log)
     guidance, steps = pipe.guidance_setting(guidance_scale), pipe.inference_steps(num_inference_steps)  # refused before any file goes
     novelty = pipe.novelty_setting(novelty_target)
+    image_size = pipe.output_size(image_size)
     clear_earlier_run(out_dir, overwrite)
     model_name = readable_model_name(model_name)  # records and titles name no machine path
     created = outermost_missing(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {"model": model_name, "scheduler": type(pipe.scheduler).__name__, "num_inference_steps": steps,
                 "guidance_scale": guidance, "novelty_target": novelty, "format": file_format,
-                "date_obs": str(date_obs or pipe.config.geometry.get("date_obs"))}
+                "date_obs": str(date_obs or pipe.config.geometry.get("date_obs")), "image_size": image_size}
     if guidance is None:  # each image's scale is in its record
         settings["guidance_by_flux"] = dict(pipe.config.guidance_by_flux)
     records, previews = [], []
@@ -370,7 +374,7 @@ def generate_to_folder(
         _generate_files(pipe, out_dir, labels, seed, num_inference_steps, guidance_scale, batch_size, positions,
                         file_format, model_name, records, previews, job_bar(len(labels), "generating", "image",
                                                                             show=progress), novelty_target,
-                        [str(c) for c in classes for _ in range(num_images)], date_obs)
+                        [str(c) for c in classes for _ in range(num_images)], date_obs, image_size)
         write_record(out_dir, settings, records)
         names, captions = [r["flare_class"] for r in records], [f"seed {r['seed']}" for r in records]
         markers = [[f["position_px"] for f in r.get("flares", [])] for r in records]
@@ -447,13 +451,14 @@ def write_record(out_dir: Path, settings: dict, records: list):
 
 
 def _generate_files(pipe, out_dir, labels, seed, num_inference_steps, guidance_scale, batch_size, positions,
-                    file_format, model_name, records, previews, bar, novelty_target, requested, date_obs=None):
+                    file_format, model_name, records, previews, bar, novelty_target, requested, date_obs=None,
+                    image_size=None):
     """Sample and write the images, appending each one's record (with the class it was
     ``requested`` as) as soon as its files are whole."""
     if file_format == "fits":  # sunpy and astropy (about 2.5 s to import): only FITS output needs them
         from solar_diffusion.maps import write_fits
     for out in sample_batches(pipe, labels, seed, num_inference_steps, guidance_scale, batch_size, positions,
-                              novelty_target):
+                              novelty_target, image_size):
         model_space = out.images.cpu().numpy()
         physical = pipe.normalization.inverse(model_space).astype(np.float32)
         for image, model_image, meta in zip(physical, model_space, out.metadata):
