@@ -52,6 +52,9 @@ def test_a_cascade_makes_its_upscalers_size_by_default_and_the_base_size_when_as
     assert base.metadata[0]["flares"][0]["position_px"] == [4.0, 10.0]
     with pytest.raises(ValueError, match="makes 16 or 32 px images, not 64 px"):
         pipe(**call, image_size=64)
+    # a model can keep its base size as the default (its upscaler then runs when asked)
+    pipe.register_to_config(upscaling=dict(pipe.config.upscaling, default_image_size=16))
+    assert pipe.output_size() == 16 and pipe(**call, generator=[torch.Generator().manual_seed(3)]).images.shape[-1] == 16
 
 
 def test_the_upscaler_sees_the_flare_map_at_its_size_and_the_noise_level():

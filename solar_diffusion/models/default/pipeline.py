@@ -1177,11 +1177,13 @@ class SolarFlarePipeline(DiffusionPipeline):
 
     def output_size(self, image_size: int | None = None) -> int:
         """The size of a call's images: the one asked for (the base model's or its upscaler's),
-        else the upscaler's where the model has one (a cascade), else the base model's."""
+        else the model's default: ``upscaling["default_image_size"]`` where set, else the upscaler's
+        where the model has one (a cascade), else the base model's."""
         sizes = [self.unet.config.sample_size] + ([self.upscaler.config.sample_size] if self.upscaler else [])
         if image_size is not None and image_size not in sizes:
             raise ValueError(f"this model makes {' or '.join(map(str, sizes))} px images, not {image_size} px")
-        return sizes[-1] if image_size is None else image_size
+        default = (self.config.get("upscaling") or {}).get("default_image_size", sizes[-1])
+        return default if image_size is None else image_size
 
     @torch.no_grad()
     def super_resolve(self, low: torch.Tensor, flares: list | None = None, generator=None,
