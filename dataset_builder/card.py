@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from solar_diffusion.splits import split_sizes
+
 CREDITS = (
     "Images: NASA/SDO and the AIA science team. X-ray flux and flare classes: NOAA GOES XRS "
     "(NCEI, SWPC). Flare events: the Heliophysics Event Knowledgebase (HEK). The pixels and "
@@ -116,13 +118,6 @@ def size_category(n: int) -> str:
     return next((name for limit, name in bounds if n < limit), "n>100M")
 
 
-def split_sizes(out: Path, name: str, counts: pd.DataFrame) -> dict:
-    """The card's ``dataset_info``: frames and Parquet bytes of each split of the build in ``out``."""
-    sizes = {s: sum(p.stat().st_size for p in (Path(out) / name).glob(f"{s}-*.parquet")) for s in counts.columns}
-    return {"config_name": name, "dataset_size": sum(sizes.values()), "download_size": sum(sizes.values()),
-            "splits": [{"name": s, "num_examples": int(counts[s].sum()), "num_bytes": sizes[s]} for s in counts.columns]}
-
-
 def write_dataset_card(out: Path, info: dict, counts: pd.DataFrame) -> Path:
     """Write ``README.md``: YAML ``configs`` (so ``load_dataset(out)`` works), provenance, label
     rule, label counts per split, clipped fractions, rejected files and credits."""
@@ -134,7 +129,7 @@ def write_dataset_card(out: Path, info: dict, counts: pd.DataFrame) -> Path:
     data = DatasetCardData(
         # the datasets cache keys a local folder by its card: each build's own sizes keep two builds
         # in folders of the same name from being served each other's rows by load_dataset(folder)
-        dataset_info=split_sizes(out, name, counts),
+        dataset_info=split_sizes(out, name, {s: int(counts[s].sum()) for s in counts.columns}),
         pretty_name=f"SDO/AIA {','.join(config['channels'])} A full-disk images with GOES flare labels",
         license="other",
         license_name="us-government-open-data",

@@ -29,6 +29,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from huggingface_hub import DatasetCard
 
 from solar_diffusion.files import atomic_write
 from solar_diffusion.generate import (
@@ -41,7 +42,7 @@ from solar_diffusion.generate import (
 )
 from solar_diffusion.hub import model_name
 from solar_diffusion.pipelines import QUIET_LABEL, requested_flux, rsun_px
-from solar_diffusion.splits import dataset_info, image_dtype, split_table
+from solar_diffusion.splits import dataset_info, image_dtype, split_sizes, split_table
 
 #: ``label_source`` of a generated row.
 SYNTHETIC = "synthetic"
@@ -233,7 +234,10 @@ def _write_augmented(dataset: Path, out: Path, pipe, model, info: dict, train, c
     atomic_write(out / "build_info.json", lambda tmp: Path(tmp).write_text(json.dumps(new_info, indent=1, default=str)))
     atomic_write(out / "synthetic.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
     if (out / "README.md").exists():
-        text = (out / "README.md").read_text()
+        card = DatasetCard((out / "README.md").read_text())  # the source's card, with this build's sizes
+        name = info["config"]["config_name"]
+        card.data.dataset_info = split_sizes(out, name, {s: sum(c.values()) for s, c in new_info["counts"].items()})
+        text = str(card)
         text += (f"\n## Synthetic frames\n\n`solar-diffusion augment` added {sum(added.values())} generated frames to "
                  f"the train split ({', '.join(f'{c}: {n}' for c, n in added.items())}) with `{model_id}` (seed "
                  f"{seed}, {sampling['num_inference_steps']} steps, {guidance_text}). They are the rows with "

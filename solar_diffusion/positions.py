@@ -111,8 +111,8 @@ def at_model_scale(position, geometry: dict, date) -> tuple:
     Pixel positions and geometries without a plate scale are left as they are.
 
     >>> geometry = {"image_size": 64, "fov_rsun": 2.0, "plate_scale_arcsec": 30.0}  # R = 960 arcsec
-    >>> [round(v, 1) for v in at_model_scale((-475.0, 397.0), geometry, "2012-01-04")]  # R = 975.6 arcsec
-    [-467.4, 390.6]
+    >>> [round(v) for v in at_model_scale((-475.0, 397.0), geometry, "2012-01-04")]  # R = 975.6 arcsec
+    [-467, 391]
     """
     if isinstance(position[0], str) or not {"plate_scale_arcsec", "fov_rsun", "image_size"} <= set(geometry):
         return position

@@ -82,6 +82,15 @@ def dataset_argument(value) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def split_sizes(out, name: str, frames: dict) -> dict:
+    """A dataset card's ``dataset_info``: the frames (``frames``: split -> count) and Parquet bytes
+    of each split of the build in ``out`` (config ``name``). The datasets cache keys a local folder
+    by its card, so these keep two builds in folders of the same name apart for ``load_dataset``."""
+    sizes = {s: sum(p.stat().st_size for p in (Path(out) / name).glob(f"{s}-*.parquet")) for s in frames}
+    return {"config_name": name, "dataset_size": sum(sizes.values()), "download_size": sum(sizes.values()),
+            "splits": [{"name": s, "num_examples": int(n), "num_bytes": sizes[s]} for s, n in frames.items()]}
+
+
 def dataset_info(dataset_dir) -> dict:
     """The builder's record (``build_info.json``): config, unit, vocabulary, counts, radius.
 

@@ -64,8 +64,9 @@ def test_a_flare_list_that_misses_the_images_dates_is_reported(shared_data, tmp_
     assert record["label_coverage"]["frames_in_flare_list_gaps"] == len(index)
 
 
-def test_the_command_warns_when_the_flare_list_misses_the_images(shared_data, tmp_path, capsys):
-    """The build command says so on stderr, naming where to look."""
+def test_a_flare_list_that_misses_the_images_stops_the_build(shared_data, tmp_path, capsys):
+    """A list of 2015 flares for 2012 frames would label every frame quiet: the build stops (exit 2)
+    naming the list's dates and the images', and writes nothing."""
     from solar_diffusion.cli import main
 
     hek = shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv"
@@ -76,10 +77,10 @@ def test_the_command_warns_when_the_flare_list_misses_the_images(shared_data, tm
     day = index[index["t_obs"].dt.strftime("%m-%d") == "03-07"].head(3)
     day[["file", "t_obs"]].to_csv(tmp_path / "index.csv", index=False)
     assert main(["build-dataset", "--images", str(tmp_path / "index.csv"), "--flare-list", str(other_year),
-                 "--size", "16", "--splits", "train=1-12", "--out", str(tmp_path / "ds")]) == 0
+                 "--size", "16", "--splits", "train=1-12", "--out", str(tmp_path / "ds")]) == 2
     err = capsys.readouterr().err
-    assert "WARNING: 3 frames lie where the flare lists have a known gap or no flare in progress" in err
-    assert "label_coverage" in err
+    assert "hek_2015.csv spans 2015-01-" in err and "the images 2012-03-07 to 2012-03-07" in err, err
+    assert not (tmp_path / "ds").exists()
 
 
 def test_a_different_build_into_a_used_folder_is_refused_and_the_same_one_resumes(shared_data, tmp_path, monkeypatch):

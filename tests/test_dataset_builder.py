@@ -297,25 +297,6 @@ def test_an_index_mixing_iso_spellings_reads_every_row(shared_data, tmp_path):
                                        pd.Timestamp("2012-03-07 02:00:01"), pd.Timestamp("2012-03-07 03:00:01.250")]
 
 
-def test_a_flare_list_that_does_not_reach_the_images_stops_the_build(shared_data, tmp_path, capsys):
-    """A list of 2011 flares for 2012 images would label every frame quiet: the build stops, naming
-    the list and both date ranges, and writes nothing."""
-    import pandas as pd
-
-    from solar_diffusion.cli import main
-
-    hek = shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv"
-    rows = pd.read_csv(hek)
-    old = tmp_path / "flares-2011.csv"
-    rows[rows["GEV_START"].astype(str).str.startswith("2011")].to_csv(old, index=False)
-    out = tmp_path / "ds"
-    code = main(["build-dataset", "--images", str(shared_data / "sdo_browse_2012" / "index.csv"), "--flare-list",
-                 str(old), "--size", "16", "--out", str(out)])
-    err = capsys.readouterr().err
-    assert code == 2 and not out.exists()
-    assert "flares-2011.csv spans 2011-01-" in err and "the images 2012-01-01 to 2012-12-" in err, err
-
-
 def test_load_dataset_of_a_build_gives_that_builds_rows(shared_data, real_dataset_of_days, tmp_path, monkeypatch):
     """Two builds in folders of the same name (other days, so other rows), loaded the Hugging Face
     way, ``load_dataset(folder)``, with one datasets cache: each gives its own rows."""
