@@ -41,8 +41,9 @@ def real_frames(dataset, split: str, limit: int, seed: int = 0) -> tuple[torch.T
     ds = load_split(dataset, split, columns=("image", "t_obs"))
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.choice(len(ds), size=min(limit, len(ds)), replace=False))
-    raw = torch.from_numpy(np.stack([np.asarray(ds[int(i)]["image"]) for i in picked]))
-    days = np.array([str(ds[int(i)]["t_obs"])[:10] for i in picked])
+    rows = [ds[int(i)] for i in picked]  # each frame read once
+    raw = torch.from_numpy(np.stack([np.asarray(row["image"]) for row in rows]))
+    days = np.array([str(row["t_obs"])[:10] for row in rows])
     return raw, days
 
 

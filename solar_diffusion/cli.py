@@ -11,6 +11,7 @@ import gc
 import math
 import re
 import sys
+from importlib import import_module
 from pathlib import Path
 
 from solar_diffusion import __version__
@@ -206,43 +207,18 @@ def _build_dataset(args) -> int:
     return 0 if not result.counts.empty else 1
 
 
-def _add_train(p):
-    from solar_diffusion.training.train_ddpm import build_parser as train_parser
+def _training_script(module: str, entry: str, saved: str) -> tuple:
+    """The (add arguments, run) pair of a sub-command that is a training script of
+    ``solar_diffusion.training``: its own ``build_parser`` and entry point, imported only when the
+    command is used (they import torch and accelerate)."""
+    def add_arguments(p):
+        import_module(f"solar_diffusion.training.{module}").build_parser(p)
 
-    train_parser(p)
+    def run(args) -> int:
+        print(f"{saved}: {getattr(import_module(f'solar_diffusion.training.{module}'), entry)(args)}")
+        return 0
 
-
-def _train(args) -> int:
-    from solar_diffusion.training.train_ddpm import train
-
-    print(f"saved pipeline: {train(args)}")
-    return 0
-
-
-def _add_distill(p):
-    from solar_diffusion.training.distill import build_parser as distill_parser
-
-    distill_parser(p)
-
-
-def _distill(args) -> int:
-    from solar_diffusion.training.distill import distill
-
-    print(f"saved student: {distill(args)}")
-    return 0
-
-
-def _add_train_upscaler(p):
-    from solar_diffusion.training.train_upscaler import build_parser as upscaler_parser
-
-    upscaler_parser(p)
-
-
-def _train_upscaler(args) -> int:
-    from solar_diffusion.training.train_upscaler import train_upscaler
-
-    print(f"saved cascade: {train_upscaler(args)}")
-    return 0
+    return add_arguments, run
 
 
 def _add_evaluate_cascade(p):
@@ -502,11 +478,13 @@ def _push(args) -> int:
 COMMANDS = {
     "generate": ("generate synthetic AIA images of chosen GOES flare classes", _add_generate, _generate),
     "build-dataset": ("build a labelled Hugging Face dataset of AIA images", _add_build_dataset, _build_dataset),
-    "train": ("train the class-conditional DDPM (same flags as training/train_ddpm.py)", _add_train, _train),
+    "train": ("train the class-conditional DDPM (same flags as training/train_ddpm.py)",
+              *_training_script("train_ddpm", "train", "saved pipeline")),
     "distill": ("distil a model's guidance into a one-call-per-step student (same flags as training/distill.py)",
-                _add_distill, _distill),
+                *_training_script("distill", "distill", "saved student")),
     "train-upscaler": ("train a cascade's super-resolution stage over a base model (same flags as "
-                       "training/train_upscaler.py)", _add_train_upscaler, _train_upscaler),
+                       "training/train_upscaler.py)", *_training_script("train_upscaler", "train_upscaler",
+                                                                         "saved cascade")),
     "evaluate": ("FD/KID, precision/recall, clusters, conditioning F1 against a real split", _add_evaluate, _evaluate),
     "evaluate-cascade": ("a cascade at its output size: fine structure, consistency, real frames super-resolved",
                          _add_evaluate_cascade, _evaluate_cascade),
