@@ -55,7 +55,7 @@ def train_step_rate(preset, size, batch, repeat, datasets, device, bf16) -> dict
     folder, split, collate, num_labels = _collate_for(datasets, size)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     x, labels = (t.to(device) for t in collate([split[i] for i in range(batch)]))
-    unet = build_unet(preset, sample_size=size, num_labels=num_labels).to(device).train()
+    unet = build_unet(preset, sample_size=size, num_labels=num_labels, in_channels=x.shape[1]).to(device).train()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
 

@@ -42,7 +42,7 @@ __all__ = ["FLARE_LETTERS", "LETTER_FLUX", "SWPC_SCALE", "GOES_R_SCALE", "FLUX_S
     "SWPC_SCALING_FACTOR", "convert_flux_scale", "parse_flare_class", "flare_letter", "format_flare_class",
     "QUIET_LABEL", "LABEL_ORDER", "FLUX_CLASS_INPUT_SCALE", "NULL_FLUX_CLASS_INPUT", "flux_class_input",
     "null_condition", "scheduler_step_kwargs", "requested_flux", "image_center_px", "rsun_px", "rescale_px",
-    "disk_center_px", "north_up", "disk_mask", "FLARE_MAP_CHANNELS", "FLARE_MAP_SIGMA_RSUN",
+    "disk_center_px", "north_up", "disk_mask", "FLARE_MAP_CHANNELS", "AUGMENTATION_PLANES", "FLARE_MAP_SIGMA_RSUN",
     "NO_FLARE_CLASS_INPUT", "flare_strength", "flare_class_input", "flare_map", "with_flare_map",
     "apply_guidance", "UPSCALER_NOISE_SCALE", "UPSCALER_NOISE_LEVEL", "upsample", "noise_level_input",
     "upscaler_input", "geometry_at", "arcsec_to_pixels", "FLARE_POSITION_SPREAD_RSUN", "draw_flare_position",
@@ -302,6 +302,9 @@ def disk_mask(image_size: int, rsun_px: float, fraction: float = 1.0, center=Non
 
 #: Input channels a flare model's UNet takes besides the image's.
 FLARE_MAP_CHANNELS = 2
+#: Input planes after the flare map of a model trained with flips (``--augment-flips``): 1 where the
+#: training frame was flipped east-west, north-south; sampling sets them to 0 (no flip).
+AUGMENTATION_PLANES = 2
 #: Width (standard deviation) of a flare's mark on the map, in solar radii (1.4 px at 64 px).
 FLARE_MAP_SIGMA_RSUN = 0.05
 #: Class input of a flare model for an image with no flare in progress: the flux condition of
@@ -761,9 +764,10 @@ def check_base_unet(unet, id2label) -> dict[int, str]:
     ``id2label`` checked (the GOES letters by default for a class-conditional UNet)."""
     flux_model = unet.config.class_embed_type == "timestep"
     extra = unet.config.in_channels - (unet.config.out_channels or unet.config.in_channels)
-    if extra not in (0, FLARE_MAP_CHANNELS) or (extra and not flux_model):
+    if extra not in (0, FLARE_MAP_CHANNELS, FLARE_MAP_CHANNELS + AUGMENTATION_PLANES) or (extra and not flux_model):
         raise ValueError(f"the UNet takes {unet.config.in_channels} input and {unet.config.out_channels} output "
-                         f"channels: a flare model takes {FLARE_MAP_CHANNELS} more (the flare map) and the flux")
+                         f"channels: a flare model takes {FLARE_MAP_CHANNELS} more (the flare map; "
+                         f"{FLARE_MAP_CHANNELS + AUGMENTATION_PLANES} with flip augmentation planes) and the flux")
     if id2label is None:
         id2label = {} if flux_model else {i: label for i, label in enumerate(FLARE_LETTERS)}
     id2label = {int(k): str(v) for k, v in id2label.items()}
@@ -961,11 +965,14 @@ class SolarFlarePipeline(DiffusionPipeline):
         return image
 
     def flare_inputs(self, per_image: list[list[dict]], image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A flare model's class inputs (``flare_class_input``) and flare maps (N, FLARE_MAP_CHANNELS, size, size)."""
+        """A flare model's class inputs (``flare_class_input``) and flare maps (N, FLARE_MAP_CHANNELS, size, size),
+        followed by zero augmentation planes (no flip) where the UNet was trained with flips."""
         sigma = FLARE_MAP_SIGMA_RSUN * rsun_px(self.config.geometry, image_size)
         labels = [flare_class_input([f["log10_peak_flux_goes_r"] for f in flares]) for flares in per_image]
         maps = np.stack([flare_map([f["position_px"] for f in flares], [f["log10_peak_flux_goes_r"] for f in flares],
                                    image_size, sigma) for flares in per_image])
+        planes = self.unet.config.in_channels - self.unet.config.out_channels - FLARE_MAP_CHANNELS
+        maps = np.concatenate([maps, np.zeros((len(maps), planes, image_size, image_size), maps.dtype)], axis=1)
         return torch.tensor(labels, dtype=torch.float32), torch.from_numpy(maps)
 
     def class_inputs(self, flare_class) -> tuple[torch.Tensor, list[str]]:
@@ -1118,9 +1125,11 @@ class SolarFlarePipeline(DiffusionPipeline):
                 is the south edge); only ``"pil"`` is flipped north up, like the CLI's PNG files.
             return_dict: return a ``SolarFlarePipelineOutput`` rather than ``(images, metadata)``.
             flare_position: for a flare model (``conditioning == "flare"``), where the flare of
-                each ``flare_class`` entry is: helioprojective ``(x, y)`` in arcsec, or
-                ``("px", x, y)`` in pixels; None draws a training flare's position per image; a
-                list of these, one per ``flare_class`` entry.
+                each ``flare_class`` entry is: helioprojective ``(x, y)`` in arcsec, ``("px", x, y)``
+                in pixels, or a NOAA location ("S15W01") or ``SkyCoord``, seen from Earth at the
+                model's nominal date (these two need the solar-diffusion package: see
+                ``prepare_position``); None draws a training flare's position per image; a list of
+                these, one per ``flare_class`` entry.
             flares: for a flare model, several flares in each image instead: a list of
                 ``(flare_class, position)`` pairs (see ``flare_request``).
             novelty_target: how far the novelty guidance keeps the image's layout from the
@@ -1252,9 +1261,11 @@ class SolarFlarePipeline(DiffusionPipeline):
             return Conditions(class_inputs, None, [n for n in names for _ in range(num_images_per_class)], None)
         entries = [flare_class] if isinstance(flare_class, (str, float, np.floating)) else list(flare_class)
         per_entry = (isinstance(flare_position, list) and len(flare_position) == len(entries)
-                     and all(p is None or isinstance(p, (tuple, list)) for p in flare_position))
+                     and all(p is None or isinstance(p, (tuple, list, str)) or hasattr(p, "frame")
+                             for p in flare_position))
         positions = flare_position if per_entry else [flare_position] * len(entries)
         requests = [list(flares)] if flares is not None else [[(e, p)] for e, p in zip(entries, positions)]
+        requests = [[(c, self.prepare_position(p)) for c, p in request] for request in requests]  # once per request
         batch_size = len(requests) * num_images_per_class
         self._check_generators(generator, batch_size)
         rngs = ([np.random.default_rng(g.initial_seed()) for g in generator] if isinstance(generator, list)
@@ -1266,6 +1277,24 @@ class SolarFlarePipeline(DiffusionPipeline):
         class_inputs, maps = self.flare_inputs(per_image, size)
         names = [", ".join(f["flare_class"] for f in image_flares) or QUIET_LABEL for image_flares in per_image]
         return Conditions(class_inputs, maps, names, per_image)
+
+    def prepare_position(self, position):
+        """A flare position as ``flare_request`` takes it: helioprojective ``(x, y)`` arcsec,
+        ``("px", x, y)`` and None pass as they are; a NOAA location ("S15W01"), text as
+        ``--flare-position`` writes it or a ``SkyCoord`` is converted by the solar-diffusion
+        package's one sunpy conversion (``solar_diffusion.positions.model_position``), seen from
+        Earth at the model's nominal date. This file alone (a Hub ``pipeline.py`` without the
+        package) takes arcsec and pixels only."""
+        if not (isinstance(position, str) or hasattr(position, "frame")):
+            return position
+        try:  # the one import of the package from this file: sunpy, only for these positions
+            from solar_diffusion.positions import model_position
+        except ImportError:
+            described = " ".join(repr(position).split())  # a SkyCoord's repr spans lines
+            raise ValueError(f"a flare position given as a NOAA location or SkyCoord ({described}) "
+                             "needs the solar-diffusion package (sunpy): install it, or pass helioprojective arcsec "
+                             "(x, y) or ('px', x, y)") from None
+        return model_position(position, self.config.geometry)
 
     def prepare_novelty(self, novelty_target: float, flares_per_image, batch_size: int, device) -> NoveltyGuidance | None:
         """The novelty guidance of a call (None when ``novelty_target`` is 0)."""

@@ -11,7 +11,9 @@ the split's real frames at the output size: the power ratio generated / real in 
 ``fine_structure.BANDS`` per channel; the band-passed kurtosis (structure, not noise); the
 consistency RMS of each output taken back down to the base size against its base image; for the
 super-resolved frames, the RMS to their originals. The two controls, bicubic upsampling and
-bicubic plus noise shaped to the real spectrum, are measured the same way on the same frames.
+bicubic plus noise shaped to the real spectrum, are measured the same way on the same frames. Then
+what detail is invented (the spread over seeds of one base frame) and how the noise augmentation
+of the base image at sampling trades fidelity for detail (a sweep of its level).
 """
 
 from __future__ import annotations
@@ -117,9 +119,12 @@ def generate(pipe, num_images: int, seed: int = 0, batch_size: int = 16, **upsca
 
 def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, real_limit: int = 256,
                      seed: int = 0, batch_size: int = 16, upscaler_steps: int | None = None,
-                     noise_level: float | None = None) -> dict:
+                     noise_level: float | None = None, spread_seeds: int = 8, sweep_levels=(0.0, 0.05, 0.1, 0.2),
+                     sweep_frames: int = 64) -> dict:
     """The cascade's figures (see the module docstring), sampled with ``upscaler_steps`` and
-    ``noise_level`` (default: the model's ``upscaling``)."""
+    ``noise_level`` (default: the model's ``upscaling``); the seed spread over ``spread_seeds`` seeds
+    (``seed_spread``) and the noise-level sweep over the first ``sweep_frames`` real frames at
+    ``sweep_levels`` (``noise_level_sweep``; none for an empty tuple)."""
     upscaling = {"num_inference_steps": upscaler_steps, "noise_level": noise_level}
     size, base_size = pipe.upscaler.config.sample_size, pipe.unet.config.sample_size
     info = dataset_info(dataset)
@@ -155,13 +160,60 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
         "generated": fine_structure_figures(high.numpy(), real_bands, center, radius, seeds, "seeds")
         | {"consistency_rms": by_group(lambda rows: float(generated_consistency[rows].mean()), seeds, "seeds",
                                        bounds=(0, np.inf))},
-        "super_resolved": {}, "seconds_per_generated_image": seconds}
+        "super_resolved": {}, "seconds_per_generated_image": seconds,
+        "seed_spread": seed_spread(pipe, real_base, real, center, radius, spread_seeds, **upscaling),
+        "noise_level_sweep": noise_level_sweep(pipe, real_base[:sweep_frames], real[:sweep_frames], real_bands, center,
+                                               radius, sweep_levels, batch_size, seed, upscaler_steps)}
     for name, images in {"upscaler": resolved, **controls}.items():
         to_original, consistency = rms(images, real), rms(to_base(images, norm, base_size), real_base)
         report["super_resolved"][name] = fine_structure_figures(images.numpy(), real_bands, center, radius, days) | {
             "rms_to_original": by_group(lambda rows, x=to_original: float(x[rows].mean()), days, bounds=(0, np.inf)),
             "consistency_rms": by_group(lambda rows, x=consistency: float(x[rows].mean()), days, bounds=(0, np.inf))}
     return report
+
+
+def seed_spread(pipe, real_base: torch.Tensor, real: torch.Tensor, center, radius: float, seeds: int = 8,
+                frames: int = 4, **upscaling) -> dict:
+    """What detail the upscaler invents: for each of ``frames`` real base frames super-resolved with
+    ``seeds`` seeds, the per-pixel standard deviation over the seeds inside 0.9 R_sun, per channel,
+    as a fraction of the real frames' own fine structure there (the RMS of the real frame less its
+    bicubic upsampling). 0: every seed draws the same detail; 1: the seeds differ by as much detail
+    as the real frames hold."""
+    size = real.shape[-1]
+    yy, xx = np.mgrid[:size, :size]
+    inside = torch.from_numpy(np.hypot(xx - center[0], yy - center[1]) <= 0.9 * radius)
+    spread, detail = [], []
+    for k in range(min(frames, len(real_base))):
+        low = real_base[k:k + 1].expand(seeds, -1, -1, -1)
+        outputs = pipe.super_resolve(low, None, [torch.Generator().manual_seed(s) for s in range(seeds)], **upscaling)
+        spread.append(outputs.float().std(dim=0)[:, inside].mean(dim=-1))
+        detail.append((real[k] - bicubic(real_base[k:k + 1], size)[0])[:, inside].square().mean(dim=-1).sqrt())
+    spread, detail = torch.stack(spread).mean(0), torch.stack(detail).mean(0)
+    return {"seeds": seeds, "frames": min(frames, len(real_base)),
+            "spread": [float(v) for v in spread], "real_detail_rms": [float(v) for v in detail],
+            "spread_over_real_detail": [float(v) for v in spread / detail]}
+
+
+def noise_level_sweep(pipe, real_base: torch.Tensor, real: torch.Tensor, real_bands: np.ndarray, center,
+                      radius: float, levels=(0.0, 0.05, 0.1, 0.2), batch_size: int = 16, seed: int = 0,
+                      num_inference_steps: int | None = None) -> list:
+    """Real base frames super-resolved at each noise-augmentation level of sampling: RMS to the
+    originals, consistency RMS, and per channel the power ratio of the two finest bands and the
+    band-passed kurtosis (point estimates over the frames)."""
+    norm, base_size = pipe.normalization, real_base.shape[-1]
+    rows = []
+    for level in levels:
+        generator = [torch.Generator().manual_seed(seed + k) for k in range(len(real_base))]
+        images = torch.cat([pipe.super_resolve(real_base[i:i + batch_size], None, generator[i:i + batch_size],
+                                               noise_level=level, num_inference_steps=num_inference_steps).cpu()
+                            for i in range(0, len(real_base), batch_size)])
+        bands = band_powers(disk_power_spectrum(images.numpy(), center, radius), BANDS, images.shape[-1]).mean(0)
+        rows.append({"noise_level": float(level), "rms_to_original": float(rms(images, real).mean()),
+                     "consistency_rms": float(rms(to_base(images, norm, base_size), real_base).mean()),
+                     "power_ratio": {f"{low}-{high}": [float(v) for v in bands[:, b] / real_bands[:, b]]
+                                     for b, (low, high) in enumerate(BANDS) if b >= len(BANDS) - 2},
+                     "kurtosis": [float(v) for v in band_passed_kurtosis(images.numpy(), center, radius).mean(0)]})
+    return rows
 
 
 def _cell(figure: dict) -> str:
@@ -196,6 +248,24 @@ def report_lines(report: dict) -> list[str]:
     for label, figures in rows.items():
         to_original = _cell(figures["rms_to_original"]) if "rms_to_original" in figures else "-"
         lines.append(f"| {label} | {_cell(figures['consistency_rms'])} | {to_original} |")
+    spread = report.get("seed_spread")
+    if spread:
+        lines += ["", f"## Invented detail: {spread['seeds']} seeds of one base frame ({spread['frames']} real frames)",
+                  "", "| channel | per-pixel spread over the seeds | real fine structure (RMS less bicubic) | ratio |",
+                  "|---|---|---|---|"]
+        lines += [f"| {n} | {a:.3g} | {b:.3g} | {r:.2f} |" for n, a, b, r in
+                  zip(names, spread["spread"], spread["real_detail_rms"], spread["spread_over_real_detail"])]
+    sweep = report.get("noise_level_sweep")
+    if sweep:
+        fine = list(sweep[0]["power_ratio"])
+        lines += ["", "## Noise augmentation at sampling (real base frames super-resolved; point estimates)", "",
+                  "| noise level | RMS to the originals | consistency RMS | "
+                  + " | ".join(f"power ratio {b} ({', '.join(names)})" for b in fine) + " | kurtosis |",
+                  "|---|---|---|" + "---|" * (len(fine) + 1)]
+        for row in sweep:
+            lines.append(f"| {row['noise_level']:g} | {row['rms_to_original']:.4f} | {row['consistency_rms']:.4f} | "
+                         + " | ".join(", ".join(f"{v:.2f}" for v in row["power_ratio"][b]) for b in fine)
+                         + " | " + ", ".join(f"{v:.2f}" for v in row["kurtosis"]) + " |")
     lines += ["", f"Seconds per generated {settings['size']} px image (base stage included, batches of the run): "
               f"{report['seconds_per_generated_image']:.2f}."]
     return lines

@@ -236,6 +236,11 @@ def _add_evaluate_cascade(p):
                    help="noise augmentation of the base image at sampling (default: the model's own)")
     p.add_argument("--batch-size", type=int, default=16, help="images per pipeline call")
     p.add_argument("--seed", type=int, default=0, help="seed of the drawn frames and of image k of each class")
+    p.add_argument("--spread-seeds", type=int, default=8,
+                   help="seeds of one base frame whose spread says what detail is invented (default 8)")
+    p.add_argument("--sweep-levels", default="0,0.05,0.1,0.2",
+                   help="noise-augmentation levels of the sampling sweep, comma-separated ('' for none)")
+    p.add_argument("--sweep-frames", type=int, default=64, help="real frames super-resolved at each sweep level")
     p.add_argument("--out", required=True, help="folder for metrics.json and report.md")
 
 
@@ -247,7 +252,9 @@ def _evaluate_cascade(args) -> int:
     pipe.set_progress_bar_config(disable=True)
     report = evaluate_cascade(pipe, args.dataset, args.split, args.num_images, args.real_frames, args.seed,
                               batch_size=args.batch_size, upscaler_steps=args.upscaler_steps,
-                              noise_level=args.noise_level)
+                              noise_level=args.noise_level, spread_seeds=args.spread_seeds,
+                              sweep_levels=tuple(float(v) for v in args.sweep_levels.split(",") if v.strip()),
+                              sweep_frames=args.sweep_frames)
     print(f"wrote {write_report(report, args.out)}")
     return 0
 

@@ -15,13 +15,18 @@ instead of giving a number.
 This module computes; ``evaluate`` reads as its list of sections. It writes ``metrics.json``,
 the markdown report (``evaluation_report``), the plots (``evaluation_plots``:
 ``real_vs_generated.png``, ``per_class_metrics.png``, ``steps_curve.png``, ``contact_sheet.png``)
-and, with ``model_card`` set, the model card (``evaluation_card``).
+and, with ``model_card`` set, the model card (``evaluation_card``), all at the end, into a
+temporary folder beside ``out`` that replaces ``out`` only when complete (``write_folder``).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -36,9 +41,9 @@ from solar_diffusion.encoder import load_encoder
 from solar_diffusion.evaluation_card import update_model_card
 from solar_diffusion.evaluation_plots import write_plots
 from solar_diffusion.evaluation_report import render_report
-from solar_diffusion.files import atomic_write
+from solar_diffusion.files import current_umask
 from solar_diffusion.flare_evaluation import check_done, flare_sections, positions_px, requested_positions
-from solar_diffusion.generate import load_pipeline, sample_batches, use_scheduler
+from solar_diffusion.generate import load_pipeline, outermost_missing, sample_batches, use_scheduler
 from solar_diffusion.maps import NoSolarDisk, fit_disk
 from solar_diffusion.pipelines import LABEL_ORDER, QUIET_LABEL, disk_center_px, rsun_px
 from solar_diffusion.progress import job_bar
@@ -46,6 +51,9 @@ from solar_diffusion.splits import LabelledImages, model_space_split
 
 #: The physical statistics per class: name -> top fraction of on-disk pixels averaged (0: the brightest one).
 PHYSICAL_STATISTICS = {"peak_brightness": 0.002, "brightest_pixel": 0.0}
+#: What an evaluation's folder holds (``write_outputs``): a folder of these alone is an earlier
+#: evaluation's, replaced whole by a new one.
+REPORT_FILES = ("metrics.json", "report.md", "*.png")
 
 
 @dataclass
@@ -192,9 +200,13 @@ class Evaluation:
 
 def evaluate(config: EvaluationConfig, progress: bool = False) -> dict:
     """Run the evaluation, write its outputs to ``config.out``; returns what ``metrics.json`` holds.
-    ``progress`` shows one bar over its phases (on a terminal)."""
+    ``progress`` shows one bar over its phases (on a terminal). Nothing is written until the end,
+    and then as a whole (``write_folder``): a run that fails leaves no folder it created, and an
+    earlier report in ``config.out`` (and the model card) as they were."""
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_out_folder(out)
+    if config.model_card and not Path(config.model_card).is_file():
+        raise FileNotFoundError(f"model card {config.model_card} does not exist")
     bar = job_bar(8, "evaluating", "phase", show=progress)
 
     def phase(name):
@@ -225,7 +237,7 @@ def evaluate(config: EvaluationConfig, progress: bool = False) -> dict:
         report["flare"] = flare_sections(ev)
         report["flare"]["checks"] = check_done(report["flare"])
     phase("writing")
-    write_outputs(ev, report)
+    write_folder(out, lambda folder: write_outputs(ev, report, folder))
     phase("done")
     bar.close()
     return report
@@ -539,12 +551,73 @@ def steps_curve(ev: Evaluation) -> list:
     return curve
 
 
-def write_outputs(ev: Evaluation, report: dict):
-    """``metrics.json``, ``report.md``, the plots, and (with ``model_card`` set) the model card."""
-    out = Path(ev.config.out)
-    atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1, default=str)))
+def check_out_folder(out: Path):
+    """Refuse, before any work, an ``--out`` that is a file or a folder holding anything but an
+    earlier evaluation (``REPORT_FILES``), which the new one replaces whole.
+
+    >>> folder = Path(tempfile.mkdtemp()); _ = (folder / "report.md").write_text("an earlier evaluation")
+    >>> check_out_folder(folder / "new"), check_out_folder(folder)  # new, or an earlier evaluation: fine
+    (None, None)
+    >>> _ = (folder / "notes.txt").write_text("mine")
+    >>> check_out_folder(folder)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: --out ... holds more than an evaluation (notes.txt): give a new folder, or an earlier evaluation's (replaced whole)
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file: give a folder")
+    others = sorted(p.name for p in out.iterdir() if p.is_dir() or not any(
+        fnmatch.fnmatch(p.name, pattern) for pattern in REPORT_FILES)) if out.is_dir() else []
+    if others:
+        raise ValueError(f"--out {out} holds more than an evaluation ({', '.join(others[:3])}"
+                         f"{', ...' if len(others) > 3 else ''}): give a new folder, or an earlier evaluation's "
+                         "(replaced whole)")
+
+
+def write_folder(out: Path, write) -> Path:
+    """Call ``write(folder)`` on a new temporary folder beside ``out``, then put it in ``out``'s
+    place (an earlier ``out`` is moved aside first, and removed once the new one is in place). A
+    failure leaves ``out`` as it was and removes the temporary folder and any parent folder made
+    for it.
+
+    >>> root = Path(tempfile.mkdtemp())
+    >>> _ = write_folder(root / "a" / "report", lambda folder: (folder / "report.md").write_text("1"))
+    >>> write_folder(root / "a" / "report", lambda folder: 1 / 0)
+    Traceback (most recent call last):
+    ...
+    ZeroDivisionError: division by zero
+    >>> (root / "a" / "report" / "report.md").read_text(), [p.name for p in (root / "a").iterdir()]
+    ('1', ['report'])
+    """
+    out = Path(out)
+    created = outermost_missing(out.parent)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    aside = None  # where an earlier out waits while the new one moves in
+    try:
+        write(folder)
+        os.chmod(folder, 0o777 & ~current_umask())  # mkdtemp's is 0700; a report folder gets the usual
+        if out.exists():
+            aside = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+            os.replace(out, aside / out.name)
+        os.replace(folder, out)
+    except BaseException:
+        if aside is not None and (aside / out.name).exists():
+            os.replace(aside / out.name, out)
+        shutil.rmtree(created or folder, ignore_errors=True)
+        raise
+    finally:
+        if aside is not None and out.exists():  # never the only copy of an earlier report
+            shutil.rmtree(aside, ignore_errors=True)
+    return out
+
+
+def write_outputs(ev: Evaluation, report: dict, out: Path):
+    """``metrics.json``, ``report.md`` and the plots in ``out``, and (with ``model_card`` set, last)
+    the model card."""
+    (out / "metrics.json").write_text(json.dumps(report, indent=1, default=str))  # out is new: write_folder's
     markdown = render_report(report)
-    atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(markdown))
+    (out / "report.md").write_text(markdown)
     markers = None
     if ev.flare_model:  # circle where each flare was asked (quiet images: none)
         markers = [[] if p is None else [list(xy)] for p, xy in zip(ev.requested_arcsec, ev.requested_px)]

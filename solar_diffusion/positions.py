@@ -82,14 +82,14 @@ def helioprojective_arcsec(position, date) -> tuple[float, float]:
         cartesian = coord.cartesian
         earth = observer.transform_to(HeliographicStonyhurst(obstime=observer.obstime)).cartesian
         if cartesian.dot(earth) <= cartesian.norm() ** 2:
-            raise ValueError(f"{position!r} lies behind the limb seen from Earth on {str(date)[:10]}: a flare must be "
+            raise ValueError(f"{_described(position)} lies behind the limb seen from Earth on {str(date)[:10]}: a flare must be "
                              "on the visible disk")
     hpc = coord.transform_to(frame)
     return float(hpc.Tx.to_value(u.arcsec)), float(hpc.Ty.to_value(u.arcsec))
 
 
 def flare_positions(positions, pipe, date=None) -> list:
-    """``--flare-position`` values as a flare model's pipeline takes them (``parse_position``),
+    """``--flare-position`` values as a flare model's pipeline takes them (``model_position``),
     NOAA locations seen at ``date`` (default: the model's nominal date).
 
     >>> class FlareModel:
@@ -99,9 +99,43 @@ def flare_positions(positions, pipe, date=None) -> list:
     """
     if pipe.conditioning != "flare":
         raise ValueError(f"--flare-position needs a flare model; this model is {pipe.conditioning}-conditioned")
-    geometry = pipe.config.geometry
+    return [model_position(position, pipe.config.geometry, date) for position in positions]
+
+
+def model_position(position, geometry: dict, date=None) -> tuple:
+    """A flare position in any form the project takes, as a flare model's pipeline places it:
+    text as ``--flare-position`` writes it (``parse_position``), a ``SkyCoord``, an (x, y) pair
+    in arcsec or ``("px", x, y)``, seen at ``date`` (default: the model's nominal date,
+    ``geometry["date_obs"]``) and brought to the model's scale (``at_model_scale``). The one
+    conversion of the command line and of ``SolarFlarePipeline`` (which calls it for text and
+    SkyCoords).
+
+    >>> geometry = {"date_obs": "2012-07-01"}
+    >>> [round(v) for v in model_position("S15W01", geometry)], model_position(("px", 20, 9), geometry)
+    ([16, -291], ('px', 20, 9))
+    """
     date = date or geometry.get("date_obs")
-    return [at_model_scale(parse_position(text, date), geometry, date) for text in positions]
+    if isinstance(position, str):
+        position = parse_position(position, date if "," in position else _needed(date, position))
+    elif not isinstance(position, (tuple, list)):
+        coord = position if isinstance(position, SkyCoord) else SkyCoord(position)
+        if not coord.isscalar:
+            raise ValueError(f"a SkyCoord of {coord.size} positions was given as one flare position: give one each")
+        position = helioprojective_arcsec(coord, _needed(date, position))
+    return at_model_scale(tuple(position), geometry, date) if date else tuple(position)
+
+
+def _needed(date, position):
+    """``date``, or a one-line error where a position needs one and the model has none."""
+    if not date:
+        raise ValueError(f"{_described(position)} needs a date to be seen from Earth, and this model has no nominal date "
+                         "(geometry date_obs): give a date, or the position in arcsec (x, y) or ('px', x, y)")
+    return date
+
+
+def _described(position) -> str:
+    """``position``'s repr on one line (a SkyCoord's spans several), for an error message."""
+    return " ".join(repr(position).split())
 
 
 def at_model_scale(position, geometry: dict, date) -> tuple:

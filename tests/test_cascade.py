@@ -131,9 +131,16 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
     assert controls["bicubic"]["channel_0"]["power_ratio"]["64-128"]["value"] < 0.5
     assert controls["bicubic_plus_shaped_noise"]["channel_0"]["power_ratio"]["64-128"]["value"] > \
         controls["bicubic"]["channel_0"]["power_ratio"]["64-128"]["value"]
+    spread = report["seed_spread"]  # 8 seeds of one base frame draw different detail, less than zero never
+    assert spread["seeds"] == 8 and all(v > 0 for v in spread["spread"]) and all(v > 0 for v in spread["real_detail_rms"])
+    sweep = report["noise_level_sweep"]
+    assert [row["noise_level"] for row in sweep] == [0.0, 0.05, 0.1, 0.2]
+    assert all(row["rms_to_original"] > 0 and set(row["power_ratio"]) == {"32-64", "64-128"} for row in sweep)
     text = write_report(report, tmp_path / "report").read_text()
     assert "| generated | 171 Å |" in text and "super-resolved by bicubic plus shaped noise" in text
+    assert "## Invented detail" in text and "| 0.2 |" in text
     model = save_pipeline(pipe, tmp_path / "cascade")
     assert main(["evaluate-cascade", "--model", str(model), "--dataset", str(flare_days), "--split", "validation",
-                 "--num-images", "1", "--real-frames", "4", "--upscaler-steps", "1", "--out", str(tmp_path / "cli")]) == 0
+                 "--num-images", "1", "--real-frames", "4", "--upscaler-steps", "1", "--spread-seeds", "2",
+                 "--sweep-levels", "0.1", "--sweep-frames", "2", "--out", str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli" / "metrics.json").exists() and "report.md" in capsys.readouterr().out

@@ -180,3 +180,39 @@ def test_the_release_checks_tell_an_ordering_from_a_separation():
     assert checks["no_copies"] is False  # X 0.89 of quiet's distance
     flare["signature"][keys.PAIRED_STEPS][keys.paired_step("C", "M")] = {"131": row(0.05, 0.03, 0.07)}
     assert check_done(flare, channels=("131",))["131"]["separated"] is True
+
+
+def test_a_failed_evaluation_leaves_no_folder_it_made_and_an_earlier_report_as_it_was(browse_model_dir, tiny_encoder,
+                                                                                     tiny_dataset, tmp_path, capsys):
+    """A run that fails after generating (with --min-real 1 the validation day's one C frame is
+    scored, and a Fréchet distance needs two real rows) leaves no folder it made, and an earlier
+    report in its --out byte for byte; a bad --split or a folder of other files fails before any
+    work; a run that succeeds replaces an earlier report whole."""
+    base = ["evaluate", "--model", str(browse_model_dir), "--dataset", str(tiny_dataset), "--split", "validation",
+            "--encoder", str(tiny_encoder), "--num-images", "4", "--steps", "1", "--steps-curve", "", "--n-boot", "10"]
+    runs = tmp_path / "runs"
+    assert cli(base + ["--min-real", "1", "--out", str(runs / "new" / "eval")]) == 2
+    assert "needs at least 2 rows in each set, got 4 and 1" in capsys.readouterr().err  # late: after generating
+    assert not (runs / "new").exists()
+
+    good = runs / "good"
+    assert cli(base + ["--min-real", "3", "--out", str(good)]) == 0
+    report = {p.name: p.read_bytes() for p in good.iterdir()}
+    assert {"metrics.json", "report.md", "real_vs_generated.png"} <= set(report)
+    assert cli(base + ["--min-real", "1", "--out", str(good)]) == 2
+    assert {p.name: p.read_bytes() for p in good.iterdir()} == report
+    assert [p.name for p in runs.iterdir()] == ["good"]  # no temporary folder left beside it
+
+    assert cli(base + ["--split", "nosuch", "--out", str(runs / "x" / "eval")]) == 2
+    assert not (runs / "x").exists()
+    mine = runs / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    assert cli(base + ["--min-real", "3", "--out", str(mine)]) == 2
+    assert "holds more than an evaluation (notes.txt)" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+    (good / "contact_sheet_0094.png").write_bytes(report["contact_sheet.png"])  # as from a 3-channel model
+    assert cli(base + ["--min-real", "3", "--seed", "1", "--out", str(good)]) == 0
+    assert set(p.name for p in good.iterdir()) == set(report)  # replaced whole: nothing of the earlier run left
+    assert json.loads((good / "metrics.json").read_text())["settings"]["out"] == str(good)

@@ -156,3 +156,65 @@ def test_evaluate_a_flare_model(flare_run, flare_days, tmp_path):
     assert "(a) Flare signature" in text and "(c) Memorisation" in text and "(e) Away" in text
     for name in ("contact_sheet.png", "contact_sheet_0094.png", "contact_sheet_0131.png", "contact_sheet_0171.png"):
         assert (out / name).stat().st_size > 1000, name
+
+
+def test_flips_move_the_image_and_its_flare_map_together_and_are_told_to_the_unet(flare_days):
+    from solar_diffusion.training.data import random_flips
+
+    rows = load_split(flare_days, "train", columns=TRAINING_COLUMNS + ("flares",))
+    collate = Collate(ClipLogNormalization.for_unit("browse"), 32, None, flare_sigma_px=0.7, dataset_size=32)
+    flaring = [i for i in range(len(rows)) if len(rows[i]["flares"]["x_px"])][:8]
+    images, _, maps = collate([rows[i] for i in flaring])
+    x = collate.to_model_space(images, augment=False)
+    torch.manual_seed(0)
+    flipped, flipped_maps, planes = random_flips(x, maps, 0.5)
+    assert planes.shape == (8, 2, 32, 32) and set(planes.unique().tolist()) <= {0.0, 1.0}
+    said = planes[:, :, 0, 0].bool()
+    assert 0 < said.sum() < 16  # some flipped, some not, at probability 0.5
+    for k in range(8):
+        undo_x, undo_map = flipped[k], flipped_maps[k]
+        if said[k, 1]:
+            undo_x, undo_map = undo_x.flip(-2), undo_map.flip(-2)
+        if said[k, 0]:
+            undo_x, undo_map = undo_x.flip(-1), undo_map.flip(-1)
+        assert torch.equal(undo_x, x[k]) and torch.equal(undo_map, maps[k])  # what the planes say was done
+        assert torch.all(planes[k] == said[k].float()[:, None, None])
+
+
+def test_a_flare_model_warm_starts_a_model_with_augmentation_planes_exactly():
+    from solar_diffusion import build_unet
+    from solar_diffusion.pipelines import AUGMENTATION_PLANES, with_flare_map
+    from solar_diffusion.training.train_ddpm import transfer_unet_weights
+
+    torch.manual_seed(0)
+    source = build_unet("tiny", 16, 0, 3, "flare").eval()
+    target = transfer_unet_weights(source, build_unet("tiny", 16, 0, 3, "flare", augmentation_planes=AUGMENTATION_PLANES),
+                                   [171.0, 131.0, 94.0], [171.0, 131.0, 94.0]).eval()
+    assert target.config.in_channels == 3 + 2 + AUGMENTATION_PLANES
+    x, maps, t = torch.randn(2, 3, 16, 16), torch.rand(2, 2, 16, 16), torch.tensor([10, 500])
+    labels = torch.tensor([0.3, -1.0])
+    no_flip = torch.zeros(2, AUGMENTATION_PLANES, 16, 16)
+    with torch.no_grad():
+        before = source(with_flare_map(x, maps), t, class_labels=labels).sample
+        after = target(with_flare_map(x, torch.cat([maps, no_flip], 1)), t, class_labels=labels).sample
+    assert torch.allclose(before, after, atol=1e-5)  # at step 0, "no flip" is the source model
+
+
+def test_a_flare_model_trained_with_flips_samples_with_no_flip_asked(flare_days, tmp_path):
+    from solar_diffusion.cli import main
+    from solar_diffusion.pipelines import AUGMENTATION_PLANES, FLARE_MAP_CHANNELS
+
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", flare_days, "--out", out, "--preset", "tiny", "--conditioning", "flare",
+                 "--augment-flips", "0.5", "--train-batch-size", "4", "--max-train-steps", "2", "--lr-warmup-steps",
+                 "0", "--checkpointing-steps", "2", "--validation-steps", "2", "--sample-steps", "0",
+                 "--logger", "none"]) == 0
+    pipe = SolarFlarePipeline.from_pretrained(out / "pipeline")
+    assert pipe.unet.config.in_channels == 3 + FLARE_MAP_CHANNELS + AUGMENTATION_PLANES and pipe.conditioning == "flare"
+    _, maps = pipe.flare_inputs([[{"position_px": (10.0, 20.0), "log10_peak_flux_goes_r": -4.5}]], 32)
+    assert maps.shape == (1, FLARE_MAP_CHANNELS + AUGMENTATION_PLANES, 32, 32) and maps[0, FLARE_MAP_CHANNELS:].abs().max() == 0
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe("M3", flare_position=(-475.0, 397.0), num_inference_steps=2, output_type="model",
+                  generator=[torch.Generator().manual_seed(0)]).images
+    assert images.shape == (1, 3, 32, 32) and torch.isfinite(images).all()
+    assert json.loads((out / "run_settings.json").read_text())["augment_flips"] == 0.5

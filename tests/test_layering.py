@@ -2,7 +2,9 @@
 training / CLI / benchmarks. No module of ``pipelines/`` or of the core imports the builder,
 training, the CLI or the benchmarks, by any route (checked on the source, so a function-local or
 an importlib import counts too), and the pipeline file, uploaded alone as a Hub repo's
-``pipeline.py``, imports only the standard library, numpy, torch and diffusers."""
+``pipeline.py``, imports only the standard library, numpy, torch and diffusers (and, inside a
+function, in a ``try`` that turns its ``ImportError`` into an error of its own, the package's one
+sunpy position conversion: ``LAZY_PIPELINE_IMPORTS``)."""
 
 import ast
 import sys
@@ -17,6 +19,9 @@ UPPER_FLOORS = ("solar_diffusion.training", "solar_diffusion.dataset_builder", "
 #: What the standalone pipeline file may import besides the standard library.
 PIPELINE_IMPORTS = {"numpy", "torch", "diffusers"}
 PIPELINE_FILE = ROOT / "pipelines" / "pipeline_solar_flare.py"
+#: What the pipeline file may import from the package, lazily (inside a function, in a ``try``
+#: catching ``ImportError``): NOAA locations and SkyCoords, converted by sunpy where it is installed.
+LAZY_PIPELINE_IMPORTS = {"solar_diffusion.positions"}
 
 
 def imported_names(source: str, package: str) -> list[str]:
@@ -70,16 +75,35 @@ def upward_imports(source: str, package: str) -> list[str]:
 
 def non_standalone_imports(source: str) -> list[str]:
     """What ``source`` imports besides the standard library, numpy, torch and diffusers (a
-    relative import counts: the Hub file has no package around it)."""
+    relative import counts: the Hub file has no package around it), a ``LAZY_PIPELINE_IMPORTS``
+    module imported in a function's ``try ... except ImportError`` aside."""
     allowed = set(sys.stdlib_module_names) | PIPELINE_IMPORTS
+    tree = ast.parse(source)
+    lazy = {id(node) for node in _guarded_in_functions(tree)}
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level:
             found.append("." * node.level + (node.module or ""))
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
-            found += [m for m in modules if m.split(".")[0] not in allowed]
+            found += [m for m in modules if m.split(".")[0] not in allowed
+                      and not (id(node) in lazy and m in LAZY_PIPELINE_IMPORTS)]
     return found
+
+
+def _guarded_in_functions(tree):
+    """The import statements in the body of a ``try`` (inside a function) that catches ``ImportError``."""
+    for function in ast.walk(tree):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(function):
+            if isinstance(node, ast.Try) and any(_catches_import_error(h.type) for h in node.handlers):
+                yield from (s for s in node.body if isinstance(s, (ast.Import, ast.ImportFrom)))
+
+
+def _catches_import_error(handler_type) -> bool:
+    names = handler_type.elts if isinstance(handler_type, ast.Tuple) else [handler_type]
+    return any(_called_name(n) in ("ImportError", "ModuleNotFoundError") for n in names)
 
 
 def lower_floor_modules() -> list[tuple[Path, str]]:
@@ -139,4 +163,23 @@ def test_the_standalone_check_catches_what_the_hub_file_cannot_import():
                                   "def f():\n    import torch.nn.functional as F") == []
     for source in ("import sunpy.map", "def f():\n    from solar_diffusion import splits", "from . import x",
                    "from .pipeline_solar_flare import QUIET_LABEL", "import astropy.units as u"):
+        assert non_standalone_imports(source), source
+
+
+def test_the_standalone_check_allows_only_the_guarded_lazy_position_import():
+    """The pipeline's one import of the package (``prepare_position``) passes only inside a
+    function, in a ``try`` that catches its ``ImportError``; any other spelling or place is caught."""
+    guarded = ("def f():\n    try:\n        from solar_diffusion.positions import model_position\n"
+               "    except {}:\n        raise ValueError('needs solar-diffusion')")
+    assert non_standalone_imports(guarded.format("ImportError")) == []
+    assert non_standalone_imports(guarded.format("(ModuleNotFoundError, OSError)")) == []
+    for source in ("from solar_diffusion.positions import model_position",  # at module level
+                   "try:\n    import solar_diffusion.positions\nexcept ImportError:\n    pass",  # module level
+                   "def f():\n    from solar_diffusion.positions import model_position",  # unguarded
+                   guarded.format("ValueError"),  # guards the wrong error
+                   guarded.replace("solar_diffusion.positions import model_position",
+                                   "solar_diffusion import positions").format("ImportError"),
+                   guarded.replace("solar_diffusion.positions", "solar_diffusion.maps").format("ImportError"),
+                   guarded.replace("from solar_diffusion.positions import model_position",
+                                   "import sunpy.coordinates").format("ImportError")):
         assert non_standalone_imports(source), source

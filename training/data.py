@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from solar_diffusion.pipelines import NULL_FLUX_CLASS_INPUT, flare_map, flux_class_input
+from solar_diffusion.pipelines import AUGMENTATION_PLANES, NULL_FLUX_CLASS_INPUT, flare_map, flux_class_input
 from solar_diffusion.splits import frame_flare_inputs, resize
 
 
@@ -110,6 +110,29 @@ def random_rotation(x: torch.Tensor, max_degrees: float) -> torch.Tensor:
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
+
+
+def random_flips(images: torch.Tensor, flare_maps: torch.Tensor | None, probability: float):
+    """Flip each image (and its flare map) east-west and north-south, each with ``probability``,
+    and say so: ``(images, flare_maps, planes)``, ``planes`` (N, 2, H, W) 1 where flipped (east-west,
+    north-south), the UNet's augmentation input. A flipped Sun rotates the wrong way and swaps its
+    poles, so the flip is given to the UNet as a condition and sampling asks for none (zero planes):
+    the data grow without the flips leaking into the images (EDM's non-leaking augmentation,
+    Karras et al. 2022). Uses the global torch RNG of ``images``' device.
+
+    >>> x = torch.arange(4.0).view(1, 1, 2, 2)
+    >>> flipped, _, planes = random_flips(x, None, 1.0)
+    >>> flipped.flatten().tolist(), planes[0, :, 0, 0].tolist()
+    ([3.0, 2.0, 1.0, 0.0], [1.0, 1.0])
+    """
+    flips = torch.rand(len(images), AUGMENTATION_PLANES, device=images.device) < probability
+
+    def flip(x):
+        x = torch.where(flips[:, 0, None, None, None], x.flip(-1), x)
+        return torch.where(flips[:, 1, None, None, None], x.flip(-2), x)
+
+    planes = flips.to(images.dtype)[:, :, None, None].expand(-1, -1, *images.shape[-2:])
+    return flip(images), None if flare_maps is None else flip(flare_maps), planes
 
 
 def noise_level(images: torch.Tensor) -> float:

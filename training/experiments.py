@@ -12,7 +12,7 @@ macro-F1 on an inner split of the training months: every ``--inner-every``-th da
 - **real**: the real frames of the training months, drawn as they come;
 - **class-weighted**: the same frames, the loss weighing each class by 1 / its count;
 - **oversampled**: the same frames, every class drawn equally often (rare frames repeated);
-- **real + synthetic**: the real frames plus frames the model generated for ``--synthetic-classes``
+- **real + synthetic**: the real frames plus frames the model generated for each ``--synthetic-class``
   (``solar-diffusion augment``; or ``--augmented``, a dataset it made), drawn as they come.
 
 Every arm sees the same safe augmentation (``SafeAugmentation``: brightness +-3 % in physical
@@ -70,6 +70,8 @@ COMPARISONS = (("class-weighted", "real"), ("oversampled", "real"), ("real + syn
                ("real + synthetic", "class-weighted"), ("real + synthetic", "oversampled"))
 #: Standard errors between zero and the smallest difference detected with 80 % power at 5 % two-sided.
 DETECTABLE_SE = 2.8
+#: The classes the model adds frames of without ``--synthetic-class``: the rare, large flares.
+SYNTHETIC_CLASSES = ("M", "X")
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -94,7 +96,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         e.add_argument("--brightness", type=float, default=0.03, help="safe augmentation: max relative brightness change")
         e.add_argument("--shift-px", type=int, default=1, help="safe augmentation: max shift in pixels")
         e.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of days and seeds")
-        e.add_argument("--synthetic-classes", default="M,X", help="classes the model adds frames of (comma-separated)")
+        e.add_argument("--synthetic-class", action="append", dest="synthetic_classes", metavar="CLASS",
+                       help="a class of the dataset the model adds frames of in the real + synthetic arm ('M', 'X'); "
+                            f"repeat for several (default: {' and '.join(SYNTHETIC_CLASSES)})")
         e.add_argument("--synthetic-per-class", type=int, default=100, help="frames generated per synthetic class")
         e.add_argument("--augmented", default=None,
                        help="a dataset made by solar-diffusion augment from --dataset (default: made in OUT/augmented)")
@@ -156,6 +160,32 @@ def check_arguments(args):
                         ("--brightness", args.brightness), ("--weight-decay", args.weight_decay)):
         if value is not None and (not math.isfinite(value) or value < 0):
             raise ValueError(f"{flag} must be a finite number, 0 or more, got {value}")
+    args.synthetic_classes = synthetic_classes(args.synthetic_classes)
+
+
+def synthetic_classes(flare_classes) -> list[str]:
+    """``--synthetic-class`` values as the dataset names its classes (GOES letters, "quiet"),
+    checked as generate's ``--flare-class`` is (``parse_flare_class``); default ``SYNTHETIC_CLASSES``.
+
+    >>> synthetic_classes(None), synthetic_classes(["x", " M ", "quiet"])
+    (['M', 'X'], ['X', 'M', 'quiet'])
+    >>> synthetic_classes(["M2.5"])
+    Traceback (most recent call last):
+    ...
+    ValueError: --synthetic-class 'M2.5': the frames added are of a class of the dataset, a GOES letter such as 'M', not a full class
+    """
+    from solar_diffusion import QUIET_LABEL, parse_flare_class
+
+    classes = []
+    for text in flare_classes or SYNTHETIC_CLASSES:
+        name = str(text).strip()
+        if name.lower() != QUIET_LABEL:
+            parse_flare_class(name)  # a GOES flare class, or a one-line error saying what one is
+            if len(name) != 1:
+                raise ValueError(f"--synthetic-class {name!r}: the frames added are of a class of the dataset, a GOES "
+                                 f"letter such as {name[0].upper()!r}, not a full class")
+        classes.append(name.lower() if name.lower() == QUIET_LABEL else name.upper())
+    return classes
 
 
 def inner_validation_days(t_obs, every: int) -> np.ndarray:
@@ -225,7 +255,7 @@ class Experiment:
         from solar_diffusion.splits import dataset_info
 
         args = self.args
-        classes = [c.strip() for c in args.synthetic_classes.split(",") if c.strip()]
+        classes = synthetic_classes(args.synthetic_classes)
         wanted = {"model_weights": weights_digest(self.pipe.unet), "seed": 0,
                   "num_inference_steps": self.pipe.inference_steps(args.steps),
                   "guidance_scale": self.pipe.guidance_setting(args.guidance),

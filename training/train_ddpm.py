@@ -19,11 +19,13 @@ thirds dark sky around one bright disk, show it at once: the bundled model's eps
 drew 94% of its images with a mean brightness outside the range of 99% of real frames after
 5,500 steps; 250 steps of v-prediction fine-tuning from it brought them into that range.
 
-Augmentations are opt-in and physically safe only: flips are never used (an east-west flip
-reverses the solar rotation and the leading/trailing order of active regions; a north-south
-flip swaps the hemispheres and the visible pole), only small rotations about disk centre
-(``--augment-rotation`` degrees, like the P-angle and roll uncertainty) and small brightness
-changes (``--augment-brightness``, like exposure and degradation differences).
+Augmentations are opt-in and never leak into the images: small rotations about disk centre
+(``--augment-rotation`` degrees, like the P-angle and roll uncertainty), small brightness
+changes (``--augment-brightness``, like exposure and degradation differences), and flips
+(``--augment-flips``). A flip alone would teach the model a Sun that rotates the wrong way (an
+east-west flip reverses the leading/trailing order of active regions; a north-south flip swaps
+the hemispheres and the visible pole), so each flip is given to the UNet as
+``AUGMENTATION_PLANES`` input planes and sampling asks for none (``random_flips``).
 
 ``--dataset`` takes a training pack (``solar-diffusion pack``) too, which needs neither
 ``datasets`` nor sunpy: the way onto an offline GPU node (``training/offline_gpu.sh``). Batches
@@ -52,10 +54,10 @@ import torch.nn.functional as F
 
 from solar_diffusion import null_condition
 from solar_diffusion.files import atomic_write, fault_point
-from solar_diffusion.pipelines import FLARE_MAP_SIGMA_RSUN, NOVELTY_POOL_PX, rsun_px, with_flare_map
+from solar_diffusion.pipelines import AUGMENTATION_PLANES, FLARE_MAP_SIGMA_RSUN, NOVELTY_POOL_PX, rsun_px, with_flare_map
 from solar_diffusion.splits import (TRAINING_COLUMNS, dataset_argument, dataset_geometry, dataset_info, image_dtype,
                                     load_split)
-from solar_diffusion.training.data import BalancedSampler, Collate
+from solar_diffusion.training.data import BalancedSampler, Collate, random_flips
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -120,6 +122,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         "reading it only every N steps lets a GPU run ahead)")
     p.add_argument("--augment-rotation", type=float, default=0.0, help="max rotation about disk centre, degrees")
     p.add_argument("--augment-brightness", type=float, default=0.0, help="max relative brightness change")
+    p.add_argument("--augment-flips", type=float, default=0.0,
+                   help="probability of an east-west and of a north-south flip of a frame and its flare map, "
+                        "given to the UNet as a condition that sampling sets to 'no flip' (0: no flips)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, the batches and the noise")
     p.add_argument("--push-to-hub", action="store_true", help="push the trained pipeline to the Hub (needs a token)")
     p.add_argument("--hub-model-id", default=None, help="the Hub repo to push to, owner/name (default: the output folder's name)")
@@ -133,9 +138,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def diffusion_loss(unet, scheduler, x0, labels, prediction_type, null=None, label_dropout=0.0, snr_gamma=None,
-                   flare_maps=None):
+                   flare_maps=None, augmentation=None):
     """One DDPM training loss: noise, label dropout to the ``null`` condition (``null_condition``;
-    a flare model's ``flare_maps`` drop to the empty map with it), (min-SNR weighted) MSE."""
+    a flare model's ``flare_maps`` drop to the empty map with it), (min-SNR weighted) MSE. The
+    ``augmentation`` planes (``random_flips``) follow the maps and never drop: the unconditional
+    model is told of the flips too."""
     from diffusers.training_utils import compute_snr
 
     noise = torch.randn_like(x0)
@@ -147,6 +154,8 @@ def diffusion_loss(unet, scheduler, x0, labels, prediction_type, null=None, labe
             flare_maps = flare_maps * (~drop).to(flare_maps.dtype)[:, None, None, None]
     noisy = scheduler.add_noise(x0, noise, t)
     target = noise if prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
+    if augmentation is not None:
+        flare_maps = augmentation if flare_maps is None else torch.cat([flare_maps, augmentation], dim=1)
     pred = unet(with_flare_map(noisy, flare_maps), t, class_labels=labels).sample
     if snr_gamma is None:
         return F.mse_loss(pred.float(), target.float())
@@ -196,7 +205,8 @@ def transfer_unet_weights(source, unet, source_wavelengths, wavelengths):
     has (same wavelength) takes its input and output weights; a new channel reads nothing at first
     (zero input weights) and predicts what the source predicts for its first channel (the disk, the
     limb and the sky are where they are in every EUV channel); extra inputs (a flare map) start at
-    zero. A class embedding of another kind starts at zero weight with the source's null class as its
+    zero, unless the source has them too (a flare model warm-starting a flare model with augmentation
+    planes keeps its flare map weights). A class embedding of another kind starts at zero weight with the source's null class as its
     bias, so the warm-started model at step 0 is the source's unconditional model on the shared channels.
 
     >>> from solar_diffusion import build_unet
@@ -220,6 +230,11 @@ def transfer_unet_weights(source, unet, source_wavelengths, wavelengths):
             state["conv_in.weight"][:, channel] = source_state["conv_in.weight"][:, pick]
         state["conv_out.weight"][channel] = source_state["conv_out.weight"][0 if pick is None else pick]
         state["conv_out.bias"][channel] = source_state["conv_out.bias"][0 if pick is None else pick]
+    source_extra = source.config.in_channels - source.config.out_channels  # its flare map (and augmentation planes)
+    extra = unet.config.in_channels - unet.config.out_channels
+    if 0 < source_extra <= extra:  # the same inputs after the images, in the same order; more start at zero
+        state["conv_in.weight"][:, unet.config.out_channels:unet.config.out_channels + source_extra] = \
+            source_state["conv_in.weight"][:, source.config.out_channels:]
     state["conv_in.bias"] = source_state["conv_in.bias"].clone()
     if source.config.class_embed_type != unet.config.class_embed_type and unet.config.class_embed_type == "timestep":
         null_vector = source_state["class_embedding.weight"][-1] if source.config.num_class_embeds else 0.0
@@ -267,7 +282,7 @@ RUN_SETTINGS = ("preset", "conditioning", "size", "norm_lo", "norm_hi", "train_b
                 "gradient_accumulation_steps", "learning_rate", "scale_lr", "lr_scheduler", "lr_warmup_steps",
                 "adam_weight_decay", "label_dropout", "class_balance", "num_train_timesteps", "beta_schedule",
                 "prediction_type", "snr_gamma", "use_ema", "ema_max_decay", "augment_rotation", "augment_brightness",
-                "seed")
+                "augment_flips", "seed")
 
 
 def check_run_settings(output_dir: Path, settings: dict, resume: str | None) -> None:
@@ -423,7 +438,7 @@ def train(args, hub_api=None) -> Path:
 
     # model
     unet = build_unet(args.preset, image_size, len(id2label), in_channels=len(channels),
-                      conditioning=args.conditioning)
+                      conditioning=args.conditioning, augmentation_planes=AUGMENTATION_PLANES if args.augment_flips else 0)
     if args.init_from:
         unet = init_from_pipeline(unet, args.init_from, id2label, channels)
     unet = unet.to(memory_format=memory_format)
@@ -472,8 +487,11 @@ def train(args, hub_api=None) -> Path:
         """The diffusion loss of a batch as the loader gives it (stored frames, conditions, flare maps)."""
         images, labels, *flare_maps = batch
         x0 = collate.to_model_space(images).contiguous(memory_format=memory_format)
+        maps, planes = (flare_maps or [None])[0], None
+        if args.augment_flips:
+            x0, maps, planes = random_flips(x0, maps, args.augment_flips)
         return diffusion_loss(unet, noise_scheduler, x0, labels, args.prediction_type, null, args.label_dropout,
-                              args.snr_gamma, *flare_maps)
+                              args.snr_gamma, maps, planes)
 
     def after_step(step: int):
         """The validation loss and the sample grid at their steps."""
@@ -838,8 +856,10 @@ def validation_loss(unet, scheduler, batch, accelerator, args) -> float:
     with torch.random.fork_rng(devices=devices):  # the training's random streams (CPU and GPU) go on untouched
         torch.manual_seed(1234)
         unet.eval()
+        planes = torch.zeros(len(x0), AUGMENTATION_PLANES, *x0.shape[-2:], device=x0.device) \
+            if args.augment_flips else None  # as sampling asks: no flip
         loss = diffusion_loss(unet, scheduler, x0, labels, args.prediction_type,
-                              flare_maps=flare_maps[0] if flare_maps else None)
+                              flare_maps=flare_maps[0] if flare_maps else None, augmentation=planes)
         unet.train()
     return loss.item()
 
