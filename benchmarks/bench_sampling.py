@@ -100,7 +100,8 @@ def pipelines_at(pipe, plain, size: int):
 
 
 def sample(pipe, scheduler: str, steps: int, separate: bool, labels, seed: int, batch_size: int):
-    """Images (model space) for ``labels`` and the seconds per image."""
+    """Images (model space) for ``labels`` at the base model's size (a cascade's too) and the seconds
+    per image."""
     from solar_diffusion.generate import sample_batches, sample_separate_guidance
 
     use_sampler(pipe, scheduler)
@@ -109,7 +110,7 @@ def sample(pipe, scheduler: str, steps: int, separate: bool, labels, seed: int, 
                                                     for k, label in enumerate(labels)]))
     else:
         images, seconds = _timed(lambda: torch.cat([out.images.cpu() for out in sample_batches(
-            pipe, labels, seed, steps, 3.0, batch_size)]))
+            pipe, labels, seed, steps, 3.0, batch_size, image_size=pipe.unet.config.sample_size)]))
     return images, seconds / len(labels)
 
 
@@ -127,7 +128,7 @@ def peak_memory(model: str, size: int, n: int = 16) -> dict:
     generators = [torch.Generator().manual_seed(k) for k in range(n)]
     with torch.inference_mode():
         _, elapsed = _timed(lambda: pipe(flare_class=[label] * n, num_images_per_class=1, generator=generators,
-                                         output_type="model"))
+                                         output_type="model", image_size=size))
     return {"size": size, "images": n, "seconds_per_image": elapsed / n,
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 

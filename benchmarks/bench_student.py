@@ -71,13 +71,15 @@ def requests(pipe, classes, n: int, seed: int) -> tuple[list, list]:
 def generate(pipe, labels, where, steps: int | None, seed: int, batch_size: int = 16) -> torch.Tensor:
     """Model-space images, image k with its own generator (seed + k), without novelty guidance
     (the models' own samples: a student is compared with what its teacher's weights draw) and, for
-    a teacher with a guidance table, at the one scale ``distill`` builds in (``guidance_setting``)."""
+    a teacher with a guidance table, at the one scale ``distill`` builds in (``guidance_setting``); at
+    the base model's size (a student has no upscaler: a cascade teacher is compared without its own)."""
     from solar_diffusion.generate import sample_batches
 
     positions = where if pipe.conditioning == "flare" else None
     guidance = pipe.guidance_setting(by_flux=False)
     return torch.cat([out.images.cpu() for out in sample_batches(pipe, labels, seed, steps, guidance, batch_size,
-                                                                 positions, novelty_target=0.0)])
+                                                                 positions, novelty_target=0.0,
+                                                                 image_size=pipe.unet.config.sample_size)])
 
 
 #: The row letter of each distillation method's student.
@@ -131,11 +133,12 @@ def speed(teacher, plain, students: dict, repeats: int) -> list[dict]:
 PAUSED_IMPORTS = "import gc; gc.disable(); import torch, diffusers; gc.freeze(); gc.enable()"
 
 
-def startup(models: dict, repeats: int, out: Path) -> dict:
-    """Phase 2: best wall time of fresh processes: the bare imports, and one image per model."""
+def startup(models: dict, repeats: int, out: Path, image_size: int) -> dict:
+    """Phase 2: best wall time of fresh processes: the bare imports, and one image per model at
+    ``image_size`` (the base model's: a student has no upscaler)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     cli = [sys.executable, "-m", "solar_diffusion.cli", "generate", "--num-images", "1", "--flare-class", "M",
-           "--overwrite"]
+           "--image-size", str(image_size), "--overwrite"]
 
     def best(command) -> float:
         times = []
@@ -290,7 +293,7 @@ def main(argv=None) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             result["startup"] = startup({"teacher": args.teacher} | {f"{name} student": path
                                                                      for name, path in paths.items()},
-                                        args.repeats, Path(tmp))
+                                        args.repeats, Path(tmp), teacher.unet.config.sample_size)
         save()
     if "quality" not in skip:
         result["quality"] = quality(args, teacher, students)

@@ -38,6 +38,7 @@ from solar_diffusion.generate import (
     load_pipeline,
     outermost_missing,
     sample_batches,
+    unets,
     use_scheduler,
 )
 from solar_diffusion.hub import model_name
@@ -153,17 +154,18 @@ def augment(dataset, out, model, ratio=None, target=None, flare_classes=None, ma
 
 def _model_for(model, dataset: Path, info: dict, scheduler: str | None):
     """The pipeline that generates the frames (``scheduler`` swapped in where given), refused
-    where its images are not the dataset's (unit, channels, size) or it is conditioned on flux alone."""
+    where its images are not the dataset's (unit, channels, size) or it is conditioned on flux alone.
+    A cascade makes the dataset's size: its base model's or its upscaler's (``_generated_rows``)."""
     config = info["config"]
     pipe = load_pipeline(model)
     if scheduler:
         use_scheduler(pipe, scheduler)
     pipe.set_progress_bar_config(disable=True)
-    size, n_channels = pipe.unet.config.sample_size, pipe.unet.config.out_channels
+    sizes, n_channels = [unet.config.sample_size for unet in unets(pipe)], pipe.unet.config.out_channels
     if pipe.normalization.unit != info["unit"]:
         raise ValueError(f"{model} makes {pipe.normalization.unit!r} images, {dataset} holds {info['unit']!r}")
-    if size != config["size"] or n_channels != len(config["channels"]):
-        raise ValueError(f"{model} makes {n_channels} x {size} px images, {dataset} holds "
+    if config["size"] not in sizes or n_channels != len(config["channels"]):
+        raise ValueError(f"{model} makes {n_channels} x {' or '.join(map(str, sizes))} px images, {dataset} holds "
                          f"{len(config['channels'])} x {config['size']} px: use a model of the dataset's channels and size")
     if pipe.conditioning == "flux":
         raise ValueError(f"{model} is conditioned on flux alone; augment needs a class or flare model")
@@ -251,12 +253,13 @@ def _write_augmented(dataset: Path, out: Path, pipe, model, info: dict, train, c
 
 def _generated_rows(pipe, info: dict, train, requests: list, positions, seed: int, sampling: dict, guidance_scale,
                     batch_size, model_id: str) -> tuple[list, list]:
-    """The generated frames as rows of the builder's columns, and the manifest entry of each."""
+    """The generated frames as rows of the builder's columns, and the manifest entry of each, at the
+    dataset's size (a cascade's base model's or its upscaler's, whichever that is)."""
     config, vocabulary, geometry = info["config"], info["vocabulary"], pipe.config.geometry
-    size, dtype = pipe.unet.config.sample_size, image_dtype(info["unit"])
+    size, dtype = config["size"], image_dtype(info["unit"])
     rows, manifest = [], []
     for output in sample_batches(pipe, requests, seed, sampling["num_inference_steps"], guidance_scale, batch_size,
-                                 positions, sampling["novelty_target"]):
+                                 positions, sampling["novelty_target"], image_size=size):
         physical = pipe.normalization.inverse(output.images.cpu().numpy())
         for image, meta in zip(physical, output.metadata):
             request = requests[len(rows)]

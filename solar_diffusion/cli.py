@@ -46,8 +46,8 @@ def _add_sampling(p, scheduler_default: str):
 def _add_flare_position(p, what: str):
     p.add_argument("--flare-position", action="append", dest="flare_positions", metavar="WHERE",
                    help=f"a flare model's flare position for {what} of the same rank: a NOAA location (S15W01), "
-                        "helioprojective arcsec (-475,397) or pixels (px:20,9); repeat; default: drawn from the "
-                        "training flares")
+                        "helioprojective arcsec (-475,397) or pixels of the base model's image (px:20,9; 64 px for "
+                        "the bundled model, whatever --image-size); repeat; default: drawn from the training flares")
     p.add_argument("--date", default=None, type=_iso_date,
                    help="the date the images stand for: where NOAA locations are seen from Earth and the observer "
                         "of FITS headers (default: the model's nominal date)")
@@ -68,9 +68,11 @@ def _add_generate(p):
     p.add_argument("--format", choices=FORMATS, default="png",
                    help="png (8-bit preview), fits (data unit, synthetic AIA header) or npy (float32, CHW, data unit)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="images per pipeline call (default 16 at 64 px, as many pixels at other sizes: 4 at 128 px)")
+                   help="images per pipeline call (default 16 at 64 px, as many pixels at other sizes: 4 at 128 px, "
+                        "1 at 256 px)")
     p.add_argument("--image-size", type=int, default=None,
-                   help="size of the images: the base model's, or a cascade's upscaler's (the default)")
+                   help="size of the images: a cascade's upscaler's by default (256 px for the bundled model), or "
+                        "its base model's (--image-size 64: the bundled model's base stage alone, faster)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                    help="the UNet's precision (default auto: bfloat16 on a CUDA GPU that supports it, else float32)")
@@ -300,13 +302,29 @@ def _evaluate(args) -> int:
         curve_per_class=args.curve_per_class, inception=args.inception, model_card=args.model_card,
         num_positions=args.num_positions, train_dataset=args.train_dataset,
     ), progress=True)
+    flare = report.get("flare", {})
     print(f"wrote {Path(args.out, 'report.md')} and metrics.json"
-          + (" (the flare checks: " + ", ".join(
-              f"{k} " + (("yes" if all(v.values()) else "NO (" + ", ".join(n for n, ok in v.items() if not ok) + ")")
-                         if isinstance(v, dict) else "yes" if v else "NO") for k, v in checks.items())
-             + ")"
-             if (checks := report.get("flare", {}).get("checks")) else ""))
+          + (f" (the flare checks: {_check_words(flare['checks'])})" if flare.get("checks") else "")
+          + (f" (the fidelity checks: {_check_words(flare['fidelity']['checks'])})"
+             if flare.get("fidelity", {}).get("checks") else ""))
     return 0
+
+
+def _check_words(checks: dict) -> str:
+    """Release checks in words: ``name yes``, ``name NO (the parts that fail)``, ``name n/a`` (not measured).
+
+    >>> _check_words({"ordered": True, "m_within_real": {"94": True, "131": False}, "limbs": None})
+    'ordered yes, m_within_real NO (131), limbs n/a'
+    """
+    def word(v):
+        if v is None:
+            return "n/a"
+        if isinstance(v, dict):
+            failing = [n for n, ok in v.items() if ok is False]
+            return "NO (" + ", ".join(failing) + ")" if failing else "yes"
+        return "yes" if v else "NO"
+
+    return ", ".join(f"{k} {word(v)}" for k, v in checks.items())
 
 
 def _add_experiment(p):

@@ -168,7 +168,8 @@ class Evaluation:
         images = torch.cat([out.images.cpu() for out in sample_batches(
             self.pipe, labels, seed, steps or self.num_inference_steps, self.config.guidance_scale,
             self.config.batch_size, positions=positions,
-            novelty_target=self.config.novelty_target if novelty_target is None else novelty_target)])
+            novelty_target=self.config.novelty_target if novelty_target is None else novelty_target,
+            image_size=self.pipe.unet.config.sample_size)])  # the base model's images (a cascade's: evaluate-cascade)
         return images, (time.perf_counter() - started) / max(1, len(labels))
 
     @property

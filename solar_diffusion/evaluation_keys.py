@@ -47,9 +47,17 @@ REAL_TRAIN_OTHER_DAYS = "real_train_other_days"
 OVER_REAL_HELD_OUT = "over_real_held_out"
 OVER_GENERATED_QUIET = "over_generated_quiet"
 OVER_REAL_HELD_OUT_WITHOUT_NOVELTY = "over_real_held_out_without_novelty"
+# the same, the nearest-frame search including the flipped training frames (the fidelity issue)
+REAL_HELD_OUT_WITH_FLIPS = "real_held_out_with_flips"
+OVER_REAL_HELD_OUT_WITH_FLIPS = "over_real_held_out_with_flips"
+OVER_REAL_HELD_OUT_WITH_FLIPS_WITHOUT_NOVELTY = "over_real_held_out_with_flips_without_novelty"
 
 # away from the requested position (e)
 REAL_SPLIT_CENTRAL_95 = "real_split_central_95"
+
+# fidelity (f)
+GENERATED_MINUS_REAL = "generated_minus_real"
+REAL_SAME_DAYS = "real_same_days"  # real flare frames over real quiet frames of the same days
 
 #: The words of each key on a page (``{split}``: the evaluated split).
 WORDS = {
@@ -69,6 +77,8 @@ WORDS = {
     AT_A: "at A: asked at A minus asked at B",
     AT_B: "at B: asked at B minus asked at A",
     REAL_SPLIT_CENTRAL_95: "real {split}, central 95% of frames",
+    GENERATED_MINUS_REAL: "generated minus real {split}",
+    REAL_SAME_DAYS: "real flare frames over real quiet frames of the same days",
 }
 
 

@@ -169,13 +169,14 @@ def _steps_curve(curve: list) -> list:
 
 def flare_tables(flare: dict, split: str) -> list:
     """The flare model's tables: (a) the signature at the requested position per channel, (b) moving
-    the position, (c) memorisation, (d) diversity, (e) the disk away from the position."""
+    the position, (c) memorisation, (d) diversity, (e) the disk away from the position, (f) fidelity."""
     channels = flare["signature"]["channels"]
     lines = _signature_table(flare["signature"], channels) + _checks_line(flare.get("checks", {}))
     if flare.get("moved"):
         lines += _moved_table(flare["moved"], channels)
-    return (lines + _memorisation_table(flare["memorisation"], split) + _diversity_table(flare["diversity"], split)
-            + _away_table(flare["away"], channels, split))
+    lines += (_memorisation_table(flare["memorisation"], split) + _diversity_table(flare["diversity"], split)
+              + _away_table(flare["away"], channels, split))
+    return lines + (fidelity_tables(flare["fidelity"], split) if flare.get("fidelity") else [])
 
 
 def _channel_cells(cells: dict, channels) -> str:
@@ -244,6 +245,13 @@ def _memorisation_table(mem: dict, split: str) -> list:
         lines.append(f"| {c} | {fmt(row['median'])} | {fmt(row[keys.OVER_REAL_HELD_OUT])} | "
                      f"{fmt(row.get(keys.OVER_GENERATED_QUIET, '-'))} |"
                      + (f" {fmt(row[keys.OVER_REAL_HELD_OUT_WITHOUT_NOVELTY])} |" if novelty else ""))
+    if keys.REAL_HELD_OUT_WITH_FLIPS in mem:
+        lines += ["", "Searching the flipped training frames too (left-right, up-down and both): real held-out median "
+                  f"{fmt(mem[keys.REAL_HELD_OUT_WITH_FLIPS])}; over it, "
+                  + "; ".join(f"{c} {fmt(row[keys.OVER_REAL_HELD_OUT_WITH_FLIPS])}"
+                              + (f" (without novelty guidance {fmt(row[keys.OVER_REAL_HELD_OUT_WITH_FLIPS_WITHOUT_NOVELTY])})"
+                                 if keys.OVER_REAL_HELD_OUT_WITH_FLIPS_WITHOUT_NOVELTY in row else "")
+                              for c, row in mem["classes"].items() if keys.OVER_REAL_HELD_OUT_WITH_FLIPS in row) + "."]
     if novelty:
         lines += ["", f"The images are made with the model's novelty guidance (target {mem['novelty_target']:g} day "
                   "distances: steered away from the nearest training layout while the noise is high); the last column "
@@ -276,3 +284,76 @@ def _away_table(away: dict, channels, split: str) -> list:
         lines.append(f"| {keys.label(keys.REAL_SPLIT_CENTRAL_95, split)} | "
                      + " | ".join(f"{ranges[w][0]:.3f}–{ranges[w][1]:.3f}" for w in channels) + " |")
     return lines
+
+
+def fidelity_tables(fid: dict, split: str) -> list:
+    """(f) The fidelity figures: power ratio per band and channel, the 171 Å pit, very bright
+    pixels under a flare, colour speckle, the limb, and the criteria's checks."""
+    real = keys.label(keys.REAL_SPLIT, split)
+    power = fid["power_ratio"]
+    bands = [f"{a}-{b}" for a, b in power["bands_cycles_per_image"]]
+    lines = ["", f"### (f) Fidelity against real frames at {fid['size']} px ({fid['num_per_class']} images per class; "
+             "intervals over seeds for generated images, over days for real frames)", "",
+             f"Power of the disk (inside 0.9 R_sun), generated over {real}, per band of cycles per image:", "",
+             "| channel | " + " | ".join(bands) + " |", "|---|" + "---|" * len(bands)]
+    for w, row in power["channels"].items():
+        lines.append(f"| {w} Å | " + " | ".join(fmt(row[b]) for b in bands) + " |")
+    pit = fid.get("pit", {})
+    if "generated_median" in pit:
+        lines += ["", f"The {pit['channel']} Å pit: the darkest pixel within {pit['radius_px']:g} px of the flare "
+                  f"({', '.join(pit['classes'])} images at the requested positions; real {'/'.join(pit['classes'])} "
+                  "frames of every split at their HEK positions; fraction of the normalised range):", "",
+                  "| generated median | real 10th percentile | real median | real minimum | generated below the real "
+                  "minimum |", "|---|---|---|---|---|",
+                  f"| {fmt(pit['generated_median'])} | {fmt(pit['real_p10'])} | {fmt(pit['real_median'])} | "
+                  f"{fmt(pit['real_min'])} | {fmt(pit['generated_below_real_min'])} |"]
+    bright = fid.get("very_bright", {})
+    if "threshold" in bright:
+        lines += ["", f"Very bright {bright['channel']} Å disk pixels (above {bright['threshold']:.3f}, the "
+                  f"{bright['percentile']:g}th percentile of the {real} quiet frames' disk pixels): the fraction in "
+                  "flare images over that in quiet ones (a flare does not darken 171 Å: about 1):", "",
+                  "| class | generated, over quiet at the same seeds | " + keys.label(keys.REAL_SAME_DAYS) + " |",
+                  "|---|---|---|"]
+        for c in dict.fromkeys(list(bright[keys.GENERATED]) + list(bright[keys.REAL_SAME_DAYS])):
+            lines.append(f"| {c} | {fmt(bright[keys.GENERATED].get(c, 'not measured'))} | "
+                         f"{fmt(bright[keys.REAL_SAME_DAYS].get(c, 'no real frames'))} |")
+    speckle = fid["colour_speckle"]
+    sets = (keys.GENERATED, keys.REAL_SPLIT, keys.GENERATED_MINUS_REAL)
+    lines += ["", "Colour speckle: the correlation between channels of the disk's fine structure (above "
+              f"{speckle['from_cycles_per_image']:g} cycles per image, inside 0.8 R_sun; independent noise per channel "
+              "gives 0):", "", "| channels | " + " | ".join(keys.label(k, split) for k in sets) + " |", "|---|---|---|---|"]
+    for pair, row in speckle["pairs"].items():
+        lines.append(f"| {pair} Å | " + " | ".join(fmt(row[k]) for k in sets) + " |")
+    limb = fid["limb"]
+    lines += ["", "The limb: a circle fitted to where each image falls most steeply at its edge, on 64 rays from the "
+              "header's centre (no point dropped):", "", "| images | limb found | median residual RMS, px | largest, px "
+              "| radius, px | largest centre offset, px |", "|---|---|---|---|---|---|"]
+    for key in (keys.GENERATED, keys.REAL_SPLIT):
+        row = limb[key]
+        cells = [keys.label(key, split), fmt(row["found"])]
+        if "residual_rms_px" in row:
+            low, high = row["radius_px_range"]
+            cells += [fmt(row["residual_rms_px"]), f"{row['max_residual_px']:.2f}", f"{low:.2f}–{high:.2f}",
+                      f"{row['max_centre_offset_px']:.2f}"]
+        lines.append("| " + " | ".join(cells + [""] * (6 - len(cells))) + " |")
+    lines += ["", f"Generated limbs within the real maximum residual: {fmt(limb['generated_within_real_max'])}"
+              + (f"; beyond it: {', '.join(limb['beyond_real_max'])}." if limb["beyond_real_max"] else ".")]
+    return lines + _fidelity_checks_line(fid.get("checks", {}))
+
+
+def _fidelity_checks_line(checks: dict) -> list:
+    """The fidelity criteria's checks, in one sentence.
+
+    >>> _fidelity_checks_line({"a": True, "b": {"94": False, "171": True}, "c": None})
+    ['', 'Checks of the fidelity criteria (at 64 px, 32 images per class or more): a yes; b no (94 no, 171 yes); c not measured.']
+    """
+    if not checks:
+        return []
+
+    def word(ok):
+        return "not measured" if ok is None else "yes" if ok else "no"
+
+    return ["", "Checks of the fidelity criteria (at 64 px, 32 images per class or more): " + "; ".join(
+        f"{name} " + (word(ok) if not isinstance(ok, dict) else
+                      f"{word(all(ok.values()))} (" + ", ".join(f"{w} {word(v)}" for w, v in ok.items()) + ")")
+        for name, ok in checks.items()) + "."]

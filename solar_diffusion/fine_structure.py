@@ -3,7 +3,8 @@ loops from noise, and the controls a super-resolution stage is measured against.
 
 One definition each, used by the cascade's evaluation and by the base model's (the fidelity
 issue): ``disk_power_spectrum`` (radially averaged power inside ``fraction`` of the solar
-radius, under a cosine-tapered disk window), ``band_powers`` over ``BANDS`` (cycles per image),
+radius, under a cosine-tapered disk window), ``band_powers`` over ``BANDS`` (cycles per image at
+256 px; ``bands_at`` scales them to another size),
 ``band_passed_kurtosis`` (the excess kurtosis of the band-passed disk: loops and kernels are
 sparse and bright, Gaussian noise has 0), and the two controls that must look wrong:
 ``bicubic`` upsampling and ``bicubic_plus_shaped_noise`` (bicubic plus noise whose spectrum makes
@@ -62,18 +63,28 @@ def disk_power_spectrum(images, center, radius: float, fraction: float = 0.9) ->
     return (sums / counts).numpy()
 
 
+def bands_at(size: int, bands=BANDS) -> list[tuple[int, int]]:
+    """``bands`` (cycles per image at 256 px, as ``BANDS``) scaled to images of ``size`` px.
+
+    >>> bands_at(64)
+    [(2, 4), (4, 8), (8, 16), (16, 32)]
+    """
+    scale = size / 256
+    return [(int(round(low * scale)), int(round(high * scale))) for low, high in bands]
+
+
 def band_powers(spectra: np.ndarray, bands=BANDS, size: int | None = None) -> np.ndarray:
     """Mean power (N, C, len(bands)) of spectra (N, C, K) in each band of cycles per image; a band
-    is scaled to the images' size (``size``; ``BANDS`` are for 256 px) and clipped to the spectrum.
+    is scaled to the images' size (``size``; ``BANDS`` are for 256 px; ``bands_at``) and clipped to
+    the spectrum.
 
     >>> band_powers(np.arange(128.0)[None, None], size=256).round(1).tolist()
     [[[11.5, 23.5, 47.5, 95.5]]]
     """
     k = spectra.shape[-1]
-    scale = (size or 2 * k) / 256
     out = []
-    for low, high in bands:
-        a, b = int(round(low * scale)), min(int(round(high * scale)), k)
+    for a, b in bands_at(size or 2 * k, bands):
+        b = min(b, k)
         out.append(spectra[..., a:b].mean(axis=-1) if b > a else np.full(spectra.shape[:-1], np.nan))
     return np.stack(out, axis=-1)
 

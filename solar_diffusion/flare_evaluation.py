@@ -17,7 +17,12 @@ flares, so quiet, C, M and X differ only in the request). Measured per channel:
 * ``diversity`` (d): the RMS distance between images of the same request (same class and
   position, other seeds), and between real frames of the split;
 * ``away`` (e): the disk's 99th percentile outside 4 px of the requested positions, against real
-  frames of the split at the same positions (the pooled feature distances of ``evaluate`` stay).
+  frames of the split at the same positions (the pooled feature distances of ``evaluate`` stay);
+* ``fidelity`` (f): the fidelity issue's figures (``solar_diffusion.fidelity``): the disk's power
+  per band generated / real, the 171 Å pit beside M and X flares, very bright 171 Å pixels of M
+  and X images over quiet ones', colour speckle and the limb, with intervals over seeds and days,
+  and its ``checks`` (``fidelity.fidelity_check``). Memorisation (c) also searches the flipped
+  training frames, under keys of their own.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy as np
 import torch
 
 from solar_diffusion import evaluation_keys as keys
+from solar_diffusion import fidelity
 from solar_diffusion.pipelines import (
     QUIET_LABEL,
     arcsec_to_pixels,
@@ -45,16 +51,16 @@ SIGNATURE_RADIUS_PX = 1.5
 AWAY_RADIUS_PX = 4.0
 
 
-def flare_signature(images, positions_px, radius_px: float = SIGNATURE_RADIUS_PX) -> np.ndarray:
-    """(N, C): per image and channel, the largest mean of 3x3 pixels centred within ``radius_px``
-    of the image's position (x = column, y = row), on the [0, 1] scale of model space.
+def flare_signature(images, positions_px, radius_px: float = SIGNATURE_RADIUS_PX, box: int = 3) -> np.ndarray:
+    """(N, C): per image and channel, the largest mean of ``box`` x ``box`` pixels centred within
+    ``radius_px`` of the image's position (x = column, y = row), on the [0, 1] scale of model space.
 
     >>> x = -np.ones((1, 2, 16, 16), np.float32); x[0, 1, 8, 5] = 1.0  # one bright pixel, channel 1
-    >>> flare_signature(x, [(5.0, 8.0)]).round(3).tolist()
-    [[0.0, 0.111]]
+    >>> flare_signature(x, [(5.0, 8.0)]).round(3).tolist(), flare_signature(x, [(5.0, 8.0)], box=5).round(3).tolist()
+    ([[0.0, 0.111]], [[0.0, 0.04]])
     """
     x = (torch.as_tensor(np.asarray(images), dtype=torch.float32) + 1) / 2
-    box = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False).numpy()
+    means = torch.nn.functional.avg_pool2d(x, box, stride=1, padding=box // 2, count_include_pad=False).numpy()
     size = x.shape[-1]
     rows, cols = np.mgrid[:size, :size]
     out = np.empty(x.shape[:2])
@@ -62,7 +68,7 @@ def flare_signature(images, positions_px, radius_px: float = SIGNATURE_RADIUS_PX
         near = np.hypot(cols - px, rows - py) <= radius_px
         if not near.any():  # a position between pixel centres farther than the radius: its nearest pixel
             near[int(np.clip(round(py), 0, size - 1)), int(np.clip(round(px), 0, size - 1))] = True
-        out[k] = box[k][:, near].max(axis=1)
+        out[k] = means[k][:, near].max(axis=1)
     return out
 
 
@@ -74,14 +80,25 @@ def disk_percentile(images, mask, q: float = 99.0) -> np.ndarray:
     return np.array([[np.percentile(image[c][m], q) for c in range(x.shape[1])] for image, m in zip(x, masks)])
 
 
-def nearest_distances(images, reference, batch: int = 256) -> np.ndarray:
-    """Each image's RMS distance (model space, all pixels and channels) to its nearest ``reference`` image."""
+def nearest_distances(images, reference, batch: int = 256, flips: bool = False) -> np.ndarray:
+    """Each image's RMS distance (model space, all pixels and channels) to its nearest ``reference``
+    image; with ``flips``, the reference images flipped left-right, up-down and both (turned by
+    180 degrees) are searched too (a model trained with flips may redraw a flipped frame).
+
+    >>> frame = torch.arange(8.0).reshape(1, 1, 2, 4)
+    >>> mirrored = frame.flip(-1)
+    >>> nearest_distances(mirrored, frame).round(3).tolist(), nearest_distances(mirrored, frame, flips=True).tolist()
+    ([2.236], [0.0])
+    """
     a = torch.as_tensor(np.asarray(images), dtype=torch.float64).flatten(1)
-    b = torch.as_tensor(np.asarray(reference), dtype=torch.float64).flatten(1)
-    best = []
-    for start in range(0, len(a), batch):
-        best.append(torch.cdist(a[start:start + batch], b).min(dim=1).values)
-    return (torch.cat(best) / math.sqrt(a.shape[1])).numpy()
+    reference = torch.as_tensor(np.asarray(reference), dtype=torch.float64)
+    best = None
+    for dims in [None] + ([(-1,), (-2,), (-2, -1)] if flips else []):
+        b = (reference if dims is None else reference.flip(dims)).flatten(1)
+        nearest = torch.cat([torch.cdist(a[start:start + batch], b).min(dim=1).values
+                             for start in range(0, len(a), batch)])
+        best = nearest if best is None else torch.minimum(best, nearest)
+    return (best / math.sqrt(a.shape[1])).numpy()
 
 
 def nearest_other_days(frames, rng, n: int = 200, days: float = 3.0) -> np.ndarray:
@@ -111,12 +128,13 @@ def positions_px(pipe, positions_arcsec) -> np.ndarray:
     return np.array([arcsec_to_pixels(x, y, geometry, size) for x, y in positions_arcsec], dtype=np.float64)
 
 
-def real_flare_frames(dataset, split, pipe, classes) -> dict:
+def real_flare_frames(dataset, split, pipe, classes, size: int | None = None) -> dict:
     """Per class, the real frames of ``split`` whose largest flare in progress (with a position on
-    the disk) is of that class: model-space images and that flare's pixel position."""
-    size = pipe.unet.config.sample_size
+    the disk) is of that class: model-space images at ``size`` (default: the base model's), that
+    flare's pixel position, and the day of each frame ("2012-03-07")."""
+    size = size or pipe.unet.config.sample_size
     dataset_size = dataset_info(dataset)["config"]["size"]
-    ds = load_split(dataset, split, columns=("image", "flare_class", "flares"))
+    ds = load_split(dataset, split, columns=("image", "flare_class", "flares", "t_obs"))
     names = ds.features["flare_class"].names
     picks = {c: ([], []) for c in classes}
     for k, row in enumerate(ds):
@@ -130,21 +148,37 @@ def real_flare_frames(dataset, split, pipe, classes) -> dict:
     result = {}
     for c, (rows, where) in picks.items():
         if rows:
-            images = pipe.normalization.forward(torch.from_numpy(np.asarray(ds.select(rows)["image"], np.float32)))
-            result[c] = (resize(images, size), np.asarray(where, dtype=np.float64))
+            picked = ds.select(rows)
+            images = pipe.normalization.forward(torch.from_numpy(np.asarray(picked["image"], np.float32)))
+            result[c] = (resize(images, size), np.asarray(where, dtype=np.float64), observation_days(picked["t_obs"]))
     return result
 
 
+def observation_days(t_obs) -> np.ndarray:
+    """The UTC day ("2012-03-07") of each observation time: the groups of real frames in the
+    intervals (frames of one day are near duplicates).
+
+    >>> observation_days(["2012-03-07T23:59:00.000Z", "2012-03-08T00:01:00"]).tolist()
+    ['2012-03-07', '2012-03-08']
+    """
+    return utc_times(list(t_obs)).dt.strftime("%Y-%m-%d").to_numpy(dtype=object)
+
+
 def flare_sections(ev, splits=("train", "validation", "test"), num_move: int = 8) -> dict:
-    """The flare model's sections (a)-(e) for an ``evaluate.Evaluation`` whose images were
-    generated at ``ev.requested_px``, measured in that order (they draw from ``ev.rng`` in turn)."""
-    signature = signature_section(ev, splits)
+    """The flare model's sections (a)-(f) for an ``evaluate.Evaluation`` whose images were
+    generated at ``ev.requested_px``, measured in that order (they draw from ``ev.rng`` in turn;
+    (f) draws nothing), and the fidelity section's checks."""
+    real = _real_flare_frames_of(ev, splits)
+    signature = signature_section(ev, splits, real)
     moved = moved_section(ev, num_move)
     memorisation = memorisation_section(ev)
     diversity = diversity_section(ev)
     away = away_section(ev)
-    return {"signature": signature, "moved": moved, "memorisation": memorisation, "diversity": diversity,
-            "away": away, "positions_arcsec": [list(p) for p in ev.position_cycle]}
+    flare = {"signature": signature, "moved": moved, "memorisation": memorisation, "diversity": diversity,
+             "away": away, "fidelity": fidelity_section(ev, real),
+             "positions_arcsec": [list(p) for p in ev.position_cycle]}
+    flare["fidelity"]["checks"] = fidelity.fidelity_check(flare)
+    return flare
 
 
 def _wavelengths(ev) -> list:
@@ -163,21 +197,22 @@ def _on_disk(ev) -> np.ndarray:
     return disk_mask(size, rsun_px(geometry, size), center=disk_center_px(geometry, size))
 
 
-def signature_section(ev, splits) -> dict:
+def signature_section(ev, splits, real: dict | None = None) -> dict:
     """(a) The signature at the requested position per class, generated and real (real frames of
-    ``splits`` at their HEK positions), each also over the disk's 99th percentile; the paired steps
-    up the classes; and real frames without a flare at the requested positions."""
+    ``splits`` at their HEK positions; ``real``: those frames where already read), each also over
+    the disk's 99th percentile; the paired steps up the classes; and real frames without a flare at
+    the requested positions."""
     on_disk = _on_disk(ev)
     generated_sig = flare_signature(ev.generated, ev.requested_px)
     generated_p99 = disk_percentile(ev.generated, on_disk)
-    real = _real_flare_frames_of(ev, splits)
+    real = _real_flare_frames_of(ev, splits) if real is None else real
     signature = {"channels": _wavelengths(ev), "radius_px": SIGNATURE_RADIUS_PX, "classes": {}}
     for c in ev.classes:
         keep = ev.labels == c
         row = {keys.GENERATED: _per_channel(ev, generated_sig[keep]),
                keys.GENERATED_OVER_DISK_P99: _per_channel(ev, generated_sig[keep] / generated_p99[keep])}
         if c in real:
-            images, where = real[c]
+            images, where, _ = real[c]
             sig, p99 = flare_signature(images, where), disk_percentile(images, on_disk)
             blank = p99 <= 0  # a composite whose channel is missing (all dark): not a measurement there
             sig[blank] = np.nan
@@ -203,12 +238,13 @@ def _real_flare_frames_of(ev, splits) -> dict:
     parts = {}
     for split in splits:
         try:
-            for c, (images, where) in real_flare_frames(ev.config.dataset, split, ev.pipe, ev.classes).items():
-                parts.setdefault(c, []).append((images, where))
+            for c, frames in real_flare_frames(ev.config.dataset, split, ev.pipe, ev.classes).items():
+                parts.setdefault(c, []).append(frames)
         except ValueError as error:  # a dataset without this split
             if "no split" not in str(error):
                 raise
-    return {c: (torch.cat([i for i, _ in p]), np.concatenate([w for _, w in p])) for c, p in parts.items()}
+    return {c: (torch.cat([f[0] for f in p]), np.concatenate([f[1] for f in p]), np.concatenate([f[2] for f in p]))
+            for c, p in parts.items()}
 
 
 def moved_section(ev, num_move: int) -> dict:
@@ -234,13 +270,18 @@ def moved_section(ev, num_move: int) -> dict:
 def memorisation_section(ev) -> dict:
     """(c) Each class's median distance to the nearest training frame, over that of real frames of
     months never seen and of generated quiet images; with novelty guidance, the same requests and
-    seeds without it (the model's own memorisation)."""
+    seeds without it (the model's own memorisation). The ``*_with_flips`` keys: the same ratios to
+    real held-out frames with the search through the training frames and their flips
+    (``nearest_distances(..., flips=True)``, both sides alike); the other keys keep the plain search."""
     train, config = ev.train_all.images, ev.config
     generated_nn = nearest_distances(ev.generated, train)
+    generated_flips = nearest_distances(ev.generated, train, flips=True)
     held_out = ev.real_all.images[torch.from_numpy(ev.rng.permutation(len(ev.real_all))[:200])]
     real_nn = nearest_distances(held_out, train)
+    real_flips = nearest_distances(held_out, train, flips=True)
     memorisation = {keys.REAL_HELD_OUT: ev.interval(np.median, real_nn),
                     keys.REAL_TRAIN_OTHER_DAYS: ev.interval_of(np.median, nearest_other_days(ev.train_all, ev.rng)),
+                    keys.REAL_HELD_OUT_WITH_FLIPS: ev.interval(np.median, real_flips),
                     "classes": {}}
     quiet_nn = generated_nn[ev.labels == QUIET_LABEL]
     own_nn = None
@@ -250,6 +291,7 @@ def memorisation_section(ev) -> dict:
                          positions=None if ev.requested_arcsec is None else ev.requested_arcsec[k * n:(k + 1) * n])[0]
                for k in range(len(ev.classes))]
         own_nn = nearest_distances(torch.cat(own), train)
+        own_flips = nearest_distances(torch.cat(own), train, flips=True)
         memorisation["novelty_target"] = config.novelty_target
 
     def over(a, b):
@@ -262,6 +304,9 @@ def memorisation_section(ev) -> dict:
             row[keys.OVER_GENERATED_QUIET] = over(values, quiet_nn)
         if own_nn is not None:
             row[keys.OVER_REAL_HELD_OUT_WITHOUT_NOVELTY] = over(own_nn[ev.labels == c], real_nn)
+        row[keys.OVER_REAL_HELD_OUT_WITH_FLIPS] = over(generated_flips[ev.labels == c], real_flips)
+        if own_nn is not None:
+            row[keys.OVER_REAL_HELD_OUT_WITH_FLIPS_WITHOUT_NOVELTY] = over(own_flips[ev.labels == c], real_flips)
         memorisation["classes"][c] = row
     return memorisation
 
@@ -305,6 +350,75 @@ def away_section(ev) -> dict:
     away[keys.REAL_SPLIT_CENTRAL_95] = {w: [float(v) for v in np.nanpercentile(real_away[:, i], [2.5, 97.5])]
                                         for i, w in enumerate(_wavelengths(ev))}
     return away
+
+
+def fidelity_section(ev, real: dict) -> dict:
+    """(f) The fidelity issue's figures (``solar_diffusion.fidelity``), the generated images
+    against the real split (intervals over seeds and days): the disk's power per band, colour
+    speckle and the limb; in 171 Å (else the first channel) the pit beside M and X flares at the
+    requested positions against real M and X frames at their HEK positions (``real``: from
+    ``_real_flare_frames_of``), and the very bright pixels (above the real quiet frames'
+    ``fidelity.VERY_BRIGHT_PERCENTILE``) of M and X images over quiet ones' at the same seeds,
+    beside real M and X frames over real quiet frames of the same days (evaluated and train splits)."""
+    size, geometry = ev.pipe.unet.config.sample_size, ev.pipe.config.geometry
+    center, radius = disk_center_px(geometry, size), rsun_px(geometry, size)
+    channels, n = _wavelengths(ev), ev.config.num_per_class
+    boot = {"n_boot": ev.config.n_boot, "seed": ev.config.seed}
+    generated = ev.generated.numpy()
+    seeds = ev.config.seed + np.arange(len(generated)) % n  # image k of every class: seed + k
+    real_split, days = ev.real_all.images.numpy(), observation_days(ev.real_all.t_obs)
+    section = {"size": size, "num_per_class": n, "channels": channels,
+               "power_ratio": fidelity.power_ratio(generated, real_split, center, radius, seeds, days, channels, **boot),
+               "colour_speckle": fidelity.colour_speckle(generated, real_split, center, radius, seeds, days, channels,
+                                                         **boot),
+               "limb": fidelity.limb_figures(generated, real_split, center, radius, seeds, days,
+                                             [f"{c} seed {s}" for c, s in zip(ev.labels, seeds)], **boot)}
+    channel = channels.index("171") if "171" in channels else 0
+    flaring = [c for c in ("M", "X") if c in ev.classes]
+    section["pit"] = {"channel": channels[channel], "classes": flaring}
+    keep = np.isin(ev.labels, flaring)
+    real_flaring = [real[c] for c in flaring if c in real]
+    if keep.any() and real_flaring:
+        radius_px = fidelity.PIT_RADIUS_PX * size / 64
+        section["pit"] |= fidelity.flare_pit(
+            generated[keep], ev.requested_px[keep], seeds[keep], torch.cat([f[0] for f in real_flaring]).numpy(),
+            np.concatenate([f[1] for f in real_flaring]), np.concatenate([f[2] for f in real_flaring]), channel,
+            radius_px, **boot)
+    section["very_bright"] = _very_bright(ev, real, flaring, channel, seeds, boot)
+    return section
+
+
+def _very_bright(ev, real: dict, flaring: list, channel: int, seeds, boot: dict) -> dict:
+    """``fidelity_section``'s very bright pixels: per flaring class, generated over generated quiet
+    at the same seeds, and real flare frames over real quiet frames of the same days."""
+    on_disk = _on_disk(ev)
+    quiet_split = ev.real_all.images[torch.from_numpy(ev.real_all.labels == QUIET_LABEL)].numpy()
+    out = {"channel": _wavelengths(ev)[channel], "percentile": fidelity.VERY_BRIGHT_PERCENTILE,
+           keys.GENERATED: {}, keys.REAL_SAME_DAYS: {}}
+    if not len(quiet_split):
+        return out
+    threshold = fidelity.very_bright_threshold(quiet_split, on_disk, channel)
+    out["threshold"] = threshold
+    generated, quiet = ev.generated.numpy(), ev.labels == QUIET_LABEL
+    for c in flaring:
+        if quiet.any():
+            out[keys.GENERATED][c] = fidelity.very_bright_ratio(
+                generated[ev.labels == c], generated[quiet], on_disk, threshold, seeds[ev.labels == c], seeds[quiet],
+                channel, **boot)
+    sets = (ev.real_all, ev.train_all)
+    quiet_days = [observation_days(frames.t_obs).astype(str) for frames in sets]
+    for c in flaring:
+        if c not in real:
+            continue
+        images, _, days = real[c]
+        same = [(frames.labels == QUIET_LABEL) & np.isin(d, days.astype(str)) for frames, d in zip(sets, quiet_days)]
+        keep = np.isin(days.astype(str), np.concatenate([d[m] for d, m in zip(quiet_days, same)]))
+        if keep.any():
+            quiet_frames = torch.cat([frames.images[torch.from_numpy(m)] for frames, m in zip(sets, same)]).numpy()
+            out[keys.REAL_SAME_DAYS][c] = fidelity.very_bright_ratio(
+                images.numpy()[keep], quiet_frames, on_disk, threshold, days[keep].astype(str),
+                np.concatenate([d[m] for d, m in zip(quiet_days, same)]), channel, unit="days", **boot)
+    return out
 
 
 def _rms(a, b) -> float:

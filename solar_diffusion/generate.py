@@ -234,10 +234,12 @@ def request_in_words(flare_class, name: str, conditioning: str) -> str:
     return f"{text}: a GOES-R peak flux of {requested_flux(request):.1e} W m^-2 {why}"
 
 
-def default_batch_size(pipe: SolarFlarePipeline) -> int:
-    """Images per pipeline call: 16 at 64 px, fewer for larger images so that a batch holds as
-    many pixels (4 at 128 px, 1 at 256 px). On 2 CPU cores a batch of 16 at 128 px took 1.5 times
-    longer per image than batches of 1 to 4 (BENCHMARKS.md: the activations leave the caches).
+def default_batch_size(pipe: SolarFlarePipeline, image_size: int | None = None) -> int:
+    """Images per pipeline call at the output size ``image_size`` (default: the model's,
+    ``output_size``; a cascade's 256 px): 16 at 64 px, fewer for larger images so that a batch
+    holds as many pixels (4 at 128 px, 1 at 256 px). On 2 CPU cores a batch of 16 at 128 px took
+    1.5 times longer per image than batches of 1 to 4, and the bundled cascade at 256 px took
+    longer per image at batch 16 than at batch 1 (BENCHMARKS.md: the activations leave the caches).
 
     >>> from diffusers import DDPMScheduler
     >>> from solar_diffusion.presets import build_unet
@@ -245,7 +247,7 @@ def default_batch_size(pipe: SolarFlarePipeline) -> int:
     ...  for size in (64, 128, 256)]
     [16, 4, 1]
     """
-    size = pipe.unet.config.sample_size
+    size = pipe.output_size(image_size)
     height, width = (size, size) if isinstance(size, int) else size
     return max(1, 16 * 64 * 64 // (height * width))
 
@@ -257,9 +259,10 @@ def sample_batches(pipe: SolarFlarePipeline, labels, seed: int = 0, num_inferenc
     ``batch_size`` (default: ``default_batch_size``); image k uses its own generator seeded
     ``seed + k``, so any image can be remade on its own. ``positions`` (a flare model's; one per
     label, None to draw one) go with their labels; ``novelty_target`` None is the model's own;
-    ``image_size`` None is the model's output size (a cascade's upscaler's)."""
+    ``image_size`` None is the model's output size (a cascade's upscaler's): a caller that needs the
+    base model's images asks for ``pipe.unet.config.sample_size``."""
     labels = list(labels)
-    batch_size = batch_size or default_batch_size(pipe)
+    batch_size = batch_size or default_batch_size(pipe, image_size)
     for start in range(0, len(labels), batch_size):
         end = min(start + batch_size, len(labels))
         generators = [torch.Generator(device="cpu").manual_seed(seed + k) for k in range(start, end)]

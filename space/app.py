@@ -5,10 +5,12 @@
 
 Choose the flare (a class such as "M" or a strength such as "M2.5"; "quiet" for none), where it
 is (a NOAA location such as "S15W01", helioprojective arcsec "-475,397", pixels "px:20,9", or
-empty to draw one from the active-region belts), the seed and the denoising steps. The Space
-shows each channel in its sunpy AIA colour map with the requested position circled, and offers
-the FITS files (one per channel, marked synthetic) for download. This folder is a Hub Space
-(``README.md`` carries the Space header, ``requirements.txt`` what it installs).
+empty to draw one from the active-region belts), the seed and the denoising steps (of the base
+model; a cascade's upscaler keeps its own). The Space shows each channel at the model's output size
+(256 px for the bundled cascade: its 64 px base image super-resolved) in its sunpy AIA colour map
+with the requested position circled, and offers the FITS files (one per channel, marked synthetic)
+for download. This folder is a Hub Space (``README.md`` carries the Space header,
+``requirements.txt`` what it installs).
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ def load_model(model=None):
     return pipe
 
 
-def generate(pipe, strength: str, position: str, seed: float, steps: float, model_name: str = ""):
-    """One image: (per-channel previews with captions, FITS paths, the request as text).
+def generate(pipe, strength: str, position: str, seed: float, steps: float, model_name: str = "",
+             image_size: int | None = None):
+    """One image at ``image_size`` (default: the model's own, 256 px for the bundled cascade):
+    (per-channel previews with captions, FITS paths, the request as text).
 
     Bad input (an unknown class, a position behind the limb) raises ``gr.Error`` with the
     pipeline's one-line message."""
@@ -57,7 +61,7 @@ def generate(pipe, strength: str, position: str, seed: float, steps: float, mode
             where = flare_positions([position], pipe)
         records = generate_to_folder(pipe, out, [strength.strip()], num_images=1, num_inference_steps=int(steps),
                                      seed=int(seed), file_format="fits", model_name=model_name,
-                                     flare_positions=where)
+                                     flare_positions=where, image_size=image_size)
     except (ValueError, KeyError) as error:
         message = error.args[0] if error.args else str(error)
         print(f"refused: {message}", file=sys.stderr)  # one line in the server's log, not a traceback
@@ -91,7 +95,7 @@ def build_demo(model=None) -> gr.Blocks:
     classes = ["quiet", "C", "M", "X"] if flare_model else list(pipe.id2label.values())
     with gr.Blocks(title="solar-diffusion") as demo:
         gr.Markdown("# solar-diffusion: synthetic SDO/AIA images with a flare of a chosen strength\n"
-                    "Every image is **synthetic** (its FITS header says so). "
+                    f"Every image is **synthetic** (its FITS header says so), {pipe.output_size()} px. "
                     + ("Channels: " + ", ".join(f"{int(w)} Å" for w in pipe.config.geometry["wavelengths_angstrom"])
                        + "." if pipe.config.geometry.get("wavelengths_angstrom") else ""))
         with gr.Row():

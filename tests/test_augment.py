@@ -102,6 +102,45 @@ def test_augment_takes_classes_positions_scheduler_and_novelty_as_generate_does(
     assert {m["flare_class"] for m in manifest} == {"C"}
 
 
+def save_cascade(make_pipeline, labels, base: int, size: int, folder):
+    """A tiny untrained class model of the tiny dataset's unit and labels at ``base`` px with an
+    upscaler to ``size`` px (a cascade, whose default output is ``size`` px), saved."""
+    from diffusers import DPMSolverMultistepScheduler, UNet2DModel
+
+    from solar_diffusion import SolarFlarePipeline
+    from solar_diffusion.hub import save_pipeline
+
+    low = make_pipeline(labels=tuple(labels), sample_size=base, normalization=ClipLogNormalization.for_unit("browse"))
+    upscaler = UNet2DModel(sample_size=size, in_channels=2, out_channels=1, block_out_channels=(8, 16),
+                           down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2,
+                           layers_per_block=1, norm_num_groups=4, class_embed_type="timestep").eval()
+    pipe = SolarFlarePipeline(low.unet, low.scheduler, id2label=low.id2label, normalization=low.config.normalization,
+                              geometry=low.config.geometry, upscaler=upscaler,
+                              upscaler_scheduler=DPMSolverMultistepScheduler(),
+                              upscaling={"residual_std": 0.1, "num_inference_steps": 1})
+    return save_pipeline(pipe, folder)
+
+
+def test_a_cascade_adds_frames_of_the_datasets_size_or_is_refused(tiny_dataset, make_pipeline, tmp_path, capsys):
+    """The added frames are the dataset's size (16 px): a cascade's base stage where that is its base
+    model's size (not its larger default), its upscaler's where that is; neither: one line, exit 2."""
+    labels = dataset_info(tiny_dataset)["vocabulary"]
+    for base, size in ((16, 32), (8, 16)):
+        model = save_cascade(make_pipeline, labels, base, size, tmp_path / f"model-{base}-{size}")
+        out = tmp_path / f"augmented-{base}-{size}"
+        assert cli(["augment", "--dataset", tiny_dataset, "--out", out, "--model", model, "--ratio", "1",
+                    "--flare-class", "C", "--steps", "1"]) == 0
+        added = load_split(out, "train", columns=("image", "label_source", "image_size"))
+        flags = is_synthetic(added["label_source"])
+        assert flags.any() and {np.asarray(image).shape[-1] for image, new in zip(added["image"], flags) if new} == {16}
+        assert set(np.asarray(added["image_size"])[flags]) == {16}
+    model = save_cascade(make_pipeline, labels, 8, 32, tmp_path / "model-8-32")
+    assert cli(["augment", "--dataset", tiny_dataset, "--out", tmp_path / "refused", "--model", model, "--ratio", "1",
+                "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "makes 1 x 8 or 32 px images" in err and "holds 1 x 16 px" in err, err
+
+
 @pytest.mark.parametrize("existing", [False, True])
 def test_a_failed_augment_leaves_nothing_it_wrote(tiny_dataset, browse_model, tmp_path, monkeypatch, capsys, existing):
     """A failure while sampling, after the original shards were copied: the new folder goes (an empty

@@ -57,6 +57,21 @@ def test_a_cascade_makes_its_upscalers_size_by_default_and_the_base_size_when_as
     assert pipe.output_size() == 16 and pipe(**call, generator=[torch.Generator().manual_seed(3)]).images.shape[-1] == 16
 
 
+def test_the_bundled_model_is_a_cascade_that_makes_256_px_by_default():
+    """The bundled model's default output is its upscaler's 256 px (no ``default_image_size`` in
+    its ``upscaling``); 64 px is its base stage, on request. A call at 256 px holds one image,
+    one at 64 px sixteen (``default_batch_size``)."""
+    from solar_diffusion.defaults import bundled_model
+    from solar_diffusion.generate import default_batch_size
+
+    if bundled_model() is None:
+        pytest.skip("no bundled model in this checkout")
+    pipe = SolarFlarePipeline.from_pretrained(bundled_model())
+    assert "default_image_size" not in pipe.config.upscaling
+    assert pipe.output_size() == 256 and pipe.output_size(64) == 64 and pipe.unet.config.sample_size == 64
+    assert default_batch_size(pipe) == 1 and default_batch_size(pipe, 64) == 16
+
+
 def test_the_upscaler_sees_the_flare_map_at_its_size_and_the_noise_level():
     pipe = tiny_cascade()
     seen = []
@@ -131,6 +146,11 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
     assert controls["bicubic"]["channel_0"]["power_ratio"]["64-128"]["value"] < 0.5
     assert controls["bicubic_plus_shaped_noise"]["channel_0"]["power_ratio"]["64-128"]["value"] > \
         controls["bicubic"]["channel_0"]["power_ratio"]["64-128"]["value"]
+    signature = report["flare_signature"]  # 5x5 within 6 px at 256 px: 1x1 within 0.75 px at 32 px
+    assert signature["box_px"] == 1 and signature["radius_px"] == 0.75 and set(signature["classes"]) == {"quiet", "C", "M", "X"}
+    assert signature["classes"]["M"]["generated"]["94"]["n"] == [2]
+    assert signature["classes"]["X"]["real_at_hek_positions"]["94"]["n"][0] >= 1  # the X5.4 frames of the tiny build
+    assert {"ordered", "m_within_real"} == set(signature["checks"]["131"])
     spread = report["seed_spread"]  # 8 seeds of one base frame draw different detail, less than zero never
     assert spread["seeds"] == 8 and all(v > 0 for v in spread["spread"]) and all(v > 0 for v in spread["real_detail_rms"])
     sweep = report["noise_level_sweep"]
@@ -138,7 +158,7 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
     assert all(row["rms_to_original"] > 0 and set(row["power_ratio"]) == {"32-64", "64-128"} for row in sweep)
     text = write_report(report, tmp_path / "report").read_text()
     assert "| generated | 171 Å |" in text and "super-resolved by bicubic plus shaped noise" in text
-    assert "## Invented detail" in text and "| 0.2 |" in text
+    assert "## Invented detail" in text and "| 0.2 |" in text and "## The flare at 32 px" in text
     model = save_pipeline(pipe, tmp_path / "cascade")
     assert main(["evaluate-cascade", "--model", str(model), "--dataset", str(flare_days), "--split", "validation",
                  "--num-images", "1", "--real-frames", "4", "--upscaler-steps", "1", "--spread-seeds", "2",

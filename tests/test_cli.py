@@ -87,13 +87,14 @@ def test_several_channels_write_one_fits_per_channel(make_pipeline, tmp_path):
 
 def test_bundled_model_is_the_default_and_generates(tmp_path):
     """The README's main job: the bundled flare model, offline, with a contact sheet of every class
-    (all three channels, and one per channel with the drawn flare positions circled)."""
+    (all three channels, and one per channel with the drawn flare positions circled); at its base
+    stage's 64 px to stay fast (the 256 px default: the next test)."""
     from solar_diffusion.defaults import BUNDLED_MODEL
 
     weights = BUNDLED_MODEL / "unet" / "diffusion_pytorch_model.safetensors"
     assert weights.stat().st_size <= 25 * 2**20
     out = tmp_path / "generated"
-    assert main(["generate", "--num-images", "1", "--steps", "2", "--out", str(out)]) == 0
+    assert main(["generate", "--num-images", "1", "--steps", "2", "--image-size", "64", "--out", str(out)]) == 0
     record = json.loads((out / "generation.json").read_text())
     assert record["settings"]["model"] == "models/default"  # the model's name, never a path of this machine
     assert str(BUNDLED_MODEL) not in (tmp_path / "generated" / "generation.json").read_text()
@@ -432,14 +433,43 @@ def test_every_name_a_run_records_for_a_model_loads_again(tmp_path, capsys):
 
     first, again = tmp_path / "first", tmp_path / "again"
     assert main(["generate", "--flare-class", "M", "--num-images", "1", "--steps", "1", "--format", "fits",
-                 "--out", first]) == 0
+                 "--image-size", "64", "--out", first]) == 0
     name = json.loads((first / "generation.json").read_text())["settings"]["model"]
     assert name == "models/default" and {sunpy.map.Map(p).meta["genmodel"] for p in first.glob("*.fits")} == {name}
     assert main(["generate", "--model", name, "--flare-class", "M", "--num-images", "1", "--steps", "1",
-                 "--format", "fits", "--out", again]) == 0
+                 "--format", "fits", "--image-size", "64", "--out", again]) == 0
     assert json.loads((again / "generation.json").read_text())["settings"]["model"] == name
     for model in (BUNDLED_MODEL, PAPER_MODEL):
         assert resolve_model(model_name(model)) == str(model)
+
+
+def test_the_bundled_cascade_writes_256_px_fits_by_default_and_its_base_stage_on_request(tmp_path):
+    """The default output of the bundled model is its cascade's 256 px: a FITS file with the WCS of
+    256 px (a quarter of the 64 px plate scale, the same RSUN_OBS, sunpy's limb on the image's disk)
+    and contact sheets of 256 px tiles; ``--image-size 64`` writes the base stage's 64 px file."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
+    from solar_diffusion.maps import fit_disk
+
+    maps = {}
+    for size, extra in ((256, []), (64, ["--image-size", "64"])):
+        out = tmp_path / str(size)
+        assert main(["generate", "--flare-class", "M", "--num-images", "1", "--steps", "2", "--format", "fits",
+                     "--out", str(out)] + extra) == 0
+        assert json.loads((out / "generation.json").read_text())["settings"]["image_size"] == size
+        tile = max(size, 128)  # one image: a tile with a caption, under a title line
+        assert Image.open(out / "contact_sheet_0094.png").size == (4 + tile + 4, 18 + 4 + 14 + tile + 4)
+        maps[size] = sunpy.map.Map(next(out.glob("*_0171.fits")))
+    high, base = maps[256], maps[64]
+    assert high.data.shape == (256, 256) and base.data.shape == (64, 64)
+    for axis in ("cdelt1", "cdelt2"):  # arcsec per pixel
+        assert abs(high.meta[axis] - base.meta[axis] / 4) < 1e-6, axis
+    assert high.meta["rsun_obs"] == pytest.approx(base.meta["rsun_obs"], rel=1e-9)
+    centre = high.world_to_pixel(SkyCoord(0 * u.arcsec, 0 * u.arcsec, frame=high.coordinate_frame))
+    limb_px = (high.rsun_obs / high.scale.axis1).to_value(u.pix)  # sunpy's solar radius in pixels
+    cx, cy, radius = fit_disk(high.data)  # the limb the image draws
+    assert np.hypot(cx - centre.x.value, cy - centre.y.value) < 2 and abs(radius - limb_px) < 0.03 * limb_px
 
 
 def test_the_completion_line_counts_every_file_written(make_pipeline, tmp_path, capsys):

@@ -189,8 +189,8 @@ def test_the_bundled_model_puts_the_flare_where_it_is_asked():
     pipe.set_progress_bar_config(disable=True)
     assert pipe.conditioning == "flare" and pipe.config.geometry["wavelengths_angstrom"] == [171.0, 131.0, 94.0]
     a, b = (-400.0, 250.0), (400.0, 250.0)
-    at_a = next(sample_batches(pipe, ["X"] * 2, seed=11, positions=[a] * 2)).images
-    at_b = next(sample_batches(pipe, ["X"] * 2, seed=11, positions=[b] * 2)).images
+    at_a = next(sample_batches(pipe, ["X"] * 2, seed=11, positions=[a] * 2, image_size=64)).images  # base stage
+    at_b = next(sample_batches(pipe, ["X"] * 2, seed=11, positions=[b] * 2, image_size=64)).images
     pa, pb = positions_px(pipe, [a, b])
     gain_a = flare_signature(at_a, [pa] * 2) - flare_signature(at_b, [pa] * 2)
     gain_b = flare_signature(at_b, [pb] * 2) - flare_signature(at_a, [pb] * 2)

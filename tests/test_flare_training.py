@@ -145,6 +145,14 @@ def test_evaluate_a_flare_model(flare_run, flare_days, tmp_path):
     assert flare["diversity"]["classes"]["quiet"]["n"] == [2]
     assert set(flare["away"]["classes"]) == set(classes)
     assert {"94", "131", "away_within_real_range", "no_copies"} <= set(flare["checks"])
+    fid = flare["fidelity"]  # (f): the fidelity issue's figures, each with its interval
+    assert fid["size"] == 32 and fid["num_per_class"] == 4 and fid["channels"] == ["171", "131", "94"]
+    for bands in fid["power_ratio"]["channels"].values():
+        assert all(0 <= b["low"] <= b["value"] <= b["high"] for b in bands.values())
+    assert fid["pit"]["channel"] == "171" and fid["pit"]["classes"] == ["M", "X"]
+    assert {"top_band_power_ratio_in_range", "pit_median_at_least_real_p10", "limbs_within_real_max",
+            "x_very_bright_at_least_0_9_of_quiet"} <= set(fid["checks"])
+    assert fid["checks"]["at_64_px_with_32_per_class"] is False  # 32 px, 4 per class: not the protocol
     steps = sig[keys.PAIRED_STEPS]
     assert list(steps) == [keys.paired_step(a, b) for a, b in zip(classes, classes[1:])]
     for w in sig["channels"]:  # image k of both classes shares its seed and position: the mean step is the step of means

@@ -25,7 +25,7 @@ def pipe():
 
 
 def _flares(pipe, flare_class, flare_position):
-    out = pipe(flare_class, flare_position=flare_position, num_inference_steps=2, output_type="model",
+    out = pipe(flare_class, flare_position=flare_position, num_inference_steps=2, output_type="model", image_size=64,
                generator=torch.Generator().manual_seed(0))
     return [record["flares"][0] for record in out.metadata]
 

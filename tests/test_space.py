@@ -44,7 +44,7 @@ def test_space_generates_a_flare_where_asked_in_a_real_browser(space_url, tmp_pa
         path.write_bytes(urllib.request.urlopen(href, timeout=30).read())
         with fits.open(path, checksum=True) as hdul:
             header, data = hdul[0].header, hdul[0].data
-            assert header["DETECTOR"] == "AIA" and header["SYNTHETC"] and np.isfinite(data).all() and data.shape == (64, 64)
+            assert header["DETECTOR"] == "AIA" and header["SYNTHETC"] and np.isfinite(data).all() and data.shape == (256, 256)
             wavelengths.append(int(header["WAVELNTH"]))
     assert sorted(wavelengths) == [94, 131, 171]
 

@@ -1,4 +1,5 @@
-"""The Space's app without a browser: where it listens, and bad input refused in one log line."""
+"""The Space's app without a browser: where it listens, the size it shows, and bad input refused in
+one log line."""
 
 import pytest
 
@@ -24,3 +25,18 @@ def test_bad_input_is_one_line_in_the_log_and_an_error_on_the_page(saved_conditi
             generate(pipe, strength, position, 0, 1)
         err = capfd.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("refused: ") and words in err[0], err
+
+
+def test_the_space_shows_the_bundled_cascades_256_px_and_its_base_stage_when_asked():
+    from astropy.io import fits
+    from PIL import Image
+
+    from space.app import load_model
+
+    pipe = load_model()
+    for size, asked in ((256, None), (64, 64)):
+        previews, files, _ = generate(pipe, "M", "", 0, 1, image_size=asked)
+        assert len(previews) == 3 and len(files) == 3
+        # one image per channel's contact sheet: a tile of the image's size (64 px images at 128 px)
+        assert Image.open(previews[0][0]).width == 4 + max(size, 128) + 4
+        assert all(fits.getdata(name).shape == (size, size) for name in files)

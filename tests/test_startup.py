@@ -21,7 +21,8 @@ needs_bundled_model = pytest.mark.skipif(bundled_model() is None, reason="no bun
 SCRIPT = """
 import json, sys
 from solar_diffusion.cli import main
-main(["generate", "--num-images", "1", "--flare-class", "M", "--steps", "2", "--out", sys.argv[1]] + sys.argv[2:])
+main(["generate", "--num-images", "1", "--flare-class", "M", "--steps", "2", "--image-size", "64", "--out", sys.argv[1]]
+     + sys.argv[2:])
 loaded = {name: name in sys.modules for name in ("sunpy", "matplotlib", "scipy.stats", "astropy")}
 from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, LMSDiscreteScheduler
 scheduler = DPMSolverMultistepScheduler(use_beta_sigmas=True)  # scipy.stats, imported on demand
@@ -63,13 +64,13 @@ def test_main_hands_the_collector_back_and_the_script_exits_frozen(tmp_path):
 
     from solar_diffusion.cli import main
 
-    assert main(["generate", "--num-images", "1", "--flare-class", "M", "--steps", "2",
+    assert main(["generate", "--num-images", "1", "--flare-class", "M", "--steps", "2", "--image-size", "64",
                  "--out", str(tmp_path / "a")]) == 0
     assert gc.isenabled() and gc.get_freeze_count() == 0
     script = ("import atexit, gc, sys\n"
               "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 100000, gc.isenabled()))\n"
               "sys.argv = ['solar-diffusion', 'generate', '--num-images', '1', '--flare-class', 'M',"
-              " '--steps', '2', '--out', sys.argv[1]]\n"
+              " '--steps', '2', '--image-size', '64', '--out', sys.argv[1]]\n"
               "from solar_diffusion.cli import run\nrun()\n")
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "b")], capture_output=True, text=True,
                           timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
