@@ -14,7 +14,10 @@ $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install -q -e ".[test]"
+	# setuptools says "Editable installation." as a warning of its InformationOnly kind (the package
+	# maps pipelines/ to solar_diffusion.pipelines, so the editable install uses a meta path finder):
+	# information, not a problem, so that one message is filtered by its text
+	$(BIN)/python -W "ignore:Editable installation" -m pip install -q -e ".[test]"
 	touch $@
 
 install: $(BIN)/.installed
