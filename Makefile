@@ -10,13 +10,13 @@ BIN := $(VENV)/bin
 ARGS ?=
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
+# setuptools says "Editable installation." as a warning of its InformationOnly kind (the package
+# maps pipelines/ to solar_diffusion.pipelines, so the editable install uses a meta path finder):
+# information, not a problem, so the install filters that one message by its text.
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-	# setuptools says "Editable installation." as a warning of its InformationOnly kind (the package
-	# maps pipelines/ to solar_diffusion.pipelines, so the editable install uses a meta path finder):
-	# information, not a problem, so that one message is filtered by its text
 	$(BIN)/python -W "ignore:Editable installation" -m pip install -q -e ".[test]"
 	touch $@
 
