@@ -29,7 +29,7 @@ from solar_diffusion.files import atomic_write
 from solar_diffusion.fine_structure import (BANDS, band_passed_kurtosis, band_powers, bicubic,
                                             bicubic_plus_shaped_noise, disk_power_spectrum)
 from solar_diffusion.hub import model_name
-from solar_diffusion.metrics import bootstrap
+from solar_diffusion.fidelity import by_groups
 from solar_diffusion.flare_evaluation import flare_signature, real_flare_frames
 from solar_diffusion.pipelines import disk_center_px, rescale_px, rsun_px
 from solar_diffusion.splits import dataset_info, downsample, load_split
@@ -60,13 +60,7 @@ def by_group(statistic, groups: np.ndarray, unit: str = "days", n_boot: int = 50
     >>> r["value"], r["low"] <= r["value"] <= r["high"], r["n"], r["unit"]
     (1.75, True, [3], 'days')
     """
-    unique = np.unique(groups)
-    members = [np.flatnonzero(groups == g) for g in unique]
-
-    def on_days(picked):
-        return statistic(np.concatenate([members[i] for i in picked]))
-
-    return bootstrap(on_days, np.arange(len(unique)), n_boot=n_boot, **kwargs) | {"unit": unit}
+    return by_groups(statistic, groups, n_boot=n_boot, unit=unit, **kwargs)
 
 
 def fine_structure_figures(images: np.ndarray, real_bands: np.ndarray, center, radius: float, groups,

@@ -52,8 +52,8 @@ POWER_RATIO_RANGE = (0.8, 1.25)
 def by_groups(statistic, *groups, n_boot: int = 200, seed: int = 0, bounds=(-math.inf, math.inf),
               unit: str = "days") -> dict:
     """``statistic(*rows)`` (rows: indices into each sample) with ``metrics.bootstrap``'s interval,
-    each sample resampled by whole groups on its own (``cascade_evaluation.by_group`` for one or
-    more samples): real frames by day, generated images by seed. ``n`` counts groups.
+    each sample resampled by whole groups on its own (``cascade_evaluation.by_group`` is the
+    one-sample case): real frames by day, generated images by seed. ``n`` counts groups.
 
     >>> seeds = np.array([0, 1, 2, 0, 1, 2]); days = np.array(["d1", "d1", "d2"])
     >>> generated, real = np.array([1.0, 2, 3, 1, 2, 3]), np.array([2.0, 2, 4])
