@@ -117,17 +117,20 @@ def generate(pipe, num_images: int, seed: int = 0, batch_size: int = 16, **upsca
 def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, real_limit: int = 256,
                      seed: int = 0, batch_size: int = 16, upscaler_steps: int | None = None,
                      noise_level: float | None = None, spread_seeds: int = 8, sweep_levels=(0.0, 0.05, 0.1, 0.2),
-                     sweep_frames: int = 64) -> dict:
+                     sweep_frames: int = 64, encoder=None) -> dict:
     """The cascade's figures (see the module docstring), sampled with ``upscaler_steps`` and
     ``noise_level`` (default: the model's ``upscaling``); the seed spread over ``spread_seeds`` seeds
     (``seed_spread``) and the noise-level sweep over the first ``sweep_frames`` real frames at
-    ``sweep_levels`` (``noise_level_sweep``; none for an empty tuple)."""
+    ``sweep_levels`` (``noise_level_sweep``; none for an empty tuple); with ``encoder`` (a
+    ``FlareClassifier`` trained at the output size) the distances in it (``encoder_section``)."""
     upscaling = {"num_inference_steps": upscaler_steps, "noise_level": noise_level}
     size, base_size = pipe.upscaler.config.sample_size, pipe.unet.config.sample_size
     info = dataset_info(dataset)
     if info["config"]["size"] != size or info["unit"] != pipe.normalization.unit:
         raise ValueError(f"{dataset} holds {info['config']['size']} px {info['unit']!r} frames; this cascade makes "
                          f"{size} px {pipe.normalization.unit!r} images")
+    if encoder is not None:
+        check_encoder(encoder, pipe, size)
     norm, geometry = pipe.normalization, pipe.config.geometry
     center, radius = disk_center_px(geometry, size), rsun_px(geometry, size)
     raw, days = real_frames(dataset, split, real_limit, seed)
@@ -162,12 +165,93 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
         "seed_spread": seed_spread(pipe, real_base, real, center, radius, spread_seeds, **upscaling),
         "noise_level_sweep": noise_level_sweep(pipe, real_base[:sweep_frames], real[:sweep_frames], real_bands, center,
                                                radius, sweep_levels, batch_size, seed, upscaler_steps)}
+    if encoder is not None:
+        report["encoder"] = encoder_section(encoder, pipe, dataset, split, high, np.repeat(CLASSES, num_images),
+                                            real_spectra.mean(axis=0), {"real": real, "upscaler": resolved, **controls},
+                                            days, num_images, seed, batch_size, **upscaling)
     for name, images in {"upscaler": resolved, **controls}.items():
         to_original, consistency = rms(images, real), rms(to_base(images, norm, base_size), real_base)
         report["super_resolved"][name] = fine_structure_figures(images.numpy(), real_bands, center, radius, days) | {
             "rms_to_original": by_group(lambda rows, x=to_original: float(x[rows].mean()), days, bounds=(0, np.inf)),
             "consistency_rms": by_group(lambda rows, x=consistency: float(x[rows].mean()), days, bounds=(0, np.inf))}
     return report
+
+
+#: The classes whose generated and real frames are compared in the output-size encoder (the real
+#: test months hold too few M and X frames for a Fréchet distance).
+DISTANCE_CLASSES = ("quiet", "C")
+
+
+def class_frames(dataset, split: str, classes, per_class: int, seed: int = 0):
+    """Up to ``per_class`` frames of each of ``classes`` from a split (drawn without replacement),
+    as stored, with the day and the class of each."""
+    ds = load_split(dataset, split, columns=("image", "t_obs", "flare_class"))
+    names = np.asarray(ds.features["flare_class"].names)[np.asarray(ds["flare_class"])]
+    rng = np.random.default_rng(seed)
+    picked = np.sort(np.concatenate([rng.choice(np.flatnonzero(names == c), min(per_class, int((names == c).sum())),
+                                                replace=False) for c in classes]).astype(int))
+    rows = [ds[int(i)] for i in picked]
+    raw = torch.from_numpy(np.stack([np.asarray(row["image"]) for row in rows]))
+    return raw, np.array([str(row["t_obs"])[:10] for row in rows]), names[picked]
+
+
+def check_encoder(encoder, pipe, size: int):
+    """Refuse an encoder that cannot judge this cascade's outputs (another size, unit or channels)."""
+    config = encoder.config
+    if config.sample_size != size or encoder.normalization.unit != pipe.normalization.unit \
+            or config.in_channels != pipe.unet.config.out_channels:
+        raise ValueError(f"the encoder reads {config.sample_size} px {config.in_channels}-channel "
+                         f"{encoder.normalization.unit!r} images; this cascade makes {size} px "
+                         f"{pipe.unet.config.out_channels}-channel {pipe.normalization.unit!r} ones: train one on the "
+                         "output-size build (train_classifier.py --degradations)")
+
+
+def encoder_section(encoder, pipe, dataset, split: str, generated: torch.Tensor, generated_labels, real_spectrum,
+                    originals: dict, days, per_class: int = 32, seed: int = 0, batch_size: int = 16,
+                    **upscaling) -> dict:
+    """Fréchet distances in an encoder trained at the output size, at equal sample sizes, over
+    ``DISTANCE_CLASSES`` (``per_class`` each): against real ``split`` frames, the real train frames
+    (the floor), the generated images, and train frames taken to the base size and brought back by
+    the upscaler, bicubic and bicubic plus shaped noise (``real_spectrum``); each with its bootstrap
+    interval. The checks: generated at most the floor's upper end, both controls above it. Then,
+    paired per frame, how far each way of super-resolving ``originals`` (name -> images; the real
+    frames first, as ``"real"``) lands from the real frame in the encoder (interval over ``days``),
+    and the upscaler's difference to each control."""
+    from solar_diffusion.metrics import bootstrap, frechet_distance
+
+    size, base_size, norm = generated.shape[-1], pipe.unet.config.sample_size, pipe.normalization
+    check_encoder(encoder, pipe, size)
+    center, radius = disk_center_px(pipe.config.geometry, size), rsun_px(pipe.config.geometry, size)
+    test_raw, _, test_labels = class_frames(dataset, split, DISTANCE_CLASSES, per_class, seed)
+    train_raw, _, train_labels = class_frames(dataset, "train", DISTANCE_CLASSES, per_class, seed + 1)
+    keep = np.isin(np.asarray(generated_labels), DISTANCE_CLASSES)
+    n = min(len(test_raw), len(train_raw), int(keep.sum()))
+    train_base = norm.forward(downsample(train_raw[:n], base_size).float())
+    generator = [torch.Generator().manual_seed(seed + k) for k in range(n)]
+    sets = {"real_train": norm.forward(train_raw[:n].float()), "generated": generated[keep][:n],
+            "upscaler": torch.cat([pipe.super_resolve(train_base[i:i + batch_size], None, generator[i:i + batch_size],
+                                                      **upscaling).cpu() for i in range(0, n, batch_size)]),
+            "bicubic": bicubic(train_base, size),
+            "bicubic_plus_shaped_noise": bicubic_plus_shaped_noise(train_base, size, real_spectrum, center, radius, seed)}
+    real = encoder.embed_images(norm.forward(test_raw[:n].float()))
+    section = {"classes": list(DISTANCE_CLASSES), "n": n, "real_split": split,
+               "real_classes": {c: int((test_labels[:n] == c).sum()) for c in DISTANCE_CLASSES},
+               "floor_classes": {c: int((train_labels[:n] == c).sum()) for c in DISTANCE_CLASSES},
+               "frechet_distance": {name: bootstrap(frechet_distance, encoder.embed_images(images), real, seed=seed,
+                                                    bounds=(0, np.inf)) for name, images in sets.items()}}
+    fd = section["frechet_distance"]
+    section["checks"] = {"generated_within_floor": bool(fd["generated"]["value"] <= fd["real_train"]["high"]),
+                         "controls_outside_floor": bool(all(fd[c]["value"] > fd["real_train"]["high"]
+                                                            for c in ("bicubic", "bicubic_plus_shaped_noise")))}
+    features = {name: encoder.embed_images(images) for name, images in originals.items()}
+    reference = features.pop("real")
+    distance = {name: np.linalg.norm(f - reference, axis=1) for name, f in features.items()}
+    section["distance_to_original"] = {name: by_group(lambda rows, d=d: float(d[rows].mean()), days, bounds=(0, np.inf))
+                                       for name, d in distance.items()}
+    section["upscaler_minus_control"] = {
+        name: by_group(lambda rows, d=distance["upscaler"] - d: float(d[rows].mean()), days)
+        for name, d in distance.items() if name != "upscaler"}
+    return section
 
 
 #: The flare signature at the output size: the brightest ``SIGNATURE_BOX_PX`` square within
@@ -310,6 +394,7 @@ def report_lines(report: dict) -> list[str]:
     for label, figures in rows.items():
         to_original = _cell(figures["rms_to_original"]) if "rms_to_original" in figures else "-"
         lines.append(f"| {label} | {_cell(figures['consistency_rms'])} | {to_original} |")
+    lines += encoder_lines(report.get("encoder"), settings)
     signature = report.get("flare_signature")
     if signature:
         lines += ["", f"## The flare at {settings['size']} px: brightest {signature['box_px']}x{signature['box_px']} "
@@ -342,6 +427,30 @@ def report_lines(report: dict) -> list[str]:
                          + " | " + ", ".join(f"{v:.2f}" for v in row["kurtosis"]) + " |")
     lines += ["", f"Seconds per generated {settings['size']} px image (base stage included, batches of the run): "
               f"{report['seconds_per_generated_image']:.2f}."]
+    return lines
+
+
+def encoder_lines(section: dict | None, settings: dict) -> list[str]:
+    """The output-size encoder's tables (``encoder_section``), or a line saying none was given."""
+    if section is None:
+        return ["", f"No {settings['size']} px encoder was given (``--encoder``, or the model's "
+                f"evaluation_encoder_{settings['size']}px): no Fréchet distance at this size."]
+    base, n = settings["base_size"], section["n"]
+    names = {"real_train": "real train frames (the floor)", "generated": "generated",
+             **{k: f"real train frames at {base} px super-resolved by {k.replace('_', ' ')}"
+                for k in ("upscaler", "bicubic", "bicubic_plus_shaped_noise")}}
+    lines = ["", f"## Fréchet distance in a {settings['size']} px encoder ({', '.join(section['classes'])}; "
+             f"n = {n} against {n} real {section['real_split']} frames)", "",
+             "| images | Fréchet distance |", "|---|---|"]
+    lines += [f"| {names[k]} | {_cell(v)} |" for k, v in section["frechet_distance"].items()]
+    checks = section["checks"]
+    lines += ["", f"Checks: generated within the floor's interval {checks['generated_within_floor']}; both controls "
+              f"outside it {checks['controls_outside_floor']}.", "",
+              f"| real {base} px frames super-resolved by | encoder distance to the originals | upscaler minus this |",
+              "|---|---|---|"]
+    for k, v in section["distance_to_original"].items():
+        diff = section["upscaler_minus_control"].get(k)
+        lines.append(f"| {k.replace('_', ' ')} | {_cell(v)} | {_cell(diff) if diff else '-'} |")
     return lines
 
 

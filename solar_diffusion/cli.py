@@ -243,20 +243,27 @@ def _add_evaluate_cascade(p):
     p.add_argument("--sweep-levels", default="0,0.05,0.1,0.2",
                    help="noise-augmentation levels of the sampling sweep, comma-separated ('' for none)")
     p.add_argument("--sweep-frames", type=int, default=64, help="real frames super-resolved at each sweep level")
+    p.add_argument("--encoder", default=None,
+                   help="a FlareClassifier trained at the output size (default: the model's "
+                        "evaluation_encoder_<size>px, if it has one)")
     p.add_argument("--out", required=True, help="folder for metrics.json and report.md")
 
 
 def _evaluate_cascade(args) -> int:
     from solar_diffusion.cascade_evaluation import evaluate_cascade, write_report
+    from solar_diffusion.defaults import output_size_encoder
+    from solar_diffusion.encoder import load_encoder
     from solar_diffusion.generate import load_pipeline
 
     pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
+    encoder = args.encoder or (pipe.upscaler is not None and output_size_encoder(pipe.name_or_path,
+                                                                                 pipe.upscaler.config.sample_size))
     report = evaluate_cascade(pipe, args.dataset, args.split, args.num_images, args.real_frames, args.seed,
                               batch_size=args.batch_size, upscaler_steps=args.upscaler_steps,
                               noise_level=args.noise_level, spread_seeds=args.spread_seeds,
                               sweep_levels=tuple(float(v) for v in args.sweep_levels.split(",") if v.strip()),
-                              sweep_frames=args.sweep_frames)
+                              sweep_frames=args.sweep_frames, encoder=load_encoder(encoder) if encoder else None)
     print(f"wrote {write_report(report, args.out)}")
     return 0
 

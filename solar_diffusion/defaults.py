@@ -38,6 +38,17 @@ def model_encoder(model_dir) -> Path:
     return own if (own / "config.json").exists() else BUNDLED_ENCODER
 
 
+def output_size_encoder(model_dir, size: int) -> Path | None:
+    """The encoder saved with a cascade to judge its ``size`` px outputs
+    (``<model>/evaluation_encoder_<size>px``), or None where it has none.
+
+    >>> output_size_encoder("/nowhere", 256) is None
+    True
+    """
+    own = Path(model_dir) / f"{ENCODER_FOLDER}_{size}px"
+    return own if (own / "config.json").exists() else None
+
+
 def paper_model() -> Path:
     """The paper-mode model's folder, with its weights; a clear error where they are not restored."""
     if not (PAPER_MODEL / "unet" / "diffusion_pytorch_model.safetensors").exists():

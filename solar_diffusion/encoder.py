@@ -30,14 +30,19 @@ class FlareClassifier(ModelMixin, ConfigMixin):
     (a flare is a small bright spot that averaging alone would wash out), a feature layer (the
     domain embedding) and a linear head over ``id2label``. Batch (not group) normalisation, so
     that at evaluation the features keep each image's absolute brightness and sharpness, which
-    a per-image normalisation would divide out."""
+    a per-image normalisation would divide out.
+
+    ``degradations``: names of a second head on the same features, trained to tell a real frame
+    from one blurred or with noise added (``training.data.random_degradation``), so that the
+    embedding sees fine structure, which flare classes alone need not (a 256 px encoder that judges
+    super-resolution must tell blur and grain from loops). Empty: no such head."""
 
     config_name = "config.json"
 
     @register_to_config
     def __init__(self, id2label: dict, sample_size: int = 64, in_channels: int = 1,
                  widths: tuple = (16, 32, 64, 128), feature_dim: int = 128, dropout: float = 0.2,
-                 normalization: dict | None = None):
+                 normalization: dict | None = None, degradations: tuple = ()):
         super().__init__()
         layers, previous = [], in_channels
         for width in widths:
@@ -47,6 +52,7 @@ class FlareClassifier(ModelMixin, ConfigMixin):
         self.stages = nn.Sequential(*layers)
         self.embed = nn.Sequential(nn.Linear(2 * previous, feature_dim), nn.SiLU())
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, len(id2label)))
+        self.degradation_head = nn.Linear(feature_dim, len(degradations)) if degradations else None
 
     @property
     def id2label(self) -> dict:
@@ -61,9 +67,15 @@ class FlareClassifier(ModelMixin, ConfigMixin):
         x = self.stages(resize(images.to(self.dtype), self.config.sample_size))
         return self.embed(torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Class logits (N, num_labels)."""
-        return self.head(self.features(images))
+    def forward(self, images: torch.Tensor, with_degradation: bool = False):
+        """Class logits (N, num_labels); with ``with_degradation`` also the degradation head's
+        logits (N, len(degradations)) of the same features."""
+        features = self.features(images)
+        if not with_degradation:
+            return self.head(features)
+        if self.degradation_head is None:
+            raise ValueError("this encoder has no degradation head (trained without --degradations)")
+        return self.head(features), self.degradation_head(features)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:

@@ -132,9 +132,25 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
     from solar_diffusion.hub import save_pipeline
     from solar_diffusion.pipelines import ClipLogNormalization
 
-    pipe = tiny_cascade(normalization=ClipLogNormalization(lo=0.0, hi=255.0, log=False, unit="browse").to_dict())
-    report = evaluate_cascade(pipe, flare_days, "validation", num_images=2, real_limit=6, batch_size=4)
+    from solar_diffusion.encoder import FlareClassifier
+
+    browse = ClipLogNormalization(lo=0.0, hi=255.0, log=False, unit="browse").to_dict()
+    pipe = tiny_cascade(normalization=browse)
+    torch.manual_seed(0)
+    encoder = FlareClassifier(id2label={0: "quiet", 1: "C"}, sample_size=32, in_channels=3, widths=(4, 8),
+                              feature_dim=6, normalization=browse).eval()
+    with pytest.raises(ValueError, match="the encoder reads 16 px"):
+        evaluate_cascade(pipe, flare_days, "validation", encoder=FlareClassifier(
+            id2label={0: "quiet"}, sample_size=16, in_channels=3, widths=(4,), feature_dim=4, normalization=browse))
+    report = evaluate_cascade(pipe, flare_days, "validation", num_images=2, real_limit=6, batch_size=4,
+                              encoder=encoder)
     assert report["settings"]["real_frames"] == 6 and report["settings"]["real_days"] == 1
+    distances = report["encoder"]  # quiet and C: 2 generated each, so 4 against 4 real and 4 floor frames
+    assert distances["n"] == 4 and set(distances["frechet_distance"]) == {
+        "real_train", "generated", "upscaler", "bicubic", "bicubic_plus_shaped_noise"}
+    assert all(f["low"] <= f["value"] <= f["high"] and f["n"] == [4, 4] for f in distances["frechet_distance"].values())
+    assert set(distances["upscaler_minus_control"]) == {"bicubic", "bicubic_plus_shaped_noise"}
+    assert all(v["value"] > 0 for v in distances["distance_to_original"].values())
     for figures in (report["generated"], *report["super_resolved"].values()):
         for channel in ("channel_0", "channel_1", "channel_2"):
             for figure in (*figures[channel]["power_ratio"].values(), figures[channel]["kurtosis"]):
@@ -159,6 +175,7 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
     text = write_report(report, tmp_path / "report").read_text()
     assert "| generated | 171 Å |" in text and "super-resolved by bicubic plus shaped noise" in text
     assert "## Invented detail" in text and "| 0.2 |" in text and "## The flare at 32 px" in text
+    assert "## Fréchet distance in a 32 px encoder (quiet, C; n = 4 against 4 real validation frames)" in text
     model = save_pipeline(pipe, tmp_path / "cascade")
     assert main(["evaluate-cascade", "--model", str(model), "--dataset", str(flare_days), "--split", "validation",
                  "--num-images", "1", "--real-frames", "4", "--upscaler-steps", "1", "--spread-seeds", "2",

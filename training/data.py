@@ -102,6 +102,39 @@ class Collate:
         return x
 
 
+#: What ``random_degradation`` does to a frame, in the order of the encoder's degradation head.
+DEGRADATIONS = ("none", "blur", "noise")
+
+
+def random_degradation(x: torch.Tensor, blur_px=(0.5, 2.0), noise=(0.01, 0.08)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each model-space image left as it is, blurred (a Gaussian of std drawn from ``blur_px``, in
+    the images' pixels) or given white noise (std drawn from ``noise``,
+    model space), one of ``DEGRADATIONS`` each with probability 1/3; returns (images, the index of
+    each one's degradation). The encoder's second head learns to tell them apart, so that its
+    features see fine structure (``FlareClassifier``). Uses the global torch RNG of ``x``'s device.
+
+    >>> x = torch.zeros(6, 1, 32, 32); x[:, :, 16, 16] = 1.0
+    >>> y, kind = random_degradation(x)
+    >>> y.shape == x.shape, bool(((kind == 0) == (y == x).flatten(1).all(1)).all())
+    (True, True)
+    """
+    n, c, size = len(x), x.shape[1], x.shape[-1]
+    kind = torch.randint(0, len(DEGRADATIONS), (n,), device=x.device)
+    u = torch.rand(n, device=x.device)
+    sigma = blur_px[0] + (blur_px[1] - blur_px[0]) * u
+    half = int(np.ceil(3 * blur_px[1]))
+    taps = torch.arange(-half, half + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (taps[None] / sigma[:, None]) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (N*C, taps)
+    flat = F.pad(x.reshape(1, n * c, size, size), (half, half, half, half), mode="replicate")
+    blurred = F.conv2d(F.conv2d(flat, kernel[:, None, :, None], groups=n * c), kernel[:, None, None, :], groups=n * c)
+    blurred = blurred.reshape(x.shape)
+    std = noise[0] + (noise[1] - noise[0]) * u
+    noisy = (x + std.view(-1, 1, 1, 1) * torch.randn_like(x)).clamp(-1.0, 1.0)
+    pick = kind.view(-1, 1, 1, 1)
+    return torch.where(pick == 1, blurred, torch.where(pick == 2, noisy, x)), kind
+
+
 def random_rotation(x: torch.Tensor, max_degrees: float) -> torch.Tensor:
     """Rotate each model-space image about the disk centre by a uniform angle in +-``max_degrees``
     (off-image pixels become -1, the dark background). Uses the global torch RNG of ``x``'s device."""

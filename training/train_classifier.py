@@ -3,7 +3,7 @@
     accelerate launch training/train_classifier.py --dataset data/aia171-browse2012-64 --out runs/encoder
 
 Trains on the train split only; the validation split chooses the epoch kept (best macro-F1 over
-the classes the validation split has); the test split is never read. Frames are drawn with
+the classes the validation split has, plus the degradation head's accuracy with ``--degradations``); the test split is never read. Frames are drawn with
 weight ``count(label) ** -class_balance`` (flares are rare) and rotated by a few degrees about
 disk centre (no flips: see ``train_ddpm.py``). Writes the encoder with ``save_pretrained`` and
 ``training_metrics.json`` (per-epoch loss and validation F1, the kept epoch, the class counts).
@@ -41,6 +41,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--augment-rotation", type=float, default=3.0, help="max rotation about disk centre, degrees")
     p.add_argument("--widths", default="16,32,64,128", help="channels of the strided conv stages")
     p.add_argument("--feature-dim", type=int, default=128, help="size of the domain embedding")
+    p.add_argument("--degradations", action="store_true",
+                   help="also train a head that tells real frames from blurred and noisy ones (features that "
+                        "see fine structure: the encoder that judges a cascade's super-resolution)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -53,12 +56,13 @@ def fit_classifier(train, validation, id2label: dict, normalization, args, accel
     Frames are drawn with weight ``count ** -args.class_balance``, ``samples_per_epoch`` per epoch
     (default: as many as ``train`` has, so that callers adding images can keep the number of
     optimiser steps); the loss weighs a class by ``count ** -loss_balance`` (mean weight 1 over
-    the frames); ``augment`` (a function of a model-space batch) runs after the rotation. ``log``
-    prints each epoch's loss and validation score."""
+    the frames); ``augment`` (a function of a model-space batch) runs after the rotation. With
+    ``args.degradations`` the degradation head (``random_degradation``) adds its cross-entropy to the
+    loss. ``log`` prints each epoch's loss and validation score."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from solar_diffusion.training.data import BalancedSampler, random_rotation
+    from solar_diffusion.training.data import DEGRADATIONS, BalancedSampler, random_degradation, random_rotation
 
     accelerator = accelerator or Accelerator()
     set_seed(args.seed)
@@ -69,7 +73,8 @@ def fit_classifier(train, validation, id2label: dict, normalization, args, accel
     y = torch.tensor([label2id[v] for v in train.labels])
     model = FlareClassifier(id2label=id2label, sample_size=train.images.shape[-1], in_channels=train.images.shape[1],
                             widths=tuple(int(w) for w in str(args.widths).split(",")), feature_dim=args.feature_dim,
-                            normalization=normalization.to_dict())
+                            normalization=normalization.to_dict(),
+                            degradations=DEGRADATIONS if getattr(args, "degradations", False) else ())
     dataset = torch.utils.data.TensorDataset(train.images, y)
     sampler = BalancedSampler(y.numpy(), args.class_balance, args.seed, samples_per_epoch)
     counts = torch.bincount(y, minlength=len(id2label)).double()
@@ -90,7 +95,13 @@ def fit_classifier(train, validation, id2label: dict, normalization, args, accel
                 images = random_rotation(images, args.augment_rotation)
             if augment is not None:
                 images = augment(images)
-            loss = F.cross_entropy(model(images), labels, weight=weights.to(images.device) if loss_balance else None)
+            class_weights = weights.to(images.device) if loss_balance else None
+            if getattr(args, "degradations", False):
+                images, kinds = random_degradation(images)
+                logits, degradation_logits = model(images, with_degradation=True)
+                loss = F.cross_entropy(logits, labels, weight=class_weights) + F.cross_entropy(degradation_logits, kinds)
+            else:
+                loss = F.cross_entropy(model(images), labels, weight=class_weights)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -101,7 +112,10 @@ def fit_classifier(train, validation, id2label: dict, normalization, args, accel
         if val_classes:
             predicted = unwrapped.predict(validation.images)
             row["validation_macro_f1"] = f1_scores(validation.labels, predicted, val_classes)["macro"]
-        score = row.get("validation_macro_f1", epoch)
+        if validation is not None and unwrapped.degradation_head is not None:
+            row["validation_degradation_accuracy"] = degradation_accuracy(unwrapped, validation.images, args.seed)
+        # the epoch kept: the best validation macro-F1, plus the degradation head's accuracy where it has one
+        score = row.get("validation_macro_f1", epoch) + row.get("validation_degradation_accuracy", 0.0)
         if score > best:
             best, best_state = score, {k: v.detach().clone() for k, v in unwrapped.state_dict().items()}
             row["kept"] = True
@@ -111,6 +125,23 @@ def fit_classifier(train, validation, id2label: dict, normalization, args, accel
     model = accelerator.unwrap_model(model)
     model.load_state_dict(best_state)
     return model.eval(), history
+
+
+@torch.no_grad()
+def degradation_accuracy(model, images: torch.Tensor, seed: int, batch_size: int = 64) -> float:
+    """The fraction of ``images``, each degraded at random (``random_degradation``, drawn from
+    ``seed``), whose degradation the model's degradation head names."""
+    from solar_diffusion.training.data import random_degradation
+
+    model.eval()
+    state, right = torch.random.get_rng_state(), 0
+    torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    for start in range(0, len(images), batch_size):
+        degraded, kinds = random_degradation(images[start:start + batch_size].to(device))
+        right += int((model(degraded, with_degradation=True)[1].argmax(1) == kinds).sum())
+    torch.random.set_rng_state(state)
+    return round(right / len(images), 4)
 
 
 def main(argv=None) -> Path:
