@@ -34,6 +34,8 @@ from solar_diffusion.flare_evaluation import flare_signature, real_flare_frames
 from solar_diffusion.pipelines import disk_center_px, rescale_px, rsun_px
 from solar_diffusion.splits import dataset_info, downsample, load_split
 
+#: The name of the optional control upscaler's row (``evaluate_cascade(control=...)``).
+CONTROL_UPSCALER = "control_upscaler"
 #: The classes a cascade is asked for, image k of each with the same seed and position.
 CLASSES = ("quiet", "C", "M", "X")
 
@@ -117,12 +119,14 @@ def generate(pipe, num_images: int, seed: int = 0, batch_size: int = 16, **upsca
 def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, real_limit: int = 256,
                      seed: int = 0, batch_size: int = 16, upscaler_steps: int | None = None,
                      noise_level: float | None = None, spread_seeds: int = 8, sweep_levels=(0.0, 0.05, 0.1, 0.2),
-                     sweep_frames: int = 64, encoder=None) -> dict:
+                     sweep_frames: int = 64, encoder=None, control=None) -> dict:
     """The cascade's figures (see the module docstring), sampled with ``upscaler_steps`` and
     ``noise_level`` (default: the model's ``upscaling``); the seed spread over ``spread_seeds`` seeds
     (``seed_spread``) and the noise-level sweep over the first ``sweep_frames`` real frames at
     ``sweep_levels`` (``noise_level_sweep``; none for an empty tuple); with ``encoder`` (a
-    ``FlareClassifier`` trained at the output size) the distances in it (``encoder_section``)."""
+    ``FlareClassifier`` trained at the output size) the distances in it (``encoder_section``); with
+    ``control`` (a cascade of the same sizes, such as the L1 regression upscaler of
+    ``train-upscaler --objective regression``) the real frames it super-resolves, as a control."""
     upscaling = {"num_inference_steps": upscaler_steps, "noise_level": noise_level}
     size, base_size = pipe.upscaler.config.sample_size, pipe.unet.config.sample_size
     info = dataset_info(dataset)
@@ -131,6 +135,10 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
                          f"{size} px {pipe.normalization.unit!r} images")
     if encoder is not None:
         check_encoder(encoder, pipe, size)
+    if control is not None and (control.upscaler is None or control.upscaler.config.sample_size != size
+                                or control.unet.config.sample_size != pipe.unet.config.sample_size):
+        raise ValueError(f"the control {model_name(control.name_or_path)} is not a {pipe.unet.config.sample_size} -> "
+                         f"{size} px cascade")
     norm, geometry = pipe.normalization, pipe.config.geometry
     center, radius = disk_center_px(geometry, size), rsun_px(geometry, size)
     raw, days = real_frames(dataset, split, real_limit, seed)
@@ -144,6 +152,10 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
     controls = {"bicubic": bicubic(real_base, size),
                 "bicubic_plus_shaped_noise": bicubic_plus_shaped_noise(real_base, size, real_spectra.mean(axis=0),
                                                                        center, radius, seed)}
+    if control is not None:
+        controls[CONTROL_UPSCALER] = torch.cat([control.super_resolve(real_base[i:i + batch_size], None,
+                                                                      generator[i:i + batch_size]).cpu()
+                                                for i in range(0, len(real_base), batch_size)])
     base, high, seconds, flares = generate(pipe, num_images, seed, batch_size, **upscaling)
     real_kurtosis = band_passed_kurtosis(real.numpy(), center, radius)
     generated_consistency = rms(to_base(high, norm, base_size), base)

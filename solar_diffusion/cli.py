@@ -246,6 +246,9 @@ def _add_evaluate_cascade(p):
     p.add_argument("--encoder", default=None,
                    help="a FlareClassifier trained at the output size (default: the model's "
                         "evaluation_encoder_<size>px, if it has one)")
+    p.add_argument("--control-upscaler", default=None,
+                   help="a cascade of the same sizes whose upscaler super-resolves the real frames as a control "
+                        "(train-upscaler --objective regression: the L1 regression control)")
     p.add_argument("--out", required=True, help="folder for metrics.json and report.md")
 
 
@@ -263,7 +266,8 @@ def _evaluate_cascade(args) -> int:
                               batch_size=args.batch_size, upscaler_steps=args.upscaler_steps,
                               noise_level=args.noise_level, spread_seeds=args.spread_seeds,
                               sweep_levels=tuple(float(v) for v in args.sweep_levels.split(",") if v.strip()),
-                              sweep_frames=args.sweep_frames, encoder=load_encoder(encoder) if encoder else None)
+                              sweep_frames=args.sweep_frames, encoder=load_encoder(encoder) if encoder else None,
+                              control=load_pipeline(args.control_upscaler) if args.control_upscaler else None)
     print(f"wrote {write_report(report, args.out)}")
     return 0
 

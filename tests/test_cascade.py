@@ -21,7 +21,8 @@ def tiny_upscaler(size: int, channels: int = 3, maps: int = 2, seed: int = 0) ->
                        class_embed_type="timestep").eval()
 
 
-def tiny_cascade(base_size: int = 16, size: int = 32, residual_std: float = 0.1, normalization=None) -> SolarFlarePipeline:
+def tiny_cascade(base_size: int = 16, size: int = 32, residual_std: float = 0.1, normalization=None,
+                 **upscaling) -> SolarFlarePipeline:
     torch.manual_seed(0)
     unet = build_unet("tiny", base_size, num_labels=0, in_channels=3, conditioning="flare").eval()
     geometry = disk_geometry(base_size, rsun_px=base_size / 2.3, date_obs="2012-03-07T00:00:00",
@@ -29,7 +30,8 @@ def tiny_cascade(base_size: int = 16, size: int = 32, residual_std: float = 0.1,
     pipe = SolarFlarePipeline(unet, DDIMScheduler(), geometry=geometry, flare_positions=[[-400.0, 250.0]],
                               normalization=normalization,
                               upscaler=tiny_upscaler(size), upscaler_scheduler=DPMSolverMultistepScheduler(),
-                              upscaling={"residual_std": residual_std, "noise_level": 0.05, "num_inference_steps": 2})
+                              upscaling={"residual_std": residual_std, "noise_level": 0.05, "num_inference_steps": 2}
+                              | upscaling)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -142,14 +144,15 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
     with pytest.raises(ValueError, match="the encoder reads 16 px"):
         evaluate_cascade(pipe, flare_days, "validation", encoder=FlareClassifier(
             id2label={0: "quiet"}, sample_size=16, in_channels=3, widths=(4,), feature_dim=4, normalization=browse))
+    regression = tiny_cascade(normalization=browse, objective="regression")
     report = evaluate_cascade(pipe, flare_days, "validation", num_images=2, real_limit=6, batch_size=4,
-                              encoder=encoder)
+                              encoder=encoder, control=regression)
     assert report["settings"]["real_frames"] == 6 and report["settings"]["real_days"] == 1
     distances = report["encoder"]  # quiet and C: 2 generated each, so 4 against 4 real and 4 floor frames
     assert distances["n"] == 4 and set(distances["frechet_distance"]) == {
         "real_train", "generated", "upscaler", "bicubic", "bicubic_plus_shaped_noise"}
     assert all(f["low"] <= f["value"] <= f["high"] and f["n"] == [4, 4] for f in distances["frechet_distance"].values())
-    assert set(distances["upscaler_minus_control"]) == {"bicubic", "bicubic_plus_shaped_noise"}
+    assert set(distances["upscaler_minus_control"]) == {"bicubic", "bicubic_plus_shaped_noise", "control_upscaler"}
     assert all(v["value"] > 0 for v in distances["distance_to_original"].values())
     for figures in (report["generated"], *report["super_resolved"].values()):
         for channel in ("channel_0", "channel_1", "channel_2"):
@@ -175,6 +178,9 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
     text = write_report(report, tmp_path / "report").read_text()
     assert "| generated | 171 Å |" in text and "super-resolved by bicubic plus shaped noise" in text
     assert "## Invented detail" in text and "| 0.2 |" in text and "## The flare at 32 px" in text
+    assert "| real 16 px super-resolved by control upscaler | 171 Å |" in text
+    with pytest.raises(ValueError, match="is not a 16 -> 32 px cascade"):
+        evaluate_cascade(pipe, flare_days, "validation", control=tiny_cascade(size=64))
     assert "## Fréchet distance in a 32 px encoder (quiet, C; n = 4 against 4 real validation frames)" in text
     model = save_pipeline(pipe, tmp_path / "cascade")
     assert main(["evaluate-cascade", "--model", str(model), "--dataset", str(flare_days), "--split", "validation",

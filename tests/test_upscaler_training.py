@@ -124,3 +124,23 @@ def test_two_processes_train_the_same_weights(builds, base_16, tmp_path, acceler
     summary = json.loads((out / "upscaler_summary.json").read_text())
     assert (summary["processes"], summary["ranks_hold_identical_weights"], summary["steps"]) == (2, True, 4)
     assert (out / "pipeline" / "upscaler" / "diffusion_pytorch_model.safetensors").exists()
+
+
+def test_the_regression_control_trains_saves_and_upscales_in_one_pass(builds, base_16, tmp_path, capsys):
+    """``--objective regression``: the same UNet predicts the residual from the conditioning alone
+    (L1); the cascade is saved to run it in one pass, so without noise augmentation two seeds give
+    the same image, which is not the bilinear upsampling; a resume with the other objective is refused."""
+    from solar_diffusion.pipelines import upsample
+
+    out = tmp_path / "l1"
+    assert run(builds, base_16, out, "--objective", "regression", "--stop-at-step", "4") == 0
+    pipe = SolarFlarePipeline.from_pretrained(out / "pipeline")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.config.upscaling["objective"] == "regression" and pipe.config.upscaling["num_inference_steps"] == 1
+    low = torch.rand(2, 3, 16, 16) * 2 - 1
+    a, b = (pipe.super_resolve(low, noise_level=0.0, generator=torch.Generator().manual_seed(s)) for s in (0, 1))
+    assert a.shape == (2, 3, 64, 64) and torch.equal(a, b)
+    assert (a - upsample(low, 64).clamp(-1, 1)).abs().max() > 1e-3
+    assert "predicts in one pass" in (out / "pipeline" / "README.md").read_text()
+    assert run(builds, base_16, out, "--resume-from-checkpoint", "latest") == 2
+    assert "objective" in capsys.readouterr().err

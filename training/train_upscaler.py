@@ -12,7 +12,9 @@ and the UNet diffuses (v-prediction)
 beside ``upsample(low + sigma * eps)`` with sigma ~ U[0, --max-noise-level] per frame (told to
 the UNet as its class input, ``noise_level_input``) and, over a flare model, the flare map at the
 high resolution (all zeros with probability ``--map-dropout``: no flare information, as for a
-real frame). ``residual_std`` is measured once on the training split. The UNet is convolution-only
+real frame). ``residual_std`` is measured once on the training split. ``--objective regression``
+trains the same UNet to predict the residual in one pass with an L1 loss (no noisy residual in its
+input, timestep 0): the control a diffusion upscaler must beat, saved and run the same way. The UNet is convolution-only
 (preset ``upscaler``), so it trains on random ``--crop-px`` crops (the same region of residual,
 conditioning and map) and runs on whole frames.
 
@@ -49,7 +51,7 @@ from solar_diffusion.training.train_ddpm import (LoopSettings, RunClock, check_o
 #: Training frames (evenly spread over the split) over which ``residual_std`` is measured.
 RESIDUAL_STD_FRAMES = 256
 #: The arguments a resumed run must share with its start (``check_run_settings``).
-RUN_SETTINGS = ("preset", "crop_px", "max_noise_level", "map_dropout", "train_batch_size",
+RUN_SETTINGS = ("preset", "objective", "crop_px", "max_noise_level", "map_dropout", "train_batch_size",
                 "gradient_accumulation_steps", "learning_rate", "lr_scheduler", "lr_warmup_steps",
                 "adam_weight_decay", "class_balance", "use_ema", "ema_max_decay", "seed")
 
@@ -67,6 +69,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--config-name", default=None, help="dataset config (default: the dataset's default)")
     p.add_argument("--out", dest="output_dir", required=True, help="output folder of the run")
     p.add_argument("--preset", default="upscaler", help="UNet preset (default upscaler: convolutions only)")
+    p.add_argument("--objective", default="diffusion", choices=["diffusion", "regression"],
+                   help="diffusion (v-prediction of the noisy residual) or regression (the residual in one pass, "
+                        "L1 loss: the control)")
     p.add_argument("--crop-px", type=int, default=64, help="side of the random training crops in pixels")
     p.add_argument("--max-noise-level", type=float, default=0.2,
                    help="noise augmentation of the low-resolution image: its std in model space is drawn "
@@ -190,16 +195,21 @@ def random_crops(tensors: list, crop_px: int) -> list:
 
 
 def upscaler_loss(unet, scheduler, residual, low, max_noise_level: float, crop_px: int, flare_maps=None,
-                  map_dropout: float = 0.0) -> torch.Tensor:
+                  map_dropout: float = 0.0, objective: str = "diffusion") -> torch.Tensor:
     """One training loss of the upscaler: the standardised ``residual`` (N, C, H, W), the
     low-resolution frames ``low`` noise-augmented (a level per frame) and upsampled, the flare maps
-    dropped to empty with ``map_dropout``, all cropped alike; MSE on v of the noisy residual."""
+    dropped to empty with ``map_dropout``, all cropped alike; MSE on v of the noisy residual, or for
+    the ``"regression"`` objective L1 on the residual predicted from the conditioning alone."""
     sigma = max_noise_level * torch.rand(len(low), device=low.device)
     cond = upsample(low + sigma.view(-1, 1, 1, 1) * torch.randn_like(low), residual.shape[-1])
     if flare_maps is not None and map_dropout:
         keep = torch.rand(len(low), device=low.device) >= map_dropout
         flare_maps = flare_maps * keep.to(flare_maps.dtype).view(-1, 1, 1, 1)
     residual, cond, *maps = random_crops([residual, cond] + ([] if flare_maps is None else [flare_maps]), crop_px)
+    if objective == "regression":
+        model_input = upscaler_input(torch.zeros_like(residual), cond, maps[0] if maps else None)
+        pred = unet(model_input, 0, class_labels=noise_level_input(sigma)).sample
+        return F.l1_loss(pred.float(), residual.float())
     noise = torch.randn_like(residual)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (len(low),), device=low.device)
     noisy = scheduler.add_noise(residual, noise, t)
@@ -254,7 +264,7 @@ def train_upscaler(args) -> Path:
         images, _, *flare_maps = batch
         residual, low = model_space_pair(images, base.normalization, low_size)
         return upscaler_loss(unet, scheduler, residual / residual_std, low, args.max_noise_level, args.crop_px,
-                             flare_maps[0] if flare_maps else None, args.map_dropout)
+                             flare_maps[0] if flare_maps else None, args.map_dropout, args.objective)
 
     total_batch = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
     clock = RunClock(start, args.max_train_minutes, total_batch, global_step)
@@ -313,7 +323,9 @@ def save_run(args, accelerator, unet, ema, base, scheduler, summary: dict) -> Pa
         ema.copy_to(accelerator.unwrap_model(unet).parameters())
     upscaler, output_dir = accelerator.unwrap_model(unet).eval(), Path(args.output_dir)
     upscaling = {"residual_std": summary["residual_std"], "noise_level": args.sampling_noise_level,
-                 "num_inference_steps": args.sampling_steps}
+                 "num_inference_steps": 1 if args.objective == "regression" else args.sampling_steps}
+    if args.objective == "regression":
+        upscaling["objective"] = "regression"
     total_batch = summary["total_batch"]
     final = save_cascade(base, upscaler, scheduler, upscaling, output_dir / "pipeline",
                          cascade_card(args, base, summary["high_size"], upscaling, summary["steps"], total_batch))
@@ -351,6 +363,9 @@ def cascade_card(args, base, high: int, upscaling: dict, steps: int, total_batch
     from solar_diffusion.hub import model_name
 
     low = base.unet.config.sample_size
+    regression = upscaling.get("objective") == "regression"
+    how = "predicts in one pass (an L1 regression, the control of a diffusion upscaler)" if regression else "diffuses"
+    steps_text = "in one pass" if regression else f"in {upscaling['num_inference_steps']} DPM-Solver++ steps by default"
     return f"""---
 library_name: diffusers
 tags: [solar-physics, sdo-aia, diffusion, super-resolution, cascade]
@@ -360,10 +375,9 @@ base_model: {model_name(args.base)}
 
 The base model draws {low} px full disks as before ({base.conditioning} conditioning, its own
 sampler and defaults); a convolution-only upscaler (preset `{args.preset}`) then adds the fine
-structure at {high} px: it diffuses the residual between the {high} px image and the bilinearly
+structure at {high} px: it {how} the residual between the {high} px image and the bilinearly
 upsampled base image (divided by its standard deviation {upscaling['residual_std']:.4g}), beside the
-upsampled base image with noise of std {upscaling['noise_level']:g} added (model space), in
-{upscaling['num_inference_steps']} DPM-Solver++ steps by default.
+upsampled base image with noise of std {upscaling['noise_level']:g} added (model space), {steps_text}.
 
 Upscaler trained for {steps} steps, batch {total_batch} of {args.crop_px} px crops, learning rate
 {args.learning_rate:g}, noise augmentation U[0, {args.max_noise_level:g}], flare-map dropout

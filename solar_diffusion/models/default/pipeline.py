@@ -384,6 +384,8 @@ def apply_guidance(uncond: torch.Tensor, cond: torch.Tensor, guidance_scale) -> 
 # upsampled base image with noise added (noise augmentation, whose level it is told as its class
 # input, as diffusers' upscaler and DeepFloyd IF stage II do) and a flare model's flare map at the
 # high resolution. Trained on crops (``training/train_upscaler.py``), it runs on whole frames.
+# An upscaler saved with ``upscaling["objective"] == "regression"`` instead predicts the residual in
+# one pass (an L1 regression: the control the diffusion upscaler is judged against, and a fast mode).
 
 #: The upscaler's class input per unit of noise-augmentation level (its std in model space).
 UPSCALER_NOISE_SCALE = 1000.0
@@ -1198,7 +1200,8 @@ class SolarFlarePipeline(DiffusionPipeline):
     def super_resolve(self, low: torch.Tensor, flares: list | None = None, generator=None,
                       noise_level: float | None = None, num_inference_steps: int | None = None) -> torch.Tensor:
         """Model-space images (N, C, h, w) at the base model's size (generated, or real frames
-        normalised), taken to the upscaler's size: the residual sampled from noise beside the
+        normalised), taken to the upscaler's size: the residual sampled from noise (predicted in one
+        pass by a regression upscaler, ``upscaling["objective"] == "regression"``) beside the
         upsampled image with ``noise_level`` of noise added (default: the model's ``upscaling``),
         and a flare model's flares (``flare_request`` dicts per image; None: no flare information).
         A further stage chains the same way: the next pipeline's ``super_resolve`` of this output.
@@ -1212,18 +1215,29 @@ class SolarFlarePipeline(DiffusionPipeline):
         augmented = low + noise_level * randn_tensor(low.shape, generator=generator, device=low.device, dtype=low.dtype)
         maps = self.upscaler_maps(flares, len(low), low.shape[-1], low.device)
         levels = torch.full((len(low),), float(noise_level_input(noise_level)), device=low.device)
-        scheduler = self.upscaler_scheduler
-        residual = randn_tensor((len(low), low.shape[1], size, size), generator=generator, device=low.device,
-                                dtype=torch.float32) * scheduler.init_noise_sigma
-        scheduler.set_timesteps(num_inference_steps or settings.get("num_inference_steps") or DEFAULT_STEPS,
-                                device=low.device)
-        step_kwargs = scheduler_step_kwargs(scheduler, generator)
+        shape = (len(low), low.shape[1], size, size)
         with torch.inference_mode():
-            for t in self.progress_bar(scheduler.timesteps):
-                model_input = upscaler_input(scheduler.scale_model_input(residual, t), upsample(augmented, size), maps)
-                prediction = self.upscaler(model_input.to(self.upscaler.dtype), t, class_labels=levels).sample.float()
-                residual = scheduler.step(prediction, t, residual, **step_kwargs).prev_sample
+            if settings.get("objective") == "regression":
+                model_input = upscaler_input(torch.zeros(shape, device=low.device), upsample(augmented, size), maps)
+                residual = self.upscaler(model_input.to(self.upscaler.dtype), 0, class_labels=levels).sample.float()
+            else:
+                residual = self.sample_residual(shape, upsample(augmented, size), maps, levels, generator,
+                                                num_inference_steps or settings.get("num_inference_steps"))
         return (upsample(low, size) + float(settings["residual_std"]) * residual).clamp(-1.0, 1.0)
+
+    def sample_residual(self, shape, low_upsampled, maps, levels, generator, num_inference_steps: int | None):
+        """The upscaler's reverse process: the standardised residual, from noise, beside the
+        (noise-augmented) upsampled base image and the flare maps."""
+        scheduler = self.upscaler_scheduler
+        residual = randn_tensor(shape, generator=generator, device=low_upsampled.device,
+                                dtype=torch.float32) * scheduler.init_noise_sigma
+        scheduler.set_timesteps(num_inference_steps or DEFAULT_STEPS, device=low_upsampled.device)
+        step_kwargs = scheduler_step_kwargs(scheduler, generator)
+        for t in self.progress_bar(scheduler.timesteps):
+            model_input = upscaler_input(scheduler.scale_model_input(residual, t), low_upsampled, maps)
+            prediction = self.upscaler(model_input.to(self.upscaler.dtype), t, class_labels=levels).sample.float()
+            residual = scheduler.step(prediction, t, residual, **step_kwargs).prev_sample
+        return residual
 
     def upscaler_maps(self, flares, batch_size: int, low_size: int, device) -> torch.Tensor | None:
         """A flare model's flare maps at the upscaler's size: each image's flares (positions in
