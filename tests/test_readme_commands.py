@@ -259,6 +259,17 @@ NOT_RUN = {
         _SYNOPSIS + "train_ddpm keeps the layouts itself; the command runs in "
         "tests/test_novelty.py::test_the_novelty_command_keeps_a_models_training_layouts",
     # docs/cascade.md
+    "accelerate launch training/train_classifier.py --dataset data/aia-browse2012-256-3ch --out "
+    "solar_diffusion/models/default/evaluation_encoder_256px --epochs 8 --batch-size 64 --weight-decay 0.01 "
+    "--class-balance 1.0 --augment-rotation 10 --widths 8,16,32,64 --feature-dim 64 --degradations":
+        "trains on the 256 px build (minutes on 2 CPU cores) into the bundled model's folder; the same training "
+        "with --degradations runs on 16 px real frames in "
+        "tests/test_evaluate.py::test_encoder_with_a_degradation_head_learns_to_tell_blur_and_noise",
+    "solar-diffusion train-upscaler --objective regression --dataset data/aia-browse2012-256-3ch --out "
+    "runs/upscaler-256-l1 --use-ema --train-batch-size 16 --crop-px 64 --learning-rate 2e-4 --max-train-steps 6000 "
+    "--max-train-minutes 55":
+        "an hour of training at 256 px; the regression objective trains, saves and upscales on tiny builds in "
+        "tests/test_upscaler_training.py::test_the_regression_control_trains_saves_and_upscales_in_one_pass",
     "solar-diffusion evaluate-cascade --model runs/upscaler-256/pipeline --dataset data/aia-browse2012-256-3ch --split "
     "test --num-images 32 --real-frames 96 --out reports/cascade":
         "samples the 256 px cascade (minutes on 2 CPU cores even at one image per class); the evaluation runs "
