@@ -119,14 +119,16 @@ def generate(pipe, num_images: int, seed: int = 0, batch_size: int = 16, **upsca
 def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, real_limit: int = 256,
                      seed: int = 0, batch_size: int = 16, upscaler_steps: int | None = None,
                      noise_level: float | None = None, spread_seeds: int = 8, sweep_levels=(0.0, 0.05, 0.1, 0.2),
-                     sweep_frames: int = 64, encoder=None, control=None) -> dict:
+                     sweep_frames: int = 64, encoder=None, control=None, tile_frames: int = 16) -> dict:
     """The cascade's figures (see the module docstring), sampled with ``upscaler_steps`` and
     ``noise_level`` (default: the model's ``upscaling``); the seed spread over ``spread_seeds`` seeds
     (``seed_spread``) and the noise-level sweep over the first ``sweep_frames`` real frames at
     ``sweep_levels`` (``noise_level_sweep``; none for an empty tuple); with ``encoder`` (a
     ``FlareClassifier`` trained at the output size) the distances in it (``encoder_section``); with
     ``control`` (a cascade of the same sizes, such as the L1 regression upscaler of
-    ``train-upscaler --objective regression``) the real frames it super-resolves, as a control."""
+    ``train-upscaler --objective regression``) the real frames it super-resolves, as a control; over
+    the first ``tile_frames`` real frames, whole frames against the upscaler run per crop-sized tile
+    (``tile_comparison``; none for 0)."""
     upscaling = {"num_inference_steps": upscaler_steps, "noise_level": noise_level}
     size, base_size = pipe.upscaler.config.sample_size, pipe.unet.config.sample_size
     info = dataset_info(dataset)
@@ -175,6 +177,8 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
         "super_resolved": {}, "seconds_per_generated_image": seconds,
         "flare_signature": flare_signature_section(pipe, high, flares, num_images, dataset, seed),
         "seed_spread": seed_spread(pipe, real_base, real, center, radius, spread_seeds, **upscaling),
+        "tiles": tile_comparison(pipe, real_base[:tile_frames], real[:tile_frames], real_bands, center, radius,
+                                 size // 4, batch_size, seed, **upscaling) if tile_frames else None,
         "noise_level_sweep": noise_level_sweep(pipe, real_base[:sweep_frames], real[:sweep_frames], real_bands, center,
                                                radius, sweep_levels, batch_size, seed, upscaler_steps)}
     if encoder is not None:
@@ -374,6 +378,53 @@ def noise_level_sweep(pipe, real_base: torch.Tensor, real: torch.Tensor, real_ba
     return rows
 
 
+class TiledUpscaler(torch.nn.Module):
+    """An upscaler applied to each ``tile_px`` square of its input on its own (as it was trained, on
+    crops) and stitched back: ``tile_comparison`` measures what its normalisation layers' statistics
+    over a whole frame (dark sky and limb included) change. Measurement only; the pipeline runs
+    whole frames."""
+
+    def __init__(self, unet, tile_px: int):
+        super().__init__()
+        self.unet, self.tile_px, self.config = unet, tile_px, unet.config
+
+    @property
+    def dtype(self):
+        return self.unet.dtype
+
+    def forward(self, x, t, class_labels=None):
+        n, channels, size, _ = x.shape
+        k, tile = size // self.tile_px, self.tile_px
+        tiles = x.reshape(n, channels, k, tile, k, tile).permute(0, 2, 4, 1, 3, 5).reshape(n * k * k, channels, tile, tile)
+        out = self.unet(tiles, t, class_labels=None if class_labels is None else class_labels.repeat_interleave(k * k))
+        sample = out.sample
+        sample = sample.reshape(n, k, k, -1, tile, tile).permute(0, 3, 1, 4, 2, 5).reshape(n, -1, size, size)
+        return type(out)(sample=sample)
+
+
+def tile_comparison(pipe, real_base: torch.Tensor, real: torch.Tensor, real_bands: np.ndarray, center, radius: float,
+                    tile_px: int = 64, batch_size: int = 16, seed: int = 0, **upscaling) -> dict:
+    """Real base frames super-resolved whole and with the upscaler run per ``tile_px`` tile
+    (``TiledUpscaler``), same seeds: per channel the band-passed kurtosis and the power ratio of the
+    two finest bands, and the RMS to the originals (point estimates over the frames)."""
+    rows = {}
+    whole = pipe.upscaler
+    for name, upscaler in {"whole_frame": whole, f"tiles_{tile_px}px": TiledUpscaler(whole, tile_px)}.items():
+        object.__setattr__(pipe, "upscaler", upscaler)  # not a new component: the pipeline's config stays
+        try:
+            generator = [torch.Generator().manual_seed(seed + k) for k in range(len(real_base))]
+            images = torch.cat([pipe.super_resolve(real_base[i:i + batch_size], None, generator[i:i + batch_size],
+                                                   **upscaling).cpu() for i in range(0, len(real_base), batch_size)])
+        finally:
+            object.__setattr__(pipe, "upscaler", whole)
+        bands = band_powers(disk_power_spectrum(images.numpy(), center, radius), BANDS, images.shape[-1]).mean(0)
+        rows[name] = {"rms_to_original": float(rms(images, real).mean()),
+                      "power_ratio": {f"{low}-{high}": [float(v) for v in bands[:, b] / real_bands[:, b]]
+                                      for b, (low, high) in enumerate(BANDS) if b >= len(BANDS) - 2},
+                      "kurtosis": [float(v) for v in band_passed_kurtosis(images.numpy(), center, radius).mean(0)]}
+    return {"tile_px": tile_px, "frames": len(real_base), "rows": rows}
+
+
 def _cell(figure: dict) -> str:
     return f"{figure['value']:.3g} [{figure['low']:.3g}, {figure['high']:.3g}]"
 
@@ -426,6 +477,18 @@ def report_lines(report: dict) -> list[str]:
                   "|---|---|---|---|"]
         lines += [f"| {n} | {a:.3g} | {b:.3g} | {r:.2f} |" for n, a, b, r in
                   zip(names, spread["spread"], spread["real_detail_rms"], spread["spread_over_real_detail"])]
+    tiles = report.get("tiles")
+    if tiles:
+        fine = list(next(iter(tiles["rows"].values()))["power_ratio"])
+        lines += ["", f"## Whole frames against {tiles['tile_px']} px tiles (the training crops' size; "
+                  f"{tiles['frames']} real frames, point estimates)", "",
+                  "| upscaler run on | RMS to the originals | "
+                  + " | ".join(f"power ratio {b} ({', '.join(names)})" for b in fine) + " | kurtosis |",
+                  "|---|---|" + "---|" * (len(fine) + 1)]
+        for name, row in tiles["rows"].items():
+            lines.append(f"| {name.replace('_', ' ')} | {row['rms_to_original']:.4f} | "
+                         + " | ".join(", ".join(f"{v:.2f}" for v in row["power_ratio"][b]) for b in fine)
+                         + " | " + ", ".join(f"{v:.2f}" for v in row["kurtosis"]) + " |")
     sweep = report.get("noise_level_sweep")
     if sweep:
         fine = list(sweep[0]["power_ratio"])

@@ -243,6 +243,9 @@ def _add_evaluate_cascade(p):
     p.add_argument("--sweep-levels", default="0,0.05,0.1,0.2",
                    help="noise-augmentation levels of the sampling sweep, comma-separated ('' for none)")
     p.add_argument("--sweep-frames", type=int, default=64, help="real frames super-resolved at each sweep level")
+    p.add_argument("--tile-frames", type=int, default=16,
+                   help="real frames super-resolved whole and per crop-sized tile (what the normalisation over a "
+                        "whole frame changes; 0 for none)")
     p.add_argument("--encoder", default=None,
                    help="a FlareClassifier trained at the output size (default: the model's "
                         "evaluation_encoder_<size>px, if it has one)")
@@ -267,7 +270,8 @@ def _evaluate_cascade(args) -> int:
                               noise_level=args.noise_level, spread_seeds=args.spread_seeds,
                               sweep_levels=tuple(float(v) for v in args.sweep_levels.split(",") if v.strip()),
                               sweep_frames=args.sweep_frames, encoder=load_encoder(encoder) if encoder else None,
-                              control=load_pipeline(args.control_upscaler) if args.control_upscaler else None)
+                              control=load_pipeline(args.control_upscaler) if args.control_upscaler else None,
+                              tile_frames=args.tile_frames)
     print(f"wrote {write_report(report, args.out)}")
     return 0
 
@@ -281,6 +285,9 @@ def _add_evaluate(p):
     p.add_argument("--split", default="test", help="real split to compare with (default test)")
     p.add_argument("--train-dataset", type=dataset_argument, default=None,
                    help="where the model's training frames are (default: --dataset's train split)")
+    p.add_argument("--tile-frames", type=int, default=16,
+                   help="real frames super-resolved whole and per crop-sized tile (what the normalisation over a "
+                        "whole frame changes; 0 for none)")
     p.add_argument("--encoder", default=None, help="saved FlareClassifier (default: the one saved with the model, <model>/evaluation_encoder, else the bundled model's)")
     p.add_argument("--num-images", dest="num_per_class", type=int, default=32,
                    help="generated images per class (default 32)")

@@ -172,12 +172,17 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
     assert {"ordered", "m_within_real"} == set(signature["checks"]["131"])
     spread = report["seed_spread"]  # 8 seeds of one base frame draw different detail, less than zero never
     assert spread["seeds"] == 8 and all(v > 0 for v in spread["spread"]) and all(v > 0 for v in spread["real_detail_rms"])
+    tiles = report["tiles"]  # 32 px outputs in 8 px tiles: the tiled run is another image, of the same frames
+    assert tiles["tile_px"] == 8 and tiles["frames"] == 6 and set(tiles["rows"]) == {"whole_frame", "tiles_8px"}
+    assert tiles["rows"]["whole_frame"]["rms_to_original"] != tiles["rows"]["tiles_8px"]["rms_to_original"]
+    assert type(pipe.upscaler).__name__ == "UNet2DModel"  # put back
     sweep = report["noise_level_sweep"]
     assert [row["noise_level"] for row in sweep] == [0.0, 0.05, 0.1, 0.2]
     assert all(row["rms_to_original"] > 0 and set(row["power_ratio"]) == {"32-64", "64-128"} for row in sweep)
     text = write_report(report, tmp_path / "report").read_text()
     assert "| generated | 171 Å |" in text and "super-resolved by bicubic plus shaped noise" in text
     assert "## Invented detail" in text and "| 0.2 |" in text and "## The flare at 32 px" in text
+    assert "| tiles 8px |" in text
     assert "| real 16 px super-resolved by control upscaler | 171 Å |" in text
     with pytest.raises(ValueError, match="is not a 16 -> 32 px cascade"):
         evaluate_cascade(pipe, flare_days, "validation", control=tiny_cascade(size=64))
