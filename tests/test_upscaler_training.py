@@ -144,3 +144,21 @@ def test_the_regression_control_trains_saves_and_upscales_in_one_pass(builds, ba
     assert "predicts in one pass" in (out / "pipeline" / "README.md").read_text()
     assert run(builds, base_16, out, "--resume-from-checkpoint", "latest") == 2
     assert "objective" in capsys.readouterr().err
+
+
+def test_a_run_starts_from_a_saved_cascades_upscaler(builds, base_16, tmp_path, capsys):
+    """``--init-from``: the run starts from the saved upscaler (same seed and batch, another first
+    loss than a fresh run's); an upscaler of another shape is refused before any work."""
+    first = tmp_path / "first"
+    assert run(builds, base_16, first, "--stop-at-step", "2") == 0
+    fresh, warm = tmp_path / "fresh", tmp_path / "warm"
+    assert run(builds, base_16, fresh, "--stop-at-step", "1") == 0
+    assert run(builds, base_16, warm, "--stop-at-step", "1", "--init-from", str(first / "pipeline")) == 0
+
+    def first_loss(out):
+        return json.loads((out / "losses.jsonl").read_text().splitlines()[0])["loss"]
+
+    assert first_loss(warm) != first_loss(fresh)
+    assert run(builds, base_16, tmp_path / "bad", "--init-from", str(first / "pipeline"), "--preset", "tiny") == 2
+    assert "its upscaler differs in block_out_channels" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

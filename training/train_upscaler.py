@@ -69,6 +69,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--config-name", default=None, help="dataset config (default: the dataset's default)")
     p.add_argument("--out", dest="output_dir", required=True, help="output folder of the run")
     p.add_argument("--preset", default="upscaler", help="UNet preset (default upscaler: convolutions only)")
+    p.add_argument("--init-from", default=None,
+                   help="start from the upscaler of this saved cascade (same preset, sizes and channels; a new "
+                        "learning-rate schedule), e.g. to train the bundled one further")
     p.add_argument("--objective", default="diffusion", choices=["diffusion", "regression"],
                    help="diffusion (v-prediction of the noisy residual) or regression (the residual in one pass, "
                         "L1 loss: the control)")
@@ -253,10 +256,13 @@ def train_upscaler(args) -> Path:
     residual_std = measure_residual_std(train_ds, base.normalization, low_size)
     accelerator.print(f"{low_size} -> {high_size} px over {args.base}; residual std {residual_std:.4f}")
     unet = build_upscaler_unet(args.preset, high_size, base.unet.config.out_channels, base.conditioning == "flare")
+    if args.init_from:
+        unet = init_upscaler(unet, args.init_from)
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="v_prediction")
     unet, optimizer, loader, lr_scheduler, ema = prepare_training(args, accelerator, unet, loader)
-    check_run_settings(output_dir, {k: getattr(args, k) for k in RUN_SETTINGS} | {"base": model_name(args.base)},
-                       args.resume_from_checkpoint)
+    check_run_settings(output_dir, {k: getattr(args, k) for k in RUN_SETTINGS} | {
+        "base": model_name(args.base), "init_from": args.init_from and model_name(args.init_from)},
+        args.resume_from_checkpoint)
     global_step = resume_from_checkpoint(accelerator, output_dir, args.resume_from_checkpoint)
 
     def batch_loss(batch) -> torch.Tensor:
@@ -285,6 +291,24 @@ def train_upscaler(args) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return output_dir / "pipeline"
+
+
+def init_upscaler(unet, cascade_dir):
+    """``unet`` with the weights of the upscaler saved in the cascade at ``cascade_dir``; refuses an
+    upscaler of another configuration (preset, size, channels) in one line."""
+    from diffusers import UNet2DModel
+
+    folder = Path(cascade_dir) / "upscaler"
+    if not (folder / "config.json").exists():
+        raise ValueError(f"--init-from {cascade_dir} holds no upscaler (no upscaler/config.json)")
+    source = UNet2DModel.from_pretrained(str(folder))
+    keys = ("sample_size", "in_channels", "out_channels", "block_out_channels", "layers_per_block")
+    differ = [k for k in keys if json.dumps(source.config[k]) != json.dumps(unet.config[k])]  # lists and tuples alike
+    if differ:
+        raise ValueError(f"--init-from {cascade_dir}: its upscaler differs in {', '.join(differ)} "
+                         f"({', '.join(f'{source.config[k]} against {unet.config[k]}' for k in differ)})")
+    unet.load_state_dict(source.state_dict())
+    return unet
 
 
 def prepare_training(args, accelerator, unet, loader):
