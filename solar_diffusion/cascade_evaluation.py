@@ -137,10 +137,8 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
                          f"{size} px {pipe.normalization.unit!r} images")
     if encoder is not None:
         check_encoder(encoder, pipe, size)
-    if control is not None and (control.upscaler is None or control.upscaler.config.sample_size != size
-                                or control.unet.config.sample_size != pipe.unet.config.sample_size):
-        raise ValueError(f"the control {model_name(control.name_or_path)} is not a {pipe.unet.config.sample_size} -> "
-                         f"{size} px cascade")
+    if control is not None:
+        check_control(control, pipe)
     norm, geometry = pipe.normalization, pipe.config.geometry
     center, radius = disk_center_px(geometry, size), rsun_px(geometry, size)
     raw, days = real_frames(dataset, split, real_limit, seed)
@@ -148,16 +146,18 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
     real_base = norm.forward(downsample(raw, base_size).float())
     real_spectra = disk_power_spectrum(real.numpy(), center, radius)
     real_bands = band_powers(real_spectra, BANDS, size).mean(axis=0)
-    generator = [torch.Generator().manual_seed(seed + k) for k in range(len(real_base))]
-    resolved = torch.cat([pipe.super_resolve(real_base[i:i + batch_size], None, generator[i:i + batch_size],
-                                             **upscaling).cpu() for i in range(0, len(real_base), batch_size)])
+
+    def resolve(cascade, **settings) -> torch.Tensor:
+        generator = [torch.Generator().manual_seed(seed + k) for k in range(len(real_base))]
+        return torch.cat([cascade.super_resolve(real_base[i:i + batch_size], None, generator[i:i + batch_size],
+                                                **settings).cpu() for i in range(0, len(real_base), batch_size)])
+
+    resolved = resolve(pipe, **upscaling)
     controls = {"bicubic": bicubic(real_base, size),
                 "bicubic_plus_shaped_noise": bicubic_plus_shaped_noise(real_base, size, real_spectra.mean(axis=0),
                                                                        center, radius, seed)}
     if control is not None:
-        controls[CONTROL_UPSCALER] = torch.cat([control.super_resolve(real_base[i:i + batch_size], None,
-                                                                      generator[i:i + batch_size]).cpu()
-                                                for i in range(0, len(real_base), batch_size)])
+        controls[CONTROL_UPSCALER] = resolve(control)
     base, high, seconds, flares = generate(pipe, num_images, seed, batch_size, **upscaling)
     real_kurtosis = band_passed_kurtosis(real.numpy(), center, radius)
     generated_consistency = rms(to_base(high, norm, base_size), base)
@@ -168,6 +168,8 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
                      "real_days": int(len(np.unique(days))), "seed": seed,
                      "upscaling": dict(pipe.config.upscaling) | {k: v for k, v in upscaling.items() if v is not None},
                      "bands_cycles_per_image": [list(b) for b in BANDS], "model": model_name(pipe.name_or_path),
+                     "encoder": None if encoder is None else model_name(encoder.config.get("_name_or_path") or ""),
+                     "control_upscaler": None if control is None else model_name(control.name_or_path or ""),
                      "wavelengths_angstrom": list(pipe.config.geometry.get("wavelengths_angstrom") or [])},
         "real": {"kurtosis": {f"channel_{c}": by_group(lambda rows, c=c: float(real_kurtosis[rows, c].mean()), days)
                               for c in range(real.shape[1])}},
@@ -178,13 +180,14 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
         "flare_signature": flare_signature_section(pipe, high, flares, num_images, dataset, seed),
         "seed_spread": seed_spread(pipe, real_base, real, center, radius, spread_seeds, **upscaling),
         "tiles": tile_comparison(pipe, real_base[:tile_frames], real[:tile_frames], real_bands, center, radius,
-                                 size // 4, batch_size, seed, **upscaling) if tile_frames else None,
+                                 int(pipe.config.upscaling.get("crop_px", size // 4)), batch_size, seed,
+                                 **upscaling) if tile_frames else None,
         "noise_level_sweep": noise_level_sweep(pipe, real_base[:sweep_frames], real[:sweep_frames], real_bands, center,
                                                radius, sweep_levels, batch_size, seed, upscaler_steps)}
     if encoder is not None:
-        report["encoder"] = encoder_section(encoder, pipe, dataset, split, high, np.repeat(CLASSES, num_images),
+        report["encoder"] = encoder_section(encoder, pipe, dataset, split, high, np.repeat(CLASSES, num_images), seeds,
                                             real_spectra.mean(axis=0), {"real": real, "upscaler": resolved, **controls},
-                                            days, num_images, seed, batch_size, **upscaling)
+                                            days, num_images, seed, batch_size, control, **upscaling)
     for name, images in {"upscaler": resolved, **controls}.items():
         to_original, consistency = rms(images, real), rms(to_base(images, norm, base_size), real_base)
         report["super_resolved"][name] = fine_structure_figures(images.numpy(), real_bands, center, radius, days) | {
@@ -211,10 +214,25 @@ def class_frames(dataset, split: str, classes, per_class: int, seed: int = 0):
     return raw, np.array([str(row["t_obs"])[:10] for row in rows]), names[picked]
 
 
+def check_control(control, pipe):
+    """Refuse a control cascade that cannot super-resolve this cascade's base frames (no upscaler,
+    other sizes, channels or normalisation)."""
+    name = model_name(control.name_or_path or "") or "the control"
+    if control.upscaler is None:
+        raise ValueError(f"{name} has no upscaler: a control takes {pipe.unet.config.sample_size} px frames to "
+                         f"{pipe.upscaler.config.sample_size} px")
+    made = (control.unet.config.sample_size, control.upscaler.config.sample_size, control.upscaler.config.out_channels)
+    wanted = (pipe.unet.config.sample_size, pipe.upscaler.config.sample_size, pipe.upscaler.config.out_channels)
+    if made != wanted or control.normalization.to_dict() != pipe.normalization.to_dict():
+        raise ValueError(f"{name} takes {made[0]} px to {made[1]} px ({made[2]} channels, "
+                         f"{control.normalization.unit!r}); this cascade {wanted[0]} px to {wanted[1]} px "
+                         f"({wanted[2]} channels, {pipe.normalization.unit!r})")
+
+
 def check_encoder(encoder, pipe, size: int):
     """Refuse an encoder that cannot judge this cascade's outputs (another size, unit or channels)."""
     config = encoder.config
-    if config.sample_size != size or encoder.normalization.unit != pipe.normalization.unit \
+    if config.sample_size != size or encoder.normalization.to_dict() != pipe.normalization.to_dict() \
             or config.in_channels != pipe.unet.config.out_channels:
         raise ValueError(f"the encoder reads {config.sample_size} px {config.in_channels}-channel "
                          f"{encoder.normalization.unit!r} images; this cascade makes {size} px "
@@ -222,43 +240,72 @@ def check_encoder(encoder, pipe, size: int):
                          "output-size build (train_classifier.py --degradations)")
 
 
-def encoder_section(encoder, pipe, dataset, split: str, generated: torch.Tensor, generated_labels, real_spectrum,
-                    originals: dict, days, per_class: int = 32, seed: int = 0, batch_size: int = 16,
-                    **upscaling) -> dict:
-    """Fréchet distances in an encoder trained at the output size, at equal sample sizes, over
-    ``DISTANCE_CLASSES`` (``per_class`` each): against real ``split`` frames, the real train frames
-    (the floor), the generated images, and train frames taken to the base size and brought back by
-    the upscaler, bicubic and bicubic plus shaped noise (``real_spectrum``); each with its bootstrap
-    interval. The checks: generated at most the floor's upper end, both controls above it. Then,
-    paired per frame, how far each way of super-resolving ``originals`` (name -> images; the real
-    frames first, as ``"real"``) lands from the real frame in the encoder (interval over ``days``),
-    and the upscaler's difference to each control."""
-    from solar_diffusion.metrics import bootstrap, frechet_distance
+def class_matched(labels_of: dict, classes, seed: int = 0) -> dict:
+    """For each set (name -> its images' class labels), the rows to keep so that every set holds
+    the same number of each class (the smallest over the sets), drawn at random within a class.
+
+    >>> rows = class_matched({"a": np.array(["q", "q", "C"]), "b": np.array(["C", "q", "C"])}, ["q", "C"])
+    >>> {k: len(v) for k, v in rows.items()}
+    {'a': 2, 'b': 2}
+    """
+    rng = np.random.default_rng(seed)
+    counts = {c: min(int((np.asarray(v) == c).sum()) for v in labels_of.values()) for c in classes}
+    return {name: np.sort(np.concatenate([rng.permutation(np.flatnonzero(np.asarray(v) == c))[:counts[c]]
+                                          for c in classes]).astype(int)) for name, v in labels_of.items()}
+
+
+def encoder_section(encoder, pipe, dataset, split: str, generated: torch.Tensor, generated_labels, generated_seeds,
+                    real_spectrum, originals: dict, days, per_class: int = 32, seed: int = 0, batch_size: int = 16,
+                    control=None, **upscaling) -> dict:
+    """Fréchet distances in an encoder trained at the output size, over ``DISTANCE_CLASSES`` with
+    the same number of each class in every set (``class_matched``; up to ``per_class``): against
+    real ``split`` frames, the real train frames (the floor), the generated images, and train frames
+    taken to the base size and brought back by the upscaler, bicubic, bicubic plus shaped noise
+    (``real_spectrum``) and the ``control`` cascade's upscaler where given; each interval resamples
+    whole days of real frames and whole seeds of generated images (``fidelity.by_groups``). The
+    checks: generated at most the floor's upper end, bicubic and shaped noise above it. Then, paired
+    per frame, how far each way of super-resolving ``originals`` (name -> images; the real frames
+    first, as ``"real"``) lands from the real frame in the encoder (interval over ``days``), and the
+    upscaler's difference to each other way. The train frames are those the encoder and the
+    upscaler were trained on, so the floor and the upscaler's row are as favourable as can be."""
+    from solar_diffusion.metrics import frechet_distance
 
     size, base_size, norm = generated.shape[-1], pipe.unet.config.sample_size, pipe.normalization
     check_encoder(encoder, pipe, size)
     center, radius = disk_center_px(pipe.config.geometry, size), rsun_px(pipe.config.geometry, size)
-    test_raw, _, test_labels = class_frames(dataset, split, DISTANCE_CLASSES, per_class, seed)
-    train_raw, _, train_labels = class_frames(dataset, "train", DISTANCE_CLASSES, per_class, seed + 1)
-    keep = np.isin(np.asarray(generated_labels), DISTANCE_CLASSES)
-    n = min(len(test_raw), len(train_raw), int(keep.sum()))
-    train_base = norm.forward(downsample(train_raw[:n], base_size).float())
-    generator = [torch.Generator().manual_seed(seed + k) for k in range(n)]
-    sets = {"real_train": norm.forward(train_raw[:n].float()), "generated": generated[keep][:n],
-            "upscaler": torch.cat([pipe.super_resolve(train_base[i:i + batch_size], None, generator[i:i + batch_size],
-                                                      **upscaling).cpu() for i in range(0, n, batch_size)]),
-            "bicubic": bicubic(train_base, size),
-            "bicubic_plus_shaped_noise": bicubic_plus_shaped_noise(train_base, size, real_spectrum, center, radius, seed)}
-    real = encoder.embed_images(norm.forward(test_raw[:n].float()))
-    section = {"classes": list(DISTANCE_CLASSES), "n": n, "real_split": split,
-               "real_classes": {c: int((test_labels[:n] == c).sum()) for c in DISTANCE_CLASSES},
-               "floor_classes": {c: int((train_labels[:n] == c).sum()) for c in DISTANCE_CLASSES},
-               "frechet_distance": {name: bootstrap(frechet_distance, encoder.embed_images(images), real, seed=seed,
-                                                    bounds=(0, np.inf)) for name, images in sets.items()}}
-    fd = section["frechet_distance"]
-    section["checks"] = {"generated_within_floor": bool(fd["generated"]["value"] <= fd["real_train"]["high"]),
-                         "controls_outside_floor": bool(all(fd[c]["value"] > fd["real_train"]["high"]
-                                                            for c in ("bicubic", "bicubic_plus_shaped_noise")))}
+    test_raw, test_days, test_labels = class_frames(dataset, split, DISTANCE_CLASSES, per_class, seed)
+    train_raw, train_days, train_labels = class_frames(dataset, "train", DISTANCE_CLASSES, per_class, seed + 1)
+    rows = class_matched({"test": test_labels, "train": train_labels, "generated": np.asarray(generated_labels)},
+                         DISTANCE_CLASSES, seed)
+    test_raw, test_days, test_labels = test_raw[rows["test"]], test_days[rows["test"]], test_labels[rows["test"]]
+    train_raw, train_days = train_raw[rows["train"]], train_days[rows["train"]]
+    train_base = norm.forward(downsample(train_raw, base_size).float())
+
+    def resolve(cascade) -> torch.Tensor:
+        generator = [torch.Generator().manual_seed(seed + k) for k in range(len(train_base))]
+        return torch.cat([cascade.super_resolve(train_base[i:i + batch_size], None, generator[i:i + batch_size],
+                                                **(upscaling if cascade is pipe else {})).cpu()
+                          for i in range(0, len(train_base), batch_size)])
+
+    sets = {"real_train": (norm.forward(train_raw.float()), train_days),
+            "generated": (generated[rows["generated"]], np.asarray(generated_seeds)[rows["generated"]]),
+            "upscaler": (resolve(pipe), train_days), "bicubic": (bicubic(train_base, size), train_days),
+            "bicubic_plus_shaped_noise": (bicubic_plus_shaped_noise(train_base, size, real_spectrum, center, radius,
+                                                                    seed), train_days)}
+    if control is not None:
+        sets[CONTROL_UPSCALER] = (resolve(control), train_days)
+    real = encoder.embed_images(norm.forward(test_raw.float()))
+    frechet = {}
+    for name, (images, groups) in sets.items():
+        features = encoder.embed_images(images)
+        frechet[name] = by_groups(lambda a, b, f=features: frechet_distance(f[a], real[b]), groups, test_days,
+                                  seed=seed, bounds=(0, np.inf), unit="days or seeds/days")
+    section = {"classes": list(DISTANCE_CLASSES), "n": len(test_raw), "real_split": split,
+               "per_class": {c: int((test_labels == c).sum()) for c in DISTANCE_CLASSES},
+               "frechet_distance": frechet,
+               "checks": {"generated_within_floor": bool(frechet["generated"]["value"] <= frechet["real_train"]["high"]),
+                          "controls_outside_floor": bool(all(frechet[c]["value"] > frechet["real_train"]["high"]
+                                                             for c in ("bicubic", "bicubic_plus_shaped_noise")))}}
     features = {name: encoder.embed_images(images) for name, images in originals.items()}
     reference = features.pop("real")
     distance = {name: np.linalg.norm(f - reference, axis=1) for name, f in features.items()}
@@ -407,6 +454,8 @@ def tile_comparison(pipe, real_base: torch.Tensor, real: torch.Tensor, real_band
     """Real base frames super-resolved whole and with the upscaler run per ``tile_px`` tile
     (``TiledUpscaler``), same seeds: per channel the band-passed kurtosis and the power ratio of the
     two finest bands, and the RMS to the originals (point estimates over the frames)."""
+    if pipe.upscaler.config.sample_size % tile_px:
+        raise ValueError(f"tiles of {tile_px} px do not divide the {pipe.upscaler.config.sample_size} px output")
     rows = {}
     whole = pipe.upscaler
     for name, upscaler in {"whole_frame": whole, f"tiles_{tile_px}px": TiledUpscaler(whole, tile_px)}.items():
@@ -513,9 +562,10 @@ def encoder_lines(section: dict | None, settings: dict) -> list[str]:
     base, n = settings["base_size"], section["n"]
     names = {"real_train": "real train frames (the floor)", "generated": "generated",
              **{k: f"real train frames at {base} px super-resolved by {k.replace('_', ' ')}"
-                for k in ("upscaler", "bicubic", "bicubic_plus_shaped_noise")}}
-    lines = ["", f"## Fréchet distance in a {settings['size']} px encoder ({', '.join(section['classes'])}; "
-             f"n = {n} against {n} real {section['real_split']} frames)", "",
+                for k in ("upscaler", "bicubic", "bicubic_plus_shaped_noise", CONTROL_UPSCALER)}}
+    per_class = ", ".join(f"{k} {c}" for c, k in section["per_class"].items())
+    lines = ["", f"## Fréchet distance in a {settings['size']} px encoder ({per_class} of each set; "
+             f"n = {n} against {n} real {section['real_split']} frames; intervals resample days and seeds)", "",
              "| images | Fréchet distance |", "|---|---|"]
     lines += [f"| {names[k]} | {_cell(v)} |" for k, v in section["frechet_distance"].items()]
     checks = section["checks"]

@@ -285,9 +285,6 @@ def _add_evaluate(p):
     p.add_argument("--split", default="test", help="real split to compare with (default test)")
     p.add_argument("--train-dataset", type=dataset_argument, default=None,
                    help="where the model's training frames are (default: --dataset's train split)")
-    p.add_argument("--tile-frames", type=int, default=16,
-                   help="real frames super-resolved whole and per crop-sized tile (what the normalisation over a "
-                        "whole frame changes; 0 for none)")
     p.add_argument("--encoder", default=None, help="saved FlareClassifier (default: the one saved with the model, <model>/evaluation_encoder, else the bundled model's)")
     p.add_argument("--num-images", dest="num_per_class", type=int, default=32,
                    help="generated images per class (default 32)")

@@ -90,7 +90,7 @@ def test_a_stopped_run_resumes_exactly_and_saves_the_cascade(builds, base_16, tm
     pipe = SolarFlarePipeline.from_pretrained(whole / "pipeline")
     pipe.set_progress_bar_config(disable=True)
     assert pipe.config.upscaling == {"residual_std": summary["residual_std"], "noise_level": 0.05,
-                                     "num_inference_steps": 10}
+                                     "num_inference_steps": 10, "crop_px": 16}
     assert 0.01 < summary["residual_std"] < 0.5
     assert (pipe.upscaler.config.in_channels, pipe.upscaler.config.out_channels) == (8, 3)
     assert type(pipe.upscaler_scheduler).__name__ == "DPMSolverMultistepScheduler"

@@ -51,7 +51,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def fit_classifier(train, validation, id2label: dict, normalization, args, accelerator=None, *,
                    loss_balance: float = 0.0, augment=None, samples_per_epoch: int | None = None, log: bool = True):
     """Train a ``FlareClassifier`` on ``train`` (``LabelledImages``); keep the epoch with the best
-    validation macro-F1 (the last epoch when ``validation`` is None). Returns (model, history).
+    validation macro-F1, plus the degradation head's accuracy where it has one (the last epoch
+    when ``validation`` is None). Returns (model, history).
 
     Frames are drawn with weight ``count ** -args.class_balance``, ``samples_per_epoch`` per epoch
     (default: as many as ``train`` has, so that callers adding images can keep the number of
@@ -134,13 +135,12 @@ def degradation_accuracy(model, images: torch.Tensor, seed: int, batch_size: int
     from solar_diffusion.training.data import random_degradation
 
     model.eval()
-    state, right = torch.random.get_rng_state(), 0
-    torch.manual_seed(seed)
-    device = next(model.parameters()).device
-    for start in range(0, len(images), batch_size):
-        degraded, kinds = random_degradation(images[start:start + batch_size].to(device))
-        right += int((model(degraded, with_degradation=True)[1].argmax(1) == kinds).sum())
-    torch.random.set_rng_state(state)
+    right, device = 0, next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the training's draws go on
+        torch.manual_seed(seed)
+        for start in range(0, len(images), batch_size):
+            degraded, kinds = random_degradation(images[start:start + batch_size].to(device))
+            right += int((model(degraded, with_degradation=True)[1].argmax(1) == kinds).sum())
     return round(right / len(images), 4)
 
 

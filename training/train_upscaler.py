@@ -302,7 +302,8 @@ def init_upscaler(unet, cascade_dir):
     if not (folder / "config.json").exists():
         raise ValueError(f"--init-from {cascade_dir} holds no upscaler (no upscaler/config.json)")
     source = UNet2DModel.from_pretrained(str(folder))
-    keys = ("sample_size", "in_channels", "out_channels", "block_out_channels", "layers_per_block")
+    keys = ("sample_size", "in_channels", "out_channels", "block_out_channels", "layers_per_block",
+            "down_block_types", "up_block_types", "add_attention", "class_embed_type", "norm_num_groups")
     differ = [k for k in keys if json.dumps(source.config[k]) != json.dumps(unet.config[k])]  # lists and tuples alike
     if differ:
         raise ValueError(f"--init-from {cascade_dir}: its upscaler differs in {', '.join(differ)} "
@@ -347,7 +348,8 @@ def save_run(args, accelerator, unet, ema, base, scheduler, summary: dict) -> Pa
         ema.copy_to(accelerator.unwrap_model(unet).parameters())
     upscaler, output_dir = accelerator.unwrap_model(unet).eval(), Path(args.output_dir)
     upscaling = {"residual_std": summary["residual_std"], "noise_level": args.sampling_noise_level,
-                 "num_inference_steps": 1 if args.objective == "regression" else args.sampling_steps}
+                 "num_inference_steps": 1 if args.objective == "regression" else args.sampling_steps,
+                 "crop_px": args.crop_px}
     if args.objective == "regression":
         upscaling["objective"] = "regression"
     total_batch = summary["total_batch"]
