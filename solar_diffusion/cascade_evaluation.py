@@ -166,6 +166,8 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
         "settings": {"dataset": str(dataset), "split": split, "size": size, "base_size": base_size,
                      "num_images_per_class": num_images, "classes": list(CLASSES), "real_frames": len(real),
                      "real_days": int(len(np.unique(days))), "seed": seed,
+                     "batch_size": batch_size, "spread_seeds": spread_seeds, "sweep_levels": list(sweep_levels),
+                     "sweep_frames": sweep_frames, "tile_frames": tile_frames,
                      "upscaling": dict(pipe.config.upscaling) | {k: v for k, v in upscaling.items() if v is not None},
                      "bands_cycles_per_image": [list(b) for b in BANDS], "model": model_name(pipe.name_or_path),
                      "encoder": None if encoder is None else model_name(encoder.config.get("_name_or_path") or ""),

@@ -258,10 +258,15 @@ def results_page(results: dict) -> str:
 def _cascade_section(report: dict, speed: dict | None) -> list:
     """The cascade at its output size (``evaluate-cascade``) and its speed (``bench_cascade.py``)."""
     settings = report["settings"]
+    extra = "".join(f" --{flag} {value}" for flag, value in (
+        ("batch-size", settings.get("batch_size")), ("spread-seeds", settings.get("spread_seeds")),
+        ("sweep-levels", None if settings.get("sweep_levels") is None
+         else "'" + ",".join(f"{v:g}" for v in settings["sweep_levels"]) + "'"),
+        ("tile-frames", settings.get("tile_frames"))) if value is not None)
     lines = [f"## The cascade at {settings['size']} px", "",
              f"`solar-diffusion evaluate-cascade --model {settings['model']} --dataset {settings['dataset']} --split "
              f"{settings['split']} --num-images {settings['num_images_per_class']} --real-frames "
-             f"{settings['real_frames']} --out reports/cascade`.", ""]
+             f"{settings['real_frames']}{extra} --out reports/cascade`.", ""]
     lines += report_lines(report)[2:]
     if speed:
         lines += ["", f"Speed (`python benchmarks/bench_cascade.py --model {settings['model']} --json "

@@ -197,3 +197,17 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
                  "--num-images", "1", "--real-frames", "4", "--upscaler-steps", "1", "--spread-seeds", "2",
                  "--sweep-levels", "0.1", "--sweep-frames", "2", "--out", str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli" / "metrics.json").exists() and "report.md" in capsys.readouterr().out
+
+
+def test_a_base_trained_with_flip_planes_takes_the_same_upscaler():
+    """A base model trained with ``--augment-flips`` has two more inputs (the flip planes, zero at
+    sampling); its upscaler takes the flare map only, as over any flare model."""
+    torch.manual_seed(0)
+    unet = build_unet("tiny", 16, num_labels=0, in_channels=3, conditioning="flare", augmentation_planes=2).eval()
+    geometry = disk_geometry(16, rsun_px=16 / 2.3, date_obs="2012-03-07T00:00:00", wavelengths_angstrom=(171, 131, 94))
+    pipe = SolarFlarePipeline(unet, DDIMScheduler(), geometry=geometry, flare_positions=[[-400.0, 250.0]],
+                              upscaler=tiny_upscaler(32), upscaler_scheduler=DPMSolverMultistepScheduler(),
+                              upscaling={"residual_std": 0.1, "num_inference_steps": 2})
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe("M5", num_inference_steps=2, output_type="model", generator=torch.Generator().manual_seed(0))
+    assert unet.config.in_channels == 7 and out.images.shape == (1, 3, 32, 32)

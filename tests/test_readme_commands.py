@@ -270,8 +270,9 @@ NOT_RUN = {
     "--max-train-minutes 55":
         "an hour of training at 256 px; the regression objective trains, saves and upscales on tiny builds in "
         "tests/test_upscaler_training.py::test_the_regression_control_trains_saves_and_upscales_in_one_pass",
-    "solar-diffusion evaluate-cascade --model runs/upscaler-256/pipeline --dataset data/aia-browse2012-256-3ch --split "
-    "test --num-images 32 --real-frames 96 --out reports/cascade":
+    "solar-diffusion evaluate-cascade --model solar_diffusion/models/default --dataset data/aia-browse2012-256-3ch "
+    "--split test --num-images 32 --real-frames 96 --batch-size 4 --spread-seeds 4 --sweep-levels '' --tile-frames 16 "
+    "--out reports/cascade":
         "samples the 256 px cascade (minutes on 2 CPU cores even at one image per class); the evaluation runs "
         "on a tiny cascade in "
         "tests/test_cascade.py::test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_against_real",

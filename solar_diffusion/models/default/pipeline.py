@@ -789,7 +789,7 @@ def check_upscaler(unet, upscaler, upscaler_scheduler, upscaling: dict | None):
     noise-augmentation level as its class input (``class_embed_type="timestep"``), a larger size,
     a scheduler, and ``upscaling`` with a positive ``residual_std``."""
     channels = unet.config.out_channels or unet.config.in_channels
-    maps = unet.config.in_channels - channels
+    maps = FLARE_MAP_CHANNELS if unet.config.in_channels > channels else 0  # a base's flip planes stay with it
     wanted = 2 * channels + maps
     if upscaler.config.in_channels != wanted or upscaler.config.out_channels != channels:
         raise ValueError(f"the upscaler takes {upscaler.config.in_channels} input and {upscaler.config.out_channels} "
