@@ -95,6 +95,14 @@ def to_base(images: torch.Tensor, normalization, size: int) -> torch.Tensor:
     return normalization.forward(downsample(data, size).float())
 
 
+def super_resolve_frames(cascade, low: torch.Tensor, seed: int = 0, batch_size: int = 16, **settings) -> torch.Tensor:
+    """Base-size frames ``low`` super-resolved by ``cascade`` in batches, frame k with seed
+    ``seed + k`` (so every way of super-resolving the same frames draws the same noise), on the CPU."""
+    generator = [torch.Generator().manual_seed(seed + k) for k in range(len(low))]
+    return torch.cat([cascade.super_resolve(low[i:i + batch_size], None, generator[i:i + batch_size], **settings).cpu()
+                      for i in range(0, len(low), batch_size)])
+
+
 def generate(pipe, num_images: int, seed: int = 0, batch_size: int = 16, **upscaling):
     """``num_images`` per class of ``CLASSES`` (image k of each class: seed ``seed + k``), at the base
     size and super-resolved (``upscaling``: ``super_resolve``'s settings); returns the base images,
@@ -146,18 +154,12 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
     real_base = norm.forward(downsample(raw, base_size).float())
     real_spectra = disk_power_spectrum(real.numpy(), center, radius)
     real_bands = band_powers(real_spectra, BANDS, size).mean(axis=0)
-
-    def resolve(cascade, **settings) -> torch.Tensor:
-        generator = [torch.Generator().manual_seed(seed + k) for k in range(len(real_base))]
-        return torch.cat([cascade.super_resolve(real_base[i:i + batch_size], None, generator[i:i + batch_size],
-                                                **settings).cpu() for i in range(0, len(real_base), batch_size)])
-
-    resolved = resolve(pipe, **upscaling)
+    resolved = super_resolve_frames(pipe, real_base, seed, batch_size, **upscaling)
     controls = {"bicubic": bicubic(real_base, size),
                 "bicubic_plus_shaped_noise": bicubic_plus_shaped_noise(real_base, size, real_spectra.mean(axis=0),
                                                                        center, radius, seed)}
     if control is not None:
-        controls[CONTROL_UPSCALER] = resolve(control)
+        controls[CONTROL_UPSCALER] = super_resolve_frames(control, real_base, seed, batch_size)
     base, high, seconds, flares = generate(pipe, num_images, seed, batch_size, **upscaling)
     real_kurtosis = band_passed_kurtosis(real.numpy(), center, radius)
     generated_consistency = rms(to_base(high, norm, base_size), base)
@@ -283,19 +285,13 @@ def encoder_section(encoder, pipe, dataset, split: str, generated: torch.Tensor,
     train_raw, train_days = train_raw[rows["train"]], train_days[rows["train"]]
     train_base = norm.forward(downsample(train_raw, base_size).float())
 
-    def resolve(cascade) -> torch.Tensor:
-        generator = [torch.Generator().manual_seed(seed + k) for k in range(len(train_base))]
-        return torch.cat([cascade.super_resolve(train_base[i:i + batch_size], None, generator[i:i + batch_size],
-                                                **(upscaling if cascade is pipe else {})).cpu()
-                          for i in range(0, len(train_base), batch_size)])
-
     sets = {"real_train": (norm.forward(train_raw.float()), train_days),
             "generated": (generated[rows["generated"]], np.asarray(generated_seeds)[rows["generated"]]),
-            "upscaler": (resolve(pipe), train_days), "bicubic": (bicubic(train_base, size), train_days),
+            "upscaler": (super_resolve_frames(pipe, train_base, seed, batch_size, **upscaling), train_days), "bicubic": (bicubic(train_base, size), train_days),
             "bicubic_plus_shaped_noise": (bicubic_plus_shaped_noise(train_base, size, real_spectrum, center, radius,
                                                                     seed), train_days)}
     if control is not None:
-        sets[CONTROL_UPSCALER] = (resolve(control), train_days)
+        sets[CONTROL_UPSCALER] = (super_resolve_frames(control, train_base, seed, batch_size), train_days)
     real = encoder.embed_images(norm.forward(test_raw.float()))
     frechet = {}
     for name, (images, groups) in sets.items():
@@ -414,10 +410,8 @@ def noise_level_sweep(pipe, real_base: torch.Tensor, real: torch.Tensor, real_ba
     norm, base_size = pipe.normalization, real_base.shape[-1]
     rows = []
     for level in levels:
-        generator = [torch.Generator().manual_seed(seed + k) for k in range(len(real_base))]
-        images = torch.cat([pipe.super_resolve(real_base[i:i + batch_size], None, generator[i:i + batch_size],
-                                               noise_level=level, num_inference_steps=num_inference_steps).cpu()
-                            for i in range(0, len(real_base), batch_size)])
+        images = super_resolve_frames(pipe, real_base, seed, batch_size, noise_level=level,
+                                      num_inference_steps=num_inference_steps)
         bands = band_powers(disk_power_spectrum(images.numpy(), center, radius), BANDS, images.shape[-1]).mean(0)
         rows.append({"noise_level": float(level), "rms_to_original": float(rms(images, real).mean()),
                      "consistency_rms": float(rms(to_base(images, norm, base_size), real_base).mean()),
@@ -463,9 +457,7 @@ def tile_comparison(pipe, real_base: torch.Tensor, real: torch.Tensor, real_band
     for name, upscaler in {"whole_frame": whole, f"tiles_{tile_px}px": TiledUpscaler(whole, tile_px)}.items():
         object.__setattr__(pipe, "upscaler", upscaler)  # not a new component: the pipeline's config stays
         try:
-            generator = [torch.Generator().manual_seed(seed + k) for k in range(len(real_base))]
-            images = torch.cat([pipe.super_resolve(real_base[i:i + batch_size], None, generator[i:i + batch_size],
-                                                   **upscaling).cpu() for i in range(0, len(real_base), batch_size)])
+            images = super_resolve_frames(pipe, real_base, seed, batch_size, **upscaling)
         finally:
             object.__setattr__(pipe, "upscaler", whole)
         bands = band_powers(disk_power_spectrum(images.numpy(), center, radius), BANDS, images.shape[-1]).mean(0)
