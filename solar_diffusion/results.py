@@ -76,10 +76,11 @@ def summary(results: dict, link: str = "reports/README.md") -> str:
     pred = results["predictor"]
     if pred:
         for threshold, t in ((k, v) for k, v in pred["thresholds"].items() if "comparison" in v):
+            arms = t["comparison"]["arms"] | t.get("references", {}).get("arms", {})
             lines.append(f"- Flare ≥ {threshold} within 24 h (base rate {t['scored_base_rate']:.3f}, "
                          f"{t['scored_flares']} flares), TSS: "
-                         + "; ".join(f"{arm} {fmt(v['TSS'])}" for arm, v in t["comparison"]["arms"].items()) + ".")
-            lines += [f"  - {v}" for v in t["verdicts"] if ", TSS" in v]
+                         + "; ".join(f"{arm} {fmt(v['TSS'])}" for arm, v in arms.items()) + ".")
+            lines += [f"  - {v}" for v in t["verdicts"] if ", TSS" in v or "no verdict" in v]
     row = _default_row(results["sampling"])
     if row:
         lines.append(f"- Sampling at 64 px with the defaults: {row['speedup_vs_paper_batch1']:.0f} times faster than "
@@ -153,9 +154,17 @@ def _question_headline(clf: dict | None, pred: dict | None) -> str:
         parts.append("Flare-class classifier, macro-F1 against "
                      + "; ".join(f"{other}: {verdict(d)}" for other, d in against(clf["comparison"], "macro-F1")))
     if pred:
-        tss = [d for t in pred["thresholds"].values() if "comparison" in t for _, d in against(t["comparison"], "TSS")]
-        found = sum(not d["low"] <= 0 <= d["high"] for d in tss)
-        parts.append(f"24 h flare predictor, TSS: a difference detected in {found} of {len(tss)} comparisons")
+        scored = {k: t for k, t in pred["thresholds"].items() if "comparison" in t}
+        unskilled = [k for k, t in scored.items() if not t.get("beats_references", True)]
+        if unskilled:
+            parts.append("24 h flare predictor: no verdict, the real-only predictor does not beat persistence "
+                         "(TSS " + "; ".join(f"≥ {k}: real {fmt(scored[k]['references']['arms']['real']['TSS'])}, "
+                                             f"persistence {fmt(scored[k]['references']['arms']['persistence']['TSS'])}"
+                                             for k in unskilled) + ")")
+        else:
+            tss = [d for t in scored.values() for _, d in against(t["comparison"], "TSS")]
+            found = sum(not d["low"] <= 0 <= d["high"] for d in tss)
+            parts.append(f"24 h flare predictor, TSS: a difference detected in {found} of {len(tss)} comparisons")
     return "- Do synthetic images of big flares help (real + synthetic frames against each other arm)? " \
         + ". ".join(parts) + "."
 
@@ -356,6 +365,10 @@ def _predictor_section(pred: dict) -> list:
         lines += [f"Flare ≥ {threshold} within 24 h: {t['scored_positives']} positive frames before "
                   f"{t['scored_flares']} flares, base rate {t['scored_base_rate']:.3f}; {t['synthetic_positives']} "
                   "synthetic positives in the last arm.", ""]
+        if "references" in t:
+            lines += ["Against the reference forecasts (climatology: the training base rate; persistence: yes where a "
+                      "flare of the class began in the 24 h before the frame):", ""]
+            lines += comparison_tables(t["references"], ["TSS", "HSS", "BSS"]) + ["", "The four arms:", ""]
         lines += comparison_tables(t["comparison"], ["TSS", "HSS", "BSS"]) + [""]
     return lines
 

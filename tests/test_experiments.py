@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from solar_diffusion.training.experiments import (ARMS, COMPARISONS, flare_ahead, forecast_figures,
-                                                  parse_groups, skill_scores)
+from solar_diffusion.training.experiments import (ARMS, COMPARISONS, REFERENCES, flare_ahead, flare_behind,
+                                                  forecast_figures, main, parse_groups, score_predictor,
+                                                  skill_scores)
 
 TINY = ["--seeds", "2", "--epochs", "1", "--batch-size", "32", "--widths", "4,8", "--feature-dim", "8", "--steps", "2",
         "--min-real", "3", "--inner-every", "3", "--synthetic-per-class", "3", "--bootstrap", "50"]
@@ -115,7 +116,23 @@ def test_predictor_experiment_runs_all_four_arms(real_64, browse_model_64, share
                     assert run["figures"]["BSS"] == pytest.approx(1 - brier / climatology, abs=2e-3)
         if 0 < truth.sum() < len(truth):
             check_comparison(r["comparison"], ["TSS", "HSS", "BSS"])
+            references = r["references"]["arms"]
+            assert list(references) == ["real", *REFERENCES]
+            assert references["climatology"]["TSS"]["value"] == 0 and references["climatology"]["BSS"]["value"] == 0
+            assert references["real"] == r["comparison"]["arms"]["real"]
+            assert any(v.startswith(f">= {threshold}: real vs persistence, TSS") for v in r["verdicts"])
     assert Image.open(out / "skill.png").format == "PNG"
+    # rescoring the saved predictions gives the same figures; labels of another flare list are refused
+    args = ["predictor", "--rescore", "--dataset", str(real_64), "--out", str(out), "--flare-list",
+            str(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv"), "--bootstrap", "50"]
+    rescored = main(args)
+    for threshold, r in results["thresholds"].items():
+        if "comparison" in r:
+            assert rescored["thresholds"][threshold]["comparison"] == r["comparison"]
+    results["thresholds"]["M"]["scored_truth"][0] ^= 1
+    (out / "results.json").write_text(json.dumps(results))
+    with pytest.raises(ValueError, match="labels differ"):
+        main(args)
 
 
 def test_flare_ahead_looks_only_forward():
@@ -126,6 +143,38 @@ def test_flare_ahead_looks_only_forward():
     x = 1e-4 / 0.7
     assert flare_ahead(t, events, x, 24).tolist() == [0, -1, -1, -1, -1]
     assert flare_ahead(t, events, 1e-5 / 0.7, 24).tolist() == [0, -1, -1, 1, 1]  # 24 h: in
+
+
+def test_flare_behind_looks_only_back():
+    events = pd.DataFrame({"start": pd.to_datetime(["2012-03-07 00:02", "2012-03-09 03:22"], utc=True),
+                           "peak_flux": [5.4e-4 / 0.7, 6.3e-5 / 0.7]})
+    t = pd.to_datetime(["2012-03-07 00:01", "2012-03-07 00:02", "2012-03-08 00:02", "2012-03-08 00:01",
+                        "2012-03-09 04:00"], utc=True)
+    assert flare_behind(t, events, 1e-4 / 0.7, 24).tolist() == [False, True, False, True, False]
+    assert flare_behind(t, events, 1e-5 / 0.7, 24).tolist() == [False, True, False, True, True]
+
+
+def test_synthetic_verdicts_only_for_a_predictor_that_beats_the_references():
+    rng = np.random.default_rng(0)
+    truth = rng.random(120) < 0.3
+    day_index = np.repeat(np.arange(30), 4)
+    references = {"climatology": np.full(120, 0.3), "persistence": np.where(rng.random(120) < 0.8, truth, ~truth)}
+
+    def result(p_real):
+        runs = {arm: [{"seed": s, "p_yes": (p_real if arm == "real" else truth).astype(float).tolist()}
+                      for s in range(2)] for arm in ARMS}
+        r = {"scored_truth": truth.astype(int).tolist(), "training_base_rate": 0.3, "runs": runs}
+        return score_predictor(r, references, day_index, 30, 100, "M")
+
+    skilled = result(truth)  # a perfect real-only predictor
+    assert skilled["beats_references"] and skilled["references"]["arms"]["real"]["TSS"]["value"] == 1
+    assert sum("real + synthetic vs" in v for v in skilled["verdicts"]) == 9
+    unskilled = result(rng.random(120) < 0.3)  # chance
+    assert not unskilled["beats_references"]
+    assert not any("real + synthetic vs" in v for v in unskilled["verdicts"])
+    assert "no verdict" in unskilled["verdicts"][-1] and "persistence" in unskilled["verdicts"][-1]
+    persistence_tss = unskilled["references"]["arms"]["persistence"]["TSS"]["value"]
+    assert persistence_tss == pytest.approx(skill_scores(truth, references["persistence"] >= 0.5)["tss"], abs=1e-4)
 
 
 def test_skill_scores_of_perfect_and_inverted_forecasts():

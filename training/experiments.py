@@ -34,7 +34,10 @@ per-group F1 over the groups with at least ``--min-real`` scored frames.
 (t, t + ``--horizon-hours``]? Labels come from the flare list. Scored on frames whose nominal hour
 is a multiple of ``--eval-hour-stride`` (in the 2012 browse set odd hours were kept only near M/X
 flares, which would inflate the base rate): TSS, HSS, the Brier skill score against the real
-training base rate, and the base rate.
+training base rate, and the base rate. The real arm is first compared with two reference forecasts
+(``reference_forecasts``): climatology and persistence; the synthetic arm's verdicts are given only
+for a predictor that beats both in TSS. ``--rescore`` recomputes every figure of a run from the
+predictions its ``results.json`` holds.
 
 What the synthetic positives are: images generated for class M or X show a flare *in progress*,
 not a pre-flare Sun. They may still help a 24 h predictor because flares cluster in time and
@@ -68,6 +71,10 @@ ARMS = ("real", "class-weighted", "oversampled", "real + synthetic")
 #: The paired differences reported: every arm against real, and synthetic against each baseline.
 COMPARISONS = (("class-weighted", "real"), ("oversampled", "real"), ("real + synthetic", "real"),
                ("real + synthetic", "class-weighted"), ("real + synthetic", "oversampled"))
+#: The reference forecasts a predictor must beat before anything added to it is judged (``reference_forecasts``).
+REFERENCES = ("climatology", "persistence")
+#: Their paired differences: the real-only predictor against each.
+REFERENCE_COMPARISONS = (("real", "climatology"), ("real", "persistence"))
 #: Standard errors between zero and the smallest difference detected with 80 % power at 5 % two-sided.
 DETECTABLE_SE = 2.8
 #: The classes the model adds frames of without ``--synthetic-class``: the rare, large flares.
@@ -117,6 +124,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
             e.add_argument("--horizon-hours", type=float, default=24.0, help="a frame is positive if a flare of the threshold class peaks within this many hours")
             e.add_argument("--eval-hour-stride", type=int, default=2,
                            help="score frames whose nominal hour is a multiple of this (1: all)")
+            e.add_argument("--rescore", action="store_true",
+                           help="recompute OUT/results.json's figures, reference forecasts and verdicts from its saved "
+                                "predictions, without training (same --dataset and --flare-list)")
     return p
 
 
@@ -320,8 +330,8 @@ def _flare_keys(split) -> np.ndarray:
     return np.array([f"{c}@{x:.0f},{y:.0f}" if c else "" for c, x, y in zip(classes, xs, ys)], dtype=object)
 
 
-def compare_arms(stats: dict, metric, n_boot: int, bounds: dict, seed: int = 0) -> dict:
-    """Every arm's figures and the paired differences of ``COMPARISONS``, with bootstrap intervals.
+def compare_arms(stats: dict, metric, n_boot: int, bounds: dict, seed: int = 0, comparisons=COMPARISONS) -> dict:
+    """Every arm's figures and the paired differences of ``comparisons``, with bootstrap intervals.
 
     ``stats[arm]`` is an array (seeds, days, ...) of per-day sufficient statistics; ``metric``
     turns their sum over days into named figures (raising ``ValueError`` where undefined). A
@@ -341,7 +351,7 @@ def compare_arms(stats: dict, metric, n_boot: int, bounds: dict, seed: int = 0) 
             runs = [metric(s) for s in summed]
             per_arm[arm] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
         out = {f"{arm}|{k}": v for arm, values in per_arm.items() for k, v in values.items()}
-        for a, b in COMPARISONS:
+        for a, b in comparisons:
             if a in per_arm and b in per_arm:
                 out |= {f"{a} - {b}|{k}": per_arm[a][k] - per_arm[b][k] for k in per_arm[a]}
         return out
@@ -349,7 +359,7 @@ def compare_arms(stats: dict, metric, n_boot: int, bounds: dict, seed: int = 0) 
     ranges = {}
     for arm in arms:
         ranges |= {f"{arm}|{k}": v for k, v in bounds.items()}
-    for a, b in COMPARISONS:
+    for a, b in comparisons:
         ranges |= {f"{a} - {b}|{k}": (lo - hi, hi - lo) for k, (lo, hi) in bounds.items()}
     intervals = bootstrap(figures, np.arange(n_days), np.arange(n_seeds), n_boot=n_boot, seed=seed, bounds=ranges)
     result = {"arms": {}, "differences": {}}
@@ -581,8 +591,118 @@ def forecast_figures(s) -> dict:
             "base rate": round((tp + fn) / (tp + fn + fp + tn), 4)}
 
 
+def flare_behind(t_obs, events, threshold_flux: float, hours: float) -> np.ndarray:
+    """Per frame time t, whether a flare with peak flux >= ``threshold_flux`` (GOES-R scale) began
+    in (t - ``hours``, t]: what a forecaster knows at t of the recent flares.
+
+    >>> import pandas as pd
+    >>> events = pd.DataFrame({"start": pd.to_datetime(["2012-03-07T00:02Z"]), "peak_flux": [2.7e-4]})
+    >>> flare_behind(["2012-03-06T23:00", "2012-03-07T01:00", "2012-03-08T00:02"], events, 1e-5, 24).tolist()
+    [False, True, False]
+    """
+    chosen = events["peak_flux"].to_numpy() >= threshold_flux * (1 - 1e-9)
+    starts = np.sort(utc_times(events["start"][chosen]).to_numpy(dtype="datetime64[ns]"))
+    times = utc_times(t_obs).to_numpy(dtype="datetime64[ns]")
+    window = np.timedelta64(int(hours * 3600), "s")
+    return np.searchsorted(starts, times, side="right") > np.searchsorted(starts, times - window, side="right")
+
+
+def reference_forecasts(t_obs, events, threshold_flux: float, horizon_hours: float, climatology: float) -> dict:
+    """The forecasts a predictor must beat (``REFERENCES``), as probabilities of "yes" per frame:
+    climatology (the training base rate for every frame) and persistence (1 where a flare of the
+    threshold began in the ``horizon_hours`` before the frame, else 0: flares cluster in time, so
+    "what happened in the last day happens in the next" is the forecast to beat)."""
+    behind = flare_behind(t_obs, events, threshold_flux, horizon_hours)
+    return {"climatology": np.full(len(behind), float(climatology)), "persistence": behind.astype(float)}
+
+
+def scored_selection(t_obs, stride: int):
+    """The scored frames (those whose nominal hour is a multiple of ``stride``), their days and
+    each frame's day index."""
+    times = utc_times(t_obs)
+    keep = times.dt.round("h").dt.hour.to_numpy() % stride == 0
+    days, day_index = np.unique(times.dt.strftime("%Y-%m-%d").to_numpy()[keep], return_inverse=True)
+    return keep, days, day_index
+
+
+def score_predictor(r: dict, references: dict, day_index, n_days: int, n_boot: int, threshold: str) -> dict:
+    """The figures of one threshold from its runs' saved ``p_yes`` (``r``: the threshold's results,
+    with ``scored_truth``, ``training_base_rate`` and ``runs``): each run's figures, the arms'
+    comparison, the real arm against ``references`` and the verdicts. Synthetic verdicts are given
+    only where the real-only predictor beats every reference in TSS (interval above 0); a predictor
+    without skill gives no ground to judge what is added to it."""
+    truth, climatology = np.asarray(r["scored_truth"], bool), r["training_base_rate"]
+    bounds = {"TSS": (-1.0, 1.0), "HSS": (-1.0, 1.0), "BSS": (-np.inf, 1.0), "base rate": (0.0, 1.0)}
+    stats = {}
+    for arm, runs in r["runs"].items():
+        stats[arm] = np.stack([forecast_statistics(truth, run["p_yes"], climatology, day_index, n_days) for run in runs])
+        for run, s in zip(runs, stats[arm]):
+            run["figures"] = forecast_figures(s.sum(0))
+    n_seeds = len(stats["real"])
+    reference_stats = {"real": stats["real"]} | {
+        name: np.repeat(forecast_statistics(truth, p, climatology, day_index, n_days)[None], n_seeds, axis=0)
+        for name, p in references.items()}
+    figures = ["TSS", "HSS", "BSS"]
+    out = {"comparison": compare_arms(stats, forecast_figures, n_boot, bounds),
+           "references": compare_arms(reference_stats, forecast_figures, n_boot, bounds,
+                                      comparisons=REFERENCE_COMPARISONS)}
+    against = out["references"]["differences"]
+    out["verdicts"] = [verdict(against[f"real - {b}"][f], f">= {threshold}: real vs {b}, {f}")
+                       for b in REFERENCES for f in figures]
+    out["beats_references"] = all(against[f"real - {b}"]["TSS"]["low"] > 0 for b in REFERENCES)
+    if out["beats_references"]:
+        out["verdicts"] += [verdict(out["comparison"]["differences"][f"real + synthetic - {b}"][f],
+                                    f">= {threshold}: real + synthetic vs {b}, {f}") for b in ARMS[:-1] for f in figures]
+    else:
+        behind = [b for b in REFERENCES if against[f"real - {b}"]["TSS"]["low"] <= 0]
+        out["verdicts"].append(f">= {threshold}: real + synthetic: no verdict, the real-only predictor does not beat "
+                               f"{' or '.join(behind)} in TSS (the arms' figures are in the tables)")
+    return out
+
+
+def predictor_markdown(results: dict) -> str:
+    """``report.md`` of a predictor run, from its results."""
+    s = results["settings"]
+    lines = [f"Scored: frames of the months the diffusion model never saw ({', '.join(results['scored_months'])}) "
+             f"whose nominal hour is a multiple of {s['eval_hour_stride']}: {results['scored_frames']} frames on "
+             f"{max(results['scored_days'], default=-1) + 1} days. {s['seeds']} seeds per arm; the epoch kept is chosen "
+             f"on every {s['inner_every']}th day of the training months. Synthetic positives are generated "
+             "flare-in-progress images (see the module docstring for why they may help a 24 h predictor). "
+             "Reference forecasts: climatology (the training base rate) and persistence (yes where a flare of the "
+             f"threshold began in the {s['horizon_hours']:g} h before the frame).", ""]
+    for threshold, r in results["thresholds"].items():
+        lines += [f"### >= {threshold} within {s['horizon_hours']:g} h", ""]
+        if "comparison" not in r:
+            lines += [f"Not scored: {r['not_scored']}.", ""]
+            continue
+        lines += [f"Train: {r['train_positives']} positive of {r['train_frames']} real frames (base rate "
+                  f"{r['training_base_rate']}), plus {r['synthetic_positives']} synthetic positives in the real + "
+                  f"synthetic arm. Scored: {r['scored_positives']} positive frames before {r['scored_flares']} "
+                  f"distinct flares, base rate {r['scored_base_rate']}.", "",
+                  "Against the reference forecasts:", ""]
+        lines += comparison_tables(r["references"], ["TSS", "HSS", "BSS"]) + ["", "The four arms:", ""]
+        lines += comparison_tables(r["comparison"], ["TSS", "HSS", "BSS"]) + [""]
+    lines += ["## Verdict", ""] + [f"- {v}" for v in results["verdicts"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_predictor(out: Path, results: dict):
+    """A predictor run's ``results.json``, ``report.md`` and ``skill.png``."""
+    results["verdicts"] = [v for r in results["thresholds"].values() for v in r.get("verdicts", [])]
+    _write(out, results, predictor_markdown(results))
+    done = [t for t, r in results["thresholds"].items() if "comparison" in r]
+    if done:
+        merged = {"arms": {arm: {f">={t} TSS": results["thresholds"][t][where]["arms"][arm]["TSS"] for t in done}
+                           for where, arms in (("references", REFERENCES), ("comparison", ARMS)) for arm in arms}}
+        _bars(out / "skill.png", merged, [f">={t} TSS" for t in done],
+              "24 h flare predictor: references and four arms (95 % intervals)")
+
+
 def predictor_experiment(args) -> dict:
-    """The four arms, every seed, every threshold; write the results. Returns them."""
+    """The four arms, every seed, every threshold, and the reference forecasts; write the results.
+    Returns them. With ``--rescore``: ``rescore_predictor``."""
+    if args.rescore:
+        return rescore_predictor(args)
     from solar_diffusion import FLARE_LETTERS, GOES_R_SCALE, SWPC_SCALE, convert_flux_scale, parse_flare_class
     from solar_diffusion.dataset_builder.flares import read_flare_list
 
@@ -590,19 +710,11 @@ def predictor_experiment(args) -> dict:
     ex = Experiment(args)
     events = read_flare_list(args.flare_list)
     thresholds = args.thresholds or ["M", "C"]
-    hours = utc_times(ex.scored.t_obs).dt.round("h").dt.hour.to_numpy()
-    keep = hours % args.eval_hour_stride == 0
+    keep, days, day_index = scored_selection(ex.scored.t_obs, args.eval_hour_stride)
     scored = ex.scored.where(keep)
-    days, day_index = np.unique(ex.scored_days[keep], return_inverse=True)
     id2label = {0: "no", 1: "yes"}
     results = {"settings": ex.settings(), "synthetic_counts": ex.synthetic.counts(), "scored_frames": len(scored),
                "scored_months": sorted({d[:7] for d in days}), "scored_days": day_index.tolist(), "thresholds": {}}
-    lines = [f"Scored: frames of the months the diffusion model never saw ({', '.join(results['scored_months'])}) "
-             f"whose nominal hour is a multiple of {args.eval_hour_stride}: {len(scored)} frames on {len(days)} days. "
-             f"{args.seeds} seeds per arm; the epoch kept is chosen on every {args.inner_every}th day of the training "
-             "months. Synthetic positives are generated flare-in-progress images (see the module docstring for why "
-             "they may help a 24 h predictor).", ""]
-    verdicts = []
     bar = job_bar(len(thresholds) * args.seeds * len(ARMS), "training predictors", "run")
     for threshold in thresholds:
         flux = convert_flux_scale(parse_flare_class(threshold), SWPC_SCALE, GOES_R_SCALE)
@@ -621,10 +733,8 @@ def predictor_experiment(args) -> dict:
             reason = (f"the scored frames are all {'positive' if truth.all() else 'negative'}" if truth.all()
                       or not truth.any() else "the training frames are all of one kind")
             results["thresholds"][threshold] = {"not_scored": reason}
-            lines += [f"### >= {threshold} within {args.horizon_hours:g} h", "", f"Not scored: {reason}.", ""]
             bar.update(args.seeds * len(ARMS))
             continue
-        stats = {arm: np.zeros((args.seeds, len(days), len(FORECAST_STATISTICS))) for arm in ARMS}
         runs = {arm: [] for arm in ARMS}
         for seed in range(args.seeds):
             for arm in ARMS:
@@ -632,37 +742,53 @@ def predictor_experiment(args) -> dict:
                 model, history = ex.fit(arm, train, inner, synthetic, id2label, seed)
                 bar.update(1)
                 p_yes = model.predict_proba(scored.images)[:, 1]
-                stats[arm][seed] = forecast_statistics(truth, p_yes, climatology, day_index, len(days))
                 runs[arm].append({"seed": seed, "kept_epoch": [r for r in history if r.get("kept")][-1]["epoch"],
-                                  "figures": forecast_figures(stats[arm][seed].sum(0)),
                                   "p_yes": np.round(p_yes, 4).tolist()})
-        comparison = compare_arms(stats, forecast_figures, args.bootstrap,
-                                  {"TSS": (-1.0, 1.0), "HSS": (-1.0, 1.0), "BSS": (-np.inf, 1.0), "base rate": (0.0, 1.0)})
-        figures = ["TSS", "HSS", "BSS"]
         r = results["thresholds"][threshold] = {
             "train_positives": int((train.labels == "yes").sum()), "train_frames": len(train),
             "training_base_rate": round(climatology, 4), "synthetic_positives": int(positive.sum()),
             "scored_positives": int(truth.sum()), "scored_flares": int(len(set(which[truth]))),
             "scored_base_rate": round(float(truth.mean()), 4) if len(truth) else None,
-            "scored_truth": truth.astype(int).tolist(), "runs": runs, "comparison": comparison}
-        r["verdicts"] = [verdict(comparison["differences"][f"real + synthetic - {b}"][f],
-                                 f">= {threshold}: real + synthetic vs {b}, {f}") for b in ARMS[:-1] for f in figures]
-        verdicts += r["verdicts"]
-        lines += [f"### >= {threshold} within {args.horizon_hours:g} h", "",
-                  f"Train: {r['train_positives']} positive of {r['train_frames']} real frames (base rate "
-                  f"{r['training_base_rate']}), plus {r['synthetic_positives']} synthetic positives in the real + "
-                  f"synthetic arm. Scored: {r['scored_positives']} positive frames before {r['scored_flares']} "
-                  f"distinct flares, base rate {r['scored_base_rate']}.", ""]
-        lines += comparison_tables(comparison, figures) + [""]
+            "scored_truth": truth.astype(int).tolist(), "runs": runs}
+        references = reference_forecasts(scored.t_obs, events, flux, args.horizon_hours, r["training_base_rate"])
+        r |= score_predictor(r, references, day_index, len(days), args.bootstrap, threshold)
     bar.close()
-    results["verdicts"] = verdicts
-    lines += ["## Verdict", ""] + [f"- {v}" for v in verdicts]
-    _write(out, results, "\n".join(lines) + "\n")
-    done = [t for t in thresholds if "comparison" in results["thresholds"][t]]
-    if done:
-        merged = {"arms": {arm: {f">={t} TSS": results["thresholds"][t]["comparison"]["arms"][arm]["TSS"]
-                                 for t in done} for arm in ARMS}}
-        _bars(out / "skill.png", merged, [f">={t} TSS" for t in done], "24 h flare predictor: four arms (95 % intervals)")
+    write_predictor(out, results)
+    return results
+
+
+def rescore_predictor(args) -> dict:
+    """Recompute a predictor run's figures, reference forecasts and verdicts from the predictions
+    its ``results.json`` holds (no training): the scoring changed, the trained arms did not. The
+    scored frames and labels of ``--dataset`` and ``--flare-list`` must be the run's own."""
+    from solar_diffusion import GOES_R_SCALE, SWPC_SCALE, convert_flux_scale, parse_flare_class
+    from solar_diffusion.dataset_builder.flares import read_flare_list
+
+    out = Path(args.out)
+    path = out / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no predictor results to rescore")
+    results = json.loads(path.read_text())
+    settings = results["settings"]
+    t_obs = np.concatenate([np.asarray(load_split(args.dataset, s, columns=("t_obs",))["t_obs"], dtype=object)
+                            for s in ("validation", "test")])
+    keep, days, day_index = scored_selection(t_obs, settings["eval_hour_stride"])
+    if int(keep.sum()) != results["scored_frames"] or day_index.tolist() != results["scored_days"]:
+        raise ValueError(f"{path}: scored {results['scored_frames']} frames; {args.dataset} gives {int(keep.sum())} "
+                         "on other days: the run was made from other data")
+    events = read_flare_list(args.flare_list)
+    for threshold, r in results["thresholds"].items():
+        if "runs" not in r:
+            continue
+        flux = convert_flux_scale(parse_flare_class(threshold), SWPC_SCALE, GOES_R_SCALE)
+        truth = flare_ahead(t_obs[keep], events, flux, settings["horizon_hours"]) >= 0
+        if truth.astype(int).tolist() != r["scored_truth"]:
+            raise ValueError(f"{path}: the >= {threshold} labels differ from those of {args.flare_list}: "
+                             "the run was made with another flare list or horizon")
+        references = reference_forecasts(t_obs[keep], events, flux, settings["horizon_hours"], r["training_base_rate"])
+        r |= score_predictor(r, references, day_index, len(days), args.bootstrap, threshold)
+    results["rescored"] = {"flare_list": Path(args.flare_list).name, "bootstrap": args.bootstrap}
+    write_predictor(out, results)
     return results
 
 
