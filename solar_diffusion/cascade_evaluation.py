@@ -30,7 +30,7 @@ from solar_diffusion.fine_structure import (BANDS, band_passed_kurtosis, band_po
                                             bicubic_plus_shaped_noise, disk_power_spectrum)
 from solar_diffusion.hub import model_name
 from solar_diffusion.fidelity import by_groups
-from solar_diffusion.flare_evaluation import flare_signature, real_flare_frames
+from solar_diffusion.flare_evaluation import flare_signature, nearest_distances, real_flare_frames
 from solar_diffusion.pipelines import disk_center_px, rescale_px, rsun_px
 from solar_diffusion.splits import dataset_info, downsample, load_split
 
@@ -127,7 +127,8 @@ def generate(pipe, num_images: int, seed: int = 0, batch_size: int = 16, **upsca
 def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, real_limit: int = 256,
                      seed: int = 0, batch_size: int = 16, upscaler_steps: int | None = None,
                      noise_level: float | None = None, spread_seeds: int = 8, sweep_levels=(0.0, 0.05, 0.1, 0.2),
-                     sweep_frames: int = 64, encoder=None, control=None, tile_frames: int = 16) -> dict:
+                     sweep_frames: int = 64, encoder=None, control=None, tile_frames: int = 16,
+                     memorisation: bool = True) -> dict:
     """The cascade's figures (see the module docstring), sampled with ``upscaler_steps`` and
     ``noise_level`` (default: the model's ``upscaling``); the seed spread over ``spread_seeds`` seeds
     (``seed_spread``) and the noise-level sweep over the first ``sweep_frames`` real frames at
@@ -136,7 +137,8 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
     ``control`` (a cascade of the same sizes, such as the L1 regression upscaler of
     ``train-upscaler --objective regression``) the real frames it super-resolves, as a control; over
     the first ``tile_frames`` real frames, whole frames against the upscaler run per crop-sized tile
-    (``tile_comparison``; none for 0)."""
+    (``tile_comparison``; none for 0); with ``memorisation``, the generated images' distance to the
+    training frames at the output size (``memorisation_section``)."""
     upscaling = {"num_inference_steps": upscaler_steps, "noise_level": noise_level}
     size, base_size = pipe.upscaler.config.sample_size, pipe.unet.config.sample_size
     info = dataset_info(dataset)
@@ -169,7 +171,7 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
                      "num_images_per_class": num_images, "classes": list(CLASSES), "real_frames": len(real),
                      "real_days": int(len(np.unique(days))), "seed": seed,
                      "batch_size": batch_size, "spread_seeds": spread_seeds, "sweep_levels": list(sweep_levels),
-                     "sweep_frames": sweep_frames, "tile_frames": tile_frames,
+                     "sweep_frames": sweep_frames, "tile_frames": tile_frames, "memorisation": memorisation,
                      "upscaling": dict(pipe.config.upscaling) | {k: v for k, v in upscaling.items() if v is not None},
                      "bands_cycles_per_image": [list(b) for b in BANDS], "model": model_name(pipe.name_or_path),
                      "encoder": None if encoder is None else model_name(encoder.config.get("_name_or_path") or ""),
@@ -188,6 +190,8 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
                                  **upscaling) if tile_frames else None,
         "noise_level_sweep": noise_level_sweep(pipe, real_base[:sweep_frames], real[:sweep_frames], real_bands, center,
                                                radius, sweep_levels, batch_size, seed, upscaler_steps)}
+    if memorisation:
+        report["memorisation"] = memorisation_section(pipe, dataset, high, seeds, real, days, num_images)
     if encoder is not None:
         report["encoder"] = encoder_section(encoder, pipe, dataset, split, high, np.repeat(CLASSES, num_images), seeds,
                                             real_spectra.mean(axis=0), {"real": real, "upscaler": resolved, **controls},
@@ -198,6 +202,30 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
             "rms_to_original": by_group(lambda rows, x=to_original: float(x[rows].mean()), days, bounds=(0, np.inf)),
             "consistency_rms": by_group(lambda rows, x=consistency: float(x[rows].mean()), days, bounds=(0, np.inf))}
     return report
+
+
+def memorisation_section(pipe, dataset, high: torch.Tensor, seeds: np.ndarray, real: torch.Tensor, days: np.ndarray,
+                         num_images: int, train_limit: int | None = None) -> dict:
+    """Memorisation at the output size (the flare evaluation's (c)): per class, the median RMS
+    distance of the generated images (``high``: ``num_images`` per class of ``CLASSES``) to their
+    nearest training frame at this size, over that of the real frames of the split (``real``,
+    months the models never saw), with intervals over seeds and days; plain, and with the training
+    frames' flips searched on both sides (a base trained with flips may redraw a flipped day).
+    Near 1: as far from the training days as new real days are; well below 1: copies."""
+    raw, _ = real_frames(dataset, "train", train_limit or 10**9)
+    train = torch.cat([pipe.normalization.forward(raw[i:i + 256].float()) for i in range(0, len(raw), 256)])
+    del raw
+    out = {"train_frames": len(train), "held_out_frames": len(real), "classes": {}}
+    for search, flips in (("plain", False), ("with_flips", True)):
+        generated, held_out = nearest_distances(high, train, flips=flips), nearest_distances(real, train, flips=flips)
+        out[f"real_median_{search}"] = by_group(lambda rows, x=held_out: float(np.median(x[rows])), days,
+                                                bounds=(0, np.inf))
+        for k, c in enumerate(CLASSES):
+            mine = generated[k * num_images:(k + 1) * num_images]
+            out["classes"].setdefault(c, {})[f"over_real_{search}"] = by_groups(
+                lambda g, r, mine=mine, held_out=held_out: float(np.median(mine[g]) / np.median(held_out[r])),
+                seeds[k * num_images:(k + 1) * num_images], days, bounds=(0, np.inf), unit="seeds/days")
+    return out
 
 
 #: The classes whose generated and real frames are compared in the output-size encoder (the real
@@ -520,6 +548,16 @@ def report_lines(report: dict) -> list[str]:
                   "|---|---|---|---|"]
         lines += [f"| {n} | {a:.3g} | {b:.3g} | {r:.2f} |" for n, a, b, r in
                   zip(names, spread["spread"], spread["real_detail_rms"], spread["spread_over_real_detail"])]
+    memo = report.get("memorisation")
+    if memo:
+        lines += ["", f"## Copies? Distance to the nearest training frame at {settings['size']} px", "",
+                  f"Median RMS distance of each class's generated images to the nearest of the {memo['train_frames']} "
+                  f"training frames, over that of {memo['held_out_frames']} real {settings['split']} frames (1: as new "
+                  f"as a day never seen; intervals over seeds and days). Real {settings['split']} frames' median: "
+                  f"{_cell(memo['real_median_plain'])}; with flips searched {_cell(memo['real_median_with_flips'])}.", "",
+                  "| class | over real | over real, flips searched |", "|---|---|---|"]
+        lines += [f"| {c} | {_cell(row['over_real_plain'])} | {_cell(row['over_real_with_flips'])} |"
+                  for c, row in memo["classes"].items()]
     tiles = report.get("tiles")
     if tiles:
         fine = list(next(iter(tiles["rows"].values()))["power_ratio"])

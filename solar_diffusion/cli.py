@@ -246,6 +246,8 @@ def _add_evaluate_cascade(p):
     p.add_argument("--tile-frames", type=int, default=16,
                    help="real frames super-resolved whole and per crop-sized tile (what the normalisation over a "
                         "whole frame changes; 0 for none)")
+    p.add_argument("--no-memorisation", dest="memorisation", action="store_false",
+                   help="skip the generated images' distance to every training frame at the output size")
     p.add_argument("--encoder", default=None,
                    help="a FlareClassifier trained at the output size (default: the model's "
                         "evaluation_encoder_<size>px, if it has one)")
@@ -271,7 +273,7 @@ def _evaluate_cascade(args) -> int:
                               sweep_levels=tuple(float(v) for v in args.sweep_levels.split(",") if v.strip()),
                               sweep_frames=args.sweep_frames, encoder=load_encoder(encoder) if encoder else None,
                               control=load_pipeline(args.control_upscaler) if args.control_upscaler else None,
-                              tile_frames=args.tile_frames)
+                              tile_frames=args.tile_frames, memorisation=args.memorisation)
     print(f"wrote {write_report(report, args.out)}")
     return 0
 

@@ -83,7 +83,8 @@ def disk_percentile(images, mask, q: float = 99.0) -> np.ndarray:
 def nearest_distances(images, reference, batch: int = 256, flips: bool = False) -> np.ndarray:
     """Each image's RMS distance (model space, all pixels and channels) to its nearest ``reference``
     image; with ``flips``, the reference images flipped left-right, up-down and both (turned by
-    180 degrees) are searched too (a model trained with flips may redraw a flipped frame).
+    180 degrees) are searched too (a model trained with flips may redraw a flipped frame). The
+    reference is read ``batch`` frames at a time (a training set at full size need not fit twice).
 
     >>> frame = torch.arange(8.0).reshape(1, 1, 2, 4)
     >>> mirrored = frame.flip(-1)
@@ -91,13 +92,12 @@ def nearest_distances(images, reference, batch: int = 256, flips: bool = False) 
     ([2.236], [0.0])
     """
     a = torch.as_tensor(np.asarray(images), dtype=torch.float64).flatten(1)
-    reference = torch.as_tensor(np.asarray(reference), dtype=torch.float64)
-    best = None
-    for dims in [None] + ([(-1,), (-2,), (-2, -1)] if flips else []):
-        b = (reference if dims is None else reference.flip(dims)).flatten(1)
-        nearest = torch.cat([torch.cdist(a[start:start + batch], b).min(dim=1).values
-                             for start in range(0, len(a), batch)])
-        best = nearest if best is None else torch.minimum(best, nearest)
+    best = torch.full((len(a),), math.inf, dtype=torch.float64)
+    for start in range(0, len(reference), batch):
+        chunk = torch.as_tensor(np.asarray(reference[start:start + batch]), dtype=torch.float64)
+        for dims in [None] + ([(-1,), (-2,), (-2, -1)] if flips else []):
+            b = (chunk if dims is None else chunk.flip(dims)).flatten(1)
+            best = torch.minimum(best, torch.cdist(a, b).min(dim=1).values)
     return (best / math.sqrt(a.shape[1])).numpy()
 
 

@@ -3,6 +3,8 @@ default (one ``from_pretrained``), super-resolves real low-resolution frames, ch
 stage, and records the geometry of the size it wrote. The upscaler's training is in
 ``test_upscaler_training.py``."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -179,13 +181,20 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
     assert tiles["tile_px"] == 8 and tiles["frames"] == 6 and set(tiles["rows"]) == {"whole_frame", "tiles_8px"}
     assert tiles["rows"]["whole_frame"]["rms_to_original"] != tiles["rows"]["tiles_8px"]["rms_to_original"]
     assert type(pipe.upscaler).__name__ == "UNet2DModel"  # put back
+    memo = report["memorisation"]  # the training split's every frame, searched plain and with flips
+    assert memo["held_out_frames"] == 6 and memo["train_frames"] > 6 and set(memo["classes"]) == {"quiet", "C", "M", "X"}
+    for row in memo["classes"].values():
+        plain, flips = row["over_real_plain"], row["over_real_with_flips"]
+        assert plain["low"] <= plain["value"] <= plain["high"] and flips["low"] <= flips["value"] <= flips["high"]
+        assert plain["n"] == [2, 1] and plain["value"] > 0
+    assert memo["real_median_with_flips"]["value"] <= memo["real_median_plain"]["value"]  # more frames searched
     sweep = report["noise_level_sweep"]
     assert [row["noise_level"] for row in sweep] == [0.0, 0.05, 0.1, 0.2]
     assert all(row["rms_to_original"] > 0 and set(row["power_ratio"]) == {"32-64", "64-128"} for row in sweep)
     text = write_report(report, tmp_path / "report").read_text()
     assert "| generated | 171 Å |" in text and "super-resolved by bicubic plus shaped noise" in text
     assert "## Invented detail" in text and "| 0.2 |" in text and "## The flare at 32 px" in text
-    assert "| tiles 8px |" in text
+    assert "| tiles 8px |" in text and "## Copies? Distance to the nearest training frame at 32 px" in text
     assert "| real 16 px super-resolved by control upscaler | 171 Å |" in text
     with pytest.raises(ValueError, match="the control takes 16 px to 64 px .3 channels, 'browse'.; this cascade 16 "
                                          "px to 32 px"):
@@ -195,8 +204,9 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
     model = save_pipeline(pipe, tmp_path / "cascade")
     assert main(["evaluate-cascade", "--model", str(model), "--dataset", str(flare_days), "--split", "validation",
                  "--num-images", "1", "--real-frames", "4", "--upscaler-steps", "1", "--spread-seeds", "2",
-                 "--sweep-levels", "0.1", "--sweep-frames", "2", "--out", str(tmp_path / "cli")]) == 0
+                 "--sweep-levels", "0.1", "--sweep-frames", "2", "--no-memorisation", "--out", str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli" / "metrics.json").exists() and "report.md" in capsys.readouterr().out
+    assert "memorisation" not in json.loads((tmp_path / "cli" / "metrics.json").read_text())
 
 
 def test_a_base_trained_with_flip_planes_takes_the_same_upscaler():
