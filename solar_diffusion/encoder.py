@@ -35,14 +35,17 @@ class FlareClassifier(ModelMixin, ConfigMixin):
     ``degradations``: names of a second head on the same features, trained to tell a real frame
     from one blurred or with noise added (``training.data.random_degradation``), so that the
     embedding sees fine structure, which flare classes alone need not (a 256 px encoder that judges
-    super-resolution must tell blur and grain from loops). Empty: no such head."""
+    super-resolution must tell blur and grain from loops). Empty: no such head.
+
+    ``covariates``: numbers per image the head reads beside the image features (a forecaster's
+    flare history); the features, the embedding, stay the image's alone. 0: none."""
 
     config_name = "config.json"
 
     @register_to_config
     def __init__(self, id2label: dict, sample_size: int = 64, in_channels: int = 1,
                  widths: tuple = (16, 32, 64, 128), feature_dim: int = 128, dropout: float = 0.2,
-                 normalization: dict | None = None, degradations: tuple = ()):
+                 normalization: dict | None = None, degradations: tuple = (), covariates: int = 0):
         super().__init__()
         layers, previous = [], in_channels
         for width in widths:
@@ -51,7 +54,7 @@ class FlareClassifier(ModelMixin, ConfigMixin):
             previous = width
         self.stages = nn.Sequential(*layers)
         self.embed = nn.Sequential(nn.Linear(2 * previous, feature_dim), nn.SiLU())
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, len(id2label)))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim + covariates, len(id2label)))
         self.degradation_head = nn.Linear(feature_dim, len(degradations)) if degradations else None
 
     @property
@@ -67,27 +70,39 @@ class FlareClassifier(ModelMixin, ConfigMixin):
         x = self.stages(resize(images.to(self.dtype), self.config.sample_size))
         return self.embed(torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1))
 
-    def forward(self, images: torch.Tensor, with_degradation: bool = False):
+    def forward(self, images: torch.Tensor, with_degradation: bool = False, covariates: torch.Tensor | None = None):
         """Class logits (N, num_labels); with ``with_degradation`` also the degradation head's
-        logits (N, len(degradations)) of the same features."""
+        logits (N, len(degradations)) of the same features. ``covariates`` (N, covariates): a
+        classifier trained with them needs them."""
         features = self.features(images)
+        if self.config.covariates:
+            if covariates is None or covariates.shape[-1] != self.config.covariates:
+                raise ValueError(f"this classifier reads {self.config.covariates} covariates per image beside it, "
+                                 f"got {None if covariates is None else covariates.shape[-1]}")
+            logits = self.head(torch.cat([features, covariates.to(features)], dim=1))
+        else:
+            logits = self.head(features)
         if not with_degradation:
-            return self.head(features)
+            return logits
         if self.degradation_head is None:
             raise ValueError("this encoder has no degradation head (trained without --degradations)")
-        return self.head(features), self.degradation_head(features)
+        return logits, self.degradation_head(features)
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-        """Predicted label names of model-space images."""
-        ids = torch.cat([self(batch).argmax(1) for batch in _batches(images, batch_size, self)])
+    def predict(self, images: torch.Tensor, covariates=None, batch_size: int = 256) -> np.ndarray:
+        """Predicted label names of model-space images (and their ``covariates``, if it reads any)."""
         names = self.id2label
-        return np.array([names[int(i)] for i in ids], dtype=object)
+        return np.array([names[int(i)] for i in self.predict_proba(images, covariates, batch_size).argmax(1)],
+                        dtype=object)
 
     @torch.no_grad()
-    def predict_proba(self, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-        """Class probabilities (N, num_labels; columns in ``id2label`` order) of model-space images."""
-        return torch.cat([self(b).softmax(1).float() for b in _batches(images, batch_size, self)]).cpu().numpy()
+    def predict_proba(self, images: torch.Tensor, covariates=None, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities (N, num_labels; columns in ``id2label`` order) of model-space images
+        (and their ``covariates``, if it reads any)."""
+        extra = None if covariates is None else torch.as_tensor(np.asarray(covariates), dtype=torch.float32)
+        out = [self(b, covariates=None if extra is None else extra[start:start + len(b)]).softmax(1).float()
+               for start, b in zip(range(0, len(images), batch_size), _batches(images, batch_size, self))]
+        return torch.cat(out).cpu().numpy()
 
     @torch.no_grad()
     def embed_images(self, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:

@@ -253,18 +253,21 @@ def downsample(images: torch.Tensor, size: int) -> torch.Tensor:
 
 @dataclass
 class LabelledImages:
-    """Model-space images (N, C, H, W) in [-1, 1] and, per image, its label name and time."""
+    """Model-space images (N, C, H, W) in [-1, 1] and, per image, its label name and time; and
+    optionally numbers a classifier reads beside each image (``covariates``, (N, K) float32)."""
 
     images: torch.Tensor
     labels: np.ndarray
     t_obs: np.ndarray
+    covariates: np.ndarray | None = None
 
     def __len__(self):
         return len(self.labels)
 
     def where(self, mask) -> "LabelledImages":
         mask = np.asarray(mask)
-        return LabelledImages(self.images[torch.from_numpy(mask)], self.labels[mask], self.t_obs[mask])
+        return LabelledImages(self.images[torch.from_numpy(mask)], self.labels[mask], self.t_obs[mask],
+                              None if self.covariates is None else self.covariates[mask])
 
     def counts(self) -> dict:
         names, counts = np.unique(self.labels, return_counts=True)

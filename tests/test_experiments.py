@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from solar_diffusion.training.experiments import (ARMS, COMPARISONS, REFERENCES, flare_ahead, flare_behind,
@@ -98,7 +99,8 @@ def test_predictor_experiment_runs_all_four_arms(real_64, browse_model_64, share
                       "--flare-list", shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv",
                       "--threshold", "M", "--threshold", "X", *TINY)  # (>= C: every March training frame is positive)
     results = json.loads((out / "results.json").read_text())
-    assert list(results["thresholds"]) == ["M", "X"]
+    assert list(results["thresholds"]) == ["M", "X"] and results["settings"]["history_hours"] == 24
+    assert "the image and the flare history" in (out / "report.md").read_text()
     for threshold, r in results["thresholds"].items():
         assert r["synthetic_positives"] == {"M": 6, "X": 3}[threshold]  # the M and X frames; the X frames
         truth = np.array(r["scored_truth"], bool)
@@ -175,6 +177,19 @@ def test_synthetic_verdicts_only_for_a_predictor_that_beats_the_references():
     assert "no verdict" in unskilled["verdicts"][-1] and "persistence" in unskilled["verdicts"][-1]
     persistence_tss = unskilled["references"]["arms"]["persistence"]["TSS"]["value"]
     assert persistence_tss == pytest.approx(skill_scores(truth, references["persistence"] >= 0.5)["tss"], abs=1e-4)
+
+
+def test_a_classifier_with_covariates_needs_them_and_uses_them():
+    from solar_diffusion.encoder import FlareClassifier
+
+    torch.manual_seed(0)
+    model = FlareClassifier(id2label={0: "no", 1: "yes"}, sample_size=16, widths=(4,), feature_dim=4,
+                            covariates=1).eval()
+    images = torch.zeros(3, 1, 16, 16)
+    with pytest.raises(ValueError, match="reads 1 covariates per image beside it, got None"):
+        model.predict_proba(images)
+    low, high = (model.predict_proba(images, np.full((3, 1), v, np.float32)) for v in (-1.0, 1.0))
+    assert low.shape == (3, 2) and np.allclose(low.sum(1), 1) and not np.allclose(low, high)
 
 
 def test_skill_scores_of_perfect_and_inverted_forecasts():

@@ -34,7 +34,9 @@ per-group F1 over the groups with at least ``--min-real`` scored frames.
 (t, t + ``--horizon-hours``]? Labels come from the flare list. Scored on frames whose nominal hour
 is a multiple of ``--eval-hour-stride`` (in the 2012 browse set odd hours were kept only near M/X
 flares, which would inflate the base rate): TSS, HSS, the Brier skill score against the real
-training base rate, and the base rate. The real arm is first compared with two reference forecasts
+training base rate, and the base rate. Beside the image the predictor reads the flare history
+(``--history-hours``, default 24: ``history_covariate`` of the largest flare that began in that
+many hours before the frame; for a generated frame, its own flare, in progress). The real arm is first compared with two reference forecasts
 (``reference_forecasts``): climatology and persistence; the synthetic arm's verdicts are given only
 for a predictor that beats both in TSS. ``--rescore`` recomputes every figure of a run from the
 predictions its ``results.json`` holds.
@@ -124,6 +126,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
             e.add_argument("--horizon-hours", type=float, default=24.0, help="a frame is positive if a flare of the threshold class peaks within this many hours")
             e.add_argument("--eval-hour-stride", type=int, default=2,
                            help="score frames whose nominal hour is a multiple of this (1: all)")
+            e.add_argument("--history-hours", type=float, default=24.0,
+                           help="the predictor also reads the largest flare that began in this many hours before "
+                                "the frame (a generated frame: its own flare); 0: the image alone")
             e.add_argument("--rescore", action="store_true",
                            help="recompute OUT/results.json's figures, reference forecasts and verdicts from its saved "
                                 "predictions, without training (same --dataset and --flare-list)")
@@ -215,12 +220,15 @@ def inner_validation_days(t_obs, every: int) -> np.ndarray:
 def _join(a: LabelledImages, b: LabelledImages) -> LabelledImages:
     if not len(b):
         return a
+    covariates = None if a.covariates is None or b.covariates is None else np.concatenate([a.covariates, b.covariates])
     return LabelledImages(torch.cat([a.images, b.images]), np.concatenate([a.labels, b.labels]),
-                          np.concatenate([a.t_obs.astype(object), b.t_obs.astype(object)]))
+                          np.concatenate([a.t_obs.astype(object), b.t_obs.astype(object)]), covariates)
 
 
-def _relabel(data: LabelledImages, labels) -> LabelledImages:
-    return LabelledImages(data.images, np.asarray(labels, dtype=object), data.t_obs)
+def _relabel(data: LabelledImages, labels, covariates="keep") -> LabelledImages:
+    """``data`` with other labels (and, given, other ``covariates``; None: none)."""
+    return LabelledImages(data.images, np.asarray(labels, dtype=object), data.t_obs,
+                          data.covariates if isinstance(covariates, str) else covariates)
 
 
 class Experiment:
@@ -287,7 +295,10 @@ class Experiment:
                              f"differ): make it with solar-diffusion augment --dataset {args.dataset}")
         size = self.pipe.unet.config.sample_size
         frames = model_space_split(folder, "train", self.pipe.normalization, size)
-        flags = is_synthetic(load_split(folder, "train", columns=("label_source",))["label_source"])
+        rows = load_split(folder, "train", columns=("label_source", "flare_log10_peak_flux_goes_r"))
+        flags = is_synthetic(rows["label_source"])
+        # a generated frame shows its flare in progress: its flare history is that flare
+        frames.covariates = history_covariate(np.asarray(rows["flare_log10_peak_flux_goes_r"], float))[:, None]
         return frames.where(flags)
 
     def fit(self, arm: str, train: LabelledImages, inner: LabelledImages, synthetic: LabelledImages, id2label: dict,
@@ -591,20 +602,48 @@ def forecast_figures(s) -> dict:
             "base rate": round((tp + fn) / (tp + fn + fp + tn), 4)}
 
 
+def flare_history(t_obs, events, hours: float) -> np.ndarray:
+    """Per frame time t, log10 of the largest peak flux (GOES-R scale, W m^-2) of the flares that
+    began in (t - ``hours``, t]; -inf where none did: what a forecaster knows at t of the recent
+    flares.
+
+    >>> import pandas as pd
+    >>> events = pd.DataFrame({"start": pd.to_datetime(["2012-03-07T00:02Z", "2012-03-07T01:05Z"]),
+    ...                        "peak_flux": [1e-3, 1e-4]})
+    >>> flare_history(["2012-03-06T23:00", "2012-03-07T01:00", "2012-03-08T00:30"], events, 24).tolist()
+    [-inf, -3.0, -4.0]
+    """
+    order = np.argsort(utc_times(events["start"]).to_numpy(dtype="datetime64[ns]"), kind="stable")
+    starts = utc_times(events["start"]).to_numpy(dtype="datetime64[ns]")[order]
+    fluxes = events["peak_flux"].to_numpy(dtype=float)[order]
+    times = utc_times(t_obs).to_numpy(dtype="datetime64[ns]")
+    high = np.searchsorted(starts, times, side="right")
+    low = np.searchsorted(starts, times - np.timedelta64(int(hours * 3600), "s"), side="right")
+    with np.errstate(divide="ignore"):
+        return np.array([np.log10(np.nanmax(fluxes[a:b])) if b > a else -np.inf for a, b in zip(low, high)])
+
+
 def flare_behind(t_obs, events, threshold_flux: float, hours: float) -> np.ndarray:
     """Per frame time t, whether a flare with peak flux >= ``threshold_flux`` (GOES-R scale) began
-    in (t - ``hours``, t]: what a forecaster knows at t of the recent flares.
+    in (t - ``hours``, t] (``flare_history``).
 
     >>> import pandas as pd
     >>> events = pd.DataFrame({"start": pd.to_datetime(["2012-03-07T00:02Z"]), "peak_flux": [2.7e-4]})
     >>> flare_behind(["2012-03-06T23:00", "2012-03-07T01:00", "2012-03-08T00:02"], events, 1e-5, 24).tolist()
     [False, True, False]
     """
-    chosen = events["peak_flux"].to_numpy() >= threshold_flux * (1 - 1e-9)
-    starts = np.sort(utc_times(events["start"][chosen]).to_numpy(dtype="datetime64[ns]"))
-    times = utc_times(t_obs).to_numpy(dtype="datetime64[ns]")
-    window = np.timedelta64(int(hours * 3600), "s")
-    return np.searchsorted(starts, times, side="right") > np.searchsorted(starts, times - window, side="right")
+    return flare_history(t_obs, events, hours) >= np.log10(threshold_flux * (1 - 1e-9))
+
+
+def history_covariate(log10_flux) -> np.ndarray:
+    """The predictor's flare-history input: log10 peak flux (GOES-R) mapped from [-7, -3] (B1 to
+    X7, clipped) to [-1, 1]; no flare (-inf or NaN) is -1.
+
+    >>> history_covariate([-np.inf, -5.0, -2.0]).tolist()
+    [-1.0, 0.0, 1.0]
+    """
+    x = np.nan_to_num(np.asarray(log10_flux, dtype=np.float64), nan=-np.inf)
+    return ((np.clip(x, -7.0, -3.0) + 5.0) / 2.0).astype(np.float32)
 
 
 def reference_forecasts(t_obs, events, threshold_flux: float, horizon_hours: float, climatology: float) -> dict:
@@ -669,7 +708,9 @@ def predictor_markdown(results: dict) -> str:
              f"on every {s['inner_every']}th day of the training months. Synthetic positives are generated "
              "flare-in-progress images (see the module docstring for why they may help a 24 h predictor). "
              "Reference forecasts: climatology (the training base rate) and persistence (yes where a flare of the "
-             f"threshold began in the {s['horizon_hours']:g} h before the frame).", ""]
+             f"threshold began in the {s['horizon_hours']:g} h before the frame). The predictor reads "
+             + (f"the image and the flare history (the largest flare that began in the {s['history_hours']:g} h "
+                "before the frame)." if s.get("history_hours") else "the image alone."), ""]
     for threshold, r in results["thresholds"].items():
         lines += [f"### >= {threshold} within {s['horizon_hours']:g} h", ""]
         if "comparison" not in r:
@@ -712,6 +753,8 @@ def predictor_experiment(args) -> dict:
     thresholds = args.thresholds or ["M", "C"]
     keep, days, day_index = scored_selection(ex.scored.t_obs, args.eval_hour_stride)
     scored = ex.scored.where(keep)
+    scored_history = history_covariate(flare_history(scored.t_obs, events, args.history_hours))[:, None] \
+        if args.history_hours else None
     id2label = {0: "no", 1: "yes"}
     results = {"settings": ex.settings(), "synthetic_counts": ex.synthetic.counts(), "scored_frames": len(scored),
                "scored_months": sorted({d[:7] for d in days}), "scored_days": day_index.tolist(), "thresholds": {}}
@@ -721,11 +764,15 @@ def predictor_experiment(args) -> dict:
         letter = threshold[0].upper()
         labels = {name: np.where(flare_ahead(d.t_obs, events, flux, args.horizon_hours) >= 0, "yes", "no")
                   for name, d in (("train", ex.train), ("inner", ex.inner))}
-        train = _relabel(ex.train, labels["train"])
-        inner = _relabel(ex.inner, labels["inner"])
+        history = {name: history_covariate(flare_history(d.t_obs, events, args.history_hours))[:, None]
+                   if args.history_hours else None for name, d in (("train", ex.train), ("inner", ex.inner))}
+        train = _relabel(ex.train, labels["train"], history["train"])
+        inner = _relabel(ex.inner, labels["inner"], history["inner"])
         positive = np.array([c in FLARE_LETTERS and FLARE_LETTERS.index(c) >= FLARE_LETTERS.index(letter)
                              for c in ex.synthetic.labels], dtype=bool)
-        synthetic = _relabel(ex.synthetic.where(positive), np.full(int(positive.sum()), "yes"))
+        synthetic = ex.synthetic.where(positive)
+        synthetic = _relabel(synthetic, np.full(len(synthetic), "yes"),
+                             synthetic.covariates if args.history_hours else None)
         which = flare_ahead(scored.t_obs, events, flux, args.horizon_hours)
         truth = which >= 0
         climatology = float((train.labels == "yes").mean())
@@ -741,7 +788,7 @@ def predictor_experiment(args) -> dict:
                 bar.set_postfix_str(f">= {threshold}, {arm}, seed {seed}")
                 model, history = ex.fit(arm, train, inner, synthetic, id2label, seed)
                 bar.update(1)
-                p_yes = model.predict_proba(scored.images)[:, 1]
+                p_yes = model.predict_proba(scored.images, scored_history)[:, 1]
                 runs[arm].append({"seed": seed, "kept_epoch": [r for r in history if r.get("kept")][-1]["epoch"],
                                   "p_yes": np.round(p_yes, 4).tolist()})
         r = results["thresholds"][threshold] = {

@@ -59,7 +59,8 @@ def fit_classifier(train, validation, id2label: dict, normalization, args, accel
     optimiser steps); the loss weighs a class by ``count ** -loss_balance`` (mean weight 1 over
     the frames); ``augment`` (a function of a model-space batch) runs after the rotation. With
     ``args.degradations`` the degradation head (``random_degradation``) adds its cross-entropy to the
-    loss. ``log`` prints each epoch's loss and validation score."""
+    loss. Where ``train`` has ``covariates`` the classifier reads them beside each image (and
+    ``validation`` must have them too). ``log`` prints each epoch's loss and validation score."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -75,8 +76,10 @@ def fit_classifier(train, validation, id2label: dict, normalization, args, accel
     model = FlareClassifier(id2label=id2label, sample_size=train.images.shape[-1], in_channels=train.images.shape[1],
                             widths=tuple(int(w) for w in str(args.widths).split(",")), feature_dim=args.feature_dim,
                             normalization=normalization.to_dict(),
-                            degradations=DEGRADATIONS if getattr(args, "degradations", False) else ())
-    dataset = torch.utils.data.TensorDataset(train.images, y)
+                            degradations=DEGRADATIONS if getattr(args, "degradations", False) else (),
+                            covariates=0 if train.covariates is None else train.covariates.shape[1])
+    covariates = torch.zeros(len(y), 0) if train.covariates is None else torch.as_tensor(train.covariates).float()
+    dataset = torch.utils.data.TensorDataset(train.images, covariates, y)
     sampler = BalancedSampler(y.numpy(), args.class_balance, args.seed, samples_per_epoch)
     counts = torch.bincount(y, minlength=len(id2label)).double()
     weights = torch.where(counts > 0, counts.clamp(min=1) ** -float(loss_balance), 0.0)
@@ -91,7 +94,8 @@ def fit_classifier(train, validation, id2label: dict, normalization, args, accel
         sampler.set_epoch(epoch)
         model.train()
         total, seen = 0.0, 0
-        for images, labels in loader:
+        for images, extra, labels in loader:
+            extra = extra if train.covariates is not None else None
             if args.augment_rotation:
                 images = random_rotation(images, args.augment_rotation)
             if augment is not None:
@@ -99,10 +103,10 @@ def fit_classifier(train, validation, id2label: dict, normalization, args, accel
             class_weights = weights.to(images.device) if loss_balance else None
             if getattr(args, "degradations", False):
                 images, kinds = random_degradation(images)
-                logits, degradation_logits = model(images, with_degradation=True)
+                logits, degradation_logits = model(images, with_degradation=True, covariates=extra)
                 loss = F.cross_entropy(logits, labels, weight=class_weights) + F.cross_entropy(degradation_logits, kinds)
             else:
-                loss = F.cross_entropy(model(images), labels, weight=class_weights)
+                loss = F.cross_entropy(model(images, covariates=extra), labels, weight=class_weights)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -111,10 +115,11 @@ def fit_classifier(train, validation, id2label: dict, normalization, args, accel
         row = {"epoch": epoch + 1, "loss": total / seen}
         unwrapped = accelerator.unwrap_model(model)
         if val_classes:
-            predicted = unwrapped.predict(validation.images)
+            predicted = unwrapped.predict(validation.images, validation.covariates)
             row["validation_macro_f1"] = f1_scores(validation.labels, predicted, val_classes)["macro"]
         if validation is not None and unwrapped.degradation_head is not None:
-            row["validation_degradation_accuracy"] = degradation_accuracy(unwrapped, validation.images, args.seed)
+            row["validation_degradation_accuracy"] = degradation_accuracy(unwrapped, validation.images, args.seed,
+                                                                            validation.covariates)
         # the epoch kept: the best validation macro-F1, plus the degradation head's accuracy where it has one
         score = row.get("validation_macro_f1", epoch) + row.get("validation_degradation_accuracy", 0.0)
         if score > best:
@@ -129,7 +134,7 @@ def fit_classifier(train, validation, id2label: dict, normalization, args, accel
 
 
 @torch.no_grad()
-def degradation_accuracy(model, images: torch.Tensor, seed: int, batch_size: int = 64) -> float:
+def degradation_accuracy(model, images: torch.Tensor, seed: int, covariates=None, batch_size: int = 64) -> float:
     """The fraction of ``images``, each degraded at random (``random_degradation``, drawn from
     ``seed``), whose degradation the model's degradation head names."""
     from solar_diffusion.training.data import random_degradation
@@ -140,7 +145,8 @@ def degradation_accuracy(model, images: torch.Tensor, seed: int, batch_size: int
         torch.manual_seed(seed)
         for start in range(0, len(images), batch_size):
             degraded, kinds = random_degradation(images[start:start + batch_size].to(device))
-            right += int((model(degraded, with_degradation=True)[1].argmax(1) == kinds).sum())
+            extra = None if covariates is None else torch.as_tensor(covariates[start:start + batch_size]).float()
+            right += int((model(degraded, with_degradation=True, covariates=extra)[1].argmax(1) == kinds).sum())
     return round(right / len(images), 4)
 
 
