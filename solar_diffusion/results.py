@@ -132,10 +132,16 @@ def _flare_headline(flare: dict, split: str) -> list:
     def copies(key: str) -> str:
         return "; ".join(f"{c} {fmt(mem[c][key])}" for c in ("M", "X") if c in mem)
 
+    novelty = "novelty_target" in flare["memorisation"]
+    flips = all(keys.OVER_REAL_HELD_OUT_WITH_FLIPS in mem[c] for c in ("M", "X") if c in mem)
     lines.append(f"- Copies? Median distance to the nearest training frame, over that of real frames of months never "
                  f"seen ({split}): {copies(keys.OVER_REAL_HELD_OUT)}"
-                 + ("" if "novelty_target" not in flare["memorisation"] else
-                    f" (without novelty guidance: {copies(keys.OVER_REAL_HELD_OUT_WITHOUT_NOVELTY)})") + ".")
+                 + (f" (without novelty guidance: {copies(keys.OVER_REAL_HELD_OUT_WITHOUT_NOVELTY)})" if novelty else "")
+                 + ("" if not flips else
+                    f"; searching the training frames' flips too (a model trained with flips may redraw a mirrored "
+                    f"day): {copies(keys.OVER_REAL_HELD_OUT_WITH_FLIPS)}"
+                    + (f" (without novelty guidance: {copies(keys.OVER_REAL_HELD_OUT_WITH_FLIPS_WITHOUT_NOVELTY)})"
+                       if novelty else "")) + ".")
     return lines
 
 
