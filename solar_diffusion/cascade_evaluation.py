@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from solar_diffusion.files import atomic_write
-from solar_diffusion.fine_structure import (BANDS, band_passed_kurtosis, band_powers, bicubic,
-                                            bicubic_plus_shaped_noise, disk_power_spectrum)
+from solar_diffusion.fine_structure import (BANDS, BROWSE_BLOCK_CYCLES, band_passed_kurtosis, band_powers, bicubic,
+                                            bicubic_plus_shaped_noise, block_peak, disk_power_spectrum)
 from solar_diffusion.hub import model_name
 from solar_diffusion.fidelity import by_groups
 from solar_diffusion.flare_evaluation import flare_signature, nearest_distances, real_flare_frames
@@ -66,11 +66,14 @@ def by_group(statistic, groups: np.ndarray, unit: str = "days", n_boot: int = 50
 
 
 def fine_structure_figures(images: np.ndarray, real_bands: np.ndarray, center, radius: float, groups,
-                           unit: str = "days") -> dict:
+                           unit: str = "days", block_cycles: float = BROWSE_BLOCK_CYCLES) -> dict:
     """Per channel and band the power ratio of ``images`` to the real frames' mean band power
-    (``real_bands``: C, bands), and the band-passed kurtosis, each with its interval over ``groups``."""
-    bands = band_powers(disk_power_spectrum(images, center, radius), BANDS, images.shape[-1])  # (N, C, B)
+    (``real_bands``: C, bands), the band-passed kurtosis and the JPEG block peak near
+    ``block_cycles`` (``block_peak``; none for 0), each with its interval over ``groups``."""
+    spectra = disk_power_spectrum(images, center, radius)
+    bands = band_powers(spectra, BANDS, images.shape[-1])  # (N, C, B)
     kurtosis = band_passed_kurtosis(images, center, radius)  # (N, C)
+    peak = block_peak(spectra, block_cycles) if block_cycles else None
     out = {}
     for c in range(images.shape[1]):
         out[f"channel_{c}"] = {
@@ -78,6 +81,9 @@ def fine_structure_figures(images: np.ndarray, real_bands: np.ndarray, center, r
                 lambda rows, b=b: float(bands[rows, c, b].mean() / real_bands[c, b]), groups, unit, bounds=(0, np.inf))
                 for b, (low, high) in enumerate(BANDS)},
             "kurtosis": by_group(lambda rows: float(kurtosis[rows, c].mean()), groups, unit)}
+        if peak is not None and np.isfinite(peak[:, c]).all():
+            out[f"channel_{c}"]["block_peak"] = by_group(lambda rows: float(peak[rows, c].mean()), groups, unit,
+                                                         bounds=(0, np.inf))
     return out
 
 
@@ -128,7 +134,7 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
                      seed: int = 0, batch_size: int = 16, upscaler_steps: int | None = None,
                      noise_level: float | None = None, spread_seeds: int = 8, sweep_levels=(0.0, 0.05, 0.1, 0.2),
                      sweep_frames: int = 64, encoder=None, control=None, tile_frames: int = 16,
-                     memorisation: bool = True) -> dict:
+                     memorisation: bool = True, block_cycles: float = BROWSE_BLOCK_CYCLES) -> dict:
     """The cascade's figures (see the module docstring), sampled with ``upscaler_steps`` and
     ``noise_level`` (default: the model's ``upscaling``); the seed spread over ``spread_seeds`` seeds
     (``seed_spread``) and the noise-level sweep over the first ``sweep_frames`` real frames at
@@ -138,7 +144,8 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
     ``train-upscaler --objective regression``) the real frames it super-resolves, as a control; over
     the first ``tile_frames`` real frames, whole frames against the upscaler run per crop-sized tile
     (``tile_comparison``; none for 0); with ``memorisation``, the generated images' distance to the
-    training frames at the output size (``memorisation_section``)."""
+    training frames at the output size (``memorisation_section``). ``block_cycles``: where the
+    source's JPEG blocks put power (``fine_structure.block_peak``; 0: not measured)."""
     upscaling = {"num_inference_steps": upscaler_steps, "noise_level": noise_level}
     size, base_size = pipe.upscaler.config.sample_size, pipe.unet.config.sample_size
     info = dataset_info(dataset)
@@ -172,6 +179,7 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
                      "real_days": int(len(np.unique(days))), "seed": seed,
                      "batch_size": batch_size, "spread_seeds": spread_seeds, "sweep_levels": list(sweep_levels),
                      "sweep_frames": sweep_frames, "tile_frames": tile_frames, "memorisation": memorisation,
+                     "block_cycles": block_cycles,
                      "upscaling": dict(pipe.config.upscaling) | {k: v for k, v in upscaling.items() if v is not None},
                      "bands_cycles_per_image": [list(b) for b in BANDS], "model": model_name(pipe.name_or_path),
                      "encoder": None if encoder is None else model_name(encoder.config.get("_name_or_path") or ""),
@@ -179,7 +187,7 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
                      "wavelengths_angstrom": list(pipe.config.geometry.get("wavelengths_angstrom") or [])},
         "real": {"kurtosis": {f"channel_{c}": by_group(lambda rows, c=c: float(real_kurtosis[rows, c].mean()), days)
                               for c in range(real.shape[1])}},
-        "generated": fine_structure_figures(high.numpy(), real_bands, center, radius, seeds, "seeds")
+        "generated": fine_structure_figures(high.numpy(), real_bands, center, radius, seeds, "seeds", block_cycles)
         | {"consistency_rms": by_group(lambda rows: float(generated_consistency[rows].mean()), seeds, "seeds",
                                        bounds=(0, np.inf))},
         "super_resolved": {}, "seconds_per_generated_image": seconds,
@@ -190,6 +198,12 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
                                  **upscaling) if tile_frames else None,
         "noise_level_sweep": noise_level_sweep(pipe, real_base[:sweep_frames], real[:sweep_frames], real_bands, center,
                                                radius, sweep_levels, batch_size, seed, upscaler_steps)}
+    if block_cycles:
+        real_peak = block_peak(real_spectra, block_cycles)
+        if np.isfinite(real_peak).all():
+            report["real"]["block_peak"] = {
+                f"channel_{c}": by_group(lambda rows, c=c: float(real_peak[rows, c].mean()), days, bounds=(0, np.inf))
+                for c in range(real.shape[1])}
     if memorisation:
         report["memorisation"] = memorisation_section(pipe, dataset, high, seeds, real, days, num_images)
     if encoder is not None:
@@ -198,7 +212,8 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
                                             days, num_images, seed, batch_size, control, **upscaling)
     for name, images in {"upscaler": resolved, **controls}.items():
         to_original, consistency = rms(images, real), rms(to_base(images, norm, base_size), real_base)
-        report["super_resolved"][name] = fine_structure_figures(images.numpy(), real_bands, center, radius, days) | {
+        report["super_resolved"][name] = fine_structure_figures(images.numpy(), real_bands, center, radius, days,
+                                                                block_cycles=block_cycles) | {
             "rms_to_original": by_group(lambda rows, x=to_original: float(x[rows].mean()), days, bounds=(0, np.inf)),
             "consistency_rms": by_group(lambda rows, x=consistency: float(x[rows].mean()), days, bounds=(0, np.inf))}
     return report
@@ -528,6 +543,16 @@ def report_lines(report: dict) -> list[str]:
     for label, figures in rows.items():
         to_original = _cell(figures["rms_to_original"]) if "rms_to_original" in figures else "-"
         lines.append(f"| {label} | {_cell(figures['consistency_rms'])} | {to_original} |")
+    real_peak = report["real"].get("block_peak")
+    if real_peak:
+        shows = [n for n, v in zip(names, real_peak.values()) if v["low"] > 1]
+        lines += ["", f"## The browse JPEG blocks: power within 2 of {settings['block_cycles']:g} cycles per image over "
+                  "its flanks (1: no peak)", "",
+                  "| images | " + " | ".join(names) + " |", "|---|" + "---|" * len(names),
+                  "| real | " + " | ".join(_cell(v) for v in real_peak.values()) + " |"]
+        lines += [f"| {label} | " + " | ".join(_cell(figures[c]["block_peak"]) for c in real_peak) + " |"
+                  for label, figures in rows.items() if all("block_peak" in figures[c] for c in real_peak)]
+        lines += ["", f"The peak shows in the real frames (interval above 1) in: {', '.join(shows) or 'no channel'}."]
     lines += encoder_lines(report.get("encoder"), settings)
     signature = report.get("flare_signature")
     if signature:

@@ -224,6 +224,7 @@ def _training_script(module: str, entry: str, saved: str) -> tuple:
 
 
 def _add_evaluate_cascade(p):
+    from solar_diffusion.fine_structure import BROWSE_BLOCK_CYCLES
     from solar_diffusion.splits import dataset_argument
 
     _add_model(p, "saved cascade (a pipeline with an upscaler)")
@@ -246,6 +247,9 @@ def _add_evaluate_cascade(p):
     p.add_argument("--tile-frames", type=int, default=16,
                    help="real frames super-resolved whole and per crop-sized tile (what the normalisation over a "
                         "whole frame changes; 0 for none)")
+    p.add_argument("--block-cycles", type=float, default=BROWSE_BLOCK_CYCLES,
+                   help="where the source's JPEG blocks put power, in cycles per image (472 px browse composites, "
+                        "8 px blocks: 59; 0: not measured)")
     p.add_argument("--no-memorisation", dest="memorisation", action="store_false",
                    help="skip the generated images' distance to every training frame at the output size")
     p.add_argument("--encoder", default=None,
@@ -273,7 +277,8 @@ def _evaluate_cascade(args) -> int:
                               sweep_levels=tuple(float(v) for v in args.sweep_levels.split(",") if v.strip()),
                               sweep_frames=args.sweep_frames, encoder=load_encoder(encoder) if encoder else None,
                               control=load_pipeline(args.control_upscaler) if args.control_upscaler else None,
-                              tile_frames=args.tile_frames, memorisation=args.memorisation)
+                              tile_frames=args.tile_frames, memorisation=args.memorisation,
+                              block_cycles=args.block_cycles)
     print(f"wrote {write_report(report, args.out)}")
     return 0
 

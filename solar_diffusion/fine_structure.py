@@ -6,7 +6,8 @@ issue): ``disk_power_spectrum`` (radially averaged power inside ``fraction`` of 
 radius, under a cosine-tapered disk window), ``band_powers`` over ``BANDS`` (cycles per image at
 256 px; ``bands_at`` scales them to another size),
 ``band_passed_kurtosis`` (the excess kurtosis of the band-passed disk: loops and kernels are
-sparse and bright, Gaussian noise has 0), and the two controls that must look wrong:
+sparse and bright, Gaussian noise has 0), ``block_peak`` (the browse JPEG blocks' power near
+``BROWSE_BLOCK_CYCLES``, where it shows), and the two controls that must look wrong:
 ``bicubic`` upsampling and ``bicubic_plus_shaped_noise`` (bicubic plus noise whose spectrum makes
 up the real frames' power in each band: power without structure).
 
@@ -22,6 +23,9 @@ import torch.nn.functional as F
 
 #: Bands of spatial frequency (cycles per image, at 256 px) in which power is compared.
 BANDS = ((8, 16), (16, 32), (32, 64), (64, 128))
+#: Where the 8 px JPEG blocks of the 472 px browse composites put power: 472 / 8 cycles per image,
+#: at any size the frames are resampled to (other sources: their side in pixels over 8).
+BROWSE_BLOCK_CYCLES = 59.0
 
 
 def disk_window(size: int, center, radius: float, fraction: float = 0.9, taper: float = 0.1) -> np.ndarray:
@@ -61,6 +65,27 @@ def disk_power_spectrum(images, center, radius: float, fraction: float = 0.9) ->
     sums = torch.zeros(*flat.shape[:-1], size // 2, dtype=flat.dtype).index_add_(-1, k[keep], flat)
     counts = torch.bincount(k[keep], minlength=size // 2).clamp(min=1)
     return (sums / counts).numpy()
+
+
+def block_peak(spectra: np.ndarray, cycles: float = BROWSE_BLOCK_CYCLES, half_width: int = 2, gap: int = 2,
+               flank: int = 5) -> np.ndarray:
+    """(N, C) the mean power within ``half_width`` of ``cycles`` (cycles per image) over the
+    geometric mean of its two flanks (``flank`` frequencies each, ``gap`` away from the peak's
+    edges): about 1 where no JPEG block peak shows, above 1 where it does. NaN where the flanks
+    pass the spectrum's end.
+
+    >>> s = np.ones((1, 1, 128)); s[..., 58:61] = 3.0
+    >>> block_peak(s).round(2).tolist(), block_peak(np.ones((1, 1, 128))).tolist()
+    ([[2.2]], [[1.0]])
+    """
+    k, c = spectra.shape[-1], int(round(cycles))
+    low, high = c - half_width - gap - flank, c + half_width + gap + flank
+    if low < 1 or high >= k:
+        return np.full(spectra.shape[:-1], np.nan)
+    peak = spectra[..., c - half_width:c + half_width + 1].mean(axis=-1)
+    flanks = np.concatenate([spectra[..., low:low + flank], spectra[..., high - flank + 1:high + 1]], axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # flat flanks (no power): NaN, not a peak
+        return peak / np.exp(np.log(flanks).mean(axis=-1))
 
 
 def bands_at(size: int, bands=BANDS) -> list[tuple[int, int]]:

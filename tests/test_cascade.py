@@ -131,7 +131,8 @@ def test_a_saved_cascade_loads_both_ways_and_a_bad_upscaler_is_refused(tmp_path)
 
 def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_against_real(flare_days, tmp_path,
                                                                                           capsys):
-    from solar_diffusion.cascade_evaluation import evaluate_cascade, write_report
+    from solar_diffusion.cascade_evaluation import by_group, evaluate_cascade, report_lines, write_report
+    from solar_diffusion.fine_structure import block_peak
     from solar_diffusion.cli import main
     from solar_diffusion.hub import save_pipeline
     from solar_diffusion.pipelines import ClipLogNormalization
@@ -150,6 +151,7 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
     report = evaluate_cascade(pipe, flare_days, "validation", num_images=2, real_limit=6, batch_size=4,
                               encoder=encoder, control=regression)
     assert report["settings"]["real_frames"] == 6 and report["settings"]["real_days"] == 1
+    assert "block_peak" not in report["real"]  # 59 cycles per image lie beyond a 32 px spectrum: not measured
     distances = report["encoder"]  # quiet and C: 2 generated each, so 4 against 4 real and 4 floor frames
     assert distances["n"] == 4
     assert distances["per_class"] == {"quiet": 2, "C": 2}
@@ -192,6 +194,19 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
     assert [row["noise_level"] for row in sweep] == [0.0, 0.05, 0.1, 0.2]
     assert all(row["rms_to_original"] > 0 and set(row["power_ratio"]) == {"32-64", "64-128"} for row in sweep)
     text = write_report(report, tmp_path / "report").read_text()
+    assert "## The browse JPEG blocks" not in text  # not measured at 32 px
+    # at 256 px every set gets the block peak of its spectra (fine_structure.block_peak): the table
+    spectra = np.ones((6, 3, 128))
+    spectra[:, 0, 57:62] = 2.0
+    with_peak = dict(report, real=dict(report["real"], block_peak={
+        f"channel_{c}": by_group(lambda rows, c=c: float(block_peak(spectra)[rows, c].mean()), np.arange(6))
+        for c in range(3)}))
+    for figures in (with_peak["generated"], *with_peak["super_resolved"].values()):
+        for c in range(3):
+            figures[f"channel_{c}"]["block_peak"] = with_peak["real"]["block_peak"][f"channel_{c}"]
+    lines = "\n".join(report_lines(with_peak))
+    assert "| real | 2 [2, 2] | 1 [1, 1] | 1 [1, 1] |" in lines and "| generated | 2 [2, 2] |" in lines
+    assert "The peak shows in the real frames (interval above 1) in: 171 Å." in lines
     assert "| generated | 171 Å |" in text and "super-resolved by bicubic plus shaped noise" in text
     assert "## Invented detail" in text and "| 0.2 |" in text and "## The flare at 32 px" in text
     assert "| tiles 8px |" in text and "## Copies? Distance to the nearest training frame at 32 px" in text

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from solar_diffusion.fine_structure import (BANDS, band_passed_kurtosis, band_powers, bicubic,
-                                            bicubic_plus_shaped_noise, disk_power_spectrum)
+                                            bicubic_plus_shaped_noise, block_peak, disk_power_spectrum)
 
 FRAMES = ("20120307_0000_aia_171_131_094.jpg", "20120309_0400_aia_171_131_094.jpg",
           "20120804_1000_aia_171_131_094.jpg", "20121023_0400_aia_171_131_094.jpg")
@@ -43,3 +43,24 @@ def test_the_controls_look_wrong_on_real_frames(real_256):
     structure = {name: band_passed_kurtosis(x, center, radius).mean(axis=0)
                  for name, x in (("real", high.numpy()), ("noise", noisy.numpy()))}
     assert (structure["real"] > structure["noise"] + 1).all(), structure  # but not its sparse loops and kernels
+
+
+def test_no_jpeg_block_peak_shows_in_the_radial_spectrum_at_256_px(shared_data, tmp_path):
+    """The 472 px browse composites are JPEGs (8 px blocks: 59 cycles per image); cropped to the
+    2.3 R_sun field and resampled to 256 px, neither a composite nor the same composite
+    recompressed at JPEG quality 5 shows a block peak in the radially averaged disk spectrum."""
+    from PIL import Image
+
+    from solar_diffusion.dataset_builder.images import crop_and_resize, read_frame
+
+    source = shared_data / "sdo_browse_2012" / "images" / FRAMES[0]
+    if not source.exists():
+        pytest.skip(f"{source} is not in the shared data")
+    recompressed = tmp_path / source.name
+    Image.open(source).save(recompressed, quality=5)
+    peaks = []
+    for path in (source, recompressed):
+        image, radius = crop_and_resize(read_frame(path, channels=("171", "131", "94")), 256, limb_mask=None)
+        x = torch.from_numpy(np.asarray(image)[None]).float() / 127.5 - 1
+        peaks.append(block_peak(disk_power_spectrum(x.numpy(), (127.5, 127.5), radius)))
+    assert all(((0.8 < p) & (p < 1.25)).all() for p in peaks), peaks
