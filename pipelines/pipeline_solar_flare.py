@@ -43,6 +43,7 @@ __all__ = ["FLARE_LETTERS", "LETTER_FLUX", "SWPC_SCALE", "GOES_R_SCALE", "FLUX_S
     "QUIET_LABEL", "LABEL_ORDER", "FLUX_CLASS_INPUT_SCALE", "NULL_FLUX_CLASS_INPUT", "flux_class_input",
     "null_condition", "scheduler_step_kwargs", "requested_flux", "image_center_px", "rsun_px", "rescale_px",
     "disk_center_px", "north_up", "disk_mask", "FLARE_MAP_CHANNELS", "AUGMENTATION_PLANES", "FLARE_MAP_SIGMA_RSUN",
+    "with_no_flip_planes",
     "NO_FLARE_CLASS_INPUT", "flare_strength", "flare_class_input", "flare_map", "with_flare_map",
     "apply_guidance", "UPSCALER_NOISE_SCALE", "UPSCALER_NOISE_LEVEL", "upsample", "noise_level_input",
     "upscaler_input", "geometry_at", "arcsec_to_pixels", "FLARE_POSITION_SPREAD_RSUN", "draw_flare_position",
@@ -364,6 +365,21 @@ def with_flare_map(sample: torch.Tensor, flare_maps: torch.Tensor | None) -> tor
     torch.Size([2, 5, 8, 8])
     """
     return sample if flare_maps is None else torch.cat([sample, flare_maps.to(sample)], dim=1)
+
+
+def with_no_flip_planes(flare_maps: torch.Tensor, unet) -> torch.Tensor:
+    """Flare maps followed by zero augmentation planes (no flip), as many as ``unet`` (trained with
+    flips: ``AUGMENTATION_PLANES``) reads beyond its images and maps; unchanged for one without.
+
+    >>> from types import SimpleNamespace
+    >>> unet = SimpleNamespace(config=SimpleNamespace(in_channels=7, out_channels=3))
+    >>> with_no_flip_planes(torch.ones(2, FLARE_MAP_CHANNELS, 8, 8), unet).shape
+    torch.Size([2, 4, 8, 8])
+    """
+    planes = unet.config.in_channels - unet.config.out_channels - flare_maps.shape[1]
+    if planes <= 0:
+        return flare_maps
+    return torch.cat([flare_maps, flare_maps.new_zeros(len(flare_maps), planes, *flare_maps.shape[2:])], dim=1)
 
 
 def apply_guidance(uncond: torch.Tensor, cond: torch.Tensor, guidance_scale) -> torch.Tensor:
@@ -973,9 +989,7 @@ class SolarFlarePipeline(DiffusionPipeline):
         labels = [flare_class_input([f["log10_peak_flux_goes_r"] for f in flares]) for flares in per_image]
         maps = np.stack([flare_map([f["position_px"] for f in flares], [f["log10_peak_flux_goes_r"] for f in flares],
                                    image_size, sigma) for flares in per_image])
-        planes = self.unet.config.in_channels - self.unet.config.out_channels - FLARE_MAP_CHANNELS
-        maps = np.concatenate([maps, np.zeros((len(maps), planes, image_size, image_size), maps.dtype)], axis=1)
-        return torch.tensor(labels, dtype=torch.float32), torch.from_numpy(maps)
+        return torch.tensor(labels, dtype=torch.float32), with_no_flip_planes(torch.from_numpy(maps), self.unet)
 
     def class_inputs(self, flare_class) -> tuple[torch.Tensor, list[str]]:
         """UNet class inputs and their labels for a request (see ``__call__``'s ``flare_class``)."""

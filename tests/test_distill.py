@@ -85,6 +85,22 @@ def test_a_student_is_not_distilled_again(teacher, flare_days, tmp_path):
         distill(student, flare_days, tmp_path / "second", "--max-train-steps", "1")
 
 
+def test_a_teacher_trained_with_flips_is_distilled_with_its_planes_at_no_flip(flare_days, tmp_path):
+    from solar_diffusion.pipelines import AUGMENTATION_PLANES
+
+    torch.manual_seed(0)
+    unet = build_unet("tiny", sample_size=32, num_labels=0, in_channels=3, conditioning="flare",
+                      augmentation_planes=AUGMENTATION_PLANES).eval()
+    pipe = SolarFlarePipeline(unet, DDPMScheduler(), normalization=ClipLogNormalization.for_unit("browse").to_dict(),
+                              geometry=dataset_geometry(flare_days, 32), flare_positions=[[-475.0, 397.0]])
+    flipped = save_pipeline(pipe, tmp_path / "flipped")
+    student = SolarFlarePipeline.from_pretrained(distill(flipped, flare_days, tmp_path / "student", "--max-train-steps", "1"))
+    assert student.unet.config.in_channels == unet.config.in_channels  # the student reads the planes too
+    student.set_progress_bar_config(disable=True)
+    assert student("M2.0", num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0)
+                   ).images.shape == (1, 32, 32, 3)
+
+
 def test_the_progressive_students_sampler_is_the_ddim_step_it_learns():
     """A step of the saved sampler (first-order DPM-Solver++, trailing grid, clipped x0) is
     exactly the DDIM step whose target the progressive loss computes."""

@@ -265,18 +265,23 @@ NOT_RUN = {
         "trains on the 256 px build (minutes on 2 CPU cores) into the bundled model's folder; the same training "
         "with --degradations runs on 16 px real frames in "
         "tests/test_evaluate.py::test_encoder_with_a_degradation_head_learns_to_tell_blur_and_noise",
+    "solar-diffusion train-upscaler --init-from runs/upscaler-256/pipeline --dataset data/aia-browse2012-256-3ch "
+    "--out runs/upscaler-256b --use-ema --train-batch-size 4 --crop-px 128 --learning-rate 1e-4 --lr-warmup-steps 100 "
+    "--max-train-steps 7000 --max-train-minutes 70 --mixed-precision bf16":
+        "an hour of training at 256 px from the first run's weights; --init-from trains on from a saved cascade in "
+        "tests/test_upscaler_training.py::test_a_run_starts_from_a_saved_cascades_upscaler",
     "solar-diffusion train-upscaler --objective regression --dataset data/aia-browse2012-256-3ch --out "
     "runs/upscaler-256-l1 --use-ema --train-batch-size 16 --crop-px 64 --learning-rate 2e-4 --max-train-steps 6000 "
-    "--max-train-minutes 55":
+    "--max-train-minutes 55 --mixed-precision bf16":
         "an hour of training at 256 px; the regression objective trains, saves and upscales on tiny builds in "
         "tests/test_upscaler_training.py::test_the_regression_control_trains_saves_and_upscales_in_one_pass",
     "solar-diffusion evaluate-cascade --model solar_diffusion/models/default --dataset data/aia-browse2012-256-3ch "
-    "--split test --num-images 32 --real-frames 96 --batch-size 4 --spread-seeds 4 --sweep-levels '' --tile-frames 16 "
-    "--out reports/cascade":
+    "--split test --num-images 32 --real-frames 96 --batch-size 4 --spread-seeds 8 --sweep-levels 0,0.05,0.1,0.2 "
+    "--sweep-frames 16 --tile-frames 16 --control-upscaler runs/upscaler-256-l1/pipeline --out reports/cascade":
         "samples the 256 px cascade (minutes on 2 CPU cores even at one image per class); the evaluation runs "
         "on a tiny cascade in "
         "tests/test_cascade.py::test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_against_real",
-    "python benchmarks/bench_cascade.py --model runs/upscaler-256/pipeline --json reports/bench_cascade.json":
+    "python benchmarks/bench_cascade.py --model solar_diffusion/models/default --json reports/bench_cascade.json":
         "a timing benchmark (the cascade at batch 16 and 1 against the paper-scale UNet at 256 px, minutes on 2 CPU "
         "cores, nothing to shrink: the sizes are what it measures); its numbers are reports/bench_cascade.json",
     # docs/training.md

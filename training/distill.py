@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 from solar_diffusion.files import atomic_write
 from solar_diffusion.pipelines import (FLARE_MAP_SIGMA_RSUN, apply_guidance, model_output, predicted_x0, rsun_px,
-                                       with_flare_map)
+                                       with_flare_map, with_no_flip_planes)
 from solar_diffusion.splits import TRAINING_COLUMNS, dataset_argument, dataset_info, image_dtype, load_split
 from solar_diffusion.training.data import Collate
 from solar_diffusion.training.train_ddpm import (LoopSettings, RunClock, check_output_dir, check_run_settings,
@@ -272,7 +272,8 @@ def distill(args) -> Path:
     def batch_loss(batch) -> torch.Tensor:
         """The distillation loss of a batch as the loader gives it (stored frames, conditions, flare maps)."""
         images, labels, *flare_maps = batch
-        x0, maps = collate.to_model_space(images), (flare_maps[0] if flare_maps else None)
+        x0 = collate.to_model_space(images)
+        maps = with_no_flip_planes(flare_maps[0], teacher) if flare_maps else None  # a flip-trained teacher: no flip
         if progressive:
             return progressive_loss(student, teacher, scheduler.alphas_cumprod, grid, args.teacher_substeps, x0,
                                     labels, null, teacher_guidance, prediction_type, maps)
