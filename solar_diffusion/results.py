@@ -277,7 +277,10 @@ def _cascade_section(report: dict, speed: dict | None) -> list:
         ("batch-size", settings.get("batch_size")), ("spread-seeds", settings.get("spread_seeds")),
         ("sweep-levels", None if settings.get("sweep_levels") is None
          else "'" + ",".join(f"{v:g}" for v in settings["sweep_levels"]) + "'"),
-        ("tile-frames", settings.get("tile_frames"))) if value is not None)
+        ("sweep-frames", settings.get("sweep_frames") if settings.get("sweep_levels") else None),
+        ("tile-frames", settings.get("tile_frames")),
+        ("control-upscaler", settings.get("control_upscaler") and f"runs/{settings['control_upscaler']}"),
+        ("no-memorisation", "" if settings.get("memorisation") is False else None)) if value is not None)
     lines = [f"## The cascade at {settings['size']} px", "",
              f"`solar-diffusion evaluate-cascade --model {settings['model']} --dataset {settings['dataset']} --split "
              f"{settings['split']} --num-images {settings['num_images_per_class']} --real-frames "
