@@ -220,14 +220,14 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
 
 
 def memorisation_section(pipe, dataset, high: torch.Tensor, seeds: np.ndarray, real: torch.Tensor, days: np.ndarray,
-                         num_images: int, train_limit: int | None = None) -> dict:
+                         num_images: int) -> dict:
     """Memorisation at the output size (the flare evaluation's (c)): per class, the median RMS
     distance of the generated images (``high``: ``num_images`` per class of ``CLASSES``) to their
     nearest training frame at this size, over that of the real frames of the split (``real``,
     months the models never saw), with intervals over seeds and days; plain, and with the training
     frames' flips searched on both sides (a base trained with flips may redraw a flipped day).
     Near 1: as far from the training days as new real days are; well below 1: copies."""
-    raw, _ = real_frames(dataset, "train", train_limit or 10**9)
+    raw, _ = real_frames(dataset, "train", limit=10**9)  # every training frame
     train = torch.cat([pipe.normalization.forward(raw[i:i + 256].float()) for i in range(0, len(raw), 256)])
     del raw
     out = {"train_frames": len(train), "held_out_frames": len(real), "classes": {}}

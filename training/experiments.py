@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -225,10 +226,9 @@ def _join(a: LabelledImages, b: LabelledImages) -> LabelledImages:
                           np.concatenate([a.t_obs.astype(object), b.t_obs.astype(object)]), covariates)
 
 
-def _relabel(data: LabelledImages, labels, covariates="keep") -> LabelledImages:
-    """``data`` with other labels (and, given, other ``covariates``; None: none)."""
-    return LabelledImages(data.images, np.asarray(labels, dtype=object), data.t_obs,
-                          data.covariates if isinstance(covariates, str) else covariates)
+def _relabel(data: LabelledImages, labels, **changes) -> LabelledImages:
+    """``data`` with other labels (and other fields, such as ``covariates``)."""
+    return dataclasses.replace(data, labels=np.asarray(labels, dtype=object), **changes)
 
 
 class Experiment:
@@ -613,9 +613,9 @@ def flare_history(t_obs, events, hours: float) -> np.ndarray:
     >>> flare_history(["2012-03-06T23:00", "2012-03-07T01:00", "2012-03-08T00:30"], events, 24).tolist()
     [-inf, -3.0, -4.0]
     """
-    order = np.argsort(utc_times(events["start"]).to_numpy(dtype="datetime64[ns]"), kind="stable")
-    starts = utc_times(events["start"]).to_numpy(dtype="datetime64[ns]")[order]
-    fluxes = events["peak_flux"].to_numpy(dtype=float)[order]
+    starts = utc_times(events["start"]).to_numpy(dtype="datetime64[ns]")
+    order = np.argsort(starts, kind="stable")
+    starts, fluxes = starts[order], events["peak_flux"].to_numpy(dtype=float)[order]
     times = utc_times(t_obs).to_numpy(dtype="datetime64[ns]")
     high = np.searchsorted(starts, times, side="right")
     low = np.searchsorted(starts, times - np.timedelta64(int(hours * 3600), "s"), side="right")
@@ -753,8 +753,9 @@ def predictor_experiment(args) -> dict:
     thresholds = args.thresholds or ["M", "C"]
     keep, days, day_index = scored_selection(ex.scored.t_obs, args.eval_hour_stride)
     scored = ex.scored.where(keep)
-    scored_history = history_covariate(flare_history(scored.t_obs, events, args.history_hours))[:, None] \
-        if args.history_hours else None
+    histories = {name: history_covariate(flare_history(t_obs, events, args.history_hours))[:, None]
+                 if args.history_hours else None  # the same for every threshold
+                 for name, t_obs in (("train", ex.train.t_obs), ("inner", ex.inner.t_obs), ("scored", scored.t_obs))}
     id2label = {0: "no", 1: "yes"}
     results = {"settings": ex.settings(), "synthetic_counts": ex.synthetic.counts(), "scored_frames": len(scored),
                "scored_months": sorted({d[:7] for d in days}), "scored_days": day_index.tolist(), "thresholds": {}}
@@ -764,15 +765,13 @@ def predictor_experiment(args) -> dict:
         letter = threshold[0].upper()
         labels = {name: np.where(flare_ahead(d.t_obs, events, flux, args.horizon_hours) >= 0, "yes", "no")
                   for name, d in (("train", ex.train), ("inner", ex.inner))}
-        history = {name: history_covariate(flare_history(d.t_obs, events, args.history_hours))[:, None]
-                   if args.history_hours else None for name, d in (("train", ex.train), ("inner", ex.inner))}
-        train = _relabel(ex.train, labels["train"], history["train"])
-        inner = _relabel(ex.inner, labels["inner"], history["inner"])
+        train = _relabel(ex.train, labels["train"], covariates=histories["train"])
+        inner = _relabel(ex.inner, labels["inner"], covariates=histories["inner"])
         positive = np.array([c in FLARE_LETTERS and FLARE_LETTERS.index(c) >= FLARE_LETTERS.index(letter)
                              for c in ex.synthetic.labels], dtype=bool)
         synthetic = ex.synthetic.where(positive)
         synthetic = _relabel(synthetic, np.full(len(synthetic), "yes"),
-                             synthetic.covariates if args.history_hours else None)
+                             covariates=synthetic.covariates if args.history_hours else None)
         which = flare_ahead(scored.t_obs, events, flux, args.horizon_hours)
         truth = which >= 0
         climatology = float((train.labels == "yes").mean())
@@ -788,7 +787,7 @@ def predictor_experiment(args) -> dict:
                 bar.set_postfix_str(f">= {threshold}, {arm}, seed {seed}")
                 model, history = ex.fit(arm, train, inner, synthetic, id2label, seed)
                 bar.update(1)
-                p_yes = model.predict_proba(scored.images, scored_history)[:, 1]
+                p_yes = model.predict_proba(scored.images, histories["scored"])[:, 1]
                 runs[arm].append({"seed": seed, "kept_epoch": [r for r in history if r.get("kept")][-1]["epoch"],
                                   "p_yes": np.round(p_yes, 4).tolist()})
         r = results["thresholds"][threshold] = {
