@@ -279,7 +279,7 @@ def _cascade_section(report: dict, speed: dict | None) -> list:
          else "'" + ",".join(f"{v:g}" for v in settings["sweep_levels"]) + "'"),
         ("sweep-frames", settings.get("sweep_frames") if settings.get("sweep_levels") else None),
         ("tile-frames", settings.get("tile_frames")),
-        ("control-upscaler", settings.get("control_upscaler") and f"runs/{settings['control_upscaler']}"),
+        ("control-upscaler", settings.get("control_upscaler")),
         ("no-memorisation", "" if settings.get("memorisation") is False else None)) if value is not None)
     lines = [f"## The cascade at {settings['size']} px", "",
              f"`solar-diffusion evaluate-cascade --model {settings['model']} --dataset {settings['dataset']} --split "
