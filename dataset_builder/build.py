@@ -36,7 +36,8 @@ from solar_diffusion.dataset_builder.images import (
     time_from_name,
 )
 from solar_diffusion.dataset_builder.flares import read_known_gaps
-from solar_diffusion.dataset_builder.labels import FLARE_FIELDS, LABEL_RULE, frame_flares, label_coverage, label_frames
+from solar_diffusion.dataset_builder.labels import (FLARE_FIELDS, FORECAST_RULE, LABEL_RULE, flares_in_progress,
+                                                   frame_flares, label_coverage, label_frames)
 
 #: Default time splits: months of every year (July is left out as a guard block).
 DEFAULT_SPLITS = "train=1-6,validation=8-9,test=10-12"
@@ -72,6 +73,7 @@ class BuildConfig:
     correction_table: str | None = None
     flare_list_gaps: tuple = ()  # files of windows the flare lists are known to miss (read_known_gaps)
     max_quiet_days: float = 14.0  # longer stretches without a flare in progress are reported
+    forecast_hours: float | None = None  # labels: the flares peaking within these hours after a frame (FORECAST_RULE)
 
     def __post_init__(self):
         """Refuse settings that would write an empty, unloadable or wrong dataset, before any work."""
@@ -84,6 +86,9 @@ class BuildConfig:
                    "a finite number of minutes, 0 or more"),
                   ("--max-quiet-days", self.max_quiet_days, self.max_quiet_days > 0, "a positive number of days"),
                   ("--channels", self.channels, len(self.channels) > 0, "at least one AIA channel")]
+        if self.forecast_hours is not None:
+            checks.append(("--forecast-hours", self.forecast_hours,
+                           math.isfinite(self.forecast_hours) and self.forecast_hours > 0, "a positive number of hours"))
         if self.limb_mask is not None:
             checks.append(("--limb-mask", self.limb_mask, math.isfinite(self.limb_mask) and self.limb_mask >= 1.0,
                            "at least 1 solar radius"))
@@ -223,13 +228,19 @@ def plan_build(index: pd.DataFrame, events: pd.DataFrame, xrs=None, config: Buil
     keep, duplicates = duplicate_frames(usable)
     rejected += duplicates
     usable = usable[keep].reset_index(drop=True)
-    labels = label_frames(usable["t_obs"], events, xrs, window=pd.Timedelta(minutes=config.window_minutes))
+    window = pd.Timedelta(minutes=config.window_minutes)
+    if config.forecast_hours:  # a forecast model learns the Sun before a flare, not during one (FORECAST_RULE)
+        flaring = np.zeros(len(usable), bool)
+        flaring[flares_in_progress(usable["t_obs"], events, window)["frame"].to_numpy(dtype=int)] = True
+        rejected += [{"file": f, "reason": f"{f}: a flare in progress (forecast labels keep frames before flares only)"}
+                     for f in usable.loc[flaring, "file"]]
+        usable = usable[~flaring].reset_index(drop=True)
+    labels = label_frames(usable["t_obs"], events, xrs, window=window, forecast_hours=config.forecast_hours)
     plan = pd.concat([usable[["file", "t_obs"]], labels], axis=1)
     plan["split"] = assign_splits(plan["t_obs"], config.splits).to_numpy()
     unassigned = int(plan["split"].isna().sum())
     plan = plan[plan["split"].notna()].reset_index(drop=True)
-    plan["flares"] = frame_flares(plan["t_obs"], events, pd.Timedelta(minutes=config.window_minutes),
-                                  config.size, config.fov_rsun)
+    plan["flares"] = frame_flares(plan["t_obs"], events, window, config.size, config.fov_rsun, config.forecast_hours)
     return plan, rejected, unassigned
 
 
@@ -461,7 +472,7 @@ def build_dataset(index: pd.DataFrame, events: pd.DataFrame, config: BuildConfig
         "config": asdict(config),
         "vocabulary": vocabulary,
         "unit": unit,
-        "label_rule": LABEL_RULE,
+        "label_rule": f"{FORECAST_RULE} Here H = {config.forecast_hours:g} h." if config.forecast_hours else LABEL_RULE,
         "counts": counts.to_dict(),
         "rejected": rejected,
         "duplicates_dropped": sum(1 for r in rejected if ": duplicate " in r["reason"]),
@@ -537,6 +548,8 @@ def normalised_config(config: BuildConfig) -> dict:
         if settings[key] is not None:
             settings[key] = str(Path(settings[key]).resolve())
     settings["flare_list_gaps"] = [str(Path(p).resolve()) for p in settings["flare_list_gaps"]]
+    if settings["forecast_hours"] is None:  # builds from before forecast labels resume as they are
+        del settings["forecast_hours"]
     return settings
 
 
@@ -698,6 +711,7 @@ def build_from_args(args) -> BuildResult:
         composite_channels=tuple(c.strip() for c in args.composite_channels.split(",")),
         register=args.register, pointing_table=args.pointing_table, correction_table=args.correction_table,
         flare_list_gaps=tuple(args.flare_list_gaps), max_quiet_days=args.max_quiet_days,
+        forecast_hours=args.forecast_hours,
     )
     parse_splits(config.splits)
     provenance = {}

@@ -8,9 +8,21 @@ the scale of the published classes of the SDO era (HEK, SWPC lists), so a frame 
 2012-03-07 X5.4 flare is "X" and one during an M9.8 is "M". The frame keeps that flare's peak
 flux (log10, GOES-R scale), its published class and its HEK position, and lists every flare in
 progress, strongest first, with its position on the Sun and in the frame.
+
+With forecast labels (``forecast_hours`` H, the builder's ``--forecast-hours``) a frame's label is
+instead the largest GOES letter among the flares that peak in the H hours after its observation
+time (``t_obs < peak <= t_obs + H``), "quiet" where none does: the label a flare predictor learns
+(``training.experiments.flare_ahead``), with no XRS background letter. Each such flare's HEK
+position, taken as at its peak, is rotated back to ``t_obs`` with the Sun's differential rotation
+(sunpy's ``propagate_with_solar_surface``), so that it marks where the flare's region is in the
+frame; a position that rotates behind the limb is off the disk. The builder leaves out frames with
+a flare in progress (window included): a forecast model learns the Sun before a flare, not during
+one.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -28,6 +40,7 @@ from solar_diffusion.pipelines import (
 from solar_diffusion.times import iso_utc
 
 LABEL_RULE = __doc__.split("\n\n")[1].replace("\n", " ")
+FORECAST_RULE = __doc__.split("\n\n")[2].replace("\n", " ")
 
 #: The fields of each frame's ``flares`` (one list per field, one entry per flare in progress,
 #: strongest first); units in ``dataset_builder.card.COLUMNS``.
@@ -69,13 +82,72 @@ def flares_in_progress(t_obs, events: pd.DataFrame, window=pd.Timedelta(0)) -> p
     >>> pairs[["frame", "goes_class"]].values.tolist()
     [[0, 'X5.4'], [0, 'X1.3']]
     """
-    times = pd.DatetimeIndex(pd.to_datetime(t_obs)).values.astype("datetime64[ns]")
     window = pd.Timedelta(window).to_timedelta64()
+    return _flares_between(t_obs, events, events["start"].to_numpy(dtype="datetime64[ns]") - window,
+                           events["end"].to_numpy(dtype="datetime64[ns]") + window)
+
+
+def flares_ahead(t_obs, events: pd.DataFrame, hours: float) -> pd.DataFrame:
+    """Every flare that peaks in the ``hours`` after each time (``t < peak <= t + hours``): one row
+    per (time, flare), as ``flares_in_progress`` gives them (strongest first), with ``hpc_x`` and
+    ``hpc_y`` rotated from the flare's peak to the time (``rotate_to``).
+
+    >>> events = pd.DataFrame({"start": pd.to_datetime(["2012-03-07 00:02"]), "peak": pd.to_datetime(["2012-03-07 00:24"]),
+    ...     "end": pd.to_datetime(["2012-03-07 00:40"]), "goes_class": ["X5.4"], "peak_flux": [5.4e-4 / 0.7],
+    ...     "hpc_x": [-475.1], "hpc_y": [397.1]})
+    >>> pairs = flares_ahead(pd.to_datetime(["2012-03-06 00:00", "2012-03-06 23:00", "2012-03-07 00:24"]), events, 24)
+    >>> pairs["frame"].tolist(), [round(x) for x in pairs["hpc_x"]]  # 24 h 24 min before the peak; 1 h 24 min; at it
+    ([1], [-486])
+    """
+    if not (np.isfinite(hours) and hours > 0):
+        raise ValueError(f"--forecast-hours must be a positive number of hours, got {hours!r}")
+    peak = events["peak"].to_numpy(dtype="datetime64[ns]")
+    pairs = _flares_between(t_obs, events, peak - np.timedelta64(int(round(hours * 3600e9)), "ns"),
+                            peak - np.timedelta64(1, "ns"))
+    if len(pairs) and "hpc_x" in pairs.columns:
+        pairs["hpc_x"], pairs["hpc_y"] = rotate_to(pairs["hpc_x"], pairs["hpc_y"], pairs["peak"], pairs["t_obs"])
+    return pairs
+
+
+def rotate_to(hpc_x, hpc_y, from_times, to_times) -> tuple[np.ndarray, np.ndarray]:
+    """Helioprojective positions (arcsec, seen from Earth) at ``from_times`` moved to
+    ``to_times`` with the Sun's differential rotation (sunpy's ``propagate_with_solar_surface``,
+    all at once); NaN where unknown, off the disk, or rotated behind the limb.
+
+    >>> x, y = rotate_to([0.0, 990.0], [0.0, 0.0], ["2012-03-07 12:00"] * 2, ["2012-03-06 12:00"] * 2)
+    >>> round(float(x[0])), bool(np.isnan(x[1]))
+    (-221, True)
+    """
+    x, y = np.asarray(hpc_x, dtype=float).copy(), np.asarray(hpc_y, dtype=float).copy()
+    known = np.isfinite(x) & np.isfinite(y)
+    if not known.any():
+        return x, y
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+    from astropy.time import Time
+    from sunpy.coordinates import Helioprojective, propagate_with_solar_surface
+
+    def times(values):
+        return Time(pd.DatetimeIndex(pd.to_datetime(np.asarray(values)[known])).values.astype("datetime64[ns]"),
+                    scale="utc")
+
+    start = SkyCoord(x[known] * u.arcsec, y[known] * u.arcsec,
+                     frame=Helioprojective(observer="earth", obstime=times(from_times)))
+    with propagate_with_solar_surface(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*2D helioprojective coordinates to 3D")  # off the disk: NaN
+        moved = start.transform_to(Helioprojective(observer="earth", obstime=times(to_times)))
+    x[known], y[known] = moved.Tx.to_value(u.arcsec), moved.Ty.to_value(u.arcsec)
+    return x, y
+
+
+def _flares_between(t_obs, events: pd.DataFrame, first, last) -> pd.DataFrame:
+    """The (time, flare) pairs with ``first <= t <= last`` (per-event datetime64[ns] bounds; NaT
+    never matches), ordered as ``t_obs``, then strongest first (``flares_in_progress``)."""
+    times = pd.DatetimeIndex(pd.to_datetime(t_obs)).values.astype("datetime64[ns]")
     columns = ["frame", "t_obs", *events.columns]
     if len(times) == 0 or len(events) == 0:
         return pd.DataFrame({name: [] for name in columns}).astype({"frame": int})
-    start = events["start"].to_numpy(dtype="datetime64[ns]") - window
-    end = events["end"].to_numpy(dtype="datetime64[ns]") + window
+    start, end = first, last
     near = np.flatnonzero((end >= times.min()) & (start <= times.max()))  # NaT compares False
     frames, flares = [], []
     for first in range(0, len(times), _TIMES_PER_BLOCK):
@@ -156,9 +228,11 @@ def flare_positions(hpc_x, hpc_y, t_obs, image_size: int, fov_rsun: float) -> di
 
 
 def frame_flares(t_obs, events: pd.DataFrame, window=pd.Timedelta(0), image_size: int = 128,
-                 fov_rsun: float = 2.3) -> list[dict]:
-    """The flares in progress at each time, as the dataset's ``flares`` column: per time, a dict
-    of lists, one list per field of `FLARE_FIELDS`, one entry per flare, strongest first.
+                 fov_rsun: float = 2.3, forecast_hours: float | None = None) -> list[dict]:
+    """The flares in progress at each time (with ``forecast_hours``: those peaking in the hours
+    after it, ``flares_ahead``, at their positions rotated to it), as the dataset's ``flares``
+    column: per time, a dict of lists, one list per field of `FLARE_FIELDS`, one entry per flare,
+    strongest first.
 
     Positions come from `flare_positions` (all flares of all times converted at once); times
     are ISO 8601 UTC strings (`times.iso_utc`; None where unknown); ``log10_peak_flux_goes_r`` is log10
@@ -174,7 +248,7 @@ def frame_flares(t_obs, events: pd.DataFrame, window=pd.Timedelta(0), image_size
     (['X5.4'], -3.113, [True], [])
     """
     n = len(t_obs)
-    pairs = flares_in_progress(t_obs, events, window)
+    pairs = flares_ahead(t_obs, events, forecast_hours) if forecast_hours else flares_in_progress(t_obs, events, window)
     nan = np.full(len(pairs), np.nan)
 
     def column(name, default):
@@ -208,8 +282,11 @@ def frame_flares(t_obs, events: pd.DataFrame, window=pd.Timedelta(0), image_size
     return [{name: per_frame[name][k].tolist() for name in FLARE_FIELDS} for k in range(n)]
 
 
-def label_frames(t_obs, events: pd.DataFrame, xrs=None, window=pd.Timedelta(0), label_scale=SWPC_SCALE) -> pd.DataFrame:
-    """Label observation times from a flare-event table and, optionally, XRS flux.
+def label_frames(t_obs, events: pd.DataFrame, xrs=None, window=pd.Timedelta(0), label_scale=SWPC_SCALE,
+                 forecast_hours: float | None = None) -> pd.DataFrame:
+    """Label observation times from a flare-event table and, optionally, XRS flux; with
+    ``forecast_hours``, by the flares that peak in those hours after each time (the module's
+    forecast rule: no background letter, positions rotated to the time).
 
     ``events`` has the columns of ``flares.py``'s tables (start, end, goes_class, peak_flux
     linear in W m^-2 on the GOES-R scale, hpc_x, hpc_y); ``xrs`` is an ``XRSFlux`` (or None).
@@ -223,6 +300,9 @@ def label_frames(t_obs, events: pd.DataFrame, xrs=None, window=pd.Timedelta(0), 
     ...     "end": pd.to_datetime(["2012-03-07 00:40"]), "goes_class": ["X5.4"],
     ...     "peak_flux": [5.4e-4 / 0.7], "hpc_x": [-475.1], "hpc_y": [397.1]})
     >>> label_frames(pd.to_datetime(["2012-03-07 00:30", "2012-03-07 02:00"]), events)["flare_class"].tolist()
+    ['X', 'quiet']
+    >>> events["peak"] = pd.to_datetime(["2012-03-07 00:24"])
+    >>> label_frames(pd.to_datetime(["2012-03-06 06:00", "2012-03-07 00:30"]), events, forecast_hours=24)["flare_class"].tolist()
     ['X', 'quiet']
     """
     def letter(goes_r_flux):
@@ -244,10 +324,10 @@ def label_frames(t_obs, events: pd.DataFrame, xrs=None, window=pd.Timedelta(0), 
     if xrs is not None:
         out["goes_flux_at_obs"] = np.asarray(xrs.flux_at(times), dtype=float)
         for i, flux in enumerate(out["goes_flux_at_obs"]):
-            if np.isfinite(flux) and flux > 0:
+            if np.isfinite(flux) and flux > 0 and not forecast_hours:
                 out.loc[i, ["flare_class", "label_source"]] = [letter(flux), "xrs background"]
 
-    pairs = flares_in_progress(times, events, window)
+    pairs = flares_ahead(times, events, forecast_hours) if forecast_hours else flares_in_progress(times, events, window)
     pairs = pairs[np.isfinite(pairs["peak_flux"].to_numpy(dtype=float))]
     rows = pairs[~pairs["frame"].duplicated()]
     if len(rows):

@@ -845,6 +845,10 @@ class SolarFlarePipeline(DiffusionPipeline):
             guidance that steers away from them (``training_layouts``; empty: none).
         guidance_by_flux (`dict`, optional): a flare model's default guidance scale per image, by
             its largest requested flux (``guidance_by_flux``; empty: ``DEFAULT_GUIDANCE`` for all).
+        forecast (`dict`, optional): set for a forecast model, one trained on frames labelled by the
+            flares that peak in the ``horizon_hours`` after them (``label_rule``): a request for an
+            M flare draws the Sun in the hours before one, its region where the flare will be; each
+            image's metadata carries it (empty: the flares asked for are in progress).
     """
 
     model_cpu_offload_seq = "unet->upscaler"
@@ -864,6 +868,7 @@ class SolarFlarePipeline(DiffusionPipeline):
         upscaler: UNet2DModel | None = None,
         upscaler_scheduler: DDPMScheduler | None = None,
         upscaling: dict | None = None,
+        forecast: dict | None = None,
     ):
         super().__init__()
         id2label = check_base_unet(unet, id2label)
@@ -887,6 +892,7 @@ class SolarFlarePipeline(DiffusionPipeline):
             novelty=dict(novelty or {}),
             guidance_by_flux=dict(guidance_by_flux or {}),
             upscaling=dict(upscaling or {}) if upscaler is not None else {},
+            forecast=dict(forecast or {}),
         )
 
     #: What a saved folder carries besides the weights and configs: the model card and the
@@ -1448,6 +1454,9 @@ class SolarFlarePipeline(DiffusionPipeline):
             }
             for name, class_input, g, scale in zip(conditions.names, conditions.class_inputs.tolist(), generators, scales)
         ]
+        if self.config.get("forecast"):  # the flares asked for peak within the horizon after the image
+            for record in records:
+                record["forecast"] = dict(self.config.forecast)
         base = self.unet.config.sample_size
         for record, image_flares in zip(records, conditions.flares or []):  # positions in pixels of the output
             record["flares"] = image_flares if size == base else [

@@ -190,6 +190,10 @@ def _add_build_dataset(p):
     p.add_argument("--composite-channels", default="171,131,94",
                    help="channels of the red, green, blue planes of RGB browse composites")
     p.add_argument("--window", type=float, default=0.0, help="minutes added before/after each flare (default 0)")
+    p.add_argument("--forecast-hours", type=float, default=None, metavar="H",
+                   help="forecast labels: a frame is labelled by the strongest flare peaking in the H hours after it, at "
+                        "its position rotated to the frame's time; frames with a flare in progress are left out (the "
+                        "data of a forecast model; default: labels of the flares in progress)")
     p.add_argument("--splits", default=DEFAULT_SPLITS,
                    help=f"month blocks per split (default {DEFAULT_SPLITS}; absolute: train=2012-01:2012-06)")
     p.add_argument("--fov-rsun", type=float, default=DEFAULT_FOV_RSUN, help="field of view in solar radii")

@@ -38,7 +38,9 @@ class FlareClassifier(ModelMixin, ConfigMixin):
     super-resolution must tell blur and grain from loops). Empty: no such head.
 
     ``covariates``: numbers per image the head reads beside the image features (a forecaster's
-    flare history); the features, the embedding, stay the image's alone. 0: none."""
+    flare history), as a linear term of their own added to the logits, outside the dropout, so
+    that a few numbers are not drowned among ``feature_dim`` image features; the features, the
+    embedding, stay the image's alone. 0: none."""
 
     config_name = "config.json"
 
@@ -54,7 +56,8 @@ class FlareClassifier(ModelMixin, ConfigMixin):
             previous = width
         self.stages = nn.Sequential(*layers)
         self.embed = nn.Sequential(nn.Linear(2 * previous, feature_dim), nn.SiLU())
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim + covariates, len(id2label)))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, len(id2label)))
+        self.covariate_head = nn.Linear(covariates, len(id2label), bias=False) if covariates else None
         self.degradation_head = nn.Linear(feature_dim, len(degradations)) if degradations else None
 
     @property
@@ -79,9 +82,9 @@ class FlareClassifier(ModelMixin, ConfigMixin):
             if covariates is None or covariates.shape[-1] != self.config.covariates:
                 raise ValueError(f"this classifier reads {self.config.covariates} covariates per image beside it, "
                                  f"got {None if covariates is None else covariates.shape[-1]}")
-            logits = self.head(torch.cat([features, covariates.to(features)], dim=1))
-        else:
-            logits = self.head(features)
+        logits = self.head(features)
+        if self.covariate_head is not None:
+            logits = logits + self.covariate_head(covariates.to(features))
         if not with_degradation:
             return logits
         if self.degradation_head is None:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from solar_diffusion.training.experiments import (ARMS, COMPARISONS, REFERENCES, flare_ahead, flare_behind,
                                                   forecast_figures, main, parse_groups, score_predictor,
-                                                  skill_scores)
+                                                  skill_scores, tss_threshold)
 
 TINY = ["--seeds", "2", "--epochs", "1", "--batch-size", "32", "--widths", "4,8", "--feature-dim", "8", "--steps", "2",
         "--min-real", "3", "--inner-every", "3", "--synthetic-per-class", "3", "--bootstrap", "50"]
@@ -100,7 +100,8 @@ def test_predictor_experiment_runs_all_four_arms(real_64, browse_model_64, share
                       "--threshold", "M", "--threshold", "X", *TINY)  # (>= C: every March training frame is positive)
     results = json.loads((out / "results.json").read_text())
     assert list(results["thresholds"]) == ["M", "X"] and results["settings"]["history_hours"] == 24
-    assert "the image and the flare history" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "the image and the flare history" in report and "best TSS on the inner split" in report
     for threshold, r in results["thresholds"].items():
         assert r["synthetic_positives"] == {"M": 6, "X": 3}[threshold]  # the M and X frames; the X frames
         truth = np.array(r["scored_truth"], bool)
@@ -110,7 +111,8 @@ def test_predictor_experiment_runs_all_four_arms(real_64, browse_model_64, share
             for run in r["runs"][arm]:
                 p = np.array(run["p_yes"])
                 assert len(p) == len(truth) and ((0 <= p) & (p <= 1)).all()
-                scores = skill_scores(truth, p >= 0.5)
+                assert 0 <= run["decision_threshold"] <= 1
+                scores = skill_scores(truth, p >= run["decision_threshold"])
                 if 0 < truth.sum() < len(truth):
                     assert run["figures"]["TSS"] == pytest.approx(scores["tss"], abs=2e-3)
                     brier = np.mean((p - truth) ** 2)
@@ -190,6 +192,18 @@ def test_a_classifier_with_covariates_needs_them_and_uses_them():
         model.predict_proba(images)
     low, high = (model.predict_proba(images, np.full((3, 1), v, np.float32)) for v in (-1.0, 1.0))
     assert low.shape == (3, 2) and np.allclose(low.sum(1), 1) and not np.allclose(low, high)
+
+
+def test_the_decision_threshold_has_the_best_tss_on_its_frames():
+    rng = np.random.default_rng(0)
+    truth = rng.random(300) < 0.2
+    p = np.clip(0.15 + 0.2 * truth + rng.normal(0, 0.12, 300), 0, 1)  # a forecast that never reaches 0.5 when right
+    chosen = tss_threshold(truth, p)
+    best = skill_scores(truth, p >= chosen)["tss"]
+    assert best > skill_scores(truth, p >= 0.5)["tss"] + 0.3
+    assert all(skill_scores(truth, p >= c)["tss"] <= best for c in np.linspace(0, 1, 201))
+    assert not np.isin(chosen, p)  # between two probabilities, not on one
+    assert tss_threshold([1, 1], [0.2, 0.9]) == 0.5  # one kind of frame: nothing to choose from
 
 
 def test_skill_scores_of_perfect_and_inverted_forecasts():

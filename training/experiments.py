@@ -573,15 +573,34 @@ def skill_scores(y_true, y_pred) -> dict:
             "tp": tp, "fn": fn, "fp": fp, "tn": tn}
 
 
+def tss_threshold(y_true, p_yes) -> float:
+    """The decision threshold on ``p_yes`` with the highest TSS on these frames (the inner split's:
+    a forecaster's "yes" threshold is chosen on data it was not trained on, never on the scored
+    frames); the midpoint between neighbouring probabilities, so that it does not sit on one; 0.5
+    where the frames are all of one kind.
+
+    >>> tss_threshold([0, 0, 1, 1, 0], [0.1, 0.2, 0.35, 0.4, 0.3])
+    0.325
+    """
+    y, p = np.asarray(y_true, bool), np.asarray(p_yes, float)
+    if y.all() or not y.any():
+        return 0.5
+    values = np.unique(p)
+    cuts = np.concatenate([[values[0] - 1e-6], (values[1:] + values[:-1]) / 2])
+    tss = [(p[y] >= c).mean() - (p[~y] >= c).mean() for c in cuts]
+    return round(float(cuts[int(np.argmax(tss))]), 6)
+
+
 #: Per-day sufficient statistics of a probabilistic forecast (``forecast_statistics``).
 FORECAST_STATISTICS = ("tp", "fn", "fp", "tn", "brier", "brier_climatology")
 
 
-def forecast_statistics(y_true, p_yes, climatology: float, day_index, n_days: int) -> np.ndarray:
-    """(days, 6) sums of ``FORECAST_STATISTICS``: the contingency table of ``p_yes >= 0.5`` and
-    the squared errors of ``p_yes`` and of the constant ``climatology``."""
+def forecast_statistics(y_true, p_yes, climatology: float, day_index, n_days: int,
+                        threshold: float = 0.5) -> np.ndarray:
+    """(days, 6) sums of ``FORECAST_STATISTICS``: the contingency table of ``p_yes >= threshold``
+    and the squared errors of ``p_yes`` and of the constant ``climatology``."""
     y, p = np.asarray(y_true, bool), np.asarray(p_yes, float)
-    yes = p >= 0.5
+    yes = p >= threshold
     columns = [y & yes, y & ~yes, ~y & yes, ~y & ~yes, (p - y) ** 2, (climatology - y) ** 2]
     return np.stack([np.bincount(day_index, weights=c.astype(float), minlength=n_days) for c in columns], 1)
 
@@ -674,7 +693,8 @@ def score_predictor(r: dict, references: dict, day_index, n_days: int, n_boot: i
     bounds = {"TSS": (-1.0, 1.0), "HSS": (-1.0, 1.0), "BSS": (-np.inf, 1.0), "base rate": (0.0, 1.0)}
     stats = {}
     for arm, runs in r["runs"].items():
-        stats[arm] = np.stack([forecast_statistics(truth, run["p_yes"], climatology, day_index, n_days) for run in runs])
+        stats[arm] = np.stack([forecast_statistics(truth, run["p_yes"], climatology, day_index, n_days,
+                                                   run.get("decision_threshold", 0.5)) for run in runs])
         for run, s in zip(runs, stats[arm]):
             run["figures"] = forecast_figures(s.sum(0))
     n_seeds = len(stats["real"])
@@ -699,6 +719,23 @@ def score_predictor(r: dict, references: dict, day_index, n_days: int, n_boot: i
     return out
 
 
+def decision_words(runs: dict) -> str:
+    """How each arm's probabilities became yes/no forecasts (``decision_threshold`` of its runs;
+    runs saved without one, before thresholds were chosen, used 0.5).
+
+    >>> decision_words({"real": [{"decision_threshold": 0.2}, {"decision_threshold": 0.3}]})
+    'A frame is forecast "yes" where p(yes) reaches the decision threshold with the best TSS on the inner split, chosen per run (median over seeds: real 0.25).'
+    >>> decision_words({"real": [{}]})
+    'A frame is forecast "yes" where p(yes) >= 0.5 (a run saved without decision thresholds).'
+    """
+    if not any("decision_threshold" in run for arm_runs in runs.values() for run in arm_runs):
+        return 'A frame is forecast "yes" where p(yes) >= 0.5 (a run saved without decision thresholds).'
+    medians = ", ".join(f"{arm} {float(np.median([run.get('decision_threshold', 0.5) for run in arm_runs])):.3g}"
+                        for arm, arm_runs in runs.items())
+    return ('A frame is forecast "yes" where p(yes) reaches the decision threshold with the best TSS on the inner '
+            f"split, chosen per run (median over seeds: {medians}).")
+
+
 def predictor_markdown(results: dict) -> str:
     """``report.md`` of a predictor run, from its results."""
     s = results["settings"]
@@ -719,7 +756,7 @@ def predictor_markdown(results: dict) -> str:
         lines += [f"Train: {r['train_positives']} positive of {r['train_frames']} real frames (base rate "
                   f"{r['training_base_rate']}), plus {r['synthetic_positives']} synthetic positives in the real + "
                   f"synthetic arm. Scored: {r['scored_positives']} positive frames before {r['scored_flares']} "
-                  f"distinct flares, base rate {r['scored_base_rate']}.", "",
+                  f"distinct flares, base rate {r['scored_base_rate']}.", "", decision_words(r["runs"]), "",
                   "Against the reference forecasts:", ""]
         lines += comparison_tables(r["references"], ["TSS", "HSS", "BSS"]) + ["", "The four arms:", ""]
         lines += comparison_tables(r["comparison"], ["TSS", "HSS", "BSS"]) + [""]
@@ -788,7 +825,9 @@ def predictor_experiment(args) -> dict:
                 model, history = ex.fit(arm, train, inner, synthetic, id2label, seed)
                 bar.update(1)
                 p_yes = model.predict_proba(scored.images, histories["scored"])[:, 1]
+                p_inner = model.predict_proba(inner.images, inner.covariates)[:, 1]
                 runs[arm].append({"seed": seed, "kept_epoch": [r for r in history if r.get("kept")][-1]["epoch"],
+                                  "decision_threshold": tss_threshold(inner.labels == "yes", np.round(p_inner, 4)),
                                   "p_yes": np.round(p_yes, 4).tolist()})
         r = results["thresholds"][threshold] = {
             "train_positives": int((train.labels == "yes").sum()), "train_frames": len(train),

@@ -418,6 +418,8 @@ def train(args, hub_api=None) -> Path:
     collate = Collate(normalization, image_size, id_map, args.augment_rotation, args.augment_brightness, raw=True,
                       dtype=image_dtype(unit), flare_sigma_px=flare_sigma, dataset_size=info["config"]["size"])
     flare_positions = training_flare_positions(train_ds, geometry) if args.conditioning == "flare" else None
+    forecast = ({"horizon_hours": info["config"]["forecast_hours"], "label_rule": info["label_rule"]}
+                if info["config"].get("forecast_hours") else None)  # a dataset of forecast labels (build --forecast-hours)
     if len(train_ds) < args.train_batch_size * accelerator.num_processes:
         raise ValueError(f"the train split of {args.dataset} has {len(train_ds)} frames, fewer than one batch "
                          f"({args.train_batch_size} x {accelerator.num_processes} processes): lower --train-batch-size")
@@ -479,7 +481,7 @@ def train(args, hub_api=None) -> Path:
     def make_pipeline():
         model = accelerator.unwrap_model(unet)
         pipe = SolarFlarePipeline(model, noise_scheduler, id2label=id2label, normalization=normalization.to_dict(),
-                                  geometry=geometry, flare_positions=flare_positions, novelty=novelty)
+                                  geometry=geometry, flare_positions=flare_positions, novelty=novelty, forecast=forecast)
         pipe.set_progress_bar_config(disable=True)
         return use_scheduler(pipe, "dpm")  # the saved pipeline samples with DPM-Solver++
 

@@ -1,0 +1,97 @@
+"""Forecast labels (issue 36): frames labelled by the flares that peak in the next hours, their
+positions rotated to the frame's time, frames with a flare in progress left out; a model trained on
+them says so in its config and in each image's metadata."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from solar_diffusion import GOES_R_SCALE, SWPC_SCALE, SolarFlarePipeline, convert_flux_scale, parse_flare_class
+from solar_diffusion.dataset_builder.flares import read_hek_csv
+from solar_diffusion.dataset_builder.labels import flare_positions, flares_in_progress, rotate_to
+from solar_diffusion.splits import dataset_info, load_split
+from solar_diffusion.times import utc_times
+from solar_diffusion.training.experiments import flare_ahead
+
+
+@pytest.fixture(scope="module")
+def forecast_days(shared_data, real_dataset_of_days, tmp_path_factory):
+    """32 px, three channels, forecast labels (24 h) of the two days before the X5.4 of 2012-03-07,
+    that day, and a validation day."""
+    return real_dataset_of_days(shared_data, tmp_path_factory.mktemp("forecast") / "ds",
+                                ["03-05", "03-06", "03-07", "08-10"], 32, channels=("171", "131", "94"), forecast_hours=24)
+
+
+@pytest.fixture(scope="module")
+def events(shared_data):
+    return read_hek_csv(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv")
+
+
+def test_forecast_labels_are_the_predictors_and_leave_out_flaring_frames(forecast_days, events):
+    info = dataset_info(forecast_days)
+    assert info["config"]["forecast_hours"] == 24 and info["label_rule"].startswith("With forecast labels")
+    assert "Here H = 24 h." in info["label_rule"] and "Here H = 24 h." in (forecast_days / "README.md").read_text()
+    left_out = [r for r in info["rejected"] if "a flare in progress" in r["reason"]]
+    assert left_out  # the frames during the X5.4 and the other flares of 03-07
+    for split in ("train", "validation"):
+        rows = load_split(forecast_days, split, columns=("t_obs", "flare_class", "flares"))
+        names = rows.features["flare_class"].names
+        t_obs = pd.DatetimeIndex(utc_times(rows["t_obs"]))
+        assert flares_in_progress(t_obs, events).empty
+        labels = np.array([names[i] for i in rows["flare_class"]])
+        for letter in ("C", "M", "X"):  # a frame is >= letter exactly where the predictor's label is yes
+            flux = convert_flux_scale(parse_flare_class(letter), SWPC_SCALE, GOES_R_SCALE)
+            at_least = np.isin(labels, ["C", "M", "X"][["C", "M", "X"].index(letter):])
+            assert (at_least == (flare_ahead(t_obs, events, flux, 24) >= 0)).all()
+    rows = load_split(forecast_days, "train", columns=("t_obs", "flare_class", "flares"))
+    t_obs = pd.DatetimeIndex(utc_times(rows["t_obs"]))
+    before_x = (t_obs >= pd.Timestamp("2012-03-06 01:00")) & (t_obs < pd.Timestamp("2012-03-07 00:00"))
+    assert before_x.sum() >= 5 and all(rows.features["flare_class"].names[rows["flare_class"][k]] == "X"
+                                        for k in np.flatnonzero(before_x))
+
+
+def test_a_flare_ahead_is_drawn_where_its_region_is_at_the_frames_time(forecast_days, events):
+    """The X5.4's region sits east of its peak position the hours before, by the Sun's rotation."""
+    rows = load_split(forecast_days, "train", columns=("t_obs", "flares"))
+    x5 = events[(events["goes_class"] == "X5.4") & (events["peak"].dt.year == 2012)].iloc[0]
+    peak_px = flare_positions([x5["hpc_x"]], [x5["hpc_y"]], [x5["peak"]], 32, 2.3)["x_px"][0]
+    seen = 0
+    for t, flares in zip(pd.DatetimeIndex(utc_times(rows["t_obs"])), rows["flares"]):
+        if "X5.4" not in flares["goes_class"]:
+            continue
+        k = list(flares["goes_class"]).index("X5.4")
+        hours = (x5["peak"] - t) / pd.Timedelta("1h")
+        assert 0 < hours <= 24 and flares["on_disk"][k]
+        x, _ = rotate_to([x5["hpc_x"]], [x5["hpc_y"]], [x5["peak"]], [t])
+        assert flares["hpc_x"][k] == pytest.approx(x[0], abs=0.05)
+        shift = peak_px - flares["x_px"][k]  # pixels east of the peak position
+        assert 0.02 * hours < shift < 0.12 * hours  # about 13 deg a day at latitude 18 N, 14 px radius
+        seen += 1
+    assert seen >= 5
+
+
+def test_a_forecast_model_records_its_horizon(forecast_days, tmp_path):
+    from solar_diffusion.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", forecast_days, "--out", out, "--preset", "tiny", "--conditioning", "flare",
+                 "--train-batch-size", "4", "--max-train-steps", "2", "--lr-warmup-steps", "0", "--checkpointing-steps",
+                 "2", "--validation-steps", "2", "--sample-steps", "0", "--logger", "none"]) == 0
+    pipe = SolarFlarePipeline.from_pretrained(out / "pipeline")
+    assert pipe.config.forecast["horizon_hours"] == 24
+    assert pipe.config.forecast["label_rule"] == dataset_info(forecast_days)["label_rule"]
+    pipe.set_progress_bar_config(disable=True)
+    result = pipe("M3", flare_position=(-475.0, 397.0), num_inference_steps=2, output_type="model",
+                  generator=[torch.Generator().manual_seed(0)])
+    assert torch.isfinite(result.images).all() and result.metadata[0]["forecast"]["horizon_hours"] == 24
+    assert json.loads((out / "pipeline" / "model_index.json").read_text())["forecast"]["horizon_hours"] == 24
+
+
+def test_forecast_hours_must_be_positive(tmp_path):
+    from solar_diffusion.dataset_builder.build import BuildConfig
+
+    with pytest.raises(ValueError, match="--forecast-hours must be a positive number of hours, got -3"):
+        BuildConfig(out=str(tmp_path / "x"), forecast_hours=-3)
