@@ -18,7 +18,11 @@ with the seed; a flare model draws its positions from its training flares unless
 ``--flare-position`` gives one per ``--flare-class``.
 
 A synthetic "M" frame shows a flare in progress, not the Sun hours before one: it adds examples
-of what a flaring Sun looks like, not of what precedes a flare.
+of what a flaring Sun looks like, not of what precedes a flare. For a forecaster, ``--for-forecasting``
+adds the Sun before a flare instead: the model is a forecast model (trained on a dataset built with
+``--forecast-hours H``), the dataset one built with the same H, and an added "M" frame is the Sun
+in the H hours before an M flare, its region where the flare will be (``build_info.json`` records
+the horizon under ``augmented.forecast``). Each refuses the other's model and data.
 """
 
 from __future__ import annotations
@@ -109,8 +113,10 @@ def plan_additions(counts: dict, flare_classes=None, ratio: float | None = None,
 
 def augment(dataset, out, model, ratio=None, target=None, flare_classes=None, max_per_class=None, seed: int = 0,
             num_inference_steps=None, scheduler=None, guidance_scale=None, novelty_target=None, batch_size=None,
-            flare_positions=None, date=None, log=print) -> dict:
+            flare_positions=None, date=None, for_forecasting: bool = False, log=print) -> dict:
     """Write the augmented dataset to ``out`` (new or empty); returns its ``build_info.json``.
+    ``for_forecasting``: a forecast model's pre-flare frames added to a forecast dataset of the
+    same horizon (the module docstring).
 
     ``flare_positions`` (a flare model's; text as ``--flare-position`` takes it, NOAA locations
     seen at ``date``) go with the ``flare_classes`` of the same rank: every frame added of that
@@ -126,6 +132,7 @@ def augment(dataset, out, model, ratio=None, target=None, flare_classes=None, ma
         raise ValueError(f"--out {out} is not empty: augment writes a new dataset folder")
     info = dataset_info(dataset)
     pipe = _model_for(model, dataset, info, scheduler)
+    forecast = check_forecasting(pipe, model, dataset, info, for_forecasting)
     train = split_table(dataset, "train", info["config"].get("config_name", "default"))
     vocabulary = info["vocabulary"]
     labels = np.array([vocabulary[i] for i in train.column("flare_class").to_numpy()], dtype=object)
@@ -141,8 +148,8 @@ def augment(dataset, out, model, ratio=None, target=None, flare_classes=None, ma
     requests, positions = _draw_requests(pipe, train, labels, plan, where, np.random.default_rng(seed))
     created = outermost_missing(out)
     try:
-        return _write_augmented(dataset, out, pipe, model, info, train, counts, plan, requests, positions, sampling,
-                                seed, guidance_scale, batch_size, log)
+        return _write_augmented(dataset, out, pipe, model, info, train, counts, plan, requests, positions,
+                                sampling | {"forecast": forecast}, seed, guidance_scale, batch_size, log)
     except Exception:  # everything in out is this run's: it was new or empty
         for path in [created] if created else list(out.iterdir()):
             if path.is_dir():
@@ -170,6 +177,27 @@ def _model_for(model, dataset: Path, info: dict, scheduler: str | None):
     if pipe.conditioning == "flux":
         raise ValueError(f"{model} is conditioned on flux alone; augment needs a class or flare model")
     return pipe
+
+
+def check_forecasting(pipe, model, dataset, info: dict, for_forecasting: bool) -> dict | None:
+    """The horizon record of a ``--for-forecasting`` run (None otherwise), after refusing a model
+    and dataset that do not match the request: frames of the Sun before a flare go into a forecast
+    dataset of the same horizon, frames of flares in progress into a dataset of flares in progress."""
+    horizon = (pipe.config.get("forecast") or {}).get("horizon_hours")
+    built = info["config"].get("forecast_hours")
+    if not for_forecasting:
+        if horizon or built:
+            what = f"{model} is a forecast model" if horizon else f"{dataset} has forecast labels"
+            raise ValueError(f"{what} (the Sun in the hours before a flare): add --for-forecasting")
+        return None
+    if not horizon:
+        raise ValueError(f"--for-forecasting: {model} is not a forecast model (train one on a dataset built with "
+                         "--forecast-hours); its flare frames show flares in progress")
+    if built != horizon:
+        raise ValueError(f"--for-forecasting: {dataset} " + (f"has forecast labels of {built:g} h" if built else
+                         "has labels of flares in progress") + f", the model forecasts {horizon:g} h: build the dataset "
+                         f"with --forecast-hours {horizon:g}")
+    return dict(pipe.config.forecast)
 
 
 def _positions_of(pipe, flare_classes, flare_positions, date) -> dict:
@@ -233,6 +261,8 @@ def _write_augmented(dataset: Path, out: Path, pipe, model, info: dict, train, c
                              "model_weights": weights_digest(pipe.unet), "requested": plan, "seed": seed,
                              "scheduler": type(pipe.scheduler).__name__, **sampling, "guidance_by_flux": flux_table,
                              "added": added, "original_train_counts": counts, "rule": "label_source == 'synthetic'"}
+    if not new_info["augmented"]["forecast"]:
+        del new_info["augmented"]["forecast"]
     atomic_write(out / "build_info.json", lambda tmp: Path(tmp).write_text(json.dumps(new_info, indent=1, default=str)))
     atomic_write(out / "synthetic.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
     if (out / "README.md").exists():
@@ -245,6 +275,10 @@ def _write_augmented(dataset: Path, out: Path, pipe, model, info: dict, train, c
                  f"{seed}, {sampling['num_inference_steps']} steps, {guidance_text}). They are the rows with "
                  "`label_source == \"synthetic\"` (their `source` names model and seed; `t_obs` is empty); "
                  "`synthetic.json` lists them. Validation and test splits are the original ones.\n")
+        if sampling["forecast"]:
+            text += (f"\nThe model is a forecast model: each added frame is the Sun in the "
+                     f"{sampling['forecast']['horizon_hours']:g} h before a flare of its class, its region where the "
+                     "flare will be, as the dataset's own frames are labelled.\n")
         atomic_write(out / "README.md", lambda tmp: Path(tmp).write_text(text))
     log(f"augment: wrote {out} (train {sum(new_info['counts']['train'].values())} frames, of which "
         f"{sum(added.values())} generated)")

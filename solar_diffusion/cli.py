@@ -466,6 +466,9 @@ def _add_augment(p):
                    help="images per pipeline call (default 16 at 64 px, as many pixels at other sizes)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the first added frame (frame k uses seed + k) and of the strengths drawn (default 0)")
+    p.add_argument("--for-forecasting", action="store_true",
+                   help="add the Sun in the hours before a flare, for a flare predictor: a forecast model's frames "
+                        "added to a dataset built with the same --forecast-hours")
 
 
 def _augment(args) -> int:
@@ -477,7 +480,8 @@ def _augment(args) -> int:
     augment(args.dataset, args.out, args.model, ratio=args.ratio, target=args.target, flare_classes=args.flare_classes,
             max_per_class=args.max_per_class, seed=args.seed, num_inference_steps=args.steps,
             scheduler=args.scheduler, guidance_scale=args.guidance, novelty_target=args.novelty_target,
-            batch_size=args.batch_size, flare_positions=args.flare_positions, date=args.date)
+            batch_size=args.batch_size, flare_positions=args.flare_positions, date=args.date,
+            for_forecasting=args.for_forecasting)
     return 0
 
 

@@ -3,6 +3,7 @@ positions rotated to the frame's time, frames with a flare in progress left out;
 them says so in its config and in each image's metadata."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -73,21 +74,58 @@ def test_a_flare_ahead_is_drawn_where_its_region_is_at_the_frames_time(forecast_
     assert seen >= 5
 
 
-def test_a_forecast_model_records_its_horizon(forecast_days, tmp_path):
+@pytest.fixture(scope="module")
+def forecast_model(forecast_days, tmp_path_factory) -> Path:
+    """A tiny flare model trained for 2 steps on the forecast labels."""
     from solar_diffusion.cli import main
 
-    out = tmp_path / "run"
+    out = tmp_path_factory.mktemp("forecast-run") / "run"
     assert main(["train", "--dataset", forecast_days, "--out", out, "--preset", "tiny", "--conditioning", "flare",
                  "--train-batch-size", "4", "--max-train-steps", "2", "--lr-warmup-steps", "0", "--checkpointing-steps",
                  "2", "--validation-steps", "2", "--sample-steps", "0", "--logger", "none"]) == 0
-    pipe = SolarFlarePipeline.from_pretrained(out / "pipeline")
+    return out / "pipeline"
+
+
+def test_a_forecast_model_records_its_horizon(forecast_days, forecast_model):
+    pipe = SolarFlarePipeline.from_pretrained(forecast_model)
     assert pipe.config.forecast["horizon_hours"] == 24
     assert pipe.config.forecast["label_rule"] == dataset_info(forecast_days)["label_rule"]
     pipe.set_progress_bar_config(disable=True)
     result = pipe("M3", flare_position=(-475.0, 397.0), num_inference_steps=2, output_type="model",
                   generator=[torch.Generator().manual_seed(0)])
     assert torch.isfinite(result.images).all() and result.metadata[0]["forecast"]["horizon_hours"] == 24
-    assert json.loads((out / "pipeline" / "model_index.json").read_text())["forecast"]["horizon_hours"] == 24
+    assert json.loads((forecast_model / "model_index.json").read_text())["forecast"]["horizon_hours"] == 24
+
+
+def test_augment_for_forecasting_adds_pre_flare_suns_and_refuses_mixed_models_and_data(forecast_days, forecast_model,
+                                                                                        flare_days, tmp_path):
+    from solar_diffusion.augment import augment, is_synthetic
+
+    out = tmp_path / "augmented"
+    info = augment(forecast_days, out, forecast_model, ratio=1.0, flare_classes=["M"], max_per_class=2,
+                   num_inference_steps=2, for_forecasting=True, log=lambda *a: None)
+    assert info["augmented"]["forecast"]["horizon_hours"] == 24 and info["augmented"]["added"] == {"M": 2}
+    rows = load_split(out, "train", columns=("label_source", "flare_class", "flare_log10_peak_flux_goes_r"))
+    added = is_synthetic(rows["label_source"])
+    assert added.sum() == 2 and {rows.features["flare_class"].names[rows["flare_class"][k]]
+                                 for k in np.flatnonzero(added)} == {"M"}
+    assert "the Sun in the 24 h before a flare of its class" in (out / "README.md").read_text()
+    with pytest.raises(ValueError, match="is a forecast model .*: add --for-forecasting"):
+        augment(forecast_days, tmp_path / "a", forecast_model, ratio=1.0, flare_classes=["M"], max_per_class=1)
+    with pytest.raises(ValueError, match="has labels of flares in progress, the model forecasts 24 h: build the "
+                                         "dataset with --forecast-hours 24"):
+        augment(flare_days, tmp_path / "b", forecast_model, ratio=1.0, flare_classes=["M"], max_per_class=1,
+                for_forecasting=True)
+    in_progress = SolarFlarePipeline.from_pretrained(forecast_model)
+    in_progress.register_to_config(forecast={})
+    in_progress.save_pretrained(tmp_path / "in-progress")
+    with pytest.raises(ValueError, match="is not a forecast model"):
+        augment(forecast_days, tmp_path / "c", tmp_path / "in-progress", ratio=1.0, flare_classes=["M"],
+                max_per_class=1, for_forecasting=True)
+    with pytest.raises(ValueError, match="has forecast labels .*: add --for-forecasting"):
+        augment(forecast_days, tmp_path / "d", tmp_path / "in-progress", ratio=1.0, flare_classes=["M"],
+                max_per_class=1)
+    assert not any((tmp_path / name).exists() for name in "abcd")
 
 
 def test_forecast_hours_must_be_positive(tmp_path):
