@@ -248,3 +248,38 @@ def test_a_classifier_run_that_could_score_nothing_is_refused_before_any_work(re
     err = capsys.readouterr().err
     assert code == 2 and "no class group has 100000 scored frames" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()  # no synthetic frames made, nothing trained
+
+
+def test_the_predictor_gains_a_pre_flare_arm_from_a_forecast_augmented_dataset(real_64, browse_model_64, shared_data,
+                                                                                 real_dataset_of_days, tmp_path):
+    """A fifth arm: a forecast model's Suns before a flare (``augment --for-forecasting``) added as
+    positives. The model is untrained (its config makes it a forecast model); the arm's wiring is
+    what is tested."""
+    from solar_diffusion import SolarFlarePipeline
+    from solar_diffusion.augment import augment
+    from solar_diffusion.training.experiments import FORECAST_ARM
+
+    forecast_days = real_dataset_of_days(shared_data, tmp_path / "forecast", ["03-05", "03-06", "08-10"], 64,
+                                         forecast_hours=24)
+    model = SolarFlarePipeline.from_pretrained(browse_model_64)
+    model.register_to_config(forecast={"horizon_hours": 24.0, "label_rule": "test"})
+    model.save_pretrained(tmp_path / "forecast-model")
+    augment(forecast_days, tmp_path / "pre-flare", tmp_path / "forecast-model", ratio=1.0, flare_classes=["M", "X"],
+            max_per_class=2, num_inference_steps=2, for_forecasting=True, log=lambda *a: None)
+    out = tmp_path / "predictor"
+    flare_list = shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv"
+    results = main(["predictor", "--dataset", str(real_64), "--model", str(browse_model_64), "--out", str(out),
+                    "--flare-list", str(flare_list), "--threshold", "M", "--forecast-augmented",
+                    str(tmp_path / "pre-flare"), *TINY])
+    r = results["thresholds"]["M"]
+    assert results["pre_flare_counts"] == {"M": 2, "X": 2} and r["pre_flare_positives"] == 4
+    assert list(r["runs"]) == [*ARMS, FORECAST_ARM] and len(r["runs"][FORECAST_ARM]) == 2
+    assert all(f"{FORECAST_ARM} - {b}" in r["comparison"]["differences"] for b in ARMS)
+    assert any(v.startswith(f">= M: {FORECAST_ARM}") for v in r["verdicts"])
+    with pytest.raises(ValueError, match="the predictor's horizon is 12 h"):
+        main(["predictor", "--dataset", str(real_64), "--model", str(browse_model_64), "--out", str(tmp_path / "x"),
+              "--flare-list", str(flare_list), "--horizon-hours", "12", "--forecast-augmented",
+              str(tmp_path / "pre-flare"), *TINY])
+    with pytest.raises(ValueError, match="not made by augment --for-forecasting"):
+        main(["predictor", "--dataset", str(real_64), "--model", str(browse_model_64), "--out", str(tmp_path / "y"),
+              "--flare-list", str(flare_list), "--forecast-augmented", str(real_64), *TINY])

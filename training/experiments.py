@@ -74,6 +74,10 @@ ARMS = ("real", "class-weighted", "oversampled", "real + synthetic")
 #: The paired differences reported: every arm against real, and synthetic against each baseline.
 COMPARISONS = (("class-weighted", "real"), ("oversampled", "real"), ("real + synthetic", "real"),
                ("real + synthetic", "class-weighted"), ("real + synthetic", "oversampled"))
+#: The predictor's fifth arm, with ``--forecast-augmented``: pre-flare Suns of a forecast model
+#: (``augment --for-forecasting``) added as positives, against every other arm.
+FORECAST_ARM = "real + pre-flare synthetic"
+PREDICTOR_COMPARISONS = COMPARISONS + tuple((FORECAST_ARM, b) for b in ARMS)
 #: The reference forecasts a predictor must beat before anything added to it is judged (``reference_forecasts``).
 REFERENCES = ("climatology", "persistence")
 #: Their paired differences: the real-only predictor against each.
@@ -130,6 +134,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
             e.add_argument("--history-hours", type=float, default=24.0,
                            help="the predictor also reads the largest flare that began in this many hours before "
                                 "the frame (a generated frame: its own flare); 0: the image alone")
+            e.add_argument("--forecast-augmented", default=None, metavar="DIR",
+                           help="a dataset made by augment --for-forecasting (a forecast model's Suns before a flare, "
+                                "same --horizon-hours): adds a fifth arm, real + pre-flare synthetic")
             e.add_argument("--rescore", action="store_true",
                            help="recompute OUT/results.json's figures, reference forecasts and verdicts from its saved "
                                 "predictions, without training (same --dataset and --flare-list)")
@@ -262,6 +269,7 @@ class Experiment:
                   for s in ("validation", "test")]
         self.scored_flare = np.concatenate([_flare_keys(f) for f in flares])
         self.scored_days = utc_times(self.scored.t_obs).dt.strftime("%Y-%m-%d").to_numpy()
+        self.pre_flare = self._pre_flare_frames() if getattr(args, "forecast_augmented", None) else None
         self.synthetic = self._synthetic_frames()
         self.augmentation = SafeAugmentation(normalization, args.brightness, args.shift_px,
                                              noise_level(self.train.images))
@@ -301,15 +309,39 @@ class Experiment:
         frames.covariates = history_covariate(np.asarray(rows["flare_log10_peak_flux_goes_r"], float))[:, None]
         return frames.where(flags)
 
+    def _pre_flare_frames(self) -> LabelledImages:
+        """The generated frames of ``--forecast-augmented``: a forecast model's Suns in the hours
+        before a flare of their label, refused unless ``augment --for-forecasting`` made them with
+        this run's horizon."""
+        from solar_diffusion.augment import is_synthetic
+        from solar_diffusion.splits import dataset_info
+
+        folder = Path(self.args.forecast_augmented)
+        info = dataset_info(folder)
+        forecast = info.get("augmented", {}).get("forecast")
+        if not forecast:
+            raise ValueError(f"--forecast-augmented {folder}: not made by augment --for-forecasting (its build_info.json "
+                             "has no augmented.forecast)")
+        if forecast["horizon_hours"] != self.args.horizon_hours:
+            raise ValueError(f"--forecast-augmented {folder}: its frames precede flares by up to "
+                             f"{forecast['horizon_hours']:g} h, the predictor's horizon is {self.args.horizon_hours:g} h")
+        channels = dataset_info(self.args.dataset)["config"]["channels"]
+        if info["config"]["channels"] != channels:
+            raise ValueError(f"--forecast-augmented {folder}: its frames are in {','.join(info['config']['channels'])} "
+                             f"Å, {self.args.dataset}'s in {','.join(channels)} Å")
+        frames = model_space_split(folder, "train", self.pipe.normalization, self.pipe.unet.config.sample_size)
+        return frames.where(is_synthetic(load_split(folder, "train", columns=("label_source",))["label_source"]))
+
     def fit(self, arm: str, train: LabelledImages, inner: LabelledImages, synthetic: LabelledImages, id2label: dict,
             seed: int):
-        """One arm at one seed: the classifier kept by the inner split, and its training history."""
+        """One arm at one seed: the classifier kept by the inner split, and its training history;
+        ``synthetic``: the frames an arm with generated frames adds."""
         from solar_diffusion.training.train_classifier import fit_classifier
 
         args = copy.copy(self.args)
         args.seed, args.augment_rotation = seed, 0.0
         args.class_balance = 1.0 if arm == "oversampled" else 0.0
-        data = _join(train, synthetic) if arm == "real + synthetic" else train
+        data = _join(train, synthetic) if arm in ("real + synthetic", FORECAST_ARM) else train
         return fit_classifier(data, inner, id2label, self.pipe.normalization, args,
                               loss_balance=1.0 if arm == "class-weighted" else 0.0, augment=self.augmentation,
                               samples_per_epoch=len(train), log=False)
@@ -702,20 +734,21 @@ def score_predictor(r: dict, references: dict, day_index, n_days: int, n_boot: i
         name: np.repeat(forecast_statistics(truth, p, climatology, day_index, n_days)[None], n_seeds, axis=0)
         for name, p in references.items()}
     figures = ["TSS", "HSS", "BSS"]
-    out = {"comparison": compare_arms(stats, forecast_figures, n_boot, bounds),
+    out = {"comparison": compare_arms(stats, forecast_figures, n_boot, bounds, comparisons=PREDICTOR_COMPARISONS),
            "references": compare_arms(reference_stats, forecast_figures, n_boot, bounds,
                                       comparisons=REFERENCE_COMPARISONS)}
     against = out["references"]["differences"]
     out["verdicts"] = [verdict(against[f"real - {b}"][f], f">= {threshold}: real vs {b}, {f}")
                        for b in REFERENCES for f in figures]
     out["beats_references"] = all(against[f"real - {b}"]["TSS"]["low"] > 0 for b in REFERENCES)
+    added = [a for a in (ARMS[-1], FORECAST_ARM) if a in stats]
     if out["beats_references"]:
-        out["verdicts"] += [verdict(out["comparison"]["differences"][f"real + synthetic - {b}"][f],
-                                    f">= {threshold}: real + synthetic vs {b}, {f}") for b in ARMS[:-1] for f in figures]
+        out["verdicts"] += [verdict(out["comparison"]["differences"][f"{a} - {b}"][f], f">= {threshold}: {a} vs {b}, {f}")
+                            for a in added for b in ARMS if b != a for f in figures]
     else:
         behind = [b for b in REFERENCES if against[f"real - {b}"]["TSS"]["low"] <= 0]
-        out["verdicts"].append(f">= {threshold}: real + synthetic: no verdict, the real-only predictor does not beat "
-                               f"{' or '.join(behind)} in TSS (the arms' figures are in the tables)")
+        out["verdicts"] += [f">= {threshold}: {a}: no verdict, the real-only predictor does not beat "
+                            f"{' or '.join(behind)} in TSS (the arms' figures are in the tables)" for a in added]
     return out
 
 
@@ -758,7 +791,7 @@ def predictor_markdown(results: dict) -> str:
                   f"synthetic arm. Scored: {r['scored_positives']} positive frames before {r['scored_flares']} "
                   f"distinct flares, base rate {r['scored_base_rate']}.", "", decision_words(r["runs"]), "",
                   "Against the reference forecasts:", ""]
-        lines += comparison_tables(r["references"], ["TSS", "HSS", "BSS"]) + ["", "The four arms:", ""]
+        lines += comparison_tables(r["references"], ["TSS", "HSS", "BSS"]) + ["", "The arms:", ""]
         lines += comparison_tables(r["comparison"], ["TSS", "HSS", "BSS"]) + [""]
     lines += ["## Verdict", ""] + [f"- {v}" for v in results["verdicts"]]
     return "\n".join(lines) + "\n"
@@ -770,10 +803,11 @@ def write_predictor(out: Path, results: dict):
     _write(out, results, predictor_markdown(results))
     done = [t for t, r in results["thresholds"].items() if "comparison" in r]
     if done:
+        arms = list(results["thresholds"][done[0]]["comparison"]["arms"])
         merged = {"arms": {arm: {f">={t} TSS": results["thresholds"][t][where]["arms"][arm]["TSS"] for t in done}
-                           for where, arms in (("references", REFERENCES), ("comparison", ARMS)) for arm in arms}}
+                           for where, names in (("references", REFERENCES), ("comparison", arms)) for arm in names}}
         _bars(out / "skill.png", merged, [f">={t} TSS" for t in done],
-              "24 h flare predictor: references and four arms (95 % intervals)")
+              f"24 h flare predictor: references and {len(arms)} arms (95 % intervals)")
 
 
 def predictor_experiment(args) -> dict:
@@ -781,7 +815,7 @@ def predictor_experiment(args) -> dict:
     Returns them. With ``--rescore``: ``rescore_predictor``."""
     if args.rescore:
         return rescore_predictor(args)
-    from solar_diffusion import FLARE_LETTERS, GOES_R_SCALE, SWPC_SCALE, convert_flux_scale, parse_flare_class
+    from solar_diffusion import GOES_R_SCALE, SWPC_SCALE, convert_flux_scale, parse_flare_class
     from solar_diffusion.dataset_builder.flares import read_flare_list
 
     out = Path(args.out)
@@ -794,9 +828,12 @@ def predictor_experiment(args) -> dict:
                  if args.history_hours else None  # the same for every threshold
                  for name, t_obs in (("train", ex.train.t_obs), ("inner", ex.inner.t_obs), ("scored", scored.t_obs))}
     id2label = {0: "no", 1: "yes"}
+    arms = ARMS + ((FORECAST_ARM,) if ex.pre_flare is not None else ())
     results = {"settings": ex.settings(), "synthetic_counts": ex.synthetic.counts(), "scored_frames": len(scored),
                "scored_months": sorted({d[:7] for d in days}), "scored_days": day_index.tolist(), "thresholds": {}}
-    bar = job_bar(len(thresholds) * args.seeds * len(ARMS), "training predictors", "run")
+    if ex.pre_flare is not None:
+        results["pre_flare_counts"] = ex.pre_flare.counts()
+    bar = job_bar(len(thresholds) * args.seeds * len(arms), "training predictors", "run")
     for threshold in thresholds:
         flux = convert_flux_scale(parse_flare_class(threshold), SWPC_SCALE, GOES_R_SCALE)
         letter = threshold[0].upper()
@@ -804,11 +841,13 @@ def predictor_experiment(args) -> dict:
                   for name, d in (("train", ex.train), ("inner", ex.inner))}
         train = _relabel(ex.train, labels["train"], covariates=histories["train"])
         inner = _relabel(ex.inner, labels["inner"], covariates=histories["inner"])
-        positive = np.array([c in FLARE_LETTERS and FLARE_LETTERS.index(c) >= FLARE_LETTERS.index(letter)
-                             for c in ex.synthetic.labels], dtype=bool)
+        positive = at_least(ex.synthetic.labels, letter)
         synthetic = ex.synthetic.where(positive)
         synthetic = _relabel(synthetic, np.full(len(synthetic), "yes"),
                              covariates=synthetic.covariates if args.history_hours else None)
+        added = {ARMS[-1]: synthetic}
+        if ex.pre_flare is not None:
+            added[FORECAST_ARM] = pre_flare_positives(ex.pre_flare, letter, train)
         which = flare_ahead(scored.t_obs, events, flux, args.horizon_hours)
         truth = which >= 0
         climatology = float((train.labels == "yes").mean())
@@ -816,13 +855,13 @@ def predictor_experiment(args) -> dict:
             reason = (f"the scored frames are all {'positive' if truth.all() else 'negative'}" if truth.all()
                       or not truth.any() else "the training frames are all of one kind")
             results["thresholds"][threshold] = {"not_scored": reason}
-            bar.update(args.seeds * len(ARMS))
+            bar.update(args.seeds * len(arms))
             continue
-        runs = {arm: [] for arm in ARMS}
+        runs = {arm: [] for arm in arms}
         for seed in range(args.seeds):
-            for arm in ARMS:
+            for arm in arms:
                 bar.set_postfix_str(f">= {threshold}, {arm}, seed {seed}")
-                model, history = ex.fit(arm, train, inner, synthetic, id2label, seed)
+                model, history = ex.fit(arm, train, inner, added.get(arm), id2label, seed)
                 bar.update(1)
                 p_yes = model.predict_proba(scored.images, histories["scored"])[:, 1]
                 p_inner = model.predict_proba(inner.images, inner.covariates)[:, 1]
@@ -832,6 +871,7 @@ def predictor_experiment(args) -> dict:
         r = results["thresholds"][threshold] = {
             "train_positives": int((train.labels == "yes").sum()), "train_frames": len(train),
             "training_base_rate": round(climatology, 4), "synthetic_positives": int(positive.sum()),
+            **({"pre_flare_positives": len(added[FORECAST_ARM])} if FORECAST_ARM in added else {}),
             "scored_positives": int(truth.sum()), "scored_flares": int(len(set(which[truth]))),
             "scored_base_rate": round(float(truth.mean()), 4) if len(truth) else None,
             "scored_truth": truth.astype(int).tolist(), "runs": runs}
@@ -840,6 +880,38 @@ def predictor_experiment(args) -> dict:
     bar.close()
     write_predictor(out, results)
     return results
+
+
+def at_least(labels, letter: str) -> np.ndarray:
+    """Which labels are GOES letters of ``letter`` or above.
+
+    >>> at_least(["quiet", "C", "M", "X"], "M").tolist()
+    [False, False, True, True]
+    """
+    from solar_diffusion import FLARE_LETTERS
+
+    return np.array([c in FLARE_LETTERS and FLARE_LETTERS.index(c) >= FLARE_LETTERS.index(letter) for c in labels],
+                    dtype=bool)
+
+
+def pre_flare_positives(frames: LabelledImages, letter: str, train: LabelledImages) -> LabelledImages:
+    """The pre-flare frames of class ``letter`` or above as positives; each gets the flare history
+    of a real positive training frame drawn at random (seeded: every arm and seed sees the same),
+    since a generated Sun has no past, and the real Suns before a flare do.
+
+    >>> train = LabelledImages(torch.zeros(3, 1, 4, 4), np.array(["no", "yes", "yes"], dtype=object),
+    ...                        np.array([None] * 3), np.array([[-1.0], [0.5], [0.25]], np.float32))
+    >>> pre = LabelledImages(torch.zeros(2, 1, 4, 4), np.array(["C", "X"], dtype=object), np.array([None] * 2))
+    >>> out = pre_flare_positives(pre, "M", train)
+    >>> out.labels.tolist(), bool(np.isin(out.covariates, [0.5, 0.25]).all())
+    (['yes'], True)
+    """
+    frames = frames.where(at_least(frames.labels, letter))
+    covariates = None
+    if train.covariates is not None:
+        pool = train.covariates[train.labels == "yes"]
+        covariates = pool[np.random.default_rng(0).integers(0, len(pool), len(frames))]
+    return _relabel(frames, np.full(len(frames), "yes"), covariates=covariates)
 
 
 def rescore_predictor(args) -> dict:
