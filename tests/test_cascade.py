@@ -90,6 +90,17 @@ def test_the_upscaler_sees_the_flare_map_at_its_size_and_the_noise_level():
     flare_channel = model_input[0, 6]
     y, x = np.unravel_index(int(flare_channel.argmax()), flare_channel.shape)
     assert (x, y) in {(8, 20), (9, 20), (8, 21), (9, 21)} and model_input[0, 7].min() == 1  # conditioned
+    # a forecast model's flare is still to come: the base stage is told where, the upscaler draws none
+    pipe.register_to_config(forecast={"horizon_hours": 24.0})
+    seen.clear()
+    hook = pipe.upscaler.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[0].clone()), with_kwargs=True)
+    try:
+        result = pipe("X", flare_position=("px", 4.0, 10.0), num_inference_steps=1, generator=torch.Generator().manual_seed(0))
+    finally:
+        hook.remove()
+    assert seen[0][0, 6].abs().max() == 0 and seen[0][0, 7].min() == 1  # known: no flare in progress
+    assert result.metadata[0]["forecast"] == {"horizon_hours": 24.0}
+    assert result.metadata[0]["flares"][0]["position_px"] == [8.5, 20.5]
 
 
 def test_real_low_resolution_frames_are_super_resolved_and_a_further_stage_chains():

@@ -1196,9 +1196,13 @@ class SolarFlarePipeline(DiffusionPipeline):
         image = self.prepare_noise(len(conditions), generator, device)
         image = self.denoise(image, conditions, scales, novelty, num_inference_steps, generator)
 
-        # 5. a cascade's super-resolution stage, then postprocess
+        # 5. a cascade's super-resolution stage (a forecast model's flares are still to come, none is
+        # in progress: the upscaler's flare maps are empty), then postprocess
         if self.output_size(image_size) != image.shape[-1]:
-            image = self.super_resolve(image, conditions.flares, generator)
+            flares = conditions.flares
+            if self.config.get("forecast") and flares is not None:
+                flares = [[] for _ in flares]
+            image = self.super_resolve(image, flares, generator)
         images = self.postprocess(image, output_type, scales)
         metadata = self._metadata(conditions, scales, novelty_target, generator, output_type, image.shape[-1])
         self.maybe_free_model_hooks()
