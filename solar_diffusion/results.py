@@ -12,6 +12,7 @@ the reports make, which a test runs, so a hand edit of a number fails CI.
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -146,10 +147,11 @@ def _flare_headline(flare: dict, split: str) -> list:
 
 
 def _question_headline(clf: dict | None, pred: dict | None) -> str:
-    """The paper's question in one line: the last arm (real + synthetic) against each other arm."""
-    def against(comparison: dict, figure: str) -> list:
-        *others, synthetic = comparison["arms"]
-        return [(other, comparison["differences"][f"{synthetic} - {other}"][figure]) for other in others]
+    """The paper's question in one line: real + synthetic against each other arm it is compared with
+    (a predictor's pre-flare arm has lines of its own in the section)."""
+    def against(comparison: dict, figure: str, synthetic: str = "real + synthetic") -> list:
+        return [(other, comparison["differences"][f"{synthetic} - {other}"][figure]) for other in comparison["arms"]
+                if f"{synthetic} - {other}" in comparison["differences"]]
 
     def verdict(d: dict) -> str:
         word = "better" if d["low"] > 0 else "worse" if d["high"] < 0 else "no difference detected"
@@ -362,7 +364,7 @@ def _classifier_section(clf: dict) -> list:
 
 
 def _predictor_section(pred: dict) -> list:
-    lines = ["## Experiment 2: a 24 h flare predictor, four arms", "",
+    lines = [f"## Experiment 2: a 24 h flare predictor, {ARM_COUNT_WORDS.get(len(_predictor_arms(pred)), 'its')} arms", "",
              f"`solar-diffusion experiment predictor --dataset {pred['settings']['dataset']}` (model "
              f"`{pred['settings']['model']}`), {pred['settings']['seeds']} seeds per arm; {pred['scored_frames']} "
              f"frames scored, of the months the diffusion model never saw ({', '.join(pred['scored_months'])}). "
@@ -371,15 +373,42 @@ def _predictor_section(pred: dict) -> list:
         if "comparison" not in t:
             lines += [f"Flare ≥ {threshold} within 24 h: not scored ({t['not_scored']}).", ""]
             continue
+        pre_flare = (f"; {t['pre_flare_positives']} pre-flare synthetic positives (a forecast model's) in the "
+                     "real + pre-flare synthetic arm") if "pre_flare_positives" in t else ""
         lines += [f"Flare ≥ {threshold} within 24 h: {t['scored_positives']} positive frames before "
                   f"{t['scored_flares']} flares, base rate {t['scored_base_rate']:.3f}; {t['synthetic_positives']} "
-                  "synthetic positives in the last arm.", ""]
+                  f"synthetic positives in the real + synthetic arm{pre_flare}. {decision_words(t['runs'])}", ""]
         if "references" in t:
             lines += ["Against the reference forecasts (climatology: the training base rate; persistence: yes where a "
                       "flare of the class began in the 24 h before the frame):", ""]
-            lines += comparison_tables(t["references"], ["TSS", "HSS", "BSS"]) + ["", "The four arms:", ""]
+            lines += comparison_tables(t["references"], ["TSS", "HSS", "BSS"]) + ["", "The arms:", ""]
         lines += comparison_tables(t["comparison"], ["TSS", "HSS", "BSS"]) + [""]
     return lines
+
+
+def decision_words(runs: dict) -> str:
+    """How each arm's probabilities became yes/no forecasts (``decision_threshold`` of its runs;
+    runs saved without one, before thresholds were chosen, used 0.5).
+
+    >>> decision_words({"real": [{"decision_threshold": 0.2}, {"decision_threshold": 0.3}]})
+    'A frame is forecast "yes" where p(yes) reaches the decision threshold with the best TSS on the inner split, chosen per run (median over seeds: real 0.25).'
+    >>> decision_words({"real": [{}]})
+    'A frame is forecast "yes" where p(yes) >= 0.5 (a run saved without decision thresholds).'
+    """
+    if not any("decision_threshold" in run for arm_runs in runs.values() for run in arm_runs):
+        return 'A frame is forecast "yes" where p(yes) >= 0.5 (a run saved without decision thresholds).'
+    medians = ", ".join(f"{arm} {statistics.median(run.get('decision_threshold', 0.5) for run in arm_runs):.3g}"
+                        for arm, arm_runs in runs.items())
+    return ('A frame is forecast "yes" where p(yes) reaches the decision threshold with the best TSS on the inner '
+            f"split, chosen per run (median over seeds: {medians}).")
+
+
+ARM_COUNT_WORDS = {4: "four", 5: "five"}
+
+
+def _predictor_arms(pred: dict) -> list:
+    """The arms of a predictor run (those of its first scored threshold)."""
+    return next((list(t["comparison"]["arms"]) for t in pred["thresholds"].values() if "comparison" in t), [])
 
 
 def comparison_tables(comparison: dict, figures: list[str]) -> list[str]:

@@ -65,7 +65,7 @@ import torch
 
 from solar_diffusion.files import atomic_write
 from solar_diffusion.progress import job_bar
-from solar_diffusion.results import comparison_tables
+from solar_diffusion.results import comparison_tables, decision_words
 from solar_diffusion.splits import LabelledImages, dataset_argument, load_split, model_space_split
 from solar_diffusion.times import utc_times
 
@@ -750,23 +750,6 @@ def score_predictor(r: dict, references: dict, day_index, n_days: int, n_boot: i
         out["verdicts"] += [f">= {threshold}: {a}: no verdict, the real-only predictor does not beat "
                             f"{' or '.join(behind)} in TSS (the arms' figures are in the tables)" for a in added]
     return out
-
-
-def decision_words(runs: dict) -> str:
-    """How each arm's probabilities became yes/no forecasts (``decision_threshold`` of its runs;
-    runs saved without one, before thresholds were chosen, used 0.5).
-
-    >>> decision_words({"real": [{"decision_threshold": 0.2}, {"decision_threshold": 0.3}]})
-    'A frame is forecast "yes" where p(yes) reaches the decision threshold with the best TSS on the inner split, chosen per run (median over seeds: real 0.25).'
-    >>> decision_words({"real": [{}]})
-    'A frame is forecast "yes" where p(yes) >= 0.5 (a run saved without decision thresholds).'
-    """
-    if not any("decision_threshold" in run for arm_runs in runs.values() for run in arm_runs):
-        return 'A frame is forecast "yes" where p(yes) >= 0.5 (a run saved without decision thresholds).'
-    medians = ", ".join(f"{arm} {float(np.median([run.get('decision_threshold', 0.5) for run in arm_runs])):.3g}"
-                        for arm, arm_runs in runs.items())
-    return ('A frame is forecast "yes" where p(yes) reaches the decision threshold with the best TSS on the inner '
-            f"split, chosen per run (median over seeds: {medians}).")
 
 
 def predictor_markdown(results: dict) -> str:
