@@ -40,16 +40,25 @@ class FlareClassifier(ModelMixin, ConfigMixin):
     ``covariates``: numbers per image the head reads beside the image features (a forecaster's
     flare history), as a linear term of their own added to the logits, outside the dropout, so
     that a few numbers are not drowned among ``feature_dim`` image features; the features, the
-    embedding, stay the image's alone. 0: none."""
+    embedding, stay the image's alone. 0: none.
+
+    ``stem``: a first convolution with this kernel and stride (a patchify stem), so that a 256 px
+    image costs the stages about what a 64 px one does at ``stem=4``, with the full-resolution
+    pixels still seen by a learnt layer rather than averaged away by resizing. 1: none."""
 
     config_name = "config.json"
 
     @register_to_config
     def __init__(self, id2label: dict, sample_size: int = 64, in_channels: int = 1,
                  widths: tuple = (16, 32, 64, 128), feature_dim: int = 128, dropout: float = 0.2,
-                 normalization: dict | None = None, degradations: tuple = (), covariates: int = 0):
+                 normalization: dict | None = None, degradations: tuple = (), covariates: int = 0, stem: int = 1):
         super().__init__()
         layers, previous = [], in_channels
+        if stem > 1:
+            if sample_size % stem:
+                raise ValueError(f"a stem of {stem} px does not tile {sample_size} px images")
+            layers += [nn.Conv2d(in_channels, widths[0], stem, stride=stem), nn.BatchNorm2d(widths[0]), nn.SiLU()]
+            previous = widths[0]
         for width in widths:
             layers += [nn.Conv2d(previous, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.SiLU(),
                        nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.SiLU()]

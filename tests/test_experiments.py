@@ -283,3 +283,27 @@ def test_the_predictor_gains_a_pre_flare_arm_from_a_forecast_augmented_dataset(r
     with pytest.raises(ValueError, match="not made by augment --for-forecasting"):
         main(["predictor", "--dataset", str(real_64), "--model", str(browse_model_64), "--out", str(tmp_path / "y"),
               "--flare-list", str(flare_list), "--forecast-augmented", str(real_64), *TINY])
+
+
+def test_a_patchify_stem_makes_a_256_px_classifier_cost_about_a_64_px_one():
+    from solar_diffusion.encoder import FlareClassifier
+
+    torch.manual_seed(0)
+    plain = FlareClassifier(id2label={0: "no", 1: "yes"}, sample_size=64, in_channels=3, widths=(4, 8), feature_dim=4)
+    stem = FlareClassifier(id2label={0: "no", 1: "yes"}, sample_size=256, in_channels=3, widths=(4, 8), feature_dim=4,
+                           stem=4)
+    assert stem.stages(torch.zeros(1, 3, 256, 256)).shape == plain.stages(torch.zeros(1, 3, 64, 64)).shape
+    assert stem.predict_proba(torch.zeros(2, 3, 256, 256)).shape == (2, 2)
+    with pytest.raises(ValueError, match="a stem of 3 px does not tile 256 px images"):
+        FlareClassifier(id2label={0: "no", 1: "yes"}, sample_size=256, stem=3)
+
+
+def test_an_experiment_on_frames_the_model_cannot_make_is_refused(real_64, make_pipeline, tmp_path):
+    from solar_diffusion import ClipLogNormalization
+    from solar_diffusion.hub import save_pipeline
+
+    model = save_pipeline(make_pipeline(labels=("quiet", "B", "C", "M", "X"), sample_size=16,
+                                        normalization=ClipLogNormalization.for_browse()), tmp_path / "model-16")
+    with pytest.raises(ValueError, match="holds 64 px frames, but this model makes 16 px images, not 64 px"):
+        main(["classifier", "--dataset", str(real_64), "--model", str(model), "--out", str(tmp_path / "x"), *TINY])
+    assert not (tmp_path / "x").exists()

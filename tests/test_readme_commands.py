@@ -240,9 +240,16 @@ NOT_RUN = {
         "tests/test_cli.py::test_a_negative_arcsec_position_is_taken_as_written (-475,397) and "
         "tests/test_cli.py::test_generate_writes_files_named_by_class_and_seed (formats, schedulers)",
     "solar-diffusion build-dataset --images PATH --flare-list PATH [--flare-list PATH ...] [--goes PATH ...] "
-    "[--flare-list-gaps PATH] --size 128 --out DIR [--channels 171] [--window 0]":
+    "[--flare-list-gaps PATH] --size 128 --out DIR [--channels 171] [--window 0] [--forecast-hours 24]":
         _SYNOPSIS + "builds from local files run in "
-        "tests/test_dataset_builder.py::test_small_real_build_loads_and_counts",
+        "tests/test_dataset_builder.py::test_small_real_build_loads_and_counts, with forecast labels in "
+        "tests/test_forecast.py::test_forecast_labels_are_the_predictors_and_leave_out_flaring_frames",
+    "solar-diffusion build-dataset --images ../shared/data/sdo_browse_2012/index.csv --flare-list "
+    "../shared/data/flare_lists/hek_flares_2003-09_2023-12.csv --flare-list-gaps "
+    "../shared/data/flare_lists/hek_flares_empty_months.csv --size 64 --channels 171,131,94 --forecast-hours 24 "
+    "--out data/aia-browse2012-64-3ch-forecast":
+        "builds the whole year (minutes on 2 CPU cores); the same build of four days runs in "
+        "tests/test_forecast.py::test_forecast_labels_are_the_predictors_and_leave_out_flaring_frames",
     "solar-diffusion build-dataset --start 2012-01-01 --end 2012-12-31 --cadence 1h --jsoc-email ME@X --out DIR":
         "needs the network (HEK, GOES XRS through Fido, AIA from JSOC) and an e-mail address registered at JSOC; "
         "its clients run on recorded responses in "

@@ -66,7 +66,7 @@ import torch
 from solar_diffusion.files import atomic_write
 from solar_diffusion.progress import job_bar
 from solar_diffusion.results import comparison_tables, decision_words
-from solar_diffusion.splits import LabelledImages, dataset_argument, load_split, model_space_split
+from solar_diffusion.splits import LabelledImages, dataset_argument, dataset_info, load_split, model_space_split
 from solar_diffusion.times import utc_times
 
 #: The arms, the baseline first.
@@ -105,6 +105,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         e.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
         e.add_argument("--widths", default="8,16,32,64", help="channel widths of the classifier's stages (comma-separated)")
         e.add_argument("--feature-dim", type=int, default=64, help="size of the classifier's feature vector")
+        e.add_argument("--stem", type=int, default=1,
+                       help="the classifier's first convolution's kernel and stride (4 for 256 px frames: about the "
+                            "cost of 64 px)")
         e.add_argument("--inner-every", type=int, default=5,
                        help="every k-th day of the training months chooses the epoch kept (default 5)")
         e.add_argument("--brightness", type=float, default=0.03, help="safe augmentation: max relative brightness change")
@@ -256,14 +259,20 @@ class Experiment:
         self.model_name = model_name(self.model)  # in reports: never a path of this machine
         self.pipe = load_pipeline(self.model)
         self.pipe.set_progress_bar_config(disable=True)
-        size, normalization = self.pipe.unet.config.sample_size, self.pipe.normalization
-        train = model_space_split(args.dataset, "train", normalization, size)
+        # the frames at the dataset's size, which the model must make (a cascade: its base's or its upscaler's)
+        self.size, normalization = dataset_info(args.dataset)["config"]["size"], self.pipe.normalization
+        try:
+            self.pipe.output_size(self.size)
+        except ValueError as error:
+            raise ValueError(f"{args.dataset} holds {self.size} px frames, but {error}: use a model that makes "
+                             "them") from None
+        train = model_space_split(args.dataset, "train", normalization, self.size)
         inner = inner_validation_days(train.t_obs, args.inner_every)
         if inner.all() or not inner.any():
             raise ValueError(f"{args.dataset}: --inner-every {args.inner_every} leaves no training or no inner "
                              "validation day in the training months")
         self.train, self.inner = train.where(~inner), train.where(inner)
-        parts = [model_space_split(args.dataset, s, normalization, size) for s in ("validation", "test")]
+        parts = [model_space_split(args.dataset, s, normalization, self.size) for s in ("validation", "test")]
         self.scored = _join(*parts)
         flares = [load_split(args.dataset, s, columns=("flare_goes_class", "flare_hpc_x", "flare_hpc_y"))
                   for s in ("validation", "test")]
@@ -278,7 +287,6 @@ class Experiment:
         """The generated frames of ``--augmented``, or of an ``augment`` run into OUT/augmented
         (reused when its model weights and settings are this run's)."""
         from solar_diffusion.augment import augment, is_synthetic, weights_digest
-        from solar_diffusion.splits import dataset_info
 
         args = self.args
         classes = synthetic_classes(args.synthetic_classes)
@@ -301,7 +309,7 @@ class Experiment:
         if self.synthetic_record.get("original_train_counts") != source["counts"]["train"]:
             raise ValueError(f"--augmented {folder} was not made from {args.dataset} (its original train counts "
                              f"differ): make it with solar-diffusion augment --dataset {args.dataset}")
-        size = self.pipe.unet.config.sample_size
+        size = self.size
         frames = model_space_split(folder, "train", self.pipe.normalization, size)
         rows = load_split(folder, "train", columns=("label_source", "flare_log10_peak_flux_goes_r"))
         flags = is_synthetic(rows["label_source"])
@@ -314,7 +322,6 @@ class Experiment:
         before a flare of their label, refused unless ``augment --for-forecasting`` made them with
         this run's horizon."""
         from solar_diffusion.augment import is_synthetic
-        from solar_diffusion.splits import dataset_info
 
         folder = Path(self.args.forecast_augmented)
         info = dataset_info(folder)
@@ -329,7 +336,7 @@ class Experiment:
         if info["config"]["channels"] != channels:
             raise ValueError(f"--forecast-augmented {folder}: its frames are in {','.join(info['config']['channels'])} "
                              f"Å, {self.args.dataset}'s in {','.join(channels)} Å")
-        frames = model_space_split(folder, "train", self.pipe.normalization, self.pipe.unet.config.sample_size)
+        frames = model_space_split(folder, "train", self.pipe.normalization, self.size)
         return frames.where(is_synthetic(load_split(folder, "train", columns=("label_source",))["label_source"]))
 
     def fit(self, arm: str, train: LabelledImages, inner: LabelledImages, synthetic: LabelledImages, id2label: dict,

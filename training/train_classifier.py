@@ -40,6 +40,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="draw frames with weight count(label)^-b (0: as in the data, 1: classes equally often)")
     p.add_argument("--augment-rotation", type=float, default=3.0, help="max rotation about disk centre, degrees")
     p.add_argument("--widths", default="16,32,64,128", help="channels of the strided conv stages")
+    p.add_argument("--stem", type=int, default=1,
+                   help="a first convolution of this kernel and stride (4: 256 px images cost about what 64 px do)")
     p.add_argument("--feature-dim", type=int, default=128, help="size of the domain embedding")
     p.add_argument("--degradations", action="store_true",
                    help="also train a head that tells real frames from blurred and noisy ones (features that "
@@ -77,7 +79,8 @@ def fit_classifier(train, validation, id2label: dict, normalization, args, accel
                             widths=tuple(int(w) for w in str(args.widths).split(",")), feature_dim=args.feature_dim,
                             normalization=normalization.to_dict(),
                             degradations=DEGRADATIONS if getattr(args, "degradations", False) else (),
-                            covariates=0 if train.covariates is None else train.covariates.shape[1])
+                            covariates=0 if train.covariates is None else train.covariates.shape[1],
+                            stem=args.stem)
     covariates = torch.zeros(len(y), 0) if train.covariates is None else torch.as_tensor(train.covariates).float()
     dataset = torch.utils.data.TensorDataset(train.images, covariates, y)
     sampler = BalancedSampler(y.numpy(), args.class_balance, args.seed, samples_per_epoch)
