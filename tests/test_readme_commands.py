@@ -229,7 +229,30 @@ RUN = {
 
 _SYNOPSIS = ("a synopsis (placeholders such as PATH and DIR, [optional] parts, a|b alternatives): its flags and "
              "choices are checked against the parser here; ")
+FORECAST_MODEL = ("needs the forecast model of the train command above (runs/ is not in a checkout); ")
 NOT_RUN = {
+    # docs/experiments.md, forecast mode
+    "solar-diffusion train --dataset data/aia-browse2012-64-3ch-forecast --out runs/forecast-64 --conditioning flare "
+    "--preset small --init-from solar_diffusion/models/default --train-batch-size 16 --learning-rate 2e-4 "
+    "--lr-scheduler constant_with_warmup --lr-warmup-steps 100 --max-train-steps 100000 --max-train-minutes 30 "
+    "--use-ema --ema-max-decay 0.999 --class-balance 0.5 --mixed-precision bf16 --augment-flips 0.5 "
+    "--checkpointing-steps 200 --checkpoints-total-limit 1 --validation-steps 0 --sample-steps 0 --logger none":
+        "30 minutes of training from the bundled model on the whole year's forecast build; a flare model trains on "
+        "forecast labels in tests/test_forecast.py::test_a_forecast_model_records_its_horizon",
+    "solar-diffusion augment --model runs/forecast-64/pipeline --dataset data/aia-browse2012-64-3ch-forecast --out "
+    "data/aia-browse2012-64-3ch-forecast-synthetic --ratio 1 --flare-class M --flare-class X --max-per-class 100 "
+    "--for-forecasting":
+        FORECAST_MODEL + "augment --for-forecasting runs at tiny sizes in "
+        "tests/test_forecast.py::test_augment_for_forecasting_adds_pre_flare_suns_and_refuses_mixed_models_and_data",
+    "solar-diffusion evaluate --model runs/forecast-64/pipeline --dataset data/aia-browse2012-64-3ch-forecast --split "
+    "test --num-images 32 --out reports/forecast-evaluation":
+        FORECAST_MODEL + "the evaluation of a flare model runs in tests/test_flare_training.py::test_evaluate_a_flare_model",
+    "solar-diffusion experiment predictor --dataset data/aia-browse2012-64-3ch --augmented "
+    "data/aia-browse2012-64-3ch-synthetic --out reports/experiments/predictor --flare-list "
+    "../shared/data/flare_lists/hek_flares_2003-09_2023-12.csv --threshold M --forecast-augmented "
+    "data/aia-browse2012-64-3ch-forecast-synthetic":
+        FORECAST_MODEL + "the five-arm predictor runs at tiny sizes in "
+        "tests/test_experiments.py::test_the_predictor_gains_a_pre_flare_arm_from_a_forecast_augmented_dataset",
     "make test": "runs the whole test suite, this file included; .ci/run runs it on a clean clone",
     "solar-diffusion generate --model PATH_OR_HUB_ID [--flare-class X --flare-class M2.5 --flare-class 1e-4 ...] "
     "--num-images 4 --steps 10 --scheduler ddpm|ddim|dpm|dpm-sde [--guidance 3] --seed 0 --out DIR --format "
