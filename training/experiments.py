@@ -309,8 +309,7 @@ class Experiment:
         if self.synthetic_record.get("original_train_counts") != source["counts"]["train"]:
             raise ValueError(f"--augmented {folder} was not made from {args.dataset} (its original train counts "
                              f"differ): make it with solar-diffusion augment --dataset {args.dataset}")
-        size = self.size
-        frames = model_space_split(folder, "train", self.pipe.normalization, size)
+        frames = model_space_split(folder, "train", self.pipe.normalization, self.size)
         rows = load_split(folder, "train", columns=("label_source", "flare_log10_peak_flux_goes_r"))
         flags = is_synthetic(rows["label_source"])
         # a generated frame shows its flare in progress: its flare history is that flare
@@ -778,7 +777,9 @@ def predictor_markdown(results: dict) -> str:
             continue
         lines += [f"Train: {r['train_positives']} positive of {r['train_frames']} real frames (base rate "
                   f"{r['training_base_rate']}), plus {r['synthetic_positives']} synthetic positives in the real + "
-                  f"synthetic arm. Scored: {r['scored_positives']} positive frames before {r['scored_flares']} "
+                  f"synthetic arm" + (f" and {r['pre_flare_positives']} pre-flare synthetic positives (a forecast "
+                                     f"model's) in the {FORECAST_ARM} arm" if "pre_flare_positives" in r else "")
+                  + f". Scored: {r['scored_positives']} positive frames before {r['scored_flares']} "
                   f"distinct flares, base rate {r['scored_base_rate']}.", "", decision_words(r["runs"]), "",
                   "Against the reference forecasts:", ""]
         lines += comparison_tables(r["references"], ["TSS", "HSS", "BSS"]) + ["", "The arms:", ""]
