@@ -37,6 +37,7 @@ def load_reports(reports: Path) -> dict:
             "classifier": read("experiments/classifier/results.json"),
             "predictor": read("experiments/predictor/results.json"), "sampling": read("bench_sampling.json"),
             "student": read("bench_student.json"), "cascade": read("cascade/metrics.json"),
+            "forecast": read("forecast-evaluation/metrics.json"),
             "cascade_speed": read("bench_cascade.json")}
 
 
@@ -259,6 +260,8 @@ def results_page(results: dict) -> str:
     if results["paper_evaluation"]:
         lines += _evaluation_section(results["paper_evaluation"], "The paper's mode (GOES labels, 171 Å: "
                                      "`solar_diffusion/models/paper-171`) on the real test months", "evaluation-paper-171")
+    if results.get("forecast"):
+        lines += _forecast_section(results["forecast"], ev)
     if results["classifier"]:
         lines += _classifier_section(results["classifier"])
     if results["predictor"]:
@@ -270,6 +273,32 @@ def results_page(results: dict) -> str:
     if results["student"]:
         lines += _student_section(results["student"])
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _forecast_section(forecast: dict, in_progress: dict | None) -> list:
+    """The forecast model evaluated on a forecast build (real frames labelled by the flare ahead, at
+    its position rotated to the frame): its flare signature at the requested position beside real
+    frames of the hours before a flare and, from the flare model's evaluation, real frames with the
+    flare in progress; then its full evaluation."""
+    section = _evaluation_section(forecast, "The forecast model: the Sun in the hours before a flare",
+                                  "forecast-evaluation")
+    signature = forecast["flare"]["signature"]
+    now = ((in_progress or {}).get("flare") or {}).get("signature", {}).get("classes", {})
+    table = ["Flare signature at the requested position (brightest 3x3 pixels, fraction of the range): the forecast "
+             "model's images against real frames 1 to 24 h before a flare of the class (at the flare's position "
+             "rotated to the frame's time) and real frames with a flare of the class in progress (the flare model's "
+             "evaluation). A forecast model draws no flare: its figures belong with the second column, below the "
+             "third.", "",
+             "| class | channel | forecast model | real, before the flare | real, flare in progress |",
+             "|---|---|---|---|---|"]
+    for c, row in signature["classes"].items():
+        if "real_at_hek_positions" not in row:
+            continue
+        for w in signature["channels"]:
+            during = now.get(c, {}).get("real_at_hek_positions", {}).get(w)
+            table.append(f"| {c} | {w} Å | {fmt(row['generated'][w])} | {fmt(row['real_at_hek_positions'][w])} | "
+                         f"{fmt(during) if during else '—'} |")
+    return section[:4] + table + [""] + section[4:]
 
 
 def _cascade_section(report: dict, speed: dict | None) -> list:
