@@ -137,3 +137,12 @@ def test_a_flare_asked_at_a_noaa_location_on_a_date_lands_there_through_the_file
         # the limb sunpy draws (the date's angular radius over the plate scale) is the model's disk
         limb_px = (smap.rsun_obs / smap.scale.axis1).to_value(u.pix)
         assert limb_px == pytest.approx(rsun_px(record["geometry"]), abs=0.5)
+
+
+def test_a_forecast_models_image_says_its_flare_is_still_to_come(tiny_pipeline, tmp_path):
+    out = tiny_pipeline(["M"], generator=[torch.Generator().manual_seed(7)], num_inference_steps=2,
+                        output_type="data_unit")
+    assert "fcsthrs" not in synthetic_map(out.images[0], out.metadata[0]).meta
+    metadata = dict(out.metadata[0], forecast={"horizon_hours": 24.0, "label_rule": "..."})
+    aia = sunpy.map.Map(write_fits(tmp_path / "m.fits", out.images[0], metadata))
+    assert aia.meta["fcsthrs"] == 24.0 and aia.meta["flarecls"] == "M"
