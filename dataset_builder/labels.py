@@ -114,9 +114,9 @@ def rotate_to(hpc_x, hpc_y, from_times, to_times) -> tuple[np.ndarray, np.ndarra
     ``to_times`` with the Sun's differential rotation (sunpy's ``propagate_with_solar_surface``,
     all at once); NaN where unknown, off the disk, or rotated behind the limb.
 
-    >>> x, y = rotate_to([0.0, 990.0], [0.0, 0.0], ["2012-03-07 12:00"] * 2, ["2012-03-06 12:00"] * 2)
-    >>> round(float(x[0])), bool(np.isnan(x[1]))
-    (-221, True)
+    >>> x, y = rotate_to([0.0, 990.0, -960.0], [0.0, 0.0, 0.0], ["2012-03-07 12:00"] * 3, ["2012-03-06 12:00"] * 3)
+    >>> round(float(x[0])), bool(np.isnan(x[1])), bool(np.isnan(x[2]))  # centre; above the limb; rotated behind it
+    (-221, True, True)
     """
     x, y = np.asarray(hpc_x, dtype=float).copy(), np.asarray(hpc_y, dtype=float).copy()
     known = np.isfinite(x) & np.isfinite(y)
@@ -125,7 +125,7 @@ def rotate_to(hpc_x, hpc_y, from_times, to_times) -> tuple[np.ndarray, np.ndarra
     import astropy.units as u
     from astropy.coordinates import SkyCoord
     from astropy.time import Time
-    from sunpy.coordinates import Helioprojective, propagate_with_solar_surface
+    from sunpy.coordinates import Heliocentric, Helioprojective, propagate_with_solar_surface
 
     def times(values):
         return Time(pd.DatetimeIndex(pd.to_datetime(np.asarray(values)[known])).values.astype("datetime64[ns]"),
@@ -136,7 +136,10 @@ def rotate_to(hpc_x, hpc_y, from_times, to_times) -> tuple[np.ndarray, np.ndarra
     with propagate_with_solar_surface(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*2D helioprojective coordinates to 3D")  # off the disk: NaN
         moved = start.transform_to(Helioprojective(observer="earth", obstime=times(to_times)))
-    x[known], y[known] = moved.Tx.to_value(u.arcsec), moved.Ty.to_value(u.arcsec)
+    # a point rotated behind the limb still projects onto the disk: keep only the near hemisphere
+    near_side = moved.transform_to(Heliocentric(observer="earth", obstime=moved.obstime)).z.to_value(u.km) > 0
+    x[known] = np.where(near_side, moved.Tx.to_value(u.arcsec), np.nan)
+    y[known] = np.where(near_side, moved.Ty.to_value(u.arcsec), np.nan)
     return x, y
 
 
