@@ -771,8 +771,10 @@ def build_from_args(args) -> BuildResult:
     positions = result.flare_positions
     unusable = positions.get("flares_off_disk", 0) + positions.get("flares_without_position", 0)
     if unusable:
-        print(f"WARNING: {unusable} of the {positions['flares']} flares in progress at the frames have no usable "
-              f"position ({positions['flares_without_position']} without one in the flare lists, "
+        listed = ("ahead of the frames (a flare rotated behind the limb at a frame's time has none there)"
+                  if config.forecast_hours else "in progress at the frames")
+        print(f"WARNING: {unusable} of the {positions['flares']} flares {listed} have no usable "
+              f"position ({positions['flares_without_position']} without one in the flare lists or at the frame, "
               f"{positions['flares_off_disk']} off the disk): they are listed with on_disk false and no Stonyhurst "
               f"position (see 'flare_positions' in {result.out / BUILD_INFO})", file=sys.stderr)
     if result.frame_notes:
