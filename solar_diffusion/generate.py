@@ -146,6 +146,26 @@ def resolve_model(model) -> str:
     return text
 
 
+def super_resolution_stage(cascade) -> dict:
+    """A saved cascade's super-resolution stage as ``SolarFlarePipeline`` takes it (``upscaler``,
+    ``upscaler_scheduler``, ``upscaling``), to put on another base model of its size and channels
+    (``train --upscaler-from``).
+
+    >>> super_resolution_stage("no/such/model")
+    Traceback (most recent call last):
+    ...
+    ValueError: --upscaler-from no/such/model: not a saved cascade (no model_index.json)
+    """
+    if not (Path(cascade) / "model_index.json").exists():
+        raise ValueError(f"--upscaler-from {cascade}: not a saved cascade (no model_index.json)")
+    pipe = load_pipeline(cascade, channels_last=False)
+    if pipe.upscaler is None:
+        raise ValueError(f"--upscaler-from {cascade}: it has no upscaler (it makes only "
+                         f"{pipe.unet.config.sample_size} px images)")
+    return {"upscaler": pipe.upscaler, "upscaler_scheduler": pipe.upscaler_scheduler,
+            "upscaling": dict(pipe.config.upscaling)}
+
+
 def load_pipeline(model: str | os.PathLike, device: str | None = None, channels_last: bool = True,
                   compile: bool = False, dtype: torch.dtype = torch.float32) -> SolarFlarePipeline:
     """Load a saved pipeline from a folder or a Hub id (offline: a cached one), ready to sample.

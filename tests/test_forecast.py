@@ -133,3 +133,43 @@ def test_forecast_hours_must_be_positive(tmp_path):
 
     with pytest.raises(ValueError, match="--forecast-hours must be a positive number of hours, got -3"):
         BuildConfig(out=str(tmp_path / "x"), forecast_hours=-3)
+
+
+def test_a_forecast_model_takes_a_cascades_upscaler_and_draws_no_flare_in_its_maps(forecast_days, forecast_model,
+                                                                                     tmp_path, capsys):
+    from diffusers import DPMSolverMultistepScheduler, UNet2DModel
+
+    from solar_diffusion.cli import main
+    from solar_diffusion.hub import save_pipeline
+    from solar_diffusion.presets import build_unet
+
+    torch.manual_seed(0)
+    upscaler = UNet2DModel(sample_size=64, in_channels=8, out_channels=3, block_out_channels=(8, 16),
+                           down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2, layers_per_block=1,
+                           norm_num_groups=4, class_embed_type="timestep")
+    base = SolarFlarePipeline.from_pretrained(forecast_model)
+    cascade = SolarFlarePipeline(build_unet("tiny", 32, num_labels=0, in_channels=3, conditioning="flare"),
+                                 base.scheduler, geometry=base.config.geometry, normalization=base.config.normalization,
+                                 upscaler=upscaler, upscaler_scheduler=DPMSolverMultistepScheduler(),
+                                 upscaling={"residual_std": 0.07, "noise_level": 0.05, "num_inference_steps": 2})
+    save_pipeline(cascade, tmp_path / "cascade")
+    train = ["train", "--dataset", str(forecast_days), "--preset", "tiny", "--conditioning", "flare",
+             "--train-batch-size", "4", "--max-train-steps", "1", "--lr-warmup-steps", "0", "--checkpointing-steps", "1",
+             "--validation-steps", "0", "--sample-steps", "0", "--logger", "none"]
+    assert main(train + ["--out", str(tmp_path / "run"), "--upscaler-from", str(tmp_path / "cascade")]) == 0
+    pipe = SolarFlarePipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    assert pipe.output_size() == 64 and pipe.config.forecast["horizon_hours"] == 24
+    pipe.set_progress_bar_config(disable=True)
+    seen = []
+    hook = pipe.upscaler.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[0].clone()), with_kwargs=True)
+    try:
+        result = pipe("M3", flare_position=(-475.0, 397.0), num_inference_steps=2, output_type="model",
+                      generator=[torch.Generator().manual_seed(0)])
+    finally:
+        hook.remove()
+    assert result.images.shape == (1, 3, 64, 64) and torch.isfinite(result.images).all()
+    assert seen[0][0, 6].abs().max() == 0 and seen[0][0, 7].min() == 1  # no flare in progress at 64 px
+    capsys.readouterr()
+    assert main(train + ["--out", str(tmp_path / "bad"), "--upscaler-from", str(forecast_model)]) == 2
+    assert "it has no upscaler (it makes only 32 px images)" in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "pipeline").exists()

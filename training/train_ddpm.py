@@ -72,6 +72,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         "else the XRS flux at the frame's time, else the null value)")
     p.add_argument("--init-from", default=None,
                    help="start from the UNet of a saved pipeline (fine-tuning, or continuing from bundled weights)")
+    p.add_argument("--upscaler-from", default=None, metavar="CASCADE",
+                   help="the saved model takes this cascade's super-resolution stage (upscaler, its sampler and "
+                        "settings) and makes its sizes: a forecast model on the bundled upscaler")
     p.add_argument("--size", dest="size", type=int, default=None,
                    help="image size in pixels to train at (default: the dataset's)")
     p.add_argument("--norm-lo", type=float, default=None, help="normalisation clip low (default 5 DN/s; 0 for browse)")
@@ -443,6 +446,13 @@ def train(args, hub_api=None) -> Path:
                       conditioning=args.conditioning, augmentation_planes=AUGMENTATION_PLANES if args.augment_flips else 0)
     if args.init_from:
         unet = init_from_pipeline(unet, args.init_from, id2label, channels)
+    upscaling_stage = {}
+    if args.upscaler_from:  # checked against this UNet before any step
+        from solar_diffusion.generate import super_resolution_stage
+        from solar_diffusion.pipelines import check_upscaler
+
+        upscaling_stage = super_resolution_stage(args.upscaler_from)
+        check_upscaler(unet, **upscaling_stage)
     unet = unet.to(memory_format=memory_format)
     noise_scheduler = DDPMScheduler(num_train_timesteps=args.num_train_timesteps, beta_schedule=args.beta_schedule,
                                     prediction_type=args.prediction_type)
@@ -481,7 +491,8 @@ def train(args, hub_api=None) -> Path:
     def make_pipeline():
         model = accelerator.unwrap_model(unet)
         pipe = SolarFlarePipeline(model, noise_scheduler, id2label=id2label, normalization=normalization.to_dict(),
-                                  geometry=geometry, flare_positions=flare_positions, novelty=novelty, forecast=forecast)
+                                  geometry=geometry, flare_positions=flare_positions, novelty=novelty, forecast=forecast,
+                                  **upscaling_stage)
         pipe.set_progress_bar_config(disable=True)
         return use_scheduler(pipe, "dpm")  # the saved pipeline samples with DPM-Solver++
 

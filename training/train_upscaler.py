@@ -380,7 +380,7 @@ def save_cascade(base, upscaler, scheduler, upscaling: dict, folder: Path, card:
                               geometry=config.geometry, flare_positions=config.flare_positions,
                               distillation=config.get("distillation"), novelty=config.get("novelty"),
                               guidance_by_flux=config.get("guidance_by_flux"), upscaler=upscaler,
-                              upscaler_scheduler=sampler, upscaling=upscaling)
+                              upscaler_scheduler=sampler, upscaling=upscaling, forecast=config.get("forecast"))
     return save_pipeline(pipe, folder, card)
 
 
