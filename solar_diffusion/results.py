@@ -21,6 +21,7 @@ from solar_diffusion.cascade_evaluation import report_lines
 from solar_diffusion.evaluation_report import disk_rows, flare_tables, fmt, paired_steps
 from solar_diffusion.files import atomic_write
 from solar_diffusion.generate import describe_guidance
+from solar_diffusion.hub import model_name
 
 SUMMARY_START, SUMMARY_END = "<!-- results-summary:start -->", "<!-- results-summary:end -->"
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,13 +276,37 @@ def results_page(results: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _pooled_rows(ev: dict) -> list:
+    """The table of an evaluation's feature-space figures pooled over the scored classes, beside
+    their real floors."""
+    lines = ["| pooled over the scored classes | generated | floor (real train vs real) |", "|---|---|---|"]
+    for space, values in ev["feature_spaces"].items():
+        pooled = values.get("pooled")
+        if not pooled:
+            continue
+        for key, label in (("frechet", "Fréchet distance"), ("kid", "KID"), ("precision", "precision"),
+                           ("recall", "recall"), ("two_sample_accuracy", "real-vs-synthetic classifier accuracy")):
+            lines.append(f"| {label}, {keys.label(space)} | {fmt(pooled[key])} | {fmt(pooled['floor_' + key])} |")
+    return lines
+
+
 def _forecast_section(forecast: dict, in_progress: dict | None) -> list:
     """The forecast model evaluated on a forecast build (real frames labelled by the flare ahead, at
     its position rotated to the frame): its flare signature at the requested position beside real
     frames of the hours before a flare and, from the flare model's evaluation, real frames with the
-    flare in progress; then its full evaluation."""
-    section = _evaluation_section(forecast, "The forecast model: the Sun in the hours before a flare",
-                                  "forecast-evaluation")
+    flare in progress; its copies and Fréchet distances. Only its ``metrics.json`` is committed
+    (the figures of its full report are not: the transfer budget)."""
+    s = forecast["settings"]
+    section = ["## The forecast model: the Sun in the hours before a flare", "",
+               f"`solar-diffusion evaluate --model {model_name(s['model'])} --dataset {s['dataset']} --split "
+               f"{s['split']} --num-images {s['num_per_class']} --out {s['out']}` (the command writes the full report "
+               f"with its figures; `{s['out']}/metrics.json` is kept here): {s['num_per_class']} images per class, "
+               f"{forecast['model']['scheduler']} with {forecast['model']['num_inference_steps']} steps, "
+               f"{describe_guidance(s['guidance_scale'], forecast['model'].get('guidance_by_flux'))}.", ""]
+    mem = forecast["flare"]["memorisation"]["classes"]
+    tail = ["Copies? Median distance to the nearest training frame over that of real frames of months never seen: "
+            + "; ".join(f"{c} {fmt(row[keys.OVER_REAL_HELD_OUT])}" for c, row in mem.items() if c in ("M", "X"))
+            + ".", ""] + _pooled_rows(forecast) + [""]
     signature = forecast["flare"]["signature"]
     now = ((in_progress or {}).get("flare") or {}).get("signature", {}).get("classes", {})
     table = ["Flare signature at the requested position (brightest 3x3 pixels, fraction of the range): the forecast "
@@ -298,7 +323,7 @@ def _forecast_section(forecast: dict, in_progress: dict | None) -> list:
             during = now.get(c, {}).get("real_at_hek_positions", {}).get(w)
             table.append(f"| {c} | {w} Å | {fmt(row['generated'][w])} | {fmt(row['real_at_hek_positions'][w])} | "
                          f"{fmt(during) if during else '—'} |")
-    return section[:4] + table + [""] + section[4:]
+    return section + table + [""] + tail
 
 
 def _cascade_section(report: dict, speed: dict | None) -> list:
@@ -343,14 +368,7 @@ def _evaluation_section(ev: dict, title: str, folder: str) -> list:
                   "channel in its AIA colour map:", ""]
         lines += [f"![{w} Å]({folder}/contact_sheet_{int(w):04d}.png)" for w in reversed(channels)] + [""]
         lines += flare_tables(ev["flare"], split)[1:] + [""]
-    lines += ["| pooled over the scored classes | generated | floor (real train vs real) |", "|---|---|---|"]
-    for space, values in ev["feature_spaces"].items():
-        pooled = values.get("pooled")
-        if not pooled:
-            continue
-        for key, label in (("frechet", "Fréchet distance"), ("kid", "KID"), ("precision", "precision"),
-                           ("recall", "recall"), ("two_sample_accuracy", "real-vs-synthetic classifier accuracy")):
-            lines.append(f"| {label}, {keys.label(space)} | {fmt(pooled[key])} | {fmt(pooled['floor_' + key])} |")
+    lines += _pooled_rows(ev)
     f1 = ev["conditioning_f1"]
     if f1["classes"]:
         lines.append(f"| conditioning macro-F1 ({', '.join(f1['classes'])}), solar encoder | "
