@@ -300,6 +300,11 @@ NOT_RUN = {
     "--max-train-steps 7000 --max-train-minutes 70 --mixed-precision bf16":
         "an hour of training at 256 px from the first run's weights; --init-from trains on from a saved cascade in "
         "tests/test_upscaler_training.py::test_a_run_starts_from_a_saved_cascades_upscaler",
+    "solar-diffusion train-upscaler --init-from runs/upscaler-256b/pipeline --dataset data/aia-browse2012-256-3ch "
+    "--out runs/upscaler-256c --use-ema --train-batch-size 2 --crop-px 256 --learning-rate 1e-4 --lr-warmup-steps 100 "
+    "--lr-scheduler cosine --max-train-steps 4000 --max-train-minutes 62 --mixed-precision bf16":
+        "an hour of training on whole 256 px frames from the second run's weights; --init-from trains on from a saved "
+        "cascade in tests/test_upscaler_training.py::test_a_run_starts_from_a_saved_cascades_upscaler",
     "solar-diffusion train-upscaler --objective regression --dataset data/aia-browse2012-256-3ch --out "
     "runs/upscaler-256-l1 --use-ema --train-batch-size 16 --crop-px 64 --learning-rate 2e-4 --max-train-steps 6000 "
     "--max-train-minutes 55 --mixed-precision bf16":
@@ -515,6 +520,10 @@ def _check_flags(command: str) -> None:
     name = words[1]
     parser = build_parser(name)
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    nested = next((a for a in sub._actions if isinstance(a, argparse._SubParsersAction)), None)
+    if nested is not None:  # a command with sub-commands of its own: "experiment predictor"
+        name = f"{name} {words[2]}"
+        sub = nested.choices[words[2]]
     options = {o: a for a in sub._actions for o in a.option_strings}
     for i, word in enumerate(words):
         if not word.startswith("--"):
