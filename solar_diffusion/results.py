@@ -21,7 +21,6 @@ from solar_diffusion.cascade_evaluation import report_lines
 from solar_diffusion.evaluation_report import disk_rows, flare_tables, fmt, paired_steps
 from solar_diffusion.files import atomic_write
 from solar_diffusion.generate import describe_guidance
-from solar_diffusion.hub import model_name
 
 SUMMARY_START, SUMMARY_END = "<!-- results-summary:start -->", "<!-- results-summary:end -->"
 ROOT = Path(__file__).resolve().parents[1]
@@ -298,7 +297,7 @@ def _forecast_section(forecast: dict, in_progress: dict | None) -> list:
     (the figures of its full report are not: the transfer budget)."""
     s = forecast["settings"]
     section = ["## The forecast model: the Sun in the hours before a flare", "",
-               f"`solar-diffusion evaluate --model {model_name(s['model'])} --dataset {s['dataset']} --split "
+               f"`solar-diffusion evaluate --model {s['model']} --dataset {s['dataset']} --split "
                f"{s['split']} --num-images {s['num_per_class']} --out {s['out']}` (the command writes the full report "
                f"with its figures; `{s['out']}/metrics.json` is kept here): {s['num_per_class']} images per class, "
                f"{forecast['model']['scheduler']} with {forecast['model']['num_inference_steps']} steps, "
