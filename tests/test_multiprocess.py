@@ -33,6 +33,14 @@ def test_ranks_take_disjoint_parts_of_the_single_process_draw(tiny_dataset, acce
     assert results[1]["draws"]["0"] != results[1]["draws"]["1"]  # a new draw each epoch
 
 
+def test_a_hung_process_group_teardown_after_the_run_is_saved_ends_the_processes(accelerate_launch, tmp_path):
+    out = tmp_path / "saved"
+    result = accelerate_launch(str(ROOT / "tests" / "multiprocess_teardown.py"), out, processes=2, timeout=120)
+    assert result.stderr.count("the process group's teardown hung for 2 s after the run was saved") == 2
+    assert "time.sleep(600)" in result.stderr  # where it hung
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved.0", "saved.1"]  # ended there, exit status 0
+
+
 def _train(accelerate_launch, dataset, out, *extra):
     accelerate_launch("train_ddpm.py", "--dataset", dataset, "--out", out, "--preset", "tiny",
                       "--train-batch-size", 2, "--max-train-steps", 4, "--checkpointing-steps", 2, "--class-balance",

@@ -54,9 +54,8 @@ from solar_diffusion.pipelines import (FLARE_MAP_SIGMA_RSUN, apply_guidance, mod
                                        with_flare_map, with_no_flip_planes)
 from solar_diffusion.splits import TRAINING_COLUMNS, dataset_argument, dataset_info, image_dtype, load_split
 from solar_diffusion.training.data import Collate
-from solar_diffusion.training.train_ddpm import (LoopSettings, RunClock, check_output_dir, check_run_settings,
-                                                  make_accelerator, resume_from_checkpoint, training_loader,
-                                                  training_loop)
+from solar_diffusion.training.train_ddpm import (LoopSettings, RunClock, check_output_dir, check_run_settings, end_run,
+                                                  make_accelerator, resume_from_checkpoint, training_loader, training_loop)
 
 #: Steps the student samples with by default (DPM-Solver++): the fewest at which the release student
 #: matched its teacher's defaults within every margin (BENCHMARKS.md; fewer are faster, not equivalent).
@@ -295,7 +294,7 @@ def distill(args) -> Path:
         atomic_write(output_dir / "distill_summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
         accelerator.print(f"distilled {summary['steps_this_run']} steps in {summary['train_s']:.0f} s "
                           f"({summary['images_per_s']:.1f} frames/s); student in {final}")
-    accelerator.end_training()
+    end_run(accelerator)
     return final
 
 

@@ -44,7 +44,10 @@ import json
 import math
 import os
 import shutil
+import sys
+import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -546,8 +549,7 @@ def train(args, hub_api=None) -> Path:
     if not identical:
         raise RuntimeError(f"the {accelerator.num_processes} processes ended with different weights (saved anyway in "
                            f"{final}, with train_summary.json): the data-parallel run went wrong; do not use it")
-    accelerator.wait_for_everyone()  # the processes leave the process group together (gloo can hang otherwise)
-    accelerator.end_training()
+    end_run(accelerator)
     return final
 
 
@@ -782,6 +784,37 @@ def make_accelerator(output_dir: Path, seed: int, gradient_accumulation_steps: i
     )
     set_seed(seed)  # every process the same: the same weights and the same draw of frames
     return accelerator
+
+
+TEARDOWN_GRACE_S = 60.0
+
+
+def end_run(accelerator, grace_s: float = TEARDOWN_GRACE_S):
+    """End a run whose results are saved: the processes meet, trackers finish, the process group goes.
+
+    With several processes, a teardown still running ``grace_s`` after they met ends the process
+    with exit status 0 and a line on stderr saying where it hung: gloo's destroy_process_group can
+    hang now and then (pytorch issue 75097), and a saved run must not leave its job waiting forever.
+    A training script's last step, on every process: ``end_run(accelerator)``.
+    """
+    accelerator.wait_for_everyone()
+    watchdog = None
+    if accelerator.num_processes > 1:
+        watchdog = threading.Timer(grace_s, _leave_hung_teardown, args=(grace_s, threading.main_thread().ident))
+        watchdog.daemon = True
+        watchdog.start()
+    accelerator.end_training()
+    if watchdog is not None:
+        watchdog.cancel()
+
+
+def _leave_hung_teardown(grace_s: float, thread_id: int):
+    """Say where the teardown hangs, then leave (the run's results are already saved)."""
+    stack = "".join(traceback.format_stack(sys._current_frames()[thread_id])[-3:])
+    print(f"the process group's teardown hung for {grace_s:.0f} s after the run was saved; leaving it. "
+          f"It was at:\n{stack}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(0)
 
 
 def training_loader(dataset, labels, collate, batch_size: int, seed: int, class_balance: float = 0.0,

@@ -45,7 +45,7 @@ from solar_diffusion.pipelines import (FLARE_MAP_SIGMA_RSUN, UPSCALER_NOISE_LEVE
 from solar_diffusion.splits import TRAINING_COLUMNS, dataset_argument, dataset_info, downsample, image_dtype, load_split
 from solar_diffusion.training.data import Collate
 from solar_diffusion.training.train_ddpm import (LoopSettings, RunClock, check_output_dir, check_run_settings,
-                                                  make_accelerator, ranks_hold_identical_weights,
+                                                  end_run, make_accelerator, ranks_hold_identical_weights,
                                                   resume_from_checkpoint, training_loader, training_loop)
 
 #: Training frames (evenly spread over the split) over which ``residual_std`` is measured.
@@ -288,8 +288,7 @@ def train_upscaler(args) -> Path:
     if not identical:
         raise RuntimeError(f"the {accelerator.num_processes} processes ended with different weights (saved anyway in "
                            f"{output_dir}): the data-parallel run went wrong; do not use it")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    end_run(accelerator)
     return output_dir / "pipeline"
 
 
