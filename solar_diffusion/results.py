@@ -34,11 +34,30 @@ def load_reports(reports: Path) -> dict:
         return json.loads(path.read_text()) if path.exists() else None
 
     return {"evaluation": read("evaluation/metrics.json"), "paper_evaluation": read("evaluation-paper-171/metrics.json"),
-            "classifier": read("experiments/classifier/results.json"),
-            "predictor": read("experiments/predictor/results.json"), "sampling": read("bench_sampling.json"),
+            "experiments": experiments_by_size(reports), "sampling": read("bench_sampling.json"),
             "student": read("bench_student.json"), "cascade": read("cascade/metrics.json"),
             "forecast": read("forecast-evaluation/metrics.json"),
             "cascade_speed": read("bench_cascade.json")}
+
+
+def experiments_by_size(reports: Path) -> list[dict]:
+    """Both experiments' results, one entry per image size they were run at, smallest first:
+    ``{"size": 64, "classifier": {...} or None, "predictor": ..., "folders": {"classifier": "experiments/classifier"}}``
+    (read from every ``experiments/classifier*`` and ``experiments/predictor*`` folder)."""
+    by_size: dict[int, dict] = {}
+    for kind in ("classifier", "predictor"):
+        for path in sorted(reports.glob(f"experiments/{kind}*/results.json")):
+            result = json.loads(path.read_text())
+            if "image_size" not in result["settings"]:
+                raise ValueError(f"{path}: no settings.image_size (a run made before sizes were kept: rerun it, or "
+                                 "rescore a predictor run)")
+            entry = by_size.setdefault(result["settings"]["image_size"], {"classifier": None, "predictor": None,
+                                                                          "folders": {}})
+            if entry[kind] is not None:
+                raise ValueError(f"{path}: a second {kind} run at {result['settings']['image_size']} px "
+                                 f"(the other is in {entry['folders'][kind]})")
+            entry[kind], entry["folders"][kind] = result, path.parent.relative_to(reports).as_posix()
+    return [{"size": size} | entry for size, entry in sorted(by_size.items())]
 
 
 def _default_row(sampling: dict, size: int = 64) -> dict | None:
@@ -68,18 +87,17 @@ def summary(results: dict, link: str = "reports/README.md") -> str:
         if flare_rows:
             lines.append(f"- Brightest 0.2% of on-disk pixels minus {lowest} (model space; a flare should raise it): "
                          + "; ".join(f"{c} {fmt(r)}" for c, r in flare_rows.items()) + ".")
-    clf = results["classifier"]
-    if clf:
-        macro = clf["comparison"]["arms"]
-        lines.append(f"- Flare-class classifier ({', '.join(clf['scored_groups'])}), macro-F1 on the months the "
-                     f"diffusion model never saw ({clf['settings']['seeds']} seeds; 95% intervals over days and seeds): "
-                     + "; ".join(f"{arm} {fmt(v['macro-F1'])}" for arm, v in macro.items()) + ".")
-        lines += [f"  - {v}" for v in clf["verdicts"] if ", macro-F1" in v]
-    pred = results["predictor"]
-    if pred:
-        for threshold, t in ((k, v) for k, v in pred["thresholds"].items() if "comparison" in v):
+    for entry in results["experiments"]:
+        clf, pred, size = entry["classifier"], entry["predictor"], entry["size"]
+        if clf:
+            macro = clf["comparison"]["arms"]
+            lines.append(f"- At {size} px, flare-class classifier ({', '.join(clf['scored_groups'])}), macro-F1 on the "
+                         f"months the diffusion model never saw ({clf['settings']['seeds']} seeds; 95% intervals over "
+                         "days and seeds): " + "; ".join(f"{arm} {fmt(v['macro-F1'])}" for arm, v in macro.items()) + ".")
+            lines += [f"  - {v}" for v in clf["verdicts"] if ", macro-F1" in v]
+        for threshold, t in ((k, v) for k, v in (pred or {"thresholds": {}})["thresholds"].items() if "comparison" in v):
             arms = t["comparison"]["arms"] | t.get("references", {}).get("arms", {})
-            lines.append(f"- Flare ≥ {threshold} within 24 h (base rate {t['scored_base_rate']:.3f}, "
+            lines.append(f"- At {size} px, flare ≥ {threshold} within 24 h (base rate {t['scored_base_rate']:.3f}, "
                          f"{t['scored_flares']} flares), TSS: "
                          + "; ".join(f"{arm} {fmt(v['TSS'])}" for arm, v in arms.items()) + ".")
             lines += [f"  - {v}" for v in t["verdicts"] if ", TSS" in v or "no verdict" in v]
@@ -110,8 +128,8 @@ def readme_summary(results: dict, link: str = "reports/README.md") -> str:
                      "the same real frames): "
                      + "; ".join(f"{keys.label(space)} {fmt(p['frechet'])}, floor {fmt(p['floor_frechet'])}"
                                  for space, p in pooled.items()) + ".")
-    if results["classifier"] or results["predictor"]:
-        lines.append(_question_headline(results["classifier"], results["predictor"]))
+    if results["experiments"]:
+        lines.append(_question_headline(results["experiments"]))
     return "\n".join(lines + ["", f"Every table, with sample sizes and what each interval means: [{link}]({link})."])
 
 
@@ -147,9 +165,9 @@ def _flare_headline(flare: dict, split: str) -> list:
     return lines
 
 
-def _question_headline(clf: dict | None, pred: dict | None) -> str:
-    """The paper's question in one line: real + synthetic against each other arm it is compared with
-    (a predictor's pre-flare arm has lines of its own in the section)."""
+def _question_headline(experiments: list[dict]) -> str:
+    """The paper's question in one line: at each image size, real + synthetic against each other arm
+    it is compared with (a predictor's pre-flare arm has lines of its own in the section)."""
     def against(comparison: dict, figure: str, synthetic: str = "real + synthetic") -> list:
         return [(other, comparison["differences"][f"{synthetic} - {other}"][figure]) for other in comparison["arms"]
                 if f"{synthetic} - {other}" in comparison["differences"]]
@@ -158,24 +176,27 @@ def _question_headline(clf: dict | None, pred: dict | None) -> str:
         word = "better" if d["low"] > 0 else "worse" if d["high"] < 0 else "no difference detected"
         return f"{word}, {'+' if d['value'] >= 0 else ''}{fmt(d)}"
 
-    parts = []
-    if clf:
-        parts.append("Flare-class classifier, macro-F1 against "
-                     + "; ".join(f"{other}: {verdict(d)}" for other, d in against(clf["comparison"], "macro-F1")))
-    if pred:
-        scored = {k: t for k, t in pred["thresholds"].items() if "comparison" in t}
-        unskilled = [k for k, t in scored.items() if not t.get("beats_references", True)]
-        if unskilled:
-            parts.append("24 h flare predictor: no verdict, the real-only predictor does not beat persistence "
-                         "(TSS " + "; ".join(f"≥ {k}: real {fmt(scored[k]['references']['arms']['real']['TSS'])}, "
-                                             f"persistence {fmt(scored[k]['references']['arms']['persistence']['TSS'])}"
-                                             for k in unskilled) + ")")
-        else:
-            tss = [d for t in scored.values() for _, d in against(t["comparison"], "TSS")]
-            found = sum(not d["low"] <= 0 <= d["high"] for d in tss)
-            parts.append(f"24 h flare predictor, TSS: a difference detected in {found} of {len(tss)} comparisons")
+    sizes = []
+    for entry in experiments:
+        clf, pred, parts = entry["classifier"], entry["predictor"], []
+        if clf:
+            parts.append("flare-class classifier, macro-F1 against "
+                         + "; ".join(f"{other}: {verdict(d)}" for other, d in against(clf["comparison"], "macro-F1")))
+        if pred:
+            scored = {k: t for k, t in pred["thresholds"].items() if "comparison" in t}
+            unskilled = [k for k, t in scored.items() if not t.get("beats_references", True)]
+            if unskilled:
+                references = {k: scored[k]["references"]["arms"] for k in unskilled}
+                parts.append("24 h flare predictor: no verdict, the real-only predictor does not beat persistence "
+                             "(TSS " + "; ".join(f"≥ {k}: real {fmt(r['real']['TSS'])}, persistence "
+                                                 f"{fmt(r['persistence']['TSS'])}" for k, r in references.items()) + ")")
+            else:
+                tss = [d for t in scored.values() for _, d in against(t["comparison"], "TSS")]
+                found = sum(not d["low"] <= 0 <= d["high"] for d in tss)
+                parts.append(f"24 h flare predictor, TSS: a difference detected in {found} of {len(tss)} comparisons")
+        sizes.append(f"At {entry['size']} px: " + "; ".join(parts))
     return "- Do synthetic images of big flares help (real + synthetic frames against each other arm)? " \
-        + ". ".join(parts) + "."
+        + ". ".join(sizes) + "."
 
 
 def _student_summary(bench: dict | None) -> list:
@@ -262,10 +283,12 @@ def results_page(results: dict) -> str:
                                      "`solar_diffusion/models/paper-171`) on the real test months", "evaluation-paper-171")
     if results.get("forecast"):
         lines += _forecast_section(results["forecast"], ev)
-    if results["classifier"]:
-        lines += _classifier_section(results["classifier"])
-    if results["predictor"]:
-        lines += _predictor_section(results["predictor"])
+    for entry in results["experiments"]:
+        if entry["classifier"]:
+            lines += _classifier_section(entry["classifier"], entry["size"], entry["folders"]["classifier"])
+    for entry in results["experiments"]:
+        if entry["predictor"]:
+            lines += _predictor_section(entry["predictor"], entry["size"], entry["folders"]["predictor"])
     if results["cascade"]:
         lines += _cascade_section(results["cascade"], results["cascade_speed"])
     if results["sampling"]:
@@ -395,26 +418,26 @@ def _evaluation_section(ev: dict, title: str, folder: str) -> list:
     return lines
 
 
-def _classifier_section(clf: dict) -> list:
+def _classifier_section(clf: dict, size: int, folder: str) -> list:
     counts = ", ".join(f"{g} {clf['scored_counts'][g]} frames ({clf['scored_flares'][g]} flares)"
                        for g in clf["group_names"])
-    lines = ["## Experiment 1: a flare-class classifier, four arms", "",
+    lines = [f"## Experiment 1 at {size} px: a flare-class classifier, four arms", "",
              f"`solar-diffusion experiment classifier --dataset {clf['settings']['dataset']}` (model "
              f"`{clf['settings']['model']}`), {clf['settings']['seeds']} seeds per arm. Real training frames: "
              f"{clf['train_counts']}; synthetic frames added in the last arm: {clf['synthetic_counts']}. Scored on the "
              f"months the diffusion model never saw ({', '.join(clf['scored_months'])}): {counts}. Report: "
-             "[experiments/classifier/report.md](experiments/classifier/report.md).", ""]
+             f"[{folder}/report.md]({folder}/report.md).", ""]
     lines += comparison_tables(clf["comparison"], ["macro-F1"] + [f"F1 {g}" for g in clf["scored_groups"]])
     lines += [f"- {g}: {reason}" for g, reason in clf["not_scored"].items()]
     return lines + [""]
 
 
-def _predictor_section(pred: dict) -> list:
-    lines = [f"## Experiment 2: a 24 h flare predictor, {ARM_COUNT_WORDS.get(len(_predictor_arms(pred)), 'its')} arms", "",
+def _predictor_section(pred: dict, size: int, folder: str) -> list:
+    lines = [f"## Experiment 2 at {size} px: a 24 h flare predictor, {ARM_COUNT_WORDS.get(len(_predictor_arms(pred)), 'its')} arms", "",
              f"`solar-diffusion experiment predictor --dataset {pred['settings']['dataset']}` (model "
              f"`{pred['settings']['model']}`), {pred['settings']['seeds']} seeds per arm; {pred['scored_frames']} "
              f"frames scored, of the months the diffusion model never saw ({', '.join(pred['scored_months'])}). "
-             "Report: [experiments/predictor/report.md](experiments/predictor/report.md).", ""]
+             f"Report: [{folder}/report.md]({folder}/report.md).", ""]
     for threshold, t in pred["thresholds"].items():
         if "comparison" not in t:
             lines += [f"Flare ≥ {threshold} within 24 h: not scored ({t['not_scored']}).", ""]

@@ -5,6 +5,8 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
+
 from solar_diffusion import evaluation_keys as keys
 from solar_diffusion import results
 
@@ -83,3 +85,35 @@ def test_evaluation_reports_are_keyed_by_identifiers():
         assert not sentences, f"{path.relative_to(ROOT)}: {sentences[:5]}"
         assert keys.REAL_SPLIT in metrics["sample_sizes"] and keys.SOLAR_ENCODER in metrics["feature_spaces"]
 
+
+
+def _experiment_run(reports: Path, folder: str, size: int | None):
+    """A committed classifier run copied to ``reports/experiments/<folder>`` as a run at ``size`` px."""
+    result = json.loads((ROOT / "reports" / "experiments" / "classifier" / "results.json").read_text())
+    result["settings"].pop("image_size", None)
+    if size is not None:
+        result["settings"]["image_size"] = size
+    (reports / "experiments" / folder).mkdir(parents=True)
+    (reports / "experiments" / folder / "results.json").write_text(json.dumps(result))
+
+
+def test_experiments_are_shown_side_by_side_by_the_image_size_they_ran_at(tmp_path):
+    reports = tmp_path / "reports"
+    _experiment_run(reports, "classifier-256", 256)
+    _experiment_run(reports, "classifier", 64)
+    entries = results.experiments_by_size(reports)
+    assert [(e["size"], e["folders"], e["predictor"]) for e in entries] == [
+        (64, {"classifier": "experiments/classifier"}, None), (256, {"classifier": "experiments/classifier-256"}, None)]
+    page = results.results_page(results.load_reports(reports))
+    assert page.index("## Experiment 1 at 64 px") < page.index("## Experiment 1 at 256 px")
+    assert "(experiments/classifier-256/report.md)" in page
+    headline = results._question_headline(entries)
+    assert "At 64 px: flare-class classifier" in headline and ". At 256 px: flare-class classifier" in headline
+
+    _experiment_run(reports, "classifier-again", 256)
+    with pytest.raises(ValueError, match="a second classifier run at 256 px .*experiments/classifier-256"):
+        results.experiments_by_size(reports)
+    shutil.rmtree(reports / "experiments" / "classifier-again")
+    _experiment_run(reports, "classifier-old", None)
+    with pytest.raises(ValueError, match="classifier-old/results.json: no settings.image_size"):
+        results.experiments_by_size(reports)

@@ -367,6 +367,7 @@ class Experiment:
         from solar_diffusion.augment import weights_digest
 
         return vars(self.args) | {"model": self.model_name, "model_weights": weights_digest(self.pipe.unet),
+                                  "image_size": self.size,
                                   "safe_augmentation": {"brightness": self.augmentation.brightness,
                                                         "shift_px": self.augmentation.shift_px,
                                                         "noise_model_space": round(self.augmentation.noise, 5)}}
@@ -935,6 +936,7 @@ def rescore_predictor(args) -> dict:
                              "the run was made with another flare list or horizon")
         references = reference_forecasts(t_obs[keep], events, flux, settings["horizon_hours"], r["training_base_rate"])
         r |= score_predictor(r, references, day_index, len(days), args.bootstrap, threshold)
+    settings.setdefault("image_size", dataset_info(args.dataset)["config"]["size"])  # runs made before it was kept
     results["rescored"] = {"flare_list": Path(args.flare_list).name, "bootstrap": args.bootstrap}
     write_predictor(out, results)
     return results
