@@ -144,6 +144,49 @@ def make_pipeline():
     return make_tiny_pipeline
 
 
+def make_tiny_upscaler(size: int, channels: int = 3, maps: int = 2, seed: int = 0) -> torch.nn.Module:
+    """A tiny random super-resolution UNet of ``size`` px (input: noisy residual, upsampled frame, maps)."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    return UNet2DModel(sample_size=size, in_channels=2 * channels + maps, out_channels=channels,
+                       block_out_channels=(8, 16), down_block_types=("DownBlock2D",) * 2,
+                       up_block_types=("UpBlock2D",) * 2, layers_per_block=1, norm_num_groups=4,
+                       class_embed_type="timestep").eval()
+
+
+def make_tiny_cascade(base_size: int = 16, size: int = 32, residual_std: float = 0.1, normalization=None,
+                      wavelengths: tuple = (171, 131, 94), **upscaling) -> SolarFlarePipeline:
+    """A tiny random flare-conditioned cascade: a ``base_size`` px base in ``wavelengths`` and an
+    upscaler to ``size`` px (2 steps)."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    torch.manual_seed(0)
+    unet = build_unet("tiny", base_size, num_labels=0, in_channels=len(wavelengths), conditioning="flare").eval()
+    geometry = disk_geometry(base_size, rsun_px=base_size / 2.3, date_obs="2012-03-07T00:00:00",
+                             wavelengths_angstrom=wavelengths)
+    pipe = SolarFlarePipeline(unet, DDIMScheduler(), geometry=geometry, flare_positions=[[-400.0, 250.0]],
+                              normalization=normalization,
+                              upscaler=make_tiny_upscaler(size, channels=len(wavelengths)),
+                              upscaler_scheduler=DPMSolverMultistepScheduler(),
+                              upscaling={"residual_std": residual_std, "noise_level": 0.05, "num_inference_steps": 2}
+                              | upscaling)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def make_upscaler():
+    """``make_tiny_upscaler`` itself."""
+    return make_tiny_upscaler
+
+
+@pytest.fixture
+def make_cascade():
+    """``make_tiny_cascade`` itself, for tests of the cascade (tiny stages, any sizes)."""
+    return make_tiny_cascade
+
+
 def save_conditioned_model(folder: Path, conditioning: str = "flare") -> Path:
     """A tiny random flux- or flare-conditioned model, saved: 32 px, three channels, seen on 2012-03-07,
     its training flares at two places."""

@@ -8,44 +8,21 @@ import json
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers import DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler
 
 from solar_diffusion import SolarFlarePipeline, build_unet
 from solar_diffusion.maps import disk_geometry
 from solar_diffusion.pipelines import noise_level_input, upsample
 
 
-def tiny_upscaler(size: int, channels: int = 3, maps: int = 2, seed: int = 0) -> UNet2DModel:
-    torch.manual_seed(seed)
-    return UNet2DModel(sample_size=size, in_channels=2 * channels + maps, out_channels=channels,
-                       block_out_channels=(8, 16), down_block_types=("DownBlock2D",) * 2,
-                       up_block_types=("UpBlock2D",) * 2, layers_per_block=1, norm_num_groups=4,
-                       class_embed_type="timestep").eval()
-
-
-def tiny_cascade(base_size: int = 16, size: int = 32, residual_std: float = 0.1, normalization=None,
-                 **upscaling) -> SolarFlarePipeline:
-    torch.manual_seed(0)
-    unet = build_unet("tiny", base_size, num_labels=0, in_channels=3, conditioning="flare").eval()
-    geometry = disk_geometry(base_size, rsun_px=base_size / 2.3, date_obs="2012-03-07T00:00:00",
-                             wavelengths_angstrom=(171, 131, 94))
-    pipe = SolarFlarePipeline(unet, DDIMScheduler(), geometry=geometry, flare_positions=[[-400.0, 250.0]],
-                              normalization=normalization,
-                              upscaler=tiny_upscaler(size), upscaler_scheduler=DPMSolverMultistepScheduler(),
-                              upscaling={"residual_std": residual_std, "noise_level": 0.05, "num_inference_steps": 2}
-                              | upscaling)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def test_a_cascade_makes_its_upscalers_size_by_default_and_the_base_size_when_asked():
-    pipe = tiny_cascade()
+def test_a_cascade_makes_its_upscalers_size_by_default_and_the_base_size_when_asked(make_cascade):
+    pipe = make_cascade()
     call = dict(flare_class="M5", flare_position=("px", 4.0, 10.0), num_inference_steps=2, output_type="model")
     high = pipe(**call, generator=[torch.Generator().manual_seed(3)])
     base = pipe(**call, generator=[torch.Generator().manual_seed(3)], image_size=16)
     assert high.images.shape == (1, 3, 32, 32) and base.images.shape == (1, 3, 16, 16)
     # the high-resolution image is the upsampled base image plus the residual times its spread
-    tight = tiny_cascade(residual_std=1e-8)
+    tight = make_cascade(residual_std=1e-8)
     assert (tight(**call, generator=[torch.Generator().manual_seed(3)]).images
             - upsample(base.images, 32)).abs().max() < 1e-3
     assert (high.images - upsample(base.images, 32)).abs().max() > 0.1
@@ -76,8 +53,8 @@ def test_the_bundled_model_is_a_cascade_that_makes_256_px_by_default():
     assert default_batch_size(pipe) == 1 and default_batch_size(pipe, 64) == 16
 
 
-def test_the_upscaler_sees_the_flare_map_at_its_size_and_the_noise_level():
-    pipe = tiny_cascade()
+def test_the_upscaler_sees_the_flare_map_at_its_size_and_the_noise_level(make_cascade):
+    pipe = make_cascade()
     seen = []
     hook = pipe.upscaler.register_forward_pre_hook(
         lambda m, args, kwargs: seen.append((args[0].clone(), kwargs["class_labels"].clone())), with_kwargs=True)
@@ -103,8 +80,8 @@ def test_the_upscaler_sees_the_flare_map_at_its_size_and_the_noise_level():
     assert result.metadata[0]["flares"][0]["position_px"] == [8.5, 20.5]
 
 
-def test_real_low_resolution_frames_are_super_resolved_and_a_further_stage_chains():
-    pipe = tiny_cascade()
+def test_real_low_resolution_frames_are_super_resolved_and_a_further_stage_chains(make_cascade, make_upscaler):
+    pipe = make_cascade()
     low = torch.rand(2, 3, 16, 16) * 2 - 1  # "real" frames in model space
     high = pipe.super_resolve(low, generator=torch.Generator().manual_seed(0))
     assert high.shape == (2, 3, 32, 32) and torch.isfinite(high).all()
@@ -112,7 +89,7 @@ def test_real_low_resolution_frames_are_super_resolved_and_a_further_stage_chain
     torch.manual_seed(1)
     second = SolarFlarePipeline(build_unet("tiny", 32, num_labels=0, in_channels=3, conditioning="flare").eval(),
                                 DDIMScheduler(), geometry=disk_geometry(32, rsun_px=32 / 2.3),
-                                upscaler=tiny_upscaler(64, seed=1), upscaler_scheduler=DPMSolverMultistepScheduler(),
+                                upscaler=make_upscaler(64, seed=1), upscaler_scheduler=DPMSolverMultistepScheduler(),
                                 upscaling={"residual_std": 0.05, "num_inference_steps": 2})
     second.set_progress_bar_config(disable=True)
     highest = second.super_resolve(high, generator=torch.Generator().manual_seed(0))
@@ -120,8 +97,8 @@ def test_real_low_resolution_frames_are_super_resolved_and_a_further_stage_chain
     assert (highest - upsample(high, 64)).abs().mean() < (highest - upsample(low, 64)).abs().mean() + 0.5
 
 
-def test_a_saved_cascade_loads_both_ways_and_a_bad_upscaler_is_refused(tmp_path):
-    pipe = tiny_cascade()
+def test_a_saved_cascade_loads_both_ways_and_a_bad_upscaler_is_refused(tmp_path, make_cascade, make_upscaler):
+    pipe = make_cascade()
     pipe.save_pretrained(tmp_path / "cascade")
     loaded = SolarFlarePipeline.from_pretrained(tmp_path / "cascade")
     loaded.set_progress_bar_config(disable=True)
@@ -133,15 +110,15 @@ def test_a_saved_cascade_loads_both_ways_and_a_bad_upscaler_is_refused(tmp_path)
                                                trust_remote_code=True)
     assert type(remote).__name__ == "SolarFlarePipeline" and remote.upscaler.config.sample_size == 32
     with pytest.raises(ValueError, match="over this base model it needs 8 and 3"):
-        SolarFlarePipeline(pipe.unet, pipe.scheduler, geometry=pipe.config.geometry, upscaler=tiny_upscaler(32, maps=0),
+        SolarFlarePipeline(pipe.unet, pipe.scheduler, geometry=pipe.config.geometry, upscaler=make_upscaler(32, maps=0),
                            upscaler_scheduler=DPMSolverMultistepScheduler(), upscaling={"residual_std": 0.1})
     with pytest.raises(ValueError, match="residual_std"):
-        SolarFlarePipeline(pipe.unet, pipe.scheduler, geometry=pipe.config.geometry, upscaler=tiny_upscaler(32),
+        SolarFlarePipeline(pipe.unet, pipe.scheduler, geometry=pipe.config.geometry, upscaler=make_upscaler(32),
                            upscaler_scheduler=DPMSolverMultistepScheduler(), upscaling={})
 
 
 def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_against_real(flare_days, tmp_path,
-                                                                                          capsys):
+                                                                                          capsys, make_cascade):
     from solar_diffusion.cascade_evaluation import by_group, evaluate_cascade, report_lines, write_report
     from solar_diffusion.fine_structure import block_peak
     from solar_diffusion.cli import main
@@ -151,14 +128,14 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
     from solar_diffusion.encoder import FlareClassifier
 
     browse = ClipLogNormalization(lo=0.0, hi=255.0, log=False, unit="browse").to_dict()
-    pipe = tiny_cascade(normalization=browse)
+    pipe = make_cascade(normalization=browse)
     torch.manual_seed(0)
     encoder = FlareClassifier(id2label={0: "quiet", 1: "C"}, sample_size=32, in_channels=3, widths=(4, 8),
                               feature_dim=6, normalization=browse).eval()
     with pytest.raises(ValueError, match="the encoder reads 16 px"):
         evaluate_cascade(pipe, flare_days, "validation", encoder=FlareClassifier(
             id2label={0: "quiet"}, sample_size=16, in_channels=3, widths=(4,), feature_dim=4, normalization=browse))
-    regression = tiny_cascade(normalization=browse, objective="regression")
+    regression = make_cascade(normalization=browse, objective="regression")
     report = evaluate_cascade(pipe, flare_days, "validation", num_images=2, real_limit=6, batch_size=4,
                               encoder=encoder, control=regression)
     assert report["settings"]["real_frames"] == 6 and report["settings"]["real_days"] == 1
@@ -224,7 +201,7 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
     assert "| real 16 px super-resolved by control upscaler | 171 Å |" in text
     with pytest.raises(ValueError, match="the control takes 16 px to 64 px .3 channels, 'browse'.; this cascade 16 "
                                          "px to 32 px"):
-        evaluate_cascade(pipe, flare_days, "validation", control=tiny_cascade(size=64, normalization=browse))
+        evaluate_cascade(pipe, flare_days, "validation", control=make_cascade(size=64, normalization=browse))
     assert "## Fréchet distance in a 32 px encoder (2 quiet, 2 C of each set; n = 4 against 4 real validation " \
            "frames; intervals resample days and seeds)" in text
     model = save_pipeline(pipe, tmp_path / "cascade")
@@ -235,14 +212,14 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
     assert "memorisation" not in json.loads((tmp_path / "cli" / "metrics.json").read_text())
 
 
-def test_a_base_trained_with_flip_planes_takes_the_same_upscaler():
+def test_a_base_trained_with_flip_planes_takes_the_same_upscaler(make_upscaler):
     """A base model trained with ``--augment-flips`` has two more inputs (the flip planes, zero at
     sampling); its upscaler takes the flare map only, as over any flare model."""
     torch.manual_seed(0)
     unet = build_unet("tiny", 16, num_labels=0, in_channels=3, conditioning="flare", augmentation_planes=2).eval()
     geometry = disk_geometry(16, rsun_px=16 / 2.3, date_obs="2012-03-07T00:00:00", wavelengths_angstrom=(171, 131, 94))
     pipe = SolarFlarePipeline(unet, DDIMScheduler(), geometry=geometry, flare_positions=[[-400.0, 250.0]],
-                              upscaler=tiny_upscaler(32), upscaler_scheduler=DPMSolverMultistepScheduler(),
+                              upscaler=make_upscaler(32), upscaler_scheduler=DPMSolverMultistepScheduler(),
                               upscaling={"residual_std": 0.1, "num_inference_steps": 2})
     pipe.set_progress_bar_config(disable=True)
     out = pipe("M5", num_inference_steps=2, output_type="model", generator=torch.Generator().manual_seed(0))

@@ -307,3 +307,24 @@ def test_an_experiment_on_frames_the_model_cannot_make_is_refused(real_64, make_
     with pytest.raises(ValueError, match="holds 64 px frames, but this model makes 16 px images, not 64 px"):
         main(["classifier", "--dataset", str(real_64), "--model", str(model), "--out", str(tmp_path / "x"), *TINY])
     assert not (tmp_path / "x").exists()
+
+
+def test_the_classifier_experiment_runs_on_the_frames_a_cascade_makes(real_64, make_cascade, tmp_path):
+    """A 16 -> 64 px cascade (as the bundled 64 -> 256 px one) on the 64 px frames: its synthetic
+    frames are made at the dataset's size, and a patchify stem takes them."""
+    from solar_diffusion import ClipLogNormalization
+    from solar_diffusion.hub import save_pipeline
+    from solar_diffusion.splits import dataset_info, load_split
+
+    model = save_pipeline(make_cascade(16, 64, normalization=ClipLogNormalization.for_browse().to_dict(),
+                                       wavelengths=(171,)),
+                          tmp_path / "cascade")
+    out = tmp_path / "classifier"
+    results = main(["classifier", "--dataset", str(real_64), "--model", str(model), "--out", str(out), "--stem", "4",
+                    *TINY])
+    assert results["settings"]["image_size"] == 64 and results["settings"]["stem"] == 4
+    assert results["synthetic_counts"] == {"M": 3, "X": 3}
+    assert dataset_info(out / "augmented")["config"]["size"] == 64
+    synthetic = load_split(out / "augmented", "train", columns=("image", "label_source"))
+    made = [image for image, source in zip(synthetic["image"], synthetic["label_source"]) if source == "synthetic"]
+    assert len(made) == 6 and all(np.asarray(image).shape == (1, 64, 64) for image in made)
