@@ -253,6 +253,15 @@ NOT_RUN = {
     "data/aia-browse2012-64-3ch-forecast-synthetic":
         FORECAST_MODEL + "the five-arm predictor runs at tiny sizes in "
         "tests/test_experiments.py::test_the_predictor_gains_a_pre_flare_arm_from_a_forecast_augmented_dataset",
+    # docs/experiments.md, at 256 px
+    "solar-diffusion augment --dataset data/aia-browse2012-256-3ch --out data/aia-browse2012-256-3ch-synthetic "
+    "--target balanced --flare-class M --flare-class X --max-per-class 100":
+        "10 minutes of the bundled cascade on the 256 px build; a cascade's frames are added at the dataset's size "
+        "in tests/test_experiments.py::test_the_classifier_experiment_runs_on_the_frames_a_cascade_makes",
+    "solar-diffusion experiment classifier --dataset data/aia-browse2012-256-3ch --augmented "
+    "data/aia-browse2012-256-3ch-synthetic --out reports/experiments/classifier-256 --stem 4 --shift-px 4":
+        "an hour on 2 CPU cores; the same experiment on a cascade's frames with a patchify stem runs in "
+        "tests/test_experiments.py::test_the_classifier_experiment_runs_on_the_frames_a_cascade_makes",
     "make test": "runs the whole test suite, this file included; .ci/run runs it on a clean clone",
     "solar-diffusion generate --model PATH_OR_HUB_ID [--flare-class X --flare-class M2.5 --flare-class 1e-4 ...] "
     "--num-images 4 --steps 10 --scheduler ddpm|ddim|dpm|dpm-sde [--guidance 3] --seed 0 --out DIR --format "
