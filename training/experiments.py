@@ -57,6 +57,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -442,9 +443,27 @@ def verdict(difference: dict, what: str) -> str:
     return f"{what}: no difference detected, {text} (the design detects about ±{d['detectable']:.3f})"
 
 
+def results_json(results: dict) -> str:
+    """An experiment's ``results.json`` text: indented, each list of numbers on one line (the
+    per-frame predictions: the files are 25 to 60% smaller, and they travel with every checkout).
+
+    >>> print(results_json({"runs": [{"seed": 0, "p": [0.25, 0.5]}]}))
+    {
+     "runs": [
+      {
+       "seed": 0,
+       "p": [0.25, 0.5]
+      }
+     ]
+    }
+    """
+    text = json.dumps(results, indent=1, default=str)
+    return re.sub(r"\[\s+([-0-9.eE+,\s]+?)\s+\]", lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text)
+
+
 def _write(out: Path, results: dict, markdown: str):
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1, default=str)))
+    atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(results_json(results)))
     atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(markdown))
 
 
