@@ -457,8 +457,8 @@ def results_json(results: dict) -> str:
      ]
     }
     """
-    text = json.dumps(results, indent=1, default=str)
-    return re.sub(r"\[\s+([-0-9.eE+,\s]+?)\s+\]", lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text)
+    text = json.dumps(results, indent=1, default=str)  # a newline after "[" is never inside a string
+    return re.sub(r"\[\n\s*([-0-9.eE+,\s]+?)\n\s*\]", lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text)
 
 
 def _write(out: Path, results: dict, markdown: str):
