@@ -95,7 +95,7 @@ def summary(results: dict, link: str = "reports/README.md") -> str:
                          f"months the diffusion model never saw ({clf['settings']['seeds']} seeds; 95% intervals over "
                          "days and seeds): " + "; ".join(f"{arm} {fmt(v['macro-F1'])}" for arm, v in macro.items()) + ".")
             lines += [f"  - {v}" for v in clf["verdicts"] if ", macro-F1" in v]
-        for threshold, t in ((k, v) for k, v in (pred or {"thresholds": {}})["thresholds"].items() if "comparison" in v):
+        for threshold, t in ((k, v) for k, v in (pred or {}).get("thresholds", {}).items() if "comparison" in v):
             arms = t["comparison"]["arms"] | t.get("references", {}).get("arms", {})
             lines.append(f"- At {size} px, flare ≥ {threshold} within 24 h (base rate {t['scored_base_rate']:.3f}, "
                          f"{t['scored_flares']} flares), TSS: "
