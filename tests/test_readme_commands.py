@@ -262,6 +262,12 @@ NOT_RUN = {
     "data/aia-browse2012-256-3ch-synthetic --out reports/experiments/classifier-256 --stem 4 --shift-px 4":
         "an hour on 2 CPU cores; the same experiment on a cascade's frames with a patchify stem runs in "
         "tests/test_experiments.py::test_the_classifier_experiment_runs_on_the_frames_a_cascade_makes",
+    "solar-diffusion experiment predictor --dataset data/aia-browse2012-256-3ch --augmented "
+    "data/aia-browse2012-256-3ch-synthetic --out reports/experiments/predictor-256 --flare-list "
+    "../shared/data/flare_lists/hek_flares_2003-09_2023-12.csv --threshold M --stem 4 --shift-px 4":
+        "an hour on 2 CPU cores; the predictor's arms run at tiny sizes in "
+        "tests/test_experiments.py::test_predictor_experiment_runs_all_four_arms, a cascade's frames with a "
+        "patchify stem in tests/test_experiments.py::test_the_classifier_experiment_runs_on_the_frames_a_cascade_makes",
     "make test": "runs the whole test suite, this file included; .ci/run runs it on a clean clone",
     "solar-diffusion generate --model PATH_OR_HUB_ID [--flare-class X --flare-class M2.5 --flare-class 1e-4 ...] "
     "--num-images 4 --steps 10 --scheduler ddpm|ddim|dpm|dpm-sde [--guidance 3] --seed 0 --out DIR --format "
