@@ -320,8 +320,7 @@ def _forecast_section(forecast: dict, in_progress: dict | None) -> list:
     (the figures of its full report are not: the transfer budget)."""
     s = forecast["settings"]
     section = ["## The forecast model: the Sun in the hours before a flare", "",
-               f"`solar-diffusion evaluate --model {s['model']} --dataset {s['dataset']} --split "
-               f"{s['split']} --num-images {s['num_per_class']} --out {s['out']}` (the command writes the full report "
+               f"`{evaluate_command(s)}` (the command writes the full report "
                f"with its figures; `{s['out']}/metrics.json` is kept here): {s['num_per_class']} images per class, "
                f"{forecast['model']['scheduler']} with {forecast['model']['num_inference_steps']} steps, "
                f"{describe_guidance(s['guidance_scale'], forecast['model'].get('guidance_by_flux'))}.", ""]
@@ -375,11 +374,26 @@ def _cascade_section(report: dict, speed: dict | None) -> list:
     return lines + [""]
 
 
+def evaluate_command(s: dict) -> str:
+    """The ``solar-diffusion evaluate`` command of an evaluation's ``settings``, with the sampler
+    settings it was given.
+
+    >>> evaluate_command({"model": "M", "dataset": "D", "split": "test", "num_per_class": 32, "out": "O",
+    ...                   "guidance_scale": 1.5, "novelty_target": None, "inception": False})
+    'solar-diffusion evaluate --model M --dataset D --split test --num-images 32 --guidance 1.5 --out O'
+    """
+    flags = [f"--model {s['model']}", f"--dataset {s['dataset']}", f"--split {s['split']}",
+             f"--num-images {s['num_per_class']}"]
+    flags += [f"--guidance {s['guidance_scale']:g}"] if s.get("guidance_scale") is not None else []
+    flags += [f"--novelty-target {s['novelty_target']:g}"] if s.get("novelty_target") is not None else []
+    flags += ["--inception"] if s.get("inception") else []
+    return " ".join(["solar-diffusion evaluate", *flags, f"--out {s['out']}"])
+
+
 def _evaluation_section(ev: dict, title: str, folder: str) -> list:
     s, split = ev["settings"], ev["settings"]["split"]
     lines = [f"## {title}", "",
-             f"`solar-diffusion evaluate --model {s['model']} --dataset {s['dataset']} --split {split} --num-images "
-             f"{s['num_per_class']}" + (" --inception" if s.get("inception") else "") + f" --out {s['out']}`: "
+             f"`{evaluate_command(s)}`: "
              f"{s['num_per_class']} images per class, {ev['model']['scheduler']} with "
              f"{ev['model']['num_inference_steps']} steps, "
              f"{describe_guidance(s['guidance_scale'], ev['model'].get('guidance_by_flux'))}. Full report: "

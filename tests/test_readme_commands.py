@@ -245,7 +245,7 @@ NOT_RUN = {
         FORECAST_MODEL + "augment --for-forecasting runs at tiny sizes in "
         "tests/test_forecast.py::test_augment_for_forecasting_adds_pre_flare_suns_and_refuses_mixed_models_and_data",
     "solar-diffusion evaluate --model runs/forecast-64/pipeline --dataset data/aia-browse2012-64-3ch-forecast --split "
-    "test --num-images 32 --out reports/forecast-evaluation":
+    "test --num-images 32 --guidance 1.5 --out reports/forecast-evaluation":
         FORECAST_MODEL + "the evaluation of a flare model runs in tests/test_flare_training.py::test_evaluate_a_flare_model",
     "solar-diffusion experiment predictor --dataset data/aia-browse2012-64-3ch --augmented "
     "data/aia-browse2012-64-3ch-synthetic --out reports/experiments/predictor --flare-list "
