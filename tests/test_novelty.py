@@ -151,10 +151,11 @@ def test_bad_novelty_requests_are_refused_with_the_reason():
 
 
 def test_the_bundled_model_draws_days_it_never_saw():
-    """The release model, same seeds: with its novelty guidance each image lies farther from its
-    nearest training layout (8 px cells of the real January-June frames it keeps) than without, and
-    the median by a quarter at least (the retrained model: 1.19 to 2.5 times per image, the push
-    moving least those already far from every training day)."""
+    """The release model, same seeds: with novelty guidance at 2 day distances (an option since
+    2026-12-07; its default is off) each image lies farther from its nearest training layout (8 px
+    cells of the real January-June frames it keeps) than without, and the median by a quarter at
+    least (the retrained model: 1.19 to 2.5 times per image, the push moving least those already
+    far from every training day)."""
     from solar_diffusion.defaults import BUNDLED_MODEL
     from solar_diffusion.generate import load_pipeline
 
@@ -168,10 +169,12 @@ def test_the_bundled_model_draws_days_it_never_saw():
         return torch.cdist(cells, layouts).min(dim=1).values / cells.shape[1] ** 0.5
 
     seeds = [torch.Generator().manual_seed(k) for k in range(4)]
-    own = pipe("M", num_images_per_class=4, generator=seeds, output_type="model", novelty_target=0.0,
-               image_size=64).images  # the base stage, where the layouts are kept
+    own = pipe("M", num_images_per_class=4, generator=seeds, output_type="model",
+               image_size=64).images  # the default: the model's own; the base stage, where the layouts are kept
+    assert pipe.novelty_setting(None) == 0.0
     seeds = [torch.Generator().manual_seed(k) for k in range(4)]
-    guided = pipe("M", num_images_per_class=4, generator=seeds, output_type="model", image_size=64).images
+    guided = pipe("M", num_images_per_class=4, generator=seeds, output_type="model", novelty_target=2.0,
+                  image_size=64).images
     assert (nearest(guided) > nearest(own)).all(), (nearest(own), nearest(guided))
     assert nearest(guided).median() > 1.25 * nearest(own).median(), (nearest(own), nearest(guided))
 
