@@ -376,7 +376,7 @@ def _cascade_section(report: dict, speed: dict | None) -> list:
 
 def evaluate_command(s: dict) -> str:
     """The ``solar-diffusion evaluate`` command of an evaluation's ``settings``, with the sampler
-    settings it was given.
+    settings it ran with (as recorded: a default the model resolved is written out).
 
     >>> evaluate_command({"model": "M", "dataset": "D", "split": "test", "num_per_class": 32, "out": "O",
     ...                   "guidance_scale": 1.5, "novelty_target": None, "inception": False})
