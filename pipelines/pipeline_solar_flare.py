@@ -30,6 +30,7 @@ import math
 import os
 import re
 import shutil
+import zlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -636,11 +637,18 @@ def model_output(x0, z, alpha_bar, prediction_type: str) -> torch.Tensor:
 
 
 def layouts_tensor(novelty: dict) -> torch.Tensor:
-    """The training layouts (N, C, h, w) of a ``novelty`` config, in model space."""
-    codes = np.frombuffer(base64.b64decode(novelty["layouts_uint8_base64"]), dtype=np.uint8)
+    """The training layouts (N, C, h, w) of a ``novelty`` config, in model space: 8-bit codes,
+    stored as each layout's difference from the one before (modulo 256), deflated
+    (``layouts_delta_zlib_base64``), or plain (``layouts_uint8_base64``, models saved before)."""
+    delta = "layouts_delta_zlib_base64" in novelty
+    codes = np.frombuffer(zlib.decompress(base64.b64decode(novelty["layouts_delta_zlib_base64"])) if delta
+                          else base64.b64decode(novelty["layouts_uint8_base64"]), dtype=np.uint8)
     if codes.size != math.prod(novelty["shape"]):
         raise ValueError(f"the novelty layouts hold {codes.size} values, not the {novelty['shape']} the config says")
-    return torch.from_numpy(codes.reshape(novelty["shape"]).astype(np.float32) / 127.5 - 1.0)
+    codes = codes.reshape(novelty["shape"])
+    if delta:
+        codes = np.cumsum(codes, axis=0, dtype=np.uint8)  # wraps modulo 256, as the differences did
+    return torch.from_numpy(codes.astype(np.float32) / 127.5 - 1.0)
 
 
 def novelty_push(x0: torch.Tensor, layouts: torch.Tensor, distance: float, max_push: float, where: torch.Tensor,

@@ -515,6 +515,33 @@ def _novelty(args) -> int:
     return 0
 
 
+def _add_guidance_table(p):
+    p.add_argument("--model", required=True, help="a saved flare model's folder (model_index.json)")
+    p.add_argument("--point", action="append", default=[], metavar="REQUEST:SCALE",
+                   help="a request (a GOES class on the SWPC scale, 'M9.9', or a GOES-R flux in W m^-2) and its "
+                        "guidance scale; repeat (interpolated in log flux between points, held beyond them); "
+                        "none: remove the table")
+    p.add_argument("--quiet", type=float, default=None, help="the scale of images without a flare (needed with --point)")
+
+
+def _guidance_table(args) -> int:
+    from solar_diffusion.generate import describe_guidance, write_guidance_table
+
+    points = []
+    for text in args.point:
+        request, _, scale = text.rpartition(":")
+        try:
+            points.append((float(request) if re.fullmatch(r"[0-9.eE+-]+", request) else request, float(scale)))
+        except ValueError:
+            raise ValueError(f"--point {text!r}: expected REQUEST:SCALE, e.g. M9.9:1.5") from None
+    if points and args.quiet is None:
+        raise ValueError("--quiet: the scale of images without a flare is needed with --point")
+    table = write_guidance_table(args.model, points, args.quiet)
+    print(f"{args.model}/model_index.json: " + (describe_guidance(None, table) + f" {table}" if table
+                                                 else "no guidance table (one scale for all)"))
+    return 0
+
+
 def _add_push(p):
     p.add_argument("folder", help="a saved pipeline (model_index.json) or a built dataset (build_info.json)")
     p.add_argument("--repo-id", required=True, help="the Hub repo, owner/name (a model or dataset repo, by the folder)")
@@ -554,6 +581,8 @@ COMMANDS = {
     "assemble": ("a saved pipeline from the parts of export-parts", _add_assemble, _assemble),
     "novelty": ("keep a model's training layouts for its novelty guidance (no copies of training days)",
                 _add_novelty, _novelty),
+    "guidance-table": ("set a flare model's default guidance scale by the requested flux", _add_guidance_table,
+                       _guidance_table),
     "push": ("upload a saved pipeline or a built dataset to the Hugging Face Hub", _add_push, _push),
 }
 

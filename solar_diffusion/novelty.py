@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +31,17 @@ from solar_diffusion.splits import LabelledImages, dataset_info, load_split, res
 def training_layouts(images, day_distance: float, pool_px: int = NOVELTY_POOL_PX, target: float = NOVELTY_TARGET,
                      max_push: float = NOVELTY_MAX_PUSH, until_timestep: int = NOVELTY_UNTIL_TIMESTEP) -> dict:
     """The ``novelty`` config of a model from its model-space training images (N, C, H, W): their
-    layouts (means over ``pool_px`` cells, 8-bit, base64), the RMS layout distance between days
-    more than 3 days apart (``day_distance``, measured by the caller) and the guidance's defaults.
+    layouts (means over ``pool_px`` cells, 8-bit, each stored as its difference from the one before
+    and deflated: a third of the plain codes' size for frames in time order), the RMS layout
+    distance between days more than 3 days apart (``day_distance``, measured by the caller) and the
+    guidance's defaults.
 
-    >>> novelty = training_layouts(torch.zeros(2, 3, 16, 16), day_distance=0.1, pool_px=8)
+    >>> images = torch.rand(3, 3, 16, 16) * 2 - 1
+    >>> novelty = training_layouts(images, day_distance=0.1, pool_px=8)
     >>> from solar_diffusion.pipelines import layouts_tensor
-    >>> novelty["shape"], layouts_tensor(novelty).shape
-    ([2, 3, 2, 2], torch.Size([2, 3, 2, 2]))
+    >>> layouts = layouts_tensor(novelty)
+    >>> novelty["shape"], bool((layouts - torch.nn.functional.avg_pool2d(images, 8)).abs().max() < 0.004)
+    ([3, 3, 2, 2], True)
     """
     images = torch.as_tensor(images, dtype=torch.float32)
     if images.ndim != 4 or images.shape[-1] % pool_px or images.shape[-2] % pool_px:
@@ -46,9 +51,10 @@ def training_layouts(images, day_distance: float, pool_px: int = NOVELTY_POOL_PX
         raise ValueError(f"the day distance of the training layouts must be > 0, got {day_distance}")
     cells = torch.nn.functional.avg_pool2d(images, pool_px)
     codes = ((cells.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    deltas = np.diff(codes, axis=0, prepend=np.zeros_like(codes[:1]))  # uint8: modulo 256; frames in time order
     return {"target": float(target), "day_distance": float(day_distance), "max_push": float(max_push),
             "until_timestep": int(until_timestep), "pool_px": int(pool_px), "shape": list(codes.shape),
-            "layouts_uint8_base64": base64.b64encode(codes.tobytes()).decode("ascii")}
+            "layouts_delta_zlib_base64": base64.b64encode(zlib.compress(deltas.tobytes(), 9)).decode("ascii")}
 
 
 class TooFewDays(ValueError):
@@ -103,4 +109,4 @@ def add_layouts(model_dir, dataset, pool_px: int = NOVELTY_POOL_PX, target: floa
                          f"{unet['out_channels']}")
     config["novelty"] = novelty
     atomic_write(index, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
-    return {k: v for k, v in novelty.items() if k != "layouts_uint8_base64"}
+    return {k: v for k, v in novelty.items() if not k.startswith("layouts_")}

@@ -276,6 +276,18 @@ def test_the_predictor_gains_a_pre_flare_arm_from_a_forecast_augmented_dataset(r
     assert list(r["runs"]) == [*ARMS, FORECAST_ARM] and len(r["runs"][FORECAST_ARM]) == 2
     assert all(f"{FORECAST_ARM} - {b}" in r["comparison"]["differences"] for b in ARMS)
     assert any(v.startswith(f">= M: {FORECAST_ARM}") for v in r["verdicts"])
+    # --reuse-runs keeps the four arms' runs and trains the fifth again: the same runs as training anew
+    again = main(["predictor", "--dataset", str(real_64), "--model", str(browse_model_64), "--out", str(out),
+                  "--flare-list", str(flare_list), "--threshold", "M", "--forecast-augmented",
+                  str(tmp_path / "pre-flare"), "--reuse-runs", *TINY])
+    assert again["reused_runs"] == sorted(ARMS) and again["thresholds"]["M"]["runs"] == r["runs"]
+    assert "were kept from the earlier run" in (out / "report.md").read_text()
+    with pytest.raises(ValueError, match=r"made with other settings or data \(epochs\)"):
+        main(["predictor", "--dataset", str(real_64), "--model", str(browse_model_64), "--out", str(out),
+              "--flare-list", str(flare_list), "--threshold", "M", "--reuse-runs", *TINY, "--epochs", "3"])
+    with pytest.raises(FileNotFoundError, match="no earlier predictor run to reuse"):
+        main(["predictor", "--dataset", str(real_64), "--model", str(browse_model_64), "--out", str(tmp_path / "z"),
+              "--flare-list", str(flare_list), "--threshold", "M", "--reuse-runs", *TINY])
     with pytest.raises(ValueError, match="the predictor's horizon is 12 h"):
         main(["predictor", "--dataset", str(real_64), "--model", str(browse_model_64), "--out", str(tmp_path / "x"),
               "--flare-list", str(flare_list), "--horizon-hours", "12", "--forecast-augmented",

@@ -236,3 +236,13 @@ def test_a_guidance_table_sets_each_images_scale_by_its_requested_flux(flare_pip
     record = json.loads((tmp_path / "out" / "generation.json").read_text())
     assert record["settings"]["guidance_scale"] is None and record["settings"]["guidance_by_flux"] == table
     assert [r["guidance_scale"] for r in record["images"]] == scales[:2]  # the same requests, the same scales
+    # the table set from the command line, by class (SWPC scale) or GOES-R flux, read back by the pipeline
+    assert main(["guidance-table", "--model", str(saved), "--point", "X1:3", "--point", "3.9e-6:1.5",
+                 "--quiet", "2.5"]) == 0
+    table = SolarFlarePipeline.from_pretrained(saved).config.guidance_by_flux
+    assert table == {"log10_flux": [-5.4089, -3.8451], "scale": [1.5, 3.0], "quiet": 2.5}
+    assert main(["guidance-table", "--model", str(saved), "--point", "M1:2"]) == 2  # no --quiet: refused, kept
+    assert main(["guidance-table", "--model", str(saved), "--point", "M1:2", "--point", "M1.0:3", "--quiet", "1"]) == 2
+    assert SolarFlarePipeline.from_pretrained(saved).config.guidance_by_flux == table
+    assert main(["guidance-table", "--model", str(saved)]) == 0  # no points: the table removed
+    assert SolarFlarePipeline.from_pretrained(saved).config.guidance_by_flux == {}

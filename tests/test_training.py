@@ -140,6 +140,11 @@ def test_a_corrupt_checkpoint_is_named_on_resume(tiny_dataset, tmp_path, capsys)
     assert main(["train", "--dataset", tiny_dataset, "--out", out, *tiny, "--resume-from-checkpoint", "latest",
                  "--label-dropout", "0.2"]) == 2  # another run's settings: refused before the checkpoint is read
     assert "was made with --label-dropout 0.1, not 0.2" in capsys.readouterr().err
+    saved = (out / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert main(["train", "--dataset", tiny_dataset, "--out", out, *tiny, "--resume-from-checkpoint", "latest",
+                 "--stop-at-step", "2"]) == 0  # resumed at its stop: no step more, the same model saved again
+    assert "trained 0 steps" in capsys.readouterr().out and sorted(p.name for p in out.glob("checkpoint-*")) == \
+        ["checkpoint-2"] and (out / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == saved
     weights = next((out / "checkpoint-2").rglob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:100])  # a file cut short, as by a full disk
     capsys.readouterr()

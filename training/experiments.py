@@ -141,6 +141,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
             e.add_argument("--forecast-augmented", default=None, metavar="DIR",
                            help="a dataset made by augment --for-forecasting (a forecast model's Suns before a flare, "
                                 "same --horizon-hours): adds a fifth arm, real + pre-flare synthetic")
+            e.add_argument("--reuse-runs", action="store_true",
+                           help="keep the trained runs of the four arms that OUT/results.json holds (refused unless it "
+                                "was made with these settings, data and model) and train only the others: a fifth "
+                                "arm added with --forecast-augmented, which is always trained")
             e.add_argument("--rescore", action="store_true",
                            help="recompute OUT/results.json's figures, reference forecasts and verdicts from its saved "
                                 "predictions, without training (same --dataset and --flare-list)")
@@ -789,7 +793,9 @@ def predictor_markdown(results: dict) -> str:
              "Reference forecasts: climatology (the training base rate) and persistence (yes where a flare of the "
              f"threshold began in the {s['horizon_hours']:g} h before the frame). The predictor reads "
              + (f"the image and the flare history (the largest flare that began in the {s['history_hours']:g} h "
-                "before the frame)." if s.get("history_hours") else "the image alone."), ""]
+                "before the frame)." if s.get("history_hours") else "the image alone.")
+             + (f" The runs of {', '.join(results['reused_runs'])} were kept from the earlier run in this folder "
+                "(`--reuse-runs`: the same settings, data and model)." if results.get("reused_runs") else ""), ""]
     for threshold, r in results["thresholds"].items():
         lines += [f"### >= {threshold} within {s['horizon_hours']:g} h", ""]
         if "comparison" not in r:
@@ -844,6 +850,9 @@ def predictor_experiment(args) -> dict:
                "scored_months": sorted({d[:7] for d in days}), "scored_days": day_index.tolist(), "thresholds": {}}
     if ex.pre_flare is not None:
         results["pre_flare_counts"] = ex.pre_flare.counts()
+    kept = reusable_runs(out / "results.json", results) if getattr(args, "reuse_runs", False) else {}
+    if kept:
+        results["reused_runs"] = sorted({arm for by_arm in kept.values() for arm in by_arm})
     bar = job_bar(len(thresholds) * args.seeds * len(arms), "training predictors", "run")
     for threshold in thresholds:
         flux = convert_flux_scale(parse_flare_class(threshold), SWPC_SCALE, GOES_R_SCALE)
@@ -868,9 +877,12 @@ def predictor_experiment(args) -> dict:
             results["thresholds"][threshold] = {"not_scored": reason}
             bar.update(args.seeds * len(arms))
             continue
-        runs = {arm: [] for arm in arms}
+        runs = {arm: list(kept.get(threshold, {}).get(arm, [])) for arm in arms}
+        bar.update(sum(len(r) for r in runs.values()))
         for seed in range(args.seeds):
             for arm in arms:
+                if arm in kept.get(threshold, {}):
+                    continue
                 bar.set_postfix_str(f">= {threshold}, {arm}, seed {seed}")
                 model, history = ex.fit(arm, train, inner, added.get(arm), id2label, seed)
                 bar.update(1)
@@ -891,6 +903,35 @@ def predictor_experiment(args) -> dict:
     bar.close()
     write_predictor(out, results)
     return results
+
+
+def reusable_runs(path: Path, results: dict) -> dict:
+    """The trained runs of the four arms (``ARMS``) of an earlier predictor run's ``results.json``
+    that a run beginning with ``results`` (its settings and data, no runs yet) can keep, as
+    {threshold: {arm: runs}}: each run depends only on its arm, seed and data, so keeping them
+    equals training them again. Refused, naming what differs, unless the earlier run had the same
+    settings (output folder and ``--forecast-augmented`` aside), model weights, synthetic counts
+    and scored frames, and every seed of each arm. The forecast arm is never kept: its frames are
+    the ones a rerun changes."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no earlier predictor run to reuse")
+    old = json.loads(path.read_text())
+    ignore = {"func", "out", "forecast_augmented", "rescore", "reuse_runs"}
+    now = {k: v for k, v in json.loads(results_json({"s": results["settings"]}))["s"].items() if k not in ignore}
+    then = {k: v for k, v in old["settings"].items() if k not in ignore}
+    differ = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+    differ += [k for k in ("synthetic_counts", "scored_frames", "scored_days") if old.get(k) != results[k]]
+    if differ:
+        raise ValueError(f"{path}: made with other settings or data ({', '.join(differ)}): its runs cannot be reused")
+    kept = {}
+    for threshold, r in old["thresholds"].items():
+        runs = {arm: r["runs"][arm] for arm in ARMS if arm in r.get("runs", {})}
+        for arm, by_seed in runs.items():
+            if [run["seed"] for run in by_seed] != list(range(results["settings"]["seeds"])):
+                raise ValueError(f"{path}: >= {threshold}, {arm}: seeds {[run['seed'] for run in by_seed]}, this run "
+                                 f"wants 0 to {results['settings']['seeds'] - 1}")
+        kept[threshold] = runs
+    return kept
 
 
 def at_least(labels, letter: str) -> np.ndarray:

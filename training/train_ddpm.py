@@ -676,7 +676,7 @@ def training_loop(accelerator, model, optimizer, lr_scheduler, loader, batch_los
     log = LossLog(output_dir / "losses.jsonl", accelerator.is_main_process)
     progress = tqdm(total=settings.max_train_steps, initial=step, desc=settings.name,
                     disable=not accelerator.is_local_main_process)
-    stop = None
+    stop = "stop_at_step" if settings.stop_at_step and step >= settings.stop_at_step else None  # resumed there
     while step < settings.max_train_steps and not stop:
         for batch in epoch_batches(accelerator, loader, step):
             loss = optimiser_step(accelerator, model, optimizer, lr_scheduler, batch_loss, batch)
