@@ -38,6 +38,9 @@ from solar_diffusion.splits import dataset_info, downsample, load_split
 CONTROL_UPSCALER = "control_upscaler"
 #: The classes a cascade is asked for, image k of each with the same seed and position.
 CLASSES = ("quiet", "C", "M", "X")
+#: The classes whose generated and real frames are compared in the output-size encoder by default (the
+#: real test months hold too few M and X frames for a Fréchet distance; a forecast build does not).
+DISTANCE_CLASSES = ("quiet", "C")
 
 
 def real_frames(dataset, split: str, limit: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
@@ -134,7 +137,8 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
                      seed: int = 0, batch_size: int = 16, upscaler_steps: int | None = None,
                      noise_level: float | None = None, spread_seeds: int = 8, sweep_levels=(0.0, 0.05, 0.1, 0.2),
                      sweep_frames: int = 64, encoder=None, control=None, tile_frames: int = 16,
-                     memorisation: bool = True, block_cycles: float = BROWSE_BLOCK_CYCLES) -> dict:
+                     memorisation: bool = True, block_cycles: float = BROWSE_BLOCK_CYCLES,
+                     distance_classes=DISTANCE_CLASSES) -> dict:
     """The cascade's figures (see the module docstring), sampled with ``upscaler_steps`` and
     ``noise_level`` (default: the model's ``upscaling``); the seed spread over ``spread_seeds`` seeds
     (``seed_spread``) and the noise-level sweep over the first ``sweep_frames`` real frames at
@@ -145,7 +149,8 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
     the first ``tile_frames`` real frames, whole frames against the upscaler run per crop-sized tile
     (``tile_comparison``; none for 0); with ``memorisation``, the generated images' distance to the
     training frames at the output size (``memorisation_section``). ``block_cycles``: where the
-    source's JPEG blocks put power (``fine_structure.block_peak``; 0: not measured)."""
+    source's JPEG blocks put power (``fine_structure.block_peak``; 0: not measured).
+    ``distance_classes``: the classes the encoder's distances compare (``encoder_section``)."""
     upscaling = {"num_inference_steps": upscaler_steps, "noise_level": noise_level}
     size, base_size = pipe.upscaler.config.sample_size, pipe.unet.config.sample_size
     info = dataset_info(dataset)
@@ -179,7 +184,7 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
                      "real_days": int(len(np.unique(days))), "seed": seed,
                      "batch_size": batch_size, "spread_seeds": spread_seeds, "sweep_levels": list(sweep_levels),
                      "sweep_frames": sweep_frames, "tile_frames": tile_frames, "memorisation": memorisation,
-                     "block_cycles": block_cycles,
+                     "block_cycles": block_cycles, "distance_classes": list(distance_classes),
                      "upscaling": dict(pipe.config.upscaling) | {k: v for k, v in upscaling.items() if v is not None},
                      "bands_cycles_per_image": [list(b) for b in BANDS], "model": model_name(pipe.name_or_path),
                      "encoder": None if encoder is None else model_name(encoder.config.get("_name_or_path") or ""),
@@ -209,7 +214,8 @@ def evaluate_cascade(pipe, dataset, split: str = "test", num_images: int = 32, r
     if encoder is not None:
         report["encoder"] = encoder_section(encoder, pipe, dataset, split, high, np.repeat(CLASSES, num_images), seeds,
                                             real_spectra.mean(axis=0), {"real": real, "upscaler": resolved, **controls},
-                                            days, num_images, seed, batch_size, control, **upscaling)
+                                            days, num_images, seed, batch_size, control, distance_classes,
+                                            **upscaling)
     for name, images in {"upscaler": resolved, **controls}.items():
         to_original, consistency = rms(images, real), rms(to_base(images, norm, base_size), real_base)
         report["super_resolved"][name] = fine_structure_figures(images.numpy(), real_bands, center, radius, days,
@@ -242,10 +248,6 @@ def memorisation_section(pipe, dataset, high: torch.Tensor, seeds: np.ndarray, r
                 seeds[k * num_images:(k + 1) * num_images], days, bounds=(0, np.inf), unit="seeds/days")
     return out
 
-
-#: The classes whose generated and real frames are compared in the output-size encoder (the real
-#: test months hold too few M and X frames for a Fréchet distance).
-DISTANCE_CLASSES = ("quiet", "C")
 
 
 def class_frames(dataset, split: str, classes, per_class: int, seed: int = 0):
@@ -303,8 +305,8 @@ def class_matched(labels_of: dict, classes, seed: int = 0) -> dict:
 
 def encoder_section(encoder, pipe, dataset, split: str, generated: torch.Tensor, generated_labels, generated_seeds,
                     real_spectrum, originals: dict, days, per_class: int = 32, seed: int = 0, batch_size: int = 16,
-                    control=None, **upscaling) -> dict:
-    """Fréchet distances in an encoder trained at the output size, over ``DISTANCE_CLASSES`` with
+                    control=None, classes=DISTANCE_CLASSES, **upscaling) -> dict:
+    """Fréchet distances in an encoder trained at the output size, over ``classes`` with
     the same number of each class in every set (``class_matched``; up to ``per_class``): against
     real ``split`` frames, the real train frames (the floor), the generated images, and train frames
     taken to the base size and brought back by the upscaler, bicubic, bicubic plus shaped noise
@@ -320,10 +322,15 @@ def encoder_section(encoder, pipe, dataset, split: str, generated: torch.Tensor,
     size, base_size, norm = generated.shape[-1], pipe.unet.config.sample_size, pipe.normalization
     check_encoder(encoder, pipe, size)
     center, radius = disk_center_px(pipe.config.geometry, size), rsun_px(pipe.config.geometry, size)
-    test_raw, test_days, test_labels = class_frames(dataset, split, DISTANCE_CLASSES, per_class, seed)
-    train_raw, train_days, train_labels = class_frames(dataset, "train", DISTANCE_CLASSES, per_class, seed + 1)
+    unknown = sorted(set(classes) - set(CLASSES))
+    if unknown or not classes:
+        raise ValueError(f"distance classes {list(classes)}: the generated images are of {', '.join(CLASSES)}")
+    test_raw, test_days, test_labels = class_frames(dataset, split, classes, per_class, seed)
+    train_raw, train_days, train_labels = class_frames(dataset, "train", classes, per_class, seed + 1)
     rows = class_matched({"test": test_labels, "train": train_labels, "generated": np.asarray(generated_labels)},
-                         DISTANCE_CLASSES, seed)
+                         classes, seed)
+    if not all(len(r) for r in rows.values()):
+        raise ValueError(f"{dataset}: no {', '.join(classes)} frames in one of {split} and train to compare")
     test_raw, test_days, test_labels = test_raw[rows["test"]], test_days[rows["test"]], test_labels[rows["test"]]
     train_raw, train_days = train_raw[rows["train"]], train_days[rows["train"]]
     train_base = norm.forward(downsample(train_raw, base_size).float())
@@ -341,8 +348,8 @@ def encoder_section(encoder, pipe, dataset, split: str, generated: torch.Tensor,
         features = encoder.embed_images(images)
         frechet[name] = by_groups(lambda a, b, f=features: frechet_distance(f[a], real[b]), groups, test_days,
                                   seed=seed, bounds=(0, np.inf), unit="days or seeds/days")
-    section = {"classes": list(DISTANCE_CLASSES), "n": len(test_raw), "real_split": split,
-               "per_class": {c: int((test_labels == c).sum()) for c in DISTANCE_CLASSES},
+    section = {"classes": list(classes), "n": len(test_raw), "real_split": split,
+               "per_class": {c: int((test_labels == c).sum()) for c in classes},
                "frechet_distance": frechet,
                "checks": {"generated_within_floor": bool(frechet["generated"]["value"] <= frechet["real_train"]["high"]),
                           "controls_outside_floor": bool(all(frechet[c]["value"] > frechet["real_train"]["high"]

@@ -259,6 +259,9 @@ def _add_evaluate_cascade(p):
     p.add_argument("--encoder", default=None,
                    help="a FlareClassifier trained at the output size (default: the model's "
                         "evaluation_encoder_<size>px, if it has one)")
+    p.add_argument("--distance-classes", default="quiet,C",
+                   help="the classes compared in the output-size encoder, comma-separated (default quiet,C; those "
+                        "of --dataset with enough real frames in both splits: M,X for a forecast build)")
     p.add_argument("--control-upscaler", default=None,
                    help="a cascade of the same sizes whose upscaler super-resolves the real frames as a control "
                         "(train-upscaler --objective regression: the L1 regression control)")
@@ -282,7 +285,8 @@ def _evaluate_cascade(args) -> int:
                               sweep_frames=args.sweep_frames, encoder=load_encoder(encoder) if encoder else None,
                               control=load_pipeline(args.control_upscaler) if args.control_upscaler else None,
                               tile_frames=args.tile_frames, memorisation=args.memorisation,
-                              block_cycles=args.block_cycles)
+                              block_cycles=args.block_cycles,
+                              distance_classes=tuple(c.strip() for c in args.distance_classes.split(",") if c.strip()))
     print(f"wrote {write_report(report, args.out)}")
     return 0
 

@@ -142,7 +142,12 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
     assert "block_peak" not in report["real"]  # 59 cycles per image lie beyond a 32 px spectrum: not measured
     distances = report["encoder"]  # quiet and C: 2 generated each, so 4 against 4 real and 4 floor frames
     assert distances["n"] == 4
-    assert distances["per_class"] == {"quiet": 2, "C": 2}
+    assert distances["per_class"] == {"quiet": 2, "C": 2} and report["settings"]["distance_classes"] == ["quiet", "C"]
+    from solar_diffusion.cascade_evaluation import encoder_section
+
+    with pytest.raises(ValueError, match=r"distance classes \['B'\]: the generated images are of quiet, C, M, X"):
+        encoder_section(encoder, pipe, flare_days, "validation", torch.zeros(2, 3, 32, 32), ["B", "B"], ["0", "1"],
+                        None, {}, np.array(["d"]), classes=("B",))
     assert set(distances["frechet_distance"]) == {"real_train", "generated", "upscaler", "bicubic",
                                                   "bicubic_plus_shaped_noise", "control_upscaler"}
     assert all(f["low"] <= f["value"] <= f["high"] for f in distances["frechet_distance"].values())
