@@ -10,6 +10,7 @@ import argparse
 import gc
 import math
 import re
+import shlex
 import sys
 from importlib import import_module
 from pathlib import Path
@@ -287,6 +288,7 @@ def _evaluate_cascade(args) -> int:
                               tile_frames=args.tile_frames, memorisation=args.memorisation,
                               block_cycles=args.block_cycles,
                               distance_classes=tuple(c.strip() for c in args.distance_classes.split(",") if c.strip()))
+    report["settings"]["command"] = args.command_line
     print(f"wrote {write_report(report, args.out)}")
     return 0
 
@@ -665,6 +667,7 @@ def _run(argv: list[str]) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     with collector_paused():  # the command's modules import here
         args = build_parser(command).parse_args(argv)
+    args.command_line = shlex.join(["solar-diffusion", *argv])  # as typed: what a report records
     try:
         return args.func(args)
     except KeyboardInterrupt:  # files are written whole (atomic_write), so none is left half-written

@@ -36,7 +36,7 @@ def load_reports(reports: Path) -> dict:
     return {"evaluation": read("evaluation/metrics.json"), "paper_evaluation": read("evaluation-paper-171/metrics.json"),
             "experiments": experiments_by_size(reports), "sampling": read("bench_sampling.json"),
             "student": read("bench_student.json"), "cascade": read("cascade/metrics.json"),
-            "forecast": read("forecast-evaluation/metrics.json"),
+            "forecast": read("forecast-evaluation/metrics.json"), "forecast_cascade": read("forecast-cascade/metrics.json"),
             "cascade_speed": read("bench_cascade.json")}
 
 
@@ -283,6 +283,10 @@ def results_page(results: dict) -> str:
                                      "`solar_diffusion/models/paper-171`) on the real test months", "evaluation-paper-171")
     if results.get("forecast"):
         lines += _forecast_section(results["forecast"], ev)
+    if results.get("forecast_cascade"):
+        size = results["forecast_cascade"]["settings"]["size"]
+        lines += _cascade_section(results["forecast_cascade"], None, f"The forecast cascade at {size} px: the bundled "
+                                  "upscaler on the forecast model, against real frames before a flare")
     for entry in results["experiments"]:
         if entry["classifier"]:
             lines += _classifier_section(entry["classifier"], entry["size"], entry["folders"]["classifier"])
@@ -347,8 +351,9 @@ def _forecast_section(forecast: dict, in_progress: dict | None) -> list:
     return section + table + [""] + tail
 
 
-def _cascade_section(report: dict, speed: dict | None) -> list:
-    """The cascade at its output size (``evaluate-cascade``) and its speed (``bench_cascade.py``)."""
+def _cascade_section(report: dict, speed: dict | None, title: str | None = None) -> list:
+    """A cascade at its output size (``evaluate-cascade``; the command it records, or one made from
+    its settings for a report made before commands were kept) and its speed (``bench_cascade.py``)."""
     settings = report["settings"]
     extra = "".join(f" --{flag} {value}" for flag, value in (
         ("batch-size", settings.get("batch_size")), ("spread-seeds", settings.get("spread_seeds")),
@@ -358,10 +363,12 @@ def _cascade_section(report: dict, speed: dict | None) -> list:
         ("tile-frames", settings.get("tile_frames")),
         ("control-upscaler", settings.get("control_upscaler")),
         ("no-memorisation", "" if settings.get("memorisation") is False else None)) if value is not None)
-    lines = [f"## The cascade at {settings['size']} px", "",
-             f"`solar-diffusion evaluate-cascade --model {settings['model']} --dataset {settings['dataset']} --split "
-             f"{settings['split']} --num-images {settings['num_images_per_class']} --real-frames "
-             f"{settings['real_frames']}{extra} --out reports/cascade`.", ""]
+    command = settings.get("command") or (
+        f"solar-diffusion evaluate-cascade --model {settings['model']} --dataset {settings['dataset']} --split "
+        f"{settings['split']} --num-images {settings['num_images_per_class']} --real-frames "
+        f"{settings['real_frames']}{extra} --out reports/cascade")
+    title = title or f"The cascade at {settings['size']} px"
+    lines = [f"## {title}", "", f"`{command}`.", ""]
     lines += report_lines(report)[2:]
     if speed:
         lines += ["", f"Speed (`python benchmarks/bench_cascade.py --model {settings['model']} --json "

@@ -214,7 +214,9 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
                  "--num-images", "1", "--real-frames", "4", "--upscaler-steps", "1", "--spread-seeds", "2",
                  "--sweep-levels", "0.1", "--sweep-frames", "2", "--no-memorisation", "--out", str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli" / "metrics.json").exists() and "report.md" in capsys.readouterr().out
-    assert "memorisation" not in json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert "memorisation" not in metrics and metrics["settings"]["command"].startswith(
+        f"solar-diffusion evaluate-cascade --model {model} --dataset")  # the command as typed, for the results page
 
 
 def test_a_base_trained_with_flip_planes_takes_the_same_upscaler(make_upscaler):

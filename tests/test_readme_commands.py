@@ -236,21 +236,51 @@ NOT_RUN = {
     "--preset small --init-from solar_diffusion/models/default --train-batch-size 16 --learning-rate 2e-4 "
     "--lr-scheduler constant_with_warmup --lr-warmup-steps 100 --max-train-steps 100000 --max-train-minutes 30 "
     "--use-ema --ema-max-decay 0.999 --class-balance 0.5 --mixed-precision bf16 --augment-flips 0.5 "
-    "--checkpointing-steps 200 --checkpoints-total-limit 1 --validation-steps 0 --sample-steps 0 --logger none":
+    "--checkpointing-steps 200 --checkpoints-total-limit 1 --validation-steps 0 --sample-steps 0 --logger none "
+    "--upscaler-from solar_diffusion/models/default":
         "30 minutes of training from the bundled model on the whole year's forecast build; a flare model trains on "
-        "forecast labels in tests/test_forecast.py::test_a_forecast_model_records_its_horizon",
+        "forecast labels in tests/test_forecast.py::test_a_forecast_model_records_its_horizon, a base model takes "
+        "an upscaler in tests/test_forecast.py::test_a_forecast_model_takes_a_cascades_upscaler_and_draws_no_flare_in_its_maps",
+    "solar-diffusion guidance-table --model runs/forecast-64/pipeline --point B1:1.5 --point M9.9:1.5 --point X1:3 "
+    "--quiet 3":
+        FORECAST_MODEL + "the command sets and removes a table in "
+        "tests/test_flare_pipeline.py::test_a_guidance_table_sets_each_images_scale_by_its_requested_flux",
+    "solar-diffusion build-dataset --images ../shared/data/sdo_browse_2012/index.csv --flare-list "
+    "../shared/data/flare_lists/hek_flares_2003-09_2023-12.csv --flare-list-gaps "
+    "../shared/data/flare_lists/hek_flares_empty_months.csv --size 256 --channels 171,131,94 --forecast-hours 24 "
+    "--out data/aia-browse2012-256-3ch-forecast":
+        "builds the whole year at 256 px (6 minutes on 2 CPU cores); the same build of four days runs in "
+        "tests/test_forecast.py::test_forecast_labels_are_the_predictors_and_leave_out_flaring_frames",
+    "solar-diffusion augment --model runs/forecast-64/pipeline --dataset data/aia-browse2012-256-3ch-forecast --out "
+    "data/aia-browse2012-256-3ch-forecast-synthetic --ratio 1 --flare-class M --flare-class X --max-per-class 100 "
+    "--for-forecasting":
+        FORECAST_MODEL + "augment --for-forecasting runs at tiny sizes in "
+        "tests/test_forecast.py::test_augment_for_forecasting_adds_pre_flare_suns_and_refuses_mixed_models_and_data, "
+        "a cascade's frames at the dataset's size in "
+        "tests/test_experiments.py::test_the_classifier_experiment_runs_on_the_frames_a_cascade_makes",
+    "solar-diffusion evaluate-cascade --model runs/forecast-64/pipeline --dataset data/aia-browse2012-256-3ch-forecast "
+    "--split test --num-images 32 --real-frames 96 --encoder solar_diffusion/models/default/evaluation_encoder_256px "
+    "--distance-classes M,X --sweep-levels '' --tile-frames 0 --out reports/forecast-cascade":
+        FORECAST_MODEL + "the cascade evaluation runs in "
+        "tests/test_cascade.py::test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_against_real",
+    "solar-diffusion experiment predictor --dataset data/aia-browse2012-256-3ch --augmented "
+    "data/aia-browse2012-256-3ch-synthetic --out reports/experiments/predictor-256 --flare-list "
+    "../shared/data/flare_lists/hek_flares_2003-09_2023-12.csv --threshold M --stem 4 --shift-px 4 "
+    "--forecast-augmented data/aia-browse2012-256-3ch-forecast-synthetic --reuse-runs":
+        FORECAST_MODEL + "the fifth arm and --reuse-runs run at tiny sizes in "
+        "tests/test_experiments.py::test_the_predictor_gains_a_pre_flare_arm_from_a_forecast_augmented_dataset",
     "solar-diffusion augment --model runs/forecast-64/pipeline --dataset data/aia-browse2012-64-3ch-forecast --out "
     "data/aia-browse2012-64-3ch-forecast-synthetic --ratio 1 --flare-class M --flare-class X --max-per-class 100 "
     "--for-forecasting":
         FORECAST_MODEL + "augment --for-forecasting runs at tiny sizes in "
         "tests/test_forecast.py::test_augment_for_forecasting_adds_pre_flare_suns_and_refuses_mixed_models_and_data",
     "solar-diffusion evaluate --model runs/forecast-64/pipeline --dataset data/aia-browse2012-64-3ch-forecast --split "
-    "test --num-images 32 --guidance 1.5 --out reports/forecast-evaluation":
+    "test --num-images 32 --out reports/forecast-evaluation":
         FORECAST_MODEL + "the evaluation of a flare model runs in tests/test_flare_training.py::test_evaluate_a_flare_model",
     "solar-diffusion experiment predictor --dataset data/aia-browse2012-64-3ch --augmented "
     "data/aia-browse2012-64-3ch-synthetic --out reports/experiments/predictor --flare-list "
     "../shared/data/flare_lists/hek_flares_2003-09_2023-12.csv --threshold M --forecast-augmented "
-    "data/aia-browse2012-64-3ch-forecast-synthetic":
+    "data/aia-browse2012-64-3ch-forecast-synthetic --reuse-runs":
         FORECAST_MODEL + "the five-arm predictor runs at tiny sizes in "
         "tests/test_experiments.py::test_the_predictor_gains_a_pre_flare_arm_from_a_forecast_augmented_dataset",
     # docs/experiments.md, at 256 px
@@ -303,6 +333,9 @@ NOT_RUN = {
     "solar-diffusion novelty --model PATH --dataset DIR [--target 2]":
         _SYNOPSIS + "train_ddpm keeps the layouts itself; the command runs in "
         "tests/test_novelty.py::test_the_novelty_command_keeps_a_models_training_layouts",
+    "solar-diffusion guidance-table --model PATH --point B2.8:2.5 --point C2.8:2 --point M2.8:3 --quiet 3":
+        _SYNOPSIS + "the command sets and removes a table in "
+        "tests/test_flare_pipeline.py::test_a_guidance_table_sets_each_images_scale_by_its_requested_flux",
     # docs/cascade.md
     "accelerate launch training/train_classifier.py --dataset data/aia-browse2012-256-3ch --out "
     "solar_diffusion/models/default/evaluation_encoder_256px --epochs 8 --batch-size 64 --weight-decay 0.01 "

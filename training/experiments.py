@@ -916,7 +916,7 @@ def reusable_runs(path: Path, results: dict) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no earlier predictor run to reuse")
     old = json.loads(path.read_text())
-    ignore = {"func", "out", "forecast_augmented", "rescore", "reuse_runs"}
+    ignore = {"func", "command_line", "out", "forecast_augmented", "rescore", "reuse_runs"}
     now = {k: v for k, v in json.loads(results_json({"s": results["settings"]}))["s"].items() if k not in ignore}
     then = {k: v for k, v in old["settings"].items() if k not in ignore}
     differ = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
