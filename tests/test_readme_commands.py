@@ -333,7 +333,7 @@ NOT_RUN = {
     "solar-diffusion novelty --model PATH --dataset DIR [--target 2]":
         _SYNOPSIS + "train_ddpm keeps the layouts itself; the command runs in "
         "tests/test_novelty.py::test_the_novelty_command_keeps_a_models_training_layouts",
-    "solar-diffusion guidance-table --model PATH --point B2.8:2.5 --point C2.8:2 --point M2.8:3 --quiet 3":
+    "solar-diffusion guidance-table --model PATH --point B2.8:2.5 --point C2.8:2 --quiet 3":
         _SYNOPSIS + "the command sets and removes a table in "
         "tests/test_flare_pipeline.py::test_a_guidance_table_sets_each_images_scale_by_its_requested_flux",
     # docs/cascade.md
