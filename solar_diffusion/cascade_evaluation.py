@@ -249,7 +249,6 @@ def memorisation_section(pipe, dataset, high: torch.Tensor, seeds: np.ndarray, r
     return out
 
 
-
 def class_frames(dataset, split: str, classes, per_class: int, seed: int = 0):
     """Up to ``per_class`` frames of each of ``classes`` from a split (drawn without replacement),
     as stored, with the day and the class of each."""
