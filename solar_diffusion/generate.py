@@ -345,11 +345,9 @@ def write_guidance_table(model_dir, points, quiet: float) -> dict:
     >>> write_guidance_table(folder, [("X1", 3.0), ("B1", 1.5), ("M9.9", 1.5)], quiet=3.0)
     {'log10_flux': [-6.8451, -3.8495, -3.8451], 'scale': [1.5, 1.5, 3.0], 'quiet': 3.0}
     """
+    from solar_diffusion.hub import set_model_index
     from solar_diffusion.pipelines import check_guidance_table, requested_flux
 
-    index = Path(model_dir) / "model_index.json"
-    if not index.is_file():
-        raise FileNotFoundError(f"{model_dir} is not a saved SolarFlarePipeline: it has no model_index.json")
     table = {}
     if points:
         pairs = sorted((round(float(np.log10(requested_flux(request))), 4), float(scale)) for request, scale in points)
@@ -357,9 +355,7 @@ def write_guidance_table(model_dir, points, quiet: float) -> dict:
             raise ValueError(f"guidance table points {points}: two requests have the same flux")
         table = {"log10_flux": [x for x, _ in pairs], "scale": [s for _, s in pairs], "quiet": float(quiet)}
         check_guidance_table(table)
-    config = json.loads(index.read_text())
-    config["guidance_by_flux"] = table
-    atomic_write(index, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
+    set_model_index(model_dir, guidance_by_flux=table)
     return table
 
 

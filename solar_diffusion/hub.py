@@ -7,6 +7,7 @@ for example one that writes to a local folder.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -39,6 +40,28 @@ def save_pipeline(pipe, folder, model_card: str | None = None) -> Path:
     if model_card is not None:
         (folder / "README.md").write_text(model_card, encoding="utf-8")
     return folder
+
+
+def model_index(model_dir) -> dict:
+    """A saved pipeline's ``model_index.json``; refused, naming the folder, where it has none."""
+    index = Path(model_dir) / "model_index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{model_dir} is not a saved SolarFlarePipeline: it has no model_index.json")
+    return json.loads(index.read_text())
+
+
+def set_model_index(model_dir, **entries) -> None:
+    """Set top-level entries of a saved pipeline's ``model_index.json``, written whole (``atomic_write``).
+
+    >>> folder = Path(tempfile.mkdtemp()); _ = (folder / "model_index.json").write_text('{"a": 1}')
+    >>> set_model_index(folder, b=2); model_index(folder)
+    {'a': 1, 'b': 2}
+    """
+    from solar_diffusion.files import atomic_write
+
+    config = model_index(model_dir) | entries
+    atomic_write(Path(model_dir) / "model_index.json",
+                 lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
 
 
 def push_to_hub(

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from solar_diffusion.files import atomic_write
+from solar_diffusion.hub import model_index, set_model_index
 from solar_diffusion.flare_evaluation import nearest_other_days
 from solar_diffusion.pipelines import (NOVELTY_MAX_PUSH, NOVELTY_POOL_PX, NOVELTY_TARGET, NOVELTY_UNTIL_TIMESTEP,
                                        ClipLogNormalization)
@@ -91,15 +91,12 @@ def add_layouts(model_dir, dataset, pool_px: int = NOVELTY_POOL_PX, target: floa
                 config_name=None) -> dict:
     """Write ``split_layouts`` of ``dataset``'s training split into ``model_dir``'s ``model_index.json``
     (replacing any it held); returns the ``novelty`` config without the layouts."""
-    index = Path(model_dir) / "model_index.json"
-    if not index.is_file():
-        raise FileNotFoundError(f"{model_dir} is not a saved SolarFlarePipeline: it has no model_index.json")
+    config = model_index(model_dir)
     for name, value in (("--target", target), ("--max-push", max_push)):
         if not (value >= 0 and np.isfinite(value)):
             raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     if not 0 <= until_timestep:
         raise ValueError(f"--until-timestep must be >= 0, got {until_timestep}")
-    config = json.loads(index.read_text())
     unet = json.loads((Path(model_dir) / "unet" / "config.json").read_text())
     novelty = split_layouts(dataset, ClipLogNormalization.from_dict(config["normalization"]), unet["sample_size"],
                             config_name=config_name, pool_px=pool_px, target=target, max_push=max_push,
@@ -107,6 +104,5 @@ def add_layouts(model_dir, dataset, pool_px: int = NOVELTY_POOL_PX, target: floa
     if novelty["shape"][1] != unet["out_channels"]:
         raise ValueError(f"{dataset} has {novelty['shape'][1]} channels, the model in {model_dir} makes "
                          f"{unet['out_channels']}")
-    config["novelty"] = novelty
-    atomic_write(index, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
+    set_model_index(model_dir, novelty=novelty)
     return {k: v for k, v in novelty.items() if not k.startswith("layouts_")}

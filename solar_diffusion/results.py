@@ -352,23 +352,12 @@ def _forecast_section(forecast: dict, in_progress: dict | None) -> list:
 
 
 def _cascade_section(report: dict, speed: dict | None, title: str | None = None) -> list:
-    """A cascade at its output size (``evaluate-cascade``; the command it records, or one made from
-    its settings for a report made before commands were kept) and its speed (``bench_cascade.py``)."""
+    """A cascade at its output size (``evaluate-cascade``, with the command it records) and its speed
+    (``bench_cascade.py``)."""
     settings = report["settings"]
-    extra = "".join(f" --{flag} {value}" for flag, value in (
-        ("batch-size", settings.get("batch_size")), ("spread-seeds", settings.get("spread_seeds")),
-        ("sweep-levels", None if settings.get("sweep_levels") is None
-         else "'" + ",".join(f"{v:g}" for v in settings["sweep_levels"]) + "'"),
-        ("sweep-frames", settings.get("sweep_frames") if settings.get("sweep_levels") else None),
-        ("tile-frames", settings.get("tile_frames")),
-        ("control-upscaler", settings.get("control_upscaler")),
-        ("no-memorisation", "" if settings.get("memorisation") is False else None)) if value is not None)
-    command = settings.get("command") or (
-        f"solar-diffusion evaluate-cascade --model {settings['model']} --dataset {settings['dataset']} --split "
-        f"{settings['split']} --num-images {settings['num_images_per_class']} --real-frames "
-        f"{settings['real_frames']}{extra} --out reports/cascade")
+    command = f"`{settings['command']}`" if settings.get("command") else "Made in Python (no command recorded)"
     title = title or f"The cascade at {settings['size']} px"
-    lines = [f"## {title}", "", f"`{command}`.", ""]
+    lines = [f"## {title}", "", f"{command}.", ""]
     lines += report_lines(report)[2:]
     if speed:
         lines += ["", f"Speed (`python benchmarks/bench_cascade.py --model {settings['model']} --json "
