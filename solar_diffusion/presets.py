@@ -51,7 +51,7 @@ UNET_PRESETS: dict[str, dict] = {
 
 
 def build_unet(preset: str, sample_size: int, num_labels: int, in_channels: int = 1,
-               conditioning: str = "class", augmentation_planes: int = 0) -> UNet2DModel:
+               conditioning: str = "class", augmentation_planes: int = 0, dropout: float = 0.0) -> UNet2DModel:
     """A freshly initialised conditional UNet of a named preset.
 
     ``conditioning="class"``: ``num_labels`` is the size of the label vocabulary; the UNet gets
@@ -61,7 +61,8 @@ def build_unet(preset: str, sample_size: int, num_labels: int, in_channels: int 
     ``conditioning="flare"``: that flux embedding, plus the flare map (strength and position of
     each flare, ``flare_map``) concatenated to the input as ``FLARE_MAP_CHANNELS`` more channels.
     ``augmentation_planes``: inputs after those that tell the UNet how a training frame was
-    augmented (``training.data.random_flips``; zero at sampling).
+    augmented (``training.data.random_flips``; zero at sampling). ``dropout``: in the residual
+    blocks while training (a regulariser for small datasets; none at sampling).
 
     >>> unet = build_unet("tiny", sample_size=16, num_labels=5)
     >>> unet.config.num_class_embeds, unet.config.sample_size
@@ -83,6 +84,7 @@ def build_unet(preset: str, sample_size: int, num_labels: int, in_channels: int 
         out_channels=in_channels,
         num_class_embeds=num_labels + 1 if conditioning == "class" else None,
         class_embed_type=None if conditioning == "class" else "timestep",
+        dropout=dropout,
         **config,
     )
 

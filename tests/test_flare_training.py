@@ -226,3 +226,30 @@ def test_a_flare_model_trained_with_flips_samples_with_no_flip_asked(flare_days,
                   generator=[torch.Generator().manual_seed(0)]).images
     assert images.shape == (1, 3, 32, 32) and torch.isfinite(images).all()
     assert json.loads((out / "run_settings.json").read_text())["augment_flips"] == 0.5
+
+
+def test_dropout_acts_in_training_only_and_a_warm_start_keeps_the_weights(flare_days, tmp_path):
+    from solar_diffusion import build_unet
+    from solar_diffusion.cli import main
+    from solar_diffusion.pipelines import AUGMENTATION_PLANES, with_flare_map
+    from solar_diffusion.training.train_ddpm import init_from_pipeline
+
+    common = ["--dataset", flare_days, "--preset", "tiny", "--conditioning", "flare", "--augment-flips", "0.5",
+              "--train-batch-size", "4", "--max-train-steps", "2", "--lr-warmup-steps", "0", "--checkpointing-steps",
+              "2", "--validation-steps", "0", "--sample-steps", "0", "--logger", "none"]
+    assert main(["train", "--out", tmp_path / "a", *common]) == 0
+    assert main(["train", "--out", tmp_path / "b", "--init-from", tmp_path / "a" / "pipeline", "--dropout", "0.2", *common]) == 0
+    saved = SolarFlarePipeline.from_pretrained(tmp_path / "b" / "pipeline").unet
+    assert saved.config.dropout == 0.2 and json.loads((tmp_path / "b" / "run_settings.json").read_text())["dropout"] == 0.2
+
+    source = SolarFlarePipeline.from_pretrained(tmp_path / "a" / "pipeline").unet
+    unet = init_from_pipeline(build_unet("tiny", 32, 0, 3, "flare", AUGMENTATION_PLANES, dropout=0.2), tmp_path / "a" / "pipeline",
+                              {}, [171.0, 131.0, 94.0])
+    assert all(torch.equal(a, b) for a, b in zip(unet.state_dict().values(), source.state_dict().values()))
+    x = with_flare_map(torch.randn(2, 3, 32, 32), torch.rand(2, 2 + AUGMENTATION_PLANES, 32, 32))
+    t, labels = torch.tensor([10, 500]), torch.tensor([0.3, -1.0])
+    with torch.no_grad():
+        unet.train()
+        assert not torch.equal(unet(x, t, class_labels=labels).sample, unet(x, t, class_labels=labels).sample)
+        unet.eval()  # as sampled: no dropout, the source's function
+        assert torch.equal(unet(x, t, class_labels=labels).sample, source.eval()(x, t, class_labels=labels).sample)

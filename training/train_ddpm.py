@@ -126,6 +126,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--logging-steps", type=int, default=10,
                    help="log loss, learning rate and images/s every N steps (every step's loss goes to losses.jsonl; "
                         "reading it only every N steps lets a GPU run ahead)")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout in the UNet's residual blocks while training (0: none): a regulariser against "
+                        "redrawing the training frames, which a few hundred days invite")
     p.add_argument("--augment-rotation", type=float, default=0.0, help="max rotation about disk centre, degrees")
     p.add_argument("--augment-brightness", type=float, default=0.0, help="max relative brightness change")
     p.add_argument("--augment-flips", type=float, default=0.0,
@@ -187,8 +190,9 @@ def init_from_pipeline(unet, pipeline_dir, id2label, wavelengths=None):
     config = SolarFlarePipeline.load_config(str(source))
     pretrained = UNet2DModel.from_pretrained(str(source), subfolder="unet")
 
-    def plain(config, drop=()):
-        return json.loads(json.dumps({k: v for k, v in config.items() if not k.startswith("_") and k not in drop}))
+    def plain(config, drop=()):  # dropout is training's, not the weights'
+        return json.loads(json.dumps({k: v for k, v in config.items()
+                                      if not k.startswith("_") and k not in drop and k != "dropout"}))
 
     labels = {int(k): v for k, v in config.get("id2label", {}).items()}
     same = plain(pretrained.config) == plain(unet.config)
@@ -288,7 +292,7 @@ RUN_SETTINGS = ("preset", "conditioning", "size", "norm_lo", "norm_hi", "train_b
                 "gradient_accumulation_steps", "learning_rate", "scale_lr", "lr_scheduler", "lr_warmup_steps",
                 "adam_weight_decay", "label_dropout", "class_balance", "num_train_timesteps", "beta_schedule",
                 "prediction_type", "snr_gamma", "use_ema", "ema_max_decay", "augment_rotation", "augment_brightness",
-                "augment_flips", "seed")
+                "augment_flips", "dropout", "seed")
 
 
 def check_run_settings(output_dir: Path, settings: dict, resume: str | None) -> None:
@@ -446,7 +450,8 @@ def train(args, hub_api=None) -> Path:
 
     # model
     unet = build_unet(args.preset, image_size, len(id2label), in_channels=len(channels),
-                      conditioning=args.conditioning, augmentation_planes=AUGMENTATION_PLANES if args.augment_flips else 0)
+                      conditioning=args.conditioning, augmentation_planes=AUGMENTATION_PLANES if args.augment_flips else 0,
+                      dropout=args.dropout)
     if args.init_from:
         unet = init_from_pipeline(unet, args.init_from, id2label, channels)
     upscaling_stage = {}
