@@ -2,10 +2,11 @@
 
     python benchmarks/recipe_study.py --runs reports/study [--json reports/study/table.json]
 
-Each recipe folder holds the run's ``train_summary.json``, ``losses.jsonl`` and ``command.txt``
-(copied from the run's ``--out``) and the ``metrics.json`` of ``solar-diffusion evaluate`` on the
-validation months (same settings for every row); a folder without a run (the release model
-itself, "R0") gives its evaluation only. Printed: images/s of the run, its mean training loss over
+Each recipe folder holds the run's ``train_summary.json``, ``losses.jsonl`` (gzipped:
+``losses.jsonl.gz``) and ``command.txt`` (copied from the run's ``--out``) and the ``metrics.json``
+of ``solar-diffusion evaluate`` on the validation months (same settings for every row; its
+``report.md`` is ``solar_diffusion.evaluation_report.render_report`` of it, not kept); a folder
+without a run (the release model itself, "R0") gives its evaluation only. Printed: images/s of the run, its mean training loss over
 its last 100 steps, and the validation figures the fidelity issue judges: Inception-V3 Fréchet
 distance over its real floor, Inception precision over the floor's, the evaluation encoder's
 pooled Fréchet distance, the top-band power ratio per channel, the 171 Å pit (generated median
@@ -17,6 +18,7 @@ searched) over real held-out frames'.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 from pathlib import Path
 
@@ -40,7 +42,9 @@ def row(folder: Path) -> dict:
     fid = flare.get("fidelity", {})
     if (folder / "train_summary.json").exists():
         summary = json.loads((folder / "train_summary.json").read_text())
-        losses = [json.loads(line)["loss"] for line in (folder / "losses.jsonl").read_text().splitlines()]
+        zipped = folder / "losses.jsonl.gz"
+        text = gzip.decompress(zipped.read_bytes()).decode() if zipped.exists() else (folder / "losses.jsonl").read_text()
+        losses = [json.loads(line)["loss"] for line in text.splitlines()]
         out |= {"steps": summary["steps"], "images_per_s": summary["images_per_s"],
                 "mixed_precision": summary["mixed_precision"], "loss_last_100": sum(losses[-100:]) / len(losses[-100:]),
                 "command": (folder / "command.txt").read_text().strip()}
