@@ -886,8 +886,9 @@ def predictor_experiment(args) -> dict:
                 bar.set_postfix_str(f">= {threshold}, {arm}, seed {seed}")
                 model, history = ex.fit(arm, train, inner, added.get(arm), id2label, seed)
                 bar.update(1)
-                p_yes = model.predict_proba(scored.images, histories["scored"])[:, 1]
-                p_inner = model.predict_proba(inner.images, inner.covariates)[:, 1]
+                # 4 decimals as doubles: "0.0023" in results.json, not float32's "0.002300000051036477"
+                p_yes = model.predict_proba(scored.images, histories["scored"])[:, 1].astype(np.float64)
+                p_inner = model.predict_proba(inner.images, inner.covariates)[:, 1].astype(np.float64)
                 runs[arm].append({"seed": seed, "kept_epoch": [r for r in history if r.get("kept")][-1]["epoch"],
                                   "decision_threshold": tss_threshold(inner.labels == "yes", np.round(p_inner, 4)),
                                   "p_yes": np.round(p_yes, 4).tolist()})
