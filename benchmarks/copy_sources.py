@@ -133,8 +133,9 @@ def main(argv=None) -> dict:
                   f"distance as stored / flipped {s['distance_median_as_stored']} / {s['distance_median_flipped']}  "
                   f"flare offset median {s['flare_offset_px_median']} px", flush=True)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1))
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1) + "\n")
     return report
 
 
