@@ -103,9 +103,13 @@ def test_a_saved_cascade_loads_both_ways_and_a_bad_upscaler_is_refused(tmp_path,
     loaded = SolarFlarePipeline.from_pretrained(tmp_path / "cascade")
     loaded.set_progress_bar_config(disable=True)
     call = dict(flare_class="M5", flare_position=("px", 4.0, 10.0), num_inference_steps=2, output_type="model")
+    for name in ("unet", "upscaler"):  # the weights come back exactly
+        saved, back = getattr(pipe, name).state_dict(), getattr(loaded, name).state_dict()
+        assert saved.keys() == back.keys() and all(torch.equal(saved[k], back[k]) for k in saved)
     a = pipe(**call, generator=[torch.Generator().manual_seed(1)]).images
     b = loaded(**call, generator=[torch.Generator().manual_seed(1)]).images
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    # the same sampling; a CPU's kernels may sum in another order for another tensor layout (1.6e-5 seen)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
     remote = DiffusionPipeline.from_pretrained(tmp_path / "cascade", custom_pipeline=str(tmp_path / "cascade"),
                                                trust_remote_code=True)
     assert type(remote).__name__ == "SolarFlarePipeline" and remote.upscaler.config.sample_size == 32
