@@ -13,6 +13,8 @@ from pathlib import Path
 
 #: ``fault_point`` kills the process at the k-th arrival at a point: ``"point:k"``.
 KILL_AT_ENV = "SOLAR_DIFFUSION_KILL_AT"
+#: ``fault_point`` interrupts the process (SIGINT, as Ctrl-C) at the k-th arrival at a point: ``"point:k"``.
+INTERRUPT_AT_ENV = "SOLAR_DIFFUSION_INTERRUPT_AT"
 #: ``fault_point`` appends every arrival's point name to this file (to enumerate the points of a run).
 FAULT_LOG_ENV = "SOLAR_DIFFUSION_FAULT_LOG"
 _arrivals: Counter = Counter()
@@ -21,13 +23,14 @@ _arrivals: Counter = Counter()
 def fault_point(name: str):
     """A moment a crash must not lose work at (a file half-renamed, a checkpoint half-saved). With
     ``$SOLAR_DIFFUSION_KILL_AT`` = ``"name:k"`` the k-th arrival at ``name`` kills this process
-    (SIGKILL: no clean-up runs, as in a power cut); with ``$SOLAR_DIFFUSION_FAULT_LOG`` every
-    arrival is logged. Neither set (always, outside the fault tests): nothing happens.
+    (SIGKILL: no clean-up runs, as in a power cut); ``$SOLAR_DIFFUSION_INTERRUPT_AT`` sends it
+    SIGINT instead (Ctrl-C: a ``KeyboardInterrupt`` there); with ``$SOLAR_DIFFUSION_FAULT_LOG``
+    every arrival is logged. None set (always, outside the fault tests): nothing happens.
 
     >>> fault_point("write:before-rename")  # no fault asked for: returns
     """
-    log, kill = os.environ.get(FAULT_LOG_ENV), os.environ.get(KILL_AT_ENV)
-    if not (log or kill):
+    log, kill, interrupt = (os.environ.get(k) for k in (FAULT_LOG_ENV, KILL_AT_ENV, INTERRUPT_AT_ENV))
+    if not (log or kill or interrupt):
         return
     _arrivals[name] += 1
     if log:
@@ -35,6 +38,8 @@ def fault_point(name: str):
             handle.write(f"{name}\n")
     if kill and kill == f"{name}:{_arrivals[name]}":
         os.kill(os.getpid(), signal.SIGKILL)
+    if interrupt and interrupt == f"{name}:{_arrivals[name]}":
+        signal.raise_signal(signal.SIGINT)
 
 
 def atomic_write(path, write) -> Path:

@@ -518,22 +518,28 @@ def _generate_files(pipe, out_dir, labels, seed, num_inference_steps, guidance_s
             wavelengths = meta["geometry"].get("wavelengths_angstrom") or list(range(len(image)))
             per_channel = [path.with_name(f"{path.stem}_{int(w):04d}{path.suffix}") for w in wavelengths] \
                 if len(image) > 1 and file_format in ("fits", "png") else []
-            if file_format == "npy":
-                atomic_write(path, lambda tmp: np.save(tmp, image))
-            elif file_format == "fits" and per_channel:  # one FITS file per channel
-                for channel, channel_path in enumerate(per_channel):
-                    write_fits(channel_path, image[channel], dict(meta, channel=channel), model=model_name)
-            elif file_format == "fits":
-                write_fits(path, image, meta, model=model_name)
-            else:  # the RGB (or single-channel) preview, and one per channel in its AIA colour map
-                preview = preview_image(model_image)
-                atomic_write(path, lambda tmp: preview.save(tmp, format="PNG"))
-                for channel, (wavelength, channel_path) in enumerate(zip(wavelengths, per_channel)):
-                    channel_preview = preview_image(model_image, channel, f"sdoaia{int(wavelength)}")
-                    atomic_write(channel_path, lambda tmp: channel_preview.save(tmp, format="PNG"))
             files = [p.name for p in per_channel] if file_format == "fits" and per_channel else \
                 [name] + [p.name for p in per_channel]
-            records.append(dict(meta, requested_class=requested[len(records)], file=name, files=files))
+            try:
+                if file_format == "npy":
+                    atomic_write(path, lambda tmp: np.save(tmp, image))
+                elif file_format == "fits" and per_channel:  # one FITS file per channel
+                    for channel, channel_path in enumerate(per_channel):
+                        write_fits(channel_path, image[channel], dict(meta, channel=channel), model=model_name)
+                elif file_format == "fits":
+                    write_fits(path, image, meta, model=model_name)
+                else:  # the RGB (or single-channel) preview, and one per channel in its AIA colour map
+                    preview = preview_image(model_image)
+                    atomic_write(path, lambda tmp: preview.save(tmp, format="PNG"))
+                    for channel, (wavelength, channel_path) in enumerate(zip(wavelengths, per_channel)):
+                        channel_preview = preview_image(model_image, channel, f"sdoaia{int(wavelength)}")
+                        atomic_write(channel_path, lambda tmp: channel_preview.save(tmp, format="PNG"))
+                records.append(dict(meta, requested_class=requested[len(records)], file=name, files=files))
+            except KeyboardInterrupt:  # an image is recorded whole or not at all: no file the record misses
+                if not records or records[-1]["file"] != name:
+                    for written in files:
+                        (out_dir / written).unlink(missing_ok=True)
+                raise
             previews.append(model_image)
             bar.update(1)
     bar.close()

@@ -507,3 +507,25 @@ def test_a_run_that_fails_after_writing_removes_what_it_wrote(tiny_model_dir, tm
         assert [p.name for p in out.iterdir()] == ["notes.txt"]
     else:
         assert not (tmp_path / "deeper").exists()
+
+
+@pytest.mark.parametrize("arrival", [5, 6, 8])
+def test_an_interrupt_in_the_middle_of_an_images_files_leaves_it_neither_recorded_nor_written(
+        saved_conditioned_model, tmp_path, arrival):
+    """Ctrl-C at a chosen write (``files.INTERRUPT_AT_ENV``): each three-channel image is four PNG
+    files (the composite, then 171, 131, 94 Å); arrival 5 is the second image's first file, 6 its
+    second, 8 its last. The first image stays recorded and whole; the second has no file left."""
+    from solar_diffusion.files import INTERRUPT_AT_ENV
+
+    model = saved_conditioned_model(tmp_path / "model")
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "solar_diffusion.cli", "generate", "--model", str(model), "--num-images",
+                          "3", "--flare-class", "M", "--batch-size", "1", "--steps", "1", "--out", str(out)],
+                         capture_output=True, text=True, timeout=120,
+                         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1",
+                              INTERRUPT_AT_ENV: f"write:after-rename:{arrival}"})
+    assert run.returncode == 130 and run.stderr.strip().splitlines()[-1] == "interrupted", run.stderr
+    record = json.loads((out / "generation.json").read_text())
+    assert record["settings"]["interrupted"] is True and [r["seed"] for r in record["images"]] == [0]
+    assert sorted(p.name for p in out.iterdir()) == sorted(record["images"][0]["files"] + ["generation.json"])
+    assert len(record["images"][0]["files"]) == 4
