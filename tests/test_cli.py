@@ -515,6 +515,8 @@ def test_an_interrupt_in_the_middle_of_an_images_files_leaves_it_neither_recorde
     """Ctrl-C at a chosen write (``files.INTERRUPT_AT_ENV``): each three-channel image is four PNG
     files (the composite, then 171, 131, 94 Å); arrival 5 is the second image's first file, 6 its
     second, 8 its last. The first image stays recorded and whole; the second has no file left."""
+    import signal
+
     from solar_diffusion.files import INTERRUPT_AT_ENV
 
     model = saved_conditioned_model(tmp_path / "model")
@@ -523,7 +525,8 @@ def test_an_interrupt_in_the_middle_of_an_images_files_leaves_it_neither_recorde
                           "3", "--flare-class", "M", "--batch-size", "1", "--steps", "1", "--out", str(out)],
                          capture_output=True, text=True, timeout=120,
                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1",
-                              INTERRUPT_AT_ENV: f"write:after-rename:{arrival}"})
+                              INTERRUPT_AT_ENV: f"write:after-rename:{arrival}"},
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as the Ctrl-C test
     assert run.returncode == 130 and run.stderr.strip().splitlines()[-1] == "interrupted", run.stderr
     record = json.loads((out / "generation.json").read_text())
     assert record["settings"]["interrupted"] is True and [r["seed"] for r in record["images"]] == [0]
