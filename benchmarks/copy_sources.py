@@ -5,15 +5,15 @@ memorisation): their class, their orientation and where their flare lies against
         --dataset data/aia-browse2012-64-3ch --split validation --num-images 32 --json reports/copy_sources.json
 
 Each class's images are drawn as the evaluation draws them (image k: seed k, the k-th position
-drawn from the training flares, the model's defaults). For each image, and for each real flare
-frame of the split of that class (the baseline: months the model never saw), the nearest training
-frame is searched as stored and flipped (left-right, up-down, both: ``nearest_distances(...,
-flips=True)``'s orientations); so are 64 frames of the split of any class. Printed per class: the share whose nearest frame is an M or X
-training frame (of all training frames, that share is small), the share nearest a flipped frame,
-the distinct training days they land on, and for those nearest a flare frame the distance (px) from
-that frame's flare, in the orientation found, to the requested (or real) flare position. Images
-keyed by their request land on the M/X training days, in the orientation that puts the training
-flare at the requested place.
+drawn from the training flares, the model's defaults). For each image, for each real flare frame
+of the split of that class (the baseline: months the model never saw) and for 64 frames of the
+split of any class, the nearest training frame is searched as stored and flipped
+(``flare_evaluation.nearest_frames(..., flips=True)``, the evaluation's search). Printed per class:
+the share whose nearest frame is an M or X training frame (of all training frames, that share is
+small), the share nearest a flipped frame, the distinct training days they land on, and for those
+nearest a flare frame the distance (px) from that frame's flare, in the orientation found, to the
+requested (or real) flare position. Images keyed by their request land on the M/X training days,
+in the orientation that puts the training flare at the requested place.
 """
 
 from __future__ import annotations
@@ -25,35 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from solar_diffusion.flare_evaluation import observation_days, positions_px, real_flare_frames, requested_positions
+from solar_diffusion.flare_evaluation import (ORIENTATIONS, nearest_frames, observation_days, positions_px,
+                                              real_flare_frames, requested_positions)
 from solar_diffusion.generate import load_pipeline
 from solar_diffusion.splits import model_space_split
 
-#: Orientations searched, in ``nearest_distances``' order: as stored, left-right, up-down, both.
-ORIENTATIONS = {"as stored": None, "left-right": (-1,), "up-down": (-2,), "both": (-2, -1)}
 FLARE_CLASSES = ("M", "X")
-
-
-def nearest_frames(images: torch.Tensor, train: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per image: the nearest training frame's index, its orientation (a key of ``ORIENTATIONS``)
-    and the RMS distance (model space), searching every orientation.
-
-    >>> frame = torch.arange(8.0).reshape(1, 1, 2, 4)
-    >>> index, orientation, distance = nearest_frames(frame.flip(-1), torch.cat([frame, frame + 9]))
-    >>> int(index[0]), str(orientation[0]), float(distance[0])
-    (0, 'left-right', 0.0)
-    """
-    a = images.double().flatten(1)
-    rows = []
-    for dims in ORIENTATIONS.values():
-        b = (train if dims is None else train.flip(dims)).double().flatten(1)
-        rows.append(torch.cdist(a, b))  # (images, frames)
-    d = torch.stack(rows, 1)  # (images, orientations, frames)
-    best = d.flatten(1).argmin(1)
-    orientation, index = best // d.shape[2], best % d.shape[2]
-    names = np.array(list(ORIENTATIONS), dtype=object)
-    distance = d.flatten(1).gather(1, best[:, None])[:, 0] / np.sqrt(a.shape[1])
-    return index.numpy(), names[orientation.numpy()], distance.numpy()
 
 
 def oriented(position, orientation: str, size: int) -> np.ndarray:
@@ -101,7 +78,7 @@ def main(argv=None) -> dict:
     flares = real_flare_frames(args.dataset, "train", pipe, FLARE_CLASSES)
     train_flare_px = {}
     for images, where, _ in flares.values():
-        index, _, distance = nearest_frames(images, train.images)
+        index, _, distance = nearest_frames(images, train.images)  # each flare frame itself, as stored
         train_flare_px |= {int(i): w for i, w, d in zip(index, where, distance) if d == 0}
     real = real_flare_frames(args.dataset, args.split, pipe, FLARE_CLASSES)
     cycle = requested_positions(pipe, args.num_images, args.seed)
@@ -111,7 +88,7 @@ def main(argv=None) -> dict:
               "training_m_or_x_frames": int(np.isin(train.labels, FLARE_CLASSES).sum()), "classes": {}}
     held_out = model_space_split(args.dataset, args.split, pipe.normalization, size)
     pick = np.random.default_rng(args.seed).permutation(len(held_out.images))[:64]
-    index, orientation, distance = nearest_frames(held_out.images[torch.from_numpy(pick)], train.images)
+    index, orientation, distance = nearest_frames(held_out.images[torch.from_numpy(pick)], train.images, flips=True)
     s = report[f"real {args.split}, any class"] = summarise(index, orientation, distance, [None] * len(index), train.labels,
                                                           train_days, {}, size)
     print(f"real {args.split}, any class: n={s['n']}  nearest an M/X frame {s['nearest_is_m_or_x_frame']:.2f}  "
@@ -125,7 +102,7 @@ def main(argv=None) -> dict:
             rows[f"real {args.split}"] = (real[c][0], real[c][1])
         report["classes"][c] = {}
         for name, (images, requested) in rows.items():
-            index, orientation, distance = nearest_frames(images, train.images)
+            index, orientation, distance = nearest_frames(images, train.images, flips=True)
             s = summarise(index, orientation, distance, requested, train.labels, train_days, train_flare_px, size)
             report["classes"][c][name] = s
             print(f"{c} {name:18s} n={s['n']:3d}  nearest an M/X frame {s['nearest_is_m_or_x_frame']:.2f}  "

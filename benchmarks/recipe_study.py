@@ -6,8 +6,8 @@ Each recipe folder holds the run's ``train_summary.json``, ``losses.jsonl`` (gzi
 ``losses.jsonl.gz``) and ``command.txt`` (copied from the run's ``--out``) and the ``metrics.json``
 of ``solar-diffusion evaluate`` on the validation months (same settings for every row; its
 ``report.md`` is ``solar_diffusion.evaluation_report.render_report`` of it, not kept); a folder
-without a run (the release model itself, "R0") gives its evaluation only. Printed: images/s of the run, its mean training loss over
-its last 100 steps, and the validation figures the fidelity issue judges: Inception-V3 Fréchet
+without a run (the release model itself, "R0") gives its evaluation only. Printed: images/s of
+the run, its mean training loss over its last 100 steps, and the validation figures the fidelity issue judges: Inception-V3 Fréchet
 distance over its real floor, Inception precision over the floor's, the evaluation encoder's
 pooled Fréchet distance, the top-band power ratio per channel, the 171 Å pit (generated median
 against the real 10th percentile), the very bright 171 Å pixels of X over quiet, the share of limbs

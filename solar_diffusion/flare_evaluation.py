@@ -80,25 +80,51 @@ def disk_percentile(images, mask, q: float = 99.0) -> np.ndarray:
     return np.array([[np.percentile(image[c][m], q) for c in range(x.shape[1])] for image, m in zip(x, masks)])
 
 
+#: The orientations of a training frame that the nearest-frame search tries with ``flips``: as
+#: stored, flipped left-right, up-down, and both (turned by 180 degrees); the dims to flip.
+ORIENTATIONS = {"as stored": None, "left-right": (-1,), "up-down": (-2,), "both": (-2, -1)}
+
+
+def nearest_frames(images, reference, batch: int = 256, flips: bool = False) -> tuple:
+    """Each image's nearest ``reference`` image: its index, its orientation (a key of
+    ``ORIENTATIONS``; "as stored" without ``flips``) and the RMS distance (model space, all pixels
+    and channels). The reference is read ``batch`` frames at a time (a training set at full size
+    need not fit twice).
+
+    >>> frame = torch.arange(8.0).reshape(1, 1, 2, 4)
+    >>> index, orientation, distance = nearest_frames(frame.flip(-1), torch.cat([frame, frame + 9]), flips=True)
+    >>> int(index[0]), str(orientation[0]), float(distance[0])
+    (0, 'left-right', 0.0)
+    """
+    a = torch.as_tensor(np.asarray(images), dtype=torch.float64).flatten(1)
+    best = torch.full((len(a),), math.inf, dtype=torch.float64)
+    index = torch.zeros(len(a), dtype=torch.long)
+    orientation = torch.zeros(len(a), dtype=torch.long)
+    searched = list(ORIENTATIONS.values()) if flips else [None]
+    for start in range(0, len(reference), batch):
+        chunk = torch.as_tensor(np.asarray(reference[start:start + batch]), dtype=torch.float64)
+        for k, dims in enumerate(searched):
+            b = (chunk if dims is None else chunk.flip(dims)).flatten(1)
+            values, where = torch.cdist(a, b).min(dim=1)
+            closer = values < best
+            best, index, orientation = (torch.where(closer, values, best), torch.where(closer, where + start, index),
+                                        torch.where(closer, k, orientation))
+    names = np.array(list(ORIENTATIONS), dtype=object)
+    return index.numpy(), names[orientation.numpy()], (best / math.sqrt(a.shape[1])).numpy()
+
+
 def nearest_distances(images, reference, batch: int = 256, flips: bool = False) -> np.ndarray:
     """Each image's RMS distance (model space, all pixels and channels) to its nearest ``reference``
     image; with ``flips``, the reference images flipped left-right, up-down and both (turned by
-    180 degrees) are searched too (a model trained with flips may redraw a flipped frame). The
-    reference is read ``batch`` frames at a time (a training set at full size need not fit twice).
+    180 degrees) are searched too (a model trained with flips may redraw a flipped frame):
+    ``nearest_frames``' distances.
 
     >>> frame = torch.arange(8.0).reshape(1, 1, 2, 4)
     >>> mirrored = frame.flip(-1)
     >>> nearest_distances(mirrored, frame).round(3).tolist(), nearest_distances(mirrored, frame, flips=True).tolist()
     ([2.236], [0.0])
     """
-    a = torch.as_tensor(np.asarray(images), dtype=torch.float64).flatten(1)
-    best = torch.full((len(a),), math.inf, dtype=torch.float64)
-    for start in range(0, len(reference), batch):
-        chunk = torch.as_tensor(np.asarray(reference[start:start + batch]), dtype=torch.float64)
-        for dims in [None] + ([(-1,), (-2,), (-2, -1)] if flips else []):
-            b = (chunk if dims is None else chunk.flip(dims)).flatten(1)
-            best = torch.minimum(best, torch.cdist(a, b).min(dim=1).values)
-    return (best / math.sqrt(a.shape[1])).numpy()
+    return nearest_frames(images, reference, batch, flips)[2]
 
 
 def nearest_other_days(frames, rng, n: int = 200, days: float = 3.0) -> np.ndarray:

@@ -33,7 +33,8 @@ def test_copy_sources_finds_each_copy_its_orientation_and_its_flare_at_the_reque
     import numpy as np
     import torch
 
-    from benchmarks.copy_sources import ORIENTATIONS, nearest_frames, oriented, summarise
+    from benchmarks.copy_sources import oriented, summarise
+    from solar_diffusion.flare_evaluation import ORIENTATIONS, nearest_frames
 
     g = torch.Generator().manual_seed(0)
     train = torch.rand(6, 3, 16, 16, generator=g)
@@ -43,7 +44,7 @@ def test_copy_sources_finds_each_copy_its_orientation_and_its_flare_at_the_reque
     picks = [(2, "left-right"), (4, "both"), (0, "as stored"), (5, "up-down")]
     copies = torch.stack([train[i] if ORIENTATIONS[o] is None else train[i].flip(ORIENTATIONS[o]) for i, o in picks])
     copies = copies + 0.01 * torch.randn(copies.shape, generator=g)  # near copies, not exact
-    index, orientation, distance = nearest_frames(copies, train)
+    index, orientation, distance = nearest_frames(copies, train, batch=4, flips=True)  # two chunks
     assert index.tolist() == [i for i, _ in picks] and orientation.tolist() == [o for _, o in picks]
     assert (distance < 0.02).all()
     requested = [oriented(flare_px[2], "left-right", 16), oriented(flare_px[4], "both", 16) + [3.0, 4.0], None, None]
