@@ -193,11 +193,14 @@ def test_killed_build_resumes_to_the_same_dataset(shared_data, tmp_path):
     table = table[table["file"].str.contains("20120307|20120308")]
     table["file"] = [str(shared_data / "sdo_browse_2012" / f) for f in table["file"]]
     table.to_csv(index_csv, index=False)
-    args = [sys.executable, "-m", "solar_diffusion.cli", "build-dataset", "--images", str(index_csv),
+    from solar_diffusion.cli import main
+
+    args = ["build-dataset", "--images", str(index_csv),
             "--flare-list", str(shared_data / "flare_lists" / "hek_flares_2003-09_2023-12.csv"),
             "--size", "32", "--shard-size", "4"]
-    subprocess.run(args + ["--out", str(tmp_path / "whole")], check=True, capture_output=True, timeout=300)
-    proc = subprocess.Popen(args + ["--out", str(tmp_path / "killed")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert main(args + ["--out", tmp_path / "whole"]) == 0  # here; only the run to be killed starts a child
+    proc = subprocess.Popen([sys.executable, "-m", "solar_diffusion.cli", *args, "--out", str(tmp_path / "killed")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     shards = tmp_path / "killed" / "default"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(shards.glob("*.parquet"))) < 2:
@@ -211,7 +214,7 @@ def test_killed_build_resumes_to_the_same_dataset(shared_data, tmp_path):
 
     for path in shards.glob("*.parquet"):  # every shard left by the kill is whole (or a hidden temp file)
         assert path.name.startswith(".") or pq.read_table(path).num_rows > 0
-    subprocess.run(args + ["--out", str(tmp_path / "killed")], check=True, capture_output=True, timeout=300)
+    assert main(args + ["--out", tmp_path / "killed"]) == 0
     for path in sorted((tmp_path / "whole" / "default").glob("*.parquet")):
         a = load_dataset("parquet", data_files=str(path), split="train").to_pandas()
         b = load_dataset("parquet", data_files=str(shards / path.name), split="train").to_pandas()

@@ -48,16 +48,27 @@ def _train(accelerate_launch, dataset, out, *extra):
                       "--logger", "none", "--logging-steps", 1, *extra, processes=2, timeout=240)
 
 
-def test_two_processes_train_checkpoint_and_resume_exactly(tiny_dataset, accelerate_launch, tmp_path):
-    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+@pytest.fixture(scope="module")
+def whole_two_process_run(tiny_dataset, accelerate_launch, tmp_path_factory) -> Path:
+    """An uninterrupted 4-step run on two processes, checkpointed at step 2."""
+    whole = tmp_path_factory.mktemp("two-processes") / "whole"
     _train(accelerate_launch, tiny_dataset, whole)
+    return whole
+
+
+def test_two_processes_train_and_checkpoint_each_ranks_state(whole_two_process_run):
+    whole = whole_two_process_run
     assert sorted(p.name for p in (whole / "checkpoint-2").glob("random_states_*")) == [
         "random_states_0.pkl", "random_states_1.pkl"]  # each rank's RNG state is kept
+    summary = json.loads((whole / "train_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["ranks_hold_identical_weights"] is True
+
+
+def test_two_processes_resume_exactly(whole_two_process_run, tiny_dataset, accelerate_launch, tmp_path):
+    whole, resumed = whole_two_process_run, tmp_path / "resumed"
     resumed.mkdir()  # a run killed after its step-2 checkpoint, resumed
     shutil.copytree(whole / "checkpoint-2", resumed / "checkpoint-2")
     _train(accelerate_launch, tiny_dataset, resumed, "--resume-from-checkpoint", "latest")
-    summary = json.loads((whole / "train_summary.json").read_text())
-    assert summary["processes"] == 2 and summary["ranks_hold_identical_weights"] is True
     weights = [load_file(p / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors") for p in (whole, resumed)]
     assert weights[0].keys() == weights[1].keys()
     for name in weights[0]:  # the EMA weights of both runs (EMA is what the pipeline saves)
