@@ -190,8 +190,12 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
     sweep = report["noise_level_sweep"]
     assert [row["noise_level"] for row in sweep] == [0.0, 0.05, 0.1, 0.2]
     assert all(row["rms_to_original"] > 0 and set(row["power_ratio"]) == {"32-64", "64-128"} for row in sweep)
+    generated = [row["generated"] for row in sweep]  # the generated images (8: 2 per class) at each level
+    assert all(set(g["power_ratio"]) == {"32-64", "64-128"} and len(g["kurtosis"]) == 3 for g in generated)
+    assert generated[0]["consistency_rms"] != generated[-1]["consistency_rms"]  # the level reaches them
     text = write_report(report, tmp_path / "report").read_text()
     assert "## The browse JPEG blocks" not in text  # not measured at 32 px
+    assert "Generated base images (the first of each class in turn, 64) super-resolved at each level" in text
     # at 256 px every set gets the block peak of its spectra (fine_structure.block_peak): the table
     spectra = np.ones((6, 3, 128))
     spectra[:, 0, 57:62] = 2.0

@@ -364,6 +364,12 @@ NOT_RUN = {
         "samples the 256 px cascade (minutes on 2 CPU cores even at one image per class); the evaluation runs "
         "on a tiny cascade in "
         "tests/test_cascade.py::test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_against_real",
+    "solar-diffusion evaluate-cascade --model solar_diffusion/models/default --dataset data/aia-browse2012-256-3ch "
+    "--split validation --num-images 16 --real-frames 64 --batch-size 4 --spread-seeds 2 --noise-level 0 "
+    "--sweep-levels 0,0.025,0.05 --sweep-frames 32 --tile-frames 0 --no-memorisation --out runs/val-cascade-n0":
+        "the validation run that chose the upscaler's noise level (minutes of 256 px sampling on 2 CPU cores); the "
+        "evaluation and its sweep over generated images run on a tiny cascade in "
+        "tests/test_cascade.py::test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_against_real",
     "python benchmarks/bench_cascade.py --model solar_diffusion/models/default --json reports/bench_cascade.json":
         "a timing benchmark (the cascade at batch 16 and 1 against the paper-scale UNet at 256 px, minutes on 2 CPU "
         "cores, nothing to shrink: the sizes are what it measures); its numbers are reports/bench_cascade.json",
@@ -377,7 +383,7 @@ NOT_RUN = {
     "HOST training/train_ddpm.py ...": "needs several GPU nodes; placeholders (R, HOST, ...)",
     "accelerate launch --config_file training/accelerate_configs/multi_cpu.yaml training/train_ddpm.py ...":
         "placeholders (...); two CPU processes train, checkpoint and resume in "
-        "tests/test_multiprocess.py::test_two_processes_train_checkpoint_and_resume_exactly",
+        "tests/test_multiprocess.py::test_two_processes_resume_exactly",
     # docs/offline-gpu.md
     "solar-diffusion gpu-wheels --out .whl":
         "downloads wheels from the network; the list and the pip command are checked in "
