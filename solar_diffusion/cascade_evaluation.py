@@ -465,8 +465,8 @@ def noise_level_sweep(pipe, real_base: torch.Tensor, real: torch.Tensor, real_ba
     the real frames' (image k super-resolved with seed ``seed + k``).
 
     A level that is right for real frames can be wrong for generated ones: at 0.05 the bundled
-    upscaler gave real test frames a band-passed 171 Å kurtosis near their own, and generated images
-    one below bicubic upsampling's."""
+    upscaler gave real test frames a band-passed 171 Å kurtosis closer to real than bicubic
+    upsampling's, and generated images one below bicubic's."""
     norm, base_size = pipe.normalization, real_base.shape[-1]
 
     def figures(images, base):
@@ -646,7 +646,8 @@ def report_lines(report: dict) -> list[str]:
                          + " | ".join(", ".join(f"{v:.2f}" for v in row["power_ratio"][b]) for b in fine)
                          + " | " + ", ".join(f"{v:.2f}" for v in row["kurtosis"]) + " |")
         if "generated" in sweep[0]:
-            lines += ["", f"Generated base images (the first of each class in turn, {settings['sweep_frames']}) "
+            taken = min(settings["sweep_frames"], settings["num_images_per_class"] * len(settings["classes"]))
+            lines += ["", f"Generated base images (the first of each class in turn, {taken}) "
                       "super-resolved at each level:", "",
                       "| noise level | consistency RMS | "
                       + " | ".join(f"power ratio {b} ({', '.join(names)})" for b in fine) + " | kurtosis |",

@@ -195,7 +195,7 @@ def test_the_cascade_evaluation_measures_generated_and_super_resolved_frames_aga
     assert generated[0]["consistency_rms"] != generated[-1]["consistency_rms"]  # the level reaches them
     text = write_report(report, tmp_path / "report").read_text()
     assert "## The browse JPEG blocks" not in text  # not measured at 32 px
-    assert "Generated base images (the first of each class in turn, 64) super-resolved at each level" in text
+    assert "Generated base images (the first of each class in turn, 8) super-resolved at each level" in text
     # at 256 px every set gets the block peak of its spectra (fine_structure.block_peak): the table
     spectra = np.ones((6, 3, 128))
     spectra[:, 0, 57:62] = 2.0
