@@ -105,11 +105,14 @@ def to_base(images: torch.Tensor, normalization, size: int) -> torch.Tensor:
     return normalization.forward(downsample(data, size).float())
 
 
-def super_resolve_frames(cascade, low: torch.Tensor, seed: int = 0, batch_size: int = 16, **settings) -> torch.Tensor:
+def super_resolve_frames(cascade, low: torch.Tensor, seed: int = 0, batch_size: int = 16, flares: list | None = None,
+                         **settings) -> torch.Tensor:
     """Base-size frames ``low`` super-resolved by ``cascade`` in batches, frame k with seed
-    ``seed + k`` (so every way of super-resolving the same frames draws the same noise), on the CPU."""
+    ``seed + k`` (so every way of super-resolving the same frames draws the same noise), on the CPU;
+    ``flares``: each frame's flares (``super_resolve``'s), None for none."""
     generator = [torch.Generator().manual_seed(seed + k) for k in range(len(low))]
-    return torch.cat([cascade.super_resolve(low[i:i + batch_size], None, generator[i:i + batch_size], **settings).cpu()
+    return torch.cat([cascade.super_resolve(low[i:i + batch_size], None if flares is None else flares[i:i + batch_size],
+                                            generator[i:i + batch_size], **settings).cpu()
                       for i in range(0, len(low), batch_size)])
 
 
@@ -482,11 +485,7 @@ def noise_level_sweep(pipe, real_base: torch.Tensor, real: torch.Tensor, real_ba
         images = super_resolve_frames(pipe, real_base, seed, batch_size, **settings)
         row = {"noise_level": float(level), "rms_to_original": float(rms(images, real).mean())} | figures(images, real_base)
         if generated_base is not None:
-            generated = torch.cat([
-                pipe.super_resolve(generated_base[i:i + batch_size], generated_flares[i:i + batch_size],
-                                   [torch.Generator().manual_seed(seed + k) for k in range(i, min(i + batch_size,
-                                                                                             len(generated_base)))],
-                                   **settings).cpu() for i in range(0, len(generated_base), batch_size)])
+            generated = super_resolve_frames(pipe, generated_base, seed, batch_size, generated_flares, **settings)
             row["generated"] = figures(generated, generated_base)
         rows.append(row)
     return rows
