@@ -189,6 +189,49 @@ def test_flips_move_the_image_and_its_flare_map_together_and_are_told_to_the_une
         assert torch.all(planes[k] == said[k].float()[:, None, None])
 
 
+def test_a_hemisphere_swap_keeps_each_frames_flares_and_takes_the_rest_from_a_flare_free_frame(flare_days):
+    from solar_diffusion.pipelines import rsun_px
+    from solar_diffusion.splits import dataset_geometry
+    from solar_diffusion.training.data import HEMISPHERE_BLEND_RSUN, random_hemisphere_swap
+
+    rows = load_split(flare_days, "train", columns=TRAINING_COLUMNS + ("flares",))
+    collate = Collate(ClipLogNormalization.for_unit("browse"), 32, None, flare_sigma_px=0.7, dataset_size=32)
+    flaring = [i for i in range(len(rows)) if len(rows[i]["flares"]["x_px"])][:6]
+    quiet = [i for i in range(len(rows)) if not len(rows[i]["flares"]["x_px"])][:4]
+    images, labels, maps = collate([rows[i] for i in flaring + quiet])
+    x = collate.to_model_space(images, augment=False)
+    radius = rsun_px(dataset_geometry(flare_days, 32))
+    assert random_hemisphere_swap(x, labels, maps, 0.0, radius)[0] is x  # never asked: untouched
+    torch.manual_seed(0)
+    swapped, swapped_maps = random_hemisphere_swap(x, labels, maps, 1.0, radius)
+    edge = int(np.ceil(HEMISPHERE_BLEND_RSUN * radius))
+    north, south = slice(16 + edge, None), slice(None, 16 - edge)  # beyond the blend, FITS rows: north is up
+    is_quiet = labels == NO_FLARE_CLASS_INPUT
+    changed = 0
+    for k in range(len(x)):
+        if torch.equal(swapped[k], x[k]):
+            continue
+        changed += 1
+        kept, taken = (north, south) if torch.equal(swapped[k, :, north], x[k, :, north]) else (south, north)
+        assert torch.equal(swapped[k, :, kept], x[k, :, kept])
+        donors = [j for j in range(len(x)) if j != k and is_quiet[j] and torch.equal(swapped[k, :, taken], x[j, :, taken])]
+        assert donors, f"frame {k}: the other hemisphere is no flare-free frame's"
+        mass = maps[k, 0].sum()
+        assert swapped_maps[k, 0].sum() >= 0.99 * mass - 1e-6 and swapped_maps[k, 0].sum() <= mass + 1e-6
+        assert torch.equal(swapped_maps[k, 0].flatten().argmax(), maps[k, 0].flatten().argmax())  # its flare stays
+        assert torch.equal(swapped_maps[k, 1], maps[k, 1])
+    assert changed >= 6  # the flare-free frames swap among themselves; flaring ones unless a flare sits on the equator
+
+    # a flare on the equator, or no flare-free frame to take from: left as it is
+    on_equator = maps[:1].clone()
+    on_equator[0, 0] = 0
+    on_equator[0, 0, 15:17, 10] = 1.0
+    alone, _ = random_hemisphere_swap(x[[0, -1]], labels[[0, -1]], torch.cat([on_equator, maps[-1:]]), 1.0, radius)
+    assert torch.equal(alone[0], x[0])
+    flares_only, _ = random_hemisphere_swap(x[:6], labels[:6], maps[:6], 1.0, radius)
+    assert torch.equal(flares_only, x[:6])
+
+
 def test_a_flare_model_warm_starts_a_model_with_augmentation_planes_exactly():
     from solar_diffusion import build_unet
     from solar_diffusion.pipelines import AUGMENTATION_PLANES, with_flare_map

@@ -126,7 +126,10 @@ def test_bad_arguments_and_a_used_output_folder_are_refused_before_any_work(tiny
     for flag, value, message in (("--train-batch-size", "0", "--train-batch-size must be >= 1, got 0"),
                                  ("--learning-rate", "nan", "--learning-rate must be a positive number, got nan"),
                                  ("--label-dropout", "1.5", "--label-dropout must be in [0, 1), got 1.5"),
-                                 ("--size", "-8", "--size must be at least 8 pixels, got -8")):
+                                 ("--size", "-8", "--size must be at least 8 pixels, got -8"),
+                                 ("--augment-hemispheres", "1.5",
+                                  "--augment-hemispheres is a probability in [0, 1], got 1.5"),
+                                 ("--augment-hemispheres", "0.5", "--augment-hemispheres needs --conditioning flare")):
         assert cli(base + ["--out", str(tmp_path / "new"), flag, value]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "new").exists()

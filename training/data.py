@@ -8,7 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from solar_diffusion.pipelines import AUGMENTATION_PLANES, NULL_FLUX_CLASS_INPUT, flare_map, flux_class_input
+from solar_diffusion.pipelines import (AUGMENTATION_PLANES, NO_FLARE_CLASS_INPUT, NULL_FLUX_CLASS_INPUT, flare_map,
+                                      flux_class_input)
 from solar_diffusion.splits import frame_flare_inputs, resize
 
 
@@ -219,3 +220,57 @@ class SafeAugmentation:
         if self.noise:
             x = x + self.noise * torch.randn_like(x)
         return x.clamp(-1, 1)
+
+
+#: Half-width of the blend between the two hemispheres of ``random_hemisphere_swap``, in solar radii
+#: (2.7 px at 64 px): wide enough to leave no seam, narrow enough to keep active-region belts whole.
+HEMISPHERE_BLEND_RSUN = 0.1
+
+
+def random_hemisphere_swap(images: torch.Tensor, labels: torch.Tensor, flare_maps: torch.Tensor,
+                           probability: float, rsun_px: float, keep_fraction: float = 0.99):
+    """New Suns from the batch: each image, with ``probability``, keeps the hemisphere that holds
+    its flares (either one, at random, for a flare-free image) and takes the other hemisphere from a
+    flare-free image of the same batch, blended across the equator over +-``HEMISPHERE_BLEND_RSUN``;
+    its flare map is blended alike, so the flares, the class input and the map still agree.
+    Returns ``(images, flare_maps)``; the class inputs stay as they are.
+
+    The northern and southern hemispheres' activity is close to independent, so a northern
+    hemisphere of one day beside the southern one of another is a Sun that could have been seen:
+    181 training days become 181 x 181 layouts, and the model has fewer whole days to redraw (the
+    memorisation the fidelity issue measures). Images whose flares straddle the equator (less than
+    ``keep_fraction`` of the map's flare mass in the kept half), whose flares are all off the disk
+    (a class input without a mark on the map), or with no flare-free partner stay as they are. The
+    equator is the image's middle row: the builder centres the disk and turns solar north up (the
+    B0 angle, at most 7.25 degrees, is ignored). Model-space images; uses the global torch RNG of
+    ``images``' device.
+
+    >>> x = torch.stack([torch.zeros(1, 16, 16), torch.ones(1, 16, 16)])
+    >>> maps = torch.zeros(2, 2, 16, 16); maps[:, 1] = 1; maps[0, 0, 13, 8] = 1.0  # a northern flare
+    >>> labels = torch.tensor([600.0, NO_FLARE_CLASS_INPUT])
+    >>> mixed, mixed_maps = random_hemisphere_swap(x, labels, maps, 1.0, rsun_px=6.0)
+    >>> mixed[0, 0, -1, 0].item(), mixed[0, 0, 0, 0].item(), mixed_maps[0, 0, 13, 8].item()  # north kept
+    (0.0, 1.0, 1.0)
+    """
+    n, size = len(images), images.shape[-1]
+    device = images.device
+    rows = torch.arange(size, device=device, dtype=images.dtype) - (size - 1) / 2  # FITS order: north is up
+    half = HEMISPHERE_BLEND_RSUN * rsun_px
+    north = (0.5 + 0.5 * torch.sin(0.5 * torch.pi * (rows / half).clamp(-1.0, 1.0)))[:, None]  # (size, 1)
+    quiet = labels.to(device) == NO_FLARE_CLASS_INPUT
+    mass = flare_maps[:, 0].flatten(1).sum(1)
+    north_mass = (flare_maps[:, 0] * north).flatten(1).sum(1)
+    flaring = mass > 0
+    keep_north = torch.where(flaring, north_mass >= 0.5 * mass, torch.rand(n, device=device) < 0.5)
+    kept_mass = torch.where(keep_north, north_mass, mass - north_mass)
+    partners = quiet[None, :] & ~torch.eye(n, dtype=torch.bool, device=device)
+    swap = ((torch.rand(n, device=device) < probability) & partners.any(1)
+            & (quiet | (flaring & (kept_mass >= keep_fraction * mass))))
+    if not swap.any():
+        return images, flare_maps
+    partner = torch.multinomial(partners[swap].to(images.dtype), 1).squeeze(1)
+    weight = torch.where(keep_north[swap, None, None, None], north, 1 - north)  # (k, 1, size, 1)
+    images, flare_maps = images.clone(), flare_maps.clone()
+    images[swap] = weight * images[swap] + (1 - weight) * images[partner]
+    flare_maps[swap, :1] = weight * flare_maps[swap, :1] + (1 - weight) * flare_maps[partner, :1]
+    return images, flare_maps

@@ -25,7 +25,11 @@ changes (``--augment-brightness``, like exposure and degradation differences), a
 (``--augment-flips``). A flip alone would teach the model a Sun that rotates the wrong way (an
 east-west flip reverses the leading/trailing order of active regions; a north-south flip swaps
 the hemispheres and the visible pole), so each flip is given to the UNet as
-``AUGMENTATION_PLANES`` input planes and sampling asks for none (``random_flips``).
+``AUGMENTATION_PLANES`` input planes and sampling asks for none (``random_flips``). A flare
+model can also swap hemispheres (``--augment-hemispheres``): a frame keeps the hemisphere with its
+flares and takes the other from a flare-free frame of the batch, a Sun that could have been seen
+(the hemispheres' activity is close to independent), so 181 days give many more layouts to learn
+and fewer whole days to redraw (``random_hemisphere_swap``).
 
 ``--dataset`` takes a training pack (``solar-diffusion pack``) too, which needs neither
 ``datasets`` nor sunpy: the way onto an offline GPU node (``training/offline_gpu.sh``). Batches
@@ -60,7 +64,7 @@ from solar_diffusion.files import atomic_write, fault_point
 from solar_diffusion.pipelines import AUGMENTATION_PLANES, FLARE_MAP_SIGMA_RSUN, NOVELTY_POOL_PX, rsun_px, with_flare_map
 from solar_diffusion.splits import (TRAINING_COLUMNS, dataset_argument, dataset_geometry, dataset_info, image_dtype,
                                     load_split)
-from solar_diffusion.training.data import BalancedSampler, Collate, random_flips
+from solar_diffusion.training.data import BalancedSampler, Collate, random_flips, random_hemisphere_swap
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -134,6 +138,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--augment-flips", type=float, default=0.0,
                    help="probability of an east-west and of a north-south flip of a frame and its flare map, "
                         "given to the UNet as a condition that sampling sets to 'no flip' (0: no flips)")
+    p.add_argument("--augment-hemispheres", type=float, default=0.0,
+                   help="probability that a frame's hemisphere without its flares is replaced by that of a "
+                        "flare-free frame of the batch (a flare model only; 0: never): new layouts, fewer copied days")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, the batches and the noise")
     p.add_argument("--push-to-hub", action="store_true", help="push the trained pipeline to the Hub (needs a token)")
     p.add_argument("--hub-model-id", default=None, help="the Hub repo to push to, owner/name (default: the output folder's name)")
@@ -269,6 +276,12 @@ def check_arguments(args):
     for name in ("label_dropout",):
         if not 0 <= getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(args, name)}")
+    for name in ("augment_flips", "augment_hemispheres"):
+        if not 0 <= getattr(args, name) <= 1:
+            raise ValueError(f"--{name.replace('_', '-')} is a probability in [0, 1], got {getattr(args, name)}")
+    if args.augment_hemispheres and args.conditioning != "flare":
+        raise ValueError("--augment-hemispheres needs --conditioning flare: it keeps the hemisphere that holds the "
+                         "frame's flares, which only a flare model's maps say")
     if args.size is not None and args.size < 8:
         raise ValueError(f"--size must be at least 8 pixels, got {args.size}")
     if args.max_train_minutes is not None and not args.max_train_minutes > 0:
@@ -292,7 +305,7 @@ RUN_SETTINGS = ("preset", "conditioning", "size", "norm_lo", "norm_hi", "train_b
                 "gradient_accumulation_steps", "learning_rate", "scale_lr", "lr_scheduler", "lr_warmup_steps",
                 "adam_weight_decay", "label_dropout", "class_balance", "num_train_timesteps", "beta_schedule",
                 "prediction_type", "snr_gamma", "use_ema", "ema_max_decay", "augment_rotation", "augment_brightness",
-                "augment_flips", "dropout", "seed")
+                "augment_flips", "augment_hemispheres", "dropout", "seed")
 
 
 def check_run_settings(output_dir: Path, settings: dict, resume: str | None) -> None:
@@ -509,6 +522,8 @@ def train(args, hub_api=None) -> Path:
         images, labels, *flare_maps = batch
         x0 = collate.to_model_space(images).contiguous(memory_format=memory_format)
         maps, planes = (flare_maps or [None])[0], None
+        if args.augment_hemispheres:  # before the flips: a flip condition describes the whole frame
+            x0, maps = random_hemisphere_swap(x0, labels, maps, args.augment_hemispheres, rsun_px(geometry))
         if args.augment_flips:
             x0, maps, planes = random_flips(x0, maps, args.augment_flips)
         return diffusion_loss(unet, noise_scheduler, x0, labels, args.prediction_type, null, args.label_dropout,
