@@ -12,7 +12,8 @@ distance over its real floor, Inception precision over the floor's, the evaluati
 pooled Fréchet distance, the top-band power ratio per channel, the 171 Å pit (generated median
 against the real 10th percentile), the very bright 171 Å pixels of X over quiet, the share of limbs
 within the real maximum, and the M and X nearest-training-frame distances (flipped frames
-searched) over real held-out frames'.
+searched) over real held-out frames', and the same for the nearest training hemisphere (rows whose
+evaluation has it).
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def row(folder: Path) -> dict:
     classes = flare.get("memorisation", {}).get("classes", {})
     out["memorisation_over_real"] = {c: _value(classes.get(c, {}).get(keys.OVER_REAL_HELD_OUT_WITH_FLIPS))
                                      for c in ("M", "X")}
+    out["hemisphere_memorisation_over_real"] = {c: _value(classes.get(c, {}).get(keys.OVER_REAL_HELD_OUT_HEMISPHERE))
+                                                for c in ("M", "X")}
     return out
 
 
@@ -69,16 +72,18 @@ def table(rows: list[dict]) -> list[str]:
     """The markdown table of the rows."""
     lines = ["| recipe | steps | images/s | loss (last 100 steps) | Inception FD / floor | Inception precision / "
              "floor | encoder FD (floor) | top-band power ratio 171 / 131 / 94 | 171 Å pit: median (real p10) | "
-             "X very bright / quiet | limbs within real max | nearest training frame / real, M / X |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "X very bright / quiet | limbs within real max | nearest training frame / real, M / X | nearest training "
+             "hemisphere / real, M / X |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         power = " / ".join(_fmt(v, 3) for v in r["top_band_power_ratio"].values()) or "-"
         memo = " / ".join(_fmt(v, 3) for v in r["memorisation_over_real"].values())
+        halves = " / ".join(_fmt(v, 3) for v in r.get("hemisphere_memorisation_over_real", {}).values()) or "-"
         lines.append(f"| {r['recipe']} | {r.get('steps', '-')} | {_fmt(r.get('images_per_s'))} | "
                      f"{_fmt(r.get('loss_last_100'), 4)} | {_fmt(r.get('inception_fd_over_floor'))} | "
                      f"{_fmt(r.get('inception_precision_over_floor'))} | {_fmt(r['encoder_fd'])} "
                      f"({_fmt(r['encoder_fd_floor'])}) | {power} | {_fmt(r['pit_median'])} ({_fmt(r['pit_real_p10'])}) "
-                     f"| {_fmt(r['x_very_bright_over_quiet'])} | {_fmt(r['limbs_within_real_max'])} | {memo} |")
+                     f"| {_fmt(r['x_very_bright_over_quiet'])} | {_fmt(r['limbs_within_real_max'])} | {memo} | {halves} |")
     return lines
 
 

@@ -51,6 +51,9 @@ OVER_REAL_HELD_OUT_WITHOUT_NOVELTY = "over_real_held_out_without_novelty"
 REAL_HELD_OUT_WITH_FLIPS = "real_held_out_with_flips"
 OVER_REAL_HELD_OUT_WITH_FLIPS = "over_real_held_out_with_flips"
 OVER_REAL_HELD_OUT_WITH_FLIPS_WITHOUT_NOVELTY = "over_real_held_out_with_flips_without_novelty"
+# the nearest training hemisphere (with flips), not the nearest frame (hemisphere swaps)
+REAL_HELD_OUT_HEMISPHERE = "real_held_out_nearest_hemisphere"
+OVER_REAL_HELD_OUT_HEMISPHERE = "over_real_held_out_nearest_hemisphere"
 
 # away from the requested position (e)
 REAL_SPLIT_CENTRAL_95 = "real_split_central_95"

@@ -252,6 +252,12 @@ def _memorisation_table(mem: dict, split: str) -> list:
                               + (f" (without novelty guidance {fmt(row[keys.OVER_REAL_HELD_OUT_WITH_FLIPS_WITHOUT_NOVELTY])})"
                                  if keys.OVER_REAL_HELD_OUT_WITH_FLIPS_WITHOUT_NOVELTY in row else "")
                               for c, row in mem["classes"].items() if keys.OVER_REAL_HELD_OUT_WITH_FLIPS in row) + "."]
+    if keys.REAL_HELD_OUT_HEMISPHERE in mem:
+        lines += ["", "The nearest training hemisphere instead of frame (each image's northern and southern half "
+                  "against the training frames' and their flips', the nearer of the two): real held-out median "
+                  f"{fmt(mem[keys.REAL_HELD_OUT_HEMISPHERE])}; over it, "
+                  + "; ".join(f"{c} {fmt(row[keys.OVER_REAL_HELD_OUT_HEMISPHERE])}"
+                              for c, row in mem["classes"].items() if keys.OVER_REAL_HELD_OUT_HEMISPHERE in row) + "."]
     if novelty:
         lines += ["", f"The images are made with the model's novelty guidance (target {mem['novelty_target']:g} day "
                   "distances: steered away from the nearest training layout while the noise is high); the last column "

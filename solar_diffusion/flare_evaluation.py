@@ -85,18 +85,20 @@ def disk_percentile(images, mask, q: float = 99.0) -> np.ndarray:
 ORIENTATIONS = {"as stored": None, "left-right": (-1,), "up-down": (-2,), "both": (-2, -1)}
 
 
-def nearest_frames(images, reference, batch: int = 256, flips: bool = False) -> tuple:
+def nearest_frames(images, reference, batch: int = 256, flips: bool = False, rows: slice | None = None) -> tuple:
     """Each image's nearest ``reference`` image: its index, its orientation (a key of
     ``ORIENTATIONS``; "as stored" without ``flips``) and the RMS distance (model space, all pixels
-    and channels). The reference is read ``batch`` frames at a time (a training set at full size
-    need not fit twice).
+    and channels; only the image rows ``rows`` where given, the reference's taken after its flip).
+    The reference is read ``batch`` frames at a time (a training set at full size need not fit
+    twice).
 
     >>> frame = torch.arange(8.0).reshape(1, 1, 2, 4)
     >>> index, orientation, distance = nearest_frames(frame.flip(-1), torch.cat([frame, frame + 9]), flips=True)
     >>> int(index[0]), str(orientation[0]), float(distance[0])
     (0, 'left-right', 0.0)
     """
-    a = torch.as_tensor(np.asarray(images), dtype=torch.float64).flatten(1)
+    rows = rows or slice(None)
+    a = torch.as_tensor(np.asarray(images), dtype=torch.float64)[..., rows, :].flatten(1)
     best = torch.full((len(a),), math.inf, dtype=torch.float64)
     index = torch.zeros(len(a), dtype=torch.long)
     orientation = torch.zeros(len(a), dtype=torch.long)
@@ -104,7 +106,7 @@ def nearest_frames(images, reference, batch: int = 256, flips: bool = False) -> 
     for start in range(0, len(reference), batch):
         chunk = torch.as_tensor(np.asarray(reference[start:start + batch]), dtype=torch.float64)
         for k, dims in enumerate(searched):
-            b = (chunk if dims is None else chunk.flip(dims)).flatten(1)
+            b = (chunk if dims is None else chunk.flip(dims))[..., rows, :].flatten(1)
             values, where = torch.cdist(a, b).min(dim=1)
             closer = values < best
             best, index, orientation = (torch.where(closer, values, best), torch.where(closer, where + start, index),
@@ -125,6 +127,24 @@ def nearest_distances(images, reference, batch: int = 256, flips: bool = False) 
     ([2.236], [0.0])
     """
     return nearest_frames(images, reference, batch, flips)[2]
+
+
+def nearest_hemisphere_distances(images, reference, batch: int = 256) -> np.ndarray:
+    """Each image's RMS distance to the nearest hemisphere of the ``reference`` images and their
+    flips: the northern half of the image against the northern halves, the southern against the
+    southern, the nearer of the two. A model trained with hemisphere swaps (``train
+    --augment-hemispheres``) could redraw one training hemisphere beside another; whole-frame
+    distances would not see it.
+
+    >>> frame = torch.arange(16.0).reshape(1, 1, 4, 4)
+    >>> half_copied = frame.clone(); half_copied[..., :2, :] += 10  # its southern rows changed
+    >>> float(nearest_distances(half_copied, frame)[0]), float(nearest_hemisphere_distances(half_copied, frame)[0])
+    (7.0710678118654755, 0.0)
+    """
+    size = np.asarray(images).shape[-2]
+    south, north = slice(None, size // 2), slice(size - size // 2, None)  # FITS rows: row 0 is the south edge
+    return np.minimum(nearest_frames(images, reference, batch, True, rows=north)[2],
+                      nearest_frames(images, reference, batch, True, rows=south)[2])
 
 
 def nearest_other_days(frames, rng, n: int = 200, days: float = 3.0) -> np.ndarray:
@@ -298,16 +318,21 @@ def memorisation_section(ev) -> dict:
     months never seen and of generated quiet images; with novelty guidance, the same requests and
     seeds without it (the model's own memorisation). The ``*_with_flips`` keys: the same ratios to
     real held-out frames with the search through the training frames and their flips
-    (``nearest_distances(..., flips=True)``, both sides alike); the other keys keep the plain search."""
+    (``nearest_distances(..., flips=True)``, both sides alike); the ``*_hemisphere`` keys: the nearest
+    training hemisphere instead of frame (``nearest_hemisphere_distances``); the other keys keep
+    the plain search."""
     train, config = ev.train_all.images, ev.config
     generated_nn = nearest_distances(ev.generated, train)
     generated_flips = nearest_distances(ev.generated, train, flips=True)
     held_out = ev.real_all.images[torch.from_numpy(ev.rng.permutation(len(ev.real_all))[:200])]
     real_nn = nearest_distances(held_out, train)
     real_flips = nearest_distances(held_out, train, flips=True)
+    generated_halves = nearest_hemisphere_distances(ev.generated, train)
+    real_halves = nearest_hemisphere_distances(held_out, train)
     memorisation = {keys.REAL_HELD_OUT: ev.interval(np.median, real_nn),
                     keys.REAL_TRAIN_OTHER_DAYS: ev.interval_of(np.median, nearest_other_days(ev.train_all, ev.rng)),
                     keys.REAL_HELD_OUT_WITH_FLIPS: ev.interval(np.median, real_flips),
+                    keys.REAL_HELD_OUT_HEMISPHERE: ev.interval(np.median, real_halves),
                     "classes": {}}
     quiet_nn = generated_nn[ev.labels == QUIET_LABEL]
     own_nn = None
@@ -333,6 +358,7 @@ def memorisation_section(ev) -> dict:
         row[keys.OVER_REAL_HELD_OUT_WITH_FLIPS] = over(generated_flips[ev.labels == c], real_flips)
         if own_nn is not None:
             row[keys.OVER_REAL_HELD_OUT_WITH_FLIPS_WITHOUT_NOVELTY] = over(own_flips[ev.labels == c], real_flips)
+        row[keys.OVER_REAL_HELD_OUT_HEMISPHERE] = over(generated_halves[ev.labels == c], real_halves)
         memorisation["classes"][c] = row
     return memorisation
 

@@ -133,6 +133,9 @@ def test_evaluate_a_flare_model(flare_run, flare_days, tmp_path):
     assert memorisation["classes"]["M"]["median"]["value"] > 0
     assert keys.OVER_GENERATED_QUIET in memorisation["classes"]["M"]
     assert keys.REAL_TRAIN_OTHER_DAYS in memorisation  # the two train days are 2 apart
+    # a half is never farther than the whole frame it comes from: the nearest hemisphere is at most the nearest frame
+    assert memorisation[keys.REAL_HELD_OUT_HEMISPHERE]["value"] <= memorisation[keys.REAL_HELD_OUT_WITH_FLIPS]["value"] + 1e-9
+    assert 0 < memorisation["classes"]["M"][keys.OVER_REAL_HELD_OUT_HEMISPHERE]["value"] < 10
     from solar_diffusion.flare_evaluation import nearest_other_days
     from solar_diffusion.splits import LabelledImages
 
