@@ -428,12 +428,23 @@ def _evaluation_section(ev: dict, title: str, folder: str) -> list:
     return lines
 
 
+def _weights(experiment: dict) -> str:
+    """The digest of the diffusion model's weights an experiment ran with (a bundled model is
+    retrained under the same name).
+
+    >>> _weights({"settings": {"model_weights": "5ed0be8dbd22"}}), _weights({"settings": {}})
+    (', weights 5ed0be8dbd22', '')
+    """
+    digest = experiment["settings"].get("model_weights")
+    return f", weights {digest}" if digest else ""
+
+
 def _classifier_section(clf: dict, size: int, folder: str) -> list:
     counts = ", ".join(f"{g} {clf['scored_counts'][g]} frames ({clf['scored_flares'][g]} flares)"
                        for g in clf["group_names"])
     lines = [f"## Experiment 1 at {size} px: a flare-class classifier, four arms", "",
              f"`solar-diffusion experiment classifier --dataset {clf['settings']['dataset']}` (model "
-             f"`{clf['settings']['model']}`), {clf['settings']['seeds']} seeds per arm. Real training frames: "
+             f"`{clf['settings']['model']}`{_weights(clf)}), {clf['settings']['seeds']} seeds per arm. Real training frames: "
              f"{clf['train_counts']}; synthetic frames added in the last arm: {clf['synthetic_counts']}. Scored on the "
              f"months the diffusion model never saw ({', '.join(clf['scored_months'])}): {counts}. Report: "
              f"[{folder}/report.md]({folder}/report.md).", ""]
@@ -445,7 +456,7 @@ def _classifier_section(clf: dict, size: int, folder: str) -> list:
 def _predictor_section(pred: dict, size: int, folder: str) -> list:
     lines = [f"## Experiment 2 at {size} px: a 24 h flare predictor, {ARM_COUNT_WORDS.get(len(_predictor_arms(pred)), 'its')} arms", "",
              f"`solar-diffusion experiment predictor --dataset {pred['settings']['dataset']}` (model "
-             f"`{pred['settings']['model']}`), {pred['settings']['seeds']} seeds per arm; {pred['scored_frames']} "
+             f"`{pred['settings']['model']}`{_weights(pred)}), {pred['settings']['seeds']} seeds per arm; {pred['scored_frames']} "
              f"frames scored, of the months the diffusion model never saw ({', '.join(pred['scored_months'])}). "
              f"Report: [{folder}/report.md]({folder}/report.md).", ""]
     for threshold, t in pred["thresholds"].items():
