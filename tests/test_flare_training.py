@@ -173,7 +173,8 @@ def test_flips_move_the_image_and_its_flare_map_together_and_are_told_to_the_une
     from solar_diffusion.training.data import random_flips
 
     rows = load_split(flare_days, "train", columns=TRAINING_COLUMNS + ("flares",))
-    collate = Collate(ClipLogNormalization.for_unit("browse"), 32, None, flare_sigma_px=0.7, dataset_size=32)
+    collate = Collate(ClipLogNormalization.for_unit("browse"), 32, None, flare_sigma_px=0.7, dataset_size=32,
+                      raw=True)  # as training batches: stored, made model space here
     flaring = [i for i in range(len(rows)) if len(rows[i]["flares"]["x_px"])][:8]
     images, _, maps = collate([rows[i] for i in flaring])
     x = collate.to_model_space(images, augment=False)
@@ -198,7 +199,8 @@ def test_a_hemisphere_swap_keeps_each_frames_flares_and_takes_the_rest_from_a_fl
     from solar_diffusion.training.data import HEMISPHERE_BLEND_RSUN, random_hemisphere_swap
 
     rows = load_split(flare_days, "train", columns=TRAINING_COLUMNS + ("flares",))
-    collate = Collate(ClipLogNormalization.for_unit("browse"), 32, None, flare_sigma_px=0.7, dataset_size=32)
+    collate = Collate(ClipLogNormalization.for_unit("browse"), 32, None, flare_sigma_px=0.7, dataset_size=32,
+                      raw=True)  # as training batches: stored, made model space here
     flaring = [i for i in range(len(rows)) if len(rows[i]["flares"]["x_px"])][:6]
     quiet = [i for i in range(len(rows)) if not len(rows[i]["flares"]["x_px"])][:4]
     images, labels, maps = collate([rows[i] for i in flaring + quiet])
