@@ -228,7 +228,8 @@ HEMISPHERE_BLEND_RSUN = 0.1
 
 
 def random_hemisphere_swap(images: torch.Tensor, labels: torch.Tensor, flare_maps: torch.Tensor,
-                           probability: float, rsun_px: float, keep_fraction: float = 0.99):
+                           probability: float, rsun_px: float, equator_row: float | None = None,
+                           keep_fraction: float = 0.99):
     """New Suns from the batch: each image, with ``probability``, keeps the hemisphere that holds
     its flares (either one, at random, for a flare-free image) and takes the other hemisphere from a
     flare-free image of the same batch, blended across the equator over +-``HEMISPHERE_BLEND_RSUN``;
@@ -241,8 +242,9 @@ def random_hemisphere_swap(images: torch.Tensor, labels: torch.Tensor, flare_map
     memorisation the fidelity issue measures). Images whose flares straddle the equator (less than
     ``keep_fraction`` of the map's flare mass in the kept half), whose flares are all off the disk
     (a class input without a mark on the map), or with no flare-free partner stay as they are. The
-    equator is the image's middle row: the builder centres the disk and turns solar north up (the
-    B0 angle, at most 7.25 degrees, is ignored). Model-space images; uses the global torch RNG of
+    frames are solar north up (the builder turns them so) and the equator is the row
+    ``equator_row`` (0-based, FITS order: the disk centre's; the middle row by default; the B0
+    angle, at most 7.25 degrees, is ignored). Model-space images; uses the global torch RNG of
     ``images``' device.
 
     >>> x = torch.stack([torch.zeros(1, 16, 16), torch.ones(1, 16, 16)])
@@ -251,10 +253,14 @@ def random_hemisphere_swap(images: torch.Tensor, labels: torch.Tensor, flare_map
     >>> mixed, mixed_maps = random_hemisphere_swap(x, labels, maps, 1.0, rsun_px=6.0)
     >>> mixed[0, 0, -1, 0].item(), mixed[0, 0, 0, 0].item(), mixed_maps[0, 0, 13, 8].item()  # north kept
     (0.0, 1.0, 1.0)
+    >>> low = random_hemisphere_swap(x, labels, maps, 1.0, rsun_px=6.0, equator_row=4.0)[0]  # a disk off centre
+    >>> low[0, 0, 6, 0].item(), mixed[0, 0, 6, 0].item(), low[0, 0, 2, 0].item()  # row 6 is north of it
+    (0.0, 1.0, 1.0)
     """
-    n, size = len(images), images.shape[-1]
+    n, size = len(images), images.shape[-2]
     device = images.device
-    rows = torch.arange(size, device=device, dtype=images.dtype) - (size - 1) / 2  # FITS order: north is up
+    equator = (size - 1) / 2 if equator_row is None else equator_row
+    rows = torch.arange(size, device=device, dtype=images.dtype) - equator  # FITS order: north is up
     half = HEMISPHERE_BLEND_RSUN * rsun_px
     north = (0.5 + 0.5 * torch.sin(0.5 * torch.pi * (rows / half).clamp(-1.0, 1.0)))[:, None]  # (size, 1)
     quiet = labels.to(device) == NO_FLARE_CLASS_INPUT

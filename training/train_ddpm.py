@@ -61,7 +61,8 @@ import torch.nn.functional as F
 
 from solar_diffusion import null_condition
 from solar_diffusion.files import atomic_write, fault_point
-from solar_diffusion.pipelines import AUGMENTATION_PLANES, FLARE_MAP_SIGMA_RSUN, NOVELTY_POOL_PX, rsun_px, with_flare_map
+from solar_diffusion.pipelines import (AUGMENTATION_PLANES, FLARE_MAP_SIGMA_RSUN, NOVELTY_POOL_PX, disk_center_px, rsun_px,
+                                      with_flare_map)
 from solar_diffusion.splits import (TRAINING_COLUMNS, dataset_argument, dataset_geometry, dataset_info, image_dtype,
                                     load_split)
 from solar_diffusion.training.data import BalancedSampler, Collate, random_flips, random_hemisphere_swap
@@ -523,7 +524,8 @@ def train(args, hub_api=None) -> Path:
         x0 = collate.to_model_space(images).contiguous(memory_format=memory_format)
         maps, planes = (flare_maps or [None])[0], None
         if args.augment_hemispheres:  # before the flips: a flip condition describes the whole frame
-            x0, maps = random_hemisphere_swap(x0, labels, maps, args.augment_hemispheres, rsun_px(geometry))
+            x0, maps = random_hemisphere_swap(x0, labels, maps, args.augment_hemispheres, rsun_px(geometry),
+                                              equator_row=disk_center_px(geometry)[1])
         if args.augment_flips:
             x0, maps, planes = random_flips(x0, maps, args.augment_flips)
         return diffusion_loss(unet, noise_scheduler, x0, labels, args.prediction_type, null, args.label_dropout,
