@@ -237,6 +237,22 @@ def test_a_hemisphere_swap_keeps_each_frames_flares_and_takes_the_rest_from_a_fl
     assert torch.equal(flares_only, x[:6])
 
 
+def test_a_flare_model_trains_with_hemisphere_swaps_and_a_resume_keeps_the_setting(flare_days, tmp_path, capsys):
+    from solar_diffusion.cli import main
+
+    out = tmp_path / "run"
+    common = ["train", "--dataset", flare_days, "--out", out, "--preset", "tiny", "--conditioning", "flare",
+              "--train-batch-size", "4", "--max-train-steps", "2", "--lr-warmup-steps", "0", "--checkpointing-steps",
+              "1", "--validation-steps", "0", "--sample-steps", "0", "--logger", "none"]
+    assert main(common + ["--augment-hemispheres", "1.0", "--stop-at-step", "1"]) == 0
+    assert json.loads((out / "run_settings.json").read_text())["augment_hemispheres"] == 1.0
+    capsys.readouterr()
+    assert main(common + ["--augment-hemispheres", "0.5", "--resume-from-checkpoint", "latest"]) == 2
+    assert "--augment-hemispheres 1.0, not 0.5" in capsys.readouterr().err
+    assert main(common + ["--augment-hemispheres", "1.0", "--resume-from-checkpoint", "latest"]) == 0
+    assert SolarFlarePipeline.from_pretrained(out / "pipeline").unet.config.in_channels == 3 + 2  # no planes of its own
+
+
 def test_a_flare_model_warm_starts_a_model_with_augmentation_planes_exactly():
     from solar_diffusion import build_unet
     from solar_diffusion.pipelines import AUGMENTATION_PLANES, with_flare_map
