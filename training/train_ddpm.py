@@ -439,6 +439,7 @@ def train(args, hub_api=None) -> Path:
     # batches leave the loader as stored (uint8 browse frames: a quarter of float32's bytes to pin and
     # copy) and become model space on the accelerator (collate.to_model_space in the loop)
     flare_sigma = FLARE_MAP_SIGMA_RSUN * rsun_px(geometry) if args.conditioning == "flare" else None
+    disk_rows = rsun_px(geometry), disk_center_px(geometry)[1]  # the hemisphere swap's radius and equator row
     collate = Collate(normalization, image_size, id_map, args.augment_rotation, args.augment_brightness, raw=True,
                       dtype=image_dtype(unit), flare_sigma_px=flare_sigma, dataset_size=info["config"]["size"])
     flare_positions = training_flare_positions(train_ds, geometry) if args.conditioning == "flare" else None
@@ -524,8 +525,7 @@ def train(args, hub_api=None) -> Path:
         x0 = collate.to_model_space(images).contiguous(memory_format=memory_format)
         maps, planes = (flare_maps or [None])[0], None
         if args.augment_hemispheres:  # before the flips: a flip condition describes the whole frame
-            x0, maps = random_hemisphere_swap(x0, labels, maps, args.augment_hemispheres, rsun_px(geometry),
-                                              equator_row=disk_center_px(geometry)[1])
+            x0, maps = random_hemisphere_swap(x0, labels, maps, args.augment_hemispheres, *disk_rows)
         if args.augment_flips:
             x0, maps, planes = random_flips(x0, maps, args.augment_flips)
         return diffusion_loss(unet, noise_scheduler, x0, labels, args.prediction_type, null, args.label_dropout,
