@@ -249,6 +249,12 @@ def test_a_flare_model_trains_with_hemisphere_swaps_and_a_resume_keeps_the_setti
     capsys.readouterr()
     assert main(common + ["--augment-hemispheres", "0.5", "--resume-from-checkpoint", "latest"]) == 2
     assert "--augment-hemispheres 1.0, not 0.5" in capsys.readouterr().err
+    # a settings file written before the option existed: the run was made with its default, no swaps
+    settings = json.loads((out / "run_settings.json").read_text())
+    (out / "run_settings.json").write_text(json.dumps({k: v for k, v in settings.items() if k != "augment_hemispheres"}))
+    assert main(common + ["--augment-hemispheres", "1.0", "--resume-from-checkpoint", "latest"]) == 2
+    assert "--augment-hemispheres 0.0, not 1.0" in capsys.readouterr().err
+    (out / "run_settings.json").write_text(json.dumps(settings))
     assert main(common + ["--augment-hemispheres", "1.0", "--resume-from-checkpoint", "latest"]) == 0
     assert SolarFlarePipeline.from_pretrained(out / "pipeline").unet.config.in_channels == 3 + 2  # no planes of its own
 

@@ -264,7 +264,8 @@ def distill(args) -> Path:
     torch.manual_seed(args.seed + accelerator.process_index)
 
     check_run_settings(output_dir, {k: getattr(args, k) for k in RUN_SETTINGS} | {
-        "teacher": model_name(args.teacher)}, args.resume_from_checkpoint)
+        "teacher": model_name(args.teacher)}, args.resume_from_checkpoint,
+        {k: build_parser().get_default(k) for k in RUN_SETTINGS})
     global_step = resume_from_checkpoint(accelerator, output_dir, args.resume_from_checkpoint)
     output_dir.mkdir(parents=True, exist_ok=True)
 

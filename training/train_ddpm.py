@@ -309,12 +309,13 @@ RUN_SETTINGS = ("preset", "conditioning", "size", "norm_lo", "norm_hi", "train_b
                 "augment_flips", "augment_hemispheres", "dropout", "seed")
 
 
-def check_run_settings(output_dir: Path, settings: dict, resume: str | None) -> None:
+def check_run_settings(output_dir: Path, settings: dict, resume: str | None, defaults: dict | None = None) -> None:
     """A resumed run keeps what its checkpoints learnt with: ``settings`` (the arguments that shape
     the model, its data or its optimisation) are written to ``run_settings.json`` when a run starts
     and compared when it resumes; a difference is refused, naming the setting (a run resumed with
-    another learning rate or teacher would be neither run). Budgets (steps, minutes, checkpointing)
-    may change.
+    another learning rate or teacher would be neither run). A setting the file lacks (the run
+    started before the option existed) was the option's value in ``defaults`` (the parser's);
+    without one there it is not compared. Budgets (steps, minutes, checkpointing) may change.
 
     >>> import tempfile
     >>> out = Path(tempfile.mkdtemp())
@@ -322,6 +323,9 @@ def check_run_settings(output_dir: Path, settings: dict, resume: str | None) -> 
     >>> check_run_settings(out, {"learning_rate": 2e-4}, "latest")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ValueError: --resume-from-checkpoint: the run in ... was made with --learning-rate 0.0001, not 0.0002: resume with the same settings or start another --out
+    >>> check_run_settings(out, {"learning_rate": 1e-4, "dropout": 0.1}, "latest", {"dropout": 0.0})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: --resume-from-checkpoint: the run in ... was made with --dropout 0.0, not 0.1: resume with the same settings or start another --out
     """
     path = output_dir / "run_settings.json"
     settings = json.loads(json.dumps(settings))  # as the file holds them (tuples become lists)
@@ -330,6 +334,7 @@ def check_run_settings(output_dir: Path, settings: dict, resume: str | None) -> 
             before = json.loads(path.read_text())
         except (OSError, ValueError) as error:
             raise RuntimeError(f"{path} cannot be read ({error}): restore it, or start another --out") from None
+        before = json.loads(json.dumps({k: v for k, v in (defaults or {}).items() if k in settings})) | before
         changed = [k for k in settings if k in before and before[k] != settings[k]]
         if changed:
             raise ValueError(f"--resume-from-checkpoint: the run in {output_dir} was made with "
@@ -496,7 +501,8 @@ def train(args, hub_api=None) -> Path:
 
     # resume
     check_run_settings(output_dir, {k: getattr(args, k) for k in RUN_SETTINGS} | {
-        "init_from": args.init_from and model_name(args.init_from)}, args.resume_from_checkpoint)
+        "init_from": args.init_from and model_name(args.init_from)}, args.resume_from_checkpoint,
+        {k: build_parser().get_default(k) for k in RUN_SETTINGS})
     global_step = resume_from_checkpoint(accelerator, output_dir, args.resume_from_checkpoint)
     run_args = argparse.Namespace(**{**vars(args), "learning_rate": learning_rate})  # the rate used, scaled
     if accelerator.is_main_process and args.logger != "none":

@@ -262,7 +262,7 @@ def train_upscaler(args) -> Path:
     unet, optimizer, loader, lr_scheduler, ema = prepare_training(args, accelerator, unet, loader)
     check_run_settings(output_dir, {k: getattr(args, k) for k in RUN_SETTINGS} | {
         "base": model_name(args.base), "init_from": args.init_from and model_name(args.init_from)},
-        args.resume_from_checkpoint)
+        args.resume_from_checkpoint, {k: build_parser().get_default(k) for k in RUN_SETTINGS})
     global_step = resume_from_checkpoint(accelerator, output_dir, args.resume_from_checkpoint)
 
     def batch_loss(batch) -> torch.Tensor:
