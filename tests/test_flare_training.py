@@ -237,20 +237,21 @@ def test_a_hemisphere_swap_keeps_each_frames_flares_and_takes_the_rest_from_a_fl
     assert torch.equal(flares_only, x[:6])
 
 
-def test_a_flare_model_trains_with_hemisphere_swaps_and_a_resume_keeps_the_setting(flare_days, tmp_path, capsys):
+def test_a_flare_model_trains_with_hemisphere_swaps_and_solar_rotation_and_a_resume_keeps_them(flare_days, tmp_path,
+                                                                                                 capsys):
     from solar_diffusion.cli import main
 
     out = tmp_path / "run"
     common = ["train", "--dataset", flare_days, "--out", out, "--preset", "tiny", "--conditioning", "flare",
               "--train-batch-size", "4", "--max-train-steps", "2", "--lr-warmup-steps", "0", "--checkpointing-steps",
-              "1", "--validation-steps", "0", "--sample-steps", "0", "--logger", "none"]
+              "1", "--validation-steps", "0", "--sample-steps", "0", "--logger", "none", "--augment-solar-rotation", "2"]
     assert main(common + ["--augment-hemispheres", "1.0", "--stop-at-step", "1"]) == 0
-    assert json.loads((out / "run_settings.json").read_text())["augment_hemispheres"] == 1.0
+    settings = json.loads((out / "run_settings.json").read_text())
+    assert settings["augment_hemispheres"] == 1.0 and settings["augment_solar_rotation"] == 2.0
     capsys.readouterr()
     assert main(common + ["--augment-hemispheres", "0.5", "--resume-from-checkpoint", "latest"]) == 2
     assert "--augment-hemispheres 1.0, not 0.5" in capsys.readouterr().err
     # a settings file written before the option existed: the run was made with its default, no swaps
-    settings = json.loads((out / "run_settings.json").read_text())
     (out / "run_settings.json").write_text(json.dumps({k: v for k, v in settings.items() if k != "augment_hemispheres"}))
     assert main(common + ["--augment-hemispheres", "1.0", "--resume-from-checkpoint", "latest"]) == 2
     assert "--augment-hemispheres 0.0, not 1.0" in capsys.readouterr().err
@@ -323,3 +324,59 @@ def test_dropout_acts_in_training_only_and_a_warm_start_keeps_the_weights(flare_
         assert not torch.equal(unet(x, t, class_labels=labels).sample, unet(x, t, class_labels=labels).sample)
         unet.eval()  # as sampled: no dropout, the source's function
         assert torch.equal(unet(x, t, class_labels=labels).sample, source.eval()(x, t, class_labels=labels).sample)
+
+
+def test_a_solar_rotation_turns_each_latitude_at_its_rate_and_carries_the_flare_with_it(flare_days):
+    from astropy import units as u
+    from sunpy.sun.models import differential_rotation
+
+    from solar_diffusion.pipelines import disk_center_px, rsun_px
+    from solar_diffusion.splits import dataset_geometry
+    from solar_diffusion.training.data import random_solar_rotation, synodic_rotation_deg
+
+    latitudes = np.array([0.0, 20.0, 40.0, 60.0])
+    ours = synodic_rotation_deg(torch.deg2rad(torch.tensor(latitudes, dtype=torch.float64)), 2.0).numpy()
+    sunpy_deg = differential_rotation(2 * u.day, latitudes * u.deg, model="howard", frame_time="synodic").to_value(u.deg)
+    assert np.allclose(ours, sunpy_deg, atol=0.01), (ours, sunpy_deg)
+
+    rows = load_split(flare_days, "train", columns=TRAINING_COLUMNS + ("flares",))
+    collate = Collate(ClipLogNormalization.for_unit("browse"), 32, None, flare_sigma_px=0.7, dataset_size=32, raw=True)
+    flaring = [i for i in range(len(rows)) if len(rows[i]["flares"]["x_px"])][:6]
+    quiet = [i for i in range(len(rows)) if not len(rows[i]["flares"]["x_px"])][:4]
+    images, labels, maps = collate([rows[i] for i in flaring + quiet])
+    x = collate.to_model_space(images, augment=False)
+    geometry = dataset_geometry(flare_days, 32)
+    radius, (cx, cy) = rsun_px(geometry, 32), disk_center_px(geometry, 32)
+    torch.manual_seed(0)
+    days = torch.full((len(x),), 2.0)
+    turned, turned_maps = random_solar_rotation(x, labels, maps, 2.0, radius, (cx, cy), days=days)
+
+    cols, rows_ = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="xy")
+    r = torch.sqrt((cols - cx) ** 2 + (rows_ - cy) ** 2)
+    assert torch.equal(turned[..., r > radius + 1], x[..., r > radius + 1])  # the corona stays the frame's
+    is_quiet = labels == NO_FLARE_CLASS_INPUT
+    moved = 0
+    for k in range(len(x)):
+        if torch.equal(turned[k], x[k]):
+            continue
+        assert not torch.equal(turned[k, :, r < radius / 2], x[k, :, r < radius / 2])  # the centre turned
+        # the limb's ring (and the band turned into view from the far side) is a flare-free frame's, not the frame's own
+        band, disk = (r > 0.95 * radius) & (r < radius), (radius - r).clamp(0, 1)  # the disk's edge: its last pixel
+        donors = [j for j in range(len(x)) if j != k and is_quiet[j] and torch.allclose(
+            turned[k][:, band], (disk * x[j] + (1 - disk) * x[k])[:, band], atol=1e-6)]
+        assert band.any() and donors, f"frame {k}: the limb's ring is no flare-free frame's"
+        if maps[k, 0].max() > 0:
+            moved += 1
+            assert torch.isclose(turned_maps[k, 0].max(), maps[k, 0].max(), rtol=1e-5)  # the flux it says stays
+            row, col = divmod(int(maps[k, 0].flatten().argmax()), 32)
+            latitude = torch.asin(torch.tensor((row - cy) / radius, dtype=torch.float64))
+            longitude = torch.asin((col - cx) / radius / torch.cos(latitude))
+            expected = cx + radius * torch.cos(latitude) * torch.sin(
+                longitude + torch.deg2rad(synodic_rotation_deg(latitude, 2.0)))
+            new_row, new_col = divmod(int(turned_maps[k, 0].flatten().argmax()), 32)
+            assert new_row == row and abs(new_col - float(expected)) <= 1.0, (k, col, new_col, float(expected))
+            assert new_col > col  # west, with the Sun's rotation
+    assert moved >= 2
+    # a frame without a flare-free partner stays as it is
+    alone, _ = random_solar_rotation(x[:6], labels[:6], maps[:6], 2.0, radius, (cx, cy), days=days[:6])
+    assert torch.equal(alone, x[:6])

@@ -280,3 +280,102 @@ def random_hemisphere_swap(images: torch.Tensor, labels: torch.Tensor, flare_map
     images[swap] = weight * images[swap] + (1 - weight) * images[partner]
     flare_maps[swap, :1] = weight * flare_maps[swap, :1] + (1 - weight) * flare_maps[partner, :1]
     return images, flare_maps
+
+
+#: Howard et al. (1990) sidereal differential rotation, microradians per second: A + B sin^2 + C sin^4
+#: of the latitude (sunpy's ``differential_rotation(model="howard")``).
+HOWARD_ROTATION_URAD_S = (2.894, -0.428, -0.370)
+#: Earth's mean orbital motion, degrees a day: the synodic rate (as seen from Earth) is the sidereal less this.
+EARTH_ORBIT_DEG_PER_DAY = 0.9856
+#: The most days ``random_solar_rotation`` may turn a frame (``--augment-solar-rotation``): 40 degrees at the
+#: equator, beyond which most of the turned disk would need the far side.
+MAX_SOLAR_ROTATION_DAYS = 3.0
+#: Projected radii (solar radii) over which ``random_solar_rotation`` fades from the turned view to
+#: a flare-free frame: the turned view needs its output and its source inside the first (beyond it
+#: the limb's brightening and foreshortening would be carried inward and smeared), none beyond the second.
+SOLAR_ROTATION_FADE_RSUN = (0.85, 0.95)
+
+
+def synodic_rotation_deg(latitude_rad: torch.Tensor, days) -> torch.Tensor:
+    """How far (degrees of longitude) the solar surface at ``latitude_rad`` turns in ``days`` as
+    seen from Earth (Howard et al. 1990; sunpy's ``differential_rotation(..., frame_time="synodic")``).
+
+    >>> [round(float(d), 2) for d in synodic_rotation_deg(torch.tensor([0.0, 0.5236]), 1.0)]
+    [13.34, 12.7]
+    """
+    a, b, c = HOWARD_ROTATION_URAD_S
+    s2 = torch.sin(latitude_rad) ** 2
+    sidereal = torch.rad2deg((a + b * s2 + c * s2 ** 2) * 1e-6 * 86400.0)
+    return (sidereal - EARTH_ORBIT_DEG_PER_DAY) * days
+
+
+def random_solar_rotation(images: torch.Tensor, labels: torch.Tensor, flare_maps: torch.Tensor, max_days: float,
+                          rsun_px: float, center_px: tuple, keep_fraction: float = 0.9,
+                          days: torch.Tensor | None = None):
+    """Each image seen up to ``max_days`` earlier or later (a uniform draw): its disk turned by the
+    Sun's differential rotation (``synodic_rotation_deg``), each latitude by its own longitude, and
+    its flare map turned with it, so a flare stays on its active region. Returns ``(images, flare_maps)``.
+
+    A region of a training day then shows up at other positions and beside other longitudes, as it
+    did on the days around it, and a flare's position stops naming its training day (the copies of
+    the flaring hemisphere the fidelity issue finds). The turned view is used where it and its
+    source lie inside the limb's ring (``SOLAR_ROTATION_FADE_RSUN``: the limb's brightening is a
+    line-of-sight effect that must not turn with the surface, and a source near the limb would be
+    smeared when brought inward); the ring fades to a flare-free frame of the batch at the same
+    place (as ``random_hemisphere_swap`` takes the other hemisphere), never to the frame itself,
+    whose regions would show twice; the corona off the disk stays the frame's. A frame whose flare
+    map would keep less (or more) than ``keep_fraction`` of its flare mass (a flare in or carried
+    into the ring), or with no flare-free partner, stays as it is; otherwise the map's peak is kept
+    exactly (it says the flux). Frames solar north up, ``center_px`` (x, y: column,
+    row, 0-based, FITS order) and ``rsun_px`` the disk's; the B0 angle is ignored. Model-space
+    images; ``days`` (one per image) where given, else drawn with the global torch RNG of
+    ``images``' device, as the partners are.
+
+    >>> x = torch.linspace(-1, 1, 33).repeat(2, 1, 33, 1)  # brighter to the west
+    >>> labels, maps = torch.tensor([NO_FLARE_CLASS_INPUT] * 2), torch.zeros(2, 2, 33, 33)
+    >>> turned, _ = random_solar_rotation(x, labels, maps, 2.0, rsun_px=12.0, center_px=(16.0, 16.0))
+    >>> bool(torch.equal(turned[..., 0, :], x[..., 0, :]))  # off the disk: as it was
+    True
+    >>> still, _ = random_solar_rotation(x, labels, maps, 0.0, rsun_px=12.0, center_px=(16.0, 16.0))
+    >>> bool(torch.allclose(still, x, atol=1e-6))
+    True
+    """
+    n, _, height, width = images.shape
+    device, dtype = images.device, images.dtype
+    days = max_days * (2 * torch.rand(n, device=device) - 1) if days is None else days.to(device, dtype)
+    cx, cy = float(center_px[0]), float(center_px[1])
+    u = ((torch.arange(width, device=device, dtype=dtype) - cx) / rsun_px)[None, :].expand(height, width)
+    rows = torch.arange(height, device=device, dtype=dtype)[:, None].expand(height, width)
+    v = (rows - cy) / rsun_px
+    latitude = torch.asin(v.clamp(-1, 1))
+    ring = torch.cos(latitude).clamp_min(1e-6)  # the latitude circle's half-width, solar radii
+    longitude = torch.asin((u / ring).clamp(-1, 1))
+    source = longitude[None] - torch.deg2rad(synodic_rotation_deg(latitude, 1.0))[None] * days[:, None, None]
+    x_source = cx + rsun_px * ring * torch.sin(source)  # (n, H, W); rows keep their latitude
+    grid = torch.stack([2 * x_source / (width - 1) - 1, (2 * rows / (height - 1) - 1).expand_as(x_source)], -1)
+    radius = torch.sqrt(u ** 2 + v ** 2)
+    disk = ((1 - radius) * rsun_px).clamp(0, 1)  # 1 on the disk, to 0 over the limb's pixel
+    inner, outer = SOLAR_ROTATION_FADE_RSUN
+    source_radius = torch.sqrt((ring * torch.sin(source)) ** 2 + v ** 2)
+    weight = ((outer - torch.maximum(radius, source_radius)) / (outer - inner)).clamp(0, 1)
+    weight = (weight * (source.abs() < torch.pi / 2))[:, None]  # (n, 1, H, W): the turned view
+
+    def turn(z):
+        return F.grid_sample(z, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+    flares = flare_maps[:, :1]
+    moved = turn(flares) * (weight > 0)
+    mass, moved_mass = flares.flatten(1).sum(1), moved.flatten(1).sum(1)
+    peak, moved_peak = flares.flatten(1).amax(1), moved.flatten(1).amax(1)
+    partners = (labels.to(device) == NO_FLARE_CLASS_INPUT)[None, :] & ~torch.eye(n, dtype=torch.bool, device=device)
+    rotate = partners.any(1) & ((mass <= 0) | ((moved_mass >= keep_fraction * mass)
+                                               & (keep_fraction * moved_mass <= mass) & (moved_peak > 0)))
+    if not rotate.any():
+        return images, flare_maps
+    partner = torch.multinomial(partners[rotate].to(dtype), 1).squeeze(1)
+    images, flare_maps = images.clone(), flare_maps.clone()
+    w = weight[rotate]
+    images[rotate] = w * turn(images)[rotate] + (disk - w) * images[partner] + (1 - disk) * images[rotate]
+    scale = torch.where(mass > 0, peak / moved_peak.clamp_min(1e-12), torch.ones_like(mass))
+    flare_maps[rotate, :1] = (moved * scale[:, None, None, None])[rotate]
+    return images, flare_maps

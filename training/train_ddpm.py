@@ -29,7 +29,10 @@ the hemispheres and the visible pole), so each flip is given to the UNet as
 model can also swap hemispheres (``--augment-hemispheres``): a frame keeps the hemisphere with its
 flares and takes the other from a flare-free frame of the batch, a Sun that could have been seen
 (the hemispheres' activity is close to independent), so 181 days give many more layouts to learn
-and fewer whole days to redraw (``random_hemisphere_swap``).
+and fewer whole days to redraw (``random_hemisphere_swap``). It can also see each frame up to a
+few days earlier or later (``--augment-solar-rotation``): the disk turned by the Sun's
+differential rotation and the flare map with it, so a flare's position no longer names its
+training day (``random_solar_rotation``).
 
 ``--dataset`` takes a training pack (``solar-diffusion pack``) too, which needs neither
 ``datasets`` nor sunpy: the way onto an offline GPU node (``training/offline_gpu.sh``). Batches
@@ -65,7 +68,8 @@ from solar_diffusion.pipelines import (AUGMENTATION_PLANES, FLARE_MAP_SIGMA_RSUN
                                       with_flare_map)
 from solar_diffusion.splits import (TRAINING_COLUMNS, dataset_argument, dataset_geometry, dataset_info, image_dtype,
                                     load_split)
-from solar_diffusion.training.data import BalancedSampler, Collate, random_flips, random_hemisphere_swap
+from solar_diffusion.training.data import (MAX_SOLAR_ROTATION_DAYS, BalancedSampler, Collate, random_flips,
+                                           random_hemisphere_swap, random_solar_rotation)
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -142,6 +146,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--augment-hemispheres", type=float, default=0.0,
                    help="probability that a frame's hemisphere without its flares is replaced by that of a "
                         "flare-free frame of the batch (a flare model only; 0: never): new layouts, fewer copied days")
+    p.add_argument("--augment-solar-rotation", type=float, default=0.0, metavar="DAYS",
+                   help="each frame seen up to DAYS earlier or later: its disk turned by differential rotation, "
+                        "its flare map with it (a flare model only; at most 3; 0: never)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, the batches and the noise")
     p.add_argument("--push-to-hub", action="store_true", help="push the trained pipeline to the Hub (needs a token)")
     p.add_argument("--hub-model-id", default=None, help="the Hub repo to push to, owner/name (default: the output folder's name)")
@@ -280,6 +287,12 @@ def check_arguments(args):
     for name in ("augment_flips", "augment_hemispheres"):
         if not 0 <= getattr(args, name) <= 1:
             raise ValueError(f"--{name.replace('_', '-')} is a probability in [0, 1], got {getattr(args, name)}")
+    if not 0 <= args.augment_solar_rotation <= MAX_SOLAR_ROTATION_DAYS:
+        raise ValueError(f"--augment-solar-rotation is a number of days in [0, {MAX_SOLAR_ROTATION_DAYS:g}], got "
+                         f"{args.augment_solar_rotation}: beyond, most of the turned disk would need the far side")
+    if args.augment_solar_rotation and args.conditioning != "flare":
+        raise ValueError("--augment-solar-rotation needs --conditioning flare: it fills the limb's ring from "
+                         "flare-free frames, which only a flare model's class inputs say")
     if args.augment_hemispheres and args.conditioning != "flare":
         raise ValueError("--augment-hemispheres needs --conditioning flare: it keeps the hemisphere that holds the "
                          "frame's flares, which only a flare model's maps say")
@@ -306,7 +319,7 @@ RUN_SETTINGS = ("preset", "conditioning", "size", "norm_lo", "norm_hi", "train_b
                 "gradient_accumulation_steps", "learning_rate", "scale_lr", "lr_scheduler", "lr_warmup_steps",
                 "adam_weight_decay", "label_dropout", "class_balance", "num_train_timesteps", "beta_schedule",
                 "prediction_type", "snr_gamma", "use_ema", "ema_max_decay", "augment_rotation", "augment_brightness",
-                "augment_flips", "augment_hemispheres", "dropout", "seed")
+                "augment_flips", "augment_hemispheres", "augment_solar_rotation", "dropout", "seed")
 
 
 def check_run_settings(output_dir: Path, settings: dict, resume: str | None, defaults: dict | None = None) -> None:
@@ -444,7 +457,7 @@ def train(args, hub_api=None) -> Path:
     # batches leave the loader as stored (uint8 browse frames: a quarter of float32's bytes to pin and
     # copy) and become model space on the accelerator (collate.to_model_space in the loop)
     flare_sigma = FLARE_MAP_SIGMA_RSUN * rsun_px(geometry) if args.conditioning == "flare" else None
-    disk_rows = rsun_px(geometry), disk_center_px(geometry)[1]  # the hemisphere swap's radius and equator row
+    disk = rsun_px(geometry), disk_center_px(geometry)  # the hemisphere swap's and the solar rotation's
     collate = Collate(normalization, image_size, id_map, args.augment_rotation, args.augment_brightness, raw=True,
                       dtype=image_dtype(unit), flare_sigma_px=flare_sigma, dataset_size=info["config"]["size"])
     flare_positions = training_flare_positions(train_ds, geometry) if args.conditioning == "flare" else None
@@ -530,8 +543,10 @@ def train(args, hub_api=None) -> Path:
         images, labels, *flare_maps = batch
         x0 = collate.to_model_space(images).contiguous(memory_format=memory_format)
         maps, planes = (flare_maps or [None])[0], None
+        if args.augment_solar_rotation:  # before the swap: it keeps each latitude, so the swap's hemispheres
+            x0, maps = random_solar_rotation(x0, labels, maps, args.augment_solar_rotation, *disk)
         if args.augment_hemispheres:  # before the flips: a flip condition describes the whole frame
-            x0, maps = random_hemisphere_swap(x0, labels, maps, args.augment_hemispheres, *disk_rows)
+            x0, maps = random_hemisphere_swap(x0, labels, maps, args.augment_hemispheres, disk[0], disk[1][1])
         if args.augment_flips:
             x0, maps, planes = random_flips(x0, maps, args.augment_flips)
         return diffusion_loss(unet, noise_scheduler, x0, labels, args.prediction_type, null, args.label_dropout,
