@@ -244,10 +244,10 @@ def test_a_flare_model_trains_with_hemisphere_swaps_and_solar_rotation_and_a_res
     out = tmp_path / "run"
     common = ["train", "--dataset", flare_days, "--out", out, "--preset", "tiny", "--conditioning", "flare",
               "--train-batch-size", "4", "--max-train-steps", "2", "--lr-warmup-steps", "0", "--checkpointing-steps",
-              "1", "--validation-steps", "0", "--sample-steps", "0", "--logger", "none", "--augment-solar-rotation", "2"]
+              "1", "--validation-steps", "0", "--sample-steps", "0", "--logger", "none", "--augment-solar-rotation", "1"]
     assert main(common + ["--augment-hemispheres", "1.0", "--stop-at-step", "1"]) == 0
     settings = json.loads((out / "run_settings.json").read_text())
-    assert settings["augment_hemispheres"] == 1.0 and settings["augment_solar_rotation"] == 2.0
+    assert settings["augment_hemispheres"] == 1.0 and settings["augment_solar_rotation"] == 1.0
     capsys.readouterr()
     assert main(common + ["--augment-hemispheres", "0.5", "--resume-from-checkpoint", "latest"]) == 2
     assert "--augment-hemispheres 1.0, not 0.5" in capsys.readouterr().err
@@ -349,7 +349,8 @@ def test_a_solar_rotation_turns_each_latitude_at_its_rate_and_carries_the_flare_
     radius, (cx, cy) = rsun_px(geometry, 32), disk_center_px(geometry, 32)
     torch.manual_seed(0)
     days = torch.full((len(x),), 2.0)
-    turned, turned_maps = random_solar_rotation(x, labels, maps, 2.0, radius, (cx, cy), days=days)
+    turned, turned_maps = random_solar_rotation(x, labels, maps, 1.0, radius, (cx, cy), days=days)
+    assert torch.equal(random_solar_rotation(x, labels, maps, 0.0, radius, (cx, cy), days=days)[0], x)  # never asked
 
     cols, rows_ = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="xy")
     r = torch.sqrt((cols - cx) ** 2 + (rows_ - cy) ** 2)
@@ -378,5 +379,5 @@ def test_a_solar_rotation_turns_each_latitude_at_its_rate_and_carries_the_flare_
             assert new_col > col  # west, with the Sun's rotation
     assert moved >= 2
     # a frame without a flare-free partner stays as it is
-    alone, _ = random_solar_rotation(x[:6], labels[:6], maps[:6], 2.0, radius, (cx, cy), days=days[:6])
+    alone, _ = random_solar_rotation(x[:6], labels[:6], maps[:6], 1.0, radius, (cx, cy), days=days[:6])
     assert torch.equal(alone, x[:6])

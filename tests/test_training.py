@@ -130,8 +130,8 @@ def test_bad_arguments_and_a_used_output_folder_are_refused_before_any_work(tiny
                                  ("--augment-hemispheres", "1.5",
                                   "--augment-hemispheres is a probability in [0, 1], got 1.5"),
                                  ("--augment-hemispheres", "0.5", "--augment-hemispheres needs --conditioning flare"),
-                                 ("--augment-solar-rotation", "4",
-                                  "--augment-solar-rotation is a number of days in [0, 3], got 4.0"),
+                                 ("--augment-solar-rotation", "-0.5",
+                                  "--augment-solar-rotation is a probability in [0, 1], got -0.5"),
                                  ("--augment-solar-rotation", "1", "--augment-solar-rotation needs --conditioning flare")):
         assert cli(base + ["--out", str(tmp_path / "new"), flag, value]) == 2
         assert message in capsys.readouterr().err

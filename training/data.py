@@ -287,9 +287,9 @@ def random_hemisphere_swap(images: torch.Tensor, labels: torch.Tensor, flare_map
 HOWARD_ROTATION_URAD_S = (2.894, -0.428, -0.370)
 #: Earth's mean orbital motion, degrees a day: the synodic rate (as seen from Earth) is the sidereal less this.
 EARTH_ORBIT_DEG_PER_DAY = 0.9856
-#: The most days ``random_solar_rotation`` may turn a frame (``--augment-solar-rotation``): 40 degrees at the
-#: equator, beyond which most of the turned disk would need the far side.
-MAX_SOLAR_ROTATION_DAYS = 3.0
+#: The most days ``random_solar_rotation`` turns a frame (a uniform draw in +-this): 27 degrees at the
+#: equator, 12 pixels at the disk centre at 64 px; much beyond, most of the turned disk would need the far side.
+SOLAR_ROTATION_DAYS = 2.0
 #: Projected radii (solar radii) over which ``random_solar_rotation`` fades from the turned view to
 #: a flare-free frame: the turned view needs its output and its source inside the first (beyond it
 #: the limb's brightening and foreshortening would be carried inward and smeared), none beyond the second.
@@ -309,10 +309,11 @@ def synodic_rotation_deg(latitude_rad: torch.Tensor, days) -> torch.Tensor:
     return (sidereal - EARTH_ORBIT_DEG_PER_DAY) * days
 
 
-def random_solar_rotation(images: torch.Tensor, labels: torch.Tensor, flare_maps: torch.Tensor, max_days: float,
+def random_solar_rotation(images: torch.Tensor, labels: torch.Tensor, flare_maps: torch.Tensor, probability: float,
                           rsun_px: float, center_px: tuple, keep_fraction: float = 0.9,
                           days: torch.Tensor | None = None):
-    """Each image seen up to ``max_days`` earlier or later (a uniform draw): its disk turned by the
+    """Each image, with ``probability``, seen up to ``SOLAR_ROTATION_DAYS`` earlier or later (a
+    uniform draw): its disk turned by the
     Sun's differential rotation (``synodic_rotation_deg``), each latitude by its own longitude, and
     its flare map turned with it, so a flare stays on its active region. Returns ``(images, flare_maps)``.
 
@@ -333,16 +334,17 @@ def random_solar_rotation(images: torch.Tensor, labels: torch.Tensor, flare_maps
 
     >>> x = torch.linspace(-1, 1, 33).repeat(2, 1, 33, 1)  # brighter to the west
     >>> labels, maps = torch.tensor([NO_FLARE_CLASS_INPUT] * 2), torch.zeros(2, 2, 33, 33)
-    >>> turned, _ = random_solar_rotation(x, labels, maps, 2.0, rsun_px=12.0, center_px=(16.0, 16.0))
+    >>> turned, _ = random_solar_rotation(x, labels, maps, 1.0, rsun_px=12.0, center_px=(16.0, 16.0))
     >>> bool(torch.equal(turned[..., 0, :], x[..., 0, :]))  # off the disk: as it was
     True
-    >>> still, _ = random_solar_rotation(x, labels, maps, 0.0, rsun_px=12.0, center_px=(16.0, 16.0))
+    >>> still, _ = random_solar_rotation(x, labels, maps, 1.0, 12.0, (16.0, 16.0), days=torch.zeros(2))
     >>> bool(torch.allclose(still, x, atol=1e-6))
     True
     """
     n, _, height, width = images.shape
     device, dtype = images.device, images.dtype
-    days = max_days * (2 * torch.rand(n, device=device) - 1) if days is None else days.to(device, dtype)
+    chosen = torch.rand(n, device=device) < probability
+    days = SOLAR_ROTATION_DAYS * (2 * torch.rand(n, device=device) - 1) if days is None else days.to(device, dtype)
     cx, cy = float(center_px[0]), float(center_px[1])
     u = ((torch.arange(width, device=device, dtype=dtype) - cx) / rsun_px)[None, :].expand(height, width)
     rows = torch.arange(height, device=device, dtype=dtype)[:, None].expand(height, width)
@@ -368,7 +370,7 @@ def random_solar_rotation(images: torch.Tensor, labels: torch.Tensor, flare_maps
     mass, moved_mass = flares.flatten(1).sum(1), moved.flatten(1).sum(1)
     peak, moved_peak = flares.flatten(1).amax(1), moved.flatten(1).amax(1)
     partners = (labels.to(device) == NO_FLARE_CLASS_INPUT)[None, :] & ~torch.eye(n, dtype=torch.bool, device=device)
-    rotate = partners.any(1) & ((mass <= 0) | ((moved_mass >= keep_fraction * mass)
+    rotate = chosen & partners.any(1) & ((mass <= 0) | ((moved_mass >= keep_fraction * mass)
                                                & (keep_fraction * moved_mass <= mass) & (moved_peak > 0)))
     if not rotate.any():
         return images, flare_maps

@@ -29,8 +29,8 @@ the hemispheres and the visible pole), so each flip is given to the UNet as
 model can also swap hemispheres (``--augment-hemispheres``): a frame keeps the hemisphere with its
 flares and takes the other from a flare-free frame of the batch, a Sun that could have been seen
 (the hemispheres' activity is close to independent), so 181 days give many more layouts to learn
-and fewer whole days to redraw (``random_hemisphere_swap``). It can also see each frame up to a
-few days earlier or later (``--augment-solar-rotation``): the disk turned by the Sun's
+and fewer whole days to redraw (``random_hemisphere_swap``). It can also see a frame up to two
+days earlier or later (``--augment-solar-rotation``): the disk turned by the Sun's
 differential rotation and the flare map with it, so a flare's position no longer names its
 training day (``random_solar_rotation``).
 
@@ -68,8 +68,8 @@ from solar_diffusion.pipelines import (AUGMENTATION_PLANES, FLARE_MAP_SIGMA_RSUN
                                       with_flare_map)
 from solar_diffusion.splits import (TRAINING_COLUMNS, dataset_argument, dataset_geometry, dataset_info, image_dtype,
                                     load_split)
-from solar_diffusion.training.data import (MAX_SOLAR_ROTATION_DAYS, BalancedSampler, Collate, random_flips,
-                                           random_hemisphere_swap, random_solar_rotation)
+from solar_diffusion.training.data import (BalancedSampler, Collate, random_flips, random_hemisphere_swap,
+                                           random_solar_rotation)
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -146,9 +146,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--augment-hemispheres", type=float, default=0.0,
                    help="probability that a frame's hemisphere without its flares is replaced by that of a "
                         "flare-free frame of the batch (a flare model only; 0: never): new layouts, fewer copied days")
-    p.add_argument("--augment-solar-rotation", type=float, default=0.0, metavar="DAYS",
-                   help="each frame seen up to DAYS earlier or later: its disk turned by differential rotation, "
-                        "its flare map with it (a flare model only; at most 3; 0: never)")
+    p.add_argument("--augment-solar-rotation", type=float, default=0.0,
+                   help="probability that a frame is seen up to 2 days earlier or later: its disk turned by "
+                        "differential rotation, its flare map with it (a flare model only; 0: never)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, the batches and the noise")
     p.add_argument("--push-to-hub", action="store_true", help="push the trained pipeline to the Hub (needs a token)")
     p.add_argument("--hub-model-id", default=None, help="the Hub repo to push to, owner/name (default: the output folder's name)")
@@ -284,12 +284,9 @@ def check_arguments(args):
     for name in ("label_dropout",):
         if not 0 <= getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(args, name)}")
-    for name in ("augment_flips", "augment_hemispheres"):
+    for name in ("augment_flips", "augment_hemispheres", "augment_solar_rotation"):
         if not 0 <= getattr(args, name) <= 1:
             raise ValueError(f"--{name.replace('_', '-')} is a probability in [0, 1], got {getattr(args, name)}")
-    if not 0 <= args.augment_solar_rotation <= MAX_SOLAR_ROTATION_DAYS:
-        raise ValueError(f"--augment-solar-rotation is a number of days in [0, {MAX_SOLAR_ROTATION_DAYS:g}], got "
-                         f"{args.augment_solar_rotation}: beyond, most of the turned disk would need the far side")
     if args.augment_solar_rotation and args.conditioning != "flare":
         raise ValueError("--augment-solar-rotation needs --conditioning flare: it fills the limb's ring from "
                          "flare-free frames, which only a flare model's class inputs say")
