@@ -313,9 +313,9 @@ def random_solar_rotation(images: torch.Tensor, labels: torch.Tensor, flare_maps
                           rsun_px: float, center_px: tuple, keep_fraction: float = 0.9,
                           days: torch.Tensor | None = None):
     """Each image, with ``probability``, seen up to ``SOLAR_ROTATION_DAYS`` earlier or later (a
-    uniform draw): its disk turned by the
-    Sun's differential rotation (``synodic_rotation_deg``), each latitude by its own longitude, and
-    its flare map turned with it, so a flare stays on its active region. Returns ``(images, flare_maps)``.
+    uniform draw): its disk turned by the Sun's differential rotation (``synodic_rotation_deg``),
+    each latitude by its own longitude, and its flare map turned with it, so a flare stays on its
+    active region. Returns ``(images, flare_maps)``.
 
     A region of a training day then shows up at other positions and beside other longitudes, as it
     did on the days around it, and a flare's position stops naming its training day (the copies of
@@ -325,8 +325,8 @@ def random_solar_rotation(images: torch.Tensor, labels: torch.Tensor, flare_maps
     smeared when brought inward); the ring fades to a flare-free frame of the batch at the same
     place (as ``random_hemisphere_swap`` takes the other hemisphere), never to the frame itself,
     whose regions would show twice; the corona off the disk stays the frame's. A frame whose flare
-    map would keep less (or more) than ``keep_fraction`` of its flare mass (a flare in or carried
-    into the ring), or with no flare-free partner, stays as it is; otherwise the map's peak is kept
+    map would keep less (or more) than ``keep_fraction`` of its flare mass inside the ring (a flare
+    in or carried into it), or with no flare-free partner, stays as it is; otherwise the map's peak is kept
     exactly (it says the flux). Frames solar north up, ``center_px`` (x, y: column,
     row, 0-based, FITS order) and ``rsun_px`` the disk's; the B0 angle is ignored. Model-space
     images; ``days`` (one per image) where given, else drawn with the global torch RNG of
@@ -366,7 +366,7 @@ def random_solar_rotation(images: torch.Tensor, labels: torch.Tensor, flare_maps
         return F.grid_sample(z, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
     flares = flare_maps[:, :1]
-    moved = turn(flares) * (weight > 0)
+    moved = turn(flares) * (weight >= 1)  # a flare is kept whole where the view is wholly turned
     mass, moved_mass = flares.flatten(1).sum(1), moved.flatten(1).sum(1)
     peak, moved_peak = flares.flatten(1).amax(1), moved.flatten(1).amax(1)
     partners = (labels.to(device) == NO_FLARE_CLASS_INPUT)[None, :] & ~torch.eye(n, dtype=torch.bool, device=device)
