@@ -2,10 +2,11 @@
 
     python benchmarks/recipe_study.py --runs reports/study [--json reports/study/table.json]
 
-Each recipe folder holds the run's ``train_summary.json``, ``losses.jsonl`` (gzipped:
-``losses.jsonl.gz``) and ``command.txt`` (copied from the run's ``--out``) and the ``metrics.json``
-of ``solar-diffusion evaluate`` on the validation months (same settings for every row; its
-``report.md`` is ``solar_diffusion.evaluation_report.render_report`` of it, not kept); a folder
+Each recipe folder holds the run's ``train_summary.json``, ``losses.jsonl`` and ``command.txt``
+(copied from the run's ``--out``) and the ``metrics.json`` of ``solar-diffusion evaluate`` on the validation months (same settings for every row; its
+``report.md`` is ``solar_diffusion.evaluation_report.render_report`` of it, not kept); either
+JSON file may be gzipped (``metrics.json.gz``: a fifth of the bytes the GPU machine's transfer
+carries); a folder
 without a run (the release model itself, "R0") gives its evaluation only. Printed: images/s of
 the run, its mean training loss over its last 100 steps, and the validation figures the fidelity issue judges: Inception-V3 Fréchet
 distance over its real floor, Inception precision over the floor's, the evaluation encoder's
@@ -34,18 +35,22 @@ def _fmt(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
 
 
+def read_text(path: Path) -> str:
+    """The text of ``path``, or of its gzipped copy ``path.gz`` where only that is kept."""
+    zipped = path.with_name(path.name + ".gz")
+    return gzip.decompress(zipped.read_bytes()).decode() if zipped.exists() else path.read_text()
+
+
 def row(folder: Path) -> dict:
     """One recipe's figures from its folder (see the module docstring)."""
-    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics = json.loads(read_text(folder / "metrics.json"))
     inception = metrics["feature_spaces"].get("inception_v3", {}).get("pooled", {})
     encoder = metrics["feature_spaces"]["solar_encoder"]["pooled"]
     flare, out = metrics.get("flare", {}), {"recipe": folder.name}
     fid = flare.get("fidelity", {})
     if (folder / "train_summary.json").exists():
         summary = json.loads((folder / "train_summary.json").read_text())
-        zipped = folder / "losses.jsonl.gz"
-        text = gzip.decompress(zipped.read_bytes()).decode() if zipped.exists() else (folder / "losses.jsonl").read_text()
-        losses = [json.loads(line)["loss"] for line in text.splitlines()]
+        losses = [json.loads(line)["loss"] for line in read_text(folder / "losses.jsonl").splitlines()]
         out |= {"steps": summary["steps"], "images_per_s": summary["images_per_s"],
                 "mixed_precision": summary["mixed_precision"], "loss_last_100": sum(losses[-100:]) / len(losses[-100:]),
                 "command": (folder / "command.txt").read_text().strip()}
@@ -92,7 +97,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--runs", default="reports/study", help="folder of one sub-folder per recipe")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
-    rows = [row(folder) for folder in sorted(Path(args.runs).iterdir()) if (folder / "metrics.json").exists()]
+    rows = [row(folder) for folder in sorted(Path(args.runs).iterdir())
+            if (folder / "metrics.json").exists() or (folder / "metrics.json.gz").exists()]
     print("\n".join(table(rows)))
     for r in rows:
         if "command" in r:

@@ -22,8 +22,10 @@ def test_each_row_is_its_folders_figures_and_a_plain_loss_record_reads_alike(tmp
         assert recipe_study.row(folder) == table[folder.name], folder.name
     zipped = next(p for p in sorted(STUDY.iterdir()) if (p / "losses.jsonl.gz").exists())
     plain = shutil.copytree(zipped, tmp_path / zipped.name)
-    (plain / "losses.jsonl").write_bytes(gzip.decompress((plain / "losses.jsonl.gz").read_bytes()))
-    (plain / "losses.jsonl.gz").unlink()
+    for name in ("losses.jsonl", "metrics.json"):
+        if (plain / f"{name}.gz").exists():
+            (plain / name).write_bytes(gzip.decompress((plain / f"{name}.gz").read_bytes()))
+            (plain / f"{name}.gz").unlink()
     assert recipe_study.row(plain) == table[zipped.name]
     losses = [json.loads(line)["loss"] for line in (plain / "losses.jsonl").read_text().splitlines()]
     assert table[zipped.name]["loss_last_100"] == pytest.approx(sum(losses[-100:]) / 100, abs=1e-12)
