@@ -27,6 +27,7 @@ def time_model(model: Path, repeats: int, novelty_target: float | None = None, b
     that differs (a cascade's upscaler's; None for a model of one size)."""
     import torch
 
+    from solar_diffusion.augment import weights_digest
     from solar_diffusion.generate import load_pipeline
 
     pipe = load_pipeline(model)
@@ -47,7 +48,7 @@ def time_model(model: Path, repeats: int, novelty_target: float | None = None, b
         started = time.perf_counter()
         call(seed)
         seconds.append(time.perf_counter() - started)
-    return {"model": model.name, "conditioning": pipe.conditioning, "size": size,
+    return {"model": model.name, "weights": weights_digest(pipe.unet), "conditioning": pipe.conditioning, "size": size,
             "channels": pipe.unet.config.out_channels, "steps": pipe.inference_steps(), "guidance": used["guidance_scale"],
             "novelty_target": used["novelty_target"],
             "seconds_median": statistics.median(seconds), "seconds_min": min(seconds), "seconds_max": max(seconds),
