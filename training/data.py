@@ -222,6 +222,17 @@ class SafeAugmentation:
         return x.clamp(-1, 1)
 
 
+def flare_free_partners(labels: torch.Tensor, device) -> torch.Tensor:
+    """(N, N): whether frame j (a flare-free frame, ``NO_FLARE_CLASS_INPUT``) may lend its pixels to
+    frame i of the batch (any other frame): the donors of ``random_hemisphere_swap`` and ``random_solar_rotation``.
+
+    >>> flare_free_partners(torch.tensor([600.0, NO_FLARE_CLASS_INPUT, NO_FLARE_CLASS_INPUT]), "cpu").int().tolist()
+    [[0, 1, 1], [0, 0, 1], [0, 1, 0]]
+    """
+    quiet = labels.to(device) == NO_FLARE_CLASS_INPUT
+    return quiet[None, :] & ~torch.eye(len(labels), dtype=torch.bool, device=device)
+
+
 #: Half-width of the blend between the two hemispheres of ``random_hemisphere_swap``, in solar radii
 #: (2.7 px at 64 px): wide enough to leave no seam, narrow enough to keep active-region belts whole.
 HEMISPHERE_BLEND_RSUN = 0.1
@@ -269,7 +280,7 @@ def random_hemisphere_swap(images: torch.Tensor, labels: torch.Tensor, flare_map
     flaring = mass > 0
     keep_north = torch.where(flaring, north_mass >= 0.5 * mass, torch.rand(n, device=device) < 0.5)
     kept_mass = torch.where(keep_north, north_mass, mass - north_mass)
-    partners = quiet[None, :] & ~torch.eye(n, dtype=torch.bool, device=device)
+    partners = flare_free_partners(labels, device)
     swap = ((torch.rand(n, device=device) < probability) & partners.any(1)
             & (quiet | (flaring & (kept_mass >= keep_fraction * mass))))
     if not swap.any():
@@ -362,14 +373,14 @@ def random_solar_rotation(images: torch.Tensor, labels: torch.Tensor, flare_maps
     weight = ((outer - torch.maximum(radius, source_radius)) / (outer - inner)).clamp(0, 1)
     weight = (weight * (source.abs() < torch.pi / 2))[:, None]  # (n, 1, H, W): the turned view
 
-    def turn(z):
-        return F.grid_sample(z, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    def turn(z, frames=slice(None)):
+        return F.grid_sample(z, grid[frames], mode="bilinear", padding_mode="border", align_corners=True)
 
     flares = flare_maps[:, :1]
     moved = turn(flares) * (weight >= 1)  # a flare is kept whole where the view is wholly turned
     mass, moved_mass = flares.flatten(1).sum(1), moved.flatten(1).sum(1)
     peak, moved_peak = flares.flatten(1).amax(1), moved.flatten(1).amax(1)
-    partners = (labels.to(device) == NO_FLARE_CLASS_INPUT)[None, :] & ~torch.eye(n, dtype=torch.bool, device=device)
+    partners = flare_free_partners(labels, device)
     rotate = chosen & partners.any(1) & ((mass <= 0) | ((moved_mass >= keep_fraction * mass)
                                                & (keep_fraction * moved_mass <= mass) & (moved_peak > 0)))
     if not rotate.any():
@@ -377,7 +388,7 @@ def random_solar_rotation(images: torch.Tensor, labels: torch.Tensor, flare_maps
     partner = torch.multinomial(partners[rotate].to(dtype), 1).squeeze(1)
     images, flare_maps = images.clone(), flare_maps.clone()
     w = weight[rotate]
-    images[rotate] = w * turn(images)[rotate] + (disk - w) * images[partner] + (1 - disk) * images[rotate]
+    images[rotate] = w * turn(images[rotate], rotate) + (disk - w) * images[partner] + (1 - disk) * images[rotate]
     scale = torch.where(mass > 0, peak / moved_peak.clamp_min(1e-12), torch.ones_like(mass))
     flare_maps[rotate, :1] = (moved * scale[:, None, None, None])[rotate]
     return images, flare_maps
