@@ -151,8 +151,8 @@ def test_bad_novelty_requests_are_refused_with_the_reason():
 
 
 def test_the_bundled_model_draws_days_it_never_saw():
-    """The release model, same seeds: with novelty guidance at 2 day distances (an option since
-    2026-12-07; its default is off) each image lies farther from its nearest training layout (8 px
+    """The release model, same seeds: with novelty guidance at 2 day distances (its default
+    is 1 since 2026-12-08) each image lies farther from its nearest training layout (8 px
     cells of the real January-June frames it keeps) than without, and the median by a quarter at
     least (the retrained model: 1.19 to 2.5 times per image, the push moving least those already
     far from every training day)."""
@@ -169,9 +169,9 @@ def test_the_bundled_model_draws_days_it_never_saw():
         return torch.cdist(cells, layouts).min(dim=1).values / cells.shape[1] ** 0.5
 
     seeds = [torch.Generator().manual_seed(k) for k in range(4)]
-    own = pipe("M", num_images_per_class=4, generator=seeds, output_type="model",
-               image_size=64).images  # the default: the model's own; the base stage, where the layouts are kept
-    assert pipe.novelty_setting(None) == 0.0
+    own = pipe("M", num_images_per_class=4, generator=seeds, output_type="model", novelty_target=0.0,
+               image_size=64).images  # guidance off; the base stage, where the layouts are kept
+    assert pipe.novelty_setting(None) == 1.0  # the model's own default (model_index.json)
     seeds = [torch.Generator().manual_seed(k) for k in range(4)]
     guided = pipe("M", num_images_per_class=4, generator=seeds, output_type="model", novelty_target=2.0,
                   image_size=64).images

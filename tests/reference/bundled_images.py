@@ -18,7 +18,7 @@ REFERENCE_FILE = Path(__file__).with_name("bundled_images.npz")
 REFERENCE_SIZE = 64
 #: The requests: every class by the model's own guidance (its table), a given scale at a given
 #: position, several flares in one image, each with novelty guidance at 2 day distances, and one
-#: without it (the bundled model's default since 2026-12-07).
+#: with the model's defaults (novelty target 1 since 2026-12-08).
 REQUESTS = (
     dict(flare_class=["quiet", "B", "C", "M", "X"], novelty_target=2.0),
     dict(flare_class="M2.5", flare_position=(-475.0, 397.0), guidance_scale=2.0, novelty_target=2.0),
