@@ -2,10 +2,12 @@
 memorisation): their class, their orientation and where their flare lies against the request.
 
     python benchmarks/copy_sources.py --model solar_diffusion/models/default \\
-        --dataset data/aia-browse2012-64-3ch --split validation --num-images 32 --json reports/copy_sources.json
+        --dataset data/aia-browse2012-64-3ch --split validation --num-images 32 --novelty-target 0 \
+        --json reports/copy_sources.json
 
 Each class's images are drawn as the evaluation draws them (image k: seed k, the k-th position
-drawn from the training flares, the model's defaults). For each image, for each real flare frame
+drawn from the training flares, the model's defaults; ``--novelty-target 0``: the weights' own
+images, without the novelty push, as the fidelity issue's memorisation figure takes them). For each image, for each real flare frame
 of the split of that class (the baseline: months the model never saw) and for 64 frames of the
 split of any class, the nearest training frame is searched as stored and flipped
 (``flare_evaluation.nearest_frames(..., flips=True)``, the evaluation's search). Printed per class:
@@ -67,6 +69,8 @@ def main(argv=None) -> dict:
     p.add_argument("--split", default="validation", help="the real frames of the baseline")
     p.add_argument("--num-images", type=int, default=32, help="images per class")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--novelty-target", type=float, default=None,
+                   help="novelty guidance target (default: the model's own; 0: off, the weights' own copies)")
     p.add_argument("--json", default=None, help="write the figures here")
     args = p.parse_args(argv)
     pipe = load_pipeline(args.model)
@@ -83,7 +87,9 @@ def main(argv=None) -> dict:
     real = real_flare_frames(args.dataset, args.split, pipe, FLARE_CLASSES)
     cycle = requested_positions(pipe, args.num_images, args.seed)
     positions = [cycle[k % len(cycle)] for k in range(args.num_images)]
+    novelty_target = pipe.novelty_setting(args.novelty_target)
     report = {"model": args.model, "dataset": args.dataset, "split": args.split, "num_images_per_class": args.num_images,
+              "novelty_target": novelty_target,
               "training_frames": len(train.images),
               "training_m_or_x_frames": int(np.isin(train.labels, FLARE_CLASSES).sum()), "classes": {}}
     held_out = model_space_split(args.dataset, args.split, pipe.normalization, size)
@@ -96,6 +102,7 @@ def main(argv=None) -> dict:
           f"distance as stored / flipped {s['distance_median_as_stored']:.3f} / {s['distance_median_flipped']:.3f}", flush=True)
     for c in FLARE_CLASSES:
         out = pipe([c] * args.num_images, flare_position=positions, output_type="model", image_size=size,
+                   novelty_target=novelty_target,
                    generator=[torch.Generator().manual_seed(args.seed + k) for k in range(args.num_images)])
         rows = {"generated": (out.images.cpu(), positions_px(pipe, positions))}
         if c in real:
