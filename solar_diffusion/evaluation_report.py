@@ -58,15 +58,25 @@ def render_report(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sampling_text(report: dict) -> str:
+    """How an evaluation's images were sampled: steps, guidance and (where on) novelty target.
+
+    >>> sampling_text({"settings": {"guidance_scale": 3.0, "novelty_target": 1.0}, "model": {"num_inference_steps": 10}})
+    '10 steps, guidance 3, novelty target 1'
+    """
+    s = report["settings"]
+    novelty = f", novelty target {s['novelty_target']:g}" if s.get("novelty_target") else ""
+    return (f"{report['model']['num_inference_steps']} steps, "
+            f"{describe_guidance(s['guidance_scale'], report['model'].get('guidance_by_flux'))}{novelty}")
+
+
 def _introduction(report: dict) -> list:
     s = report["settings"]
     split = s["split"]
     model = Path(s["model"]).resolve()
     model = model.relative_to(Path.cwd()) if model.is_relative_to(Path.cwd()) else s["model"]
     counts = report["sample_sizes"]
-    novelty = f", novelty target {s['novelty_target']:g}" if s.get("novelty_target") else ""
-    return [f"Model `{model}` ({report['model']['scheduler']}, {report['model']['num_inference_steps']} steps, "
-            f"{describe_guidance(s['guidance_scale'], report['model'].get('guidance_by_flux'))}{novelty}), {s['num_per_class']} generated images per class, against the real "
+    return [f"Model `{model}` ({report['model']['scheduler']}, {sampling_text(report)}), {s['num_per_class']} generated images per class, against the real "
             f"`{split}` split of `{s['dataset']}`. {INTERVAL_MEANING.format(n_boot=s['n_boot'])} "
             f"n = generated/real (or floor/real) images. Floor: real train frames vs real {split} "
             f"frames at the same sample sizes (what a perfect generator of the training distribution would score). "

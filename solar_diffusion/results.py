@@ -18,9 +18,8 @@ from pathlib import Path
 
 from solar_diffusion import evaluation_keys as keys
 from solar_diffusion.cascade_evaluation import report_lines
-from solar_diffusion.evaluation_report import disk_rows, flare_tables, fmt, paired_steps
+from solar_diffusion.evaluation_report import disk_rows, flare_tables, fmt, paired_steps, sampling_text
 from solar_diffusion.files import atomic_write
-from solar_diffusion.generate import describe_guidance
 
 SUMMARY_START, SUMMARY_END = "<!-- results-summary:start -->", "<!-- results-summary:end -->"
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,8 +70,7 @@ def summary(results: dict, link: str = "reports/README.md") -> str:
     if ev:
         s = ev["settings"]
         lines.append(f"Bundled model against the real `{s['split']}` months ({s['num_per_class']} images per class, "
-                     f"{ev['model']['num_inference_steps']} steps, "
-                     f"{describe_guidance(s['guidance_scale'], ev['model'].get('guidance_by_flux'))}; 95% intervals):")
+                     f"{sampling_text(ev)}; 95% intervals):")
         lines.append("")
         if ev.get("flare"):
             lines += _flare_summary(ev["flare"], s["split"])
@@ -118,9 +116,8 @@ def readme_summary(results: dict, link: str = "reports/README.md") -> str:
     ev = results["evaluation"]
     if ev:
         s = ev["settings"]
-        guidance = describe_guidance(s["guidance_scale"], ev["model"].get("guidance_by_flux"))
         lines += [f"Bundled model against the real `{s['split']}` months ({s['num_per_class']} images per class, "
-                  f"{ev['model']['num_inference_steps']} steps, {guidance}; 95% intervals):", ""]
+                  f"{sampling_text(ev)}; 95% intervals):", ""]
         if ev.get("flare"):
             lines += _flare_headline(ev["flare"], s["split"])
         pooled = {space: v["pooled"] for space, v in ev["feature_spaces"].items() if "pooled" in v}
@@ -326,8 +323,7 @@ def _forecast_section(forecast: dict, in_progress: dict | None) -> list:
     section = ["## The forecast model: the Sun in the hours before a flare", "",
                f"`{evaluate_command(s)}` (the command writes the full report "
                f"with its figures; `{s['out']}/metrics.json` is kept here): {s['num_per_class']} images per class, "
-               f"{forecast['model']['scheduler']} with {forecast['model']['num_inference_steps']} steps, "
-               f"{describe_guidance(s['guidance_scale'], forecast['model'].get('guidance_by_flux'))}.", ""]
+               f"{forecast['model']['scheduler']} with {sampling_text(forecast)}.", ""]
     mem = forecast["flare"]["memorisation"]["classes"]
     tail = ["Copies? Median distance to the nearest training frame over that of real frames of months never seen: "
             + "; ".join(f"{c} {fmt(row[keys.OVER_REAL_HELD_OUT])}" for c, row in mem.items() if c in ("M", "X"))
@@ -390,9 +386,7 @@ def _evaluation_section(ev: dict, title: str, folder: str) -> list:
     s, split = ev["settings"], ev["settings"]["split"]
     lines = [f"## {title}", "",
              f"`{evaluate_command(s)}`: "
-             f"{s['num_per_class']} images per class, {ev['model']['scheduler']} with "
-             f"{ev['model']['num_inference_steps']} steps, "
-             f"{describe_guidance(s['guidance_scale'], ev['model'].get('guidance_by_flux'))}. Full report: "
+             f"{s['num_per_class']} images per class, {ev['model']['scheduler']} with {sampling_text(ev)}. Full report: "
              f"[{folder}/report.md]({folder}/report.md).", ""]
     if ev.get("flare"):
         channels = ev["flare"]["signature"]["channels"]
