@@ -2,20 +2,20 @@
 memorisation): their class, their orientation and where their flare lies against the request.
 
     python benchmarks/copy_sources.py --model solar_diffusion/models/default \\
-        --dataset data/aia-browse2012-64-3ch --split validation --num-images 32 --novelty-target 0 \
+        --dataset data/aia-browse2012-64-3ch --split validation --num-images 32 --novelty-target 0 \\
         --json reports/copy_sources.json
 
 Each class's images are drawn as the evaluation draws them (image k: seed k, the k-th position
 drawn from the training flares, the model's defaults; ``--novelty-target 0``: the weights' own
-images, without the novelty push, as the fidelity issue's memorisation figure takes them). For each image, for each real flare frame
-of the split of that class (the baseline: months the model never saw) and for 64 frames of the
-split of any class, the nearest training frame is searched as stored and flipped
-(``flare_evaluation.nearest_frames(..., flips=True)``, the evaluation's search). Printed per class:
-the share whose nearest frame is an M or X training frame (of all training frames, that share is
-small), the share nearest a flipped frame, the distinct training days they land on, and for those
-nearest a flare frame the distance (px) from that frame's flare, in the orientation found, to the
-requested (or real) flare position. Images keyed by their request land on the M/X training days,
-in the orientation that puts the training flare at the requested place.
+images, without the novelty push, as the fidelity issue's memorisation figure takes them). For
+each image, for each real flare frame of the split of that class (the baseline: months the model
+never saw) and for 64 frames of the split of any class, the nearest training frame is searched as
+stored and flipped (``flare_evaluation.nearest_frames(..., flips=True)``, the evaluation's search).
+Printed per class: the share whose nearest frame is an M or X training frame (of all training
+frames, that share is small), the share nearest a flipped frame, the distinct training days they
+land on, and for those nearest a flare frame the distance (px) from that frame's flare, in the
+orientation found, to the requested (or real) flare position. Images keyed by their request land on
+the M/X training days, in the orientation that puts the training flare at the requested place.
 """
 
 from __future__ import annotations
